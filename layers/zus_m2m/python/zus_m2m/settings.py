@@ -1,0 +1,102 @@
+"""The one typed settings object, read from the environment at the edge (handlers and the local stack).
+
+Domain logic never reads the environment: handlers build ``Settings.from_env()`` once at module
+scope and pass plain values on. template.yaml sets every variable named here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from zus_m2m.errors import ConfigurationError
+from zus_m2m.zus.endpoints import ZusEndpoints
+
+# Every environment variable the service reads, with its default (None: required).
+ENVIRONMENT_VARIABLES: Mapping[str, str | None] = {
+    "STAGE": "dev",
+    "TABLE_NAME": None,
+    "SECRET_PREFIX": "zus-m2m",
+    "KMS_KEY_ID": "",
+    "ADMIN_SECRET_NAME": None,
+    "ADMIN_CLIENT_NAME": "zus-m2m-admin",
+    "ZUS_ENVIRONMENT": "sandbox",
+    "ZUS_API_BASE_URL": "",
+    "ZUS_AUTH_BASE_URL": "",
+    "ZUS_AUDIENCE": "",
+    "TOKEN_REFRESH_MARGIN_SECONDS": "300",
+    "TOKEN_BUDGET_PER_HOUR": "100",
+    "ROTATION_INTERVAL_DAYS": "30",
+    "SECRET_RECOVERY_WINDOW_DAYS": "7",
+    "ROTATION_FUNCTION_ARN": "",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    table_name: str
+    secret_prefix: str
+    kms_key_id: str
+    admin_secret_name: str
+    admin_client_name: str
+    zus: ZusEndpoints
+    token_refresh_margin_seconds: int
+    token_budget_per_hour: int
+    rotation_interval_days: int
+    secret_recovery_window_days: int
+    rotation_function_arn: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting at once, so one error names every problem."""
+        source = os.environ if environ is None else environ
+        values = {name: source.get(name) or default for name, default in ENVIRONMENT_VARIABLES.items()}
+        problems = [f"{name} is required" for name, value in values.items() if value is None]
+
+        def integer(name: str, low: int, high: int) -> int:
+            raw = values[name] or ""
+            try:
+                number = int(raw)
+            except ValueError:
+                problems.append(f"{name} must be an integer, got {raw!r}")
+                return low
+            if not low <= number <= high:
+                problems.append(f"{name} must be between {low} and {high}, got {number}")
+            return number
+
+        margin = integer("TOKEN_REFRESH_MARGIN_SECONDS", 0, 3000)
+        budget = integer("TOKEN_BUDGET_PER_HOUR", 1, 200)
+        rotation_days = integer("ROTATION_INTERVAL_DAYS", 1, 365)
+        recovery_days = integer("SECRET_RECOVERY_WINDOW_DAYS", 7, 30)
+        try:
+            endpoints = ZusEndpoints.for_environment(
+                values["ZUS_ENVIRONMENT"] or "",
+                api_base=values["ZUS_API_BASE_URL"] or None,
+                auth_base=values["ZUS_AUTH_BASE_URL"] or None,
+                audience=values["ZUS_AUDIENCE"] or None,
+            )
+        except ValueError as exc:
+            problems.append(f"ZUS_ENVIRONMENT: {exc}")
+            endpoints = ZusEndpoints("", "", "")
+        if problems:
+            raise ConfigurationError("invalid configuration: " + "; ".join(problems))
+        return cls(
+            stage=values["STAGE"] or "",
+            table_name=values["TABLE_NAME"] or "",
+            secret_prefix=(values["SECRET_PREFIX"] or "").strip("/"),
+            kms_key_id=values["KMS_KEY_ID"] or "",
+            admin_secret_name=values["ADMIN_SECRET_NAME"] or "",
+            admin_client_name=values["ADMIN_CLIENT_NAME"] or "",
+            zus=endpoints,
+            token_refresh_margin_seconds=margin,
+            token_budget_per_hour=budget,
+            rotation_interval_days=rotation_days,
+            secret_recovery_window_days=recovery_days,
+            rotation_function_arn=values["ROTATION_FUNCTION_ARN"] or "",
+        )
+
+    def secret_name(self, client_name: str) -> str:
+        """Secrets Manager name of a managed client: ``<prefix>/<stage>/<name>``."""
+        return f"{self.secret_prefix}/{self.stage}/{client_name}"

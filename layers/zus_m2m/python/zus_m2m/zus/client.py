@@ -1,0 +1,269 @@
+"""The Zus HTTP client: every call of SPEC.md's Zus table, with timeouts, bounded retries and typed errors.
+
+Retries come from urllib3's ``Retry`` mounted on the session: connection failures are retried for
+every call (the request never reached Zus), while read timeouts and 502/503/504 are retried only for
+GET and DELETE. A create, a rotate-secret or a token request is never retried blindly: the caller
+decides, because each one changes state at Zus or spends the client's hourly token allowance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
+
+from zus_m2m import errors
+from zus_m2m.zus.endpoints import (
+    APP_CLIENT_PATH,
+    APP_CLIENTS_PATH,
+    ROLES_PATH,
+    ROTATE_SECRET_PATH,
+    ZusEndpoints,
+)
+from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
+
+JSON_API: Final = "application/vnd.api+json"
+DEFAULT_TIMEOUT: Final = (3.05, 10.0)  # (connect, read) seconds
+_MAX_PAGES: Final = 100
+
+_ERRORS_BY_STATUS: Final[Mapping[int, type[errors.ZusError]]] = {
+    400: errors.ZusBadRequest,
+    401: errors.ZusUnauthorized,
+    403: errors.ZusForbidden,
+    404: errors.ZusNotFound,
+    409: errors.ZusConflict,
+    422: errors.ZusBadRequest,
+    429: errors.ZusRateLimited,
+}
+
+
+def default_retry() -> Retry:
+    return Retry(
+        total=4,
+        connect=3,
+        read=2,
+        status=2,
+        allowed_methods=frozenset({"GET", "HEAD", "DELETE"}),
+        status_forcelist=(502, 503, 504),
+        backoff_factor=0.2,
+        backoff_jitter=0.2,
+        backoff_max=2.0,
+        # A long Retry-After would outlive the Lambda; the caller decides what to do with it.
+        respect_retry_after_header=False,
+        raise_on_status=False,
+    )
+
+
+def build_session(retry: Retry | None = None, pool_size: int = 32) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry or default_retry(), pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = "zus-m2m"
+    return session
+
+
+class ZusClient:
+    """Talks to one Zus environment. Admin calls take a Builder Admin bearer token per call."""
+
+    def __init__(
+        self,
+        endpoints: ZusEndpoints,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.endpoints = endpoints
+        self._session = session or build_session()
+        self._timeout = timeout
+
+    # --- OAuth -------------------------------------------------------------------------------
+
+    def request_token(self, client_id: str, client_secret: str) -> AccessToken:
+        """The client-credentials grant, with the JSON body exactly as the guide's curl shows."""
+        body = {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "audience": self.endpoints.audience,
+            "grant_type": "client_credentials",
+        }
+        document = self._call("token request", "POST", self.endpoints.token_url, json=body)
+        try:
+            return AccessToken(
+                access_token=str(document["access_token"]),
+                expires_in=int(document["expires_in"]),
+                token_type=str(document.get("token_type", "Bearer")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.ZusError("token request", 200, "the response has no usable access_token") from exc
+
+    # --- roles ---------------------------------------------------------------------------------
+
+    def find_role(self, name: str, bearer: str) -> Role:
+        """Step 1 of the guide. ``data`` may be one object (as the guide shows) or a one-element array."""
+        url = self.endpoints.api(ROLES_PATH)
+        document = self._call("role lookup", "GET", url, bearer=bearer, params={"filter[name]": name})
+        matches = [role for role in _resources(document) if role["attributes"].get("name") == name]
+        if len(matches) == 1:
+            return Role(id=str(matches[0]["id"]), name=name)
+        every_role = self._call("role listing", "GET", url, bearer=bearer)
+        raise errors.UnknownRole(name, [str(r["attributes"].get("name")) for r in _resources(every_role)])
+
+    # --- app clients ---------------------------------------------------------------------------
+
+    def create_app_client(self, name: str, role_id: str, bearer: str) -> AppClientSecret:
+        """Step 2 of the guide. Never retried here: a blind retry could create a second client."""
+        body = {
+            "data": {
+                "type": "auth/app-clients",
+                "attributes": {"type": "machine_to_machine", "name": name, "userType": "builder"},
+                "relationships": {"auth/roles": {"data": {"type": "auth/roles", "id": role_id}}},
+            }
+        }
+        url = self.endpoints.api(APP_CLIENTS_PATH)
+        document = self._call("create app client", "POST", url, bearer, json=body)
+        return _with_secret("create app client", document)
+
+    def get_app_client(self, app_client_id: str, bearer: str) -> AppClient:
+        """Step 4 of the guide: any valid bearer may read an app client."""
+        url = self.endpoints.api(APP_CLIENT_PATH, app_client_id=app_client_id)
+        return _app_client(self._call("get app client", "GET", url, bearer)["data"])
+
+    def list_app_clients(self, bearer: str) -> list[AppClient]:
+        """Every app client, following JSON:API ``links.next`` pages on the same API host only."""
+        found: list[AppClient] = []
+        url: str | None = self.endpoints.api(APP_CLIENTS_PATH)
+        for _ in range(_MAX_PAGES):
+            if url is None:
+                return found
+            document = self._call("list app clients", "GET", url, bearer)
+            found.extend(_app_client(resource) for resource in _resources(document))
+            url = _next_page(document, self.endpoints.api_base)
+        raise errors.ZusError("list app clients", 200, f"more than {_MAX_PAGES} pages")
+
+    def delete_app_client(self, app_client_id: str, bearer: str) -> None:
+        url = self.endpoints.api(APP_CLIENT_PATH, app_client_id=app_client_id)
+        self._call("delete app client", "DELETE", url, bearer)
+
+    def rotate_secret(self, app_client_id: str, bearer: str) -> AppClientSecret:
+        """A new secret, shown once. Never retried here: a second rotation would lose the first secret."""
+        url = self.endpoints.api(ROTATE_SECRET_PATH, app_client_id=app_client_id)
+        return _with_secret("rotate secret", self._call("rotate secret", "POST", url, bearer))
+
+    # --- transport -----------------------------------------------------------------------------
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        bearer: str | None = None,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"} if bearer is None else {"Accept": JSON_API}
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+            if json is not None:
+                headers["Content-Type"] = JSON_API
+        try:
+            response = self._session.request(
+                method, url, headers=headers, json=json, params=params, timeout=self._timeout
+            )
+        except requests.Timeout as exc:
+            raise errors.ZusUnavailable(operation, None, "timed out") from exc
+        except requests.RequestException as exc:
+            raise errors.ZusUnavailable(operation, None, "connection failed") from exc
+        if response.status_code >= 400:
+            raise _error_for(operation, response)
+        if response.status_code == 204 or not response.content:
+            return {}
+        try:
+            document = response.json()
+        except ValueError as exc:
+            raise errors.ZusError(operation, response.status_code, "the response is not JSON") from exc
+        if not isinstance(document, dict):
+            raise errors.ZusError(operation, response.status_code, "the response is not a JSON object")
+        return document
+
+
+def _error_for(operation: str, response: requests.Response) -> errors.ZusError:
+    status = response.status_code
+    reason = _reason(response)
+    retry_after = _retry_after(response)
+    if status == 401 and reason == "invalid_client":
+        return errors.ZusInvalidClient(operation, status, reason, retry_after)
+    error_class = _ERRORS_BY_STATUS.get(status, errors.ZusUnavailable if status >= 500 else errors.ZusError)
+    return error_class(operation, status, reason, retry_after)
+
+
+def _reason(response: requests.Response) -> str:
+    """The error code or JSON:API titles and pointers; never a description that might echo input."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or "error"
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        parts = []
+        for error in body["errors"]:
+            if isinstance(error, dict):
+                pointer = (error.get("source") or {}).get("pointer")
+                parts.append(f"{error.get('title', 'error')}" + (f" at {pointer}" if pointer else ""))
+        return "; ".join(parts) or response.reason or "error"
+    return response.reason or "error"
+
+
+def _retry_after(response: requests.Response) -> float:
+    header = response.headers.get("Retry-After")
+    if header:
+        with contextlib.suppress(InvalidHeader):  # a malformed header falls back to the default
+            return max(1.0, float(Retry().parse_retry_after(header)))
+    return 60.0 if response.status_code == 429 else 5.0
+
+
+def _resources(document: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    data = document.get("data")
+    items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("attributes"), dict):
+            yield item
+
+
+def _next_page(document: Mapping[str, Any], api_base: str) -> str | None:
+    links = document.get("links")
+    next_url = links.get("next") if isinstance(links, dict) else None
+    if not isinstance(next_url, str) or not next_url:
+        return None
+    if next_url.startswith("/"):
+        return api_base + next_url
+    # Never send the bearer token to another host, whatever a response says.
+    return next_url if next_url.startswith(api_base + "/") else None
+
+
+def _app_client(resource: Mapping[str, Any]) -> AppClient:
+    attributes = resource.get("attributes") or {}
+    role = ((resource.get("relationships") or {}).get("auth/roles") or {}).get("data") or {}
+    return AppClient(
+        id=str(resource["id"]),
+        client_id=str(attributes["clientId"]),
+        name=str(attributes.get("name", "")),
+        role_id=str(role["id"]) if isinstance(role, dict) and role.get("id") else None,
+        created_at=attributes.get("createdAt"),
+        updated_at=attributes.get("updatedAt"),
+    )
+
+
+def _with_secret(operation: str, document: Mapping[str, Any]) -> AppClientSecret:
+    try:
+        resource = document["data"]
+        secret = resource["attributes"]["clientSecret"]
+        return AppClientSecret(app_client=_app_client(resource), client_secret=str(secret))
+    except (KeyError, TypeError) as exc:
+        raise errors.ZusError(operation, 200, "the response carries no clientSecret") from exc
