@@ -63,6 +63,8 @@ class Throttled(ZusM2MError):
 class TemporarilyUnavailable(ZusM2MError):
     """A dependency failed in a way a later retry may not (503)."""
 
+    retry_after: float
+
     def __init__(self, detail: str, retry_after: float = 5.0) -> None:
         super().__init__(detail)
         self.retry_after = retry_after

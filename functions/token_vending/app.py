@@ -1,0 +1,41 @@
+"""GET /app-clients/{name}/token: a Zus access token with at least ``minTtl`` seconds left."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from zus_m2m import api, validation, wiring
+from zus_m2m.settings import Settings
+
+logger = Logger()
+copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+metrics = Metrics()
+settings = Settings.from_env()
+vendor = wiring.token_vendor(settings, metrics)
+app = api.resolver()
+
+
+@app.get("/app-clients/<name>/token")
+def get_token(name: str) -> Response[str]:
+    query = app.current_event.get_query_string_value("minTtl")
+    min_ttl = validation.integer_in_range("minTtl", query, default=60, low=0, high=3000)
+    token = vendor.vend(validation.client_name(name), min_ttl)
+    expires_in = int(token.seconds_left(time.time()))
+    body = {
+        "access_token": token.access_token,
+        "token_type": token.token_type,
+        "expires_in": expires_in,
+        "expires_at": int(token.expires_at),
+    }
+    return api.json_response(200, body)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,199 @@
+"""The DynamoDB tier of token vending: token items, single-flight leases and rolling-hour budgets.
+
+Item shapes are in docs/design.md. All writes that decide something (who fetches, whether the
+budget allows one more request) are conditional writes, so they are atomic across containers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from zus_m2m.aws._errors import error_code, translated
+from zus_m2m.errors import StoreUnavailable
+from zus_m2m.ports import BudgetVerdict, CachedToken, TokenState
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+HOUR = 3600.0
+_BUDGET_ATTEMPTS = 10
+
+
+def client_key(client: str, kind: str) -> dict[str, Any]:
+    return {"pk": {"S": f"client#{client}"}, "sk": {"S": kind}}
+
+
+def _number(item: dict[str, Any], name: str, default: float = 0.0) -> float:
+    value = item.get(name)
+    return float(value["N"]) if value else default
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(round(value, 3))}
+
+
+class DynamoTokenTable:
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    def get(self, client: str, *, consistent: bool = False) -> TokenState:
+        with translated("reading the token cache"):
+            item = self._db.get_item(
+                TableName=self._table, Key=client_key(client, "token"), ConsistentRead=consistent
+            ).get("Item", {})
+        token = None
+        if "accessToken" in item:
+            token = CachedToken(
+                access_token=item["accessToken"]["S"],
+                token_type=item.get("tokenType", {}).get("S", "Bearer"),
+                expires_at=_number(item, "expiresAt"),
+            )
+        return TokenState(
+            token=token,
+            lease_owner=item["leaseOwner"]["S"] if "leaseOwner" in item else None,
+            lease_until=_number(item, "leaseUntil"),
+            blocked_until=_number(item, "blockedUntil"),
+            last_requested_at=_number(item, "lastRequestedAt"),
+        )
+
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
+        return self._conditional_update(
+            "taking the fetch lease",
+            client,
+            "SET leaseOwner = :owner, leaseUntil = :until",
+            "attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
+            {":owner": {"S": owner}, ":until": _n(until), ":now": _n(now)},
+        )
+
+    def release_lease(self, client: str, owner: str) -> None:
+        self._conditional_update(
+            "releasing the fetch lease",
+            client,
+            "REMOVE leaseOwner, leaseUntil",
+            "leaseOwner = :owner",
+            {":owner": {"S": owner}},
+        )
+
+    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
+        # A later-expiring token already stored wins: two fetchers never replace newer with older.
+        self._conditional_update(
+            "storing a token",
+            client,
+            "SET accessToken = :token, tokenType = :type, expiresAt = :expires, #ttl = :ttl",
+            "attribute_not_exists(expiresAt) OR expiresAt <= :expires",
+            {
+                ":token": {"S": token.access_token},
+                ":type": {"S": token.token_type},
+                ":expires": _n(token.expires_at),
+                ":ttl": {"N": str(int(token.expires_at) + 1)},
+            },
+            names={"#ttl": "ttl"},
+        )
+        if owner is not None:
+            self.release_lease(client, owner)
+
+    def block(self, client: str, until: float) -> None:
+        with translated("recording a Zus rate limit"):
+            self._db.update_item(
+                TableName=self._table,
+                Key=client_key(client, "token"),
+                UpdateExpression="SET blockedUntil = :until",
+                ExpressionAttributeValues={":until": _n(until)},
+            )
+
+    def mark_requested(self, client: str, now: float) -> None:
+        with translated("recording token use"):
+            self._db.update_item(
+                TableName=self._table,
+                Key=client_key(client, "token"),
+                UpdateExpression="SET lastRequestedAt = :now",
+                ExpressionAttributeValues={":now": _n(now)},
+            )
+
+    def requested_since(self, since: float) -> list[str]:
+        # A scan is fine at the scale of one team's app clients (a few items each).
+        clients: list[str] = []
+        with translated("listing recently used clients"):
+            for page in self._db.get_paginator("scan").paginate(
+                TableName=self._table,
+                FilterExpression="sk = :token AND lastRequestedAt >= :since",
+                ExpressionAttributeValues={":token": {"S": "token"}, ":since": _n(since)},
+                ProjectionExpression="pk",
+            ):
+                clients.extend(item["pk"]["S"].removeprefix("client#") for item in page.get("Items", []))
+        return sorted(clients)
+
+    def purge(self, client: str) -> None:
+        with translated("purging cached tokens"):
+            for kind in ("token", "budget"):
+                self._db.delete_item(TableName=self._table, Key=client_key(client, kind))
+
+    # --- the rolling-hour budget -----------------------------------------------------------------
+
+    def budget_used(self, client: str, now: float) -> int:
+        return len(self._budget(client, now)[0])
+
+    def spend_budget(self, client: str, now: float, limit: int) -> BudgetVerdict:
+        """Optimistic concurrency on a version number: read, prune the hour, write back if unchanged."""
+        for _ in range(_BUDGET_ATTEMPTS):
+            stamps, version = self._budget(client, now)
+            if len(stamps) >= limit:
+                return BudgetVerdict(False, len(stamps), retry_after=max(1.0, min(stamps) + HOUR - now))
+            written = self._conditional_update(
+                "spending the token budget",
+                client,
+                "SET requests = :stamps, version = :next, #ttl = :ttl",
+                "attribute_not_exists(version) OR version = :version",
+                {
+                    ":stamps": {"L": [_n(stamp) for stamp in [*stamps, now]]},
+                    ":next": {"N": str(version + 1)},
+                    ":version": {"N": str(version)},
+                    ":ttl": {"N": str(int(now + HOUR) + 1)},
+                },
+                names={"#ttl": "ttl"},
+                kind="budget",
+            )
+            if written:
+                return BudgetVerdict(True, len(stamps) + 1)
+        raise StoreUnavailable("spending the token budget failed: too much contention")
+
+    def _budget(self, client: str, now: float) -> tuple[list[float], int]:
+        with translated("reading the token budget"):
+            item = self._db.get_item(TableName=self._table, Key=client_key(client, "budget"), ConsistentRead=True).get(
+                "Item", {}
+            )
+        stamps = [float(entry["N"]) for entry in item.get("requests", {}).get("L", [])]
+        stamps = [stamp for stamp in stamps if stamp > now - HOUR]
+        return stamps, int(_number(item, "version"))
+
+    def _conditional_update(
+        self,
+        operation: str,
+        client: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        names: dict[str, str] | None = None,
+        kind: str = "token",
+    ) -> bool:
+        """True when written, False when the condition did not hold."""
+        extra: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
+        with translated(operation):
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=client_key(client, kind),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                    **extra,
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        return True

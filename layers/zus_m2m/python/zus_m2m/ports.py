@@ -1,0 +1,94 @@
+"""The small interfaces domain logic depends on. Adapters in ``zus_m2m.aws`` and ``zus_m2m.zus``
+implement them against AWS and Zus; unit tests implement them in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from zus_m2m.credentials import ClientCredentials
+from zus_m2m.zus.models import AccessToken
+
+Clock = Callable[[], float]
+
+AWSCURRENT = "AWSCURRENT"
+AWSPENDING = "AWSPENDING"
+AWSPREVIOUS = "AWSPREVIOUS"
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_at: float
+
+    def seconds_left(self, now: float) -> float:
+        return self.expires_at - now
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """The token item of one client: its token, its single-flight lease, and a Zus 429 block."""
+
+    token: CachedToken | None = None
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+    blocked_until: float = 0.0
+    last_requested_at: float = 0.0
+
+    def lease_held(self, now: float) -> bool:
+        return self.lease_owner is not None and self.lease_until > now
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    allowed: bool
+    used: int
+    retry_after: float = 0.0
+
+
+class TokenTable(Protocol):
+    """The shared tier: one token item and one budget item per client (docs/design.md)."""
+
+    def get(self, client: str, *, consistent: bool = False) -> TokenState: ...
+
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
+        """Take the fetch lease if nobody holds a live one. True when taken."""
+        ...
+
+    def release_lease(self, client: str, owner: str) -> None: ...
+
+    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
+        """Store a token (unless a later-expiring one is there) and release ``owner``'s lease."""
+        ...
+
+    def block(self, client: str, until: float) -> None:
+        """Remember that Zus asked us not to request tokens for ``client`` before ``until``."""
+        ...
+
+    def spend_budget(self, client: str, now: float, limit: int) -> BudgetVerdict:
+        """Count one token request in the rolling hour, atomically, unless ``limit`` is reached."""
+        ...
+
+    def budget_used(self, client: str, now: float) -> int: ...
+
+    def mark_requested(self, client: str, now: float) -> None: ...
+
+    def requested_since(self, since: float) -> list[str]: ...
+
+    def purge(self, client: str) -> None: ...
+
+
+class SecretReader(Protocol):
+    def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
+        """The credentials at a version stage, or None if the secret or the stage does not exist."""
+        ...
+
+
+class TokenIssuer(Protocol):
+    def request_token(self, client_id: str, client_secret: str) -> AccessToken: ...
+
+
+class MetricsSink(Protocol):
+    def count(self, name: str, value: float = 1.0) -> None: ...

@@ -1,0 +1,307 @@
+"""The token vendor: serves a token with enough life left from the cheapest tier that has one.
+
+Tiers: this container's memory, then the client's DynamoDB item, then Zus. Only the caller holding
+the DynamoDB lease talks to Zus; everyone else waits a bounded time for the item it writes. Every
+request to Zus first spends one unit of the client's rolling-hour budget, so the service never sends
+Zus more than ``budget_per_hour`` token requests per client, however many containers run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from zus_m2m import errors
+from zus_m2m.credentials import ClientCredentials
+from zus_m2m.ports import (
+    AWSCURRENT,
+    AWSPENDING,
+    AWSPREVIOUS,
+    CachedToken,
+    Clock,
+    MetricsSink,
+    SecretReader,
+    TokenIssuer,
+    TokenState,
+    TokenTable,
+)
+
+logger = logging.getLogger(__name__)
+
+# The versions a rotation can leave behind, in the order most likely to work mid-rotation.
+FALLBACK_STAGES = (AWSPENDING, AWSCURRENT, AWSPREVIOUS)
+
+Runner = Callable[[Callable[[], None]], None]
+
+
+@dataclass(frozen=True)
+class VendingPolicy:
+    refresh_margin: float = 300.0
+    budget_per_hour: int = 100
+    # Longer than one token request can take (3 s connect + 10 s read, twice), so a live holder keeps it.
+    lease_seconds: float = 30.0
+    # How long a caller waits for another caller's fetch before answering 503.
+    wait_seconds: float = 6.0
+    upstream_attempts: int = 3
+    # How often a container records that a client is in use (for the scheduled pre-refresh).
+    mark_interval: float = 60.0
+
+
+def background_runner(workers: int = 2) -> Runner:
+    """Runs refresh-ahead and bookkeeping off the caller's path, in this container's threads."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="token-vendor")
+
+    def run(job: Callable[[], None]) -> None:
+        pool.submit(job)
+
+    return run
+
+
+class TokenVendor:
+    def __init__(
+        self,
+        table: TokenTable,
+        secrets: SecretReader,
+        issuer: TokenIssuer,
+        secret_id: Callable[[str], str],
+        metrics: MetricsSink,
+        policy: VendingPolicy | None = None,
+        *,
+        clock: Clock = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        run_in_background: Runner | None = None,
+    ) -> None:
+        self._table = table
+        self._secrets = secrets
+        self._issuer = issuer
+        self._secret_id = secret_id
+        self._metrics = metrics
+        self.policy = policy or VendingPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        self._background = run_in_background or background_runner()
+        self._owner = f"{uuid.uuid4()}"
+        self._memory: dict[str, CachedToken] = {}
+        self._marked_at: dict[str, float] = {}
+        self._refreshing: set[str] = set()
+        self._lock = threading.Lock()
+
+    # --- the vending path ---------------------------------------------------------------------
+
+    def vend(self, client: str, min_ttl: float) -> CachedToken:
+        """A token with at least ``min_ttl`` seconds left, or a ZusM2MError saying why not."""
+        now = self._clock()
+        token = self._memory.get(client)
+        if token is not None and token.seconds_left(now) >= min_ttl:
+            self._metrics.count("TokenMemoryHit")
+            self._after_hit(client, token, now)
+            return token
+        state = self._table.get(client)
+        if state.token is not None and state.token.seconds_left(now) >= min_ttl:
+            self._metrics.count("TokenTableHit")
+            self._memory[client] = state.token
+            self._after_hit(client, state.token, now)
+            return state.token
+        self._metrics.count("TokenMiss")
+        # Unknown names stop here, before any write: the (cached) secret read says whether it exists.
+        if self._secrets.read(self._secret_id(client), AWSCURRENT) is None:
+            raise errors.ResourceNotFound(f"no managed app client named {client!r}")
+        token = self._fetch_or_wait(client, min_ttl, state)
+        self._mark_in_background(client, self._clock())
+        return token
+
+    def _fetch_or_wait(self, client: str, min_ttl: float, state: TokenState) -> CachedToken:
+        deadline = self._clock() + self.policy.wait_seconds
+        for pause in _backoff(0.025, 0.2):
+            now = self._clock()
+            if state.token is not None and state.token.seconds_left(now) >= min_ttl:
+                self._memory[client] = state.token
+                return state.token
+            if state.blocked_until > now:
+                raise errors.TemporarilyUnavailable(
+                    f"Zus asked us to pause token requests for {client!r}; no cached token has {min_ttl:.0f} s left",
+                    retry_after=state.blocked_until - now,
+                )
+            lease_free = not state.lease_held(now)
+            if lease_free and self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds):
+                token = self._fetch_under_lease(client)
+                if token.seconds_left(self._clock()) < min_ttl:
+                    lifetime = token.seconds_left(now)
+                    raise errors.UnprocessableRequest(
+                        f"tokens from Zus live {lifetime:.0f} s; minTtl {min_ttl:.0f} cannot be met"
+                    )
+                return token
+            if now + pause > deadline:
+                raise errors.TemporarilyUnavailable(
+                    f"another caller is fetching a token for {client!r}; retry shortly", retry_after=1.0
+                )
+            self._metrics.count("LeaseWait")
+            self._sleep(pause)
+            state = self._table.get(client, consistent=True)
+        raise AssertionError("unreachable: _backoff never ends")
+
+    def _after_hit(self, client: str, token: CachedToken, now: float) -> None:
+        """Refresh ahead of expiry off the caller's path; record use for the scheduled pre-refresh."""
+        if token.seconds_left(now) < self.policy.refresh_margin:
+            self._start_once(client, lambda: self.refresh(client))
+        self._mark_in_background(client, now)
+
+    def _mark_in_background(self, client: str, now: float) -> None:
+        if now - self._marked_at.get(client, 0.0) >= self.policy.mark_interval:
+            self._marked_at[client] = now
+            self._background(lambda: self._quietly(lambda: self._table.mark_requested(client, now)))
+
+    def _start_once(self, client: str, job: Callable[[], object]) -> None:
+        with self._lock:
+            if client in self._refreshing:
+                return
+            self._refreshing.add(client)
+
+        def run() -> None:
+            try:
+                self._quietly(job)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(client)
+
+        self._background(run)
+
+    def _quietly(self, job: Callable[[], object]) -> None:
+        try:
+            job()
+        except errors.ZusM2MError as exc:
+            logger.warning("background token work failed", extra={"reason": exc.detail})
+        except Exception:
+            logger.exception("background token work failed unexpectedly")
+
+    # --- refreshing ----------------------------------------------------------------------------
+
+    def refresh(self, client: str, horizon: float = 0.0) -> bool:
+        """Renew the client's token if it enters the refresh margin within ``horizon`` seconds and
+        nobody else is renewing it. Used by refresh-ahead (horizon 0) and by the scheduled pre-refresh.
+        True when this call fetched a token.
+        """
+        now = self._clock()
+        state = self._table.get(client, consistent=True)
+        if state.token is not None and state.token.seconds_left(now) >= self.policy.refresh_margin + horizon:
+            self._memory[client] = state.token  # another container already renewed it
+            return False
+        if state.blocked_until > now or state.lease_held(now):
+            return False
+        if not self._acquire_lease(client, now):
+            return False
+        self._fetch_under_lease(client)
+        return True
+
+    def pre_refresh(self, horizon: float, recent: float = 3600.0) -> dict[str, int]:
+        """The scheduled run: renew tokens of clients used within ``recent`` seconds that enter the
+        margin before the next run, ``horizon`` seconds from now."""
+        report = {"considered": 0, "refreshed": 0, "failed": 0}
+        for client in self._table.requested_since(self._clock() - recent):
+            report["considered"] += 1
+            try:
+                report["refreshed"] += self.refresh(client, horizon)
+            except errors.ZusM2MError as exc:
+                report["failed"] += 1
+                logger.warning("pre-refresh failed", extra={"client": client, "reason": exc.detail})
+        return report
+
+    def _acquire_lease(self, client: str, now: float) -> bool:
+        return self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
+
+    # --- talking to Zus ------------------------------------------------------------------------
+
+    def _fetch_under_lease(self, client: str) -> CachedToken:
+        try:
+            token = self._fetch(client)
+        except BaseException:
+            self._quietly(lambda: self._table.release_lease(client, self._owner))
+            raise
+        self._memory[client] = token
+        self._table.put_token(client, token, self._owner)
+        return token
+
+    def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken:
+        """Obtain a token with given credentials (a new or pending secret) and cache it.
+
+        Provisioning and rotation use it so that their checks cost no extra token request later.
+        """
+        token = self._request(client, credentials)
+        self._memory[client] = token
+        self._table.put_token(client, token, owner=None)
+        return token
+
+    def _fetch(self, client: str) -> CachedToken:
+        secret_id = self._secret_id(client)
+        current = self._secrets.read(secret_id, AWSCURRENT)
+        if current is None:
+            raise errors.ResourceNotFound(f"no managed app client named {client!r}")
+        tried = {current.client_secret}
+        try:
+            return self._request(client, current)
+        except errors.ZusInvalidClient:
+            self._metrics.count("UpstreamInvalidClient")
+        # A rotation may be under way or just finished: try each stored version once, read afresh.
+        for stage in FALLBACK_STAGES:
+            candidate = self._secrets.read(secret_id, stage, fresh=True)
+            if candidate is None or candidate.client_secret in tried:
+                continue
+            tried.add(candidate.client_secret)
+            try:
+                token = self._request(client, candidate)
+            except errors.ZusInvalidClient:
+                self._metrics.count("UpstreamInvalidClient")
+                continue
+            logger.info("token obtained with a fallback secret version", extra={"client": client, "stage": stage})
+            return token
+        self._metrics.count("InvalidClientExhausted")
+        logger.error(
+            "Zus refused every stored version of the client secret",
+            extra={"client": client, "versions_tried": len(tried)},
+        )
+        raise errors.TemporarilyUnavailable(
+            f"Zus refused every stored secret version of {client!r} (invalid_client)", retry_after=30.0
+        )
+
+    def _request(self, client: str, credentials: ClientCredentials) -> CachedToken:
+        """One logical token request: bounded, jittered retries on 5xx and timeouts, each within budget."""
+        for attempt in range(self.policy.upstream_attempts):
+            now = self._clock()
+            verdict = self._table.spend_budget(client, now, self.policy.budget_per_hour)
+            self._metrics.count("BudgetUsed", verdict.used)
+            if not verdict.allowed:
+                self._metrics.count("TokenBudgetExhausted")
+                raise errors.Throttled(
+                    f"the hourly token budget of {self.policy.budget_per_hour} for {client!r} is spent",
+                    retry_after=verdict.retry_after,
+                )
+            self._metrics.count("UpstreamTokenRequest")
+            try:
+                issued = self._issuer.request_token(credentials.client_id, credentials.client_secret)
+            except errors.ZusRateLimited as exc:
+                self._metrics.count("UpstreamRateLimited")
+                self._table.block(client, now + exc.retry_after)
+                raise errors.TemporarilyUnavailable(
+                    f"Zus rate-limited token requests for {client!r}", retry_after=exc.retry_after
+                ) from exc
+            except errors.ZusUnavailable:
+                self._metrics.count("UpstreamUnavailable")
+                if attempt + 1 == self.policy.upstream_attempts:
+                    raise
+                self._sleep(random.uniform(0.1, 0.4) * 2**attempt)
+                continue
+            return CachedToken(issued.access_token, issued.token_type, now + issued.expires_in)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _backoff(first: float, cap: float) -> Iterator[float]:
+    pause = first
+    while True:
+        yield pause
+        pause = min(cap, pause * 2)

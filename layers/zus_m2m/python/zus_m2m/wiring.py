@@ -1,0 +1,74 @@
+"""Builds the adapters and services a handler needs, once per container, from the settings.
+
+Handlers call these at module scope; tests and the local stack pass their own boto3 clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
+
+from zus_m2m.aws.secrets import SecretsManagerReader
+from zus_m2m.aws.token_table import DynamoTokenTable
+from zus_m2m.settings import Settings
+from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
+from zus_m2m.zus.client import ZusClient
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_secretsmanager.client import SecretsManagerClient
+
+# Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
+AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+
+
+def aws_client(service: str) -> Any:
+    """A boto3 client; ``AWS_ENDPOINT_URL`` (set by the local stack) points it at moto."""
+    return boto3.client(service, config=AWS_CONFIG)  # type: ignore[call-overload]
+
+
+class PowertoolsMetrics:
+    """``MetricsSink`` over Powertools Metrics (CloudWatch EMF)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def count(self, name: str, value: float = 1.0) -> None:
+        self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def secret_id_for(settings: Settings) -> Callable[[str], str]:
+    """Maps a client name to its secret; the bootstrap admin's secret has its own configured name."""
+
+    def secret_id(client: str) -> str:
+        if client == settings.admin_client_name:
+            return settings.admin_secret_name
+        return settings.secret_name(client)
+
+    return secret_id
+
+
+def token_vendor(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    dynamodb: DynamoDBClient | None = None,
+    secretsmanager: SecretsManagerClient | None = None,
+    zus: ZusClient | None = None,
+) -> TokenVendor:
+    return TokenVendor(
+        table=DynamoTokenTable(dynamodb or aws_client("dynamodb"), settings.table_name),
+        secrets=SecretsManagerReader(secretsmanager or aws_client("secretsmanager")),
+        issuer=zus or ZusClient(settings.zus),
+        secret_id=secret_id_for(settings),
+        metrics=PowertoolsMetrics(metrics),
+        policy=VendingPolicy(
+            refresh_margin=settings.token_refresh_margin_seconds,
+            budget_per_hour=settings.token_budget_per_hour,
+        ),
+    )
