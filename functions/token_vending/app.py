@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from zus_m2m import api, validation, wiring
 from zus_m2m.settings import Settings
 
@@ -32,7 +33,8 @@ def get_token(name: str) -> Response[str]:
         "expires_in": expires_in,
         "expires_at": int(token.expires_at),
     }
-    return api.json_response(200, body)
+    # Which tier answered, for callers diagnosing latency; never anything secret.
+    return api.json_response(200, body, headers={"X-Token-Source": token.source})
 
 
 @logger.inject_lambda_context(clear_state=True)

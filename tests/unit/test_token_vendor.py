@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fakes import FakeClock, FakeIssuer, FakeMetrics, FakeSecrets, FakeTokenTable, run_now
+
 from zus_m2m import errors
 from zus_m2m.credentials import ClientCredentials
 from zus_m2m.ports import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, TokenState

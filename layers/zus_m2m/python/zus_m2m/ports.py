@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from zus_m2m.credentials import ClientCredentials
 from zus_m2m.zus.models import AccessToken
@@ -17,11 +17,16 @@ AWSPENDING = "AWSPENDING"
 AWSPREVIOUS = "AWSPREVIOUS"
 
 
+TokenSource = Literal["memory", "table", "zus"]
+
+
 @dataclass(frozen=True)
 class CachedToken:
     access_token: str = field(repr=False)
     token_type: str
     expires_at: float
+    # Which tier served this copy; not part of the token's identity.
+    source: TokenSource = field(default="zus", compare=False)
 
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now
@@ -84,6 +89,61 @@ class SecretReader(Protocol):
     def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
         """The credentials at a version stage, or None if the secret or the stage does not exist."""
         ...
+
+
+@dataclass(frozen=True)
+class SecretDescription:
+    """What Secrets Manager says of a secret, without its value."""
+
+    arn: str
+    name: str
+    tags: dict[str, str]
+    rotation_enabled: bool
+    versions: dict[str, list[str]]  # version id -> stages
+    last_rotated: float | None = None
+    next_rotation: float | None = None
+    created: float | None = None
+    deleted: bool = False
+
+    def version_at(self, stage: str) -> str | None:
+        return next((version for version, stages in self.versions.items() if stage in stages), None)
+
+    @property
+    def rotation_in_progress(self) -> bool:
+        """AWSPENDING on a version that is not AWSCURRENT: a rotation started and has not finished.
+
+        Decided here, from VersionIdsToStages, because moto's own check is inverted.
+        """
+        pending = self.version_at(AWSPENDING)
+        return pending is not None and pending != self.version_at(AWSCURRENT)
+
+
+class SecretStore(SecretReader, Protocol):
+    """Everything the service does to client secrets besides reading them."""
+
+    def create(
+        self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], request_token: str
+    ) -> str:
+        """Create the secret (idempotent for the same request token); returns its ARN."""
+        ...
+
+    def describe(self, secret_id: str) -> SecretDescription | None: ...
+
+    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None: ...
+
+    def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        """Store credentials as version ``version_id`` at stage AWSPENDING."""
+        ...
+
+    def move_stage(self, secret_id: str, stage: str, to_version: str, from_version: str | None) -> None: ...
+
+    def remove_stage(self, secret_id: str, stage: str, from_version: str) -> None: ...
+
+    def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None: ...
+
+    def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None: ...
+
+    def list_managed(self, stage: str) -> list[SecretDescription]: ...
 
 
 class TokenIssuer(Protocol):

@@ -13,7 +13,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
-from zus_m2m.aws.secrets import SecretsManagerReader
+from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
@@ -63,7 +63,7 @@ def token_vendor(
 ) -> TokenVendor:
     return TokenVendor(
         table=DynamoTokenTable(dynamodb or aws_client("dynamodb"), settings.table_name),
-        secrets=SecretsManagerReader(secretsmanager or aws_client("secretsmanager")),
+        secrets=SecretsManagerStore(secretsmanager or aws_client("secretsmanager")),
         issuer=zus or ZusClient(settings.zus),
         secret_id=secret_id_for(settings),
         metrics=PowertoolsMetrics(metrics),

@@ -1,4 +1,5 @@
-"""Secrets Manager adapter: reads client credentials by version stage through a short cache.
+"""Secrets Manager adapter: client credentials by version stage (reads through a short cache),
+and every write the service makes to a client's secret.
 
 Powertools Parameters caches by secret name alone and drops the version stage from its cache key,
 so a read of AWSPENDING would overwrite the cached AWSCURRENT; this adapter keys its cache by
@@ -10,22 +11,27 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from zus_m2m.aws._errors import error_code, translated
 from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import Clock
+from zus_m2m.ports import AWSPENDING, Clock, SecretDescription
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
+
+MANAGED_TAG = "zus-m2m:managed"
+STAGE_TAG = "zus-m2m:stage"
+CLIENT_TAG = "zus-m2m:client"
 
 # Secrets Manager's answers for a secret or a stage that is not (or no longer) there.
 _ABSENT = {"ResourceNotFoundException", "InvalidRequestException"}
 
 
-class SecretsManagerReader:
+class SecretsManagerStore:
     def __init__(self, secretsmanager: SecretsManagerClient, max_age: float = 60.0, clock: Clock = time.time):
         self._sm = secretsmanager
         self._max_age = max_age
@@ -58,4 +64,125 @@ class SecretsManagerReader:
                 if error_code(exc) in _ABSENT:
                     return None
                 raise
-        return ClientCredentials.from_json(response["SecretString"], secret_id)
+        return _credentials(response, secret_id)
+
+    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
+        with translated("reading a client secret version"):
+            try:
+                response = self._sm.get_secret_value(SecretId=secret_id, VersionId=version_id)
+            except ClientError as exc:
+                if error_code(exc) in _ABSENT:
+                    return None
+                raise
+        return _credentials(response, secret_id)
+
+    def create(
+        self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], request_token: str
+    ) -> str:
+        options: dict[str, Any] = {"KmsKeyId": kms_key_id} if kms_key_id else {}
+        with translated("creating a client secret"):
+            try:
+                response = self._sm.create_secret(
+                    Name=name,
+                    ClientRequestToken=request_token,
+                    SecretString=credentials.to_json(),
+                    Tags=[{"Key": key, "Value": value} for key, value in sorted(tags.items())],
+                    Description=f"Zus M2M app client {credentials.name} (managed by zus-m2m)",
+                    **options,
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ResourceExistsException":
+                    raise
+                # A retry of the same create: Secrets Manager keeps the first value; return its ARN.
+                return self._sm.describe_secret(SecretId=name)["ARN"]
+        self.forget(name)
+        return response["ARN"]
+
+    def describe(self, secret_id: str) -> SecretDescription | None:
+        with translated("describing a client secret"):
+            try:
+                response = self._sm.describe_secret(SecretId=secret_id)
+            except ClientError as exc:
+                if error_code(exc) in _ABSENT:
+                    return None
+                raise
+        return _description(response)
+
+    def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        with translated("storing the pending client secret"):
+            self._sm.put_secret_value(
+                SecretId=secret_id,
+                ClientRequestToken=version_id,
+                SecretString=credentials.to_json(),
+                VersionStages=[AWSPENDING],
+            )
+        self.forget(secret_id)
+
+    def move_stage(self, secret_id: str, stage: str, to_version: str, from_version: str | None) -> None:
+        options = {"RemoveFromVersionId": from_version} if from_version else {}
+        with translated(f"moving {stage}"):
+            self._sm.update_secret_version_stage(
+                SecretId=secret_id, VersionStage=stage, MoveToVersionId=to_version, **options
+            )
+        self.forget(secret_id)
+
+    def remove_stage(self, secret_id: str, stage: str, from_version: str) -> None:
+        with translated(f"removing {stage}"):
+            self._sm.update_secret_version_stage(
+                SecretId=secret_id, VersionStage=stage, RemoveFromVersionId=from_version
+            )
+        self.forget(secret_id)
+
+    def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None:
+        """Ask Secrets Manager to rotate now. Deployed, it invokes the rotation function; locally the
+        local stack sees the new AWSPENDING version and plays Secrets Manager's part."""
+        options: dict[str, Any] = {"RotationLambdaARN": rotation_function_arn} if rotation_function_arn else {}
+        with translated("starting a rotation"):
+            self._sm.rotate_secret(SecretId=secret_id, RotateImmediately=True, **options)
+
+    def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None:
+        with translated("scheduling the secret's deletion"):
+            self._sm.delete_secret(SecretId=secret_id, RecoveryWindowInDays=recovery_window_days)
+        self.forget(secret_id)
+
+    def list_managed(self, stage: str) -> list[SecretDescription]:
+        """Every secret this stage of the service manages, found by its tags."""
+        found: list[SecretDescription] = []
+        with translated("listing managed secrets"):
+            pages = self._sm.get_paginator("list_secrets").paginate(
+                Filters=[{"Key": "tag-key", "Values": [MANAGED_TAG]}, {"Key": "tag-value", "Values": ["true"]}]
+            )
+            for page in pages:
+                for entry in page.get("SecretList", []):
+                    description = _description(entry)
+                    if description.tags.get(MANAGED_TAG) == "true" and description.tags.get(STAGE_TAG) == stage:
+                        found.append(description)
+        return found
+
+
+def managed_tags(stage: str, client: str) -> dict[str, str]:
+    return {MANAGED_TAG: "true", STAGE_TAG: stage, CLIENT_TAG: client}
+
+
+def _credentials(response: Any, secret_id: str) -> ClientCredentials | None:
+    # Secrets Manager (and moto) can hold a version with no value: a rotation's placeholder.
+    text = response.get("SecretString")
+    return ClientCredentials.from_json(text, secret_id) if text else None
+
+
+def _timestamp(value: Any) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else None
+
+
+def _description(response: Any) -> SecretDescription:
+    return SecretDescription(
+        arn=response["ARN"],
+        name=response["Name"],
+        tags={tag["Key"]: tag["Value"] for tag in response.get("Tags", [])},
+        rotation_enabled=bool(response.get("RotationEnabled", False)),
+        versions={version: list(stages) for version, stages in response.get("VersionIdsToStages", {}).items()},
+        last_rotated=_timestamp(response.get("LastRotatedDate")),
+        next_rotation=_timestamp(response.get("NextRotationDate")),
+        created=_timestamp(response.get("CreatedDate")),
+        deleted=response.get("DeletedDate") is not None,
+    )

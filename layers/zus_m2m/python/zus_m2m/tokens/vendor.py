@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zus_m2m import errors
 from zus_m2m.credentials import ClientCredentials
@@ -101,13 +101,13 @@ class TokenVendor:
         if token is not None and token.seconds_left(now) >= min_ttl:
             self._metrics.count("TokenMemoryHit")
             self._after_hit(client, token, now)
-            return token
+            return replace(token, source="memory")
         state = self._table.get(client)
         if state.token is not None and state.token.seconds_left(now) >= min_ttl:
             self._metrics.count("TokenTableHit")
             self._memory[client] = state.token
             self._after_hit(client, state.token, now)
-            return state.token
+            return replace(state.token, source="table")
         self._metrics.count("TokenMiss")
         # Unknown names stop here, before any write: the (cached) secret read says whether it exists.
         if self._secrets.read(self._secret_id(client), AWSCURRENT) is None:
@@ -122,7 +122,7 @@ class TokenVendor:
             now = self._clock()
             if state.token is not None and state.token.seconds_left(now) >= min_ttl:
                 self._memory[client] = state.token
-                return state.token
+                return replace(state.token, source="table")
             if state.blocked_until > now:
                 raise errors.TemporarilyUnavailable(
                     f"Zus asked us to pause token requests for {client!r}; no cached token has {min_ttl:.0f} s left",

@@ -1,0 +1,308 @@
+"""`make bench-tokens`: token vending under a fleet of simulated Lambda containers, and cold start.
+
+Starts moto server and the Zus emulator as their own processes on 127.0.0.1, provisions one app
+client, then runs N processes (each one simulated container with its own memory tier) of M threads
+calling the real vend handler for about a minute, with short-lived tokens so that refreshes happen.
+A side process measures bare boto3 GetItem latency on the same table during the same run. Cold
+start is measured in fresh processes: importing the vend handler module (its module-level init
+included) next to a baseline that only imports boto3 and creates the same boto3 clients.
+
+Prints a table, and as its last line one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+HANDLER = ROOT / "functions" / "token_vending" / "app.py"
+EVENT = ROOT / "events" / "apigw_get_token.json"
+CLIENT = "bench-client"
+TABLE = "zus-m2m-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            requests.get(url, timeout=1)
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up within {seconds:.0f} s")
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[tuple[str, str]]:
+    moto_port, zus_port = free_port(), free_port()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "zus_emulator", "--port", str(zus_port), "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    try:
+        moto, zus = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{zus_port}"
+        wait_for(f"{moto}/moto-api/")
+        wait_for(f"{zus}/_emulator/stats")
+        yield moto, zus
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
+
+
+def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": moto,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TABLE_NAME": TABLE,
+        "STAGE": "bench",
+        "ADMIN_SECRET_NAME": "zus-m2m/bench/zus-m2m-admin",
+        "ZUS_API_BASE_URL": zus,
+        "ZUS_AUTH_BASE_URL": zus,
+        "TOKEN_REFRESH_MARGIN_SECONDS": str(margin),
+        "POWERTOOLS_SERVICE_NAME": "zus-m2m",
+        "POWERTOOLS_METRICS_NAMESPACE": "ZusM2M",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+
+
+def provision(moto: str, zus: str, lifetime: int) -> str:
+    """One managed client: created at the emulator, its secret stored in moto. Returns its clientId."""
+    from zus_local.aws_setup import create_table
+    from zus_m2m.credentials import ClientCredentials
+    from zus_m2m.zus.client import ZusClient
+    from zus_m2m.zus.endpoints import ZusEndpoints
+
+    requests.post(f"{zus}/_emulator/config", json={"tokenLifetimeSeconds": lifetime}, timeout=5).raise_for_status()
+    client = ZusClient(ZusEndpoints.for_environment("sandbox", api_base=zus, auth_base=zus))
+    admin = client.request_token("local-admin", "local-admin-secret").access_token
+    role = client.find_role("Builder Admin", admin)
+    created = client.create_app_client(CLIENT, role.id, admin)
+    credentials = ClientCredentials(
+        CLIENT, created.app_client.id, created.app_client.client_id, created.client_secret, role.id, role.name
+    )
+    session = boto3.Session(region_name="us-east-1")
+    create_table(session.client("dynamodb", endpoint_url=moto), TABLE)
+    session.client("secretsmanager", endpoint_url=moto).create_secret(
+        Name=f"zus-m2m/bench/{CLIENT}", SecretString=credentials.to_json()
+    )
+    return created.app_client.client_id
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def container(env: dict[str, str], threads: int, seconds: float, min_ttl: int, results: Any) -> None:
+    """One simulated Lambda container: the handler module loaded once, called from several threads."""
+    os.environ.update(env)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # EMF metrics go to stdout, as on Lambda; keep them off the bench's output
+    spec = importlib.util.spec_from_file_location("token_vending_app", HANDLER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from zus_local.lambda_context import LocalLambdaContext
+
+    event = json.loads(EVENT.read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/app-clients/{CLIENT}/token"
+    event["pathParameters"] = {"name": CLIENT}
+    event["rawQueryString"] = f"minTtl={min_ttl}"
+    event["queryStringParameters"] = {"minTtl": str(min_ttl)}
+    latencies: dict[str, list[float]] = {"memory": [], "table": [], "zus": []}
+    failures: dict[str, int] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def caller() -> None:
+        while time.monotonic() < deadline:
+            context = LocalLambdaContext(function_name="TokenVendingFunction", timeout_seconds=10)
+            started = time.perf_counter()
+            response = module.lambda_handler(event, context)
+            elapsed = (time.perf_counter() - started) * 1000
+            with lock:
+                if response["statusCode"] == 200:
+                    latencies[response["headers"]["X-Token-Source"]].append(elapsed)
+                else:
+                    key = str(response["statusCode"])
+                    failures[key] = failures.get(key, 0) + 1
+
+    workers = [threading.Thread(target=caller) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    results.put({"latencies": latencies, "failures": failures})
+
+
+def bare_get_item(moto: str, seconds: float, results: Any) -> None:
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto, region_name="us-east-1")
+    key = {"pk": {"S": f"client#{CLIENT}"}, "sk": {"S": "token"}}
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        dynamodb.get_item(TableName=TABLE, Key=key)
+        samples.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.005)
+    results.put({"get_item": samples})
+
+
+COLD_HANDLER = f"""
+import importlib.util, time
+started = time.perf_counter()
+spec = importlib.util.spec_from_file_location("token_vending_app", {str(HANDLER)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(time.perf_counter() - started)
+"""
+
+COLD_BASELINE = """
+import time
+started = time.perf_counter()
+import boto3
+boto3.client("dynamodb")
+boto3.client("secretsmanager")
+print(time.perf_counter() - started)
+"""
+
+
+def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
+    """Median seconds to import and init the handler, and the boto3-only baseline, alternating runs."""
+    handler, baseline = [], []
+    process_env = {**os.environ, **env}
+    for _ in range(runs):
+        for code, samples in ((COLD_HANDLER, handler), (COLD_BASELINE, baseline)):
+            out = subprocess.run(
+                [sys.executable, "-c", code], env=process_env, capture_output=True, text=True, check=True
+            )
+            samples.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(handler), statistics.median(baseline)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=58.0)
+    parser.add_argument("--lifetime", type=int, default=20, help="token lifetime at the emulator, seconds")
+    parser.add_argument("--margin", type=int, default=5, help="refresh margin, seconds")
+    parser.add_argument("--min-ttl", type=int, default=1)
+    parser.add_argument("--cold-runs", type=int, default=7)
+    args = parser.parse_args()
+
+    with servers() as (moto, zus):
+        client_id = provision(moto, zus, args.lifetime)
+        env = environment(moto, zus, args.margin)
+        ctx = multiprocessing.get_context("spawn")
+        results = ctx.Queue()
+        print(f"running {args.processes} containers x {args.threads} threads for {args.seconds:.0f} s ...", flush=True)
+        started = time.monotonic()
+        processes = [
+            ctx.Process(target=container, args=(env, args.threads, args.seconds, args.min_ttl, results))
+            for _ in range(args.processes)
+        ]
+        processes.append(ctx.Process(target=bare_get_item, args=(moto, args.seconds, results)))
+        for process in processes:
+            process.start()
+        collected = [results.get(timeout=args.seconds + 120) for _ in processes]
+        for process in processes:
+            process.join()
+        run_length = time.monotonic() - started
+        stats = requests.get(f"{zus}/_emulator/stats", timeout=5).json()
+        print(f"measuring cold start ({args.cold_runs} fresh processes each) ...", flush=True)
+        cold_handler, cold_baseline = cold_start(env, args.cold_runs)
+
+    latencies: dict[str, list[float]] = {"memory": [], "table": [], "zus": []}
+    failures: dict[str, int] = {}
+    get_item: list[float] = []
+    for result in collected:
+        get_item.extend(result.get("get_item", []))
+        for tier, values in result.get("latencies", {}).items():
+            latencies[tier].extend(values)
+        for status, count in result.get("failures", {}).items():
+            failures[status] = failures.get(status, 0) + count
+    upstream = int(stats["tokenRequests"].get(client_id, 0))
+    minimum = math.ceil(args.seconds / (args.lifetime - args.margin))
+    bare_p50 = percentile(get_item, 0.5) or float("nan")
+    figures: dict[str, Any] = {
+        "callers": args.processes * args.threads,
+        "vend_calls": sum(len(v) for v in latencies.values()) + sum(failures.values()),
+        "failed_vend_calls": sum(failures.values()),
+        "failures_by_status": failures,
+        "run_seconds": round(run_length, 1),
+        "upstream_token_requests": upstream,
+        "theoretical_minimum": minimum,
+        "upstream_over_minimum": round(upstream / minimum, 3),
+        "hits": {tier: len(values) for tier, values in latencies.items()},
+        "bare_get_item_p50_ms": round(bare_p50, 3),
+    }
+    for tier, values in latencies.items():
+        for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+            value = percentile(values, fraction)
+            figures[f"{tier}_{name}_ms"] = None if value is None else round(value, 3)
+    figures["table_p50_over_get_item_p50"] = _ratio(figures["table_p50_ms"], bare_p50)
+    figures["memory_p50_over_get_item_p50"] = _ratio(figures["memory_p50_ms"], bare_p50)
+    figures["cold_start_handler_ms"] = round(cold_handler * 1000, 1)
+    figures["cold_start_baseline_ms"] = round(cold_baseline * 1000, 1)
+    figures["cold_start_ratio"] = round(cold_handler / cold_baseline, 3)
+
+    print()
+    print(f"{'figure':<34} {'value':>12}   target")
+    targets = {
+        "failed_vend_calls": "0",
+        "upstream_over_minimum": "<= 1.10",
+        "table_p50_over_get_item_p50": "<= 1.3",
+        "memory_p50_over_get_item_p50": "<= 0.05",
+        "cold_start_ratio": "<= 1.5",
+    }
+    for name, value in figures.items():
+        if not isinstance(value, dict):
+            print(f"{name:<34} {value!s:>12}   {targets.get(name, '')}")
+    print(json.dumps(figures, sort_keys=True))
+
+
+def _ratio(value: float | None, base: float) -> float | None:
+    return None if value is None or not base else round(value / base, 3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Fixtures every test layer may use: AWS credentials that can never reach a real account, and moto
+in server mode on 127.0.0.1 (a real HTTP endpoint), started here and stopped after the session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+from zus_local.aws_setup import create_table
+
+# Fake credentials and no profile: a test that escaped moto fails instead of touching an account.
+for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+
+
+@dataclass
+class Aws:
+    endpoint: str
+    table_name: str
+    dynamodb: Any
+    secretsmanager: Any
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str) -> Aws:
+    """A clean moto account with the service's table, for one test."""
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+    create_table(dynamodb, "zus-m2m-test")
+    return Aws(
+        endpoint=moto_endpoint,
+        table_name="zus-m2m-test",
+        dynamodb=dynamodb,
+        secretsmanager=boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name="us-east-1"),
+    )
