@@ -4,7 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit integration clean
+# The infrastructure tools each live in their own venv (they pin their own boto3), made once per clone.
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+export SAM_CLI_TELEMETRY := 0
+
+# `sam build` needs the Lambda runtime's Python (3.13) on PATH; the machine image ships it under pyenv.
+PY313_PREFIX ?= $(shell pyenv prefix 3.13.0 2>/dev/null || \
+	d="$${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13.0"; test -d "$$d" && echo "$$d")
+PY313 := $(PY313_PREFIX)/bin/python3.13
+
+TRANSLATED := .aws-sam/translated.json
+VALIDATE_STAMP := .aws-sam/validate.stamp
+BUILD_OUTPUT := .aws-sam/build/template.yaml
+BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
+
+.PHONY: dev test lint typecheck validate build python313 unit integration clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -12,6 +29,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+$(SAM_STAMP): requirements/sam.txt
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements/sam.txt
+	@touch $@
+
+$(CHECKOV_STAMP): requirements/checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
+	@touch $@
 
 dev: $(STAMP)
 	$(BIN)/python -m zus_emulator
@@ -23,8 +52,31 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
-	$(BIN)/pytest
+# cfn-lint and `sam validate --lint` on template.yaml; checkov on template.yaml and on the
+# CloudFormation the SAM transform expands it into (offline), so generated resources are checked too.
+validate: $(VALIDATE_STAMP)
+
+$(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py $(SAM_STAMP) $(CHECKOV_STAMP)
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
+	$(SAM_VENV)/bin/python scripts/translate_template.py template.yaml $(TRANSLATED)
+	$(SAM_VENV)/bin/cfn-lint $(TRANSLATED)
+	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --skip-download --compact --quiet \
+		-f template.yaml -f $(TRANSLATED)
+	@touch $@
+
+# Rebuilt only when template.yaml, functions/ or layers/ change.
+build: $(BUILD_OUTPUT)
+
+$(BUILD_OUTPUT): $(BUILD_INPUTS) | python313 $(SAM_STAMP)
+	PATH="$(PY313_PREFIX)/bin:$$PATH" $(SAM_VENV)/bin/sam build --template-file template.yaml
+	@touch $@
+
+python313:
+	@test -x "$(PY313)" || { echo "Python 3.13 is missing: sam build needs it (pyenv install 3.13.0, or set PY313_PREFIX)"; exit 1; }
+
+test: lint typecheck validate build
+	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam

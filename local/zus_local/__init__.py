@@ -1,0 +1,1 @@
+"""Local development helpers shared by the local stack and the tests."""

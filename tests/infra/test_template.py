@@ -1,0 +1,564 @@
+"""template.yaml is the whole deployable stack: these tests hold it to SPEC.md, design.md, settings.py
+and the least-privilege rules of issue 6, on the template itself and on the CloudFormation that the
+SAM transform expands it into (``make validate`` writes ``.aws-sam/translated.json``)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from infra_support import (
+    FUNCTIONS,
+    ROOT,
+    Statement,
+    as_list,
+    function_environment,
+    function_property,
+    handler_environment,
+    iam_statements,
+    resources_of_type,
+    statements_for_role,
+)
+
+from zus_m2m.settings import ENVIRONMENT_VARIABLES
+from zus_m2m.zus.endpoints import ZusEndpoints
+
+SPEC = ROOT.parent / "shared" / "SPEC.md"
+
+# SPEC.md's service API, and the function that serves each route.
+ROUTES = {
+    ("POST", "/app-clients"): "ProvisioningFunction",
+    ("GET", "/app-clients"): "ProvisioningFunction",
+    ("GET", "/app-clients/{name}"): "ProvisioningFunction",
+    ("DELETE", "/app-clients/{name}"): "ProvisioningFunction",
+    ("POST", "/app-clients/{name}/rotations"): "ProvisioningFunction",
+    ("GET", "/app-clients/{name}/token"): "TokenVendingFunction",
+}
+
+ROLES = {
+    "TokenVendingFunction": "TokenVendingRole",
+    "ProvisioningFunction": "ProvisioningRole",
+    "RotationFunction": "RotationRole",
+    "ScheduledFunction": "ScheduledRole",
+}
+
+# Exactly the data-plane actions each function's role may use (issue 6; change both together).
+SECRET_ACTIONS = {
+    "TokenVendingRole": {"GetSecretValue", "DescribeSecret"},
+    "ProvisioningRole": {
+        "CreateSecret",
+        "TagResource",
+        "DescribeSecret",
+        "GetSecretValue",
+        "PutSecretValue",
+        "DeleteSecret",
+        "RestoreSecret",  # provisioning a deleted client's name again cancels the secret's deletion
+        "RotateSecret",
+        "UpdateSecretVersionStage",
+        "ListSecretVersionIds",
+    },
+    "RotationRole": {"GetSecretValue", "DescribeSecret", "PutSecretValue", "UpdateSecretVersionStage"},
+    "ScheduledRole": {
+        "GetSecretValue",
+        "DescribeSecret",
+        "PutSecretValue",
+        "UpdateSecretVersionStage",
+        "RotateSecret",
+        "ListSecrets",
+    },
+}
+TABLE_ACTIONS = {
+    "TokenVendingRole": {"GetItem", "PutItem", "UpdateItem", "Query"},
+    # Scan: GET /app-clients lists every client's record, one partition each.
+    "ProvisioningRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"},
+    "RotationRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    "ScheduledRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"},
+}
+
+DATA_PLANE_SERVICES = {"secretsmanager", "dynamodb", "kms"}
+# Actions that AWS cannot limit to a resource; each is allowed a "*" resource, and only alone.
+STAR_RESOURCE_EXCEPTIONS = {
+    "secretsmanager:ListSecrets": "lists metadata (never values); cannot be scoped to resources",
+}
+
+SCHEDULES = {
+    "PreRefreshSchedule": ("rate(1 minute)", {"job": "pre-refresh"}),
+    "RotationSweepSchedule": ("rate(1 hour)", {"job": "rotation-sweep"}),
+}
+
+# Memory (MB) and timeout (s) per function: API Gateway gives an integration at most 30 s.
+SIZING = {
+    "TokenVendingFunction": (512, 10),
+    "ProvisioningFunction": (512, 29),
+    "RotationFunction": (256, 120),
+    "ScheduledFunction": (256, 300),
+}
+
+PARAMETERS = {
+    "Stage",
+    "ZusEnvironment",
+    "AdminSecretName",
+    "RotationIntervalDays",
+    "TokenRefreshMarginSeconds",
+    "TokenBudgetPerHour",
+    "SecretRecoveryWindowDays",
+    "LogRetentionDays",
+    "TableDeletionProtection",
+    "AlarmEmail",
+}
+
+OUTPUTS = {
+    "ApiUrl",
+    "TableName",
+    "TokenVendingFunctionArn",
+    "ProvisioningFunctionArn",
+    "RotationFunctionArn",
+    "ScheduledFunctionArn",
+    "KmsKeyArn",
+}
+
+# Metrics the code emits (namespace ZusM2M, dimension service=zus-m2m) that must page someone.
+ALARMED_METRICS = {"RotationFailed", "TokenBudgetExhausted", "InvalidClientExhausted", "SecretRecoveryStarted"}
+
+# Variables the Lambda runtime or the AWS SDK provides; code may read them without the template.
+RUNTIME_VARIABLE = re.compile(r"^(AWS_|_X_AMZN_|LAMBDA_|_HANDLER$|TZ$)")
+
+
+# Imports functions/<folder>/app.py by path, as Lambda would with the folder on sys.path.
+IMPORT_HANDLER = """
+import importlib.util, sys
+folder = sys.argv[1]
+sys.path.insert(0, folder)
+spec = importlib.util.spec_from_file_location("app", folder + "/app.py")
+module = importlib.util.module_from_spec(spec)
+sys.modules["app"] = module
+spec.loader.exec_module(module)
+if not callable(getattr(module, "lambda_handler", None)):
+    sys.exit("app.py defines no callable lambda_handler")
+"""
+
+
+def http_api_routes(template: dict[str, Any]) -> dict[tuple[str, str], str]:
+    routes = {}
+    for name, function in resources_of_type(template, "AWS::Serverless::Function").items():
+        for event in (function["Properties"].get("Events") or {}).values():
+            if event["Type"] == "HttpApi":
+                props = event["Properties"]
+                routes[(props["Method"].upper(), props["Path"])] = name
+    return routes
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def test_table_keeps_the_key_schema_and_ttl_the_code_relies_on(template: dict[str, Any]) -> None:
+    props = template["Resources"]["Table"]["Properties"]
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert props["AttributeDefinitions"] == [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_table_is_recoverable_and_encrypted_with_the_stack_key(template: dict[str, Any]) -> None:
+    props = template["Resources"]["Table"]["Properties"]
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["SSESpecification"]["SSEType"] == "KMS"
+    assert props["SSESpecification"]["KMSMasterKeyId"] == {"Fn::GetAtt": ["KmsKey", "Arn"]}
+    assert props["DeletionProtectionEnabled"] == {"Ref": "TableDeletionProtection"}
+
+
+# -------------------------------------------------------------------------------------- functions
+
+
+def test_the_functions_of_the_design_and_only_those(template: dict[str, Any]) -> None:
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    assert set(functions) == set(FUNCTIONS)
+    for name, folder in FUNCTIONS.items():
+        assert functions[name]["Properties"]["CodeUri"] == f"functions/{folder}/"
+        assert function_property(template, name, "Handler") == "app.lambda_handler"
+        assert {"Ref": "SharedLayer"} in function_property(template, name, "Layers")
+
+
+def test_globals_runtime_architecture_and_tracing(template: dict[str, Any]) -> None:
+    function_globals = template["Globals"]["Function"]
+    assert function_globals["Runtime"] == "python3.13"
+    assert function_globals["Architectures"] == ["arm64"]
+    assert function_globals["Tracing"] == "Active"
+
+
+def test_shared_layer_builds_for_python_313_on_arm64(template: dict[str, Any]) -> None:
+    layer = template["Resources"]["SharedLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    content = ROOT / layer["Properties"]["ContentUri"]
+    # SAM installs a python3.x layer into python/: the source folder must be that python/ folder.
+    assert content.name == "python"
+    assert (content / "zus_m2m" / "__init__.py").is_file()
+    requirements = (content / "requirements.txt").read_text(encoding="utf-8").lower()
+    assert "requests" in requirements
+    assert "aws-lambda-powertools" in requirements
+
+
+@pytest.mark.parametrize(("function", "sizing"), SIZING.items())
+def test_memory_and_timeout(template: dict[str, Any], function: str, sizing: tuple[int, int]) -> None:
+    props = template["Resources"][function]["Properties"]
+    assert (props["MemorySize"], props["Timeout"]) == sizing
+
+
+def test_api_functions_finish_within_the_api_gateway_limit(template: dict[str, Any]) -> None:
+    for function in set(ROUTES.values()):
+        assert template["Resources"][function]["Properties"]["Timeout"] < 30, function
+
+
+@pytest.mark.parametrize(("function", "folder"), FUNCTIONS.items())
+def test_handler_file_exists(function: str, folder: str) -> None:
+    handler = ROOT / "functions" / folder / "app.py"
+    assert handler.is_file(), f"{function}: {handler.relative_to(ROOT)} is missing"
+
+
+@pytest.mark.parametrize(("function", "folder"), FUNCTIONS.items())
+def test_handler_imports(function: str, folder: str) -> None:
+    handler = ROOT / "functions" / folder / "app.py"
+    assert handler.is_file(), f"{function}: {handler.relative_to(ROOT)} is missing"
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_HANDLER, str(handler.parent)],
+        env=handler_environment(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"{function}: importing {handler.relative_to(ROOT)} failed:\n{result.stderr}"
+
+
+# ------------------------------------------------------------------------------------ environment
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_setting_is_set_for_every_function(template: dict[str, Any], function: str) -> None:
+    env = function_environment(template, function)
+    missing = set(ENVIRONMENT_VARIABLES) - set(env)
+    assert not missing, f"{function} lacks {sorted(missing)}"
+    required_but_empty = [
+        name for name, default in ENVIRONMENT_VARIABLES.items() if default is None and env[name] in ("", None)
+    ]
+    assert not required_but_empty
+    unknown = {name for name in env if name not in ENVIRONMENT_VARIABLES and not name.startswith("POWERTOOLS_")}
+    assert not unknown, f"{function} sets variables no code reads: {sorted(unknown)}"
+    assert env["POWERTOOLS_SERVICE_NAME"] == "zus-m2m"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "ZusM2M"
+    assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+
+
+def test_settings_come_from_the_stack(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["STAGE"] == {"Ref": "Stage"}
+    assert env["TABLE_NAME"] == {"Ref": "Table"}
+    assert env["KMS_KEY_ID"] == {"Fn::GetAtt": ["KmsKey", "Arn"]}
+    assert env["ZUS_ENVIRONMENT"] == {"Ref": "ZusEnvironment"}
+    for name, parameter in {
+        "TOKEN_REFRESH_MARGIN_SECONDS": "TokenRefreshMarginSeconds",
+        "TOKEN_BUDGET_PER_HOUR": "TokenBudgetPerHour",
+        "ROTATION_INTERVAL_DAYS": "RotationIntervalDays",
+        "SECRET_RECOVERY_WINDOW_DAYS": "SecretRecoveryWindowDays",
+    }.items():
+        assert env[name] == {"Ref": parameter}
+    assert "AdminSecretName" in json.dumps(env["ADMIN_SECRET_NAME"])
+
+
+def test_rotation_function_arn_is_set_where_rotation_is_started(template: dict[str, Any]) -> None:
+    for function in ("ProvisioningFunction", "ScheduledFunction"):
+        assert function_environment(template, function)["ROTATION_FUNCTION_ARN"] == {
+            "Fn::GetAtt": ["RotationFunction", "Arn"]
+        }
+
+
+def test_zus_environment_mapping_matches_the_code(template: dict[str, Any]) -> None:
+    mapping = template["Mappings"]["ZusEnvironments"]
+    assert set(mapping) == set(template["Parameters"]["ZusEnvironment"]["AllowedValues"]) == {"sandbox", "production"}
+    for environment, urls in mapping.items():
+        endpoints = ZusEndpoints.for_environment(environment)
+        assert urls == {
+            "ApiBaseUrl": endpoints.api_base,
+            "AuthBaseUrl": endpoints.auth_base,
+            "Audience": endpoints.audience,
+        }
+
+
+def _environment_reads(path: Path) -> set[str]:
+    """Literal names the module reads with os.getenv / os.environ[...] / os.environ.get(...)."""
+    names: set[str] = set()
+
+    def is_environ(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+            isinstance(node, ast.Name) and node.id == "environ"
+        )
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        key: ast.AST | None = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            if node.func.attr == "getenv" or (node.func.attr in {"get", "pop"} and is_environ(node.func.value)):
+                key = node.args[0]
+        elif isinstance(node, ast.Subscript) and is_environ(node.value):
+            key = node.slice
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            names.add(key.value)
+    return names
+
+
+def test_every_environment_variable_the_code_reads_is_set(template: dict[str, Any]) -> None:
+    shared = ROOT / "layers" / "zus_m2m" / "python" / "zus_m2m"
+    globals_env = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    problems = []
+    for path in sorted(shared.rglob("*.py")):
+        for name in _environment_reads(path) - globals_env:
+            if not RUNTIME_VARIABLE.match(name):
+                problems.append(f"{path.relative_to(ROOT)} reads {name}, which Globals does not set")
+    for function, folder in FUNCTIONS.items():
+        env = set(function_environment(template, function))
+        for path in sorted((ROOT / "functions" / folder).rglob("*.py")):
+            for name in _environment_reads(path) - env:
+                if not RUNTIME_VARIABLE.match(name):
+                    problems.append(f"{path.relative_to(ROOT)} reads {name}, which {function} does not set")
+    assert not problems
+
+
+# ------------------------------------------------------------------------------------------ API
+
+
+def test_every_route_of_the_spec_exists(template: dict[str, Any]) -> None:
+    assert http_api_routes(template) == ROUTES
+
+
+def test_the_routes_here_are_those_of_spec_md() -> None:
+    if not SPEC.exists():
+        pytest.skip(f"{SPEC} is not beside this clone")
+    text = SPEC.read_text(encoding="utf-8")
+    section = text.split("## Service API", 1)[1].split("\n## ", 1)[0]
+    spec_routes = set(re.findall(r"^\|\s*`(GET|POST|PUT|PATCH|DELETE) (/[^`\s\[?]*)", section, flags=re.MULTILINE))
+    assert spec_routes == set(ROUTES)
+
+
+def test_api_requires_iam_on_every_route(template: dict[str, Any]) -> None:
+    api = template["Resources"]["HttpApi"]
+    assert api["Type"] == "AWS::Serverless::HttpApi"
+    assert api["Properties"]["Auth"]["EnableIamAuthorizer"] is True
+    assert api["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    for function in resources_of_type(template, "AWS::Serverless::Function").values():
+        for name, event in (function["Properties"].get("Events") or {}).items():
+            if event["Type"] in {"HttpApi", "Api"}:
+                props = event["Properties"]
+                assert props.get("ApiId") == {"Ref": "HttpApi"}, name
+                assert props.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM", name
+
+
+def test_translated_api_requires_iam_on_every_route(translated: dict[str, Any]) -> None:
+    api = translated["Resources"]["HttpApi"]
+    paths = api["Properties"]["Body"]["paths"]
+    found = set()
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            found.add((method.upper(), path))
+            assert operation.get("security") == [{"AWS_IAM": []}], f"{method.upper()} {path}"
+    assert found == set(ROUTES)
+    for name, route in resources_of_type(translated, "AWS::ApiGatewayV2::Route").items():
+        assert route["Properties"].get("AuthorizationType") == "AWS_IAM", name
+
+
+def test_access_logs_carry_request_metadata_and_no_bodies(template: dict[str, Any]) -> None:
+    settings = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    fields = json.loads(settings["Format"])
+    values = " ".join(fields.values())
+    for variable in ("requestId", "httpMethod", "path", "status", "responseLatency"):
+        assert f"$context.{variable}" in values
+    assert not re.search(r"body|\$input|header|querystring|authorization", values, flags=re.IGNORECASE)
+
+
+# ------------------------------------------------------------------------------------------ IAM
+
+
+def _star_resource_violations(statements: list[Statement]) -> list[str]:
+    problems = []
+    for statement in statements:
+        if not statement.allows:
+            continue
+        risky = [a for a in statement.actions if a == "*" or a.split(":", 1)[0].lower() in DATA_PLANE_SERVICES]
+        wildcard_actions = [a for a in risky if a == "*" or a.endswith(":*")]
+        if wildcard_actions:
+            problems.append(f"{statement.resource_id} {statement.where}: wildcard action {wildcard_actions}")
+        if "*" in statement.resources and risky:
+            unexcused = [a for a in risky if a not in STAR_RESOURCE_EXCEPTIONS]
+            if unexcused:
+                problems.append(f"{statement.resource_id} {statement.where}: {unexcused} on Resource '*'")
+    return problems
+
+
+def test_no_star_resource_on_a_data_plane_action(template: dict[str, Any]) -> None:
+    statements = list(iam_statements(template))
+    assert statements
+    assert not _star_resource_violations(statements)
+
+
+def test_no_star_resource_on_a_data_plane_action_after_the_transform(translated: dict[str, Any]) -> None:
+    statements = list(iam_statements(translated))
+    assert statements
+    assert not _star_resource_violations(statements)
+    # SAM adds no role of its own: every function runs with the role written here.
+    assert set(resources_of_type(translated, "AWS::IAM::Role")) == {*ROLES.values(), "SchedulerRole"}
+
+
+@pytest.mark.parametrize(("function", "role"), ROLES.items())
+def test_each_function_has_only_the_data_plane_actions_it_uses(
+    template: dict[str, Any], function: str, role: str
+) -> None:
+    assert template["Resources"][function]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+    granted: dict[str, set[str]] = {"secretsmanager": set(), "dynamodb": set(), "kms": set()}
+    for statement in statements_for_role(template, role):
+        for action in statement.actions:
+            service, _, name = action.partition(":")
+            if service in granted:
+                granted[service].add(name)
+    assert granted["secretsmanager"] == SECRET_ACTIONS[role]
+    assert granted["dynamodb"] == TABLE_ACTIONS[role]
+    assert granted["kms"] == set()  # KMS use is granted by the key policy, per role
+
+
+def test_secret_permissions_stay_under_the_stage_prefix(template: dict[str, Any]) -> None:
+    prefix = "secret:zus-m2m/${Stage}/*"
+    for statement in iam_statements(template):
+        if not any(a.startswith("secretsmanager:") for a in statement.actions):
+            continue
+        for resource in statement.resources:
+            if resource == "*":
+                assert set(statement.actions) <= set(STAR_RESOURCE_EXCEPTIONS), statement
+                continue
+            text = json.dumps(resource)
+            assert prefix in text or "secret:${Name}-??????" in text, (statement.resource_id, resource)
+
+
+def test_table_permissions_name_only_this_table(template: dict[str, Any]) -> None:
+    for statement in iam_statements(template):
+        if any(a.startswith("dynamodb:") for a in statement.actions):
+            assert statement.resources == [{"Fn::GetAtt": ["Table", "Arn"]}], statement.resource_id
+
+
+def test_kms_key_rotates_and_its_policy_names_only_the_account_the_roles_and_services(
+    template: dict[str, Any],
+) -> None:
+    key = template["Resources"]["KmsKey"]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key["DeletionPolicy"] == "Retain"
+    roles = {json.dumps({"Fn::GetAtt": [role, "Arn"]}) for role in ROLES.values()}
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+        principal = statement["Principal"]
+        assert principal != "*"
+        for aws in as_list(principal.get("AWS", [])):
+            text = json.dumps(aws)
+            assert text in roles or text == json.dumps({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"})
+        if "AWS" in principal and statement["Action"] != "kms:*":
+            # The function roles use the key only through the services that hold their data.
+            assert "kms:ViaService" in statement["Condition"]["StringEquals"], statement["Sid"]
+        if "Service" in principal:
+            assert statement.get("Condition"), statement["Sid"]
+
+
+def test_secrets_manager_may_invoke_the_rotation_function(template: dict[str, Any]) -> None:
+    permissions = [
+        p["Properties"]
+        for p in resources_of_type(template, "AWS::Lambda::Permission").values()
+        if p["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+    ]
+    assert len(permissions) == 1
+    assert permissions[0]["FunctionName"] == {"Fn::GetAtt": ["RotationFunction", "Arn"]}
+    assert permissions[0]["Action"] == "lambda:InvokeFunction"
+    assert permissions[0]["SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+# ------------------------------------------------------------------------------------ schedules
+
+
+def test_schedules_have_a_retry_policy_and_a_dead_letter_queue(template: dict[str, Any]) -> None:
+    events = template["Resources"]["ScheduledFunction"]["Properties"]["Events"]
+    schedules = {name: event["Properties"] for name, event in events.items() if event["Type"] == "ScheduleV2"}
+    assert set(schedules) == set(SCHEDULES)
+    for name, (expression, job) in SCHEDULES.items():
+        props = schedules[name]
+        assert props["ScheduleExpression"] == expression
+        assert json.loads(props["Input"]) == job
+        assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+        assert props["RetryPolicy"]["MaximumEventAgeInSeconds"] >= 60
+        assert props["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
+
+
+def test_translated_schedules_target_the_function_with_retry_and_dead_letter(translated: dict[str, Any]) -> None:
+    schedules = resources_of_type(translated, "AWS::Scheduler::Schedule")
+    assert len(schedules) == len(SCHEDULES)
+    for name, schedule in schedules.items():
+        target = schedule["Properties"]["Target"]
+        assert target["Arn"] == {"Fn::GetAtt": ["ScheduledFunction", "Arn"]}, name
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1, name
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}, name
+
+
+def test_dead_letter_queue_is_encrypted_with_the_stack_key(template: dict[str, Any]) -> None:
+    queue = template["Resources"]["ScheduleDeadLetterQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "KmsKey"}
+
+
+# -------------------------------------------------------------------------- logs, alarms, outputs
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_logs_to_its_own_log_group_with_retention(template: dict[str, Any], function: str) -> None:
+    log_group = template["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    props = template["Resources"][log_group]["Properties"]
+    assert template["Resources"][log_group]["Type"] == "AWS::Logs::LogGroup"
+    assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert props["KmsKeyId"] == {"Fn::GetAtt": ["KmsKey", "Arn"]}
+
+
+def test_alarms_cover_errors_throttles_metrics_and_dead_letters(template: dict[str, Any]) -> None:
+    alarms = [a["Properties"] for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()]
+    lambda_alarms = {
+        (a["MetricName"], a["Dimensions"][0]["Value"]["Ref"]) for a in alarms if a["Namespace"] == "AWS/Lambda"
+    }
+    assert lambda_alarms == {(metric, f) for f in FUNCTIONS for metric in ("Errors", "Throttles")}
+    custom = {a["MetricName"]: a for a in alarms if a["Namespace"] == "ZusM2M"}
+    assert set(custom) == ALARMED_METRICS
+    for alarm in custom.values():
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": "zus-m2m"}]
+    queue_alarms = [a for a in alarms if a["Namespace"] == "AWS/SQS"]
+    assert [a["MetricName"] for a in queue_alarms] == ["ApproximateNumberOfMessagesVisible"]
+    for alarm in alarms:
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_parameters_and_outputs(template: dict[str, Any]) -> None:
+    assert set(template["Parameters"]) == PARAMETERS
+    assert set(template["Outputs"]) >= OUTPUTS
+
+
+def test_samconfig_has_sandbox_and_production() -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    for environment in ("sandbox", "production"):
+        deploy = config[environment]["deploy"]["parameters"]
+        assert f'Stage="{environment}"' in deploy["parameter_overrides"]
+        assert f'ZusEnvironment="{environment}"' in deploy["parameter_overrides"]
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
