@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
@@ -175,10 +176,8 @@ class ZusClient:
             response = self._session.request(
                 method, url, headers=headers, json=json, params=params, timeout=self._timeout
             )
-        except requests.Timeout as exc:
-            raise errors.ZusUnavailable(operation, None, "timed out") from exc
         except requests.RequestException as exc:
-            raise errors.ZusUnavailable(operation, None, "connection failed") from exc
+            raise errors.ZusUnavailable(operation, None, _transport_failure(exc)) from exc
         if response.status_code >= 400:
             raise _error_for(operation, response)
         if response.status_code == 204 or not response.content:
@@ -190,6 +189,13 @@ class ZusClient:
         if not isinstance(document, dict):
             raise errors.ZusError(operation, response.status_code, "the response is not a JSON object")
         return document
+
+
+def _transport_failure(exc: requests.RequestException) -> str:
+    # After urllib3's retries run out, a read timeout arrives wrapped in a ConnectionError.
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    timed_out = isinstance(exc, requests.Timeout) or isinstance(reason, urllib3_exceptions.TimeoutError)
+    return "timed out" if timed_out else "connection failed"
 
 
 def _error_for(operation: str, response: requests.Response) -> errors.ZusError:
