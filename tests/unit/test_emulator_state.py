@@ -1,0 +1,247 @@
+"""The Zus emulator's rules (zus_emulator.state) with a fake clock: no sockets."""
+
+from __future__ import annotations
+
+import random
+
+import jwt
+import pytest
+
+from zus_emulator.state import (
+    BUILDER_ADMIN_ROLE_ID,
+    CARE_TEAM_USER_ROLE_ID,
+    BearerError,
+    EmulatorConfig,
+    EmulatorState,
+    OAuthError,
+    SettingsError,
+    TokenRequest,
+    parse_fault,
+)
+
+AUDIENCE = "https://api.sandbox.zusapi.com"
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def state(clock: FakeClock) -> EmulatorState:
+    return EmulatorState(EmulatorConfig(clock=clock, token_limit_per_hour=3))
+
+
+def request(client_id: str = "local-admin", secret: str = "local-admin-secret", **overrides: str) -> TokenRequest:
+    fields = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": secret,
+        "audience": AUDIENCE,
+        **overrides,
+    }
+    return TokenRequest(**fields)
+
+
+def oauth_error(state: EmulatorState, req: TokenRequest) -> OAuthError:
+    with pytest.raises(OAuthError) as caught:
+        state.issue_token(req)
+    return caught.value
+
+
+def test_starts_with_both_roles_and_the_admin(state: EmulatorState) -> None:
+    assert [r.name for r in state.roles()] == ["Builder Admin", "Care Team User"]
+    assert [r.id for r in state.roles("Care Team User")] == [CARE_TEAM_USER_ROLE_ID]
+    assert state.roles("nobody") == []
+    [admin] = state.list_app_clients()
+    assert admin.client_id == "local-admin"
+    assert admin.role_id == BUILDER_ADMIN_ROLE_ID
+    assert admin.is_admin
+
+
+def test_token_claims_follow_the_clock(state: EmulatorState, clock: FakeClock) -> None:
+    issued = state.issue_token(request())
+    assert issued["expires_in"] == 3600
+    assert issued["token_type"] == "Bearer"
+    claims = jwt.decode(issued["access_token"], options={"verify_signature": False})
+    assert claims["iat"] == int(clock.now)
+    assert claims["exp"] == int(clock.now) + 3600
+    assert claims["sub"] == "local-admin@clients"
+    assert claims["aud"] == AUDIENCE
+    assert state.authenticate(issued["access_token"]).client_id == "local-admin"
+    clock.advance(3599)
+    assert state.authenticate(issued["access_token"]).client_id == "local-admin"
+    clock.advance(1)
+    with pytest.raises(BearerError, match="expired"):
+        state.authenticate(issued["access_token"])
+
+
+def test_the_sliding_hour(state: EmulatorState, clock: FakeClock) -> None:
+    for _ in range(3):
+        state.issue_token(request())
+        clock.advance(10)
+    # t = 30: three requests at 0, 10, 20 fill the window
+    error = oauth_error(state, request())
+    assert (error.status, error.code, error.retry_after) == (429, "too_many_requests", 3570)
+    clock.advance(3569.5)  # t = 3599.5: the request at 0 still counts
+    error = oauth_error(state, request())
+    assert error.retry_after == 1  # never less than 1
+    clock.advance(0.5)  # t = 3600: the request at 0 has left the window
+    state.issue_token(request())
+    assert oauth_error(state, request()).retry_after == 10
+    assert state.stats()["tokenRequests"] == {"local-admin": 3}
+    assert state.stats()["rateLimited"] == 3
+    clock.advance(7200)
+    assert state.stats()["tokenRequests"] == {}
+
+
+def test_failed_secrets_count_429s_and_unknown_clients_do_not(state: EmulatorState) -> None:
+    assert oauth_error(state, request("nobody")).code == "invalid_client"
+    assert state.token_requests("nobody") == 0
+    assert oauth_error(state, request(secret="wrong")).code == "invalid_client"
+    assert oauth_error(state, request(audience="https://elsewhere")).code == "access_denied"
+    assert state.token_requests("local-admin") == 2
+    state.issue_token(request())
+    assert oauth_error(state, request()).status == 429
+    assert oauth_error(state, request(secret="wrong")).status == 429
+    assert state.token_requests("local-admin") == 3
+    assert state.stats()["tokensIssued"] == 1
+
+
+def test_request_validation_order(state: EmulatorState) -> None:
+    assert oauth_error(state, request(grant_type="")).code == "invalid_request"
+    assert oauth_error(state, request(audience="")).code == "invalid_request"
+    assert oauth_error(state, request(grant_type="password")).code == "unsupported_grant_type"
+    assert state.token_requests("local-admin") == 0
+
+
+def test_rotation_without_propagation_swaps_at_once(state: EmulatorState) -> None:
+    client, old = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
+    rotated = state.rotate_secret(client.id)
+    assert rotated is not None
+    new = rotated[1]
+    assert new != old
+    assert oauth_error(state, request(client.client_id, old)).code == "invalid_client"
+    state.issue_token(request(client.client_id, new))
+    assert state.rotate_secret("unknown") is None
+
+
+def test_the_propagation_window(state: EmulatorState, clock: FakeClock) -> None:
+    state.update_settings({"secretPropagationSeconds": 30, "tokenLimitPerHour": 100})
+    client, old = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
+    rotated = state.rotate_secret(client.id)
+    assert rotated is not None
+    new = rotated[1]
+    clock.advance(29.9)
+    state.issue_token(request(client.client_id, old))
+    assert oauth_error(state, request(client.client_id, new)).code == "invalid_client"
+    clock.advance(0.1)
+    state.issue_token(request(client.client_id, new))
+    assert oauth_error(state, request(client.client_id, old)).code == "invalid_client"
+
+
+def test_a_second_rotation_during_propagation_replaces_the_pending_secret(
+    state: EmulatorState, clock: FakeClock
+) -> None:
+    state.update_settings({"secretPropagationSeconds": 30, "tokenLimitPerHour": 100})
+    client, first = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
+    second = state.rotate_secret(client.id)
+    assert second is not None
+    clock.advance(20)
+    third = state.rotate_secret(client.id)
+    assert third is not None
+    clock.advance(20)  # 40 s after the first rotation, 20 s after the second
+    state.issue_token(request(client.client_id, first))
+    assert oauth_error(state, request(client.client_id, third[1])).code == "invalid_client"
+    clock.advance(10)
+    state.issue_token(request(client.client_id, third[1]))
+    assert oauth_error(state, request(client.client_id, first)).code == "invalid_client"
+    assert oauth_error(state, request(client.client_id, second[1])).code == "invalid_client"
+
+
+def test_deleted_clients_lose_credentials_tokens_and_counters(state: EmulatorState) -> None:
+    client, secret = state.create_app_client("svc", CARE_TEAM_USER_ROLE_ID)
+    access_token = state.issue_token(request(client.client_id, secret))["access_token"]
+    assert not state.authenticate(access_token).is_admin
+    assert state.delete_app_client(client.id)
+    assert not state.delete_app_client(client.id)
+    with pytest.raises(BearerError):
+        state.authenticate(access_token)
+    assert oauth_error(state, request(client.client_id, secret)).code == "invalid_client"
+    assert client.client_id not in state.stats()["tokenRequests"]
+
+
+def test_list_order_and_duplicates(state: EmulatorState, clock: FakeClock) -> None:
+    clock.advance(1)
+    a, _ = state.create_app_client("same", BUILDER_ADMIN_ROLE_ID)
+    b, _ = state.create_app_client("same", BUILDER_ADMIN_ROLE_ID)
+    clock.advance(1)
+    c, _ = state.create_app_client("later", BUILDER_ADMIN_ROLE_ID)
+    listed = state.list_app_clients()
+    assert listed[0].client_id == "local-admin"
+    assert listed[1:3] == sorted([a, b], key=lambda x: x.id)
+    assert listed[3] is c
+    with pytest.raises(KeyError):
+        state.create_app_client("bad", "no-such-role")
+
+
+def test_reset_restores_the_start(state: EmulatorState) -> None:
+    admin_id = state.admin_app_client_id
+    state.rotate_secret(admin_id)
+    state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
+    state.update_settings({"tokenLimitPerHour": 1})
+    state.set_fault({"status": 500})
+    state.reset()
+    assert [c.id for c in state.list_app_clients()] == [admin_id]
+    assert state.settings.token_limit_per_hour == 3
+    assert state.fault is None
+    state.issue_token(request())
+    assert state.stats() == {
+        "tokenRequests": {"local-admin": 1},
+        "tokensIssued": 1,
+        "appClients": 1,
+        "rateLimited": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"tokenLifetimeSeconds": 1.5},
+        {"tokenLimitPerHour": 0},
+        {"secretPropagationSeconds": "1"},
+        {"secretPropagationSeconds": float("nan")},
+        {"rolesAsArray": "true"},
+        {"other": True},
+        "tokenLimitPerHour",
+    ],
+)
+def test_settings_validation(state: EmulatorState, patch: object) -> None:
+    before = state.settings
+    with pytest.raises(SettingsError):
+        state.update_settings(patch)
+    assert state.settings == before
+
+
+def test_fault_sampling_and_matching(clock: FakeClock) -> None:
+    state = EmulatorState(EmulatorConfig(clock=clock), rng=random.Random(7))
+    state.set_fault({"status": 500, "rate": 0.25, "paths": ["/oauth/token"]})
+    hits = sum(state.pick_fault("/oauth/token") is not None for _ in range(4000))
+    assert 800 <= hits <= 1200
+    assert state.pick_fault("/auth/roles") is None
+    state.set_fault({"latencyMs": 5})
+    assert state.pick_fault("/auth/roles") is not None
+    assert state.pick_fault("/_emulator/stats") is None
+    assert state.set_fault({}) is None
+    assert parse_fault({"drop": True}) is not None
