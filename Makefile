@@ -21,7 +21,7 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: dev test lint typecheck validate build python313 unit integration clean
+.PHONY: dev test lint typecheck validate build python313 unit integration clean bench-tokens
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -80,3 +80,7 @@ test: lint typecheck validate build
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+
+# Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
+bench-tokens: $(STAMP)
+	$(BIN)/python scripts/bench_tokens.py $(ARGS)

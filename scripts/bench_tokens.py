@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument("--min-ttl", type=int, default=1)
     parser.add_argument("--cold-runs", type=int, default=7)
     args = parser.parse_args()
+    os.environ.update({k: v for k, v in environment("", "", args.margin).items() if k.startswith("AWS_") and v})
 
     with servers() as (moto, zus):
         client_id = provision(moto, zus, args.lifetime)

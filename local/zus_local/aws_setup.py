@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +30,24 @@ def create_table(dynamodb: Any, name: str) -> None:
     except dynamodb.exceptions.ResourceInUseException:
         return
     dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def store_admin_secret(
+    secretsmanager: Any,
+    name: str,
+    credentials: Mapping[str, str],
+    *,
+    tags: Mapping[str, str] | None = None,
+    kms_key_id: str = "",
+) -> str:
+    """Store the bootstrap admin client's credentials (the JSON of docs/design.md) as secret ``name``;
+    idempotent: an existing secret gets the credentials as its new current version. Returns the ARN."""
+    value = json.dumps(dict(credentials))
+    options: dict[str, Any] = {"KmsKeyId": kms_key_id} if kms_key_id else {}
+    if tags:
+        options["Tags"] = [{"Key": key, "Value": val} for key, val in sorted(tags.items())]
+    try:
+        return str(secretsmanager.create_secret(Name=name, SecretString=value, **options)["ARN"])
+    except secretsmanager.exceptions.ResourceExistsException:
+        secretsmanager.put_secret_value(SecretId=name, SecretString=value, VersionStages=["AWSCURRENT"])
+        return str(secretsmanager.describe_secret(SecretId=name)["ARN"])

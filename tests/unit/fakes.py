@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from zus_m2m import errors
 from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import BudgetVerdict, CachedToken, TokenState
-from zus_m2m.zus.models import AccessToken
+from zus_m2m.ports import BudgetVerdict, CachedToken, SecretDescription, TokenState
+from zus_m2m.provisioning import ClientRecord, RecordItem
+from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
 
 
 class FakeClock:
@@ -135,3 +137,398 @@ class FakeMetrics:
 
 def run_now(job: Callable[[], None]) -> None:
     job()
+
+
+# --- provisioning (zus_m2m.provisioning's Protocols) ---------------------------------------------
+
+
+class FakeClientRecords:
+    """The record items by name, with the conditional-write semantics of DynamoClientRecords."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, RecordItem] = {}
+        self.lock = threading.Lock()
+
+    def get(self, name: str):
+        with self.lock:
+            return self.items.get(name)
+
+    def list_active(self):
+        with self.lock:
+            return sorted(
+                (i.record for i in self.items.values() if i.status == "active" and i.record),
+                key=lambda r: r.name,
+            )
+
+    def claim(self, name, role_name, owner, now, until, *, previous_owner):
+        with self.lock:
+            item = self.items.get(name)
+            if previous_owner is None:
+                if item is not None:
+                    return None
+                item = RecordItem(name=name, status="creating", role_name=role_name, claimed_at=now)
+            elif item is None or item.status != "creating" or item.claim_owner != previous_owner:
+                return None
+            if item.claim_until > now:
+                return None
+            item = replace(item, role_name=role_name, claim_owner=owner, claim_until=until)
+            self.items[name] = item
+            return item
+
+    def _update_claim(self, name: str, owner: str, **changes) -> bool:
+        with self.lock:
+            item = self.items.get(name)
+            if item is None or item.status != "creating" or item.claim_owner != owner:
+                return False
+            self.items[name] = replace(item, **changes)
+            return True
+
+    def mark_create_started(self, name: str, owner: str) -> bool:
+        return self._update_claim(name, owner, create_started=True)
+
+    def note_app_client(self, name: str, owner: str, app_client_id: str) -> bool:
+        return self._update_claim(name, owner, app_client_id=app_client_id)
+
+    def complete(self, record: ClientRecord, owner: str) -> bool:
+        with self.lock:
+            item = self.items.get(record.name)
+            if item is None or item.status != "creating" or item.claim_owner != owner:
+                return False
+            self.items[record.name] = RecordItem(
+                name=record.name, status="active", role_name=record.role_name, record=record
+            )
+            return True
+
+    def release(self, name: str, owner: str) -> None:
+        with self.lock:
+            item = self.items.get(name)
+            if item is None or item.status != "creating" or item.claim_owner != owner:
+                return
+            if item.create_started:
+                self.items[name] = replace(item, claim_until=0.0)
+            else:
+                del self.items[name]
+
+    def mark_deleting(self, name: str) -> bool:
+        with self.lock:
+            item = self.items.get(name)
+            if item is None or item.status not in ("active", "deleting"):
+                return False
+            self.items[name] = replace(item, status="deleting")
+            return True
+
+    def delete(self, name: str) -> None:
+        with self.lock:
+            item = self.items.get(name)
+            if item is not None and item.status == "deleting":
+                del self.items[name]
+
+
+@dataclass
+class FakeSecret:
+    arn: str
+    tags: dict[str, str]
+    kms_key_id: str
+    created: float
+    # version id -> (credentials, stages)
+    versions: dict[str, tuple[ClientCredentials | None, list[str]]] = field(default_factory=dict)
+    deleted: bool = False
+    recovery_window_days: int | None = None
+    rotation_arn: str | None = None
+    rotation_days: int | None = None
+    last_rotated: float | None = None
+    request_token: str = ""
+
+
+class FakeSecretStore:
+    """Secrets Manager in memory: versions with stages, scheduled deletion, rotation settings."""
+
+    def __init__(self, clock: Callable[[], float] = lambda: 1_000_000.0) -> None:
+        self.secrets: dict[str, FakeSecret] = {}
+        self.clock = clock
+        self.calls: list[tuple[str, str]] = []
+        self.rotations_started: list[tuple[str, str | None]] = []
+        self.lock = threading.Lock()
+
+    def _stage(self, secret: FakeSecret, stage: str) -> tuple[str, ClientCredentials | None] | None:
+        for version, (credentials, stages) in secret.versions.items():
+            if stage in stages:
+                return version, credentials
+        return None
+
+    def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
+        secret = self.secrets.get(secret_id)
+        if secret is None or secret.deleted:
+            return None
+        found = self._stage(secret, stage)
+        return found[1] if found else None
+
+    def create(self, name, credentials, *, kms_key_id, tags, request_token):
+        with self.lock:
+            self.calls.append(("create", name))
+            if name in self.secrets:
+                return self.secrets[name].arn
+            secret = FakeSecret(
+                arn=f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf",
+                tags=dict(tags),
+                kms_key_id=kms_key_id,
+                created=self.clock(),
+                request_token=request_token,
+            )
+            secret.versions[request_token] = (credentials, ["AWSCURRENT"])
+            self.secrets[name] = secret
+            return secret.arn
+
+    def describe(self, secret_id: str):
+        secret = self.secrets.get(secret_id)
+        if secret is None:
+            return None
+        next_rotation = None
+        if secret.rotation_days and secret.last_rotated:
+            next_rotation = secret.last_rotated + secret.rotation_days * 86400
+        return SecretDescription(
+            arn=secret.arn,
+            name=secret_id,
+            tags=dict(secret.tags),
+            rotation_enabled=secret.rotation_arn is not None,
+            versions={version: list(stages) for version, (_, stages) in secret.versions.items()},
+            last_rotated=secret.last_rotated,
+            next_rotation=next_rotation,
+            created=secret.created,
+            deleted=secret.deleted,
+        )
+
+    def put_current(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        self.calls.append(("put_current", secret_id))
+        secret = self.secrets[secret_id]
+        for version, (value, stages) in list(secret.versions.items()):
+            if "AWSPREVIOUS" in stages:
+                stages.remove("AWSPREVIOUS")
+            if "AWSCURRENT" in stages:
+                stages.remove("AWSCURRENT")
+                stages.append("AWSPREVIOUS")
+            secret.versions[version] = (value, stages)
+        secret.versions[version_id] = (credentials, ["AWSCURRENT"])
+
+    def restore(self, secret_id: str) -> None:
+        self.calls.append(("restore", secret_id))
+        secret = self.secrets[secret_id]
+        secret.deleted = False
+        secret.recovery_window_days = None
+
+    def configure_rotation(self, secret_id: str, rotation_function_arn: str, interval_days: int) -> None:
+        self.calls.append(("configure_rotation", secret_id))
+        secret = self.secrets[secret_id]
+        secret.rotation_arn = rotation_function_arn
+        secret.rotation_days = interval_days
+
+    def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None:
+        self.rotations_started.append((secret_id, rotation_function_arn))
+        secret = self.secrets[secret_id]
+        secret.versions["pending-version"] = (None, ["AWSPENDING"])
+
+    def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None:
+        self.calls.append(("schedule_deletion", secret_id))
+        secret = self.secrets[secret_id]
+        if secret.deleted:
+            raise errors.StoreUnavailable("scheduling the secret's deletion failed: InvalidRequestException")
+        secret.deleted = True
+        secret.recovery_window_days = recovery_window_days
+
+
+@dataclass
+class FakeZusAdmin:
+    """Zus's admin API in memory. ``fail`` maps an operation to the errors its next calls raise;
+    ``after`` maps an operation to a hook run after it changed state (e.g. to drop its answer)."""
+
+    clock: Callable[[], float] = lambda: 1_000_000.0
+    admin_token: str = "admin-token"
+    roles: dict[str, str] = field(
+        default_factory=lambda: {"Builder Admin": "role-builder-admin", "Care Team User": "role-care-team"}
+    )
+    clients: dict[str, tuple[AppClient, str]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    fail: dict[str, list[Exception]] = field(default_factory=dict)
+    after: dict[str, Callable[[], None]] = field(default_factory=dict)
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counter: int = 0
+
+    def _enter(self, operation: str, bearer: str, admin: bool = True) -> None:
+        with self.lock:
+            self.calls.append(operation)
+            failures = self.fail.get(operation)
+            failure = failures.pop(0) if failures else None
+        if failure is not None:
+            raise failure
+        if admin and bearer != self.admin_token:
+            raise errors.ZusForbidden(operation, 403, "Forbidden")
+
+    def find_role(self, name: str, bearer: str) -> Role:
+        self._enter("role lookup", bearer)
+        if name not in self.roles:
+            raise errors.UnknownRole(name, list(self.roles))
+        return Role(id=self.roles[name], name=name)
+
+    def add_client(self, name: str, role_id: str, created_at: int) -> AppClientSecret:
+        with self.lock:
+            self.counter += 1
+            client = AppClient(
+                id=f"app-{self.counter}",
+                client_id=f"cid-{self.counter}",
+                name=name,
+                role_id=role_id,
+                created_at=created_at,
+                updated_at=created_at,
+            )
+            secret = f"secret-{self.counter}"
+            self.clients[client.id] = (client, secret)
+        return AppClientSecret(client, secret)
+
+    def create_app_client(self, name: str, role_id: str, bearer: str) -> AppClientSecret:
+        self._enter("create app client", bearer)
+        if self.delay:
+            time.sleep(self.delay)
+        created = self.add_client(name, role_id, int(self.clock()))
+        hook = self.after.get("create app client")
+        if hook is not None:
+            hook()
+        return created
+
+    def list_app_clients(self, bearer: str) -> list[AppClient]:
+        self._enter("list app clients", bearer, admin=False)
+        return [client for client, _ in self.clients.values()]
+
+    def get_app_client(self, app_client_id: str, bearer: str) -> AppClient:
+        self._enter("get app client", bearer, admin=False)
+        if app_client_id not in self.clients:
+            raise errors.ZusNotFound("get app client", 404, "Not Found")
+        return self.clients[app_client_id][0]
+
+    def delete_app_client(self, app_client_id: str, bearer: str) -> None:
+        self._enter("delete app client", bearer)
+        if self.clients.pop(app_client_id, None) is None:
+            raise errors.ZusNotFound("delete app client", 404, "Not Found")
+
+    def rotate_secret(self, app_client_id: str, bearer: str) -> AppClientSecret:
+        self._enter("rotate secret", bearer)
+        with self.lock:
+            client, _ = self.clients[app_client_id]
+            self.counter += 1
+            secret = f"rotated-{self.counter}"
+            self.clients[app_client_id] = (client, secret)
+        return AppClientSecret(client, secret)
+
+    def named(self, name: str) -> list[AppClient]:
+        return [client for client, _ in self.clients.values() if client.name == name]
+
+    def secret_of(self, app_client_id: str) -> str:
+        return self.clients[app_client_id][1]
+
+
+@dataclass
+class FakeVerifier:
+    """Token vending's issue_with against FakeZusAdmin: a token only for the client's current secret."""
+
+    zus: FakeZusAdmin
+    issued: list[str] = field(default_factory=list)
+
+    def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken:
+        current = self.zus.clients.get(credentials.app_client_id)
+        if current is None or current[1] != credentials.client_secret:
+            raise errors.ZusInvalidClient("token request", 401, "invalid_client")
+        self.issued.append(client)
+        return CachedToken(f"token-for-{client}", "Bearer", self.zus.clock() + 3600)
+
+
+# --- rotation (zus_m2m.rotation) -------------------------------------------------------------------
+
+
+class FakeRotationStore(FakeSecretStore):
+    """FakeSecretStore plus the writes a rotation makes, with Secrets Manager's stage rules: one
+    version per stage, AWSPREVIOUS follows AWSCURRENT, a started rotation adds a value-less AWSPENDING
+    version, and a rotation in progress (AWSPENDING off AWSCURRENT) refuses another."""
+
+    def __init__(self, clock: Callable[[], float] = lambda: 1_000_000.0) -> None:
+        super().__init__(clock)
+        self.changed: dict[str, float] = {}
+        self.rotation_count = 0
+
+    def _touch(self, secret_id: str) -> None:
+        self.changed[secret_id] = self.clock()
+
+    @staticmethod
+    def _drop_label(secret: FakeSecret, stage: str) -> None:
+        for version, (value, stages) in list(secret.versions.items()):
+            secret.versions[version] = (value, [s for s in stages if s != stage])
+
+    def describe(self, secret_id: str):
+        description = super().describe(secret_id)
+        if description is None:
+            return None
+        return replace(description, last_changed=self.changed.get(secret_id, self.secrets[secret_id].created))
+
+    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
+        secret = self.secrets.get(secret_id)
+        entry = secret.versions.get(version_id) if secret is not None else None
+        return entry[0] if entry is not None else None
+
+    def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        self.calls.append(("put_pending", secret_id))
+        secret = self.secrets[secret_id]
+        value, stages = secret.versions.get(version_id, (None, []))
+        if value is not None and value != credentials:
+            raise errors.StoreUnavailable("storing the pending client secret failed: ResourceExistsException")
+        self._drop_label(secret, "AWSPENDING")
+        stages = secret.versions.get(version_id, (None, []))[1]
+        secret.versions[version_id] = (credentials, [*stages, "AWSPENDING"])
+        self._touch(secret_id)
+
+    def move_stage(self, secret_id: str, stage: str, to_version: str, from_version: str | None) -> None:
+        self.calls.append((f"move_stage {stage}", secret_id))
+        secret = self.secrets[secret_id]
+        holder = next((v for v, (_, stages) in secret.versions.items() if stage in stages), None)
+        if holder is not None and holder != from_version:
+            raise errors.StoreUnavailable(f"moving {stage} failed: InvalidParameterException")
+        if stage == "AWSCURRENT" and from_version is not None:
+            self._drop_label(secret, "AWSPREVIOUS")
+            value, stages = secret.versions[from_version]
+            secret.versions[from_version] = (value, [*stages, "AWSPREVIOUS"])
+        self._drop_label(secret, stage)
+        value, stages = secret.versions[to_version]
+        secret.versions[to_version] = (value, [*stages, stage])
+        self._touch(secret_id)
+
+    def remove_stage(self, secret_id: str, stage: str, from_version: str) -> None:
+        self.calls.append((f"remove_stage {stage}", secret_id))
+        secret = self.secrets[secret_id]
+        value, stages = secret.versions[from_version]
+        if stage not in stages:
+            raise errors.StoreUnavailable(f"removing {stage} failed: InvalidParameterException")
+        secret.versions[from_version] = (value, [s for s in stages if s != stage])
+        self._touch(secret_id)
+
+    def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None:
+        self.rotations_started.append((secret_id, rotation_function_arn))
+        secret = self.secrets[secret_id]
+        description = self.describe(secret_id)
+        if description is not None and description.rotation_in_progress:
+            raise errors.StoreUnavailable("starting a rotation failed: InvalidRequestException")
+        self.rotation_count += 1
+        self._drop_label(secret, "AWSPENDING")
+        secret.versions[f"rotation-{self.rotation_count}"] = (None, ["AWSPENDING"])
+        secret.rotation_arn = rotation_function_arn or secret.rotation_arn
+        secret.last_rotated = self.clock()
+
+    def list_managed(self, stage: str) -> list[SecretDescription]:
+        found = []
+        for name, secret in self.secrets.items():
+            if secret.tags.get("zus-m2m:managed") == "true" and secret.tags.get("zus-m2m:stage") == stage:
+                description = self.describe(name)
+                if description is not None and not description.deleted:
+                    found.append(description)
+        return found
+
+    def pending_version(self, secret_id: str) -> str | None:
+        description = self.describe(secret_id)
+        return description.version_at("AWSPENDING") if description is not None else None

@@ -13,8 +13,11 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
-from zus_m2m.aws.secrets import SecretsManagerStore
+from zus_m2m.aws.client_records import DynamoClientRecords
+from zus_m2m.aws.secrets import SecretsManagerStore, managed_tags
 from zus_m2m.aws.token_table import DynamoTokenTable
+from zus_m2m.provisioning import Provisioner, ProvisioningPolicy
+from zus_m2m.rotation import RotationPolicy, Rotator
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
 from zus_m2m.zus.client import ZusClient
@@ -72,3 +75,70 @@ def token_vendor(
             budget_per_hour=settings.token_budget_per_hour,
         ),
     )
+
+
+def provisioner(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    dynamodb: DynamoDBClient | None = None,
+    secretsmanager: SecretsManagerClient | None = None,
+    zus: ZusClient | None = None,
+    checkpoint: Callable[[str], None] | None = None,
+) -> Provisioner:
+    """The provisioning service: admin calls use a Builder Admin token vended from the bootstrap secret."""
+    dynamodb = dynamodb or aws_client("dynamodb")
+    secretsmanager = secretsmanager or aws_client("secretsmanager")
+    zus = zus or ZusClient(settings.zus)
+    vendor = token_vendor(settings, metrics, dynamodb=dynamodb, secretsmanager=secretsmanager, zus=zus)
+    return Provisioner(
+        records=DynamoClientRecords(dynamodb, settings.table_name),
+        secrets=SecretsManagerStore(secretsmanager),
+        zus=zus,
+        admin_token=lambda: vendor.vend(settings.admin_client_name, 60).access_token,
+        verifier=vendor,
+        tokens=DynamoTokenTable(dynamodb, settings.table_name),
+        secret_id=secret_id_for(settings),
+        secret_tags=lambda name: managed_tags(settings.stage, name),
+        policy=ProvisioningPolicy(
+            stage=settings.stage,
+            audience=settings.zus.audience,
+            admin_client_name=settings.admin_client_name,
+            kms_key_id=settings.kms_key_id,
+            recovery_window_days=settings.secret_recovery_window_days,
+            rotation_interval_days=settings.rotation_interval_days,
+            rotation_function_arn=settings.rotation_function_arn,
+            token_budget_per_hour=settings.token_budget_per_hour,
+        ),
+        metrics=PowertoolsMetrics(metrics),
+        checkpoint=checkpoint,
+    )
+
+
+def rotator(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    dynamodb: DynamoDBClient | None = None,
+    secretsmanager: SecretsManagerClient | None = None,
+    zus: ZusClient | None = None,
+    vendor: TokenVendor | None = None,
+) -> Rotator:
+    """The rotation steps and the sweep. Its tests' tokens go through ``vendor`` (built here unless
+    given), so they are cached; admin calls use a Builder Admin token vended from the bootstrap secret."""
+    secretsmanager = secretsmanager or aws_client("secretsmanager")
+    zus = zus or ZusClient(settings.zus)
+    tokens = vendor or token_vendor(settings, metrics, dynamodb=dynamodb, secretsmanager=secretsmanager, zus=zus)
+    return Rotator(
+        store=SecretsManagerStore(secretsmanager),
+        zus=zus,
+        vendor=tokens,
+        admin_token=lambda: tokens.vend(settings.admin_client_name, ADMIN_TOKEN_MIN_TTL).access_token,
+        secret_id=secret_id_for(settings),
+        policy=RotationPolicy.from_settings(settings),
+        metrics=PowertoolsMetrics(metrics),
+    )
+
+
+# An admin token must outlive the admin calls made with it (rotate-secret: seconds).
+ADMIN_TOKEN_MIN_TTL = 60

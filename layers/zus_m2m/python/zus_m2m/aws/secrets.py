@@ -18,14 +18,11 @@ from botocore.exceptions import ClientError
 
 from zus_m2m.aws._errors import error_code, translated
 from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import AWSPENDING, Clock, SecretDescription
+from zus_m2m.ports import AWSCURRENT, AWSPENDING, CLIENT_TAG, MANAGED_TAG, STAGE_TAG, Clock, SecretDescription
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
-MANAGED_TAG = "zus-m2m:managed"
-STAGE_TAG = "zus-m2m:stage"
-CLIENT_TAG = "zus-m2m:client"
 
 # Secrets Manager's answers for a secret or a stage that is not (or no longer) there.
 _ABSENT = {"ResourceNotFoundException", "InvalidRequestException"}
@@ -159,6 +156,47 @@ class SecretsManagerStore:
                         found.append(description)
         return found
 
+    # --- provisioning's writes (zus_m2m.provisioning.ProvisioningSecrets) ---------------------
+
+    def configure_rotation(self, secret_id: str, rotation_function_arn: str, interval_days: int) -> None:
+        """Turn on scheduled rotation by the rotation function, without rotating now.
+
+        With RotateImmediately=False, Secrets Manager only runs testSecret, on an AWSPENDING version it
+        then removes; moto leaves that version labelled, which would read as a rotation in progress.
+        So a version this call added that still carries AWSPENDING loses the label here (a no-op on AWS).
+        """
+        before = self.describe(secret_id)
+        with translated("configuring rotation"):
+            self._sm.rotate_secret(
+                SecretId=secret_id,
+                RotationLambdaARN=rotation_function_arn,
+                RotationRules={"AutomaticallyAfterDays": interval_days},
+                RotateImmediately=False,
+            )
+        after = self.describe(secret_id)
+        if before is None or after is None:
+            return
+        for version, stages in after.versions.items():
+            if version not in before.versions and AWSPENDING in stages and AWSCURRENT not in stages:
+                self.remove_stage(secret_id, AWSPENDING, version)
+
+    def restore(self, secret_id: str) -> None:
+        """Cancel a scheduled deletion (a client of the same name is being provisioned again)."""
+        with translated("restoring a client secret"):
+            self._sm.restore_secret(SecretId=secret_id)
+        self.forget(secret_id)
+
+    def put_current(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        """Store credentials as a new version at AWSCURRENT (the previous one becomes AWSPREVIOUS)."""
+        with translated("storing a client secret"):
+            self._sm.put_secret_value(
+                SecretId=secret_id,
+                ClientRequestToken=version_id,
+                SecretString=credentials.to_json(),
+                VersionStages=[AWSCURRENT],
+            )
+        self.forget(secret_id)
+
 
 def managed_tags(stage: str, client: str) -> dict[str, str]:
     return {MANAGED_TAG: "true", STAGE_TAG: stage, CLIENT_TAG: client}
@@ -180,9 +218,16 @@ def _description(response: Any) -> SecretDescription:
         name=response["Name"],
         tags={tag["Key"]: tag["Value"] for tag in response.get("Tags", [])},
         rotation_enabled=bool(response.get("RotationEnabled", False)),
-        versions={version: list(stages) for version, stages in response.get("VersionIdsToStages", {}).items()},
+        # DescribeSecret names the map VersionIdsToStages; ListSecrets names it SecretVersionsToStages.
+        versions={
+            version: list(stages)
+            for version, stages in (
+                response.get("VersionIdsToStages") or response.get("SecretVersionsToStages") or {}
+            ).items()
+        },
         last_rotated=_timestamp(response.get("LastRotatedDate")),
         next_rotation=_timestamp(response.get("NextRotationDate")),
         created=_timestamp(response.get("CreatedDate")),
         deleted=response.get("DeletedDate") is not None,
+        last_changed=_timestamp(response.get("LastChangedDate")),
     )

@@ -1,0 +1,58 @@
+"""POST/GET/DELETE /app-clients[/{name}] and POST /app-clients/{name}/rotations: managed Zus app clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from zus_m2m import api, provisioning, validation, wiring
+from zus_m2m.settings import Settings
+
+logger = Logger()
+copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+metrics = Metrics()
+settings = Settings.from_env()
+provisioner = wiring.provisioner(settings, metrics)
+app = api.resolver()
+
+
+@app.post("/app-clients")
+def create_app_client() -> Response[str]:
+    event = app.current_event
+    content_type = event.headers.get("content-type")
+    request = provisioning.parse_create_request(event.decoded_body, content_type)
+    record, created = provisioner.create(request)
+    logger.info("create answered", extra={"client": record.name, "new_client": created})
+    headers = {"Location": f"/app-clients/{record.name}"} if created else {}
+    return api.json_response(201 if created else 200, record.to_json(), headers=headers)
+
+
+@app.get("/app-clients")
+def list_app_clients() -> Response[str]:
+    return api.json_response(200, {"appClients": provisioner.list_details()})
+
+
+@app.get("/app-clients/<name>")
+def get_app_client(name: str) -> Response[str]:
+    return api.json_response(200, provisioner.get(validation.client_name(name)))
+
+
+@app.delete("/app-clients/<name>")
+def delete_app_client(name: str) -> Response[str]:
+    provisioner.delete(validation.client_name(name))
+    return Response(status_code=204, headers=api.NO_STORE)
+
+
+@app.post("/app-clients/<name>/rotations")
+def start_rotation(name: str) -> Response[str]:
+    return api.json_response(202, provisioner.start_rotation(validation.client_name(name)))
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
