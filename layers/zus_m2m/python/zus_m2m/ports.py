@@ -104,6 +104,8 @@ class SecretDescription:
     next_rotation: float | None = None
     created: float | None = None
     deleted: bool = False
+    # When the secret last changed in any way (a new version, a stage move); rotation's stuck check.
+    last_changed: float | None = None
 
     def version_at(self, stage: str) -> str | None:
         return next((version for version, stages in self.versions.items() if stage in stages), None)
@@ -152,3 +154,9 @@ class TokenIssuer(Protocol):
 
 class MetricsSink(Protocol):
     def count(self, name: str, value: float = 1.0) -> None: ...
+
+
+# Tags that mark a secret as one this service manages (docs/design.md, Secrets Manager).
+MANAGED_TAG = "zus-m2m:managed"
+STAGE_TAG = "zus-m2m:stage"
+CLIENT_TAG = "zus-m2m:client"

@@ -1,0 +1,44 @@
+"""Secrets Manager's rotation function: one of the four rotation steps per invocation.
+
+Secrets Manager invokes it with ``{"Step", "SecretId", "ClientRequestToken"}``; locally the local stack
+plays Secrets Manager with the same event (``zus_local.secrets_manager_rotation``). A failed step
+raises, so that Secrets Manager retries it; every step is idempotent (``zus_m2m.rotation``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from zus_m2m import errors, wiring
+from zus_m2m.settings import Settings
+
+logger = Logger()
+copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+metrics = Metrics()
+settings = Settings.from_env()
+rotator = wiring.rotator(settings, metrics)
+
+EVENT_FIELDS = ("Step", "SecretId", "ClientRequestToken")
+
+
+def parse_event(event: Any) -> tuple[str, str, str]:
+    """The step, secret and version of a Secrets Manager rotation event (InvalidRequest if malformed)."""
+    if not isinstance(event, dict):
+        raise errors.InvalidRequest("a rotation event is a JSON object")
+    missing = [name for name in EVENT_FIELDS if not isinstance(event.get(name), str) or not event[name]]
+    if missing:
+        raise errors.InvalidRequest(f"the rotation event lacks {', '.join(missing)}")
+    return event["Step"], event["SecretId"], event["ClientRequestToken"]
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
+    step, secret_id, token = parse_event(event)
+    logger.append_keys(step=step, secret=secret_id, version=token)
+    outcome = rotator.run_step(step, secret_id, token)
+    return {"step": step, "outcome": outcome}

@@ -1,0 +1,246 @@
+"""Secret rotation against moto server and the Zus emulator, over real HTTP.
+
+The test plays Secrets Manager's part as the local stack does: it starts a rotation with the service's
+own ``SecretsManagerStore.start_rotation`` and drives the four steps with
+``zus_local.secrets_manager_rotation``, calling the rotation module or the rotation handler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import pytest
+from aws_lambda_powertools import Metrics
+
+from zus_local.lambda_context import LocalLambdaContext
+from zus_local.secrets_manager_rotation import drive_rotation
+from zus_m2m import errors, wiring
+from zus_m2m.ports import AWSCURRENT, AWSPENDING
+from zus_m2m.provisioning import CreateRequest
+from zus_m2m.rotation import STEPS, Checkpoints
+from zus_m2m.zus.client import ZusClient
+
+if TYPE_CHECKING:
+    from conftest import RotationStack as Stack
+
+CLIENT = "billing-service"
+ADMIN = "zus-m2m-admin"
+ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
+
+
+@dataclasses.dataclass
+class VendStream:
+    calls: int = 0
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+@contextmanager
+def vend_stream(stack: Stack, client: str = CLIENT, containers: int = 3) -> Iterator[VendStream]:
+    """A thread calling vend every ~50 ms from other containers, for as long as the block runs."""
+    vendors = [stack.container() for _ in range(containers)]
+    vendors[0].vend(client, 60)  # warm: the table holds a token
+    stream = VendStream()
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            vendor = vendors[stream.calls % containers]
+            try:
+                vendor.vend(client, 60)
+            except Exception as exc:  # every kind counts as a failure
+                stream.failures.append(f"{type(exc).__name__}: {exc}")
+            stream.calls += 1
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield stream
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def stack(rotation_stack: Stack) -> Stack:
+    assert (rotation_stack.CLIENT, rotation_stack.ADMIN_SECRET) == (CLIENT, ADMIN_SECRET)
+    return rotation_stack
+
+
+def crash_once_at(name: str) -> Callable[[str], None]:
+    crashed: list[str] = []
+
+    def checkpoint(reached: str) -> None:
+        if reached == name and not crashed:
+            crashed.append(reached)
+            raise RuntimeError(f"injected crash at {reached}")
+
+    return checkpoint
+
+
+# --- the steps -------------------------------------------------------------------------------------------
+
+
+def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(stack: Stack, counting_metrics) -> None:
+    before = stack.current()
+    secret_arn, token = stack.start()
+    rotator = stack.rotator(counting_metrics)
+
+    outcomes = [rotator.run_step(step, secret_arn, token) for step in STEPS]
+
+    assert outcomes == ["created", "nothing-to-set", "tested", "finished"]
+    stack.assert_rotated_cleanly(before)
+    assert stack.stages()[token] == [AWSCURRENT]
+    # The token testSecret obtained is the cached one: a new container needs no request to Zus.
+    cached = stack.table.get(CLIENT, consistent=True).token
+    assert cached is not None
+    assert stack.container().vend(CLIENT, 60).access_token == cached.access_token
+    assert counting_metrics.counts["RotationStep"] == 4
+
+
+def test_each_step_run_twice_rotates_once(stack: Stack) -> None:
+    before = stack.current()
+    secret_arn, token = stack.start()
+    rotator = stack.rotator()
+
+    outcomes = [[rotator.run_step(step, secret_arn, token) for _ in range(2)] for step in STEPS]
+
+    assert [pair[1] for pair in outcomes] == ["already-created", "nothing-to-set", "tested", "already-current"]
+    stack.assert_rotated_cleanly(before)
+
+
+def test_a_stale_token_is_refused(stack: Stack) -> None:
+    first_arn, first = stack.start()
+    stack.drive(stack.rotator(), (first_arn, first))
+    secret_arn, second = stack.start()
+    rotator = stack.rotator()
+    previous = next(v for v, stages in stack.stages().items() if stages == ["AWSPREVIOUS"])
+
+    with pytest.raises(errors.ResourceConflict, match="stale"):
+        rotator.run_step("createSecret", secret_arn, previous)
+    with pytest.raises(errors.ResourceConflict, match="not a version"):
+        rotator.run_step("createSecret", secret_arn, "11111111-2222-4333-8444-555555555555")
+    assert rotator.run_step("finishSecret", secret_arn, first) == "already-current"
+
+    assert stack.stages()[second] == [AWSPENDING]  # the rotation in progress is untouched
+
+
+def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack, load_function) -> None:
+    before = stack.current()
+    handler = load_function("rotation", stack.lambda_environment())
+    rotation = stack.start()
+
+    def invoke(event: dict[str, str]) -> None:
+        handler.lambda_handler(event, LocalLambdaContext("zus-m2m-rotation", timeout_seconds=120))
+
+    drive_rotation(invoke, *rotation)
+
+    stack.assert_rotated_cleanly(before)
+    with pytest.raises(errors.InvalidRequest):
+        handler.lambda_handler({"Step": "createSecret"}, LocalLambdaContext("zus-m2m-rotation"))
+
+
+# --- the crash matrix -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    [
+        Checkpoints.ZUS_ROTATED,
+        Checkpoints.PENDING_STORED,
+        Checkpoints.TESTED,
+        Checkpoints.CURRENT_MOVED,
+        Checkpoints.PENDING_REMOVED,
+    ],
+)
+def test_a_crash_after_any_external_call_is_repaired_by_secrets_managers_retry(stack: Stack, checkpoint: str) -> None:
+    before = stack.current()
+    rotation = stack.start()
+    rotator = stack.rotator()
+    rotator.checkpoint = crash_once_at(checkpoint)
+
+    with vend_stream(stack) as stream:
+        stack.drive(rotator, rotation)
+        time.sleep(0.2)
+
+    stack.assert_rotated_cleanly(before)
+    assert stream.calls > 3
+    assert stream.failures == []
+
+
+def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) -> None:
+    before = stack.current()
+    rotation = stack.start()
+    rotator = stack.rotator()
+    rotator.checkpoint = crash_at_every(Checkpoints.TESTED)  # testSecret fails on every retry
+
+    with vend_stream(stack) as stream:
+        with pytest.raises(RuntimeError):
+            stack.drive(rotator, rotation, retries=2)
+        report = stack.rotator(stuck_after=0).sweep()
+
+    assert report["secrets"][stack.secret_id] == "rolled-forward"
+    stack.assert_rotated_cleanly(before)
+    assert stream.failures == []
+
+
+def crash_at_every(name: str) -> Callable[[str], None]:
+    def checkpoint(reached: str) -> None:
+        if reached == name:
+            raise RuntimeError(f"injected crash at {reached}")
+
+    return checkpoint
+
+
+# --- propagation and the bootstrap admin ------------------------------------------------------------------
+
+
+def test_a_secret_that_takes_20_s_to_propagate_rotates_without_a_failed_vend(stack: Stack) -> None:
+    stack.emulator("config", secretPropagationSeconds=20)
+    before = stack.current()
+    rotation = stack.start()
+    started = time.monotonic()
+
+    with vend_stream(stack) as stream:
+        stack.drive(stack.rotator(), rotation)
+        elapsed = time.monotonic() - started
+        # A container with nothing cached gets a token too (the new secret now works at Zus).
+        stack.table.purge(CLIENT)
+        assert stack.container().vend(CLIENT, 60).access_token
+
+    assert 15 <= elapsed <= 60  # testSecret waited for the new secret to take effect
+    stack.assert_rotated_cleanly(before)
+    assert stream.calls > 100
+    assert stream.failures == []
+
+
+def test_the_bootstrap_admin_rotates_and_admin_calls_still_work(stack: Stack) -> None:
+    before = stack.current(ADMIN_SECRET)
+    rotation = stack.start(ADMIN_SECRET)
+
+    with vend_stream(stack, client=ADMIN) as stream:
+        stack.drive(stack.rotator(), rotation)
+
+    stack.assert_rotated_cleanly(before, ADMIN_SECRET)
+    assert stream.failures == []
+    # A container with nothing cached obtains an admin token with the new secret, and provisioning works.
+    stack.table.purge(ADMIN)
+    provisioner = wiring.provisioner(
+        stack.settings,
+        Metrics(namespace="ZusM2MTest", service="test"),
+        dynamodb=stack.aws.client("dynamodb"),
+        secretsmanager=stack.aws.client("secretsmanager"),
+        zus=ZusClient(stack.settings.zus, timeout=(1.0, 2.0)),
+    )
+    record, created = provisioner.create(CreateRequest("after-admin-rotation"))
+    assert created
+    assert record.name == "after-admin-rotation"
+    # ... and the admin rotates again (its previous rotation left nothing behind).
+    again = stack.current(ADMIN_SECRET)
+    stack.drive(stack.rotator(), stack.start(ADMIN_SECRET))
+    stack.assert_rotated_cleanly(again, ADMIN_SECRET, clients=3)

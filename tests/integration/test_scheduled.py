@@ -1,0 +1,144 @@
+"""The scheduled function against moto server and the Zus emulator: the rotation sweep and repair, and
+the handler's dispatch of both jobs as EventBridge Scheduler invokes it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from zus_local.lambda_context import LocalLambdaContext
+from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_m2m import errors
+from zus_m2m.ports import AWSPENDING
+
+if TYPE_CHECKING:
+    from conftest import RotationStack as Stack
+
+CLIENT = "billing-service"
+ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+@pytest.fixture
+def stack(rotation_stack: Stack) -> Stack:
+    assert (rotation_stack.CLIENT, rotation_stack.ADMIN_SECRET) == (CLIENT, ADMIN_SECRET)
+    return rotation_stack
+
+
+def started_secrets(stack: Stack) -> set[str]:
+    """Names of the secrets with a rotation started and not yet driven."""
+    describe = stack.aws.secretsmanager.describe_secret
+    return {describe(SecretId=arn)["Name"] for arn, _ in find_started_rotations(stack.aws.secretsmanager)}
+
+
+def test_a_sweep_of_healthy_clients_starts_nothing(stack: Stack) -> None:
+    report = stack.rotator().sweep()
+
+    assert report == {
+        "checked": 2,
+        "counts": {"healthy": 2},
+        "secrets": {stack.secret_id: "healthy", ADMIN_SECRET: "healthy"},
+    }
+    assert find_started_rotations(stack.aws.secretsmanager) == []
+
+
+def test_due_clients_get_a_rotation_started_and_it_completes(stack: Stack) -> None:
+    before = {secret: stack.current(secret) for secret in (stack.secret_id, ADMIN_SECRET)}
+
+    report = stack.rotator(rotation_interval=0).sweep()
+
+    assert report["counts"] == {"rotation-started": 2}
+    assert started_secrets(stack) == {stack.secret_id, ADMIN_SECRET}
+    for rotation in find_started_rotations(stack.aws.secretsmanager):
+        stack.drive(stack.rotator(), rotation)
+    for secret, credentials in before.items():
+        stack.assert_rotated_cleanly(credentials, secret)
+
+
+def test_a_rotation_in_progress_is_not_started_again(stack: Stack) -> None:
+    _, token = stack.start()
+
+    report = stack.rotator(rotation_interval=0).sweep()
+
+    assert report["secrets"] == {stack.secret_id: "in-progress", ADMIN_SECRET: "rotation-started"}
+    assert stack.stages()[token] == [AWSPENDING]  # the same rotation, not a new one
+
+
+def test_a_stuck_rotation_is_rolled_forward(stack: Stack) -> None:
+    before = stack.current()
+    arn, token = stack.start()
+    stack.rotator().run_step("createSecret", arn, token)  # ... and the rotation died here
+
+    report = stack.rotator(stuck_after=0).sweep()
+
+    assert report["secrets"][stack.secret_id] == "rolled-forward"
+    stack.assert_rotated_cleanly(before)
+
+
+def test_a_rotation_that_died_before_storing_anything_is_restarted(stack: Stack) -> None:
+    before = stack.current()
+    _, stuck = stack.start()
+
+    report = stack.rotator(stuck_after=0).sweep()
+
+    assert report["secrets"][stack.secret_id] == "rotation-restarted"
+    arn, token = stack.started(stack.secret_id)
+    assert token != stuck
+    stack.drive(stack.rotator(), (arn, token))
+    stack.assert_rotated_cleanly(before)
+
+
+def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack, counting_metrics) -> None:
+    before = stack.current()
+    stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # the new secret is lost
+    report = stack.rotator(counting_metrics).sweep()
+
+    assert report["secrets"][stack.secret_id] == "recovery-started"
+    assert counting_metrics.counts["SecretRecoveryStarted"] == 1
+    stack.drive(stack.rotator(), stack.started(stack.secret_id))
+    stack.assert_rotated_cleanly(before)
+    stack.table.purge(CLIENT)
+    assert stack.container().vend(CLIENT, 60).access_token
+
+
+# --- the handler, as EventBridge Scheduler invokes it ----------------------------------------------------
+
+
+def test_the_scheduled_handler_dispatches_both_jobs(stack: Stack, load_function) -> None:
+    handler = load_function("scheduled", stack.lambda_environment())
+    context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
+    # A client in use whose token enters the refresh margin before the next run
+    stack.emulator("config", tokenLifetimeSeconds=350)
+    first = stack.container().vend(CLIENT, 60)
+    stack.table.mark_requested(CLIENT, time.time())
+
+    refreshed = handler.lambda_handler(json.loads((EVENTS / "scheduler_pre_refresh.json").read_text()), context)
+    swept = handler.lambda_handler(json.loads((EVENTS / "scheduler_rotation_sweep.json").read_text()), context)
+
+    assert refreshed == {"job": "pre-refresh", "report": {"considered": 1, "refreshed": 1, "failed": 0}}
+    token = stack.table.get(CLIENT, consistent=True).token
+    assert token is not None
+    assert token.access_token != first.access_token
+    assert swept["job"] == "rotation-sweep"
+    assert swept["report"]["secrets"] == {stack.secret_id: "healthy", ADMIN_SECRET: "healthy"}
+    with pytest.raises(errors.InvalidRequest, match="unknown scheduled job 'rotate-everything'"):
+        handler.lambda_handler({"job": "rotate-everything"}, context)
+    with pytest.raises(errors.InvalidRequest, match="unknown scheduled job None"):
+        handler.lambda_handler({}, context)
+
+
+def test_the_sweep_event_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function) -> None:
+    handler = load_function("scheduled", stack.lambda_environment())
+    handler.rotator.policy = dataclasses.replace(handler.rotator.policy, rotation_interval=0)
+
+    swept = handler.lambda_handler({"job": "rotation-sweep"}, LocalLambdaContext("zus-m2m-scheduled"))
+
+    assert swept["report"]["counts"] == {"rotation-started": 2}
+    assert started_secrets(stack) == {stack.secret_id, ADMIN_SECRET}
+    description = stack.aws.secretsmanager.describe_secret(SecretId=ADMIN_SECRET)
+    assert description["RotationLambdaARN"] == stack.settings.rotation_function_arn
