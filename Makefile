@@ -43,7 +43,7 @@ $(CHECKOV_STAMP): requirements/checkov.txt
 	@touch $@
 
 dev: $(STAMP)
-	$(BIN)/python -m zus_emulator
+	$(BIN)/python -m zus_local $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -130,47 +131,83 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def container(env: dict[str, str], threads: int, seconds: float, min_ttl: int, results: Any) -> None:
-    """One simulated Lambda container: the handler module loaded once, called from several threads."""
-    os.environ.update(env)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # EMF metrics go to stdout, as on Lambda; keep them off the bench's output
-    spec = importlib.util.spec_from_file_location("token_vending_app", HANDLER)
+def load_handler() -> Any:
+    """A fresh module instance of the vend handler: what a new Lambda container initialises."""
+    spec = importlib.util.spec_from_file_location(f"token_vending_app_{time.monotonic_ns()}", HANDLER)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from zus_local.lambda_context import LocalLambdaContext
+    return module
 
-    event = json.loads(EVENT.read_text())
-    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/app-clients/{CLIENT}/token"
-    event["pathParameters"] = {"name": CLIENT}
+
+def token_event(client: str, min_ttl: int) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(EVENT.read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/app-clients/{client}/token"
+    event["pathParameters"] = {"name": client}
     event["rawQueryString"] = f"minTtl={min_ttl}"
     event["queryStringParameters"] = {"minTtl": str(min_ttl)}
-    latencies: dict[str, list[float]] = {"memory": [], "table": [], "zus": []}
+    return event
+
+
+def container(
+    env: dict[str, str], threads: int, seconds: float, min_ttl: int, think: float, log_path: str, results: Any
+) -> None:
+    """One simulated Lambda container: the handler module loaded once, called from several threads.
+
+    A scale-out thread also starts a new container every second (a fresh module instance, its own
+    empty memory tier) and times its first vend: the DynamoDB tier's hit, on warm connections.
+    """
+    os.environ.update(env)
+    # Logs and EMF metrics go to stdout, as on Lambda; keep them in a file, off the bench's output.
+    os.dup2(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+    module = load_handler()
+    from zus_local.lambda_context import LocalLambdaContext
+
+    event = token_event(CLIENT, min_ttl)
+    latencies: dict[str, list[float]] = {"memory": [], "table": [], "lease-wait": [], "zus": []}
     failures: dict[str, int] = {}
+    window = [math.inf, 0.0]
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
+    def call(handler: Any, record: bool = True) -> None:
+        context = LocalLambdaContext(function_name="TokenVendingFunction", timeout_seconds=10)
+        started_at = time.time()
+        started = time.perf_counter()
+        response = handler.lambda_handler(event, context)
+        elapsed = (time.perf_counter() - started) * 1000
+        if not record:
+            return
+        with lock:
+            window[0] = min(window[0], started_at)
+            window[1] = max(window[1], time.time())
+            if response["statusCode"] == 200:
+                latencies[response["headers"]["X-Token-Source"]].append(elapsed)
+            else:
+                key = str(response["statusCode"])
+                failures[key] = failures.get(key, 0) + 1
+
     def caller() -> None:
         while time.monotonic() < deadline:
-            context = LocalLambdaContext(function_name="TokenVendingFunction", timeout_seconds=10)
-            started = time.perf_counter()
-            response = module.lambda_handler(event, context)
-            elapsed = (time.perf_counter() - started) * 1000
-            with lock:
-                if response["statusCode"] == 200:
-                    latencies[response["headers"]["X-Token-Source"]].append(elapsed)
-                else:
-                    key = str(response["statusCode"])
-                    failures[key] = failures.get(key, 0) + 1
+            call(module)
+            time.sleep(think)
+
+    def scale_out() -> None:
+        while time.monotonic() < deadline - 1:
+            time.sleep(1.0)
+            fresh = load_handler()
+            # Warm its connections with an unknown client (404), as a container's earlier work would.
+            fresh.lambda_handler(token_event("bench-warm-up", min_ttl), LocalLambdaContext("TokenVendingFunction"))
+            call(fresh)
 
     workers = [threading.Thread(target=caller) for _ in range(threads)]
+    workers.append(threading.Thread(target=scale_out))
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    results.put({"latencies": latencies, "failures": failures})
+    results.put({"latencies": latencies, "failures": failures, "window": window})
 
 
 def bare_get_item(moto: str, seconds: float, results: Any) -> None:
@@ -227,6 +264,7 @@ def main() -> None:
     parser.add_argument("--margin", type=int, default=5, help="refresh margin, seconds")
     parser.add_argument("--min-ttl", type=int, default=1)
     parser.add_argument("--cold-runs", type=int, default=7)
+    parser.add_argument("--think-ms", type=float, default=2.0, help="each caller's pause between calls")
     args = parser.parse_args()
     os.environ.update({k: v for k, v in environment("", "", args.margin).items() if k.startswith("AWS_") and v})
 
@@ -237,9 +275,21 @@ def main() -> None:
         results = ctx.Queue()
         print(f"running {args.processes} containers x {args.threads} threads for {args.seconds:.0f} s ...", flush=True)
         started = time.monotonic()
+        log_dir = Path(tempfile.mkdtemp(prefix="bench-tokens-"))
         processes = [
-            ctx.Process(target=container, args=(env, args.threads, args.seconds, args.min_ttl, results))
-            for _ in range(args.processes)
+            ctx.Process(
+                target=container,
+                args=(
+                    env,
+                    args.threads,
+                    args.seconds,
+                    args.min_ttl,
+                    args.think_ms / 1000,
+                    str(log_dir / f"{n}.log"),
+                    results,
+                ),
+            )
+            for n in range(args.processes)
         ]
         processes.append(ctx.Process(target=bare_get_item, args=(moto, args.seconds, results)))
         for process in processes:
@@ -252,9 +302,11 @@ def main() -> None:
         print(f"measuring cold start ({args.cold_runs} fresh processes each) ...", flush=True)
         cold_handler, cold_baseline = cold_start(env, args.cold_runs)
 
-    latencies: dict[str, list[float]] = {"memory": [], "table": [], "zus": []}
+    latencies: dict[str, list[float]] = {"memory": [], "table": [], "lease-wait": [], "zus": []}
     failures: dict[str, int] = {}
     get_item: list[float] = []
+    windows = [result["window"] for result in collected if "window" in result]
+    vend_seconds = max(end for _, end in windows) - min(start for start, _ in windows)
     for result in collected:
         get_item.extend(result.get("get_item", []))
         for tier, values in result.get("latencies", {}).items():
@@ -262,7 +314,8 @@ def main() -> None:
         for status, count in result.get("failures", {}).items():
             failures[status] = failures.get(status, 0) + count
     upstream = int(stats["tokenRequests"].get(client_id, 0))
-    minimum = math.ceil(args.seconds / (args.lifetime - args.margin))
+    # The fewest token requests that keep a token with more than the margin left for the whole run.
+    minimum = math.ceil(vend_seconds / (args.lifetime - args.margin))
     bare_p50 = percentile(get_item, 0.5) or float("nan")
     figures: dict[str, Any] = {
         "callers": args.processes * args.threads,
@@ -270,6 +323,7 @@ def main() -> None:
         "failed_vend_calls": sum(failures.values()),
         "failures_by_status": failures,
         "run_seconds": round(run_length, 1),
+        "vend_window_seconds": round(vend_seconds, 1),
         "upstream_token_requests": upstream,
         "theoretical_minimum": minimum,
         "upstream_over_minimum": round(upstream / minimum, 3),
@@ -279,12 +333,19 @@ def main() -> None:
     for tier, values in latencies.items():
         for name, fraction in (("p50", 0.5), ("p99", 0.99)):
             value = percentile(values, fraction)
-            figures[f"{tier}_{name}_ms"] = None if value is None else round(value, 3)
+            figures[f"{tier.replace('-', '_')}_{name}_ms"] = None if value is None else round(value, 3)
     figures["table_p50_over_get_item_p50"] = _ratio(figures["table_p50_ms"], bare_p50)
     figures["memory_p50_over_get_item_p50"] = _ratio(figures["memory_p50_ms"], bare_p50)
     figures["cold_start_handler_ms"] = round(cold_handler * 1000, 1)
     figures["cold_start_baseline_ms"] = round(cold_baseline * 1000, 1)
     figures["cold_start_ratio"] = round(cold_handler / cold_baseline, 3)
+
+    errors = [
+        line for path in log_dir.glob("*.log") for line in path.read_text().splitlines() if '"level":"ERROR"' in line
+    ]
+    print(f"containers' logs: {log_dir} ({len(errors)} ERROR lines)")
+    for line in errors[:3]:
+        print("  " + line[:400])
 
     print()
     print(f"{'figure':<34} {'value':>12}   target")

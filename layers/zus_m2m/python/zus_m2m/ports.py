@@ -17,7 +17,8 @@ AWSPENDING = "AWSPENDING"
 AWSPREVIOUS = "AWSPREVIOUS"
 
 
-TokenSource = Literal["memory", "table", "zus"]
+# memory: this container; table: DynamoDB; lease-wait: DynamoDB after waiting for another fetch.
+TokenSource = Literal["memory", "table", "lease-wait", "zus"]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ Handlers call these at module scope; tests and the local stack pass their own bo
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,14 @@ def aws_client(service: str) -> Any:
     return boto3.client(service, config=AWS_CONFIG)  # type: ignore[call-overload]
 
 
+# Powertools keeps one metric set per process and neither its add nor its flush is thread-safe;
+# on Lambda one invocation runs at a time, but the local stack, the benchmarks and this package's
+# background refreshes add metrics from several threads.
+_METRICS_LOCK = threading.Lock()
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
 class PowertoolsMetrics:
     """``MetricsSink`` over Powertools Metrics (CloudWatch EMF)."""
 
@@ -42,7 +52,25 @@ class PowertoolsMetrics:
         self._metrics = metrics
 
     def count(self, name: str, value: float = 1.0) -> None:
-        self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        with _METRICS_LOCK:
+            self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def publishes_metrics(metrics: Metrics) -> Callable[[Handler], Handler]:
+    """``@metrics.log_metrics``, made safe for handlers invoked from several threads at once."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            try:
+                return handler(event, context)
+            finally:
+                with _METRICS_LOCK:
+                    metrics.flush_metrics()
+
+        return invoke
+
+    return decorate
 
 
 def secret_id_for(settings: Settings) -> Callable[[str], str]:

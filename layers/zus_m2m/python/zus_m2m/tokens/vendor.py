@@ -122,7 +122,7 @@ class TokenVendor:
             now = self._clock()
             if state.token is not None and state.token.seconds_left(now) >= min_ttl:
                 self._memory[client] = state.token
-                return replace(state.token, source="table")
+                return replace(state.token, source="lease-wait")
             if state.blocked_until > now:
                 raise errors.TemporarilyUnavailable(
                     f"Zus asked us to pause token requests for {client!r}; no cached token has {min_ttl:.0f} s left",
