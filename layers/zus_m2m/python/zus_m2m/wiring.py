@@ -66,7 +66,8 @@ def publishes_metrics(metrics: Metrics) -> Callable[[Handler], Handler]:
                 return handler(event, context)
             finally:
                 with _METRICS_LOCK:
-                    metrics.flush_metrics()
+                    if metrics.metric_set:  # a request refused before any metric: nothing to publish
+                        metrics.flush_metrics()
 
         return invoke
 
