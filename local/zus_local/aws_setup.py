@@ -51,3 +51,15 @@ def store_admin_secret(
     except secretsmanager.exceptions.ResourceExistsException:
         secretsmanager.put_secret_value(SecretId=name, SecretString=value, VersionStages=["AWSCURRENT"])
         return str(secretsmanager.describe_secret(SecretId=name)["ARN"])
+
+
+def create_kms_key(kms: Any, alias: str, description: str = "") -> str:
+    """A symmetric KMS key known by ``alias`` (``alias/…``), as template.yaml's key; idempotent by alias.
+    Returns the key's ARN."""
+    try:
+        return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
+    except kms.exceptions.NotFoundException:
+        pass
+    metadata = kms.create_key(Description=description or alias, KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
+    return str(metadata["Arn"])
