@@ -21,7 +21,7 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: dev test lint typecheck validate build python313 unit integration clean bench-tokens
+.PHONY: test-313 dev test lint typecheck validate build python313 unit integration clean bench-tokens
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -75,12 +75,37 @@ $(BUILD_OUTPUT): $(BUILD_INPUTS) | python313 $(SAM_STAMP)
 python313:
 	@test -x "$(PY313)" || { echo "Python 3.13 is missing: sam build needs it (pyenv install 3.13.0, or set PY313_PREFIX)"; exit 1; }
 
-test: lint typecheck validate build
+# Lambda runs Python 3.13: the suite runs on it too, in its own venv, before the full run on $(PYTHON).
+VENV313 := .venv-313
+STAMP313 := $(VENV313)/.installed
+
+$(STAMP313): pyproject.toml | python313
+	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+test-313: $(STAMP313) build
+	$(VENV313)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e
+
+test: lint typecheck validate build test-313
 	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
 
 # Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
 bench-tokens: $(STAMP)
 	$(BIN)/python scripts/bench_tokens.py $(ARGS)
+
+# docs/openapi.json from the handlers' route decorators (tests/reliability fails when it drifts).
+openapi: $(STAMP)
+	$(BIN)/python scripts/openapi.py
+
+# The reliability suite's long profile (faults, bad input, leaks, concurrency; docs/reliability.md),
+# about ten minutes; its last lines are the results table.
+SOAK_TABLE := .pytest_cache/reliability-table.txt
+soak: $(STAMP)
+	@rm -f $(SOAK_TABLE)
+	ZUS_M2M_SOAK=1 ZUS_M2M_RELIABILITY_TABLE=$(SOAK_TABLE) $(BIN)/pytest tests/reliability -p no:randomly -q; \
+		status=$$?; echo; cat $(SOAK_TABLE) 2>/dev/null || echo "no results table: the suite did not finish"; exit $$status
