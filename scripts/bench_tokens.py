@@ -61,7 +61,7 @@ def servers() -> Iterator[tuple[str, str]]:
     moto_port, zus_port = free_port(), free_port()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+            [sys.executable, "-m", "zus_local.moto_process", "--port", str(moto_port), "--parent", str(os.getpid())],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),

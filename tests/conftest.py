@@ -4,6 +4,7 @@ in server mode on 127.0.0.1 (a real HTTP endpoint), started here and stopped aft
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,9 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from zus_local.aws_setup import create_table
+from zus_local.moto_app import make_moto_server
 
 # Fake credentials and no profile: a test that escaped moto fails instead of touching an account.
 for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
@@ -39,11 +40,13 @@ class Aws:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    server = make_moto_server("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
 @pytest.fixture

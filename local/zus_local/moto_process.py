@@ -102,17 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
+    from zus_local.moto_app import make_moto_server
 
     try:
-        server = make_server(
-            args.host,
-            args.port,
-            DomainDispatcherApplication(create_backend_app),
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
+        server = make_moto_server(args.host, args.port)
     except OSError as exc:
         print(f"moto: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
