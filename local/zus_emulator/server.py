@@ -6,17 +6,16 @@ import base64
 import binascii
 import contextlib
 import json
-import socket
-import socketserver
 import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
+from .http_server import LocalHTTPServer
 from .state import (
     APP_CLIENT_TYPE,
     BUILDER_USER_TYPE,
@@ -97,49 +96,14 @@ def _redacted_query(query: str) -> str:
     return "?" + urlencode(pairs, safe="[]*")
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512
-    allow_reuse_address = True
-
+class _HTTPServer(LocalHTTPServer):
     def __init__(self, address: tuple[str, int], state: EmulatorState, quiet: bool) -> None:
         self.state = state
         self.quiet = quiet
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve the host's FQDN (a DNS lookup that can stall); skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_open_connections(self) -> None:
-        with self._open_lock:
-            open_sockets = list(self._open)
-        for sock in open_sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        sys.stderr.write(f"zus-emulator: connection error: {type(exc).__name__}\n")
+    def report_connection_error(self, error: BaseException) -> None:
+        sys.stderr.write(f"zus-emulator: connection error: {type(error).__name__}\n")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -12,11 +12,7 @@ the stack's stderr. One line per request: method, path, status, latency. Never a
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import socket
-import socketserver
-import sys
 import threading
 import time
 import traceback
@@ -24,10 +20,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from zus_emulator.http_server import LocalHTTPServer
 from zus_local.console import Console
 from zus_local.lambda_runtime import LambdaRuntime
 from zus_local.template_model import Route, TemplateModel
@@ -288,46 +285,13 @@ class LocalApi:
             return problem(500, "Internal Server Error", "the function returned an invalid response", "internal-error")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
+class _Server(LocalHTTPServer):
     def __init__(self, address: tuple[str, int], api: LocalApi) -> None:
         self.api = api
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, which can stall; the address is enough.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_open_connections(self) -> None:
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if not isinstance(error, ConnectionError | TimeoutError):
-            self.api.console.error(f"local API: connection error: {type(error).__name__}")
+    def report_connection_error(self, error: BaseException) -> None:
+        self.api.console.error(f"local API: connection error: {type(error).__name__}")
 
 
 class _Handler(BaseHTTPRequestHandler):
