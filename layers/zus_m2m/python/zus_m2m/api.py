@@ -10,11 +10,14 @@ import json
 import logging
 import math
 import re
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
-from zus_m2m.errors import ZusM2MError
+from zus_m2m.errors import InvalidRequest, ZusM2MError
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,14 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
         body=json.dumps(body),
         headers={**NO_STORE, **(headers or {})},
     )
+
+
+def body_text(event: BaseProxyEvent) -> str | None:
+    """The request body as text; one that is not UTF-8 is the caller's mistake (400), not ours."""
+    try:
+        return event.decoded_body
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not UTF-8 text") from None
 
 
 def problem(status: int, title: str, detail: str, kind: str, retry_after: float | None = None) -> Response[str]:
@@ -55,9 +66,53 @@ def _unexpected_error(error: Exception) -> Response[str]:
     return problem(500, "Internal Server Error", "an unexpected error occurred", "internal-error")
 
 
+class ThreadSafeHttpResolver(APIGatewayHttpResolver):
+    """Powertools' HTTP API resolver with the request being resolved kept per thread.
+
+    Powertools keeps the current event and Lambda context on its ``BaseRouter`` class and the route
+    arguments on the instance: right for Lambda, which runs one invocation per container at a time,
+    but the local stack and the benchmarks call handlers from several threads of one process.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._request = threading.local()
+        super().__init__(**options)
+
+    @property
+    def current_event(self) -> Any:
+        return self._request.event
+
+    @current_event.setter
+    def current_event(self, value: Any) -> None:
+        self._request.event = value
+
+    @property
+    def lambda_context(self) -> Any:
+        return self._request.lambda_context
+
+    @lambda_context.setter
+    def lambda_context(self, value: Any) -> None:
+        self._request.lambda_context = value
+
+    @property
+    def context(self) -> dict[str, Any]:
+        if not hasattr(self._request, "context"):
+            self._request.context = {}
+        return self._request.context  # type: ignore[no-any-return]
+
+    @context.setter
+    def context(self, value: dict[str, Any]) -> None:
+        self._request.context = value
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self.current_event = self._to_proxy_event(dict(event))
+        self.lambda_context = context
+        return super().resolve(event, context)
+
+
 def resolver() -> APIGatewayHttpResolver:
     """An HTTP API (payload 2.0) router whose every error answer is problem+json."""
-    app = APIGatewayHttpResolver()
+    app = ThreadSafeHttpResolver()
     app.exception_handler(ZusM2MError)(_known_error)
     app.exception_handler(Exception)(_unexpected_error)
 

@@ -1,0 +1,80 @@
+"""The HTTP edge: problem+json errors and a resolver that several threads may drive at once."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+
+from zus_m2m import api, errors
+
+EVENT = Path(__file__).resolve().parents[2] / "events" / "apigw_get_token.json"
+
+
+def event_for(name: str, query: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(EVENT.read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/items/{name}"
+    event["routeKey"] = event["requestContext"]["routeKey"] = "GET /items/{name}"
+    event["pathParameters"] = {"name": name}
+    event["rawQueryString"] = f"q={query}"
+    event["queryStringParameters"] = {"q": query}
+    return event
+
+
+def test_concurrent_requests_on_one_resolver_each_see_their_own_event_and_arguments() -> None:
+    # Given a route that both requests are inside at the same moment
+    app = api.resolver()
+    both_inside = threading.Barrier(2)
+
+    @app.get("/items/<name>")
+    def item(name: str) -> Response[str]:
+        both_inside.wait(timeout=5)
+        return api.json_response(200, {"name": name, "q": app.current_event.get_query_string_value("q")})
+
+    # When two threads resolve different requests at once
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda n: app.resolve(event_for(n, f"query-{n}"), None), ["a", "b"]))
+
+    # Then each answer is built from its own request
+    assert [json.loads(answer["body"]) for answer in answers] == [
+        {"name": "a", "q": "query-a"},
+        {"name": "b", "q": "query-b"},
+    ]
+
+
+def test_a_service_error_becomes_problem_json_with_retry_after() -> None:
+    app = api.resolver()
+
+    @app.get("/items/<name>")
+    def item(name: str) -> Response[str]:
+        raise errors.Throttled(f"budget spent for {name}", retry_after=12.3)
+
+    answer = app.resolve(event_for("a", "x"), None)
+
+    assert answer["statusCode"] == 429
+    assert answer["headers"]["Content-Type"] == "application/problem+json"
+    assert answer["headers"]["Retry-After"] == "13"
+    assert json.loads(answer["body"]) == {
+        "type": "urn:zus-m2m:problem:throttled",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": "budget spent for a",
+    }
+
+
+def test_an_unexpected_error_is_500_problem_json_without_a_trace() -> None:
+    app = api.resolver()
+
+    @app.get("/items/<name>")
+    def item(name: str) -> Response[str]:
+        raise RuntimeError("internal detail that must not leak")
+
+    answer = app.resolve(event_for("a", "x"), None)
+
+    assert answer["statusCode"] == 500
+    assert "internal detail" not in answer["body"]
+    assert "Traceback" not in answer["body"]
