@@ -21,7 +21,7 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: test-313 dev test lint typecheck validate build python313 unit integration clean bench-tokens
+.PHONY: test-313 dev test lint typecheck validate build python313 unit integration clean bench-tokens openapi soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -103,7 +103,7 @@ openapi: $(STAMP)
 	$(BIN)/python scripts/openapi.py
 
 # The reliability suite's long profile (faults, bad input, leaks, concurrency; docs/reliability.md),
-# about ten minutes; its last lines are the results table.
+# about five minutes; its last lines are the results table.
 SOAK_TABLE := .pytest_cache/reliability-table.txt
 soak: $(STAMP)
 	@rm -f $(SOAK_TABLE)

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import api, provisioning, validation, wiring
+from zus_m2m import api, openapi, provisioning, validation, wiring
 from zus_m2m.settings import Settings
 
 logger = Logger()
@@ -20,34 +20,62 @@ provisioner = wiring.provisioner(settings, metrics)
 app = api.resolver()
 
 
-@app.post("/app-clients")
+@app.post(
+    "/app-clients",
+    summary="Provision a Zus app client, its secret stored in Secrets Manager",
+    **openapi.operation(
+        ok={201: ("created (Location: the client)", "AppClient"), 200: ("it existed: the same record", "AppClient")},
+        errors=(400, 409, 422, 503),
+        request_body=openapi.CREATE_BODY,
+    ),
+)
 def create_app_client() -> Response[str]:
     event = app.current_event
     content_type = event.headers.get("content-type")
-    request = provisioning.parse_create_request(event.decoded_body, content_type)
+    request = provisioning.parse_create_request(api.body_text(event), content_type)
     record, created = provisioner.create(request)
     logger.info("create answered", extra={"client": record.name, "new_client": created})
     headers = {"Location": f"/app-clients/{record.name}"} if created else {}
     return api.json_response(201 if created else 200, record.to_json(), headers=headers)
 
 
-@app.get("/app-clients")
+@app.get(
+    "/app-clients",
+    summary="The managed app clients",
+    **openapi.operation(ok={200: ("every managed client", "AppClientList")}, errors=(503,)),
+)
 def list_app_clients() -> Response[str]:
     return api.json_response(200, {"appClients": provisioner.list_details()})
 
 
-@app.get("/app-clients/<name>")
+@app.get(
+    "/app-clients/<name>",
+    summary="One managed app client: record, rotations, cached token expiry, hourly budget",
+    **openapi.operation(
+        ok={200: ("the client", "AppClientDetails")}, errors=(400, 404, 503), parameters=(openapi.NAME,)
+    ),
+)
 def get_app_client(name: str) -> Response[str]:
     return api.json_response(200, provisioner.get(validation.client_name(name)))
 
 
-@app.delete("/app-clients/<name>")
+@app.delete(
+    "/app-clients/<name>",
+    summary="Retire a client: Zus client deleted, secret deletion scheduled, cached tokens purged",
+    **openapi.operation(ok={204: ("deleted", None)}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)),
+)
 def delete_app_client(name: str) -> Response[str]:
     provisioner.delete(validation.client_name(name))
     return Response(status_code=204, headers=api.NO_STORE)
 
 
-@app.post("/app-clients/<name>/rotations")
+@app.post(
+    "/app-clients/<name>/rotations",
+    summary="Start a Secrets Manager rotation of the client's secret",
+    **openapi.operation(
+        ok={202: ("the rotation started", "RotationStarted")}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)
+    ),
+)
 def start_rotation(name: str) -> Response[str]:
     return api.json_response(202, provisioner.start_rotation(validation.client_name(name)))
 

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import api, validation, wiring
+from zus_m2m import api, openapi, validation, wiring
 from zus_m2m.settings import Settings
 
 logger = Logger()
@@ -21,7 +21,15 @@ vendor = wiring.token_vendor(settings, metrics)
 app = api.resolver()
 
 
-@app.get("/app-clients/<name>/token")
+@app.get(
+    "/app-clients/<name>/token",
+    summary="A Zus access token with at least minTtl seconds left",
+    **openapi.operation(
+        ok={200: ("the token (X-Token-Source: the tier that answered)", "AccessToken")},
+        errors=(400, 404, 422, 429, 503),
+        parameters=(openapi.NAME, openapi.MIN_TTL),
+    ),
+)
 def get_token(name: str) -> Response[str]:
     query = app.current_event.get_query_string_value("minTtl")
     min_ttl = validation.integer_in_range("minTtl", query, default=60, low=0, high=3000)

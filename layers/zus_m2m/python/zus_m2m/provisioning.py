@@ -236,7 +236,7 @@ def parse_create_request(body: str | None, content_type: str | None) -> CreateRe
         raise errors.InvalidRequest("the body must be a JSON object with name and optionally roleName")
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes ("[[[[…")
         raise errors.InvalidRequest("the body is not valid JSON") from None
     if not isinstance(document, dict):
         raise errors.InvalidRequest("the body must be a JSON object with name and optionally roleName")

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 # Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
 AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+# The token vending function has 10 s (template.yaml): a token request gets 1 s to connect (urllib3
+# retries a failed connect 3 times) and 3 s to answer, and the vendor starts no retry later than
+# VendingPolicy.retry_window_seconds into a vend call, so one that Zus leaves hanging answers 503 in
+# about 7 s.
+TOKEN_VENDING_ZUS_TIMEOUT = (1.0, 3.0)
 
 
 def aws_client(service: str) -> Any:
@@ -96,7 +101,7 @@ def token_vendor(
     return TokenVendor(
         table=DynamoTokenTable(dynamodb or aws_client("dynamodb"), settings.table_name),
         secrets=SecretsManagerStore(secretsmanager or aws_client("secretsmanager")),
-        issuer=zus or ZusClient(settings.zus),
+        issuer=zus or ZusClient(settings.zus, timeout=TOKEN_VENDING_ZUS_TIMEOUT),
         secret_id=secret_id_for(settings),
         metrics=PowertoolsMetrics(metrics),
         policy=VendingPolicy(

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from zus_m2m.aws._errors import error_code, translated
 from zus_m2m.credentials import ClientCredentials
+from zus_m2m.errors import ResourceConflict
 from zus_m2m.ports import AWSCURRENT, AWSPENDING, CLIENT_TAG, MANAGED_TAG, STAGE_TAG, Clock, SecretDescription
 
 if TYPE_CHECKING:
@@ -135,7 +136,14 @@ class SecretsManagerStore:
         local stack sees the new AWSPENDING version and plays Secrets Manager's part."""
         options: dict[str, Any] = {"RotationLambdaARN": rotation_function_arn} if rotation_function_arn else {}
         with translated("starting a rotation"):
-            self._sm.rotate_secret(SecretId=secret_id, RotateImmediately=True, **options)
+            try:
+                self._sm.rotate_secret(SecretId=secret_id, RotateImmediately=True, **options)
+            except ClientError as exc:
+                # Secrets Manager's own guard ("A previous rotation isn't complete"): a request that
+                # raced another one to start a rotation lost; that is a conflict, not an outage.
+                if error_code(exc) == "InvalidRequestException":
+                    raise ResourceConflict("a rotation of this secret is already in progress") from exc
+                raise
 
     def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None:
         with translated("scheduling the secret's deletion"):

@@ -47,8 +47,12 @@ class VendingPolicy:
     # Longer than one token request can take (3 s connect + 10 s read, twice), so a live holder keeps it.
     lease_seconds: float = 30.0
     # How long a caller waits for another caller's fetch before answering 503.
-    wait_seconds: float = 6.0
+    wait_seconds: float = 3.0
     upstream_attempts: int = 3
+    # No upstream retry starts later than this after the vend call began (a caller that waited for
+    # the lease and took it over included): with the vending function's Zus timeouts
+    # (wiring.TOKEN_VENDING_ZUS_TIMEOUT) every vend call answers well inside the function's 10 s.
+    retry_window_seconds: float = 4.0
     # How often a container records that a client is in use (for the scheduled pre-refresh).
     mark_interval: float = 60.0
 
@@ -112,12 +116,12 @@ class TokenVendor:
         # Unknown names stop here, before any write: the (cached) secret read says whether it exists.
         if self._secrets.read(self._secret_id(client), AWSCURRENT) is None:
             raise errors.ResourceNotFound(f"no managed app client named {client!r}")
-        token = self._fetch_or_wait(client, min_ttl, state)
+        token = self._fetch_or_wait(client, min_ttl, state, started=now)
         self._mark_in_background(client, self._clock())
         return token
 
-    def _fetch_or_wait(self, client: str, min_ttl: float, state: TokenState) -> CachedToken:
-        deadline = self._clock() + self.policy.wait_seconds
+    def _fetch_or_wait(self, client: str, min_ttl: float, state: TokenState, started: float) -> CachedToken:
+        deadline = started + self.policy.wait_seconds
         for pause in _backoff(0.025, 0.2):
             now = self._clock()
             if state.token is not None and state.token.seconds_left(now) >= min_ttl:
@@ -130,7 +134,7 @@ class TokenVendor:
                 )
             lease_free = not state.lease_held(now)
             if lease_free and self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds):
-                token = self._fetch_under_lease(client)
+                token = self._fetch_under_lease(client, started)
                 if token.seconds_left(self._clock()) < min_ttl:
                     lifetime = token.seconds_left(now)
                     raise errors.UnprocessableRequest(
@@ -217,9 +221,9 @@ class TokenVendor:
 
     # --- talking to Zus ------------------------------------------------------------------------
 
-    def _fetch_under_lease(self, client: str) -> CachedToken:
+    def _fetch_under_lease(self, client: str, started: float | None = None) -> CachedToken:
         try:
-            token = self._fetch(client)
+            token = self._fetch(client, started)
         except BaseException:
             self._quietly(lambda: self._table.release_lease(client, self._owner))
             raise
@@ -237,14 +241,14 @@ class TokenVendor:
         self._table.put_token(client, token, owner=None)
         return token
 
-    def _fetch(self, client: str) -> CachedToken:
+    def _fetch(self, client: str, started: float | None = None) -> CachedToken:
         secret_id = self._secret_id(client)
         current = self._secrets.read(secret_id, AWSCURRENT)
         if current is None:
             raise errors.ResourceNotFound(f"no managed app client named {client!r}")
         tried = {current.client_secret}
         try:
-            return self._request(client, current)
+            return self._request(client, current, started)
         except errors.ZusInvalidClient:
             self._metrics.count("UpstreamInvalidClient")
         # A rotation may be under way or just finished: try each stored version once, read afresh.
@@ -254,7 +258,7 @@ class TokenVendor:
                 continue
             tried.add(candidate.client_secret)
             try:
-                token = self._request(client, candidate)
+                token = self._request(client, candidate, started)
             except errors.ZusInvalidClient:
                 self._metrics.count("UpstreamInvalidClient")
                 continue
@@ -269,8 +273,10 @@ class TokenVendor:
             f"Zus refused every stored secret version of {client!r} (invalid_client)", retry_after=30.0
         )
 
-    def _request(self, client: str, credentials: ClientCredentials) -> CachedToken:
-        """One logical token request: bounded, jittered retries on 5xx and timeouts, each within budget."""
+    def _request(self, client: str, credentials: ClientCredentials, started: float | None = None) -> CachedToken:
+        """One logical token request: bounded, jittered retries on 5xx and timeouts, each within budget,
+        none starting later than ``retry_window_seconds`` after ``started`` (default: now)."""
+        started = self._clock() if started is None else started
         for attempt in range(self.policy.upstream_attempts):
             now = self._clock()
             verdict = self._table.spend_budget(client, now, self.policy.budget_per_hour)
@@ -292,9 +298,11 @@ class TokenVendor:
                 ) from exc
             except errors.ZusUnavailable:
                 self._metrics.count("UpstreamUnavailable")
-                if attempt + 1 == self.policy.upstream_attempts:
+                pause = random.uniform(0.1, 0.4) * 2**attempt
+                out_of_time = self._clock() + pause - started >= self.policy.retry_window_seconds
+                if attempt + 1 == self.policy.upstream_attempts or out_of_time:
                     raise
-                self._sleep(random.uniform(0.1, 0.4) * 2**attempt)
+                self._sleep(pause)
                 continue
             return CachedToken(issued.access_token, issued.token_type, now + issued.expires_in)
         raise AssertionError("unreachable: the loop returns or raises")

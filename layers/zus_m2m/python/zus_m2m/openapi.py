@@ -1,0 +1,210 @@
+"""What the route decorators tell Powertools' OpenAPI generator: summaries, parameters, bodies and
+every answer a route gives, errors (``application/problem+json``) included.
+
+Documentation only: handlers pass these as decorator arguments and nothing reads them while serving.
+``scripts/openapi.py`` (``make openapi``) builds ``docs/openapi.json`` from the resolvers with
+``app.get_openapi_schema()``, which needs pydantic; that runs in the dev venv, never in Lambda, and
+this module imports nothing beyond the standard library.
+
+Powertools replaces an operation's ``parameters`` with the ones it reads from the handler's
+signature (the path's ``name``, as a bare string), so declared parameters travel in the extension
+``x-zus-m2m-parameters`` and the script merges them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+PARAMETERS_EXTENSION = "x-zus-m2m-parameters"
+PROBLEM_JSON = "application/problem+json"
+JSON = "application/json"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_EPOCH = {"type": "integer", "description": "seconds since the Unix epoch"}
+_NULLABLE_EPOCH = {"type": ["integer", "null"], "description": "seconds since the Unix epoch, or null"}
+
+# The shared schemas, added to the document's components by scripts/openapi.py.
+SCHEMAS: Mapping[str, dict[str, Any]] = {
+    "Problem": {
+        "type": "object",
+        "description": "An RFC 9457 problem document.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "pattern": "^urn:zus-m2m:problem:[a-z-]+$"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+        },
+        "additionalProperties": False,
+    },
+    "CreateAppClient": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+            "roleName": {
+                "enum": ["Builder Admin", "Care Team User"],
+                "default": "Builder Admin",
+                "description": "a role Zus knows (422 otherwise); Builder Admin is the one recommended for M2M",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "AppClient": {
+        "type": "object",
+        "description": "A managed client's record; never its secret.",
+        "required": ["name", "appClientId", "clientId", "roleId", "roleName", "secretArn", "createdAt"],
+        "properties": {
+            "name": {"type": "string"},
+            "appClientId": {"type": "string"},
+            "clientId": {"type": "string"},
+            "roleId": {"type": "string"},
+            "roleName": {"type": "string"},
+            "secretArn": {"type": "string"},
+            "createdAt": _EPOCH,
+        },
+        "additionalProperties": False,
+    },
+    "AppClientDetails": {
+        "type": "object",
+        "description": "The record, its rotation dates, its cached token's expiry and its hourly budget.",
+        "required": [
+            "name",
+            "appClientId",
+            "clientId",
+            "roleId",
+            "roleName",
+            "secretArn",
+            "createdAt",
+            "lastRotation",
+            "nextRotation",
+            "token",
+            "budget",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            "appClientId": {"type": "string"},
+            "clientId": {"type": "string"},
+            "roleId": {"type": "string"},
+            "roleName": {"type": "string"},
+            "secretArn": {"type": "string"},
+            "createdAt": _EPOCH,
+            "lastRotation": _NULLABLE_EPOCH,
+            "nextRotation": _NULLABLE_EPOCH,
+            "token": {
+                "type": "object",
+                "required": ["cached", "expiresAt"],
+                "properties": {"cached": {"type": "boolean"}, "expiresAt": _NULLABLE_EPOCH},
+                "additionalProperties": False,
+            },
+            "budget": {
+                "type": "object",
+                "required": ["usedLastHour", "limit"],
+                "properties": {"usedLastHour": {"type": "integer"}, "limit": {"type": "integer"}},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    "AppClientList": {
+        "type": "object",
+        "required": ["appClients"],
+        "properties": {"appClients": {"type": "array", "items": ref("AppClientDetails")}},
+        "additionalProperties": False,
+    },
+    "RotationStarted": {
+        "type": "object",
+        "required": ["name", "secretArn", "rotation"],
+        "properties": {
+            "name": {"type": "string"},
+            "secretArn": {"type": "string"},
+            "rotation": {"const": "started"},
+        },
+        "additionalProperties": False,
+    },
+    "AccessToken": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "expires_at"],
+        "properties": {
+            "access_token": {"type": "string"},
+            "token_type": {"type": "string"},
+            "expires_in": {"type": "integer", "description": "seconds left"},
+            "expires_at": _EPOCH,
+        },
+        "additionalProperties": False,
+    },
+}
+
+NAME: dict[str, Any] = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the app client's name: 1-64 characters of A-Za-z0-9._-",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+}
+MIN_TTL: dict[str, Any] = {
+    "name": "minTtl",
+    "in": "query",
+    "required": False,
+    "description": "seconds the token must still be valid for",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 3000, "default": 60},
+}
+CREATE_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {JSON: {"schema": ref("CreateAppClient")}},
+}
+
+_ERRORS = {
+    400: "the input is malformed (a name, a query parameter or the body)",
+    404: "no managed app client of that name",
+    409: "the request conflicts with the client's state",
+    422: "well formed but impossible (an unknown role, a minTtl longer than tokens live)",
+    429: "the client's hourly token budget is spent; retry after Retry-After seconds",
+    503: "a dependency (Zus, DynamoDB, Secrets Manager) failed or is busy; retry after Retry-After seconds",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+    }
+}
+_NO_STORE = {"Cache-Control": {"description": "always no-store", "schema": {"type": "string", "const": "no-store"}}}
+
+
+def operation(
+    *,
+    ok: Mapping[int, tuple[str, str | None]],
+    errors: Iterable[int],
+    parameters: Iterable[Mapping[str, Any]] = (),
+    request_body: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    ok_headers: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Decorator arguments: ``ok`` maps each success status to (description, schema name or None for
+    no body); every status in ``errors`` answers a ``Problem``, 429 and 503 with ``Retry-After``."""
+    responses: dict[int, dict[str, Any]] = {}
+    for status, (text, schema) in ok.items():
+        content = {JSON: {"schema": ref(schema)}} if schema else {}
+        responses[status] = {"description": text, "content": content, "headers": {**_NO_STORE, **(ok_headers or {})}}
+    for status in errors:
+        headers = {**_NO_STORE, **(_RETRY_AFTER if status in (429, 503) else {})}
+        responses[status] = {
+            "description": _ERRORS[status],
+            "content": {PROBLEM_JSON: {"schema": ref("Problem")}},
+            "headers": headers,
+        }
+    extensions: dict[str, Any] = {}
+    if parameters:
+        extensions[PARAMETERS_EXTENSION] = [dict(parameter) for parameter in parameters]
+    if request_body is not None:
+        extensions["requestBody"] = dict(request_body)
+    arguments: dict[str, Any] = {"responses": responses, "openapi_extensions": extensions}
+    if description:
+        arguments["description"] = description
+    return arguments

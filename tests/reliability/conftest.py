@@ -1,0 +1,132 @@
+"""Fixtures of the reliability suite: one local stack for the session (the e2e suite's launcher),
+pointed at a moto this suite can stop and start (``moto_control.py``), with the handlers at DEBUG and
+every line they print kept; and the results table, printed at the end of the session.
+
+Fast profile by default (``make test``); ``ZUS_M2M_SOAK=1`` (``make soak``) for the long one, which
+writes the table to ``ZUS_M2M_RELIABILITY_TABLE`` for ``make soak`` to print last.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hypothesis.configuration
+import pytest
+
+HERE = Path(__file__).resolve().parent
+# Hypothesis (under schemathesis) keeps a cache folder; in .pytest_cache rather than the repository root.
+hypothesis.configuration.set_hypothesis_home_dir(HERE.parents[1] / ".pytest_cache" / "hypothesis")
+if str(HERE) not in sys.path:  # the test modules import the harness by name
+    sys.path.insert(0, str(HERE))
+
+from reliability_stack import MotoControl, start_reliability_stack  # noqa: E402
+from reliability_support import (  # noqa: E402
+    ADMIN_CLIENT_SECRET,
+    RESULTS,
+    SOAK,
+    TABLE_FILE,
+    TOKEN_ROUTE,
+    Api,
+    Aws,
+    Emulator,
+    check_integrity,
+    scan_for_leaks,
+    unique,
+)
+
+
+@dataclass
+class Context:
+    """Everything a scenario needs: the stack, the API, the emulator, moto and moto's switch."""
+
+    stack: Any
+    moto: MotoControl
+    api: Api
+    emulator: Emulator
+    aws: Aws
+
+    def provision(self, prefix: str) -> dict[str, Any]:
+        """A new managed client (faults off); its record."""
+        name = unique(prefix)
+        answer = self.api.create(name)
+        assert answer.status == 201, (answer.status, answer.body)
+        return dict(answer.json())
+
+    def integrity(self, present: list[str], absent: Sequence[str] = ()) -> Any:
+        return check_integrity(self.emulator, self.aws, present, absent)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoControl]:
+    control = MotoControl()
+    try:
+        yield control
+    finally:
+        control.close()
+
+
+@pytest.fixture(scope="session")
+def stack(moto: MotoControl) -> Iterator[Any]:
+    running = start_reliability_stack(moto)
+    try:
+        yield running
+    finally:
+        code = running.terminate(timeout=20)
+        assert code == 0, running.output[-5000:]
+
+
+@pytest.fixture(scope="session")
+def ctx(stack: Any, moto: MotoControl) -> Iterator[Context]:
+    context = Context(
+        stack=stack,
+        moto=moto,
+        api=Api(stack.api),
+        emulator=Emulator(stack.zus),
+        aws=Aws(moto.url, "zus-m2m-local"),
+    )
+    yield context
+    # Every line the session's stack printed and every answer it gave, scanned for every secret moto
+    # still holds and every token seen (test_leaks.py runs the thorough version on a stack of its own).
+    time.sleep(0.5)
+    secrets = context.aws.every_secret_value() | {ADMIN_CLIENT_SECRET}
+    tokens = context.aws.cached_tokens() | {
+        answer.json()["access_token"]
+        for answer in context.api.answers
+        if TOKEN_ROUTE.match(answer.path) and answer.status == 200
+    }
+    lines = stack.lines + stack.errors
+    leaks = scan_for_leaks(lines, context.api.answers, secrets, tokens)
+    row = RESULTS.row(f"leaks: the session's {len(lines)} output lines and {len(context.api.answers)} answers")
+    row.violations += len(leaks)
+    assert not leaks, "\n".join(leaks[:10])
+
+
+@pytest.fixture
+def clean_faults(ctx: Context) -> Iterator[Context]:
+    """The session context, with no fault left behind by a failing test."""
+    ctx.emulator.clear_faults()
+    try:
+        yield ctx
+    finally:
+        ctx.emulator.clear_faults()
+
+
+# --- the table -----------------------------------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    if not RESULTS.rows:
+        return
+    table = RESULTS.table()
+    if SOAK and TABLE_FILE:
+        Path(TABLE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        Path(TABLE_FILE).write_text(f"reliability (long profile)\n{table}\n")
+        return
+    terminalreporter.section(f"reliability ({'long' if SOAK else 'fast'} profile)")
+    for line in table.splitlines():
+        terminalreporter.write_line(line)

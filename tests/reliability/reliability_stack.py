@@ -1,0 +1,102 @@
+"""The local stack the reliability suite runs: the e2e suite's launcher (``tests/e2e/conftest.py``)
+pointed at a moto whose port the suite can close and open again (``moto_control.py``), with the
+handlers at DEBUG and every line they print kept."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from reliability_support import profile
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load_e2e_launcher() -> Any:
+    """tests/e2e/conftest.py's ``start_stack`` and ``free_port``, loaded by path (not as a conftest)."""
+    path = HERE.parent / "e2e" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("reliability_e2e_launcher", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+E2E = _load_e2e_launcher()
+# Lambda would run one container per concurrent request; the local stack caps containers per function.
+CONCURRENCY = profile(8, 16)
+
+
+class MotoControl:
+    """moto in its own process (state kept in memory); ``stop()``/``start()`` cut and restore its port."""
+
+    def __init__(self) -> None:
+        self.port = E2E.free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "moto_control.py"), "--port", str(self.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._expect("started")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"{self.url}/moto-api/data.json", timeout=2).raise_for_status()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _expect(self, answer: str) -> None:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        assert line == answer, f"moto_control answered {line!r}, expected {answer!r}"
+
+    def _command(self, command: str, answer: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        self._expect(answer)
+
+    def stop(self) -> None:
+        self._command("stop", "stopped")
+
+    def start(self) -> None:
+        self._command("start", "started")
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def start_reliability_stack(moto: MotoControl, *extra: str) -> Any:
+    args = [
+        "--aws-endpoint",
+        moto.url,
+        "--concurrency",
+        str(CONCURRENCY),
+        # --verbose: the handlers' logs and EMF metrics documents and the emulator's request lines too
+        "--verbose",
+        "--env",
+        "POWERTOOLS_LOG_LEVEL=DEBUG",
+        *extra,
+    ]
+    return E2E.start_stack(args)

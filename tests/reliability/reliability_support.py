@@ -1,0 +1,580 @@
+"""The reliability suite's harness: HTTP calls with their latency, the service's answer contract, the
+integrity of what the service owns (records, secrets, Zus clients), and the results table.
+
+Two profiles: the fast one runs in ``make test``; ``ZUS_M2M_SOAK=1`` (``make soak``) runs every
+scenario longer and wider. Scenario code asks ``profile(fast, soak)`` for its sizes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import boto3
+import requests
+from botocore.config import Config
+
+from zus_local.cfn_yaml import load_template
+from zus_m2m.aws.client_records import DynamoClientRecords
+
+ROOT = Path(__file__).resolve().parents[2]
+SOAK = os.environ.get("ZUS_M2M_SOAK", "") not in ("", "0")
+TABLE_FILE = os.environ.get("ZUS_M2M_RELIABILITY_TABLE", "")
+AUDIENCE = "https://api.sandbox.zusapi.com"
+ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET = "local-admin", "local-admin-secret"
+PROBLEM_JSON = "application/problem+json"
+TOKEN_ROUTE = re.compile(r"^/app-clients/[^/?]+/token")
+# What the local API and this process add to a function's own time.
+SLACK_SECONDS = 0.0
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def profile(fast: T, soak: T) -> T:
+    return soak if SOAK else fast
+
+
+def function_timeouts() -> dict[str, float]:
+    """Each API function's timeout, from template.yaml: the bound no answer may exceed."""
+    resources = load_template(ROOT / "template.yaml")["Resources"]
+    return {
+        "token": float(resources["TokenVendingFunction"]["Properties"]["Timeout"]),
+        "provisioning": float(resources["ProvisioningFunction"]["Properties"]["Timeout"]),
+    }
+
+
+TIMEOUTS = function_timeouts()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --- calls -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    method: str
+    path: str
+    status: int  # 0: no answer (see ``error``)
+    headers: Mapping[str, str]
+    body: bytes
+    started: float  # time.monotonic()
+    ended: float
+    error: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def content_type(self) -> str:
+        return str(self.headers.get("content-type", "")).split(";", 1)[0].strip().lower()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def kind(self) -> str:
+        """The answer's kind for the table: its status, or why there was none."""
+        return str(self.status) if self.status else (self.error or "no answer")
+
+
+class _Headers(dict[str, str]):
+    """Case-insensitive lookups over lower-cased keys."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        super().__init__((key.lower(), value) for key, value in items)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
+class Api:
+    """The local API over HTTP; one keep-alive session per thread; every call timed."""
+
+    def __init__(self, base: str, client_timeout: float = 60.0) -> None:
+        self.base = base.rstrip("/")
+        self.client_timeout = client_timeout
+        self._local = threading.local()
+        self.answers: list[Answer] = []  # every answer, for the leak scan
+        self._lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def call(self, method: str, path: str, **options: Any) -> Answer:
+        started = time.monotonic()
+        try:
+            response = self._session().request(method, self.base + path, timeout=self.client_timeout, **options)
+        except requests.Timeout:
+            answer = Answer(method, path, 0, {}, b"", started, time.monotonic(), "client timeout")
+        except requests.ConnectionError:
+            answer = Answer(method, path, 0, {}, b"", started, time.monotonic(), "connection failed")
+        else:
+            answer = Answer(
+                method,
+                path,
+                response.status_code,
+                _Headers(response.headers.items()),
+                response.content,
+                started,
+                time.monotonic(),
+            )
+        with self._lock:
+            self.answers.append(answer)
+        return answer
+
+    def raw(self, method: str, target: str, headers: Mapping[str, str] | None = None, body: bytes = b"") -> Answer:
+        """A request whose target goes on the wire exactly as given (no normalisation of ``..`` or ``%``)."""
+        split = urlsplit(self.base)
+        connection = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port, timeout=self.client_timeout)
+        started = time.monotonic()
+        try:
+            connection.putrequest(method, target, skip_accept_encoding=True)
+            for name, value in (headers or {}).items():
+                connection.putheader(name, value)
+            if body or method in ("POST", "PUT", "PATCH"):
+                connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body or None)
+            response = connection.getresponse()
+            answer = Answer(
+                method,
+                target,
+                response.status,
+                _Headers(response.getheaders()),
+                response.read(),
+                started,
+                time.monotonic(),
+            )
+        except TimeoutError:
+            answer = Answer(method, target, 0, {}, b"", started, time.monotonic(), "client timeout")
+        except (ConnectionError, http.client.HTTPException) as exc:
+            answer = Answer(method, target, 0, {}, b"", started, time.monotonic(), type(exc).__name__)
+        finally:
+            connection.close()
+        with self._lock:
+            self.answers.append(answer)
+        return answer
+
+    # --- the routes ---
+
+    def create(self, name: str, role: str | None = None) -> Answer:
+        body: dict[str, str] = {"name": name}
+        if role is not None:
+            body["roleName"] = role
+        return self.call("POST", "/app-clients", json=body)
+
+    def vend(self, name: str, min_ttl: int | None = None) -> Answer:
+        params = {} if min_ttl is None else {"minTtl": str(min_ttl)}
+        return self.call("GET", f"/app-clients/{quote(name, safe='')}/token", params=params)
+
+    def get(self, name: str) -> Answer:
+        return self.call("GET", f"/app-clients/{quote(name, safe='')}")
+
+    def delete(self, name: str) -> Answer:
+        return self.call("DELETE", f"/app-clients/{quote(name, safe='')}")
+
+    def rotate(self, name: str) -> Answer:
+        return self.call("POST", f"/app-clients/{quote(name, safe='')}/rotations")
+
+
+def parallel(function: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """``function`` over ``items`` on ``workers`` threads, results in the items' order."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        return list(pool.map(function, items))
+
+
+def retry_after(answer: Answer) -> float:
+    raw = answer.headers.get("retry-after")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def until_answered(call: Callable[[], Answer], ok: Iterable[int], deadline_seconds: float, cap: float = 1.0) -> Answer:
+    """Repeat ``call`` (honouring Retry-After, at most ``cap`` s apart) until its status is in ``ok``."""
+    wanted = set(ok)
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        answer = call()
+        if answer.status in wanted or time.monotonic() > deadline:
+            return answer
+        time.sleep(min(cap, retry_after(answer)) if answer.status in (429, 503) else 0.2)
+
+
+# --- the contract of every answer -------------------------------------------------------------------
+
+
+def violations(answer: Answer, allowed: Iterable[int], timeout: float) -> list[str]:
+    """How ``answer`` breaks the service's contract: an unexpected status (a 500 among them), an
+    error that is not problem+json, a 429/503 without Retry-After, or an answer slower than the
+    function's timeout."""
+    found: list[str] = []
+    where = f"{answer.method} {answer.path}"
+    if answer.status == 0:
+        return [f"{where}: no answer ({answer.error}) after {answer.latency:.1f} s"]
+    if answer.status not in set(allowed):
+        found.append(f"{where}: unexpected {answer.status}: {answer.body[:300]!r}")
+    if answer.status >= 400:
+        found.extend(f"{where}: {problem}" for problem in problem_document_issues(answer))
+    if answer.status in (429, 503):
+        raw = str(answer.headers.get("retry-after") or "")
+        if not raw.isdigit() or int(raw) < 1:
+            found.append(f"{where}: {answer.status} without a usable Retry-After ({raw!r})")
+    if answer.latency > timeout + SLACK_SECONDS:
+        found.append(f"{where}: answered after {answer.latency:.1f} s, past the function's {timeout:.0f} s timeout")
+    return found
+
+
+def problem_document_issues(answer: Answer) -> list[str]:
+    if answer.content_type != PROBLEM_JSON:
+        return [f"{answer.status} with Content-Type {answer.headers.get('content-type')!r}, not {PROBLEM_JSON}"]
+    try:
+        body = answer.json()
+    except ValueError:
+        return [f"{answer.status}: the problem document is not JSON"]
+    if not isinstance(body, dict):
+        return [f"{answer.status}: the problem document is not an object"]
+    issues = [
+        f"{answer.status}: the problem document has no {key}" for key in ("type", "title", "detail") if key not in body
+    ]
+    if body.get("status") != answer.status:
+        issues.append(f"{answer.status}: the problem document says status {body.get('status')!r}")
+    return issues
+
+
+def token_issues(answer: Answer, client_id: str, min_ttl: float = 60.0) -> list[str]:
+    """A 200 from the token route must carry a token of this client with ``min_ttl`` seconds left."""
+    body = answer.json()
+    token = body.get("access_token", "")
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, AttributeError):
+        return [f"{answer.path}: the access_token is not a JWT"]
+    issues = []
+    if claims.get("sub") != f"{client_id}@clients":
+        issues.append(f"{answer.path}: a token of {claims.get('sub')!r}, not {client_id}@clients")
+    if claims.get("aud") != AUDIENCE:
+        issues.append(f"{answer.path}: a token for audience {claims.get('aud')!r}")
+    if float(claims.get("exp", 0)) < time.time() + min_ttl - 5:
+        issues.append(f"{answer.path}: a token with less than {min_ttl:.0f} s left")
+    if answer.headers.get("cache-control") != "no-store":
+        issues.append(f"{answer.path}: a token without Cache-Control: no-store")
+    return issues
+
+
+# --- the emulator and moto, seen from outside ---------------------------------------------------------
+
+
+class Emulator:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._admin_token = ""
+        self._admin_until = 0.0
+
+    def fault(self, **spec: Any) -> None:
+        requests.post(f"{self.url}/_emulator/faults", json=spec, timeout=5).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self.fault()
+
+    @contextlib.contextmanager
+    def faulted(self, **spec: Any) -> Iterator[None]:
+        self.fault(**spec)
+        try:
+            yield
+        finally:
+            self.clear_faults()
+
+    def config(self, **values: Any) -> None:
+        requests.post(f"{self.url}/_emulator/config", json=values, timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        response = requests.get(f"{self.url}/_emulator/stats", timeout=5)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def token(self, client_id: str, client_secret: str) -> requests.Response:
+        body = {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "audience": AUDIENCE,
+            "grant_type": "client_credentials",
+        }
+        return requests.post(f"{self.url}/oauth/token", json=body, timeout=10)
+
+    def admin_token(self) -> str:
+        """The bootstrap admin's token for this suite's own reads, kept for its lifetime (its hourly
+        allowance is shared with the service)."""
+        if time.time() > self._admin_until:
+            response = self.token(ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET)
+            response.raise_for_status()
+            self._admin_token = response.json()["access_token"]
+            self._admin_until = time.time() + response.json()["expires_in"] - 120
+        return self._admin_token
+
+    def app_clients(self) -> list[dict[str, Any]]:
+        """Every app client at Zus (id, clientId, name)."""
+        found: list[dict[str, Any]] = []
+        url: str | None = f"{self.url}/auth/app-clients?page[size]=100"
+        headers = {"Authorization": f"Bearer {self.admin_token()}", "Accept": "application/vnd.api+json"}
+        while url:
+            response = requests.get(url, headers=headers, timeout=10)
+            response.raise_for_status()
+            document = response.json()
+            found.extend(
+                {"id": item["id"], "clientId": item["attributes"]["clientId"], "name": item["attributes"]["name"]}
+                for item in document["data"]
+            )
+            url = (document.get("links") or {}).get("next")
+        return found
+
+
+class Aws:
+    """moto, as the suite reads it (never through the service)."""
+
+    def __init__(self, endpoint: str, table: str, stage: str = "sandbox") -> None:
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=2, read_timeout=10)
+        options = {
+            "endpoint_url": endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "local",
+            "aws_secret_access_key": "local",
+            "config": config,
+        }
+        self.endpoint = endpoint
+        self.table = table
+        self.stage = stage
+        self.dynamodb = boto3.client("dynamodb", **options)
+        self.secretsmanager = boto3.client("secretsmanager", **options)
+        self.records = DynamoClientRecords(self.dynamodb, table)
+
+    def secret_id(self, name: str) -> str:
+        return f"zus-m2m/{self.stage}/{name}"
+
+    def forget_token(self, name: str) -> None:
+        """Delete the client's cached token item (its lease and block too): the next vend goes to Zus."""
+        self.dynamodb.delete_item(TableName=self.table, Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}})
+
+    def current_credentials(self, name: str) -> dict[str, Any] | None:
+        try:
+            value = self.secretsmanager.get_secret_value(SecretId=self.secret_id(name), VersionStage="AWSCURRENT")
+        except self.secretsmanager.exceptions.ResourceNotFoundException:
+            return None
+        return dict(json.loads(value["SecretString"]))
+
+    def version_count(self, name: str) -> int:
+        versions = self.secretsmanager.list_secret_version_ids(SecretId=self.secret_id(name), IncludeDeprecated=True)
+        return len(versions["Versions"])
+
+    def every_secret_value(self) -> set[str]:
+        """Every clientSecret of every version of every secret moto holds (deleted ones included)."""
+        values: set[str] = set()
+        paginator = self.secretsmanager.get_paginator("list_secrets")
+        for page in paginator.paginate(IncludePlannedDeletion=True):
+            for secret in page["SecretList"]:
+                arn = secret["ARN"]
+                versions = self.secretsmanager.list_secret_version_ids(SecretId=arn, IncludeDeprecated=True)
+                for version in versions["Versions"]:
+                    try:
+                        value = self.secretsmanager.get_secret_value(SecretId=arn, VersionId=version["VersionId"])
+                    except self.secretsmanager.exceptions.InvalidRequestException:
+                        continue  # scheduled for deletion: sample before deleting (every_secret_value again)
+                    except self.secretsmanager.exceptions.ResourceNotFoundException:
+                        continue  # a rotation's value-less AWSPENDING version
+                    secret_value = json.loads(value.get("SecretString") or "{}").get("clientSecret")
+                    if secret_value:
+                        values.add(str(secret_value))
+        return values
+
+    def cached_tokens(self) -> set[str]:
+        tokens: set[str] = set()
+        paginator = self.dynamodb.get_paginator("scan")
+        for page in paginator.paginate(TableName=self.table):
+            for item in page["Items"]:
+                if "accessToken" in item:
+                    tokens.add(item["accessToken"]["S"])
+        return tokens
+
+
+# --- what the service owns, checked -------------------------------------------------------------------
+
+
+@dataclass
+class Integrity:
+    """Lost or damaged data: a client whose record, secret or Zus client is missing or broken, or a
+    Zus client no record owns (an orphan: a duplicate of a managed name)."""
+
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return len(self.problems)
+
+
+def check_integrity(emulator: Emulator, aws: Aws, present: Iterable[str], absent: Iterable[str] = ()) -> Integrity:
+    """``present`` clients are whole: an active record, a secret whose credentials Zus accepts, and
+    exactly one Zus client of that name, the record's (a second one is a duplicate or an orphan);
+    ``absent`` (deleted) ones left nothing at Zus or in the table. Only the scenario's own names are
+    checked, so one scenario's damage is counted once, in its own row."""
+    result = Integrity()
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for client in emulator.app_clients():
+        by_name.setdefault(client["name"], []).append(client)
+    active = {record.name: record for record in aws.records.list_active()}
+    for name in present:
+        record = active.get(name)
+        zus = by_name.get(name, [])
+        if record is None:
+            result.problems.append(f"{name}: no active record (Zus has {len(zus)} client(s) of that name)")
+            continue
+        if [client["id"] for client in zus] != [record.app_client_id]:
+            extra = [client["id"] for client in zus if client["id"] != record.app_client_id]
+            result.problems.append(f"{name}: Zus has {len(zus)} client(s) of that name; orphaned: {extra}")
+        credentials = aws.current_credentials(name)
+        if credentials is None or credentials.get("appClientId") != record.app_client_id:
+            result.problems.append(f"{name}: the secret does not hold the record's client")
+            continue
+        response = emulator.token(credentials["clientId"], credentials["clientSecret"])
+        if response.status_code != 200:
+            result.problems.append(f"{name}: Zus refuses the stored secret ({response.status_code})")
+    for name in absent:
+        if name in active or aws.records.get(name) is not None:
+            result.problems.append(f"{name}: deleted, but its record remains")
+        if by_name.get(name):
+            result.problems.append(f"{name}: deleted, but Zus still has {len(by_name[name])} client(s)")
+    return result
+
+
+# --- leaks ------------------------------------------------------------------------------------------------
+
+
+def scan_for_leaks(lines: Sequence[str], answers: Sequence[Answer], secrets: set[str], tokens: set[str]) -> list[str]:
+    """Where a secret appears in ``lines`` or ``answers`` (status, headers, body), or a token anywhere
+    but the body of a token route's 200; a JWT's signature alone counts as the token. Findings name
+    the place, never the value."""
+    secret_needles = {value for value in secrets if value}
+    token_needles = {value for value in tokens if value}
+    token_needles |= {value.rsplit(".", 1)[1] for value in token_needles if value.count(".") == 2}
+    found: list[str] = []
+
+    def look(text: str, needles: set[str], what: str, where: str) -> None:
+        if any(needle in text for needle in needles):
+            found.append(f"{what} in {where}")
+
+    for number, line in enumerate(lines, 1):
+        look(line, secret_needles, "a client secret", f"output line {number}")
+        look(line, token_needles, "an access token", f"output line {number}")
+    for answer in answers:
+        head = f"{answer.status}\n" + "\n".join(f"{key}: {value}" for key, value in answer.headers.items())
+        body = answer.body.decode("utf-8", "replace")
+        where = f"the answer to {answer.method} {answer.path} ({answer.status})"
+        look(head + body, secret_needles, "a client secret", where)
+        token_body_allowed = TOKEN_ROUTE.match(answer.path) is not None and answer.status == 200
+        look(head if token_body_allowed else head + body, token_needles, "an access token", where)
+    return found
+
+
+# --- the results table ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    scenario: str
+    requests: int = 0
+    successes: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    violations: int = 0
+    data_lost: int = 0
+    slowest: float = 0.0
+
+    def add(self, answers: Iterable[Answer], *, bad: int = 0) -> None:
+        for answer in answers:
+            self.requests += 1
+            if 200 <= answer.status < 300:
+                self.successes += 1
+            else:
+                self.errors[answer.kind] += 1
+            self.slowest = max(self.slowest, answer.latency)
+        self.violations += bad
+
+
+class Results:
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+        self._lock = threading.Lock()
+
+    def row(self, scenario: str) -> Row:
+        with self._lock:
+            return self.rows.setdefault(scenario, Row(scenario))
+
+    def table(self) -> str:
+        headers = ("scenario", "requests", "successes", "errors by kind", "violations", "slowest s", "data lost")
+        lines = []
+        for row in self.rows.values():
+            errors = ", ".join(f"{kind} x{count}" for kind, count in sorted(row.errors.items())) or "-"
+            lines.append(
+                (
+                    row.scenario,
+                    str(row.requests),
+                    str(row.successes),
+                    errors,
+                    str(row.violations),
+                    f"{row.slowest:.2f}",
+                    str(row.data_lost),
+                )
+            )
+        total = Row("total")
+        for row in self.rows.values():
+            total.requests += row.requests
+            total.successes += row.successes
+            total.errors.update(row.errors)
+            total.violations += row.violations
+            total.data_lost += row.data_lost
+            total.slowest = max(total.slowest, row.slowest)
+        lines.append(
+            (
+                "**total**",
+                str(total.requests),
+                str(total.successes),
+                str(sum(total.errors.values())),
+                str(total.violations),
+                f"{total.slowest:.2f}",
+                str(total.data_lost),
+            )
+        )
+        widths = [max(len(header), *(len(line[i]) for line in lines)) for i, header in enumerate(headers)]
+
+        def render(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)) + " |"
+
+        out = [render(headers), "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
+        out.extend(render(line) for line in lines)
+        return "\n".join(out)
+
+
+RESULTS = Results()

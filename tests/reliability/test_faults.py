@@ -1,0 +1,244 @@
+"""Faults: Zus failing under the service (5xx, 429, latency beyond the client's timeout, dropped
+connections, at 10 %, 30 % and 100 %) on the token endpoint and on the admin routes, and moto (AWS)
+stopped and started again mid-run.
+
+The contract checked on every answer: while a token with time left exists, every vend call returns it
+(200); otherwise 429 or 503, problem+json with Retry-After; never a 500, never an answer slower than
+the function's timeout (template.yaml). Provisioning under admin-route faults answers 503 with
+Retry-After, never leaves a duplicate or orphan Zus client, and succeeds once the faults clear.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+from reliability_support import (
+    RESULTS,
+    TIMEOUTS,
+    Answer,
+    parallel,
+    profile,
+    token_issues,
+    unique,
+    until_answered,
+    violations,
+)
+
+from zus_m2m import wiring
+from zus_m2m.zus.client import DEFAULT_TIMEOUT
+
+RATES = (0.1, 0.3, 1.0)
+# Read timeouts of the Zus client each function uses: the latency fault goes one second beyond them.
+VEND_READ_TIMEOUT = getattr(wiring, "TOKEN_VENDING_ZUS_TIMEOUT", DEFAULT_TIMEOUT)[1]
+ADMIN_READ_TIMEOUT = DEFAULT_TIMEOUT[1]
+
+
+def fault_spec(kind: str, read_timeout: float) -> dict[str, Any]:
+    if kind == "latency":
+        return {"latencyMs": int((read_timeout + 1.0) * 1000)}
+    if kind == "drop":
+        return {"drop": True}
+    return {"status": int(kind), "retryAfter": 1}
+
+
+def label(kind: str) -> str:
+    return {"latency": "latency > timeout", "drop": "dropped connection"}.get(kind, f"HTTP {kind}")
+
+
+# The fast profile runs every kind at every rate on the token endpoint (the latency ones cost a
+# client timeout each) and a cheaper cut on the admin routes; the long profile runs everything.
+TOKEN_KINDS = profile(("500", "429", "drop", "latency"), ("500", "503", "429", "drop", "latency"))
+# Latency on the admin routes is in the long profile only: it costs 30 s a case (see KNOWN_OVERRUN).
+ADMIN_CASES = profile(
+    [("503", 0.3), ("500", 1.0), ("429", 1.0), ("drop", 0.3), ("drop", 1.0)],
+    [(kind, rate) for kind in ("500", "503", "429", "drop", "latency") for rate in RATES],
+)
+# Open bugs (docs/reliability.md), both only with admin calls slower than the Zus client's timeout:
+# * no deadline: the provisioning function's Zus client waits 10 s for an answer and urllib3 retries
+#   a GET or DELETE that timed out twice, so such a call takes 30 s, past the function's 29 s;
+# * a create whose POST timed out can still land at Zus after the next attempt looked for it and
+#   made another: a second Zus client of the name, which no record owns.
+# They are counted in the table and make the case xfail; any other violation still fails it.
+KNOWN_LATENCY_BUGS = ("past the function's", "orphaned:", "app clients, expected")
+
+COLD_CLIENTS = profile(3, 6)
+CALLS_PER_COLD = profile(4, 12)
+WARM_CALLS = profile(8, 40)
+WORKERS = profile(8, 16)
+
+
+@pytest.fixture(scope="module")
+def warm(ctx) -> dict[str, Any]:
+    """A client whose token is cached before any fault: every vend of it must answer 200 with it."""
+    record = ctx.provision("warm")
+    answer = ctx.api.vend(record["name"])
+    assert answer.status == 200, answer.body
+    return {"record": record, "token": answer.json()["access_token"]}
+
+
+# --- the token endpoint ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", RATES, ids=lambda rate: f"{rate:.0%}")
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+def test_token_endpoint_faults(clean_faults, warm, kind: str, rate: float) -> None:
+    ctx = clean_faults
+    scenario = f"faults: /oauth/token {label(kind)} at {rate:.0%}"
+    cold = [ctx.provision("cold") for _ in range(COLD_CLIENTS)]
+    for record in cold:
+        ctx.aws.forget_token(record["name"])  # the next vend of it needs Zus
+    calls: list[dict[str, Any]] = [record for record in cold for _ in range(CALLS_PER_COLD)]
+    calls += [warm["record"]] * WARM_CALLS
+    random.shuffle(calls)
+
+    def vend(record: dict[str, Any]) -> tuple[dict[str, Any], Answer]:
+        return record, ctx.api.vend(record["name"])
+
+    with ctx.emulator.faulted(**fault_spec(kind, VEND_READ_TIMEOUT), rate=rate, paths=["/oauth/token"]):
+        answered = parallel(vend, calls, WORKERS)
+
+    problems: list[str] = []
+    for record, answer in answered:
+        problems += violations(answer, {200, 429, 503}, TIMEOUTS["token"])
+        if answer.status == 200:
+            problems += token_issues(answer, record["clientId"])
+    # While a token with time left exists, every vend call returns it.
+    for _, answer in (pair for pair in answered if pair[0] is warm["record"]):
+        if answer.status != 200 or answer.json()["access_token"] != warm["token"]:
+            problems.append(f"the warm client's cached token was not served: {answer.status}")
+    for record in cold:
+        mine = [answer for owner, answer in answered if owner is record]
+        served = [answer.ended for answer in mine if answer.status == 200]
+        if served:
+            first = min(served)
+            late = [answer for answer in mine if answer.started > first and answer.status != 200]
+            problems += [f"{record['name']}: {a.status} after a token was cached" for a in late]
+
+    # Once the faults clear, every client gets its token.
+    recovered = [until_answered(lambda r=record: ctx.api.vend(r["name"]), {200}, 20) for record in cold]
+    problems += [
+        f"{answer.path}: {answer.status} after the faults cleared" for answer in recovered if answer.status != 200
+    ]
+    integrity = ctx.integrity([record["name"] for record in cold])
+
+    row = RESULTS.row(scenario)
+    row.add([answer for _, answer in answered], bad=len(problems))
+    row.data_lost += integrity.lost
+    assert not problems, "\n".join(problems[:20])
+    assert not integrity.problems, integrity.problems
+
+
+# --- the admin routes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "rate"), ADMIN_CASES, ids=[f"{k}-{r:.0%}" for k, r in ADMIN_CASES])
+def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
+    ctx = clean_faults
+    scenario = f"faults: /auth/* {label(kind)} at {rate:.0%}"
+    to_delete = [ctx.provision("retire")["name"] for _ in range(profile(1, 3))]
+    to_create = [unique("new") for _ in range(profile(3, 6))]
+    before = ctx.emulator.stats()["appClients"]
+    jobs = [("create", name) for name in to_create] + [("delete", name) for name in to_delete]
+
+    def run(job: tuple[str, str]) -> tuple[str, str, Answer]:
+        action, name = job
+        return action, name, ctx.api.create(name) if action == "create" else ctx.api.delete(name)
+
+    with ctx.emulator.faulted(**fault_spec(kind, ADMIN_READ_TIMEOUT), rate=rate, paths=["/auth/"]):
+        answered = parallel(run, jobs, WORKERS)
+
+    problems: list[str] = []
+    for action, _, answer in answered:
+        allowed = {201, 503} if action == "create" else {204, 503}
+        problems += violations(answer, allowed, TIMEOUTS["provisioning"])
+    # Once the faults clear, every create and delete succeeds when repeated.
+    for action, name, answer in answered:
+        if answer.status in (503,):
+            if action == "create":
+                again = until_answered(lambda n=name: ctx.api.create(n), {200, 201}, 60)
+            else:
+                again = until_answered(lambda n=name: ctx.api.delete(n), {204}, 60)
+            if again.status >= 300:
+                problems.append(f"{action} {name}: {again.status} after the faults cleared: {again.body[:200]!r}")
+    integrity = ctx.integrity(to_create, to_delete)
+    after = ctx.emulator.stats()["appClients"]
+    if after - before != len(to_create) - len(to_delete):
+        problems.append(f"Zus has {after - before:+d} app clients, expected {len(to_create) - len(to_delete):+d}")
+
+    row = RESULTS.row(scenario)
+    row.add([answer for _, _, answer in answered], bad=len(problems))
+    row.data_lost += integrity.lost
+    everything = problems + integrity.problems
+    known = [p for p in everything if kind == "latency" and any(bug in p for bug in KNOWN_LATENCY_BUGS)]
+    others = [problem for problem in everything if problem not in known]
+    assert not others, "\n".join(others[:20])
+    if known:
+        pytest.xfail(f"known bugs under admin-call latency (docs/reliability.md): {'; '.join(known[:3])}")
+
+
+# --- moto stopped and started again -------------------------------------------------------------------------
+
+
+def test_moto_restart(clean_faults) -> None:
+    """moto's port closes (connections refused, open ones cut) for a while and opens again with the
+    state it had, as AWS endpoints come back after an outage. Meanwhile: 200 from a container's
+    memory or 503 problem+json with Retry-After; afterwards every client recovers."""
+    ctx = clean_faults
+    outage = profile(4.0, 20.0)
+    scenario = f"moto stopped {outage:.0f} s, restarted"
+    known = [ctx.provision("outage") for _ in range(3)]
+    for record in known:
+        assert ctx.api.vend(record["name"]).status == 200
+    new_name = unique("outage-new")
+    answered: list[tuple[str, Answer]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        while not stop.is_set():
+            name = known[worker % len(known)]["name"]
+            calls = [("vend", lambda n=name: ctx.api.vend(n)), ("get", lambda n=name: ctx.api.get(n))]
+            if worker == 0:
+                calls.append(("create", lambda: ctx.api.create(new_name)))
+            for what, call in calls:
+                answer = call()
+                with lock:
+                    answered.append((what, answer))
+
+    ctx.moto.stop()
+    stopped_at = time.monotonic()
+    try:
+        workers = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+        for worker in workers:
+            worker.start()
+        time.sleep(outage)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+    finally:
+        ctx.moto.start()
+    downtime = time.monotonic() - stopped_at
+
+    problems: list[str] = []
+    for what, answer in answered:
+        allowed = {"vend": {200, 503}, "get": {200, 503}, "create": {201, 503}}[what]
+        timeout = TIMEOUTS["token" if what == "vend" else "provisioning"]
+        problems += violations(answer, allowed, timeout)
+    refused = sum(1 for _, answer in answered if answer.status == 503)
+    if not refused:
+        problems.append("no call noticed that moto was down")
+    after = [until_answered(lambda r=record: ctx.api.vend(r["name"]), {200}, 30) for record in known]
+    created = until_answered(lambda: ctx.api.create(new_name), {200, 201}, 60)
+    problems += [f"{a.path}: {a.status} after moto came back" for a in [*after, created] if a.status >= 300]
+    integrity = ctx.integrity([record["name"] for record in known] + [new_name])
+
+    row = RESULTS.row(scenario)
+    row.add([answer for _, answer in answered], bad=len(problems))
+    row.data_lost += integrity.lost
+    assert downtime >= outage
+    assert not problems, "\n".join(problems[:20])
+    assert not integrity.problems, integrity.problems
