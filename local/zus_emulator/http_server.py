@@ -11,26 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-class LocalHTTPServer(ThreadingHTTPServer):
-    """IPv6-aware, no FQDN lookup on bind, and able to close the keep-alive connections it holds so
-    that stopping it is immediate. Client disconnects are not errors worth a line."""
+class TracksConnections(socketserver.BaseServer):
+    """Remembers the connections a threaded server holds open, so that stopping it can cut the
+    keep-alive ones instead of waiting for their clients. Call ``track_connections()`` first."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 512
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    def track_connections(self) -> None:
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, which can stall; the address is enough.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -48,6 +35,27 @@ class LocalHTTPServer(ThreadingHTTPServer):
         for sock in open_sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class LocalHTTPServer(TracksConnections, ThreadingHTTPServer):
+    """IPv6-aware, no FQDN lookup on bind, cuts its connections on stop; client disconnects are not
+    errors worth a line."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 512
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.track_connections()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can stall; the address is enough.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
