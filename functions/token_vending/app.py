@@ -46,6 +46,6 @@ def get_token(name: str) -> Response[str]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.publishes_metrics(metrics)
+@wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from zus_m2m import errors
+from zus_m2m import deadline, errors
 from zus_m2m.zus.client import ZusClient
 from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -214,3 +214,30 @@ def test_transient_5xx_on_reads_are_absorbed_by_retries(zus, client: ZusClient, 
 
     # One try fails 30% of the time; three tries fail 2.7% of the time.
     assert outcomes.count("ok") >= 24
+
+
+def test_calls_shorten_their_timeouts_to_the_invocations_deadline(zus, admin_token: str) -> None:
+    # Given a Zus that answers reads after 5 s, and a client that would wait 10 s per attempt
+    endpoints = ZusEndpoints.for_environment("sandbox", api_base=zus.url, auth_base=zus.url)
+    client = ZusClient(endpoints, timeout=(3.0, 10.0))
+    inject(zus, latencyMs=5000, paths=["/auth/app-clients"])
+
+    # When the invocation has 4 s left
+    started = time.monotonic()
+    with deadline.within(4.0), pytest.raises(errors.ZusUnavailable) as caught:
+        client.list_app_clients(admin_token)
+
+    # Then every attempt fitted in what was left, and the caller can still answer in time
+    assert time.monotonic() - started < 4.0
+    assert "timed out" in str(caught.value)
+
+
+def test_a_call_that_cannot_fit_in_the_time_left_is_not_started(zus, client: ZusClient) -> None:
+    before = stats(zus)["tokenRequests"].get(ADMIN_ID, 0)
+
+    with deadline.within(1.2), pytest.raises(errors.ZusUnavailable) as caught:
+        client.request_token(ADMIN_ID, ADMIN_SECRET)
+
+    assert "too little time" in str(caught.value)
+    assert caught.value.http_status == 503
+    assert stats(zus)["tokenRequests"].get(ADMIN_ID, 0) == before

@@ -52,18 +52,11 @@ def label(kind: str) -> str:
 # The fast profile runs every kind at every rate on the token endpoint (the latency ones cost a
 # client timeout each) and a cheaper cut on the admin routes; the long profile runs everything.
 TOKEN_KINDS = profile(("500", "429", "drop", "latency"), ("500", "503", "429", "drop", "latency"))
-# Latency on the admin routes is in the long profile only: it costs 30 s a case (see KNOWN_OVERRUN).
+# Latency on the admin routes is in the long profile only: a case takes up to the function's 29 s.
 ADMIN_CASES = profile(
     [("503", 0.3), ("500", 1.0), ("429", 1.0), ("drop", 0.3), ("drop", 1.0)],
     [(kind, rate) for kind in ("500", "503", "429", "drop", "latency") for rate in RATES],
 )
-# Open bugs (docs/reliability.md), both only with admin calls slower than the Zus client's timeout:
-# * no deadline: the provisioning function's Zus client waits 10 s for an answer and urllib3 retries
-#   a GET or DELETE that timed out twice, so such a call takes 30 s, past the function's 29 s;
-# * a create whose POST timed out can still land at Zus after the next attempt looked for it and
-#   made another: a second Zus client of the name, which no record owns.
-# They are counted in the table and make the case xfail; any other violation still fails it.
-KNOWN_LATENCY_BUGS = ("past the function's", "orphaned:", "app clients, expected")
 
 COLD_CLIENTS = profile(3, 6)
 CALLS_PER_COLD = profile(4, 12)
@@ -173,11 +166,7 @@ def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
     row.add([answer for _, _, answer in answered], bad=len(problems))
     row.data_lost += integrity.lost
     everything = problems + integrity.problems
-    known = [p for p in everything if kind == "latency" and any(bug in p for bug in KNOWN_LATENCY_BUGS)]
-    others = [problem for problem in everything if problem not in known]
-    assert not others, "\n".join(others[:20])
-    if known:
-        pytest.xfail(f"known bugs under admin-call latency (docs/reliability.md): {'; '.join(known[:3])}")
+    assert not everything, "\n".join(everything[:20])
 
 
 # --- moto stopped and started again -------------------------------------------------------------------------

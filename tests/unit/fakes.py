@@ -183,8 +183,11 @@ class FakeClientRecords:
             self.items[name] = replace(item, **changes)
             return True
 
-    def mark_create_started(self, name: str, owner: str) -> bool:
-        return self._update_claim(name, owner, create_started=True)
+    def mark_create_started(self, name: str, owner: str, now: float) -> bool:
+        return self._update_claim(name, owner, create_started_at=now)
+
+    def forget_create_started(self, name: str, owner: str) -> None:
+        self._update_claim(name, owner, create_started_at=None)
 
     def note_app_client(self, name: str, owner: str, app_client_id: str) -> bool:
         return self._update_claim(name, owner, app_client_id=app_client_id)

@@ -214,12 +214,11 @@ def test_a_missing_admin_secret_is_a_configuration_error_not_a_404(world: World)
     "failure",
     [
         errors.ZusUnavailable("create app client", 503, "Service Unavailable", retry_after=7),
-        errors.ZusUnavailable("create app client", None, "timed out"),
         errors.ZusRateLimited("create app client", 429, "too_many_requests", retry_after=42),
     ],
-    ids=["5xx", "timeout", "429"],
+    ids=["503", "429"],
 )
-def test_zus_failing_the_create_is_503_with_retry_after_and_the_retry_completes(
+def test_zus_refusing_the_create_is_503_with_retry_after_and_the_retry_completes_at_once(
     world: World, failure: errors.ZusError
 ) -> None:
     world.zus.fail["create app client"] = [failure]
@@ -230,10 +229,41 @@ def test_zus_failing_the_create_is_503_with_retry_after_and_the_retry_completes(
     assert caught.value.http_status == 503
     assert caught.value.retry_after == failure.retry_after
     assert world.zus.named(NAME) == []
+    assert world.records.get(NAME) is None  # nothing half-created is left behind
     record, created = world.provisioner().create(CreateRequest(NAME))
     assert created is True
     world.assert_usable()
     assert world.records.get(NAME).record == record
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        errors.ZusUnavailable("create app client", None, "timed out"),
+        errors.ZusUnavailable("create app client", 502, "Bad Gateway"),
+    ],
+    ids=["timeout", "502"],
+)
+def test_after_a_create_of_unknown_outcome_retries_wait_until_it_can_no_longer_land(
+    world: World, failure: errors.ZusError
+) -> None:
+    # Given a create whose answer says nothing about whether Zus made the client
+    world.zus.fail["create app client"] = [failure]
+    with pytest.raises(errors.TemporarilyUnavailable):
+        world.provisioner().create(CreateRequest(NAME))
+
+    # When a retry comes before that create could still land, it waits (503) rather than make another
+    with pytest.raises(errors.TemporarilyUnavailable) as early:
+        world.provisioner().create(CreateRequest(NAME))
+    assert 0 < early.value.retry_after <= 15
+    assert world.zus.named(NAME) == []
+
+    # Then once it cannot land any more, the retry creates the one client
+    world.clock.now += 15
+    record, created = world.provisioner().create(CreateRequest(NAME))
+    assert created is True
+    assert [client.id for client in world.zus.named(NAME)] == [record.app_client_id]
+    world.assert_usable()
 
 
 def test_a_create_whose_answer_was_lost_adopts_the_client_zus_made(world: World) -> None:
@@ -341,6 +371,7 @@ def test_an_old_same_named_client_is_not_adopted_after_a_failed_create(world: Wo
     world.zus.fail["create app client"] = [errors.ZusUnavailable("create app client", 502, "Bad Gateway")]
     with pytest.raises(errors.TemporarilyUnavailable):
         world.provisioner().create(CreateRequest(NAME))
+    world.clock.now += 15  # past the window in which the failed create could still land
 
     record, _ = world.provisioner().create(CreateRequest(NAME))
 

@@ -112,13 +112,17 @@ class RecordItem:
     claim_until: float = 0.0
     # When the name was first claimed; Zus clients created before it are not this flow's.
     claimed_at: float = 0.0
-    # Set just before asking Zus to create the client: from then on a client may exist at Zus.
-    create_started: bool = False
+    # When we last asked Zus to create the client: from then on a client may exist at Zus.
+    create_started_at: float | None = None
     # The Zus client created under the claim, once known.
     app_client_id: str | None = None
 
     def claim_live(self, now: float) -> bool:
         return self.claim_owner is not None and self.claim_until > now
+
+    @property
+    def create_started(self) -> bool:
+        return self.create_started_at is not None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,9 @@ class ProvisioningPolicy:
     wait_seconds: float = 20.0
     # Tolerated clock difference between us and Zus when comparing createdAt with the claim.
     clock_skew_seconds: float = 5.0
+    # A create we gave up on (a timeout) may still land at Zus for as long as the Zus client waits for
+    # an answer (3 s connect + 10 s read); until then a retry that finds no client must not make one.
+    create_settle_seconds: float = 15.0
 
 
 # --- collaborators --------------------------------------------------------------------------------
@@ -158,8 +165,12 @@ class ClientRecords(Protocol):
         expired claim. Keeps the first ``claimed_at``. None when someone else got there first."""
         ...
 
-    def mark_create_started(self, name: str, owner: str) -> bool:
+    def mark_create_started(self, name: str, owner: str, now: float) -> bool:
         """Record that a Zus client may now exist; False if ``owner`` no longer holds the claim."""
+        ...
+
+    def forget_create_started(self, name: str, owner: str) -> None:
+        """Zus refused the create: no client of this attempt exists."""
         ...
 
     def note_app_client(self, name: str, owner: str, app_client_id: str) -> bool: ...
@@ -358,9 +369,21 @@ class Provisioner:
         secret_id = self._secret_id(name)
         found = self._find_own_app_client(item, role, admin) if item.create_started else None
         if found is None:
-            if not self._records.mark_create_started(name, owner):
+            if item.create_started_at is not None:
+                settling = item.create_started_at + self.policy.create_settle_seconds - self._clock()
+                if settling > 0:
+                    raise errors.TemporarilyUnavailable(
+                        f"an earlier create of {name!r} may still be completing at Zus; retry shortly",
+                        retry_after=settling,
+                    )
+            if not self._records.mark_create_started(name, owner, self._clock()):
                 raise errors.TemporarilyUnavailable(f"lost the claim on {name!r} to another request", retry_after=1.0)
-            created = self._zus.create_app_client(name, role.id, admin)
+            try:
+                created = self._zus.create_app_client(name, role.id, admin)
+            except errors.ZusError as exc:
+                if _refused(exc):  # Zus said no: no client can land later, so no retry need wait for one
+                    self._records.forget_create_started(name, owner)
+                raise
             self.checkpoint(Steps.APP_CLIENT_CREATED)
             app_client, client_secret = created.app_client, created.client_secret
             self._records.note_app_client(name, owner, app_client.id)
@@ -638,3 +661,9 @@ def _backoff(first: float, cap: float) -> Iterator[float]:
     while True:
         yield pause
         pause = min(cap, pause * 2)
+
+
+def _refused(error: errors.ZusError) -> bool:
+    """Zus answered that it did not act: a 4xx (429 included) or a 503. A 500, 502 or 504, a timeout or a
+    dropped connection leave it unknown whether the client was created."""
+    return error.status is not None and (error.status < 500 or error.status == 503)

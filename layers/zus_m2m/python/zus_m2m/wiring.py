@@ -15,6 +15,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
+from zus_m2m import deadline
 from zus_m2m.aws.client_records import DynamoClientRecords
 from zus_m2m.aws.secrets import SecretsManagerStore, managed_tags
 from zus_m2m.aws.token_table import DynamoTokenTable
@@ -61,14 +62,16 @@ class PowertoolsMetrics:
             self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
-def publishes_metrics(metrics: Metrics) -> Callable[[Handler], Handler]:
-    """``@metrics.log_metrics``, made safe for handlers invoked from several threads at once."""
+def invocation(metrics: Metrics) -> Callable[[Handler], Handler]:
+    """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``) and
+    publishes its metrics after: ``@metrics.log_metrics``, made safe for several threads at once."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
             try:
-                return handler(event, context)
+                with deadline.within(context.get_remaining_time_in_millis() / 1000):
+                    return handler(event, context)
             finally:
                 with _METRICS_LOCK:
                     if metrics.metric_set:  # a request refused before any metric: nothing to publish

@@ -66,7 +66,7 @@ def _item(item: dict[str, Any]) -> RecordItem:
         claim_owner=_string(item, "claimOwner"),
         claim_until=_number(item, "claimUntil"),
         claimed_at=_number(item, "claimedAt"),
-        create_started="createStartedAt" in item,
+        create_started_at=_number(item, "createStartedAt") if "createStartedAt" in item else None,
         app_client_id=_string(item, "appClientId"),
     )
 
@@ -139,10 +139,13 @@ class DynamoClientRecords:
                 raise
         return _item(response["Attributes"])
 
-    def mark_create_started(self, name: str, owner: str) -> bool:
+    def mark_create_started(self, name: str, owner: str, now: float) -> bool:
         return self._update_claim(
-            "marking a create as started", name, owner, "SET createStartedAt = :mark", {":mark": {"N": "1"}}
+            "marking a create as started", name, owner, "SET createStartedAt = :now", {":now": {"N": repr(now)}}
         )
+
+    def forget_create_started(self, name: str, owner: str) -> None:
+        self._update_claim("forgetting a refused create", name, owner, "REMOVE createStartedAt")
 
     def note_app_client(self, name: str, owner: str, app_client_id: str) -> bool:
         return self._update_claim(

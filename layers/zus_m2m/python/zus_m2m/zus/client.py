@@ -9,6 +9,7 @@ decides, because each one changes state at Zus or spends the client's hourly tok
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
-from zus_m2m import errors
+from zus_m2m import deadline, errors
 from zus_m2m.zus.endpoints import (
     APP_CLIENT_PATH,
     APP_CLIENTS_PATH,
@@ -31,6 +32,8 @@ from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
 JSON_API: Final = "application/vnd.api+json"
 DEFAULT_TIMEOUT: Final = (3.05, 10.0)  # (connect, read) seconds
 _MAX_PAGES: Final = 100
+# A Zus call given less than this would almost surely time out: better not to start it.
+_MIN_ATTEMPT_SECONDS: Final = 0.5
 
 _ERRORS_BY_STATUS: Final[Mapping[int, type[errors.ZusError]]] = {
     400: errors.ZusBadRequest,
@@ -157,6 +160,19 @@ class ZusClient:
 
     # --- transport -----------------------------------------------------------------------------
 
+    def _timeout_within_deadline(self, operation: str, method: str) -> tuple[float, float]:
+        """The configured timeouts, shortened so that every attempt fits in the invocation's time left."""
+        left = deadline.time_left()
+        connect, read = self._timeout
+        if math.isinf(left):
+            return self._timeout
+        adapter = self._session.get_adapter(self.endpoints.api_base)
+        retry = getattr(adapter, "max_retries", None)
+        per_attempt = left / _attempts(retry if isinstance(retry, Retry) else None, method)
+        if per_attempt < _MIN_ATTEMPT_SECONDS:
+            raise errors.ZusUnavailable(operation, None, "too little time left in this invocation", retry_after=1.0)
+        return (min(connect, per_attempt), min(read, per_attempt))
+
     def _call(
         self,
         operation: str,
@@ -172,10 +188,9 @@ class ZusClient:
             headers["Authorization"] = f"Bearer {bearer}"
             if json is not None:
                 headers["Content-Type"] = JSON_API
+        timeout = self._timeout_within_deadline(operation, method)
         try:
-            response = self._session.request(
-                method, url, headers=headers, json=json, params=params, timeout=self._timeout
-            )
+            response = self._session.request(method, url, headers=headers, json=json, params=params, timeout=timeout)
         except requests.RequestException as exc:
             raise errors.ZusUnavailable(operation, None, _transport_failure(exc)) from exc
         if response.status_code >= 400:
@@ -189,6 +204,13 @@ class ZusClient:
         if not isinstance(document, dict):
             raise errors.ZusError(operation, response.status_code, "the response is not a JSON object")
         return document
+
+
+def _attempts(retry: Retry | None, method: str) -> int:
+    """How many times urllib3 may send a request that times out reading its answer."""
+    if retry is None or not retry.read or method not in (retry.allowed_methods or ()):
+        return 1
+    return 1 + int(retry.read)
 
 
 def _transport_failure(exc: requests.RequestException) -> str:
