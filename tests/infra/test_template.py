@@ -51,7 +51,7 @@ ROLES = {
 
 # Exactly the data-plane actions each function's role may use (issue 6; change both together).
 SECRET_ACTIONS = {
-    "TokenVendingRole": {"GetSecretValue", "DescribeSecret"},
+    "TokenVendingRole": {"GetSecretValue"},
     "ProvisioningRole": {
         "CreateSecret",
         "TagResource",
@@ -75,7 +75,7 @@ SECRET_ACTIONS = {
     },
 }
 TABLE_ACTIONS = {
-    "TokenVendingRole": {"GetItem", "PutItem", "UpdateItem", "Query"},
+    "TokenVendingRole": {"GetItem", "UpdateItem"},
     # Scan: GET /app-clients lists every client's record, one partition each.
     "ProvisioningRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"},
     "RotationRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},

@@ -197,6 +197,8 @@ def test_missing_extra_and_mistyped_fields(ctx: Any, existing: dict[str, Any]) -
         {"name": 12},
         {"name": ["a"]},
         {"name": {"a": 1}},
+        {"name": "."},  # dot-segments: such a client could never be addressed by URL
+        {"name": ".."},
         [],
         ["name"],
         "name",

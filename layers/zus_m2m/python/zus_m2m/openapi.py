@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from zus_m2m.validation import CLIENT_NAME_REGEX
+
 PARAMETERS_EXTENSION = "x-zus-m2m-parameters"
 PROBLEM_JSON = "application/problem+json"
 JSON = "application/json"
@@ -46,7 +48,7 @@ SCHEMAS: Mapping[str, dict[str, Any]] = {
         "type": "object",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+            "name": {"type": "string", "pattern": CLIENT_NAME_REGEX},
             "roleName": {
                 "enum": ["Builder Admin", "Care Team User"],
                 "default": "Builder Admin",
@@ -144,8 +146,8 @@ NAME: dict[str, Any] = {
     "name": "name",
     "in": "path",
     "required": True,
-    "description": "the app client's name: 1-64 characters of A-Za-z0-9._-",
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+    "description": "the app client's name: 1-64 characters of A-Za-z0-9._-, other than '.' and '..'",
+    "schema": {"type": "string", "pattern": CLIENT_NAME_REGEX},
 }
 MIN_TTL: dict[str, Any] = {
     "name": "minTtl",

@@ -6,13 +6,16 @@ import re
 
 from zus_m2m.errors import InvalidRequest
 
-CLIENT_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# "." and ".." are excluded: clients and gateways collapse them as dot-segments in a URL path (RFC 3986),
+# so a client so named could never be addressed as /app-clients/{name}.
+CLIENT_NAME_REGEX = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$"
+CLIENT_NAME_PATTERN = re.compile(CLIENT_NAME_REGEX)
 
 
 def client_name(value: object) -> str:
-    """An app client name: 1-64 characters of ``A-Za-z0-9._-``."""
+    """An app client name: 1-64 characters of ``A-Za-z0-9._-``, other than "." and ".."."""
     if not isinstance(value, str) or not CLIENT_NAME_PATTERN.fullmatch(value):
-        raise InvalidRequest("name must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
+        raise InvalidRequest("name must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-', and not '.' or '..'")
     return value
 
 
