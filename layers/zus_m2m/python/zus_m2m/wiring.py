@@ -16,18 +16,21 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
 from zus_m2m import deadline
-from zus_m2m.aws.client_records import DynamoClientRecords
 from zus_m2m.aws.secrets import SecretsManagerStore, managed_tags
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.provisioning import Provisioner, ProvisioningPolicy
-from zus_m2m.rotation import RotationPolicy, Rotator
+from zus_m2m.ports import TokenIssuer
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
-from zus_m2m.zus.client import ZusClient
+from zus_m2m.zus.endpoints import ZusEndpoints
+from zus_m2m.zus.models import AccessToken
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
+
+    from zus_m2m.provisioning import Provisioner
+    from zus_m2m.rotation import Rotator
+    from zus_m2m.zus.client import ZusClient
 
 # Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
 AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
@@ -82,6 +85,29 @@ def invocation(metrics: Metrics) -> Callable[[Handler], Handler]:
     return decorate
 
 
+def zus_client(endpoints: ZusEndpoints, timeout: tuple[float, float] | None = None) -> ZusClient:
+    from zus_m2m.zus.client import DEFAULT_TIMEOUT, ZusClient
+
+    return ZusClient(endpoints, timeout=timeout or DEFAULT_TIMEOUT)
+
+
+class FirstUseZusClient:
+    """The vending function's Zus client, built (and requests imported) at its first token request:
+    most containers are served from the DynamoDB tier and never need one, so their cold start skips it."""
+
+    def __init__(self, endpoints: ZusEndpoints, timeout: tuple[float, float]) -> None:
+        self._endpoints = endpoints
+        self._timeout = timeout
+        self._client: ZusClient | None = None
+        self._lock = threading.Lock()
+
+    def request_token(self, client_id: str, client_secret: str) -> AccessToken:
+        with self._lock:
+            if self._client is None:
+                self._client = zus_client(self._endpoints, self._timeout)
+        return self._client.request_token(client_id, client_secret)
+
+
 def secret_id_for(settings: Settings) -> Callable[[str], str]:
     """Maps a client name to its secret; the bootstrap admin's secret has its own configured name."""
 
@@ -99,12 +125,12 @@ def token_vendor(
     *,
     dynamodb: DynamoDBClient | None = None,
     secretsmanager: SecretsManagerClient | None = None,
-    zus: ZusClient | None = None,
+    zus: TokenIssuer | None = None,
 ) -> TokenVendor:
     return TokenVendor(
         table=DynamoTokenTable(dynamodb or aws_client("dynamodb"), settings.table_name),
         secrets=SecretsManagerStore(secretsmanager or aws_client("secretsmanager")),
-        issuer=zus or ZusClient(settings.zus, timeout=TOKEN_VENDING_ZUS_TIMEOUT),
+        issuer=zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
         secret_id=secret_id_for(settings),
         metrics=PowertoolsMetrics(metrics),
         policy=VendingPolicy(
@@ -124,9 +150,13 @@ def provisioner(
     checkpoint: Callable[[str], None] | None = None,
 ) -> Provisioner:
     """The provisioning service: admin calls use a Builder Admin token vended from the bootstrap secret."""
+    # Imported here, not at the top: the token vending function never needs them (cold start).
+    from zus_m2m.aws.client_records import DynamoClientRecords
+    from zus_m2m.provisioning import Provisioner, ProvisioningPolicy
+
     dynamodb = dynamodb or aws_client("dynamodb")
     secretsmanager = secretsmanager or aws_client("secretsmanager")
-    zus = zus or ZusClient(settings.zus)
+    zus = zus or zus_client(settings.zus)
     vendor = token_vendor(settings, metrics, dynamodb=dynamodb, secretsmanager=secretsmanager, zus=zus)
     return Provisioner(
         records=DynamoClientRecords(dynamodb, settings.table_name),
@@ -163,8 +193,10 @@ def rotator(
 ) -> Rotator:
     """The rotation steps and the sweep. Its tests' tokens go through ``vendor`` (built here unless
     given), so they are cached; admin calls use a Builder Admin token vended from the bootstrap secret."""
+    from zus_m2m.rotation import RotationPolicy, Rotator  # not at the top: see provisioner()
+
     secretsmanager = secretsmanager or aws_client("secretsmanager")
-    zus = zus or ZusClient(settings.zus)
+    zus = zus or zus_client(settings.zus)
     tokens = vendor or token_vendor(settings, metrics, dynamodb=dynamodb, secretsmanager=secretsmanager, zus=zus)
     return Rotator(
         store=SecretsManagerStore(secretsmanager),
