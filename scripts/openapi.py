@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import tomllib
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from zus_local.lambda_runtime import applied_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "openapi.json"
@@ -49,27 +49,13 @@ DESCRIPTION = (
 )
 
 
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _load_handler(function: str) -> Any:
     path = ROOT / "functions" / function / "app.py"
     spec = importlib.util.spec_from_file_location(f"openapi_{function}_{uuid.uuid4().hex}", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    with _environment(PLACEHOLDER_ENVIRONMENT):
+    with applied_environment(PLACEHOLDER_ENVIRONMENT):
         spec.loader.exec_module(module)
     return module
 
