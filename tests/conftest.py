@@ -4,6 +4,7 @@ in server mode on 127.0.0.1 (a real HTTP endpoint), started here and stopped aft
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,28 @@ os.environ.update(
     AWS_SESSION_TOKEN="testing",
     AWS_DEFAULT_REGION="us-east-1",
 )
+
+
+# Test output never carries a token or a secret, not even a failing test's: every report's traceback
+# and captured output is masked (JWTs the emulator issues, its admin secret, any clientSecret field).
+_SENSITIVE = re.compile(
+    r"eyJ[A-Za-z0-9_.-]{8,}"  # a JWT, also as pytest shortens it ("eyJhbG...c2ln")
+    r"|local-admin-secret"
+    r"|(?P<field>clientSecret[\"']?\s*[:=]\s*[\"']?|client_secret[\"']?\s*[:=]\s*[\"']?)[^\"'\s,)&}]+"
+)
+
+
+def masked(text: str) -> str:
+    return _SENSITIVE.sub(lambda match: (match.group("field") or "") + "<masked>", text)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.longrepr is not None and not isinstance(report.longrepr, tuple):
+        report.longrepr = masked(str(report.longrepr))
+    report.sections = [(title, masked(content)) for title, content in report.sections]
 
 
 @dataclass

@@ -228,6 +228,14 @@ def until_answered(call: Callable[[], Answer], ok: Iterable[int], deadline_secon
 # --- the contract of every answer -------------------------------------------------------------------
 
 
+_JWT = re.compile(rb"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def shown(body: bytes, limit: int = 300) -> str:
+    """A body for a failure message, with any access token masked: test output never carries one."""
+    return repr(_JWT.sub(b"<token>", body)[:limit])
+
+
 def violations(answer: Answer, allowed: Iterable[int], timeout: float) -> list[str]:
     """How ``answer`` breaks the service's contract: an unexpected status (a 500 among them), an
     error that is not problem+json, a 429/503 without Retry-After, or an answer slower than the
@@ -237,7 +245,7 @@ def violations(answer: Answer, allowed: Iterable[int], timeout: float) -> list[s
     if answer.status == 0:
         return [f"{where}: no answer ({answer.error}) after {answer.latency:.1f} s"]
     if answer.status not in set(allowed):
-        found.append(f"{where}: unexpected {answer.status}: {answer.body[:300]!r}")
+        found.append(f"{where}: unexpected {answer.status}: {shown(answer.body)}")
     if answer.status >= 400:
         found.extend(f"{where}: {problem}" for problem in problem_document_issues(answer))
     if answer.status in (429, 503):

@@ -22,6 +22,7 @@ from reliability_support import (
     Answer,
     parallel,
     profile,
+    shown,
     token_issues,
     unique,
     until_answered,
@@ -156,7 +157,7 @@ def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
             else:
                 again = until_answered(lambda n=name: ctx.api.delete(n), {204}, 60)
             if again.status >= 300:
-                problems.append(f"{action} {name}: {again.status} after the faults cleared: {again.body[:200]!r}")
+                problems.append(f"{action} {name}: {again.status} after the faults cleared: {shown(again.body, 200)}")
     integrity = ctx.integrity(to_create, to_delete)
     after = ctx.emulator.stats()["appClients"]
     if after - before != len(to_create) - len(to_delete):
