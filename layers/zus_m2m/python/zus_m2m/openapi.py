@@ -29,6 +29,16 @@ def ref(name: str) -> dict[str, str]:
 
 _EPOCH = {"type": "integer", "description": "seconds since the Unix epoch"}
 _NULLABLE_EPOCH = {"type": ["integer", "null"], "description": "seconds since the Unix epoch, or null"}
+# The provisioning record's fields: the record itself, and the first part of a client's details.
+_RECORD_PROPERTIES: dict[str, Any] = {
+    "name": {"type": "string"},
+    "appClientId": {"type": "string"},
+    "clientId": {"type": "string"},
+    "roleId": {"type": "string"},
+    "roleName": {"type": "string"},
+    "secretArn": {"type": "string"},
+    "createdAt": _EPOCH,
+}
 
 # The shared schemas, added to the document's components by scripts/openapi.py.
 SCHEMAS: Mapping[str, dict[str, Any]] = {
@@ -60,42 +70,16 @@ SCHEMAS: Mapping[str, dict[str, Any]] = {
     "AppClient": {
         "type": "object",
         "description": "A managed client's record; never its secret.",
-        "required": ["name", "appClientId", "clientId", "roleId", "roleName", "secretArn", "createdAt"],
-        "properties": {
-            "name": {"type": "string"},
-            "appClientId": {"type": "string"},
-            "clientId": {"type": "string"},
-            "roleId": {"type": "string"},
-            "roleName": {"type": "string"},
-            "secretArn": {"type": "string"},
-            "createdAt": _EPOCH,
-        },
+        "required": list(_RECORD_PROPERTIES),
+        "properties": _RECORD_PROPERTIES,
         "additionalProperties": False,
     },
     "AppClientDetails": {
         "type": "object",
         "description": "The record, its rotation dates, its cached token's expiry and its hourly budget.",
-        "required": [
-            "name",
-            "appClientId",
-            "clientId",
-            "roleId",
-            "roleName",
-            "secretArn",
-            "createdAt",
-            "lastRotation",
-            "nextRotation",
-            "token",
-            "budget",
-        ],
+        "required": [*_RECORD_PROPERTIES, "lastRotation", "nextRotation", "token", "budget"],
         "properties": {
-            "name": {"type": "string"},
-            "appClientId": {"type": "string"},
-            "clientId": {"type": "string"},
-            "roleId": {"type": "string"},
-            "roleName": {"type": "string"},
-            "secretArn": {"type": "string"},
-            "createdAt": _EPOCH,
+            **_RECORD_PROPERTIES,
             "lastRotation": _NULLABLE_EPOCH,
             "nextRotation": _NULLABLE_EPOCH,
             "token": {
