@@ -1,4 +1,4 @@
-"""template.yaml is the whole deployable stack: these tests hold it to SPEC.md, design.md, settings.py
+"""template.yaml is the whole deployable stack: these tests hold it to the README's service API, design.md, settings.py
 and the least-privilege rules of issue 6, on the template itself and on the CloudFormation that the
 SAM transform expands it into (``make validate`` writes ``.aws-sam/translated.json``)."""
 
@@ -30,9 +30,9 @@ from infra_support import (
 from zus_m2m.settings import ENVIRONMENT_VARIABLES
 from zus_m2m.zus.endpoints import ZusEndpoints
 
-SPEC = ROOT.parent / "shared" / "SPEC.md"
+README = ROOT / "README.md"
 
-# SPEC.md's service API, and the function that serves each route.
+# The service API (README.md, "Using the service"), and the function that serves each route.
 ROUTES = {
     ("POST", "/app-clients"): "ProvisioningFunction",
     ("GET", "/app-clients"): "ProvisioningFunction",
@@ -345,13 +345,11 @@ def test_every_route_of_the_spec_exists(template: dict[str, Any]) -> None:
     assert http_api_routes(template) == ROUTES
 
 
-def test_the_routes_here_are_those_of_spec_md() -> None:
-    if not SPEC.exists():
-        pytest.skip(f"{SPEC} is not beside this clone")
-    text = SPEC.read_text(encoding="utf-8")
-    section = text.split("## Service API", 1)[1].split("\n## ", 1)[0]
-    spec_routes = set(re.findall(r"^\|\s*`(GET|POST|PUT|PATCH|DELETE) (/[^`\s\[?]*)", section, flags=re.MULTILINE))
-    assert spec_routes == set(ROUTES)
+def test_the_routes_here_are_those_the_readme_documents() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Using the service", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\|\s*`(GET|POST|PUT|PATCH|DELETE) (/[^`\s\[?]*)", section, flags=re.MULTILINE))
+    assert documented == set(ROUTES)
 
 
 def test_api_requires_iam_on_every_route(template: dict[str, Any]) -> None:
