@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every venv of the project installs the pinned, hashed dependencies of requirements/lock.txt (`make lock`).
+LOCK := requirements/lock.txt
 
 # The infrastructure tools each live in their own venv (they pin their own boto3), made once per clone.
 SAM_VENV := .venv-sam
@@ -21,14 +23,20 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: test-313 dev test lint typecheck validate build python313 unit integration clean bench-tokens openapi soak
+.PHONY: test-313 dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
+	bench-tokens openapi soak
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+# Re-pin every dependency (newest versions pyproject.toml allows) and regenerate the layer's requirements.
+lock: $(STAMP)
+	$(BIN)/python scripts/lock.py
 
 $(SAM_STAMP): requirements/sam.txt
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
@@ -79,10 +87,11 @@ python313:
 VENV313 := .venv-313
 STAMP313 := $(VENV313)/.installed
 
-$(STAMP313): pyproject.toml | python313
+$(STAMP313): pyproject.toml $(LOCK) | python313
 	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
 	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV313)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV313)/bin/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(VENV313)/bin/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
 test-313: $(STAMP313) build
@@ -90,6 +99,13 @@ test-313: $(STAMP313) build
 
 test: lint typecheck validate build test-313
 	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest
+
+# One suite at a time. The infra suite checks the translated template and the build too.
+unit integration e2e: $(STAMP)
+	$(BIN)/pytest -q tests/$@
+
+infra: $(STAMP) validate build
+	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest -q tests/infra
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
