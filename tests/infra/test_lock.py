@@ -53,7 +53,8 @@ def read_pins(path: Path) -> list[Pin]:
 
 def load_lock_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("lock_script", ROOT / "scripts" / "lock.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
