@@ -8,13 +8,10 @@ Tests and the local stack talk to it instead of the real Zus sandbox::
         print(server.url)
 """
 
+from .config import EmulatorConfig
+from .resources import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID
 from .server import EmulatorServer
-from .state import (
-    BUILDER_ADMIN_ROLE_ID,
-    CARE_TEAM_USER_ROLE_ID,
-    EmulatorConfig,
-    EmulatorState,
-)
+from .state import EmulatorState
 
 __all__ = [
     "BUILDER_ADMIN_ROLE_ID",

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
+from .config import EmulatorConfig
+from .http_server import stop_requested, wait_until_stopped
 from .server import EmulatorServer
-from .state import EmulatorConfig
 
 
 def _env_int(name: str, default: int) -> int:
@@ -27,6 +26,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option but --host and --port sets the EmulatorConfig field of its ``dest``."""
     defaults = EmulatorConfig()
     env = os.environ
     parser = argparse.ArgumentParser(
@@ -48,32 +48,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("ZUS_EMULATOR_ADMIN_CLIENT_SECRET") or defaults.admin_client_secret,
         help="the bootstrap admin client's secret (default from ZUS_EMULATOR_ADMIN_CLIENT_SECRET)",
     )
-    parser.add_argument("--token-lifetime", type=int, default=defaults.token_lifetime_seconds, metavar="S")
-    parser.add_argument("--token-limit", type=int, default=defaults.token_limit_per_hour, metavar="N")
-    parser.add_argument("--secret-propagation", type=float, default=defaults.secret_propagation_seconds, metavar="S")
+    parser.add_argument(
+        "--token-lifetime",
+        dest="token_lifetime_seconds",
+        type=int,
+        default=defaults.token_lifetime_seconds,
+        metavar="S",
+    )
+    parser.add_argument(
+        "--token-limit", dest="token_limit_per_hour", type=int, default=defaults.token_limit_per_hour, metavar="N"
+    )
+    parser.add_argument(
+        "--secret-propagation",
+        dest="secret_propagation_seconds",
+        type=float,
+        default=defaults.secret_propagation_seconds,
+        metavar="S",
+    )
     parser.add_argument("--roles-as-array", action="store_true", help="answer role lookups with a one-element array")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     return parser
 
 
+def config_from(args: argparse.Namespace) -> EmulatorConfig:
+    names = {field.name for field in dataclasses.fields(EmulatorConfig)}
+    return EmulatorConfig(**{name: value for name, value in vars(args).items() if name in names})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.token_lifetime < 1 or args.token_limit < 1 or args.secret_propagation < 0:
+    config = config_from(args)
+    if config.token_lifetime_seconds < 1 or config.token_limit_per_hour < 1 or config.secret_propagation_seconds < 0:
         print(
             "zus-emulator: --token-lifetime and --token-limit must be >= 1, --secret-propagation >= 0",
             file=sys.stderr,
         )
         return 2
-    config = EmulatorConfig(
-        audience=args.audience,
-        admin_client_id=args.admin_client_id,
-        admin_client_secret=args.admin_client_secret,
-        token_lifetime_seconds=args.token_lifetime,
-        token_limit_per_hour=args.token_limit,
-        secret_propagation_seconds=args.secret_propagation,
-        roles_as_array=args.roles_as_array,
-        quiet=args.quiet,
-    )
     server = EmulatorServer(host=args.host, port=args.port, config=config)
     try:
         server.start()
@@ -84,21 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = exc.strerror or type(exc).__name__
             print(f"zus-emulator: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
-
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_requested()
     print(
         f"Zus emulator listening on {server.url} (audience {config.audience}, admin client {config.admin_client_id})",
         flush=True,
     )
     try:
-        while not stopping.wait(0.5):
-            pass
+        wait_until_stopped(stopping)
     finally:
         server.stop()
     return 0

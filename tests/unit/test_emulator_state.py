@@ -1,4 +1,4 @@
-"""The Zus emulator's rules (zus_emulator.state) with a fake clock: no sockets."""
+"""The Zus emulator's rules (zus_emulator.state and its parts) with a fake clock: no sockets."""
 
 from __future__ import annotations
 
@@ -7,17 +7,10 @@ import random
 import jwt
 import pytest
 
-from zus_emulator.state import (
-    BUILDER_ADMIN_ROLE_ID,
-    CARE_TEAM_USER_ROLE_ID,
-    BearerError,
-    EmulatorConfig,
-    EmulatorState,
-    OAuthError,
-    SettingsError,
-    TokenRequest,
-    parse_fault,
-)
+from zus_emulator.config import EmulatorConfig, SettingsError, parse_fault
+from zus_emulator.resources import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID
+from zus_emulator.state import EmulatorState
+from zus_emulator.tokens import BearerError, OAuthError, TokenRequest
 
 AUDIENCE = "https://api.sandbox.zusapi.com"
 
