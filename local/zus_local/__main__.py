@@ -9,19 +9,22 @@ account of the environment and ``--zus-api-base``/``--zus-auth-base`` a real Zus
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
 STARTED = time.monotonic()
 
-from zus_local.console import Console  # noqa: E402 - the clock starts before the imports
-from zus_local.stack import TEMPLATE, LocalStack, StackError, StackOptions  # noqa: E402
+# The clock starts before the imports.
+from zus_emulator.http_server import stop_requested, wait_until_stopped  # noqa: E402
+from zus_local.banner import banner  # noqa: E402
+from zus_local.console import Console  # noqa: E402
+from zus_local.options import TEMPLATE, StackError, StackOptions  # noqa: E402
+from zus_local.stack import LocalStack  # noqa: E402
 
 PROG = "python -m zus_local"
 
@@ -50,7 +53,12 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     return pairs
 
 
+def _url(value: str) -> str:
+    return value.rstrip("/")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Each option sets the StackOptions field of its ``dest``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run zus-m2m locally: moto, the Zus emulator, the local API and the schedules.",
@@ -74,13 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--zus-api-base",
-        default=_env("ZUS_M2M_ZUS_API_BASE", ""),
+        type=_url,
+        default=_url(_env("ZUS_M2M_ZUS_API_BASE", "")),
         metavar="URL",
         help="[ZUS_M2M_ZUS_API_BASE] a real Zus API instead of the emulator, e.g. https://api.sandbox.zusapi.com",
     )
     parser.add_argument(
         "--zus-auth-base",
-        default=_env("ZUS_M2M_ZUS_AUTH_BASE", ""),
+        type=_url,
+        default=_url(_env("ZUS_M2M_ZUS_AUTH_BASE", "")),
         metavar="URL",
         help="[ZUS_M2M_ZUS_AUTH_BASE] a real Zus auth server, e.g. https://auth.sandbox.zusapi.com",
     )
@@ -93,10 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--template", type=Path, default=TEMPLATE, help="the SAM template (default %(default)s)")
     parser.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", help="a template parameter override"
+        "--param",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template parameter override",
     )
     parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="set a variable in every function"
+        "--env",
+        dest="environment",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a variable in every function",
     )
     parser.add_argument(
         "--stack-name", default=_env("ZUS_M2M_STACK_NAME", "zus-m2m-local"), help="[ZUS_M2M_STACK_NAME] %(default)s"
@@ -119,25 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> StackOptions:
-    return StackOptions(
-        host=args.host,
-        api_port=args.api_port,
-        moto_port=args.moto_port,
-        zus_port=args.zus_port,
-        aws_endpoint=args.aws_endpoint,
-        zus_api_base=args.zus_api_base.rstrip("/"),
-        zus_auth_base=args.zus_auth_base.rstrip("/"),
-        template=args.template,
-        parameters=_pairs(args.param, "--param"),
-        environment=_pairs(args.env, "--env"),
-        stack_name=args.stack_name,
-        table_name=args.table_name,
-        region=args.region,
-        schedule_scale=args.schedule_scale,
-        concurrency=args.concurrency,
-        verbose=args.verbose,
-        **admin_client(external_zus=bool(args.zus_api_base or args.zus_auth_base)),
-    )
+    values: dict[str, Any] = {
+        field.name: getattr(args, field.name) for field in dataclasses.fields(StackOptions) if field.name in args
+    }
+    values["parameters"] = _pairs(args.parameters, "--param")
+    values["environment"] = _pairs(args.environment, "--env")
+    values.update(admin_client(external_zus=bool(args.zus_api_base or args.zus_auth_base)))
+    return StackOptions(**values)
 
 
 def admin_client(*, external_zus: bool) -> dict[str, str]:
@@ -155,19 +163,10 @@ def admin_client(*, external_zus: bool) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = options_from(args)
+    options = options_from(build_parser().parse_args(argv))
     console = Console()
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stopping.is_set():  # a second Ctrl-C while stopping: give up waiting
-            os._exit(130)
-        stopping.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
+    # A second Ctrl-C while stopping: give up waiting.
+    stopping = stop_requested(on_second=lambda: os._exit(130))
     stack = LocalStack(options, console)
     try:
         stack.start()
@@ -179,9 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stopping.is_set():  # a signal arrived while starting
         stack.stop()
         return 0
-    console.raw(stack.banner(time.monotonic() - STARTED))
-    while not stopping.wait(0.5):
-        pass
+    console.raw(banner(stack, time.monotonic() - STARTED))
+    wait_until_stopped(stopping)
     console.raw("stopping ...")
     stack.stop()
     console.raw("stopped")

@@ -18,9 +18,10 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
 
 import requests
+
+from zus_emulator.http_server import local_url, stop_requested, wait_until_stopped
 
 
 class MotoProcess:
@@ -33,8 +34,7 @@ class MotoProcess:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return local_url(self.host, self.port)
 
     @property
     def pid(self) -> int | None:
@@ -93,13 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone")
     args = parser.parse_args(argv)
 
-    stopping = threading.Event()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, on_term)
+    stopping = stop_requested((signal.SIGTERM,))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     from zus_local.moto_app import make_moto_server
@@ -111,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
-    while not stopping.wait(0.5):
-        if args.parent and os.getppid() != args.parent:
-            break
+    wait_until_stopped(stopping, lambda: not args.parent or os.getppid() == args.parent)
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)

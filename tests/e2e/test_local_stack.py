@@ -25,7 +25,8 @@ from zus_local.console import Console
 from zus_local.lambda_runtime import LambdaRuntime
 from zus_local.local_api import LocalApi
 from zus_local.scheduler import Scheduler
-from zus_local.template_model import ResolveContext, TemplateModel, load_model
+from zus_local.stand_ins import ResolveContext
+from zus_local.template_model import TemplateModel, load_model
 
 if TYPE_CHECKING:
     from conftest import StackProcess

@@ -1,5 +1,5 @@
 """zus_local.template_model: routes, schedules and environments read from template.yaml, intrinsics
-resolved as CloudFormation would for the local stack. No sockets, no AWS."""
+(zus_local.intrinsics) resolved as CloudFormation would for the local stack. No sockets, no AWS."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from zus_local.cfn_yaml import loads
-from zus_local.template_model import (
-    ResolveContext,
-    Resolver,
-    Route,
-    TemplateError,
-    TemplateModel,
-    load_model,
-    parse_rate,
-)
+from zus_local.intrinsics import Resolver
+from zus_local.stand_ins import ResolveContext, TemplateError
+from zus_local.template_model import Route, TemplateModel, load_model, parse_rate
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
