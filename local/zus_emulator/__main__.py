@@ -48,23 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("ZUS_EMULATOR_ADMIN_CLIENT_SECRET") or defaults.admin_client_secret,
         help="the bootstrap admin client's secret (default from ZUS_EMULATOR_ADMIN_CLIENT_SECRET)",
     )
-    parser.add_argument(
-        "--token-lifetime",
-        dest="token_lifetime_seconds",
-        type=int,
-        default=defaults.token_lifetime_seconds,
-        metavar="S",
-    )
-    parser.add_argument(
-        "--token-limit", dest="token_limit_per_hour", type=int, default=defaults.token_limit_per_hour, metavar="N"
-    )
-    parser.add_argument(
-        "--secret-propagation",
-        dest="secret_propagation_seconds",
-        type=float,
-        default=defaults.secret_propagation_seconds,
-        metavar="S",
-    )
+    for flag, name, kind, metavar in (
+        ("--token-lifetime", "token_lifetime_seconds", int, "S"),
+        ("--token-limit", "token_limit_per_hour", int, "N"),
+        ("--secret-propagation", "secret_propagation_seconds", float, "S"),
+    ):
+        parser.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name), metavar=metavar)
     parser.add_argument("--roles-as-array", action="store_true", help="answer role lookups with a one-element array")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     return parser

@@ -38,12 +38,8 @@ class Settings:
 
     @classmethod
     def at_start(cls, config: EmulatorConfig) -> Settings:
-        return cls(
-            token_lifetime_seconds=config.token_lifetime_seconds,
-            token_limit_per_hour=config.token_limit_per_hour,
-            secret_propagation_seconds=float(config.secret_propagation_seconds),
-            roles_as_array=config.roles_as_array,
-        )
+        propagation = float(config.secret_propagation_seconds)
+        return cls(config.token_lifetime_seconds, config.token_limit_per_hour, propagation, config.roles_as_array)
 
     def to_json(self) -> dict[str, Any]:
         return {

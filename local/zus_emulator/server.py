@@ -111,11 +111,11 @@ class _Handler(RequestHandler):
                 self._answer(path, split.query, oauth)
             except ApiError as exc:
                 if oauth:
-                    self._send_oauth_error(exc.status, _oauth_code(exc.status), exc.errors[0]["detail"])
+                    self._send_oauth_error(OAuthError(exc.status, _oauth_code(exc.status), exc.errors[0]["detail"]))
                 else:
                     self._send(Reply(exc.status, {"errors": exc.errors}, headers=exc.headers))
             except OAuthError as exc:
-                self._send_oauth_error(exc.status, exc.code, exc.description, exc.retry_after, exc.headers)
+                self._send_oauth_error(exc)
         except Dropped:
             self.close_connection = True
             self._status = "dropped"
@@ -152,18 +152,11 @@ class _Handler(RequestHandler):
         request = Request(method=self.command, path=path, query=query, headers=self.headers, body=body)
         self._send(dispatch(state, request))
 
-    def _send_oauth_error(
-        self,
-        status: int,
-        code: str,
-        description: str,
-        retry_after: int | None = None,
-        extra_headers: dict[str, str] | None = None,
-    ) -> None:
-        headers = {"Cache-Control": "no-store", **(extra_headers or {})}
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        self._send(Reply(status, {"error": code, "error_description": description}, JSON, headers))
+    def _send_oauth_error(self, error: OAuthError) -> None:
+        headers = {"Cache-Control": "no-store", **error.headers}
+        if error.retry_after is not None:
+            headers["Retry-After"] = str(error.retry_after)
+        self._send(Reply(error.status, {"error": error.code, "error_description": error.description}, JSON, headers))
 
     def _send(self, reply: Reply) -> None:
         status, payload = reply.status, reply.payload

@@ -80,20 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="[ZUS_M2M_AWS_ENDPOINT] a moto already running; '' for the real AWS account of the environment "
         "(default: start moto on --moto-port)",
     )
-    parser.add_argument(
-        "--zus-api-base",
-        type=_url,
-        default=_url(_env("ZUS_M2M_ZUS_API_BASE", "")),
-        metavar="URL",
-        help="[ZUS_M2M_ZUS_API_BASE] a real Zus API instead of the emulator, e.g. https://api.sandbox.zusapi.com",
-    )
-    parser.add_argument(
-        "--zus-auth-base",
-        type=_url,
-        default=_url(_env("ZUS_M2M_ZUS_AUTH_BASE", "")),
-        metavar="URL",
-        help="[ZUS_M2M_ZUS_AUTH_BASE] a real Zus auth server, e.g. https://auth.sandbox.zusapi.com",
-    )
+    for flag, variable, what in (
+        (
+            "--zus-api-base",
+            "ZUS_M2M_ZUS_API_BASE",
+            "a real Zus API instead of the emulator, e.g. https://api.sandbox.zusapi.com",
+        ),
+        ("--zus-auth-base", "ZUS_M2M_ZUS_AUTH_BASE", "a real Zus auth server, e.g. https://auth.sandbox.zusapi.com"),
+    ):
+        parser.add_argument(
+            flag, type=_url, default=_url(_env(variable, "")), metavar="URL", help=f"[{variable}] {what}"
+        )
     parser.add_argument(
         "--schedule-scale",
         type=float,
@@ -102,22 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="[ZUS_M2M_SCHEDULE_SCALE] run schedules N times as often (60: rate(1 minute) every second; 0: off)",
     )
     parser.add_argument("--template", type=Path, default=TEMPLATE, help="the SAM template (default %(default)s)")
-    parser.add_argument(
-        "--param",
-        dest="parameters",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a template parameter override",
-    )
-    parser.add_argument(
-        "--env",
-        dest="environment",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a variable in every function",
-    )
+    for flag, dest, what in (
+        ("--param", "parameters", "a template parameter override"),
+        ("--env", "environment", "set a variable in every function"),
+    ):
+        parser.add_argument(flag, dest=dest, action="append", default=[], metavar="NAME=VALUE", help=what)
     parser.add_argument(
         "--stack-name", default=_env("ZUS_M2M_STACK_NAME", "zus-m2m-local"), help="[ZUS_M2M_STACK_NAME] %(default)s"
     )

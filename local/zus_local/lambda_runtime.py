@@ -35,10 +35,14 @@ class FunctionLoadError(RuntimeError):
 
 
 @contextmanager
-def applied_environment(variables: Mapping[str, str]) -> Iterator[None]:
-    """``variables`` in ``os.environ`` for the duration, then the previous values back."""
+def applied_environment(variables: Mapping[str, str | None]) -> Iterator[None]:
+    """``variables`` in ``os.environ`` for the duration (None: unset), then the previous values back."""
     saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         yield
     finally:

@@ -10,8 +10,7 @@ only checked, never written to at start.
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -20,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from zus_emulator.http_server import local_url
 from zus_local.admin_secret import AdminClientRefused, store_bootstrap_admin
 from zus_local.aws_setup import create_kms_key, create_table
+from zus_local.lambda_runtime import applied_environment
 from zus_local.options import StackError, StackOptions
 from zus_local.secrets_manager_rotation import register_rotation_function
 from zus_local.stand_ins import KMS_KEY, TABLE, ResolveContext
@@ -45,28 +45,16 @@ class LocalAws:
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=self.options.region, endpoint_url=self.endpoint or None)  # type: ignore[call-overload]
 
-    @contextlib.contextmanager
-    def environment(self) -> Iterator[None]:
+    def environment(self) -> contextlib.AbstractContextManager[None]:
         """This process's AWS settings, which the handlers' boto3 clients read, for the duration: moto
-        and fake credentials (so nothing can reach a real account), or the environment's real account.
-        The previous values come back afterwards."""
-        names = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", *FAKE_CREDENTIALS)
-        saved = {name: os.environ.get(name) for name in names}
-        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = self.options.region
+        and fake credentials (so nothing can reach a real account), or the environment's real account."""
+        region = self.options.region
+        variables: dict[str, str | None] = {"AWS_DEFAULT_REGION": region, "AWS_REGION": region}
         if self.endpoint:
-            os.environ.pop("AWS_PROFILE", None)
-            os.environ.update(FAKE_CREDENTIALS)
-            os.environ["AWS_ENDPOINT_URL"] = self.endpoint
+            variables.update({"AWS_PROFILE": None, **FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint})
         else:
-            os.environ.pop("AWS_ENDPOINT_URL", None)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            variables["AWS_ENDPOINT_URL"] = None
+        return applied_environment(variables)
 
     def find_account(self) -> None:
         """The real account's id (moto's is fixed); StackError without usable credentials."""
