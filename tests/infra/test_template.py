@@ -1,6 +1,7 @@
-"""template.yaml is the whole deployable stack: these tests hold it to the README's service API, design.md, settings.py
-and the least-privilege rules of issue 6, on the template itself and on the CloudFormation that the
-SAM transform expands it into (``make validate`` writes ``.aws-sam/translated.json``)."""
+"""template.yaml is the whole deployable stack: these tests hold it to the service API of the README and
+docs/contract.md, design.md, settings.py and the least-privilege rules of issue 6, on the template itself
+and on the CloudFormation that the SAM transform expands it into (``make validate`` writes
+``.aws-sam/translated.json``)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from zus_m2m.settings import ENVIRONMENT_VARIABLES
 from zus_m2m.zus.endpoints import ZusEndpoints
 
 README = ROOT / "README.md"
+CONTRACT = ROOT / "docs" / "contract.md"
 
-# The service API (README.md, "Using the service"), and the function that serves each route.
+# The service API (README.md's "Using the service", docs/contract.md's "The service API"), and the function
+# that serves each route.
 ROUTES = {
     ("POST", "/app-clients"): "ProvisioningFunction",
     ("GET", "/app-clients"): "ProvisioningFunction",
@@ -345,9 +348,15 @@ def test_every_route_of_the_spec_exists(template: dict[str, Any]) -> None:
     assert http_api_routes(template) == ROUTES
 
 
-def test_the_routes_here_are_those_the_readme_documents() -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Using the service", 1)[1].split("\n## ", 1)[0]
+@pytest.mark.parametrize(
+    ("document", "heading"),
+    [(README, "## Using the service"), (CONTRACT, "## The service API")],
+    ids=["README", "contract"],
+)
+def test_the_routes_here_are_those_the_docs_document(document: Path, heading: str) -> None:
+    text = document.read_text(encoding="utf-8")
+    assert heading in text, f"{document.name} has no section {heading!r}"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\|\s*`(GET|POST|PUT|PATCH|DELETE) (/[^`\s\[?]*)", section, flags=re.MULTILINE))
     assert documented == set(ROUTES)
 
