@@ -90,19 +90,10 @@ class LocalStack:
         options = self.options
         self._running.enter_context(self.aws.environment())
         self._running.enter_context(self._filtered_stdout())
-        self.aws.find_account()
-        # Resolved once, before any port is taken: a template or parameters the stack cannot run stop it here.
-        try:
-            template = load_template(options.template)
-            self.model = model = TemplateModel.from_template(
-                template, self.aws.resolve_context(template), options.template.resolve().parent
-            )
-        except (OSError, TemplateError) as exc:
-            raise StackError(f"{options.template.name}: {exc}") from None
+        self.model = model = self._resolve_template()
         if options.schedule_scale < 0:
             raise StackError("--schedule-scale must be positive (or 0 for no schedules)")
-        self._take_ports()
-        assert self.api is not None
+        api = self._take_ports()
         if self.moto is not None:
             try:
                 self.moto.wait_ready()
@@ -121,14 +112,26 @@ class LocalStack:
             self.runtime.warm_up()
         except FunctionLoadError as exc:
             raise StackError(str(exc)) from None
-        self.api.serve(model, self.runtime, account_id=self.aws.account_id)
+        api.serve(model, self.runtime, account_id=self.aws.account_id)
         if options.schedule_scale > 0 and model.schedules:
             self.scheduler = Scheduler(model.schedules, self._invoke, self.console, options.schedule_scale).start()
             self._on_stop(self.scheduler.stop)
         if options.uses_moto:
             self._start_rotation_player(model)
 
-    def _take_ports(self) -> None:
+    def _resolve_template(self) -> TemplateModel:
+        """The model every part runs from, resolved once, before any port is taken: a template or
+        parameters the stack cannot run stop it here."""
+        options = self.options
+        try:
+            template = load_template(options.template)
+            self.aws.find_account()
+            context = self.aws.resolve_context(template)
+            return TemplateModel.from_template(template, context, options.template.resolve().parent)
+        except (OSError, TemplateError) as exc:
+            raise StackError(f"{options.template.name}: {exc}") from None
+
+    def _take_ports(self) -> LocalApi:
         """Check every port first, then start moto and the emulator and bind the API (requests wait in
         its backlog until the handlers are loaded)."""
         options = self.options
@@ -147,6 +150,7 @@ class LocalStack:
         except OSError as exc:
             raise _cannot_listen(exc, options.host, options.api_port, "local API", "--api-port") from None
         self._on_stop(self.api.stop)
+        return self.api
 
     def _on_stop(self, stop: Callable[[], None]) -> None:
         """Call ``stop`` when the stack stops (before what started earlier is stopped)."""
