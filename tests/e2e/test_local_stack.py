@@ -386,6 +386,27 @@ def test_handlers_get_an_http_api_v2_event_and_a_lambda_context(in_process: _InP
     assert (plain.status_code, plain.json()) == (200, {"plain": True})
 
 
+def test_chunked_bodies_reach_the_handler_and_malformed_ones_are_400(in_process: _InProcess) -> None:
+    response = requests.post(
+        f"{in_process.api.url}/items/1",
+        data=iter([b'{"k":', b' "v"}']),
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert json.loads(response.json()["event"]["body"]) == {"k": "v"}
+
+    with socket.create_connection(("127.0.0.1", in_process.api.port), timeout=5) as sock:
+        sock.sendall(b"POST /items/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"Connection: close" in head
+    assert json.loads(body)["detail"] == "Malformed chunked body"
+
+
 def test_a_crashing_handler_answers_500_without_its_trace(in_process: _InProcess) -> None:
     response = requests.get(f"{in_process.api.url}/crash", timeout=5)
     assert response.status_code == 500

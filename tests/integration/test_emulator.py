@@ -749,6 +749,38 @@ def test_keep_alive_and_content_length(zus: EmulatorServer) -> None:
     assert received.count(b"Content-Length:") == 2
 
 
+def raw_exchange(zus: EmulatorServer, request: bytes) -> tuple[bytes, bytes]:
+    """Send ``request`` as is; the head and body of the answer (the request must end the connection)."""
+    with socket.create_connection(("127.0.0.1", int(zus.url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_chunked_bodies_arrive_and_unreadable_bodies_are_refused(zus: EmulatorServer) -> None:
+    document = b'{"rolesAsArray": true}'
+    response = requests.post(f"{zus.url}/_emulator/config", data=iter([document[:5], document[5:]]), timeout=TIMEOUT)
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 200, response.text
+    assert response.json()["rolesAsArray"] is True
+
+    start = b"POST /_emulator/config HTTP/1.1\r\nHost: x\r\n"
+    head, body = raw_exchange(zus, start + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"Connection: close" in head
+    assert json.loads(body)["errors"][0]["detail"] == "Malformed chunked body"
+    head, body = raw_exchange(zus, start + b"Content-Length: 2000000\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"Connection: close" in head
+    assert json.loads(body)["errors"][0]["detail"] == "Request bodies are limited to 1048576 bytes"
+    head, body = raw_exchange(zus, b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body) == {"error": "invalid_request", "error_description": "Invalid Content-Length header"}
+
+
 def test_malformed_request_line_gets_a_json_error(zus: EmulatorServer) -> None:
     with socket.create_connection(("127.0.0.1", int(zus.url.rsplit(":", 1)[1])), timeout=5) as sock:
         sock.sendall(b"NONSENSE\r\n\r\n")
