@@ -39,9 +39,9 @@ from zus_local.scheduler import Scheduler
 from zus_local.secrets_manager_rotation import register_rotation_function
 from zus_local.template_model import ResolveContext, TemplateError, TemplateModel
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.credentials import ClientCredentials
 from zus_m2m.errors import ZusM2MError
 from zus_m2m.settings import Settings
+from zus_m2m.values import ClientCredentials
 from zus_m2m.zus.client import ZusClient
 
 ROOT = Path(__file__).resolve().parents[2]

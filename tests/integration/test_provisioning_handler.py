@@ -11,19 +11,18 @@ import json
 import logging
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
-from zus_local.aws_setup import store_admin_secret
 from zus_local.lambda_context import LocalLambdaContext
-from zus_m2m.zus.client import ZusClient
-from zus_m2m.zus.endpoints import ZusEndpoints
+
+if TYPE_CHECKING:
+    from conftest import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = ROOT / "functions" / "provisioning" / "app.py"
-ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
 NAME = "billing-service"
 _loads = itertools.count()
 
@@ -67,36 +66,13 @@ class Api:
 
 
 @pytest.fixture
-def environment(aws, zus, monkeypatch) -> ZusClient:
-    for key, value in {
-        "TABLE_NAME": aws.table_name,
-        "ADMIN_SECRET_NAME": ADMIN_SECRET,
-        "STAGE": "test",
-        "ZUS_API_BASE_URL": zus.url,
-        "ZUS_AUTH_BASE_URL": zus.url,
-        "AWS_ENDPOINT_URL": aws.endpoint,
-        "POWERTOOLS_SERVICE_NAME": "zus-m2m",
-        "POWERTOOLS_METRICS_NAMESPACE": "ZusM2MTest",
-        "POWERTOOLS_LOG_LEVEL": "DEBUG",
-    }.items():
+def environment(deployment: Deployment, monkeypatch) -> Deployment:
+    """The provisioning function's environment, pointed at moto and the emulator; the admin's secret stored."""
+    for key, value in {**deployment.lambda_environment(), "POWERTOOLS_LOG_LEVEL": "DEBUG"}.items():
         monkeypatch.setenv(key, value)
     for variable in ("ROTATION_FUNCTION_ARN", "KMS_KEY_ID"):
         monkeypatch.delenv(variable, raising=False)
-    client = ZusClient(ZusEndpoints.for_environment("sandbox", api_base=zus.url, auth_base=zus.url))
-    admin_token = client.request_token("local-admin", "local-admin-secret").access_token
-    admin = next(c for c in client.list_app_clients(admin_token) if c.client_id == "local-admin")
-    store_admin_secret(
-        aws.secretsmanager,
-        ADMIN_SECRET,
-        {
-            "name": "zus-m2m-admin",
-            "appClientId": admin.id,
-            "clientId": "local-admin",
-            "clientSecret": "local-admin-secret",
-            "roleName": "Builder Admin",
-        },
-    )
-    return client
+    return deployment
 
 
 def load_container() -> Api:
@@ -288,22 +264,12 @@ def test_zus_faults_during_create_are_503_with_retry_after_then_the_retry_is_201
 
 
 def test_a_care_team_user_admin_is_a_503_problem_naming_the_forbidden_call(
-    api: Api, aws, zus, environment: ZusClient
+    api: Api, zus, environment: Deployment
 ) -> None:
-    admin_token = environment.request_token("local-admin", "local-admin-secret").access_token
-    role = environment.find_role("Care Team User", admin_token)
-    weak = environment.create_app_client("weak-admin", role.id, admin_token)
-    store_admin_secret(
-        aws.secretsmanager,
-        ADMIN_SECRET,
-        {
-            "name": "zus-m2m-admin",
-            "appClientId": weak.app_client.id,
-            "clientId": weak.app_client.client_id,
-            "clientSecret": weak.client_secret,
-            "roleName": "Care Team User",
-        },
-    )
+    zus_client, admin_token = environment.zus_client, environment.admin_token
+    role = zus_client.find_role("Care Team User", admin_token)
+    weak = zus_client.create_app_client("weak-admin", role.id, admin_token)
+    environment.store_admin(weak.app_client.id, weak.app_client.client_id, weak.client_secret, "Care Team User")
 
     status, headers, body = api(event("apigw_create_client"))
 

@@ -13,23 +13,21 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from zus_m2m import errors
-from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import (
+from zus_m2m.backoff import backoff
+from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
+from zus_m2m.values import (
     AWSCURRENT,
     AWSPENDING,
     AWSPREVIOUS,
     CachedToken,
-    Clock,
-    MetricsSink,
-    SecretReader,
-    TokenIssuer,
+    ClientCredentials,
+    SecretNaming,
     TokenState,
-    TokenTable,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,23 +66,26 @@ def background_runner(workers: int = 2) -> Runner:
 
 
 class TokenVendor:
+    """Vends tokens (``vend``), renews them ahead of expiry (``refresh``, ``pre_refresh``), and
+    obtains one with given credentials for provisioning and rotation (``issue_with``: ``TokenIssuer``)."""
+
     def __init__(
         self,
         table: TokenTable,
         secrets: SecretReader,
-        issuer: TokenIssuer,
-        secret_id: Callable[[str], str],
+        endpoint: TokenEndpoint,
+        naming: SecretNaming,
         metrics: MetricsSink,
         policy: VendingPolicy | None = None,
         *,
         clock: Clock = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep = time.sleep,
         run_in_background: Runner | None = None,
     ) -> None:
         self._table = table
         self._secrets = secrets
-        self._issuer = issuer
-        self._secret_id = secret_id
+        self._endpoint = endpoint
+        self._naming = naming
         self._metrics = metrics
         self.policy = policy or VendingPolicy()
         self._clock = clock
@@ -114,7 +115,7 @@ class TokenVendor:
             return replace(state.token, source="table")
         self._metrics.count("TokenMiss")
         # Unknown names stop here, before any write: the (cached) secret read says whether it exists.
-        if self._secrets.read(self._secret_id(client), AWSCURRENT) is None:
+        if self._secrets.read(self._naming.secret_id(client), AWSCURRENT) is None:
             raise errors.ResourceNotFound(f"no managed app client named {client!r}")
         token = self._fetch_or_wait(client, min_ttl, state, started=now)
         self._mark_in_background(client, self._clock())
@@ -122,7 +123,7 @@ class TokenVendor:
 
     def _fetch_or_wait(self, client: str, min_ttl: float, state: TokenState, started: float) -> CachedToken:
         deadline = started + self.policy.wait_seconds
-        for pause in _backoff(0.025, 0.2):
+        for pause in backoff(0.025, 0.2):
             now = self._clock()
             if state.token is not None and state.token.seconds_left(now) >= min_ttl:
                 self._memory[client] = state.token
@@ -148,7 +149,7 @@ class TokenVendor:
             self._metrics.count("LeaseWait")
             self._sleep(pause)
             state = self._table.get(client, consistent=True)
-        raise AssertionError("unreachable: _backoff never ends")
+        raise AssertionError("unreachable: backoff never ends")
 
     def _after_hit(self, client: str, token: CachedToken, now: float) -> None:
         """Refresh ahead of expiry off the caller's path; record use for the scheduled pre-refresh."""
@@ -242,7 +243,7 @@ class TokenVendor:
         return token
 
     def _fetch(self, client: str, started: float | None = None) -> CachedToken:
-        secret_id = self._secret_id(client)
+        secret_id = self._naming.secret_id(client)
         current = self._secrets.read(secret_id, AWSCURRENT)
         if current is None:
             raise errors.ResourceNotFound(f"no managed app client named {client!r}")
@@ -289,7 +290,7 @@ class TokenVendor:
                 )
             self._metrics.count("UpstreamTokenRequest")
             try:
-                issued = self._issuer.request_token(credentials.client_id, credentials.client_secret)
+                issued = self._endpoint.request_token(credentials.client_id, credentials.client_secret)
             except errors.ZusRateLimited as exc:
                 self._metrics.count("UpstreamRateLimited")
                 self._table.block(client, now + exc.retry_after)
@@ -306,10 +307,3 @@ class TokenVendor:
                 continue
             return CachedToken(issued.access_token, issued.token_type, now + issued.expires_in)
         raise AssertionError("unreachable: the loop returns or raises")
-
-
-def _backoff(first: float, cap: float) -> Iterator[float]:
-    pause = first
-    while True:
-        yield pause
-        pause = min(cap, pause * 2)
