@@ -65,6 +65,43 @@ def background_runner(workers: int = 2) -> Runner:
     return run
 
 
+def quietly(job: Callable[[], object]) -> None:
+    """Run work nobody waits for: a failure is logged, never raised."""
+    try:
+        job()
+    except errors.ZusM2MError as exc:
+        logger.warning("background token work failed", extra={"reason": exc.detail})
+    except Exception:
+        logger.exception("background token work failed unexpectedly")
+
+
+class BackgroundWork:
+    """Jobs off the caller's path, quietly; a keyed job (a client's refresh) runs once at a time."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        self._run(lambda: quietly(job))
+
+    def submit_once(self, key: str, job: Callable[[], object]) -> None:
+        with self._lock:
+            if key in self._running:
+                return
+            self._running.add(key)
+
+        def run() -> None:
+            try:
+                quietly(job)
+            finally:
+                with self._lock:
+                    self._running.discard(key)
+
+        self._run(run)
+
+
 class TokenVendor:
     """Vends tokens (``vend``), renews them ahead of expiry (``refresh``, ``pre_refresh``), and
     obtains one with given credentials for provisioning and rotation (``issue_with``: ``TokenIssuer``)."""
@@ -90,12 +127,10 @@ class TokenVendor:
         self.policy = policy or VendingPolicy()
         self._clock = clock
         self._sleep = sleep
-        self._background = run_in_background or background_runner()
+        self._background = BackgroundWork(run_in_background or background_runner())
         self._owner = f"{uuid.uuid4()}"
         self._memory: dict[str, CachedToken] = {}
         self._marked_at: dict[str, float] = {}
-        self._refreshing: set[str] = set()
-        self._lock = threading.Lock()
 
     # --- the vending path ---------------------------------------------------------------------
 
@@ -154,36 +189,13 @@ class TokenVendor:
     def _after_hit(self, client: str, token: CachedToken, now: float) -> None:
         """Refresh ahead of expiry off the caller's path; record use for the scheduled pre-refresh."""
         if token.seconds_left(now) < self.policy.refresh_margin:
-            self._start_once(client, lambda: self.refresh(client))
+            self._background.submit_once(client, lambda: self.refresh(client))
         self._mark_in_background(client, now)
 
     def _mark_in_background(self, client: str, now: float) -> None:
         if now - self._marked_at.get(client, 0.0) >= self.policy.mark_interval:
             self._marked_at[client] = now
-            self._background(lambda: self._quietly(lambda: self._table.mark_requested(client, now)))
-
-    def _start_once(self, client: str, job: Callable[[], object]) -> None:
-        with self._lock:
-            if client in self._refreshing:
-                return
-            self._refreshing.add(client)
-
-        def run() -> None:
-            try:
-                self._quietly(job)
-            finally:
-                with self._lock:
-                    self._refreshing.discard(client)
-
-        self._background(run)
-
-    def _quietly(self, job: Callable[[], object]) -> None:
-        try:
-            job()
-        except errors.ZusM2MError as exc:
-            logger.warning("background token work failed", extra={"reason": exc.detail})
-        except Exception:
-            logger.exception("background token work failed unexpectedly")
+            self._background.submit(lambda: self._table.mark_requested(client, now))
 
     # --- refreshing ----------------------------------------------------------------------------
 
@@ -199,7 +211,7 @@ class TokenVendor:
             return False
         if state.blocked_until > now or state.lease_held(now):
             return False
-        if not self._acquire_lease(client, now):
+        if not self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds):
             return False
         self._fetch_under_lease(client)
         return True
@@ -217,16 +229,13 @@ class TokenVendor:
                 logger.warning("pre-refresh failed", extra={"client": client, "reason": exc.detail})
         return report
 
-    def _acquire_lease(self, client: str, now: float) -> bool:
-        return self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
-
     # --- talking to Zus ------------------------------------------------------------------------
 
     def _fetch_under_lease(self, client: str, started: float | None = None) -> CachedToken:
         try:
             token = self._fetch(client, started)
         except BaseException:
-            self._quietly(lambda: self._table.release_lease(client, self._owner))
+            quietly(lambda: self._table.release_lease(client, self._owner))
             raise
         self._memory[client] = token
         self._table.put_token(client, token, self._owner)
