@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
-import itertools
 import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -22,9 +21,7 @@ if TYPE_CHECKING:
     from conftest import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLER = ROOT / "functions" / "provisioning" / "app.py"
 NAME = "billing-service"
-_loads = itertools.count()
 
 
 def event(name: str, **changes: Any) -> dict[str, Any]:
@@ -75,18 +72,15 @@ def environment(deployment: Deployment, monkeypatch) -> Deployment:
     return deployment
 
 
-def load_container() -> Api:
-    spec = importlib.util.spec_from_file_location(f"provisioning_app_{next(_loads)}", HANDLER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return Api(module)
+@pytest.fixture
+def new_container(environment: Deployment, load_function) -> Callable[[], Api]:
+    """Loads the provisioning function afresh, as a new container's cold start does."""
+    return lambda: Api(load_function("provisioning", {}))
 
 
 @pytest.fixture
-def api(environment) -> Api:
-    yield load_container()
+def api(new_container: Callable[[], Api]) -> Iterator[Api]:
+    yield new_container()
     # Each load adds the handler's log configuration to the zus_m2m loggers; drop it between tests.
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
         logging.getLogger(name).handlers.clear()
@@ -112,7 +106,7 @@ def assert_problem(status: int, headers: dict[str, str], body: Any, expected: in
 # --- the routes, through the events of events/ -------------------------------------------------
 
 
-def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: Api, zus) -> None:
+def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: Api, zus, new_container) -> None:
     status, headers, created = api(event("apigw_create_client"))
 
     assert status == 201, created
@@ -123,7 +117,7 @@ def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: 
     assert created["name"] == NAME
     assert created["roleName"] == "Builder Admin"
 
-    again_status, _, again = load_container()(event("apigw_create_client"))
+    again_status, _, again = new_container()(event("apigw_create_client"))
 
     assert again_status == 200
     assert again == created

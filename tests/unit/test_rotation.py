@@ -65,6 +65,13 @@ class World(FakeDeployment):
             steps.run(step, self.secret_id(name), version)
         return version
 
+    def created(self) -> tuple[RotationSteps, str]:
+        """A rotation whose createSecret ran: the steps of its container, and its version."""
+        version = self.start()
+        steps = self.steps()
+        steps.run("createSecret", SECRET, version)
+        return steps, version
+
     def store_a_pending_secret_zus_never_held(self, version: str) -> None:
         """createSecret's value, but Zus never held it (a rotation whose new secret Zus lost)."""
         current = self.stored(AWSCURRENT)
@@ -293,9 +300,7 @@ def test_a_crash_after_the_stage_move_leaves_the_retry_to_remove_the_pending_lab
 
 
 def test_test_secret_waits_for_a_propagating_secret(world: World) -> None:
-    version = world.start()
-    steps = world.steps()
-    steps.run("createSecret", SECRET, version)
+    steps, version = world.created()
     world.issuer.refusals = 4
     started = world.clock()
 
@@ -306,9 +311,7 @@ def test_test_secret_waits_for_a_propagating_secret(world: World) -> None:
 
 
 def test_test_secret_gives_up_after_a_minute(world: World) -> None:
-    version = world.start()
-    steps = world.steps()
-    steps.run("createSecret", SECRET, version)
+    steps, version = world.created()
     world.issuer.refusals = 1000
     started = world.clock()
 
@@ -338,9 +341,7 @@ def test_no_log_line_carries_a_secret(world: World, caplog: pytest.LogCaptureFix
     old = world.stored(AWSCURRENT)
     world.rotate()
     world.issuer.refusals = 1000
-    version = world.start()
-    steps = world.steps()
-    steps.run("createSecret", SECRET, version)
+    steps, version = world.created()
     with pytest.raises(errors.ZusInvalidClient):
         steps.run("testSecret", SECRET, version)
 

@@ -5,7 +5,7 @@
 * ``retire``: delete a client at Zus, schedule its secret's deletion, purge its cached tokens;
 * ``start_rotation``: ask Secrets Manager to rotate a client's secret now.
 
-They share ``ProvisioningPolicy`` (``policy``) and the bootstrap admin's Zus access (``admin``);
-``zus_m2m.wiring`` builds them. Nothing here imports boto3, requests or event shapes: the
+Each is a dataclass of its collaborators and its policy. They share ``ProvisioningPolicy``
+(``policy``) and the bootstrap admin's Zus access (``admin``); ``zus_m2m.wiring`` builds them. Nothing here imports boto3, requests or event shapes: the
 collaborators are the Protocols of ``zus_m2m.ports``.
 """

@@ -3,20 +3,22 @@ translated into what the service's caller should hear."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from zus_m2m import errors
 from zus_m2m.ports import AdminTokens, ZusAdmin
 
 
+@dataclass(eq=False)
 class BootstrapAdmin:
-    def __init__(self, zus: ZusAdmin, tokens: AdminTokens, name: str) -> None:
-        self.zus = zus
-        self.name = name
-        self._tokens = tokens
+    zus: ZusAdmin
+    tokens: AdminTokens
+    name: str
 
     def bearer(self) -> str:
         """A Builder Admin token; a missing bootstrap secret is the deployment's fault, not a 404."""
         try:
-            return self._tokens.bearer()
+            return self.tokens.bearer()
         except errors.ResourceNotFound as exc:
             raise errors.ConfigurationError(f"the bootstrap admin secret for {self.name!r} is missing") from exc
 

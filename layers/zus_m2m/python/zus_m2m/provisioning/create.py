@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import KW_ONLY, dataclass
 
 from zus_m2m import errors
 from zus_m2m.backoff import backoff
@@ -46,27 +47,17 @@ class CreateCheckpoints:
     RECORD_WRITTEN = "record-written"
 
 
+@dataclass(eq=False)
 class CreateClient:
-    def __init__(
-        self,
-        records: ClientRecords,
-        admin: BootstrapAdmin,
-        keeper: SecretKeeper,
-        policy: ProvisioningPolicy,
-        metrics: MetricsSink,
-        *,
-        clock: Clock = time.time,
-        sleep: Sleep = time.sleep,
-        checkpoint: Checkpoint = no_checkpoint,
-    ) -> None:
-        self._records = records
-        self._admin = admin
-        self._keeper = keeper
-        self.policy = policy
-        self._metrics = metrics
-        self._clock = clock
-        self._sleep = sleep
-        self.checkpoint = checkpoint
+    records: ClientRecords
+    admin: BootstrapAdmin
+    keeper: SecretKeeper
+    policy: ProvisioningPolicy
+    metrics: MetricsSink
+    _: KW_ONLY
+    clock: Clock = time.time
+    sleep: Sleep = time.sleep
+    checkpoint: Checkpoint = no_checkpoint
 
     def __call__(self, request: CreateRequest) -> tuple[ClientRecord, bool]:
         """The client's record, and True when this call created it (201) or False when it existed (200)."""
@@ -74,13 +65,13 @@ class CreateClient:
         if name == self.policy.admin_client_name:
             raise errors.ResourceConflict(f"{name!r} is the bootstrap admin client's name and cannot be provisioned")
         owner = str(uuid.uuid4())
-        deadline = self._clock() + self.policy.wait_seconds
+        deadline = self.clock() + self.policy.wait_seconds
         for pause in backoff(0.05, 0.5):
-            now = self._clock()
-            item = self._records.get(name)
+            now = self.clock()
+            item = self.records.get(name)
             claimed: RecordItem | None = None
             if item is None:
-                claimed = self._records.claim(
+                claimed = self.records.claim(
                     name, role_name, owner, now, now + self.policy.claim_seconds, previous_owner=None
                 )
             elif item.status == "creating" and item.claim_owner == owner:
@@ -94,7 +85,7 @@ class CreateClient:
                     f"app client {name!r} is being created with role {item.role_name!r}, not {role_name!r}"
                 )
             elif not item.claim_live(now):
-                claimed = self._records.claim(
+                claimed = self.records.claim(
                     name, role_name, owner, now, now + self.policy.claim_seconds, previous_owner=item.claim_owner
                 )
             if claimed is not None:
@@ -104,8 +95,8 @@ class CreateClient:
                 raise errors.TemporarilyUnavailable(
                     f"another request is creating app client {name!r}; retry shortly", retry_after=max(1.0, wait)
                 )
-            self._metrics.count("ProvisioningClaimWait")
-            self._sleep(pause)
+            self.metrics.count("ProvisioningClaimWait")
+            self.sleep(pause)
         raise AssertionError("unreachable: backoff never ends")
 
     def _create_under_claim(self, item: RecordItem, owner: str) -> ClientRecord:
@@ -113,22 +104,22 @@ class CreateClient:
             return self._build(item, owner)
         except errors.ZusM2MError as exc:
             try:
-                self._records.release(item.name, owner)
+                self.records.release(item.name, owner)
             except errors.ZusM2MError as release_error:  # the claim then simply expires
                 logger.warning("could not release a claim", extra={"client": item.name, "reason": release_error.detail})
-            raise self._admin.translated(exc) from exc
+            raise self.admin.translated(exc) from exc
 
     def _build(self, item: RecordItem, owner: str) -> ClientRecord:
         name = item.name
         self.checkpoint(CreateCheckpoints.CLAIMED)
-        admin = self._admin.bearer()
-        role = self._admin.zus.find_role(item.role_name, admin)
+        admin = self.admin.bearer()
+        role = self.admin.zus.find_role(item.role_name, admin)
         found = self._find_own_app_client(item, role, admin) if item.create_started else None
         if found is None:
             app_client, client_secret = self._create_at_zus(item, owner, role, admin)
         else:
             app_client = found
-            client_secret = self._keeper.stored_secret(name, app_client) or self._rotated_secret(app_client, admin)
+            client_secret = self.keeper.stored_secret(name, app_client) or self._rotated_secret(app_client, admin)
         credentials = ClientCredentials(
             name=name,
             app_client_id=app_client.id,
@@ -138,15 +129,15 @@ class CreateClient:
             role_name=role.name,
             audience=self.policy.audience,
         )
-        arn = self._keeper.store(credentials)
+        arn = self.keeper.store(credentials)
         self.checkpoint(CreateCheckpoints.SECRET_STORED)
-        self._keeper.configure_rotation(name)
-        self._keeper.prove(name, app_client)
+        self.keeper.configure_rotation(name)
+        self.keeper.prove(name, app_client)
         self.checkpoint(CreateCheckpoints.VERIFIED)
-        created_at = app_client.created_at if isinstance(app_client.created_at, int) else int(self._clock())
+        created_at = app_client.created_at if isinstance(app_client.created_at, int) else int(self.clock())
         record = ClientRecord(name, app_client.id, app_client.client_id, role.id, role.name, arn, created_at)
-        if not self._records.complete(record, owner):
-            current = self._records.get(name)
+        if not self.records.complete(record, owner):
+            current = self.records.get(name)
             if current is not None and current.record is not None and current.record.app_client_id == app_client.id:
                 return current.record
             raise errors.TemporarilyUnavailable(f"lost the claim on {name!r} to another request", retry_after=1.0)
@@ -158,23 +149,23 @@ class CreateClient:
         """Step 2, once: a retry whose predecessor's create may still land at Zus waits for it first."""
         name = item.name
         if item.create_started_at is not None:
-            settling = item.create_started_at + self.policy.create_settle_seconds - self._clock()
+            settling = item.create_started_at + self.policy.create_settle_seconds - self.clock()
             if settling > 0:
                 raise errors.TemporarilyUnavailable(
                     f"an earlier create of {name!r} may still be completing at Zus; retry shortly",
                     retry_after=settling,
                 )
-        if not self._records.mark_create_started(name, owner, self._clock()):
+        if not self.records.mark_create_started(name, owner, self.clock()):
             raise errors.TemporarilyUnavailable(f"lost the claim on {name!r} to another request", retry_after=1.0)
         try:
-            created = self._admin.zus.create_app_client(name, role.id, admin)
+            created = self.admin.zus.create_app_client(name, role.id, admin)
         except errors.ZusError as exc:
             if _refused(exc):  # Zus said no: no client can land later, so no retry need wait for one
-                self._records.forget_create_started(name, owner)
+                self.records.forget_create_started(name, owner)
             raise
         self.checkpoint(CreateCheckpoints.APP_CLIENT_CREATED)
-        self._records.note_app_client(name, owner, created.app_client.id)
-        self._metrics.count("AppClientCreated")
+        self.records.note_app_client(name, owner, created.app_client.id)
+        self.metrics.count("AppClientCreated")
         logger.info("app client created at Zus", extra={"client": name, "app_client_id": created.app_client.id})
         return created.app_client, created.client_secret
 
@@ -182,7 +173,7 @@ class CreateClient:
         """The Zus client an earlier attempt under this claim created, if any."""
         if item.app_client_id:
             try:
-                known = self._admin.zus.get_app_client(item.app_client_id, admin)
+                known = self.admin.zus.get_app_client(item.app_client_id, admin)
             except errors.ZusNotFound:
                 known = None
             if known is not None and known.name == item.name:
@@ -191,7 +182,7 @@ class CreateClient:
         candidates = sorted(
             (
                 client
-                for client in self._admin.zus.list_app_clients(admin)
+                for client in self.admin.zus.list_app_clients(admin)
                 if client.name == item.name
                 and client.role_id in (None, role.id)
                 and isinstance(client.created_at, int)
@@ -206,15 +197,15 @@ class CreateClient:
                 "more than one Zus app client matches an interrupted create; adopting the earliest",
                 extra={"client": item.name, "app_client_ids": [client.id for client in candidates]},
             )
-        self._metrics.count("AppClientAdopted")
+        self.metrics.count("AppClientAdopted")
         logger.info("adopting the app client of an interrupted create", extra={"client": item.name})
         return candidates[0]
 
     def _rotated_secret(self, app_client: AppClient, admin: str) -> str:
         """An adopted client whose secret was lost: Zus shows a new one (rotate-secret needs no old one)."""
-        rotated = self._admin.zus.rotate_secret(app_client.id, admin)
+        rotated = self.admin.zus.rotate_secret(app_client.id, admin)
         self.checkpoint(CreateCheckpoints.SECRET_RECOVERED)
-        self._metrics.count("AppClientSecretRecovered")
+        self.metrics.count("AppClientSecretRecovered")
         logger.info("recovered an interrupted create's secret with rotate-secret", extra={"client": app_client.name})
         return rotated.client_secret
 

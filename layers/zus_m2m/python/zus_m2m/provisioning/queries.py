@@ -4,6 +4,7 @@ hourly budget, never anything secret; and the list of them all, the bootstrap ad
 from __future__ import annotations
 
 import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
@@ -12,21 +13,14 @@ from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.values import AWSCURRENT, ClientRecord
 
 
+@dataclass(eq=False)
 class ClientQueries:
-    def __init__(
-        self,
-        records: ClientRecords,
-        secrets: SecretStore,
-        tokens: TokenTable,
-        policy: ProvisioningPolicy,
-        *,
-        clock: Clock = time.time,
-    ) -> None:
-        self._records = records
-        self._secrets = secrets
-        self._tokens = tokens
-        self.policy = policy
-        self._clock = clock
+    records: ClientRecords
+    secrets: SecretStore
+    tokens: TokenTable
+    policy: ProvisioningPolicy
+    _: KW_ONLY
+    clock: Clock = time.time
 
     def get(self, name: str) -> dict[str, Any]:
         """The record, its rotation dates, its token cache state and hourly budget; nothing secret."""
@@ -37,7 +31,7 @@ class ClientQueries:
         return [self._details(record) for record in self.list_clients()]
 
     def list_clients(self) -> list[ClientRecord]:
-        records = {record.name: record for record in self._records.list_active()}
+        records = {record.name: record for record in self.records.list_active()}
         admin = self._admin_record()
         if admin is not None:
             records[admin.name] = admin
@@ -49,15 +43,15 @@ class ClientQueries:
             admin = self._admin_record()
             if admin is not None:
                 return admin
-        item = self._records.get(name)
+        item = self.records.get(name)
         if item is None or item.status != "active" or item.record is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         return item.record
 
     def _details(self, record: ClientRecord) -> dict[str, Any]:
-        description = self._secrets.describe(self.policy.naming.secret_id(record.name))
-        now = self._clock()
-        state = self._tokens.get(record.name)
+        description = self.secrets.describe(self.policy.naming.secret_id(record.name))
+        now = self.clock()
+        state = self.tokens.get(record.name)
         token = state.token if state.token is not None and state.token.seconds_left(now) > 0 else None
         last = next_due = None
         if description is not None:
@@ -69,7 +63,7 @@ class ClientQueries:
             "nextRotation": next_due,
             "token": {"cached": token is not None, "expiresAt": int(token.expires_at) if token else None},
             "budget": {
-                "usedLastHour": self._tokens.budget_used(record.name, now),
+                "usedLastHour": self.tokens.budget_used(record.name, now),
                 "limit": self.policy.token_budget_per_hour,
             },
         }
@@ -77,10 +71,10 @@ class ClientQueries:
     def _admin_record(self) -> ClientRecord | None:
         """The bootstrap admin, made by hand, has no record: it is described by its secret."""
         secret_id = self.policy.naming.admin_secret_name
-        description = self._secrets.describe(secret_id)
+        description = self.secrets.describe(secret_id)
         if description is None or description.deleted:
             return None
-        credentials = self._secrets.read(secret_id, AWSCURRENT)
+        credentials = self.secrets.read(secret_id, AWSCURRENT)
         if credentials is None:
             return None
         return ClientRecord(

@@ -9,6 +9,7 @@ crash anywhere finishes the job. Every external step is followed by ``checkpoint
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass
 
 from zus_m2m import errors
 from zus_m2m.ports import Checkpoint, ClientRecords, MetricsSink, SecretStore, TokenTable, no_checkpoint
@@ -27,30 +28,21 @@ class RetireCheckpoints:
     TOKENS_PURGED = "tokens-purged"
 
 
+@dataclass(eq=False)
 class RetireClient:
-    def __init__(
-        self,
-        records: ClientRecords,
-        admin: BootstrapAdmin,
-        secrets: SecretStore,
-        tokens: TokenTable,
-        policy: ProvisioningPolicy,
-        metrics: MetricsSink,
-        *,
-        checkpoint: Checkpoint = no_checkpoint,
-    ) -> None:
-        self._records = records
-        self._admin = admin
-        self._secrets = secrets
-        self._tokens = tokens
-        self.policy = policy
-        self._metrics = metrics
-        self.checkpoint = checkpoint
+    records: ClientRecords
+    admin: BootstrapAdmin
+    secrets: SecretStore
+    tokens: TokenTable
+    policy: ProvisioningPolicy
+    metrics: MetricsSink
+    _: KW_ONLY
+    checkpoint: Checkpoint = no_checkpoint
 
     def __call__(self, name: str) -> None:
         if name == self.policy.admin_client_name:
             raise errors.ResourceConflict("the bootstrap admin client cannot be deleted through the service")
-        item = self._records.get(name)
+        item = self.records.get(name)
         if item is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         if item.status == "creating" or item.record is None:
@@ -58,23 +50,23 @@ class RetireClient:
                 f"app client {name!r} is being created; repeat the create to finish it, then delete it"
             )
         try:
-            if not self._records.mark_deleting(name):
+            if not self.records.mark_deleting(name):
                 raise errors.ResourceConflict(f"app client {name!r} changed while being deleted; retry")
             self.checkpoint(RetireCheckpoints.DELETE_MARKED)
             try:
-                self._admin.zus.delete_app_client(item.record.app_client_id, self._admin.bearer())
+                self.admin.zus.delete_app_client(item.record.app_client_id, self.admin.bearer())
             except errors.ZusNotFound:
                 logger.info("the Zus app client was already gone", extra={"client": name})
             self.checkpoint(RetireCheckpoints.APP_CLIENT_DELETED)
             secret_id = self.policy.naming.secret_id(name)
-            description = self._secrets.describe(secret_id)
+            description = self.secrets.describe(secret_id)
             if description is not None and not description.deleted:
-                self._secrets.schedule_deletion(secret_id, self.policy.recovery_window_days)
+                self.secrets.schedule_deletion(secret_id, self.policy.recovery_window_days)
             self.checkpoint(RetireCheckpoints.SECRET_DELETION_SCHEDULED)
-            self._tokens.purge(name)
+            self.tokens.purge(name)
             self.checkpoint(RetireCheckpoints.TOKENS_PURGED)
-            self._records.delete(name)
+            self.records.delete(name)
         except errors.ZusM2MError as exc:
-            raise self._admin.translated(exc) from exc
-        self._metrics.count("AppClientDeleted")
+            raise self.admin.translated(exc) from exc
+        self.metrics.count("AppClientDeleted")
         logger.info("app client deleted", extra={"client": name, "app_client_id": item.record.app_client_id})

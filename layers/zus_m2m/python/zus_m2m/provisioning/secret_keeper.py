@@ -4,6 +4,7 @@ again after an interrupted create, put under rotation, and proven with a token."
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from zus_m2m import errors
 from zus_m2m.ports import SecretStore, TokenIssuer, ZusAdmin
@@ -19,20 +20,20 @@ def idempotency_key(name: str, app_client_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{name}\n{app_client_id}"))
 
 
+@dataclass(eq=False)
 class SecretKeeper:
-    def __init__(self, secrets: SecretStore, zus: ZusAdmin, issuer: TokenIssuer, policy: ProvisioningPolicy) -> None:
-        self._secrets = secrets
-        self._zus = zus
-        self._issuer = issuer
-        self.policy = policy
+    secrets: SecretStore
+    zus: ZusAdmin
+    issuer: TokenIssuer
+    policy: ProvisioningPolicy
 
     def stored_secret(self, name: str, app_client: AppClient) -> str | None:
         """The secret an interrupted create stored for ``app_client`` before it died, if it is there."""
         secret_id = self.policy.naming.secret_id(name)
-        description = self._secrets.describe(secret_id)
+        description = self.secrets.describe(secret_id)
         if description is None or description.deleted:
             return None
-        stored = self._secrets.read(secret_id, AWSCURRENT, fresh=True)
+        stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
         if stored is not None and (stored.app_client_id, stored.client_id) == (app_client.id, app_client.client_id):
             return stored.client_secret
         return None
@@ -40,9 +41,9 @@ class SecretKeeper:
     def store(self, credentials: ClientCredentials) -> str:
         """Store the credentials as the secret's current version; idempotent. Returns the secret's ARN."""
         secret_id = self.policy.naming.secret_id(credentials.name)
-        description = self._secrets.describe(secret_id)
+        description = self.secrets.describe(secret_id)
         if description is None:
-            return self._secrets.create(
+            return self.secrets.create(
                 secret_id,
                 credentials,
                 kms_key_id=self.policy.kms_key_id,
@@ -51,18 +52,18 @@ class SecretKeeper:
             )
         if description.deleted:
             # A client of the same name was deleted within the recovery window: reuse its secret.
-            self._secrets.restore(secret_id)
+            self.secrets.restore(secret_id)
         else:
-            stored = self._secrets.read(secret_id, AWSCURRENT, fresh=True)
+            stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
             if stored == credentials:
                 return description.arn
-        self._secrets.put_current(secret_id, credentials, str(uuid.uuid4()))
+        self.secrets.put_current(secret_id, credentials, str(uuid.uuid4()))
         return description.arn
 
     def configure_rotation(self, name: str) -> None:
         """Put the secret under scheduled rotation, when the stack has a rotation function."""
         if self.policy.rotation_function_arn:
-            self._secrets.configure_rotation(
+            self.secrets.configure_rotation(
                 self.policy.naming.secret_id(name),
                 self.policy.rotation_function_arn,
                 self.policy.rotation_interval_days,
@@ -72,10 +73,10 @@ class SecretKeeper:
         """The guide's steps 3-4 with what Secrets Manager now holds: a token from the stored secret
         (through token vending, so it is cached rather than wasted), then a read of the client with it."""
         secret_id = self.policy.naming.secret_id(name)
-        stored = self._secrets.read(secret_id, AWSCURRENT, fresh=True)
+        stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
         if stored is None or stored.app_client_id != app_client.id:
             raise errors.StoreUnavailable(f"the secret {secret_id} does not hold the new client's credentials yet")
-        token = self._issuer.issue_with(stored.name, stored)
-        read = self._zus.get_app_client(app_client.id, token.access_token)
+        token = self.issuer.issue_with(stored.name, stored)
+        read = self.zus.get_app_client(app_client.id, token.access_token)
         if read.id != app_client.id or read.client_id != app_client.client_id:
             raise errors.ZusError("get app client", 200, "the app client read back is not the one created")

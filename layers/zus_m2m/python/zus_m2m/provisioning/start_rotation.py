@@ -4,6 +4,7 @@ function's four steps (``zus_m2m.rotation.steps``)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import errors
@@ -14,25 +15,23 @@ from zus_m2m.provisioning.queries import ClientQueries
 logger = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class StartRotation:
-    def __init__(
-        self, queries: ClientQueries, secrets: SecretStore, policy: ProvisioningPolicy, metrics: MetricsSink
-    ) -> None:
-        self._queries = queries
-        self._secrets = secrets
-        self.policy = policy
-        self._metrics = metrics
+    queries: ClientQueries
+    secrets: SecretStore
+    policy: ProvisioningPolicy
+    metrics: MetricsSink
 
     def __call__(self, name: str) -> dict[str, Any]:
         """The client must exist (ResourceNotFound) and have no rotation in progress (ResourceConflict)."""
-        record = self._queries.record(name)
+        record = self.queries.record(name)
         secret_id = self.policy.naming.secret_id(name)
-        description = self._secrets.describe(secret_id)
+        description = self.secrets.describe(secret_id)
         if description is None or description.deleted:
             raise errors.ResourceNotFound(f"app client {name!r} has no secret to rotate")
         if description.rotation_in_progress:
             raise errors.ResourceConflict(f"a rotation of {name!r} is already in progress")
-        self._secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
-        self._metrics.count("RotationStarted")
+        self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
+        self.metrics.count("RotationStarted")
         logger.info("rotation started", extra={"client": name})
         return {"name": record.name, "secretArn": description.arn, "rotation": "started"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
@@ -74,30 +74,21 @@ class RotationTarget:
         return self.description.name
 
 
+@dataclass(eq=False)
 class RotationSteps:
-    def __init__(
-        self,
-        store: SecretStore,
-        zus: ZusAdmin,
-        issuer: TokenIssuer,
-        admin: AdminTokens,
-        policy: RotationPolicy,
-        metrics: MetricsSink,
-        *,
-        clock: Clock = time.time,
-        sleep: Sleep = time.sleep,
-        checkpoint: Checkpoint = no_checkpoint,
-    ) -> None:
-        self._store = store
-        self._zus = zus
-        self._issuer = issuer
-        self._admin = admin
-        self.policy = policy
-        self._metrics = metrics
-        self._clock = clock
-        self._sleep = sleep
-        self.checkpoint = checkpoint
-        self._steps: dict[str, Callable[[RotationTarget, str], str]] = {
+    store: SecretStore
+    zus: ZusAdmin
+    issuer: TokenIssuer
+    admin: AdminTokens
+    policy: RotationPolicy
+    metrics: MetricsSink
+    _: KW_ONLY
+    clock: Clock = time.time
+    sleep: Sleep = time.sleep
+    checkpoint: Checkpoint = no_checkpoint
+
+    def __post_init__(self) -> None:
+        self._run_by_step: dict[str, Callable[[RotationTarget, str], str]] = {
             CREATE_SECRET: self._create_secret,
             SET_SECRET: self._set_secret,
             TEST_SECRET: self._test_secret,
@@ -107,10 +98,10 @@ class RotationSteps:
     def run(self, step: str, secret_id: str, version_id: str) -> str:
         """Run one rotation step for version ``version_id`` of ``secret_id`` (a name or an ARN);
         returns what it did. Raises on failure, so that Secrets Manager retries the step."""
-        run = self._steps.get(step)
+        run = self._run_by_step.get(step)
         if run is None:
             raise errors.InvalidRequest(f"unknown rotation step {step[:40]!r}; steps are {', '.join(STEPS)}")
-        started = self._clock()
+        started = self.clock()
         context: dict[str, Any] = {"step": step, "secret": secret_id, "version": version_id}
         try:
             target = self._guard(secret_id, version_id)
@@ -118,12 +109,12 @@ class RotationSteps:
             quiet = target.already_current and step != FINISH_SECRET
             outcome = "already-current" if quiet else run(target, version_id)
         except Exception as exc:
-            self._metrics.count("RotationFailed")
+            self.metrics.count("RotationFailed")
             reason = exc.detail if isinstance(exc, errors.ZusM2MError) else type(exc).__name__
             logger.error("rotation step failed", extra={**context, "reason": reason})
             raise
-        self._metrics.count("RotationStep")
-        seconds = round(self._clock() - started, 3)
+        self.metrics.count("RotationStep")
+        seconds = round(self.clock() - started, 3)
         logger.info("rotation step done", extra={**context, "outcome": outcome, "seconds": seconds})
         return outcome
 
@@ -139,7 +130,7 @@ class RotationSteps:
 
     def _guard(self, secret_id: str, version_id: str) -> RotationTarget:
         """The checks every step makes first, in this order."""
-        description = self._store.describe(secret_id)
+        description = self.store.describe(secret_id)
         if description is None or description.deleted:
             raise errors.ResourceNotFound(f"secret {secret_id} does not exist or is scheduled for deletion")
         target = self.target_of(description)
@@ -171,9 +162,9 @@ class RotationSteps:
         # Secrets Manager retries steps: a version that already holds a value was stored by an earlier
         # attempt. Never rotate at Zus again: that secret would be another one, and a version's value
         # never changes (Secrets Manager refuses another value for the same ClientRequestToken).
-        if self._store.read_version(target.secret_id, version_id) is not None:
+        if self.store.read_version(target.secret_id, version_id) is not None:
             return "already-created"
-        current = self._store.read(target.secret_id, AWSCURRENT, fresh=True)
+        current = self.store.read(target.secret_id, AWSCURRENT, fresh=True)
         if current is None or not current.app_client_id:
             # The bootstrap admin's secret is written by hand: without appClientId Zus cannot be asked.
             lacks = "an AWSCURRENT value" if current is None else "appClientId"
@@ -181,10 +172,10 @@ class RotationSteps:
         # An admin can always rotate: the new secret does not depend on the old one still working, which
         # is what recovers a lost secret. The bootstrap admin rotates its own secret with a token it
         # obtained with its current secret (cached tokens stay valid after the rotation).
-        rotated = self._zus.rotate_secret(current.app_client_id, self._admin.bearer())
+        rotated = self.zus.rotate_secret(current.app_client_id, self.admin.bearer())
         self.checkpoint(RotationCheckpoints.ZUS_ROTATED)
         # At once: Zus shows the new secret only in this answer, and the old one may already be dead.
-        self._store.put_pending(target.secret_id, current.with_secret(rotated.client_secret), version_id)
+        self.store.put_pending(target.secret_id, current.with_secret(rotated.client_secret), version_id)
         self.checkpoint(RotationCheckpoints.PENDING_STORED)
         return "created"
 
@@ -193,7 +184,7 @@ class RotationSteps:
         return "nothing-to-set"
 
     def _test_secret(self, target: RotationTarget, version_id: str) -> str:
-        pending = self._store.read_version(target.secret_id, version_id)
+        pending = self.store.read_version(target.secret_id, version_id)
         if pending is None:
             # No value: Secrets Manager's test of a rotation configuration (RotateSecret with
             # RotateImmediately false), which invokes only testSecret. Nothing was rotated to test;
@@ -206,38 +197,38 @@ class RotationSteps:
     def _issue_patiently(self, target: RotationTarget, credentials: ClientCredentials) -> None:
         """Obtain a token with the credentials, through the vendor so that it is cached (the test costs
         no extra token request), retrying invalid_client with backoff for up to ``test_patience`` s."""
-        deadline = self._clock() + self.policy.test_patience
+        deadline = self.clock() + self.policy.test_patience
         for pause in backoff(self.policy.first_test_pause, self.policy.max_test_pause):
             try:
-                self._issuer.issue_with(target.client, credentials)
+                self.issuer.issue_with(target.client, credentials)
                 return
             except errors.ZusInvalidClient:
-                if self._clock() + pause > deadline:
+                if self.clock() + pause > deadline:
                     raise
                 logger.info(
                     "the new secret is not accepted yet; retrying",
                     extra={"client": target.client, "pause": pause},
                 )
-                self._sleep(pause)
+                self.sleep(pause)
 
     def _finish_secret(self, target: RotationTarget, version_id: str) -> str:
         outcome = "already-current"
         if not target.already_current:
             # Never promote a version without a value (testSecret lets one pass: see there).
-            if self._store.read_version(target.secret_id, version_id) is None:
+            if self.store.read_version(target.secret_id, version_id) is None:
                 raise errors.ResourceConflict(
                     f"version {version_id} of secret {target.secret_id} holds no value; createSecret has not run"
                 )
             current = target.description.version_at(AWSCURRENT)
             # AWSPREVIOUS follows AWSCURRENT's old version.
-            self._store.move_stage(target.secret_id, AWSCURRENT, version_id, current)
+            self.store.move_stage(target.secret_id, AWSCURRENT, version_id, current)
             self.checkpoint(RotationCheckpoints.CURRENT_MOVED)
             outcome = "finished"
         # Remove AWSPENDING from the new current version. Secrets Manager accepts either end state (no
         # AWSPENDING, or AWSPENDING on the AWSCURRENT version); without it the label keeps its meaning,
         # "the version that becomes current when a rotation finishes", and names no finished version.
         if AWSPENDING in target.description.versions.get(version_id, []):
-            self._store.remove_stage(target.secret_id, AWSPENDING, version_id)
+            self.store.remove_stage(target.secret_id, AWSPENDING, version_id)
             self.checkpoint(RotationCheckpoints.PENDING_REMOVED)
             outcome = "finished" if outcome == "finished" else "pending-label-removed"
         return outcome

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
@@ -17,23 +18,15 @@ from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS
 logger = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class RotationSweep:
-    def __init__(
-        self,
-        store: SecretStore,
-        steps: RotationSteps,
-        issuer: TokenIssuer,
-        policy: RotationPolicy,
-        metrics: MetricsSink,
-        *,
-        clock: Clock = time.time,
-    ) -> None:
-        self._store = store
-        self._steps = steps
-        self._issuer = issuer
-        self.policy = policy
-        self._metrics = metrics
-        self._clock = clock
+    store: SecretStore
+    steps: RotationSteps
+    issuer: TokenIssuer
+    policy: RotationPolicy
+    metrics: MetricsSink
+    _: KW_ONLY
+    clock: Clock = time.time
 
     def run(self) -> dict[str, Any]:
         """Returns a report (the handler logs it): the outcome per secret, by name, and counts per outcome."""
@@ -43,7 +36,7 @@ class RotationSweep:
                 outcome = self._visit(secret_name)
             except errors.ZusM2MError as exc:
                 outcome = "failed"
-                self._metrics.count("RotationFailed")
+                self.metrics.count("RotationFailed")
                 logger.warning("rotation sweep failed", extra={"secret": secret_name, "reason": exc.detail})
             outcomes[secret_name] = outcome
         counts: dict[str, int] = {}
@@ -53,18 +46,18 @@ class RotationSweep:
 
     def _secret_names(self) -> list[str]:
         naming = self.policy.naming
-        names = [description.name for description in self._store.list_managed(naming.stage)]
+        names = [description.name for description in self.store.list_managed(naming.stage)]
         if naming.admin_secret_name and naming.admin_secret_name not in names:
             names.append(naming.admin_secret_name)
         return names
 
     def _visit(self, secret_name: str) -> str:
         # Describe afresh: a listing may be stale, and Secrets Manager's ListSecrets lags.
-        description = self._store.describe(secret_name)
+        description = self.store.describe(secret_name)
         if description is None or description.deleted:
             return "absent"
-        target = self._steps.target_of(description)
-        now = self._clock()
+        target = self.steps.target_of(description)
+        now = self.clock()
         if description.rotation_in_progress:
             # LastChangedDate moves when a version is added or a label moves, LastRotatedDate when a
             # rotation ran: the later of them bounds how long this rotation has not moved.
@@ -88,14 +81,14 @@ class RotationSweep:
         """A rotation that died: roll it forward if its new secret works, else clear it away."""
         pending_version = target.description.version_at(AWSPENDING)
         assert pending_version is not None  # rotation_in_progress says so
-        has_value = self._store.read_version(target.secret_id, pending_version) is not None
+        has_value = self.store.read_version(target.secret_id, pending_version) is not None
         working = self._first_working(target, (AWSPENDING, AWSCURRENT, AWSPREVIOUS))
         if working == AWSPENDING:
             # Zus holds the pending secret (its token is now cached): finish the rotation.
-            self._steps.run(FINISH_SECRET, target.secret_id, pending_version)
+            self.steps.run(FINISH_SECRET, target.secret_id, pending_version)
             logger.info("stuck rotation rolled forward", extra={"client": target.client, "version": pending_version})
             return "rolled-forward"
-        self._store.remove_stage(target.secret_id, AWSPENDING, pending_version)
+        self.store.remove_stage(target.secret_id, AWSPENDING, pending_version)
         if working is None:
             return self._recover(target, "every version refused")
         if working != AWSCURRENT:
@@ -111,12 +104,12 @@ class RotationSweep:
     def _recover(self, target: RotationTarget, reason: str) -> str:
         """Zus refuses the current secret: rotate to a new one, which needs no old secret to work."""
         self._start(target)
-        self._metrics.count("SecretRecoveryStarted")
+        self.metrics.count("SecretRecoveryStarted")
         logger.error("secret recovery started", extra={"client": target.client, "reason": reason})
         return "recovery-started"
 
     def _start(self, target: RotationTarget) -> None:
-        self._store.start_rotation(target.secret_id, self.policy.rotation_function_arn or None)
+        self.store.start_rotation(target.secret_id, self.policy.rotation_function_arn or None)
 
     def _first_working(self, target: RotationTarget, stages: tuple[str, ...]) -> str | None:
         """The first stage whose secret Zus accepts (the token it yields is cached), or None if Zus
@@ -124,12 +117,12 @@ class RotationSweep:
         say nothing about the secret."""
         tried: set[str] = set()
         for stage in stages:
-            credentials = self._store.read(target.secret_id, stage, fresh=True)
+            credentials = self.store.read(target.secret_id, stage, fresh=True)
             if credentials is None or credentials.client_secret in tried:
                 continue
             tried.add(credentials.client_secret)
             try:
-                self._issuer.issue_with(target.client, credentials)
+                self.issuer.issue_with(target.client, credentials)
             except errors.ZusInvalidClient:
                 continue
             return stage
