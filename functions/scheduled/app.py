@@ -20,6 +20,7 @@ metrics = Metrics()
 settings = Settings.from_env()
 container = wiring.Container(settings, metrics)
 vendor = container.token_vendor()
+token_pre_refresh = container.token_pre_refresh(vendor)
 sweep = container.rotation_sweep(vendor)
 
 # The pre-refresh schedule runs every minute (template.yaml); renew what enters the refresh margin
@@ -28,7 +29,7 @@ PRE_REFRESH_HORIZON_SECONDS = 90.0
 
 
 def pre_refresh() -> Mapping[str, Any]:
-    return vendor.pre_refresh(horizon=PRE_REFRESH_HORIZON_SECONDS)
+    return token_pre_refresh.run(horizon=PRE_REFRESH_HORIZON_SECONDS)
 
 
 def rotation_sweep() -> Mapping[str, Any]:

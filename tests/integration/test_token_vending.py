@@ -11,6 +11,7 @@ import pytest
 
 from zus_m2m import errors
 from zus_m2m.aws.dynamo import client_key
+from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def test_pre_refresh_renews_a_recently_used_token_before_the_margin(stack: Stack
     first = vendor.vend(CLIENT, min_ttl=60)
     stack.table.mark_requested(CLIENT, time.time())
 
-    report = stack.vendor(VendingPolicy(refresh_margin=300)).pre_refresh(horizon=120)
+    report = TokenPreRefresh(stack.table, stack.vendor(VendingPolicy(refresh_margin=300))).run(horizon=120)
 
     assert report == {"considered": 1, "refreshed": 1, "failed": 0}
     state = stack.table.get(CLIENT, consistent=True)

@@ -11,6 +11,7 @@ import pytest
 from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEndpoint, FakeTokenTable, run_now
 
 from zus_m2m import errors
+from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
 from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, ClientCredentials, TokenState
 
@@ -45,6 +46,10 @@ class World:
             sleep=self.clock.sleep,
             run_in_background=background or self.jobs.append,
         )
+
+    def pre_refresh(self, horizon: float) -> dict[str, int]:
+        """The scheduled pre-refresh, in a new container."""
+        return TokenPreRefresh(self.table, self.vendor(), clock=self.clock).run(horizon=horizon)
 
     def stored(self) -> TokenState:
         return self.table.states.get(CLIENT, TokenState())
@@ -289,7 +294,7 @@ def test_pre_refresh_renews_recently_used_tokens_that_will_enter_the_margin(worl
     world.clock.now += 3000  # 600 s left: outside the 300 s margin, inside it in 400 s
     vendor.vend("fresh", min_ttl=60)
 
-    report = world.vendor().pre_refresh(horizon=400)
+    report = world.pre_refresh(horizon=400)
 
     assert report == {"considered": 2, "refreshed": 1, "failed": 0}
     assert world.stored().token is not None
@@ -302,10 +307,10 @@ def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:
     vendor.vend(CLIENT, min_ttl=60)
     world.clock.now += 3500
 
-    assert world.vendor().pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 1}
+    assert world.pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 1}
     world.table.budgets.clear()
     world.table.acquire_lease(CLIENT, "other", world.clock.now, world.clock.now + 30)
-    assert world.vendor().pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 0}
+    assert world.pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 0}
     assert len(world.endpoint.calls) == 1
 
 

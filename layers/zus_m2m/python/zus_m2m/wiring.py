@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from zus_m2m.provisioning.start_rotation import StartRotation
     from zus_m2m.rotation.steps import RotationSteps
     from zus_m2m.rotation.sweep import RotationSweep
+    from zus_m2m.tokens.pre_refresh import TokenPreRefresh
     from zus_m2m.zus.client import ZusClient
 
 # Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
@@ -200,7 +201,8 @@ def provisioning_use_cases(
 
 class Container:
     """What one Lambda container builds from the settings: its AWS and Zus clients, and on request
-    the token vendor, the provisioning use cases, or the rotation steps and sweep."""
+    the token vendor (and its scheduled pre-refresh), the provisioning use cases, or the rotation
+    steps and sweep."""
 
     def __init__(
         self,
@@ -232,6 +234,12 @@ class Container:
                 budget_per_hour=settings.token_budget_per_hour,
             ),
         )
+
+    def token_pre_refresh(self, vendor: TokenVendor) -> TokenPreRefresh:
+        """The scheduled pre-refresh, renewing through ``vendor``."""
+        from zus_m2m.tokens.pre_refresh import TokenPreRefresh
+
+        return TokenPreRefresh(DynamoTokenTable(self._dynamodb, self.settings.table_name), vendor)
 
     def provisioning(self, checkpoint: Checkpoint = no_checkpoint) -> Provisioning:
         """Admin calls use a Builder Admin token vended from the bootstrap secret; the new client's

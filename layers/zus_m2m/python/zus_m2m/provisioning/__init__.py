@@ -6,6 +6,7 @@
 * ``start_rotation``: ask Secrets Manager to rotate a client's secret now.
 
 Each is a dataclass of its collaborators and its policy. They share ``ProvisioningPolicy``
-(``policy``) and the bootstrap admin's Zus access (``admin``); ``zus_m2m.wiring`` builds them. Nothing here imports boto3, requests or event shapes: the
-collaborators are the Protocols of ``zus_m2m.ports``.
+(``policy``), the bootstrap admin's Zus access (``admin``) and a new client's secret handling
+(``secret_keeper``); ``zus_m2m.wiring`` builds them. Nothing here imports boto3, requests or event
+shapes: the collaborators are the Protocols of ``zus_m2m.ports``.
 """

@@ -103,8 +103,8 @@ class BackgroundWork:
 
 
 class TokenVendor:
-    """Vends tokens (``vend``), renews them ahead of expiry (``refresh``, ``pre_refresh``), and
-    obtains one with given credentials for provisioning and rotation (``issue_with``: ``TokenIssuer``)."""
+    """Vends tokens (``vend``), renews them ahead of expiry (``refresh``), and obtains one with given
+    credentials for provisioning and rotation (``issue_with``: ``TokenIssuer``)."""
 
     def __init__(
         self,
@@ -215,19 +215,6 @@ class TokenVendor:
             return False
         self._fetch_under_lease(client)
         return True
-
-    def pre_refresh(self, horizon: float, recent: float = 3600.0) -> dict[str, int]:
-        """The scheduled run: renew tokens of clients used within ``recent`` seconds that enter the
-        margin before the next run, ``horizon`` seconds from now."""
-        report = {"considered": 0, "refreshed": 0, "failed": 0}
-        for client in self._table.requested_since(self._clock() - recent):
-            report["considered"] += 1
-            try:
-                report["refreshed"] += self.refresh(client, horizon)
-            except errors.ZusM2MError as exc:
-                report["failed"] += 1
-                logger.warning("pre-refresh failed", extra={"client": client, "reason": exc.detail})
-        return report
 
     # --- talking to Zus ------------------------------------------------------------------------
 
