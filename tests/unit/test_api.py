@@ -30,11 +30,16 @@ def event_for(name: str, query: str) -> dict[str, Any]:
 
 
 def test_concurrent_requests_on_one_resolver_each_see_their_own_event_and_arguments() -> None:
-    # Given a route that both requests are inside at the same moment
+    # Given a route that both requests are inside at the same moment, having both been routed (their
+    # route arguments stored by Powertools) before either handler is called
     app = api.resolver()
-    both_inside = threading.Barrier(2)
+    both_routed, both_inside = threading.Barrier(2), threading.Barrier(2)
 
-    @app.get("/items/<name>")
+    def after_routing(resolver: Any, next_middleware: Any) -> Any:
+        both_routed.wait(timeout=5)
+        return next_middleware(resolver)
+
+    @app.get("/items/<name>", middlewares=[after_routing])
     def item(name: str) -> Response[str]:
         both_inside.wait(timeout=5)
         return api.json_response(200, {"name": name, "q": app.current_event.get_query_string_value("q")})
