@@ -32,9 +32,10 @@ class DynamoTokenTable:
             ).get("Item", {})
         token = None
         if "accessToken" in item:
+            token_type = string_of(item, "tokenType")
             token = CachedToken(
                 access_token=item["accessToken"]["S"],
-                token_type=string_of(item, "tokenType") or "Bearer",
+                token_type="Bearer" if token_type is None else token_type,
                 expires_at=number_of(item, "expiresAt"),
             )
         return TokenState(
