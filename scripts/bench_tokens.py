@@ -105,7 +105,7 @@ def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
 def provision(moto: str, zus: str, lifetime: int) -> str:
     """One managed client: created at the emulator, its secret stored in moto. Returns its clientId."""
     from zus_local.aws_setup import create_table
-    from zus_m2m.credentials import ClientCredentials
+    from zus_m2m.values import ClientCredentials
     from zus_m2m.zus.client import ZusClient
     from zus_m2m.zus.endpoints import ZusEndpoints
 

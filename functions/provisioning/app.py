@@ -9,14 +9,14 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import api, openapi, provisioning, validation, wiring
+from zus_m2m import api, openapi, validation, wiring
 from zus_m2m.settings import Settings
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
 metrics = Metrics()
 settings = Settings.from_env()
-provisioner = wiring.provisioner(settings, metrics)
+provisioning = wiring.Container(settings, metrics).provisioning()
 app = api.resolver()
 
 
@@ -31,9 +31,8 @@ app = api.resolver()
 )
 def create_app_client() -> Response[str]:
     event = app.current_event
-    content_type = event.headers.get("content-type")
-    request = provisioning.parse_create_request(api.body_text(event), content_type)
-    record, created = provisioner.create(request)
+    request = api.parse_create_request(api.body_text(event), event.headers.get("content-type"))
+    record, created = provisioning.create_client(request)
     logger.info("create answered", extra={"client": record.name, "new_client": created})
     headers = {"Location": f"/app-clients/{record.name}"} if created else {}
     return api.json_response(201 if created else 200, record.to_json(), headers=headers)
@@ -45,7 +44,7 @@ def create_app_client() -> Response[str]:
     **openapi.operation(ok={200: ("every managed client", "AppClientList")}, errors=(503,)),
 )
 def list_app_clients() -> Response[str]:
-    return api.json_response(200, {"appClients": provisioner.list_details()})
+    return api.json_response(200, {"appClients": provisioning.queries.list_details()})
 
 
 @app.get(
@@ -56,7 +55,7 @@ def list_app_clients() -> Response[str]:
     ),
 )
 def get_app_client(name: str) -> Response[str]:
-    return api.json_response(200, provisioner.get(validation.client_name(name)))
+    return api.json_response(200, provisioning.queries.get(validation.client_name(name)))
 
 
 @app.delete(
@@ -65,7 +64,7 @@ def get_app_client(name: str) -> Response[str]:
     **openapi.operation(ok={204: ("deleted", None)}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)),
 )
 def delete_app_client(name: str) -> Response[str]:
-    provisioner.delete(validation.client_name(name))
+    provisioning.retire_client(validation.client_name(name))
     return Response(status_code=204, headers=api.NO_STORE)
 
 
@@ -77,7 +76,7 @@ def delete_app_client(name: str) -> Response[str]:
     ),
 )
 def start_rotation(name: str) -> Response[str]:
-    return api.json_response(202, provisioner.start_rotation(validation.client_name(name)))
+    return api.json_response(202, provisioning.start_rotation(validation.client_name(name)))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -2,7 +2,7 @@
 
 Secrets Manager invokes it with ``{"Step", "SecretId", "ClientRequestToken"}``; locally the local stack
 plays Secrets Manager with the same event (``zus_local.secrets_manager_rotation``). A failed step
-raises, so that Secrets Manager retries it; every step is idempotent (``zus_m2m.rotation``).
+raises, so that Secrets Manager retries it; every step is idempotent (``zus_m2m.rotation.steps``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
 metrics = Metrics()
 settings = Settings.from_env()
-rotator = wiring.rotator(settings, metrics)
+steps = wiring.Container(settings, metrics).rotation_steps()
 
 EVENT_FIELDS = ("Step", "SecretId", "ClientRequestToken")
 
 
 def parse_event(event: Any) -> tuple[str, str, str]:
-    """The step, secret and version of a Secrets Manager rotation event (InvalidRequest if malformed)."""
+    """The step, secret and version id (its ClientRequestToken) of a Secrets Manager rotation event
+    (InvalidRequest if malformed)."""
     if not isinstance(event, dict):
         raise errors.InvalidRequest("a rotation event is a JSON object")
     missing = [name for name in EVENT_FIELDS if not isinstance(event.get(name), str) or not event[name]]
@@ -38,7 +39,7 @@ def parse_event(event: Any) -> tuple[str, str, str]:
 @logger.inject_lambda_context(clear_state=True)
 @wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
-    step, secret_id, token = parse_event(event)
-    logger.append_keys(step=step, secret=secret_id, version=token)
-    outcome = rotator.run_step(step, secret_id, token)
+    step, secret_id, version_id = parse_event(event)
+    logger.append_keys(step=step, secret=secret_id, version=version_id)
+    outcome = steps.run(step, secret_id, version_id)
     return {"step": step, "outcome": outcome}

@@ -18,8 +18,10 @@ logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
 metrics = Metrics()
 settings = Settings.from_env()
-vendor = wiring.token_vendor(settings, metrics)
-rotator = wiring.rotator(settings, metrics, vendor=vendor)
+container = wiring.Container(settings, metrics)
+vendor = container.token_vendor()
+token_pre_refresh = container.token_pre_refresh(vendor)
+sweep = container.rotation_sweep(vendor)
 
 # The pre-refresh schedule runs every minute (template.yaml); renew what enters the refresh margin
 # before the next run, with half a minute to spare for a late or slow run.
@@ -27,11 +29,11 @@ PRE_REFRESH_HORIZON_SECONDS = 90.0
 
 
 def pre_refresh() -> Mapping[str, Any]:
-    return vendor.pre_refresh(horizon=PRE_REFRESH_HORIZON_SECONDS)
+    return token_pre_refresh.run(horizon=PRE_REFRESH_HORIZON_SECONDS)
 
 
 def rotation_sweep() -> Mapping[str, Any]:
-    return rotator.sweep()
+    return sweep.run()
 
 
 JOBS: Mapping[str, Callable[[], Mapping[str, Any]]] = {

@@ -17,7 +17,7 @@ logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
 metrics = Metrics()
 settings = Settings.from_env()
-vendor = wiring.token_vendor(settings, metrics)
+vendor = wiring.Container(settings, metrics).token_vendor()
 app = api.resolver()
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from zus_local.aws_setup import store_admin_secret
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.credentials import ClientCredentials
 from zus_m2m.errors import ZusM2MError
 from zus_m2m.settings import Settings
+from zus_m2m.values import ClientCredentials
 from zus_m2m.zus.client import ZusClient
 
 

@@ -1,13 +1,25 @@
-"""moto as every part of this project runs it: closer to the real services in two ways that the
-service's guarantees rest on, and able to cut its connections when stopped.
+"""moto as every part of this project runs it: made to behave as the real services do where the
+service's guarantees rest on it, and able to cut its connections when stopped.
 
-* Requests are served one at a time. moto answers on concurrent threads without a lock, so two
-  conditional writes that race can both succeed; real DynamoDB conditional writes (and Secrets
-  Manager's version checks) are atomic, and the single-flight lease, the token budget and the
-  provisioning claim rely on that.
-* RotateSecret refuses to start a rotation while AWSPENDING sits on a version other than
-  AWSCURRENT's, as Secrets Manager does ("A previous rotation isn't complete"); moto 5.2 checks the
-  opposite case, so racing rotation requests could each start one.
+Requests are served one at a time. moto answers on concurrent threads without a lock, so two
+conditional writes that race can both succeed; real DynamoDB conditional writes (and Secrets
+Manager's version checks) are atomic, and the single-flight lease, the token budget and the
+provisioning claim rely on that.
+
+Secrets Manager's rotation bookkeeping, where moto 5.2 differs from the real service (so that the
+service's code speaks of the real service alone):
+
+* RotateSecret refuses to start a rotation while one is in progress (AWSPENDING on a version other
+  than AWSCURRENT's: "A previous rotation isn't complete"). moto checks the opposite case: it refuses
+  when AWSPENDING sits on the AWSCURRENT version (a finished rotation's label, which the real service
+  simply moves to the new version) and lets racing requests each start a rotation.
+* RotateSecret turns rotation on (RotationEnabled); moto reports it only once rotation rules were set.
+* RotateSecret with RotateImmediately false only tests the configuration; moto leaves a new
+  AWSPENDING version behind (holding a copy of an old value), which reads as a rotation in progress.
+* A version's value never changes: reusing its ClientRequestToken with another value is refused
+  (ResourceExistsException). moto overwrites a version labelled AWSPENDING that already has one.
+* GetSecretValue without a stage or version reads AWSCURRENT. moto reads a "default version" that a
+  stage move leaves behind (and that RotateSecret points at the new version, before it has a value).
 """
 
 from __future__ import annotations
@@ -20,42 +32,102 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import ThreadedWSGIServer
 
 from zus_emulator.http_server import TracksConnections
+from zus_m2m.values import AWSCURRENT, AWSPENDING, rotation_started
 
 __all__ = ["MotoServer", "make_moto_server", "serialized_moto_app"]
 
-_guard_lock = threading.Lock()
-_guarded = False
+_patch_lock = threading.Lock()
+_patched = False
 
 
-def guard_rotations() -> None:
-    """Give moto's RotateSecret Secrets Manager's in-progress check (once per process)."""
-    global _guarded
-    with _guard_lock:
-        if _guarded:
+def secrets_manager_as_aws() -> None:
+    """Patch moto's Secrets Manager backend where it differs from the real service (once per process)."""
+    global _patched
+    with _patch_lock:
+        if _patched:
             return
-        from moto.secretsmanager.exceptions import InvalidRequestException
-        from moto.secretsmanager.models import SecretsManagerBackend
+        from moto.secretsmanager.exceptions import InvalidRequestException, ResourceExistsException
+        from moto.secretsmanager.models import FakeSecret, SecretsManagerBackend
 
-        original = SecretsManagerBackend.rotate_secret
+        rotate = SecretsManagerBackend.rotate_secret
+        move_stage = SecretsManagerBackend.update_secret_version_stage
+        check_token = SecretsManagerBackend._check_with_existing_secrets_and_versions
 
-        def rotate_secret(self: Any, secret_id: str, *args: Any, **kwargs: Any) -> Any:
-            if self._is_valid_identifier(secret_id):
-                versions = getattr(self.secrets[secret_id], "versions", {})
-                if any(
-                    "AWSPENDING" in version["version_stages"] and "AWSCURRENT" not in version["version_stages"]
-                    for version in versions.values()
-                ):
-                    raise InvalidRequestException(
-                        "A previous rotation isn't complete. That rotation will be reattempted."
-                    )
-            return original(self, secret_id, *args, **kwargs)
+        def own_secret(backend: Any, secret_id: str) -> Any:
+            secret = backend.secrets.get(secret_id) if backend._is_valid_identifier(secret_id) else None
+            return secret if isinstance(secret, FakeSecret) else None
+
+        def rotate_secret(
+            self: Any,
+            secret_id: str,
+            client_request_token: str | None = None,
+            rotation_lambda_arn: str | None = None,
+            rotation_rules: dict[str, Any] | None = None,
+            rotate_immediately: bool = True,
+        ) -> str:
+            secret = own_secret(self, secret_id)
+            if secret is None:  # moto's own errors: not found, a replica
+                return rotate(
+                    self, secret_id, client_request_token, rotation_lambda_arn, rotation_rules, rotate_immediately
+                )
+            if any(rotation_started(version["version_stages"]) for version in secret.versions.values()):
+                raise InvalidRequestException("A previous rotation isn't complete. That rotation will be reattempted.")
+            secret.remove_version_stages_from_old_versions([AWSPENDING])  # a finished rotation's label
+            before = set(secret.versions)
+            answer = rotate(
+                self, secret_id, client_request_token, rotation_lambda_arn, rotation_rules, rotate_immediately
+            )
+            if secret.rotation_lambda_arn:
+                secret.rotation_enabled = True
+            if not rotate_immediately:
+                for version_id in set(secret.versions) - before:
+                    del secret.versions[version_id]
+            _follow_current(secret)
+            return str(answer)
+
+        def update_secret_version_stage(self: Any, secret_id: str, *args: Any, **kwargs: Any) -> tuple[str, str]:
+            answer = move_stage(self, secret_id, *args, **kwargs)
+            secret = own_secret(self, secret_id)
+            if secret is not None:
+                _follow_current(secret)
+            return answer
+
+        def check_with_existing_secrets_and_versions(
+            self: Any,
+            secret_name: str,
+            client_request_token: str | None,
+            secret_string: str | None,
+            secret_binary: str | None,
+            on_create: bool = False,
+        ) -> Any:
+            secret = own_secret(self, secret_name)
+            version = secret.versions.get(client_request_token) if secret and client_request_token else None
+            if version is not None and ("secret_string" in version or "secret_binary" in version):
+                if (version.get("secret_string"), version.get("secret_binary")) == (secret_string, secret_binary):
+                    return secret
+                raise ResourceExistsException(
+                    f"You can't use ClientRequestToken {client_request_token} because that value is already "
+                    f"in use for a version of secret {secret.arn}."
+                )
+            return check_token(self, secret_name, client_request_token, secret_string, secret_binary, on_create)
 
         SecretsManagerBackend.rotate_secret = rotate_secret  # type: ignore[method-assign]
-        _guarded = True
+        SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage  # type: ignore[method-assign]
+        SecretsManagerBackend._check_with_existing_secrets_and_versions = (  # type: ignore[method-assign]
+            check_with_existing_secrets_and_versions
+        )
+        _patched = True
+
+
+def _follow_current(secret: Any) -> None:
+    """Point moto's default version (what an unstaged read answers) at the AWSCURRENT version."""
+    current = next((version_id for version_id, v in secret.versions.items() if AWSCURRENT in v["version_stages"]), None)
+    if current is not None:
+        secret.set_default_version_id(current)
 
 
 def serialized_moto_app() -> Any:
-    guard_rotations()
+    secrets_manager_as_aws()
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
 

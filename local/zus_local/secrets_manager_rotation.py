@@ -35,9 +35,10 @@ import boto3
 import requests
 from botocore.exceptions import ClientError
 
-logger = logging.getLogger(__name__)
+from zus_m2m.rotation.steps import STEPS
+from zus_m2m.values import rotation_started
 
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+logger = logging.getLogger(__name__)
 
 InvokeStep = Callable[[dict[str, str]], object]
 
@@ -77,8 +78,7 @@ def find_started_rotations(secretsmanager: Any) -> list[tuple[str, str]]:
             # ListSecrets calls the map SecretVersionsToStages (DescribeSecret: VersionIdsToStages).
             versions = entry.get("SecretVersionsToStages") or entry.get("VersionIdsToStages") or {}
             for version, stages in versions.items():
-                started = "AWSPENDING" in stages and "AWSCURRENT" not in stages
-                if started and not _has_value(secretsmanager, entry["ARN"], version):
+                if rotation_started(stages) and not _has_value(secretsmanager, entry["ARN"], version):
                     found.append((entry["ARN"], version))
     return found
 

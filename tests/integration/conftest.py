@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -14,14 +16,17 @@ from zus_emulator import EmulatorConfig, EmulatorServer
 from zus_local.aws_setup import store_admin_secret
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors, wiring
-from zus_m2m.aws.secrets import SecretsManagerStore, managed_tags
+from zus_m2m.aws.dynamo import client_key
+from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import AWSCURRENT, AWSPENDING
-from zus_m2m.rotation import Rotator
+from zus_m2m.ports import Checkpoint, no_checkpoint
+from zus_m2m.rotation.steps import RotationSteps
+from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.settings import Settings
-from zus_m2m.tokens.vendor import TokenVendor
+from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials
 from zus_m2m.zus.client import ZusClient
+from zus_m2m.zus.models import AppClient
 
 # --- Zus emulator ---------------------------------------------------------------------------------
 
@@ -93,15 +98,16 @@ class CountingMetrics(Metrics):
         self.counts[name] += value
 
 
-class RotationStack:
-    """Rotation wired to moto and the emulator: one managed client and the bootstrap admin stored."""
+class Deployment:
+    """One deployment of the service on moto and the Zus emulator: its settings, a Zus client with an
+    admin token, the bootstrap admin's secret stored as an operator stores it (no tags), and what a new
+    Lambda container builds (its own boto3 clients, Zus session and caches)."""
 
-    CLIENT = "billing-service"
     ADMIN = "zus-m2m-admin"
     ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
     ADMIN_ID, ADMIN_PASSWORD = "local-admin", "local-admin-secret"
 
-    def __init__(self, aws, zus, rotation_function_arn: str) -> None:
+    def __init__(self, aws, zus, **environment: str) -> None:
         self.aws = aws
         self.zus = zus
         self.environment = {
@@ -110,31 +116,33 @@ class RotationStack:
             "STAGE": "test",
             "ZUS_API_BASE_URL": zus.url,
             "ZUS_AUTH_BASE_URL": zus.url,
-            "ROTATION_FUNCTION_ARN": rotation_function_arn,
+            **environment,
         }
         self.settings = Settings.from_env(self.environment)
         self.zus_client = ZusClient(self.settings.zus, timeout=(1.0, 2.0))
-        self.store = SecretsManagerStore(aws.secretsmanager, max_age=0)
-        self.table = DynamoTokenTable(aws.dynamodb, aws.table_name)
         self.admin_token = self.zus_client.request_token(self.ADMIN_ID, self.ADMIN_PASSWORD).access_token
         admin = next(c for c in self.zus_client.list_app_clients(self.admin_token) if c.client_id == self.ADMIN_ID)
-        # As an operator stores it: no tags, found by its configured name.
+        self.store_admin(admin.id, self.ADMIN_ID, self.ADMIN_PASSWORD, "Builder Admin")
+
+    def store_admin(self, app_client_id: str, client_id: str, client_secret: str, role_name: str) -> None:
         store_admin_secret(
-            aws.secretsmanager,
+            self.aws.secretsmanager,
             self.ADMIN_SECRET,
             {
                 "name": self.ADMIN,
-                "appClientId": admin.id,
-                "clientId": self.ADMIN_ID,
-                "clientSecret": self.ADMIN_PASSWORD,
-                "roleName": "Builder Admin",
+                "appClientId": app_client_id,
+                "clientId": client_id,
+                "clientSecret": client_secret,
+                "roleName": role_name,
             },
         )
+
+    def create_zus_client(self, name: str) -> tuple[AppClient, ClientCredentials]:
+        """A Builder Admin app client made at Zus, and the credentials provisioning would store for it."""
         role = self.zus_client.find_role("Builder Admin", self.admin_token)
-        created = self.zus_client.create_app_client(self.CLIENT, role.id, self.admin_token)
-        self.app_client = created.app_client
+        created = self.zus_client.create_app_client(name, role.id, self.admin_token)
         credentials = ClientCredentials(
-            name=self.CLIENT,
+            name=name,
             app_client_id=created.app_client.id,
             client_id=created.app_client.client_id,
             client_secret=created.client_secret,
@@ -142,14 +150,7 @@ class RotationStack:
             role_name=role.name,
             audience=self.settings.zus.audience,
         )
-        self.secret_id = self.settings.secret_name(self.CLIENT)
-        self.store.create(
-            self.secret_id,
-            credentials,
-            kms_key_id="",
-            tags=managed_tags("test", self.CLIENT),
-            request_token="00000000-0000-4000-8000-000000000001",
-        )
+        return created.app_client, credentials
 
     def lambda_environment(self) -> dict[str, str]:
         """What template.yaml gives a function, pointed at moto and the emulator."""
@@ -160,28 +161,132 @@ class RotationStack:
             "POWERTOOLS_METRICS_NAMESPACE": "ZusM2MTest",
         }
 
-    def container(self) -> TokenVendor:
-        """A fresh vendor: what one new Lambda container would build."""
-        return wiring.token_vendor(
-            self.settings,
-            Metrics(namespace="ZusM2MTest", service="test"),
-            dynamodb=self.aws.client("dynamodb"),
-            secretsmanager=self.aws.client("secretsmanager"),
-            zus=ZusClient(self.settings.zus, timeout=(1.0, 2.0)),
-        )
-
-    def rotator(self, metrics: Metrics | None = None, **policy: float) -> Rotator:
-        """The rotation function's (or the scheduled function's) rotator, in a new container."""
-        rotator = wiring.rotator(
+    def new_container(self, metrics: Metrics | None = None) -> wiring.Container:
+        return wiring.Container(
             self.settings,
             metrics or Metrics(namespace="ZusM2MTest", service="test"),
             dynamodb=self.aws.client("dynamodb"),
             secretsmanager=self.aws.client("secretsmanager"),
             zus=ZusClient(self.settings.zus, timeout=(1.0, 2.0)),
         )
+
+    def vendor(self, policy: VendingPolicy | None = None) -> TokenVendor:
+        """A new container's token vendor."""
+        vendor = self.new_container().token_vendor()
+        if policy is not None:
+            vendor.policy = policy
+        return vendor
+
+    def provisioning(self, checkpoint: Checkpoint = no_checkpoint, **policy: Any) -> wiring.Provisioning:
+        """A new container's provisioning use cases; ``policy`` overrides the create's claim timings."""
+        provisioning = self.new_container().provisioning(checkpoint)
         if policy:
-            rotator.policy = dataclasses.replace(rotator.policy, **policy)
-        return rotator
+            create = provisioning.create_client
+            create.policy = dataclasses.replace(create.policy, **policy)
+        return provisioning
+
+    def steps(self, metrics: Metrics | None = None) -> RotationSteps:
+        """A new container of the rotation function: its rotation steps."""
+        return self.new_container(metrics).rotation_steps()
+
+    def sweep(self, metrics: Metrics | None = None, **policy: float) -> RotationSweep:
+        """A new container of the scheduled function: its rotation sweep."""
+        sweep = self.new_container(metrics).rotation_sweep()
+        if policy:
+            sweep.policy = dataclasses.replace(sweep.policy, **policy)
+        return sweep
+
+    def stats(self) -> dict[str, Any]:
+        return dict(requests.get(f"{self.zus.url}/_emulator/stats", timeout=5).json())
+
+    def emulator(self, route: str, **body) -> None:
+        requests.post(f"{self.zus.url}/_emulator/{route}", json=body, timeout=5).raise_for_status()
+
+
+@pytest.fixture
+def deployment(aws, zus) -> Deployment:
+    return Deployment(aws, zus)
+
+
+class ProvisioningStack(Deployment):
+    """Provisioning wired to moto and the emulator, with the bootstrap admin secret stored."""
+
+    CLIENT = "billing-service"  # the name the tests provision
+
+    def zus_clients_named(self, name: str) -> list[AppClient]:
+        return [c for c in self.zus_client.list_app_clients(self.admin_token) if c.name == name]
+
+    def stored(self, name: str = CLIENT) -> dict[str, Any]:
+        secret_id = self.settings.secret_naming.secret_id(name)
+        value = self.aws.secretsmanager.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")
+        return dict(json.loads(value["SecretString"]))
+
+    def assert_usable(self, name: str = CLIENT) -> dict[str, Any]:
+        """One Zus client of that name, and the stored secret obtains a token that can read it."""
+        [client] = self.zus_clients_named(name)
+        stored = self.stored(name)
+        assert stored["appClientId"] == client.id
+        token = self.zus_client.request_token(stored["clientId"], stored["clientSecret"]).access_token
+        assert self.zus_client.get_app_client(client.id, token).id == client.id
+        return stored
+
+    def item(self, name: str, kind: str) -> dict[str, Any] | None:
+        item = self.aws.dynamodb.get_item(
+            TableName=self.aws.table_name, Key=client_key(name, kind), ConsistentRead=True
+        )
+        return item.get("Item")
+
+
+@pytest.fixture
+def provisioning_stack(aws, zus) -> ProvisioningStack:
+    return ProvisioningStack(aws, zus)
+
+
+@pytest.fixture
+def provisioning_stack_with_rotation(aws, zus, rotation_function_arn: str) -> ProvisioningStack:
+    """Provisioning in a stack with a rotation function (one moto knows)."""
+    return ProvisioningStack(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn)
+
+
+class VendingStack(Deployment):
+    """Token vending wired to moto and the emulator, with one managed client's secret stored."""
+
+    CLIENT = "billing-service"
+
+    def __init__(self, aws, zus) -> None:
+        super().__init__(aws, zus)
+        self.app_client, self.credentials = self.create_zus_client(self.CLIENT)
+        self.secret_id = self.settings.secret_naming.secret_id(self.CLIENT)
+        aws.secretsmanager.create_secret(Name=self.secret_id, SecretString=self.credentials.to_json())
+        self.table = DynamoTokenTable(aws.dynamodb, aws.table_name)
+
+    def upstream_requests(self) -> int:
+        return int(self.stats()["tokenRequests"].get(self.credentials.client_id, 0))
+
+
+@pytest.fixture
+def vending_stack(aws, zus) -> VendingStack:
+    return VendingStack(aws, zus)
+
+
+class RotationStack(Deployment):
+    """Rotation wired to moto and the emulator: one managed client and the bootstrap admin stored."""
+
+    CLIENT = "billing-service"
+
+    def __init__(self, aws, zus, rotation_function_arn: str) -> None:
+        super().__init__(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn)
+        self.store = SecretsManagerStore(aws.secretsmanager, max_age=0)
+        self.table = DynamoTokenTable(aws.dynamodb, aws.table_name)
+        self.app_client, credentials = self.create_zus_client(self.CLIENT)
+        self.secret_id = self.settings.secret_naming.secret_id(self.CLIENT)
+        self.store.create(
+            self.secret_id,
+            credentials,
+            kms_key_id="",
+            tags=self.settings.secret_naming.tags(self.CLIENT),
+            idempotency_key="00000000-0000-4000-8000-000000000001",
+        )
 
     def start(self, secret_id: str | None = None) -> tuple[str, str]:
         """Start a rotation as the service does; returns what Secrets Manager would invoke with."""
@@ -194,9 +299,9 @@ class RotationStack:
         [rotation] = [found for found in find_started_rotations(self.aws.secretsmanager) if found[0] == arn]
         return rotation
 
-    def drive(self, rotator: Rotator, rotation: tuple[str, str], retries: int = 3) -> None:
+    def drive(self, steps: RotationSteps, rotation: tuple[str, str], retries: int = 3) -> None:
         def invoke(event: dict[str, str]) -> None:
-            rotator.run_step(event["Step"], event["SecretId"], event["ClientRequestToken"])
+            steps.run(event["Step"], event["SecretId"], event["ClientRequestToken"])
 
         drive_rotation(invoke, *rotation, retries=retries, pause=0.01)
 
@@ -208,9 +313,6 @@ class RotationStack:
     def stages(self, secret_id: str | None = None) -> dict[str, list[str]]:
         versions = self.aws.secretsmanager.describe_secret(SecretId=secret_id or self.secret_id)["VersionIdsToStages"]
         return {version: sorted(stages) for version, stages in versions.items() if stages}
-
-    def emulator(self, route: str, **body) -> None:
-        requests.post(f"{self.zus.url}/_emulator/{route}", json=body, timeout=5).raise_for_status()
 
     def assert_rotated_cleanly(self, before: ClientCredentials, secret_id: str | None = None, clients: int = 2) -> None:
         """AWSCURRENT works at Zus, the old secret does not, one Zus client, no rotation left pending."""
@@ -230,7 +332,7 @@ class RotationStack:
         description = self.store.describe(secret_id)
         assert description is not None
         assert not description.rotation_in_progress
-        assert description.version_at(AWSPENDING) is None  # moto would refuse the next rotation otherwise
+        assert description.version_at(AWSPENDING) is None  # the finished rotation's label was removed
         assert find_started_rotations(self.aws.secretsmanager) == []
 
 

@@ -5,27 +5,23 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
-import itertools
 import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
-from zus_local.aws_setup import store_admin_secret
 from zus_local.lambda_context import LocalLambdaContext
-from zus_m2m.zus.client import ZusClient
-from zus_m2m.zus.endpoints import ZusEndpoints
+
+if TYPE_CHECKING:
+    from conftest import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLER = ROOT / "functions" / "provisioning" / "app.py"
-ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
 NAME = "billing-service"
-_loads = itertools.count()
 
 
 def event(name: str, **changes: Any) -> dict[str, Any]:
@@ -67,50 +63,24 @@ class Api:
 
 
 @pytest.fixture
-def environment(aws, zus, monkeypatch) -> ZusClient:
-    for key, value in {
-        "TABLE_NAME": aws.table_name,
-        "ADMIN_SECRET_NAME": ADMIN_SECRET,
-        "STAGE": "test",
-        "ZUS_API_BASE_URL": zus.url,
-        "ZUS_AUTH_BASE_URL": zus.url,
-        "AWS_ENDPOINT_URL": aws.endpoint,
-        "POWERTOOLS_SERVICE_NAME": "zus-m2m",
-        "POWERTOOLS_METRICS_NAMESPACE": "ZusM2MTest",
-        "POWERTOOLS_LOG_LEVEL": "DEBUG",
-    }.items():
+def environment(deployment: Deployment, monkeypatch) -> Deployment:
+    """The provisioning function's environment, pointed at moto and the emulator; the admin's secret stored."""
+    for key, value in {**deployment.lambda_environment(), "POWERTOOLS_LOG_LEVEL": "DEBUG"}.items():
         monkeypatch.setenv(key, value)
     for variable in ("ROTATION_FUNCTION_ARN", "KMS_KEY_ID"):
         monkeypatch.delenv(variable, raising=False)
-    client = ZusClient(ZusEndpoints.for_environment("sandbox", api_base=zus.url, auth_base=zus.url))
-    admin_token = client.request_token("local-admin", "local-admin-secret").access_token
-    admin = next(c for c in client.list_app_clients(admin_token) if c.client_id == "local-admin")
-    store_admin_secret(
-        aws.secretsmanager,
-        ADMIN_SECRET,
-        {
-            "name": "zus-m2m-admin",
-            "appClientId": admin.id,
-            "clientId": "local-admin",
-            "clientSecret": "local-admin-secret",
-            "roleName": "Builder Admin",
-        },
-    )
-    return client
-
-
-def load_container() -> Api:
-    spec = importlib.util.spec_from_file_location(f"provisioning_app_{next(_loads)}", HANDLER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return Api(module)
+    return deployment
 
 
 @pytest.fixture
-def api(environment) -> Api:
-    yield load_container()
+def new_container(environment: Deployment, load_function) -> Callable[[], Api]:
+    """Loads the provisioning function afresh, as a new container's cold start does."""
+    return lambda: Api(load_function("provisioning", {}))
+
+
+@pytest.fixture
+def api(new_container: Callable[[], Api]) -> Iterator[Api]:
+    yield new_container()
     # Each load adds the handler's log configuration to the zus_m2m loggers; drop it between tests.
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
         logging.getLogger(name).handlers.clear()
@@ -136,7 +106,7 @@ def assert_problem(status: int, headers: dict[str, str], body: Any, expected: in
 # --- the routes, through the events of events/ -------------------------------------------------
 
 
-def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: Api, zus) -> None:
+def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: Api, zus, new_container) -> None:
     status, headers, created = api(event("apigw_create_client"))
 
     assert status == 201, created
@@ -147,7 +117,7 @@ def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: 
     assert created["name"] == NAME
     assert created["roleName"] == "Builder Admin"
 
-    again_status, _, again = load_container()(event("apigw_create_client"))
+    again_status, _, again = new_container()(event("apigw_create_client"))
 
     assert again_status == 200
     assert again == created
@@ -288,22 +258,12 @@ def test_zus_faults_during_create_are_503_with_retry_after_then_the_retry_is_201
 
 
 def test_a_care_team_user_admin_is_a_503_problem_naming_the_forbidden_call(
-    api: Api, aws, zus, environment: ZusClient
+    api: Api, zus, environment: Deployment
 ) -> None:
-    admin_token = environment.request_token("local-admin", "local-admin-secret").access_token
-    role = environment.find_role("Care Team User", admin_token)
-    weak = environment.create_app_client("weak-admin", role.id, admin_token)
-    store_admin_secret(
-        aws.secretsmanager,
-        ADMIN_SECRET,
-        {
-            "name": "zus-m2m-admin",
-            "appClientId": weak.app_client.id,
-            "clientId": weak.app_client.client_id,
-            "clientSecret": weak.client_secret,
-            "roleName": "Care Team User",
-        },
-    )
+    zus_client, admin_token = environment.zus_client, environment.admin_token
+    role = zus_client.find_role("Care Team User", admin_token)
+    weak = zus_client.create_app_client("weak-admin", role.id, admin_token)
+    environment.store_admin(weak.app_client.id, weak.app_client.client_id, weak.client_secret, "Care Team User")
 
     status, headers, body = api(event("apigw_create_client"))
 

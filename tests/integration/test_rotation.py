@@ -2,7 +2,7 @@
 
 The test plays Secrets Manager's part as the local stack does: it starts a rotation with the service's
 own ``SecretsManagerStore.start_rotation`` and drives the four steps with
-``zus_local.secrets_manager_rotation``, calling the rotation module or the rotation handler.
+``zus_local.secrets_manager_rotation``, calling the rotation steps or the rotation handler.
 """
 
 from __future__ import annotations
@@ -10,20 +10,18 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
-from aws_lambda_powertools import Metrics
+from fakes import crash_at
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import drive_rotation
-from zus_m2m import errors, wiring
-from zus_m2m.ports import AWSCURRENT, AWSPENDING
-from zus_m2m.provisioning import CreateRequest
-from zus_m2m.rotation import STEPS, Checkpoints
-from zus_m2m.zus.client import ZusClient
+from zus_m2m import errors
+from zus_m2m.rotation.steps import STEPS, RotationCheckpoints
+from zus_m2m.values import AWSCURRENT, AWSPENDING, CreateRequest
 
 if TYPE_CHECKING:
     from conftest import RotationStack as Stack
@@ -42,7 +40,7 @@ class VendStream:
 @contextmanager
 def vend_stream(stack: Stack, client: str = CLIENT, containers: int = 3) -> Iterator[VendStream]:
     """A thread calling vend every ~50 ms from other containers, for as long as the block runs."""
-    vendors = [stack.container() for _ in range(containers)]
+    vendors = [stack.vendor() for _ in range(containers)]
     vendors[0].vend(client, 60)  # warm: the table holds a token
     stream = VendStream()
     stop = threading.Event()
@@ -72,60 +70,49 @@ def stack(rotation_stack: Stack) -> Stack:
     return rotation_stack
 
 
-def crash_once_at(name: str) -> Callable[[str], None]:
-    crashed: list[str] = []
-
-    def checkpoint(reached: str) -> None:
-        if reached == name and not crashed:
-            crashed.append(reached)
-            raise RuntimeError(f"injected crash at {reached}")
-
-    return checkpoint
-
-
 # --- the steps -------------------------------------------------------------------------------------------
 
 
 def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(stack: Stack, counting_metrics) -> None:
     before = stack.current()
-    secret_arn, token = stack.start()
-    rotator = stack.rotator(counting_metrics)
+    secret_arn, version = stack.start()
+    steps = stack.steps(counting_metrics)
 
-    outcomes = [rotator.run_step(step, secret_arn, token) for step in STEPS]
+    outcomes = [steps.run(step, secret_arn, version) for step in STEPS]
 
     assert outcomes == ["created", "nothing-to-set", "tested", "finished"]
     stack.assert_rotated_cleanly(before)
-    assert stack.stages()[token] == [AWSCURRENT]
+    assert stack.stages()[version] == [AWSCURRENT]
     # The token testSecret obtained is the cached one: a new container needs no request to Zus.
     cached = stack.table.get(CLIENT, consistent=True).token
     assert cached is not None
-    assert stack.container().vend(CLIENT, 60).access_token == cached.access_token
+    assert stack.vendor().vend(CLIENT, 60).access_token == cached.access_token
     assert counting_metrics.counts["RotationStep"] == 4
 
 
 def test_each_step_run_twice_rotates_once(stack: Stack) -> None:
     before = stack.current()
-    secret_arn, token = stack.start()
-    rotator = stack.rotator()
+    secret_arn, version = stack.start()
+    steps = stack.steps()
 
-    outcomes = [[rotator.run_step(step, secret_arn, token) for _ in range(2)] for step in STEPS]
+    outcomes = [[steps.run(step, secret_arn, version) for _ in range(2)] for step in STEPS]
 
     assert [pair[1] for pair in outcomes] == ["already-created", "nothing-to-set", "tested", "already-current"]
     stack.assert_rotated_cleanly(before)
 
 
-def test_a_stale_token_is_refused(stack: Stack) -> None:
+def test_a_stale_version_is_refused(stack: Stack) -> None:
     first_arn, first = stack.start()
-    stack.drive(stack.rotator(), (first_arn, first))
+    stack.drive(stack.steps(), (first_arn, first))
     secret_arn, second = stack.start()
-    rotator = stack.rotator()
+    steps = stack.steps()
     previous = next(v for v, stages in stack.stages().items() if stages == ["AWSPREVIOUS"])
 
     with pytest.raises(errors.ResourceConflict, match="stale"):
-        rotator.run_step("createSecret", secret_arn, previous)
+        steps.run("createSecret", secret_arn, previous)
     with pytest.raises(errors.ResourceConflict, match="not a version"):
-        rotator.run_step("createSecret", secret_arn, "11111111-2222-4333-8444-555555555555")
-    assert rotator.run_step("finishSecret", secret_arn, first) == "already-current"
+        steps.run("createSecret", secret_arn, "11111111-2222-4333-8444-555555555555")
+    assert steps.run("finishSecret", secret_arn, first) == "already-current"
 
     assert stack.stages()[second] == [AWSPENDING]  # the rotation in progress is untouched
 
@@ -151,21 +138,21 @@ def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack,
 @pytest.mark.parametrize(
     "checkpoint",
     [
-        Checkpoints.ZUS_ROTATED,
-        Checkpoints.PENDING_STORED,
-        Checkpoints.TESTED,
-        Checkpoints.CURRENT_MOVED,
-        Checkpoints.PENDING_REMOVED,
+        RotationCheckpoints.ZUS_ROTATED,
+        RotationCheckpoints.PENDING_STORED,
+        RotationCheckpoints.TESTED,
+        RotationCheckpoints.CURRENT_MOVED,
+        RotationCheckpoints.PENDING_REMOVED,
     ],
 )
 def test_a_crash_after_any_external_call_is_repaired_by_secrets_managers_retry(stack: Stack, checkpoint: str) -> None:
     before = stack.current()
     rotation = stack.start()
-    rotator = stack.rotator()
-    rotator.checkpoint = crash_once_at(checkpoint)
+    steps = stack.steps()
+    steps.checkpoint = crash_at(checkpoint, error=RuntimeError, once=True)
 
     with vend_stream(stack) as stream:
-        stack.drive(rotator, rotation)
+        stack.drive(steps, rotation)
         time.sleep(0.2)
 
     stack.assert_rotated_cleanly(before)
@@ -176,25 +163,17 @@ def test_a_crash_after_any_external_call_is_repaired_by_secrets_managers_retry(s
 def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) -> None:
     before = stack.current()
     rotation = stack.start()
-    rotator = stack.rotator()
-    rotator.checkpoint = crash_at_every(Checkpoints.TESTED)  # testSecret fails on every retry
+    steps = stack.steps()
+    steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)  # testSecret fails on every retry
 
     with vend_stream(stack) as stream:
         with pytest.raises(RuntimeError):
-            stack.drive(rotator, rotation, retries=2)
-        report = stack.rotator(stuck_after=0).sweep()
+            stack.drive(steps, rotation, retries=2)
+        report = stack.sweep(stuck_after=0).run()
 
     assert report["secrets"][stack.secret_id] == "rolled-forward"
     stack.assert_rotated_cleanly(before)
     assert stream.failures == []
-
-
-def crash_at_every(name: str) -> Callable[[str], None]:
-    def checkpoint(reached: str) -> None:
-        if reached == name:
-            raise RuntimeError(f"injected crash at {reached}")
-
-    return checkpoint
 
 
 # --- propagation and the bootstrap admin ------------------------------------------------------------------
@@ -207,11 +186,11 @@ def test_a_secret_that_takes_20_s_to_propagate_rotates_without_a_failed_vend(sta
     started = time.monotonic()
 
     with vend_stream(stack) as stream:
-        stack.drive(stack.rotator(), rotation)
+        stack.drive(stack.steps(), rotation)
         elapsed = time.monotonic() - started
         # A container with nothing cached gets a token too (the new secret now works at Zus).
         stack.table.purge(CLIENT)
-        assert stack.container().vend(CLIENT, 60).access_token
+        assert stack.vendor().vend(CLIENT, 60).access_token
 
     assert 15 <= elapsed <= 60  # testSecret waited for the new secret to take effect
     stack.assert_rotated_cleanly(before)
@@ -224,23 +203,16 @@ def test_the_bootstrap_admin_rotates_and_admin_calls_still_work(stack: Stack) ->
     rotation = stack.start(ADMIN_SECRET)
 
     with vend_stream(stack, client=ADMIN) as stream:
-        stack.drive(stack.rotator(), rotation)
+        stack.drive(stack.steps(), rotation)
 
     stack.assert_rotated_cleanly(before, ADMIN_SECRET)
     assert stream.failures == []
     # A container with nothing cached obtains an admin token with the new secret, and provisioning works.
     stack.table.purge(ADMIN)
-    provisioner = wiring.provisioner(
-        stack.settings,
-        Metrics(namespace="ZusM2MTest", service="test"),
-        dynamodb=stack.aws.client("dynamodb"),
-        secretsmanager=stack.aws.client("secretsmanager"),
-        zus=ZusClient(stack.settings.zus, timeout=(1.0, 2.0)),
-    )
-    record, created = provisioner.create(CreateRequest("after-admin-rotation"))
+    record, created = stack.provisioning().create_client(CreateRequest("after-admin-rotation"))
     assert created
     assert record.name == "after-admin-rotation"
     # ... and the admin rotates again (its previous rotation left nothing behind).
     again = stack.current(ADMIN_SECRET)
-    stack.drive(stack.rotator(), stack.start(ADMIN_SECRET))
+    stack.drive(stack.steps(), stack.start(ADMIN_SECRET))
     stack.assert_rotated_cleanly(again, ADMIN_SECRET, clients=3)

@@ -14,7 +14,7 @@ import pytest
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
 from zus_m2m import errors
-from zus_m2m.ports import AWSPENDING
+from zus_m2m.values import AWSPENDING
 
 if TYPE_CHECKING:
     from conftest import RotationStack as Stack
@@ -37,7 +37,7 @@ def started_secrets(stack: Stack) -> set[str]:
 
 
 def test_a_sweep_of_healthy_clients_starts_nothing(stack: Stack) -> None:
-    report = stack.rotator().sweep()
+    report = stack.sweep().run()
 
     assert report == {
         "checked": 2,
@@ -50,31 +50,31 @@ def test_a_sweep_of_healthy_clients_starts_nothing(stack: Stack) -> None:
 def test_due_clients_get_a_rotation_started_and_it_completes(stack: Stack) -> None:
     before = {secret: stack.current(secret) for secret in (stack.secret_id, ADMIN_SECRET)}
 
-    report = stack.rotator(rotation_interval=0).sweep()
+    report = stack.sweep(rotation_interval=0).run()
 
     assert report["counts"] == {"rotation-started": 2}
     assert started_secrets(stack) == {stack.secret_id, ADMIN_SECRET}
     for rotation in find_started_rotations(stack.aws.secretsmanager):
-        stack.drive(stack.rotator(), rotation)
+        stack.drive(stack.steps(), rotation)
     for secret, credentials in before.items():
         stack.assert_rotated_cleanly(credentials, secret)
 
 
 def test_a_rotation_in_progress_is_not_started_again(stack: Stack) -> None:
-    _, token = stack.start()
+    _, version = stack.start()
 
-    report = stack.rotator(rotation_interval=0).sweep()
+    report = stack.sweep(rotation_interval=0).run()
 
     assert report["secrets"] == {stack.secret_id: "in-progress", ADMIN_SECRET: "rotation-started"}
-    assert stack.stages()[token] == [AWSPENDING]  # the same rotation, not a new one
+    assert stack.stages()[version] == [AWSPENDING]  # the same rotation, not a new one
 
 
 def test_a_stuck_rotation_is_rolled_forward(stack: Stack) -> None:
     before = stack.current()
-    arn, token = stack.start()
-    stack.rotator().run_step("createSecret", arn, token)  # ... and the rotation died here
+    arn, version = stack.start()
+    stack.steps().run("createSecret", arn, version)  # ... and the rotation died here
 
-    report = stack.rotator(stuck_after=0).sweep()
+    report = stack.sweep(stuck_after=0).run()
 
     assert report["secrets"][stack.secret_id] == "rolled-forward"
     stack.assert_rotated_cleanly(before)
@@ -84,26 +84,26 @@ def test_a_rotation_that_died_before_storing_anything_is_restarted(stack: Stack)
     before = stack.current()
     _, stuck = stack.start()
 
-    report = stack.rotator(stuck_after=0).sweep()
+    report = stack.sweep(stuck_after=0).run()
 
     assert report["secrets"][stack.secret_id] == "rotation-restarted"
-    arn, token = stack.started(stack.secret_id)
-    assert token != stuck
-    stack.drive(stack.rotator(), (arn, token))
+    arn, version = stack.started(stack.secret_id)
+    assert version != stuck
+    stack.drive(stack.steps(), (arn, version))
     stack.assert_rotated_cleanly(before)
 
 
 def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack, counting_metrics) -> None:
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # the new secret is lost
-    report = stack.rotator(counting_metrics).sweep()
+    report = stack.sweep(counting_metrics).run()
 
     assert report["secrets"][stack.secret_id] == "recovery-started"
     assert counting_metrics.counts["SecretRecoveryStarted"] == 1
-    stack.drive(stack.rotator(), stack.started(stack.secret_id))
+    stack.drive(stack.steps(), stack.started(stack.secret_id))
     stack.assert_rotated_cleanly(before)
     stack.table.purge(CLIENT)
-    assert stack.container().vend(CLIENT, 60).access_token
+    assert stack.vendor().vend(CLIENT, 60).access_token
 
 
 # --- the handler, as EventBridge Scheduler invokes it ----------------------------------------------------
@@ -114,7 +114,7 @@ def test_the_scheduled_handler_dispatches_both_jobs(stack: Stack, load_function)
     context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
     # A client in use whose token enters the refresh margin before the next run
     stack.emulator("config", tokenLifetimeSeconds=350)
-    first = stack.container().vend(CLIENT, 60)
+    first = stack.vendor().vend(CLIENT, 60)
     stack.table.mark_requested(CLIENT, time.time())
 
     refreshed = handler.lambda_handler(json.loads((EVENTS / "scheduler_pre_refresh.json").read_text()), context)
@@ -134,7 +134,7 @@ def test_the_scheduled_handler_dispatches_both_jobs(stack: Stack, load_function)
 
 def test_the_sweep_event_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function) -> None:
     handler = load_function("scheduled", stack.lambda_environment())
-    handler.rotator.policy = dataclasses.replace(handler.rotator.policy, rotation_interval=0)
+    handler.sweep.policy = dataclasses.replace(handler.sweep.policy, rotation_interval=0)
 
     swept = handler.lambda_handler({"job": "rotation-sweep"}, LocalLambdaContext("zus-m2m-scheduled"))
 

@@ -11,8 +11,8 @@ moto keeps its state in this process's memory, so a restart keeps the tables and
 through an outage of its endpoints (what a ``moto`` child restarted from scratch would lose is
 exactly what AWS never loses). End of input (the suite died) stops the process.
 
-It is the project's moto (``zus_local.moto_app``): requests served one at a time, and RotateSecret's
-in-progress check as Secrets Manager has it.
+It is the project's moto (``zus_local.moto_app``): requests served one at a time, and Secrets
+Manager's rotation bookkeeping as the real service has it.
 """
 
 from __future__ import annotations

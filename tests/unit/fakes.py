@@ -1,4 +1,5 @@
-"""In-memory fakes of zus_m2m's own small interfaces (ports.py), for unit tests of pure logic."""
+"""In-memory fakes of zus_m2m's own small interfaces (``zus_m2m.ports``), for unit tests of pure
+logic; and ``crash_at``, a checkpoint that kills a flow where a test says (any test layer may use it)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,42 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from zus_m2m import errors
-from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import BudgetVerdict, CachedToken, SecretDescription, TokenState
-from zus_m2m.provisioning import ClientRecord, RecordItem
+from zus_m2m.values import (
+    BudgetVerdict,
+    CachedToken,
+    ClientCredentials,
+    ClientRecord,
+    RecordItem,
+    SecretDescription,
+    SecretNaming,
+    TokenState,
+)
 from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
+
+ADMIN = "zus-m2m-admin"
+# Stage "test" of the service: clients' secrets are zus-m2m/test/<name>, the admin's too.
+NAMING = SecretNaming(
+    prefix="zus-m2m", stage="test", admin_client_name=ADMIN, admin_secret_name=f"zus-m2m/test/{ADMIN}"
+)
+
+
+class Crash(BaseException):
+    """The function dying (a timeout, an OOM): no except clause of the flow sees it."""
+
+
+def crash_at(
+    checkpoint: str, *, error: Callable[[str], BaseException] = Crash, once: bool = False
+) -> Callable[[str], None]:
+    """A checkpoint hook that raises ``error(checkpoint)`` when the flow reaches ``checkpoint``:
+    every time, or only the first time (``once``: the retry then gets through)."""
+    crashed: list[str] = []
+
+    def hook(reached: str) -> None:
+        if reached == checkpoint and not (once and crashed):
+            crashed.append(reached)
+            raise error(reached)
+
+    return hook
 
 
 class FakeClock:
@@ -90,7 +123,7 @@ class FakeTokenTable:
             self.budgets.pop(client, None)
 
 
-class FakeSecrets:
+class FakeSecretReader:
     """Secrets by (secret id, stage)."""
 
     def __init__(self) -> None:
@@ -103,8 +136,8 @@ class FakeSecrets:
 
 
 @dataclass
-class FakeIssuer:
-    """Answers token requests by secret: a token, or the error scripted for that secret."""
+class FakeTokenEndpoint:
+    """Zus's token endpoint: a token for a valid secret, or the error scripted for the next request."""
 
     valid_secrets: set[str] = field(default_factory=set)
     lifetime: int = 3600
@@ -139,7 +172,7 @@ def run_now(job: Callable[[], None]) -> None:
     job()
 
 
-# --- provisioning (zus_m2m.provisioning's Protocols) ---------------------------------------------
+# --- provisioning -------------------------------------------------------------------------------
 
 
 class FakeClientRecords:
@@ -240,11 +273,13 @@ class FakeSecret:
     rotation_arn: str | None = None
     rotation_days: int | None = None
     last_rotated: float | None = None
-    request_token: str = ""
+    idempotency_key: str = ""
 
 
 class FakeSecretStore:
-    """Secrets Manager in memory: versions with stages, scheduled deletion, rotation settings."""
+    """Secrets Manager in memory, with its stage rules: one version per stage, AWSPREVIOUS follows
+    AWSCURRENT, a started rotation adds a value-less AWSPENDING version, a rotation in progress
+    (AWSPENDING off AWSCURRENT) refuses another; scheduled deletion, rotation settings."""
 
     def __init__(self, clock: Callable[[], float] = lambda: 1_000_000.0) -> None:
         self.secrets: dict[str, FakeSecret] = {}
@@ -252,6 +287,8 @@ class FakeSecretStore:
         self.calls: list[tuple[str, str]] = []
         self.rotations_started: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
+        self.changed: dict[str, float] = {}
+        self.rotation_count = 0
 
     def _stage(self, secret: FakeSecret, stage: str) -> tuple[str, ClientCredentials | None] | None:
         for version, (credentials, stages) in secret.versions.items():
@@ -266,7 +303,7 @@ class FakeSecretStore:
         found = self._stage(secret, stage)
         return found[1] if found else None
 
-    def create(self, name, credentials, *, kms_key_id, tags, request_token):
+    def create(self, name, credentials, *, kms_key_id, tags, idempotency_key):
         with self.lock:
             self.calls.append(("create", name))
             if name in self.secrets:
@@ -276,9 +313,9 @@ class FakeSecretStore:
                 tags=dict(tags),
                 kms_key_id=kms_key_id,
                 created=self.clock(),
-                request_token=request_token,
+                idempotency_key=idempotency_key,
             )
-            secret.versions[request_token] = (credentials, ["AWSCURRENT"])
+            secret.versions[idempotency_key] = (credentials, ["AWSCURRENT"])
             self.secrets[name] = secret
             return secret.arn
 
@@ -299,6 +336,7 @@ class FakeSecretStore:
             next_rotation=next_rotation,
             created=secret.created,
             deleted=secret.deleted,
+            last_changed=self.changed.get(secret_id, secret.created),
         )
 
     def put_current(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
@@ -325,11 +363,6 @@ class FakeSecretStore:
         secret.rotation_arn = rotation_function_arn
         secret.rotation_days = interval_days
 
-    def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None:
-        self.rotations_started.append((secret_id, rotation_function_arn))
-        secret = self.secrets[secret_id]
-        secret.versions["pending-version"] = (None, ["AWSPENDING"])
-
     def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None:
         self.calls.append(("schedule_deletion", secret_id))
         secret = self.secrets[secret_id]
@@ -337,6 +370,79 @@ class FakeSecretStore:
             raise errors.StoreUnavailable("scheduling the secret's deletion failed: InvalidRequestException")
         secret.deleted = True
         secret.recovery_window_days = recovery_window_days
+
+    def _touch(self, secret_id: str) -> None:
+        self.changed[secret_id] = self.clock()
+
+    @staticmethod
+    def _drop_label(secret: FakeSecret, stage: str) -> None:
+        for version, (value, stages) in list(secret.versions.items()):
+            secret.versions[version] = (value, [s for s in stages if s != stage])
+
+    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
+        secret = self.secrets.get(secret_id)
+        entry = secret.versions.get(version_id) if secret is not None else None
+        return entry[0] if entry is not None else None
+
+    def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        self.calls.append(("put_pending", secret_id))
+        secret = self.secrets[secret_id]
+        value, stages = secret.versions.get(version_id, (None, []))
+        if value is not None and value != credentials:
+            raise errors.StoreUnavailable("storing the pending client secret failed: ResourceExistsException")
+        self._drop_label(secret, "AWSPENDING")
+        stages = secret.versions.get(version_id, (None, []))[1]
+        secret.versions[version_id] = (credentials, [*stages, "AWSPENDING"])
+        self._touch(secret_id)
+
+    def move_stage(self, secret_id: str, stage: str, to_version: str, from_version: str | None) -> None:
+        self.calls.append((f"move_stage {stage}", secret_id))
+        secret = self.secrets[secret_id]
+        holder = next((v for v, (_, stages) in secret.versions.items() if stage in stages), None)
+        if holder is not None and holder != from_version:
+            raise errors.StoreUnavailable(f"moving {stage} failed: InvalidParameterException")
+        if stage == "AWSCURRENT" and from_version is not None:
+            self._drop_label(secret, "AWSPREVIOUS")
+            value, stages = secret.versions[from_version]
+            secret.versions[from_version] = (value, [*stages, "AWSPREVIOUS"])
+        self._drop_label(secret, stage)
+        value, stages = secret.versions[to_version]
+        secret.versions[to_version] = (value, [*stages, stage])
+        self._touch(secret_id)
+
+    def remove_stage(self, secret_id: str, stage: str, from_version: str) -> None:
+        self.calls.append((f"remove_stage {stage}", secret_id))
+        secret = self.secrets[secret_id]
+        value, stages = secret.versions[from_version]
+        if stage not in stages:
+            raise errors.StoreUnavailable(f"removing {stage} failed: InvalidParameterException")
+        secret.versions[from_version] = (value, [s for s in stages if s != stage])
+        self._touch(secret_id)
+
+    def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None:
+        self.rotations_started.append((secret_id, rotation_function_arn))
+        secret = self.secrets[secret_id]
+        description = self.describe(secret_id)
+        if description is not None and description.rotation_in_progress:
+            raise errors.StoreUnavailable("starting a rotation failed: InvalidRequestException")
+        self.rotation_count += 1
+        self._drop_label(secret, "AWSPENDING")
+        secret.versions[f"rotation-{self.rotation_count}"] = (None, ["AWSPENDING"])
+        secret.rotation_arn = rotation_function_arn or secret.rotation_arn
+        secret.last_rotated = self.clock()
+
+    def list_managed(self, stage: str) -> list[SecretDescription]:
+        found = []
+        for name, secret in self.secrets.items():
+            if secret.tags.get("zus-m2m:managed") == "true" and secret.tags.get("zus-m2m:stage") == stage:
+                description = self.describe(name)
+                if description is not None and not description.deleted:
+                    found.append(description)
+        return found
+
+    def pending_version(self, secret_id: str) -> str | None:
+        description = self.describe(secret_id)
+        return description.version_at("AWSPENDING") if description is not None else None
 
 
 @dataclass
@@ -430,13 +536,20 @@ class FakeZusAdmin:
 
 
 @dataclass
-class FakeVerifier:
-    """Token vending's issue_with against FakeZusAdmin: a token only for the client's current secret."""
+class FakeTokenIssuer:
+    """Token vending's issue_with against FakeZusAdmin: a token only for the client's current secret;
+    ``refusals`` makes it refuse that many requests first (a secret still propagating at Zus)."""
 
     zus: FakeZusAdmin
     issued: list[str] = field(default_factory=list)
+    refusals: int = 0
+    attempts: list[str] = field(default_factory=list)
 
     def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken:
+        self.attempts.append(client)
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise errors.ZusInvalidClient("token request", 401, "invalid_client")
         current = self.zus.clients.get(credentials.app_client_id)
         if current is None or current[1] != credentials.client_secret:
             raise errors.ZusInvalidClient("token request", 401, "invalid_client")
@@ -444,94 +557,50 @@ class FakeVerifier:
         return CachedToken(f"token-for-{client}", "Bearer", self.zus.clock() + 3600)
 
 
-# --- rotation (zus_m2m.rotation) -------------------------------------------------------------------
+@dataclass
+class FakeAdminTokens:
+    """The bootstrap admin's bearer token: FakeZusAdmin's admin token unless a test swaps ``token``
+    (e.g. for a Care Team User's) or removes the admin's secret (``missing``)."""
+
+    zus: FakeZusAdmin
+    token: str | None = None
+    missing: bool = False
+    taken: int = 0
+
+    def bearer(self) -> str:
+        if self.missing:
+            raise errors.ResourceNotFound(f"no managed app client named {ADMIN!r}")
+        self.taken += 1
+        return self.token or self.zus.admin_token
 
 
-class FakeRotationStore(FakeSecretStore):
-    """FakeSecretStore plus the writes a rotation makes, with Secrets Manager's stage rules: one
-    version per stage, AWSPREVIOUS follows AWSCURRENT, a started rotation adds a value-less AWSPENDING
-    version, and a rotation in progress (AWSPENDING off AWSCURRENT) refuses another."""
+class FakeDeployment:
+    """One deployment's fakes wired together: Zus with its admin, the secret store, the token table,
+    token vending's issue_with, metrics, and a clock, for stage "test" (``NAMING``)."""
 
-    def __init__(self, clock: Callable[[], float] = lambda: 1_000_000.0) -> None:
-        super().__init__(clock)
-        self.changed: dict[str, float] = {}
-        self.rotation_count = 0
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.zus = FakeZusAdmin(clock=self.clock)
+        self.secrets = FakeSecretStore(self.clock)
+        self.tokens = FakeTokenTable()
+        self.issuer = FakeTokenIssuer(self.zus)
+        self.admin_tokens = FakeAdminTokens(self.zus)
+        self.metrics = FakeMetrics()
+        self.naming = NAMING
 
-    def _touch(self, secret_id: str) -> None:
-        self.changed[secret_id] = self.clock()
-
-    @staticmethod
-    def _drop_label(secret: FakeSecret, stage: str) -> None:
-        for version, (value, stages) in list(secret.versions.items()):
-            secret.versions[version] = (value, [s for s in stages if s != stage])
-
-    def describe(self, secret_id: str):
-        description = super().describe(secret_id)
-        if description is None:
-            return None
-        return replace(description, last_changed=self.changed.get(secret_id, self.secrets[secret_id].created))
-
-    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
-        secret = self.secrets.get(secret_id)
-        entry = secret.versions.get(version_id) if secret is not None else None
-        return entry[0] if entry is not None else None
-
-    def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
-        self.calls.append(("put_pending", secret_id))
-        secret = self.secrets[secret_id]
-        value, stages = secret.versions.get(version_id, (None, []))
-        if value is not None and value != credentials:
-            raise errors.StoreUnavailable("storing the pending client secret failed: ResourceExistsException")
-        self._drop_label(secret, "AWSPENDING")
-        stages = secret.versions.get(version_id, (None, []))[1]
-        secret.versions[version_id] = (credentials, [*stages, "AWSPENDING"])
-        self._touch(secret_id)
-
-    def move_stage(self, secret_id: str, stage: str, to_version: str, from_version: str | None) -> None:
-        self.calls.append((f"move_stage {stage}", secret_id))
-        secret = self.secrets[secret_id]
-        holder = next((v for v, (_, stages) in secret.versions.items() if stage in stages), None)
-        if holder is not None and holder != from_version:
-            raise errors.StoreUnavailable(f"moving {stage} failed: InvalidParameterException")
-        if stage == "AWSCURRENT" and from_version is not None:
-            self._drop_label(secret, "AWSPREVIOUS")
-            value, stages = secret.versions[from_version]
-            secret.versions[from_version] = (value, [*stages, "AWSPREVIOUS"])
-        self._drop_label(secret, stage)
-        value, stages = secret.versions[to_version]
-        secret.versions[to_version] = (value, [*stages, stage])
-        self._touch(secret_id)
-
-    def remove_stage(self, secret_id: str, stage: str, from_version: str) -> None:
-        self.calls.append((f"remove_stage {stage}", secret_id))
-        secret = self.secrets[secret_id]
-        value, stages = secret.versions[from_version]
-        if stage not in stages:
-            raise errors.StoreUnavailable(f"removing {stage} failed: InvalidParameterException")
-        secret.versions[from_version] = (value, [s for s in stages if s != stage])
-        self._touch(secret_id)
-
-    def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None:
-        self.rotations_started.append((secret_id, rotation_function_arn))
-        secret = self.secrets[secret_id]
-        description = self.describe(secret_id)
-        if description is not None and description.rotation_in_progress:
-            raise errors.StoreUnavailable("starting a rotation failed: InvalidRequestException")
-        self.rotation_count += 1
-        self._drop_label(secret, "AWSPENDING")
-        secret.versions[f"rotation-{self.rotation_count}"] = (None, ["AWSPENDING"])
-        secret.rotation_arn = rotation_function_arn or secret.rotation_arn
-        secret.last_rotated = self.clock()
-
-    def list_managed(self, stage: str) -> list[SecretDescription]:
-        found = []
-        for name, secret in self.secrets.items():
-            if secret.tags.get("zus-m2m:managed") == "true" and secret.tags.get("zus-m2m:stage") == stage:
-                description = self.describe(name)
-                if description is not None and not description.deleted:
-                    found.append(description)
-        return found
-
-    def pending_version(self, secret_id: str) -> str | None:
-        description = self.describe(secret_id)
-        return description.version_at("AWSPENDING") if description is not None else None
+    def add_client(self, name: str, *, tags: dict[str, str] | None = None) -> ClientCredentials:
+        """A client made at Zus and stored as its secret (managed tags unless ``tags``), as provisioning
+        leaves it; the bootstrap admin's as an operator stores it: without tags."""
+        created = self.zus.add_client(name, "role-builder-admin", int(self.clock()))
+        credentials = ClientCredentials(
+            name, created.app_client.id, created.app_client.client_id, created.client_secret
+        )
+        default_tags = {} if name == ADMIN else self.naming.tags(name)
+        self.secrets.create(
+            self.naming.secret_id(name),
+            credentials,
+            kms_key_id="",
+            tags=default_tags if tags is None else tags,
+            idempotency_key=f"{name}-v1",
+        )
+        return credentials

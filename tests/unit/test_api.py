@@ -1,4 +1,5 @@
-"""The HTTP edge: problem+json errors and a resolver that several threads may drive at once."""
+"""The HTTP edge: the create body, problem+json errors, and a resolver that several threads may drive
+at once."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aws_lambda_powertools.event_handler import Response
 
 from zus_m2m import api, errors
+from zus_m2m.api import parse_create_request
+from zus_m2m.values import CreateRequest
 
 EVENT = Path(__file__).resolve().parents[2] / "events" / "apigw_get_token.json"
 
@@ -26,11 +30,16 @@ def event_for(name: str, query: str) -> dict[str, Any]:
 
 
 def test_concurrent_requests_on_one_resolver_each_see_their_own_event_and_arguments() -> None:
-    # Given a route that both requests are inside at the same moment
+    # Given a route that both requests are inside at the same moment, having both been routed (their
+    # route arguments stored by Powertools) before either handler is called
     app = api.resolver()
-    both_inside = threading.Barrier(2)
+    both_routed, both_inside = threading.Barrier(2), threading.Barrier(2)
 
-    @app.get("/items/<name>")
+    def after_routing(resolver: Any, next_middleware: Any) -> Any:
+        both_routed.wait(timeout=5)
+        return next_middleware(resolver)
+
+    @app.get("/items/<name>", middlewares=[after_routing])
     def item(name: str) -> Response[str]:
         both_inside.wait(timeout=5)
         return api.json_response(200, {"name": name, "q": app.current_event.get_query_string_value("q")})
@@ -78,3 +87,40 @@ def test_an_unexpected_error_is_500_problem_json_without_a_trace() -> None:
     assert answer["statusCode"] == 500
     assert "internal detail" not in answer["body"]
     assert "Traceback" not in answer["body"]
+
+
+# --- the create body --------------------------------------------------------------------------
+
+
+def test_a_valid_body_parses_with_the_default_role() -> None:
+    assert parse_create_request('{"name": "billing.v2_x-1"}', "application/json") == CreateRequest(
+        "billing.v2_x-1", "Builder Admin"
+    )
+    assert parse_create_request('{"name": "a", "roleName": "Care Team User"}', None).role_name == "Care Team User"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        ('{"name": "a"}', "text/plain", "Content-Type"),
+        ("", "application/json", "JSON object"),
+        (None, "application/json", "JSON object"),
+        ("{not json", "application/json", "not valid JSON"),
+        ('["a"]', "application/json", "JSON object"),
+        ("{}", "application/json", "name is required"),
+        ('{"roleName": "Builder Admin"}', "application/json", "name is required"),
+        ('{"name": "a", "role": "x"}', "application/json", "unknown field(s): role"),
+        ('{"name": 7}', "application/json", "name must be"),
+        ('{"name": ""}', "application/json", "name must be"),
+        ('{"name": "has space"}', "application/json", "name must be"),
+        ('{"name": "' + "x" * 65 + '"}', "application/json", "name must be"),
+        ('{"name": "a", "roleName": 3}', "application/json", "roleName"),
+        ('{"name": "a", "roleName": ""}', "application/json", "roleName"),
+    ],
+)
+def test_a_bad_body_is_400_naming_the_problem(body: str | None, content_type: str, expected: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse_create_request(body, content_type)
+
+    assert caught.value.http_status == 400
+    assert expected in caught.value.detail

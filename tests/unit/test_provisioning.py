@@ -1,4 +1,5 @@
-"""The provisioning flow's decisions, against in-memory fakes of the record store, secrets, Zus and vending."""
+"""The provisioning use cases' decisions, against in-memory fakes of the record store, secrets, Zus and
+vending, wired as ``zus_m2m.wiring`` wires them."""
 
 from __future__ import annotations
 
@@ -8,82 +9,44 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fakes import (
-    FakeClientRecords,
-    FakeClock,
-    FakeMetrics,
-    FakeSecretStore,
-    FakeTokenTable,
-    FakeVerifier,
-    FakeZusAdmin,
-)
+from fakes import ADMIN, Crash, FakeClientRecords, FakeDeployment, crash_at
 
 from zus_m2m import errors
-from zus_m2m.ports import AWSCURRENT, CachedToken
-from zus_m2m.provisioning import (
-    AdminForbidden,
-    CreateRequest,
-    Provisioner,
-    ProvisioningPolicy,
-    Steps,
-    parse_create_request,
-    request_token,
-)
+from zus_m2m.ports import no_checkpoint
+from zus_m2m.provisioning.create import CreateCheckpoints
+from zus_m2m.provisioning.policy import ProvisioningPolicy
+from zus_m2m.provisioning.retire import RetireCheckpoints
+from zus_m2m.provisioning.secret_keeper import idempotency_key
+from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, CreateRequest
+from zus_m2m.wiring import Provisioning, ProvisioningPorts, provisioning_use_cases
 
 NAME = "billing-service"
-ADMIN = "zus-m2m-admin"
 
 
-class Crash(BaseException):
-    """The function dying (a timeout, an OOM): no except clause of the flow sees it."""
-
-
-def crash_at(step: str):
-    def checkpoint(reached: str) -> None:
-        if reached == step:
-            raise Crash(step)
-
-    return checkpoint
-
-
-class World:
+class World(FakeDeployment):
     def __init__(self, **policy: object) -> None:
-        self.clock = FakeClock()
+        super().__init__()
         self.records = FakeClientRecords()
-        self.secrets = FakeSecretStore(self.clock)
-        self.zus = FakeZusAdmin(clock=self.clock)
-        self.verifier = FakeVerifier(self.zus)
-        self.tokens = FakeTokenTable()
-        self.metrics = FakeMetrics()
-        self.admin_token = self.zus.admin_token
         self.policy = ProvisioningPolicy(
-            stage="test",
+            naming=self.naming,
             audience="https://api.sandbox.zusapi.com",
-            admin_client_name=ADMIN,
             kms_key_id="alias/zus-m2m-test",
             **policy,  # type: ignore[arg-type]
         )
 
-    def provisioner(self, checkpoint=None, *, clock=None, sleep=None) -> Provisioner:
-        return Provisioner(
-            records=self.records,
-            secrets=self.secrets,
-            zus=self.zus,
-            admin_token=lambda: self.admin_token,
-            verifier=self.verifier,
-            tokens=self.tokens,
-            secret_id=self.secret_id,
-            secret_tags=lambda name: {"zus-m2m:managed": "true", "zus-m2m:client": name},
-            policy=self.policy,
-            metrics=self.metrics,
+    def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
+        ports = ProvisioningPorts(self.records, self.secrets, self.tokens, self.zus, self.issuer, self.admin_tokens)
+        return provisioning_use_cases(
+            ports,
+            self.policy,
+            self.metrics,
+            checkpoint=checkpoint,
             clock=clock or self.clock,
             sleep=sleep or self.clock.sleep,
-            checkpoint=checkpoint,
         )
 
-    @staticmethod
-    def secret_id(name: str) -> str:
-        return f"zus-m2m/test/{name}"
+    def secret_id(self, name: str) -> str:
+        return self.naming.secret_id(name)
 
     def stored(self, name: str = NAME):
         return self.secrets.read(self.secret_id(name), AWSCURRENT)
@@ -106,7 +69,7 @@ def world() -> World:
 
 
 def test_create_follows_the_guide_and_answers_the_record_without_the_secret(world: World) -> None:
-    record, created = world.provisioner().create(CreateRequest(NAME))
+    record, created = world.provisioning().create_client(CreateRequest(NAME))
 
     assert created is True
     [client] = world.zus.named(NAME)
@@ -129,23 +92,23 @@ def test_create_follows_the_guide_and_answers_the_record_without_the_secret(worl
     secret = world.secrets.secrets[world.secret_id(NAME)]
     assert secret.kms_key_id == "alias/zus-m2m-test"
     assert secret.tags["zus-m2m:client"] == NAME
-    assert secret.request_token == request_token(NAME, client.id)
+    assert secret.idempotency_key == idempotency_key(NAME, client.id)
     stored = world.stored()
     assert stored is not None
     assert stored.audience == "https://api.sandbox.zusapi.com"
     assert stored.role_name == "Builder Admin"
     world.assert_usable()
     # verified: a token from the stored secret, then the guide's step 4 read with it
-    assert world.verifier.issued == [NAME]
+    assert world.issuer.issued == [NAME]
     assert world.zus.calls == ["role lookup", "create app client", "get app client"]
     assert world.records.get(NAME).status == "active"
 
 
 def test_the_same_request_again_returns_the_same_record_and_creates_nothing(world: World) -> None:
-    first, _ = world.provisioner().create(CreateRequest(NAME))
+    first, _ = world.provisioning().create_client(CreateRequest(NAME))
     calls = list(world.zus.calls)
 
-    again, created = world.provisioner().create(CreateRequest(NAME, "Builder Admin"))
+    again, created = world.provisioning().create_client(CreateRequest(NAME, "Builder Admin"))
 
     assert created is False
     assert again == first
@@ -153,10 +116,10 @@ def test_the_same_request_again_returns_the_same_record_and_creates_nothing(worl
 
 
 def test_the_same_name_with_another_role_is_a_conflict(world: World) -> None:
-    world.provisioner().create(CreateRequest(NAME))
+    world.provisioning().create_client(CreateRequest(NAME))
 
     with pytest.raises(errors.ResourceConflict) as caught:
-        world.provisioner().create(CreateRequest(NAME, "Care Team User"))
+        world.provisioning().create_client(CreateRequest(NAME, "Care Team User"))
 
     assert caught.value.http_status == 409
     assert "Builder Admin" in caught.value.detail
@@ -165,28 +128,28 @@ def test_the_same_name_with_another_role_is_a_conflict(world: World) -> None:
 
 def test_an_unknown_role_is_422_and_leaves_no_claim_behind(world: World) -> None:
     with pytest.raises(errors.UnknownRole) as caught:
-        world.provisioner().create(CreateRequest(NAME, "Janitor"))
+        world.provisioning().create_client(CreateRequest(NAME, "Janitor"))
 
     assert caught.value.http_status == 422
     assert "Builder Admin" in caught.value.detail
     assert "Care Team User" in caught.value.detail
     assert world.records.get(NAME) is None
-    _, created = world.provisioner().create(CreateRequest(NAME, "Care Team User"))
+    _, created = world.provisioning().create_client(CreateRequest(NAME, "Care Team User"))
     assert created is True
 
 
 def test_the_bootstrap_admins_name_cannot_be_provisioned(world: World) -> None:
     with pytest.raises(errors.ResourceConflict):
-        world.provisioner().create(CreateRequest(ADMIN))
+        world.provisioning().create_client(CreateRequest(ADMIN))
 
     assert world.zus.calls == []
 
 
 def test_a_care_team_user_admin_surfaces_zus_403_naming_the_call(world: World) -> None:
-    world.admin_token = "care-team-token"
+    world.admin_tokens.token = "care-team-token"
 
-    with pytest.raises(AdminForbidden) as caught:
-        world.provisioner().create(CreateRequest(NAME))
+    with pytest.raises(errors.AdminForbidden) as caught:
+        world.provisioning().create_client(CreateRequest(NAME))
 
     assert caught.value.http_status == 503
     assert caught.value.retry_after is not None
@@ -197,14 +160,10 @@ def test_a_care_team_user_admin_surfaces_zus_403_naming_the_call(world: World) -
 
 
 def test_a_missing_admin_secret_is_a_configuration_error_not_a_404(world: World) -> None:
-    def missing() -> str:
-        raise errors.ResourceNotFound(f"no managed app client named {ADMIN!r}")
-
-    provisioner = world.provisioner()
-    provisioner._admin_token = missing
+    world.admin_tokens.missing = True
 
     with pytest.raises(errors.ConfigurationError) as caught:
-        provisioner.create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
 
     assert caught.value.http_status == 503
     assert "bootstrap admin secret" in caught.value.detail
@@ -224,13 +183,13 @@ def test_zus_refusing_the_create_is_503_with_retry_after_and_the_retry_completes
     world.zus.fail["create app client"] = [failure]
 
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
-        world.provisioner().create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
 
     assert caught.value.http_status == 503
     assert caught.value.retry_after == failure.retry_after
     assert world.zus.named(NAME) == []
     assert world.records.get(NAME) is None  # nothing half-created is left behind
-    record, created = world.provisioner().create(CreateRequest(NAME))
+    record, created = world.provisioning().create_client(CreateRequest(NAME))
     assert created is True
     world.assert_usable()
     assert world.records.get(NAME).record == record
@@ -250,17 +209,17 @@ def test_after_a_create_of_unknown_outcome_retries_wait_until_it_can_no_longer_l
     # Given a create whose answer says nothing about whether Zus made the client
     world.zus.fail["create app client"] = [failure]
     with pytest.raises(errors.TemporarilyUnavailable):
-        world.provisioner().create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
 
     # When a retry comes before that create could still land, it waits (503) rather than make another
     with pytest.raises(errors.TemporarilyUnavailable) as early:
-        world.provisioner().create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
     assert 0 < early.value.retry_after <= 15
     assert world.zus.named(NAME) == []
 
     # Then once it cannot land any more, the retry creates the one client
     world.clock.now += 15
-    record, created = world.provisioner().create(CreateRequest(NAME))
+    record, created = world.provisioning().create_client(CreateRequest(NAME))
     assert created is True
     assert [client.id for client in world.zus.named(NAME)] == [record.app_client_id]
     world.assert_usable()
@@ -274,10 +233,10 @@ def test_a_create_whose_answer_was_lost_adopts_the_client_zus_made(world: World)
 
     world.zus.after["create app client"] = lose_the_answer
     with pytest.raises(errors.TemporarilyUnavailable):
-        world.provisioner().create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
     assert len(world.zus.named(NAME)) == 1
 
-    record, created = world.provisioner().create(CreateRequest(NAME))
+    record, created = world.provisioning().create_client(CreateRequest(NAME))
 
     assert created is True
     world.assert_usable()
@@ -288,17 +247,17 @@ def test_a_create_whose_answer_was_lost_adopts_the_client_zus_made(world: World)
 
 def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_with_rotate_secret(world: World) -> None:
     with pytest.raises(Crash):
-        world.provisioner(crash_at(Steps.APP_CLIENT_CREATED)).create(CreateRequest(NAME))
+        world.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED)).create_client(CreateRequest(NAME))
     assert world.stored() is None
     lost_secret = world.zus.secret_of(world.zus.named(NAME)[0].id)
 
     # A retry while the dead attempt's claim is live waits, then answers 503 with Retry-After
     with pytest.raises(errors.TemporarilyUnavailable) as waiting:
-        world.provisioner().create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
     assert waiting.value.retry_after >= 1
     # Once the claim has expired, the next retry takes over and completes
     world.clock.now += world.policy.claim_seconds
-    record, created = world.provisioner().create(CreateRequest(NAME))
+    record, created = world.provisioning().create_client(CreateRequest(NAME))
 
     assert created is True
     world.assert_usable()
@@ -311,23 +270,23 @@ def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_with_rotat
 def test_a_retry_waiting_for_a_dead_claim_takes_it_over_when_it_expires(world: World) -> None:
     world = World(claim_seconds=5.0, wait_seconds=20.0)
     with pytest.raises(Crash):
-        world.provisioner(crash_at(Steps.APP_CLIENT_CREATED)).create(CreateRequest(NAME))
+        world.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED)).create_client(CreateRequest(NAME))
 
-    _, created = world.provisioner().create(CreateRequest(NAME))
+    _, created = world.provisioning().create_client(CreateRequest(NAME))
 
     assert created is True
     world.assert_usable()
     assert world.metrics.counts["ProvisioningClaimWait"] > 0
 
 
-@pytest.mark.parametrize("step", [Steps.SECRET_STORED, Steps.VERIFIED])
+@pytest.mark.parametrize("step", [CreateCheckpoints.SECRET_STORED, CreateCheckpoints.VERIFIED])
 def test_a_crash_after_the_secret_was_stored_reuses_it_without_rotating(world: World, step: str) -> None:
     with pytest.raises(Crash):
-        world.provisioner(crash_at(step)).create(CreateRequest(NAME))
+        world.provisioning(crash_at(step)).create_client(CreateRequest(NAME))
     stored = world.stored()
     world.clock.now += world.policy.claim_seconds
 
-    _, created = world.provisioner().create(CreateRequest(NAME))
+    _, created = world.provisioning().create_client(CreateRequest(NAME))
 
     assert created is True
     world.assert_usable()
@@ -338,13 +297,13 @@ def test_a_crash_after_the_secret_was_stored_reuses_it_without_rotating(world: W
 
 def test_a_crash_after_the_secret_was_recovered_recovers_again(world: World) -> None:
     with pytest.raises(Crash):
-        world.provisioner(crash_at(Steps.APP_CLIENT_CREATED)).create(CreateRequest(NAME))
+        world.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED)).create_client(CreateRequest(NAME))
     world.clock.now += world.policy.claim_seconds
     with pytest.raises(Crash):
-        world.provisioner(crash_at(Steps.SECRET_RECOVERED)).create(CreateRequest(NAME))
+        world.provisioning(crash_at(CreateCheckpoints.SECRET_RECOVERED)).create_client(CreateRequest(NAME))
     world.clock.now += world.policy.claim_seconds
 
-    world.provisioner().create(CreateRequest(NAME))
+    world.provisioning().create_client(CreateRequest(NAME))
 
     world.assert_usable()
     assert world.zus.calls.count("rotate secret") == 2
@@ -356,10 +315,10 @@ def test_a_same_named_client_created_before_the_claim_is_never_adopted(world: Wo
     world.clock.now += 1
     # Our create dies after Zus made our client, before it was noted anywhere
     with pytest.raises(Crash):
-        world.provisioner(crash_at(Steps.APP_CLIENT_CREATED)).create(CreateRequest(NAME))
+        world.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED)).create_client(CreateRequest(NAME))
     world.clock.now += world.policy.claim_seconds
 
-    record, _ = world.provisioner().create(CreateRequest(NAME))
+    record, _ = world.provisioning().create_client(CreateRequest(NAME))
 
     assert record.app_client_id != theirs.app_client.id
     assert world.zus.secret_of(theirs.app_client.id) == theirs.client_secret  # never rotated
@@ -370,10 +329,10 @@ def test_an_old_same_named_client_is_not_adopted_after_a_failed_create(world: Wo
     theirs = world.zus.add_client(NAME, "role-builder-admin", int(world.clock() - 3600))
     world.zus.fail["create app client"] = [errors.ZusUnavailable("create app client", 502, "Bad Gateway")]
     with pytest.raises(errors.TemporarilyUnavailable):
-        world.provisioner().create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
     world.clock.now += 15  # past the window in which the failed create could still land
 
-    record, _ = world.provisioner().create(CreateRequest(NAME))
+    record, _ = world.provisioning().create_client(CreateRequest(NAME))
 
     assert record.app_client_id != theirs.app_client.id
     assert world.zus.secret_of(theirs.app_client.id) == theirs.client_secret
@@ -384,15 +343,15 @@ def test_an_old_same_named_client_is_not_adopted_after_a_failed_create(world: Wo
 def test_twenty_parallel_identical_creates_make_one_zus_client() -> None:
     world = World(wait_seconds=10.0)
     world.zus.delay = 0.2  # the creator is slow, so the others really wait
-    provisioners = [world.provisioner(clock=time.time, sleep=time.sleep) for _ in range(20)]
+    containers = [world.provisioning(clock=time.time, sleep=time.sleep) for _ in range(20)]
     start = threading.Barrier(20)
 
-    def create(provisioner: Provisioner):
+    def create(provisioning: Provisioning):
         start.wait()
-        return provisioner.create(CreateRequest(NAME))
+        return provisioning.create_client(CreateRequest(NAME))
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(create, provisioners))
+        answers = list(pool.map(create, containers))
 
     assert len(world.zus.named(NAME)) == 1
     assert world.zus.calls.count("create app client") == 1
@@ -405,7 +364,7 @@ def test_rotation_is_configured_when_a_rotation_function_is_set() -> None:
         rotation_function_arn="arn:aws:lambda:us-east-1:123456789012:function:rotation", rotation_interval_days=14
     )
 
-    world.provisioner().create(CreateRequest(NAME))
+    world.provisioning().create_client(CreateRequest(NAME))
 
     secret = world.secrets.secrets[world.secret_id(NAME)]
     assert secret.rotation_arn == "arn:aws:lambda:us-east-1:123456789012:function:rotation"
@@ -413,7 +372,7 @@ def test_rotation_is_configured_when_a_rotation_function_is_set() -> None:
 
 
 def test_no_rotation_is_configured_without_a_rotation_function(world: World) -> None:
-    world.provisioner().create(CreateRequest(NAME))
+    world.provisioning().create_client(CreateRequest(NAME))
 
     assert ("configure_rotation", world.secret_id(NAME)) not in world.secrets.calls
 
@@ -422,12 +381,12 @@ def test_no_rotation_is_configured_without_a_rotation_function(world: World) -> 
 
 
 def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token(world: World) -> None:
-    provisioner = world.provisioner()
-    record, _ = provisioner.create(CreateRequest(NAME))
+    provisioning = world.provisioning()
+    record, _ = provisioning.create_client(CreateRequest(NAME))
     world.tokens.put_token(NAME, CachedToken("the-access-token", "Bearer", world.clock() + 1800), None)
     world.tokens.spend_budget(NAME, world.clock(), 100)
 
-    shown = provisioner.get(NAME)
+    shown = provisioning.queries.get(NAME)
 
     assert {k: shown[k] for k in record.to_json()} == record.to_json()
     assert shown["lastRotation"] is None
@@ -440,27 +399,27 @@ def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token
 
 
 def test_get_reports_an_expired_token_as_not_cached(world: World) -> None:
-    provisioner = world.provisioner()
-    provisioner.create(CreateRequest(NAME))
+    provisioning = world.provisioning()
+    provisioning.create_client(CreateRequest(NAME))
     world.tokens.put_token(NAME, CachedToken("old", "Bearer", world.clock() - 1), None)
 
-    assert provisioner.get(NAME)["token"] == {"cached": False, "expiresAt": None}
+    assert provisioning.queries.get(NAME)["token"] == {"cached": False, "expiresAt": None}
 
 
 def test_get_and_rotate_of_an_unknown_name_are_404(world: World) -> None:
     with pytest.raises(errors.ResourceNotFound):
-        world.provisioner().get("nobody")
+        world.provisioning().queries.get("nobody")
     with pytest.raises(errors.ResourceNotFound):
-        world.provisioner().start_rotation("nobody")
+        world.provisioning().start_rotation("nobody")
 
 
 def test_a_half_created_client_is_not_listed_or_shown(world: World) -> None:
     with pytest.raises(Crash):
-        world.provisioner(crash_at(Steps.SECRET_STORED)).create(CreateRequest(NAME))
+        world.provisioning(crash_at(CreateCheckpoints.SECRET_STORED)).create_client(CreateRequest(NAME))
 
-    assert world.provisioner().list_clients() == []
+    assert world.provisioning().queries.list_clients() == []
     with pytest.raises(errors.ResourceNotFound):
-        world.provisioner().get(NAME)
+        world.provisioning().queries.get(NAME)
 
 
 def test_list_shows_the_managed_clients_and_the_bootstrap_admin(world: World) -> None:
@@ -469,26 +428,24 @@ def test_list_shows_the_managed_clients_and_the_bootstrap_admin(world: World) ->
         world_admin_credentials(),
         kms_key_id="",
         tags={},
-        request_token="admin-version",
+        idempotency_key="admin-version",
     )
-    provisioner = world.provisioner()
-    a, _ = provisioner.create(CreateRequest("a-service"))
-    b, _ = provisioner.create(CreateRequest("b-service", "Care Team User"))
+    provisioning = world.provisioning()
+    a, _ = provisioning.create_client(CreateRequest("a-service"))
+    b, _ = provisioning.create_client(CreateRequest("b-service", "Care Team User"))
 
-    listed = provisioner.list_clients()
+    listed = provisioning.queries.list_clients()
 
     assert [r.name for r in listed] == ["a-service", "b-service", ADMIN]
     assert listed[:2] == [a, b]
     assert listed[2].client_id == "local-admin"
-    details = provisioner.list_details()
+    details = provisioning.queries.list_details()
     assert [d["name"] for d in details] == ["a-service", "b-service", ADMIN]
-    assert details[0] == provisioner.get("a-service")
+    assert details[0] == provisioning.queries.get("a-service")
     assert "local-admin-secret" not in json.dumps(details)
 
 
 def world_admin_credentials():
-    from zus_m2m.credentials import ClientCredentials
-
     return ClientCredentials(
         ADMIN, "app-admin", "local-admin", "local-admin-secret", "role-builder-admin", "Builder Admin"
     )
@@ -499,24 +456,24 @@ def world_admin_credentials():
 
 def test_start_rotation_asks_secrets_manager_and_refuses_a_second_while_in_progress() -> None:
     world = World(rotation_function_arn="arn:aws:lambda:us-east-1:123456789012:function:rotation")
-    provisioner = world.provisioner()
-    record, _ = provisioner.create(CreateRequest(NAME))
+    provisioning = world.provisioning()
+    record, _ = provisioning.create_client(CreateRequest(NAME))
 
-    answer = provisioner.start_rotation(NAME)
+    answer = provisioning.start_rotation(NAME)
 
     assert answer == {"name": NAME, "secretArn": record.secret_arn, "rotation": "started"}
     assert world.secrets.rotations_started == [
         (world.secret_id(NAME), "arn:aws:lambda:us-east-1:123456789012:function:rotation")
     ]
     with pytest.raises(errors.ResourceConflict):
-        provisioner.start_rotation(NAME)
+        provisioning.start_rotation(NAME)
 
 
 def test_start_rotation_without_a_rotation_function_passes_none(world: World) -> None:
-    provisioner = world.provisioner()
-    provisioner.create(CreateRequest(NAME))
+    provisioning = world.provisioning()
+    provisioning.create_client(CreateRequest(NAME))
 
-    provisioner.start_rotation(NAME)
+    provisioning.start_rotation(NAME)
 
     assert world.secrets.rotations_started == [(world.secret_id(NAME), None)]
 
@@ -525,11 +482,11 @@ def test_start_rotation_without_a_rotation_function_passes_none(world: World) ->
 
 
 def test_delete_removes_the_zus_client_schedules_the_secret_and_purges_tokens(world: World) -> None:
-    provisioner = world.provisioner()
-    provisioner.create(CreateRequest(NAME))
+    provisioning = world.provisioning()
+    provisioning.create_client(CreateRequest(NAME))
     world.tokens.put_token(NAME, CachedToken("t", "Bearer", world.clock() + 600), None)
 
-    provisioner.delete(NAME)
+    provisioning.retire_client(NAME)
 
     assert world.zus.named(NAME) == []
     secret = world.secrets.secrets[world.secret_id(NAME)]
@@ -538,27 +495,33 @@ def test_delete_removes_the_zus_client_schedules_the_secret_and_purges_tokens(wo
     assert NAME not in world.tokens.states
     assert world.records.get(NAME) is None
     with pytest.raises(errors.ResourceNotFound):
-        provisioner.delete(NAME)
+        provisioning.retire_client(NAME)
 
 
 def test_deleting_the_bootstrap_admin_is_a_conflict(world: World) -> None:
     with pytest.raises(errors.ResourceConflict) as caught:
-        world.provisioner().delete(ADMIN)
+        world.provisioning().retire_client(ADMIN)
 
     assert caught.value.http_status == 409
 
 
 @pytest.mark.parametrize(
-    "step", [Steps.DELETE_MARKED, Steps.APP_CLIENT_DELETED, Steps.SECRET_DELETION_SCHEDULED, Steps.TOKENS_PURGED]
+    "step",
+    [
+        RetireCheckpoints.DELETE_MARKED,
+        RetireCheckpoints.APP_CLIENT_DELETED,
+        RetireCheckpoints.SECRET_DELETION_SCHEDULED,
+        RetireCheckpoints.TOKENS_PURGED,
+    ],
 )
 def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(world: World, step: str) -> None:
-    world.provisioner().create(CreateRequest(NAME))
+    world.provisioning().create_client(CreateRequest(NAME))
     with pytest.raises(Crash):
-        world.provisioner(crash_at(step)).delete(NAME)
+        world.provisioning(crash_at(step)).retire_client(NAME)
     with pytest.raises(errors.ResourceNotFound):
-        world.provisioner().get(NAME)  # no longer shown while being deleted
+        world.provisioning().queries.get(NAME)  # no longer shown while being deleted
 
-    world.provisioner().delete(NAME)
+    world.provisioning().retire_client(NAME)
 
     assert world.zus.named(NAME) == []
     assert world.secrets.secrets[world.secret_id(NAME)].deleted is True
@@ -566,73 +529,36 @@ def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(world: World, step
 
 
 def test_a_create_of_a_name_being_deleted_is_a_conflict(world: World) -> None:
-    world.provisioner().create(CreateRequest(NAME))
+    world.provisioning().create_client(CreateRequest(NAME))
     with pytest.raises(Crash):
-        world.provisioner(crash_at(Steps.APP_CLIENT_DELETED)).delete(NAME)
+        world.provisioning(crash_at(RetireCheckpoints.APP_CLIENT_DELETED)).retire_client(NAME)
 
     with pytest.raises(errors.ResourceConflict):
-        world.provisioner().create(CreateRequest(NAME))
+        world.provisioning().create_client(CreateRequest(NAME))
 
 
 def test_a_zus_failure_during_delete_is_503_and_the_retry_finishes(world: World) -> None:
-    world.provisioner().create(CreateRequest(NAME))
+    world.provisioning().create_client(CreateRequest(NAME))
     world.zus.fail["delete app client"] = [errors.ZusRateLimited("delete app client", 429, "slow down", 30)]
 
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
-        world.provisioner().delete(NAME)
+        world.provisioning().retire_client(NAME)
     assert caught.value.http_status == 503
     assert caught.value.retry_after == 30
 
-    world.provisioner().delete(NAME)
+    world.provisioning().retire_client(NAME)
     assert world.records.get(NAME) is None
 
 
 def test_a_name_can_be_provisioned_again_within_the_recovery_window(world: World) -> None:
-    provisioner = world.provisioner()
-    first, _ = provisioner.create(CreateRequest(NAME))
-    provisioner.delete(NAME)
+    provisioning = world.provisioning()
+    first, _ = provisioning.create_client(CreateRequest(NAME))
+    provisioning.retire_client(NAME)
 
-    second, created = provisioner.create(CreateRequest(NAME))
+    second, created = provisioning.create_client(CreateRequest(NAME))
 
     assert created is True
     assert second.app_client_id != first.app_client_id
     assert second.secret_arn == first.secret_arn
     assert ("restore", world.secret_id(NAME)) in world.secrets.calls
     world.assert_usable()
-
-
-# --- the create body --------------------------------------------------------------------------
-
-
-def test_a_valid_body_parses_with_the_default_role() -> None:
-    assert parse_create_request('{"name": "billing.v2_x-1"}', "application/json") == CreateRequest(
-        "billing.v2_x-1", "Builder Admin"
-    )
-    assert parse_create_request('{"name": "a", "roleName": "Care Team User"}', None).role_name == "Care Team User"
-
-
-@pytest.mark.parametrize(
-    ("body", "content_type", "expected"),
-    [
-        ('{"name": "a"}', "text/plain", "Content-Type"),
-        ("", "application/json", "JSON object"),
-        (None, "application/json", "JSON object"),
-        ("{not json", "application/json", "not valid JSON"),
-        ('["a"]', "application/json", "JSON object"),
-        ("{}", "application/json", "name is required"),
-        ('{"roleName": "Builder Admin"}', "application/json", "name is required"),
-        ('{"name": "a", "role": "x"}', "application/json", "unknown field(s): role"),
-        ('{"name": 7}', "application/json", "name must be"),
-        ('{"name": ""}', "application/json", "name must be"),
-        ('{"name": "has space"}', "application/json", "name must be"),
-        ('{"name": "' + "x" * 65 + '"}', "application/json", "name must be"),
-        ('{"name": "a", "roleName": 3}', "application/json", "roleName"),
-        ('{"name": "a", "roleName": ""}', "application/json", "roleName"),
-    ],
-)
-def test_a_bad_body_is_400_naming_the_problem(body: str | None, content_type: str, expected: str) -> None:
-    with pytest.raises(errors.InvalidRequest) as caught:
-        parse_create_request(body, content_type)
-
-    assert caught.value.http_status == 400
-    assert expected in caught.value.detail

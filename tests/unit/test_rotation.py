@@ -1,114 +1,91 @@
-"""The rotation steps and the sweep's decisions, against in-memory fakes of the store, Zus and the vendor."""
+"""The rotation steps' and the sweep's decisions, against in-memory fakes of the store, Zus and the vendor."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import pytest
-from fakes import FakeClock, FakeMetrics, FakeRotationStore, FakeVerifier, FakeZusAdmin
+from fakes import ADMIN, NAMING, Crash, FakeDeployment, crash_at
 
 from zus_m2m import errors
-from zus_m2m.aws.secrets import managed_tags
-from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken
-from zus_m2m.rotation import STEPS, Checkpoints, RotationPolicy, Rotator
+from zus_m2m.rotation.policy import RotationPolicy
+from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
+from zus_m2m.rotation.sweep import RotationSweep
+from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, ClientCredentials, managed_tags
 
-STAGE = "test"
+STAGE = NAMING.stage
 CLIENT = "billing"
-SECRET = f"zus-m2m/{STAGE}/{CLIENT}"
-ADMIN = "zus-m2m-admin"
-ADMIN_SECRET = f"zus-m2m/{STAGE}/{ADMIN}"
+SECRET = NAMING.secret_id(CLIENT)
+ADMIN_SECRET = NAMING.admin_secret_name
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:rotation"
 
 
-@dataclass
-class ScriptedVerifier(FakeVerifier):
-    """FakeVerifier that refuses the next ``refusals`` requests (a secret still propagating)."""
-
-    refusals: int = 0
-    attempts: list[str] = field(default_factory=list)
-
-    def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken:
-        self.attempts.append(client)
-        if self.refusals > 0:
-            self.refusals -= 1
-            raise errors.ZusInvalidClient("token request", 401, "invalid_client")
-        return super().issue_with(client, credentials)
-
-
-class World:
+class World(FakeDeployment):
     def __init__(self) -> None:
-        self.clock = FakeClock()
-        self.zus = FakeZusAdmin(clock=self.clock)
-        self.store = FakeRotationStore(clock=self.clock)
-        self.verifier = ScriptedVerifier(self.zus)
-        self.metrics = FakeMetrics()
+        super().__init__()
         self.checkpoints: list[str] = []
-        self.admin_tokens_taken = 0
-        self.policy = RotationPolicy(
-            stage=STAGE, admin_secret_name=ADMIN_SECRET, admin_client_name=ADMIN, rotation_function_arn=FUNCTION_ARN
-        )
+        self.policy = RotationPolicy(naming=self.naming, rotation_function_arn=FUNCTION_ARN)
         self.app_ids: dict[str, str] = {}
         self.add_client(CLIENT)
 
     def secret_id(self, name: str) -> str:
-        return ADMIN_SECRET if name == ADMIN else f"zus-m2m/{STAGE}/{name}"
+        return self.naming.secret_id(name)
 
     def add_client(self, name: str, *, tags: dict[str, str] | None = None) -> ClientCredentials:
-        created = self.zus.add_client(name, "role-builder-admin", int(self.clock()))
-        credentials = ClientCredentials(
-            name, created.app_client.id, created.app_client.client_id, created.client_secret
-        )
-        self.app_ids[name] = created.app_client.id
-        self.store.create(
-            self.secret_id(name),
-            credentials,
-            kms_key_id="",
-            tags=managed_tags(STAGE, name) if tags is None else tags,
-            request_token=f"{name}-v1",
-        )
+        credentials = super().add_client(name, tags=tags)
+        self.app_ids[name] = credentials.app_client_id
         return credentials
 
-    def admin_token(self) -> str:
-        self.admin_tokens_taken += 1
-        return self.zus.admin_token
-
-    def rotator(self, **policy: float) -> Rotator:
-        return Rotator(
-            self.store,
+    def steps(self) -> RotationSteps:
+        return RotationSteps(
+            self.secrets,
             self.zus,
-            self.verifier,
-            admin_token=self.admin_token,
-            secret_id=self.secret_id,
-            policy=RotationPolicy(**{**self.policy.__dict__, **policy}),
-            metrics=self.metrics,
+            self.issuer,
+            self.admin_tokens,
+            self.policy,
+            self.metrics,
             clock=self.clock,
             sleep=self.clock.sleep,
             checkpoint=self.checkpoints.append,
         )
 
+    def sweep(self) -> RotationSweep:
+        return RotationSweep(self.secrets, self.steps(), self.issuer, self.policy, self.metrics, clock=self.clock)
+
     def start(self, name: str = CLIENT) -> str:
-        self.store.start_rotation(self.secret_id(name), FUNCTION_ARN)
-        token = self.store.pending_version(self.secret_id(name))
-        assert token is not None
-        return token
+        self.secrets.start_rotation(self.secret_id(name), FUNCTION_ARN)
+        version = self.secrets.pending_version(self.secret_id(name))
+        assert version is not None
+        return version
 
     def rotate(self, name: str = CLIENT) -> str:
-        token = self.start(name)
-        rotator = self.rotator()
+        version = self.start(name)
+        steps = self.steps()
         for step in STEPS:
-            rotator.run_step(step, self.secret_id(name), token)
-        return token
+            steps.run(step, self.secret_id(name), version)
+        return version
+
+    def created(self) -> tuple[RotationSteps, str]:
+        """A rotation whose createSecret ran: the steps of its container, and its version."""
+        version = self.start()
+        steps = self.steps()
+        steps.run("createSecret", SECRET, version)
+        return steps, version
+
+    def store_a_pending_secret_zus_never_held(self, version: str) -> None:
+        """createSecret's value, but Zus never held it (a rotation whose new secret Zus lost)."""
+        current = self.stored(AWSCURRENT)
+        assert current is not None
+        self.secrets.put_pending(SECRET, current.with_secret("never-held-by-zus"), version)
 
     def stored(self, stage: str, name: str = CLIENT) -> ClientCredentials | None:
-        return self.store.read(self.secret_id(name), stage)
+        return self.secrets.read(self.secret_id(name), stage)
 
     def zus_secret(self, name: str = CLIENT) -> str:
         return self.zus.secret_of(self.app_ids[name])
 
     def stages(self, name: str = CLIENT) -> dict[str, list[str]]:
-        description = self.store.describe(self.secret_id(name))
+        description = self.secrets.describe(self.secret_id(name))
         assert description is not None
         return {version: sorted(stages) for version, stages in description.versions.items() if stages}
 
@@ -126,12 +103,12 @@ def world() -> World:
 
 def test_the_four_steps_in_order_rotate_the_secret(world: World) -> None:
     old = world.stored(AWSCURRENT)
-    token = world.start()
+    version = world.start()
 
-    outcomes = [world.rotator().run_step(step, SECRET, token) for step in STEPS]
+    outcomes = [world.steps().run(step, SECRET, version) for step in STEPS]
 
     assert outcomes == ["created", "nothing-to-set", "tested", "finished"]
-    assert world.stages() == {"billing-v1": [AWSPREVIOUS], token: [AWSCURRENT]}
+    assert world.stages() == {"billing-v1": [AWSPREVIOUS], version: [AWSCURRENT]}
     current = world.stored(AWSCURRENT)
     assert current is not None
     assert old is not None
@@ -139,23 +116,23 @@ def test_the_four_steps_in_order_rotate_the_secret(world: World) -> None:
     assert current.app_client_id == old.app_client_id
     assert current.client_id == old.client_id
     assert world.rotate_calls() == 1
-    assert world.verifier.issued == [CLIENT]  # the test's token went to the cache
+    assert world.issuer.issued == [CLIENT]  # the test's token went to the cache
     assert world.checkpoints == [
-        Checkpoints.ZUS_ROTATED,
-        Checkpoints.PENDING_STORED,
-        Checkpoints.TESTED,
-        Checkpoints.CURRENT_MOVED,
-        Checkpoints.PENDING_REMOVED,
+        RotationCheckpoints.ZUS_ROTATED,
+        RotationCheckpoints.PENDING_STORED,
+        RotationCheckpoints.TESTED,
+        RotationCheckpoints.CURRENT_MOVED,
+        RotationCheckpoints.PENDING_REMOVED,
     ]
     assert world.metrics.counts["RotationStep"] == 4
     assert world.metrics.counts["RotationFailed"] == 0
 
 
 def test_each_step_run_twice_does_its_work_once(world: World) -> None:
-    token = world.start()
-    rotator = world.rotator()
+    version = world.start()
+    steps = world.steps()
 
-    outcomes = [(rotator.run_step(step, SECRET, token), rotator.run_step(step, SECRET, token)) for step in STEPS]
+    outcomes = [(steps.run(step, SECRET, version), steps.run(step, SECRET, version)) for step in STEPS]
 
     assert outcomes == [
         ("created", "already-created"),
@@ -165,47 +142,47 @@ def test_each_step_run_twice_does_its_work_once(world: World) -> None:
     ]
     assert world.rotate_calls() == 1
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret()  # type: ignore[union-attr]
-    assert world.stages() == {"billing-v1": [AWSPREVIOUS], token: [AWSCURRENT]}
+    assert world.stages() == {"billing-v1": [AWSPREVIOUS], version: [AWSCURRENT]}
 
 
 def test_a_finished_rotations_steps_return_quietly(world: World) -> None:
-    token = world.rotate()
-    calls = list(world.store.calls)
+    version = world.rotate()
+    calls = list(world.secrets.calls)
 
-    outcomes = [world.rotator().run_step(step, SECRET, token) for step in STEPS]
+    outcomes = [world.steps().run(step, SECRET, version) for step in STEPS]
 
     assert outcomes == ["already-current"] * 4
-    assert world.store.calls == calls
+    assert world.secrets.calls == calls
     assert world.rotate_calls() == 1
 
 
-def test_a_stale_token_is_refused_and_changes_nothing(world: World) -> None:
+def test_a_stale_version_is_refused_and_changes_nothing(world: World) -> None:
     first = world.rotate()
     second = world.start()
-    rotator = world.rotator()
+    steps = world.steps()
 
     with pytest.raises(errors.ResourceConflict, match="stale"):
-        rotator.run_step("createSecret", SECRET, "billing-v1")  # now AWSPREVIOUS
+        steps.run("createSecret", SECRET, "billing-v1")  # now AWSPREVIOUS
     with pytest.raises(errors.ResourceConflict, match="not a version"):
-        rotator.run_step("createSecret", SECRET, "no-such-version")
+        steps.run("createSecret", SECRET, "no-such-version")
 
-    assert rotator.run_step("finishSecret", SECRET, first) == "already-current"
+    assert steps.run("finishSecret", SECRET, first) == "already-current"
     assert world.rotate_calls() == 1
-    assert world.store.pending_version(SECRET) == second
+    assert world.secrets.pending_version(SECRET) == second
     assert world.metrics.counts["RotationFailed"] == 2
 
 
-def test_a_superseded_pending_token_is_refused(world: World) -> None:
+def test_a_superseded_pending_version_is_refused(world: World) -> None:
     # Given a rotation whose AWSPENDING label was dropped, and a newer rotation started
     abandoned = world.start()
-    world.store.remove_stage(SECRET, AWSPENDING, abandoned)
+    world.secrets.remove_stage(SECRET, AWSPENDING, abandoned)
     newer = world.start()
 
     with pytest.raises(errors.ResourceConflict, match="stale"):
-        world.rotator().run_step("createSecret", SECRET, abandoned)
+        world.steps().run("createSecret", SECRET, abandoned)
 
     assert world.rotate_calls() == 0
-    assert world.store.pending_version(SECRET) == newer
+    assert world.secrets.pending_version(SECRET) == newer
 
 
 @pytest.mark.parametrize(
@@ -219,41 +196,41 @@ def test_a_superseded_pending_token_is_refused(world: World) -> None:
 )
 def test_a_secret_that_is_not_ours_is_refused(world: World, tags: dict[str, str]) -> None:
     world.add_client("other", tags=tags)
-    token = world.start("other")
+    version = world.start("other")
 
     with pytest.raises(errors.ResourceConflict, match="not managed by zus-m2m"):
-        world.rotator().run_step("createSecret", world.secret_id("other"), token)
+        world.steps().run("createSecret", world.secret_id("other"), version)
 
     assert world.rotate_calls() == 0
 
 
 def test_rotation_not_enabled_and_none_in_progress_is_refused(world: World) -> None:
     world.rotate()
-    world.store.secrets[SECRET].rotation_arn = None  # an operator turned rotation off
+    world.secrets.secrets[SECRET].rotation_arn = None  # an operator turned rotation off
 
     with pytest.raises(errors.ResourceConflict, match="not enabled"):
-        world.rotator().run_step("createSecret", SECRET, "billing-v1")
+        world.steps().run("createSecret", SECRET, "billing-v1")
 
 
 def test_rotation_not_reported_enabled_is_accepted_while_it_is_in_progress(world: World) -> None:
-    # moto reports RotationEnabled false unless rotation rules were set
-    token = world.start()
-    world.store.secrets[SECRET].rotation_arn = None
+    # An operator cancelled it mid-way: CancelRotateSecret turns RotationEnabled off, leaves AWSPENDING
+    version = world.start()
+    world.secrets.secrets[SECRET].rotation_arn = None
 
-    assert world.rotator().run_step("createSecret", SECRET, token) == "created"
+    assert world.steps().run("createSecret", SECRET, version) == "created"
 
 
 def test_a_secret_scheduled_for_deletion_is_refused(world: World) -> None:
-    token = world.start()
-    world.store.secrets[SECRET].deleted = True
+    version = world.start()
+    world.secrets.secrets[SECRET].deleted = True
 
     with pytest.raises(errors.ResourceNotFound):
-        world.rotator().run_step("createSecret", SECRET, token)
+        world.steps().run("createSecret", SECRET, version)
 
 
 def test_an_unknown_step_is_refused(world: World) -> None:
     with pytest.raises(errors.InvalidRequest, match="unknown rotation step"):
-        world.rotator().run_step("deleteSecret", SECRET, "billing-v1")
+        world.steps().run("deleteSecret", SECRET, "billing-v1")
 
 
 def test_the_bootstrap_admin_rotates_with_a_token_taken_before_its_secret_changes(world: World) -> None:
@@ -262,7 +239,7 @@ def test_the_bootstrap_admin_rotates_with_a_token_taken_before_its_secret_change
     rotate = world.zus.rotate_secret
 
     def rotate_and_note(app_client_id: str, bearer: str):
-        taken_before_rotation.append(world.admin_tokens_taken)
+        taken_before_rotation.append(world.admin_tokens.taken)
         return rotate(app_client_id, bearer)
 
     world.zus.rotate_secret = rotate_and_note  # type: ignore[method-assign]
@@ -275,104 +252,98 @@ def test_the_bootstrap_admin_rotates_with_a_token_taken_before_its_secret_change
 
 def test_an_admin_secret_without_app_client_id_is_refused_before_zus_is_asked(world: World) -> None:
     credentials = world.add_client(ADMIN, tags={})
-    version = world.store.secrets[ADMIN_SECRET].versions[f"{ADMIN}-v1"]
-    world.store.secrets[ADMIN_SECRET].versions[f"{ADMIN}-v1"] = (
+    _, stages = world.secrets.secrets[ADMIN_SECRET].versions[f"{ADMIN}-v1"]
+    world.secrets.secrets[ADMIN_SECRET].versions[f"{ADMIN}-v1"] = (
         ClientCredentials(ADMIN, "", credentials.client_id, credentials.client_secret),
-        version[1],
+        stages,
     )
-    token = world.start(ADMIN)
+    version = world.start(ADMIN)
 
     with pytest.raises(errors.ConfigurationError, match="lacks appClientId"):
-        world.rotator().run_step("createSecret", ADMIN_SECRET, token)
+        world.steps().run("createSecret", ADMIN_SECRET, version)
 
     assert world.rotate_calls() == 0
 
 
 def test_a_crash_after_zus_rotated_is_repaired_by_the_retry(world: World) -> None:
-    token = world.start()
-    rotator = world.rotator()
-    rotator.checkpoint = crash_at(Checkpoints.ZUS_ROTATED)
+    version = world.start()
+    steps = world.steps()
+    steps.checkpoint = crash_at(RotationCheckpoints.ZUS_ROTATED)
 
     with pytest.raises(Crash):
-        rotator.run_step("createSecret", SECRET, token)
+        steps.run("createSecret", SECRET, version)
     lost = world.zus_secret()
-    assert world.store.read_version(SECRET, token) is None
+    assert world.secrets.read_version(SECRET, version) is None
 
-    rotator.checkpoint = lambda _: None
+    steps.checkpoint = world.checkpoints.append
     for step in STEPS:
-        rotator.run_step(step, SECRET, token)
+        steps.run(step, SECRET, version)
 
     assert world.rotate_calls() == 2
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret() != lost  # type: ignore[union-attr]
 
 
 def test_a_crash_after_the_stage_move_leaves_the_retry_to_remove_the_pending_label(world: World) -> None:
-    token = world.start()
-    rotator = world.rotator()
+    version = world.start()
+    steps = world.steps()
     for step in STEPS[:3]:
-        rotator.run_step(step, SECRET, token)
-    rotator.checkpoint = crash_at(Checkpoints.CURRENT_MOVED)
+        steps.run(step, SECRET, version)
+    steps.checkpoint = crash_at(RotationCheckpoints.CURRENT_MOVED)
 
     with pytest.raises(Crash):
-        rotator.run_step("finishSecret", SECRET, token)
-    assert world.stages()[token] == [AWSCURRENT, AWSPENDING]
+        steps.run("finishSecret", SECRET, version)
+    assert world.stages()[version] == [AWSCURRENT, AWSPENDING]
 
-    rotator.checkpoint = lambda _: None
-    assert rotator.run_step("finishSecret", SECRET, token) == "pending-label-removed"
-    assert world.stages() == {"billing-v1": [AWSPREVIOUS], token: [AWSCURRENT]}
+    steps.checkpoint = world.checkpoints.append
+    assert steps.run("finishSecret", SECRET, version) == "pending-label-removed"
+    assert world.stages() == {"billing-v1": [AWSPREVIOUS], version: [AWSCURRENT]}
 
 
 def test_test_secret_waits_for_a_propagating_secret(world: World) -> None:
-    token = world.start()
-    rotator = world.rotator()
-    rotator.run_step("createSecret", SECRET, token)
-    world.verifier.refusals = 4
+    steps, version = world.created()
+    world.issuer.refusals = 4
     started = world.clock()
 
-    assert rotator.run_step("testSecret", SECRET, token) == "tested"
+    assert steps.run("testSecret", SECRET, version) == "tested"
 
     assert world.clock() - started == 1 + 2 + 4 + 8
-    assert world.verifier.issued == [CLIENT]
+    assert world.issuer.issued == [CLIENT]
 
 
 def test_test_secret_gives_up_after_a_minute(world: World) -> None:
-    token = world.start()
-    rotator = world.rotator()
-    rotator.run_step("createSecret", SECRET, token)
-    world.verifier.refusals = 1000
+    steps, version = world.created()
+    world.issuer.refusals = 1000
     started = world.clock()
 
     with pytest.raises(errors.ZusInvalidClient):
-        rotator.run_step("testSecret", SECRET, token)
+        steps.run("testSecret", SECRET, version)
 
     assert 50 <= world.clock() - started <= 60
     assert world.metrics.counts["RotationFailed"] == 1
-    assert world.stages()[token] == [AWSPENDING]
+    assert world.stages()[version] == [AWSPENDING]
 
 
 def test_a_value_less_pending_version_is_never_tested_nor_promoted(world: World) -> None:
     # Secrets Manager's test of a rotation configuration invokes testSecret alone
-    token = world.start()
-    rotator = world.rotator()
+    version = world.start()
+    steps = world.steps()
 
-    assert rotator.run_step("testSecret", SECRET, token) == "nothing-to-test"
+    assert steps.run("testSecret", SECRET, version) == "nothing-to-test"
     with pytest.raises(errors.ResourceConflict, match="holds no value"):
-        rotator.run_step("finishSecret", SECRET, token)
+        steps.run("finishSecret", SECRET, version)
 
     assert world.stages()["billing-v1"] == [AWSCURRENT]
-    assert world.verifier.attempts == []
+    assert world.issuer.attempts == []
 
 
 def test_no_log_line_carries_a_secret(world: World, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     old = world.stored(AWSCURRENT)
     world.rotate()
-    world.verifier.refusals = 1000
-    token = world.start()
-    rotator = world.rotator()
-    rotator.run_step("createSecret", SECRET, token)
+    world.issuer.refusals = 1000
+    steps, version = world.created()
     with pytest.raises(errors.ZusInvalidClient):
-        rotator.run_step("testSecret", SECRET, token)
+        steps.run("testSecret", SECRET, version)
 
     text = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
     assert "rotation step done" in text
@@ -384,27 +355,27 @@ def test_no_log_line_carries_a_secret(world: World, caplog: pytest.LogCaptureFix
 
 
 def test_the_sweep_leaves_a_healthy_client_alone_and_caches_its_token(world: World) -> None:
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"] == {SECRET: "healthy", ADMIN_SECRET: "absent"}
-    assert world.store.rotations_started == []
-    assert world.verifier.issued == [CLIENT]
+    assert world.secrets.rotations_started == []
+    assert world.issuer.issued == [CLIENT]
 
 
 def test_the_sweep_starts_a_due_rotation_with_the_rotation_function(world: World) -> None:
     world.clock.now += 30 * 86400
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "rotation-started"
-    assert world.store.rotations_started == [(SECRET, FUNCTION_ARN)]
+    assert world.secrets.rotations_started == [(SECRET, FUNCTION_ARN)]
 
 
 def test_the_sweep_visits_the_bootstrap_admin(world: World) -> None:
     world.add_client(ADMIN, tags={})
     world.clock.now += 30 * 86400
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"] == {SECRET: "rotation-started", ADMIN_SECRET: "rotation-started"}
     assert report["counts"] == {"rotation-started": 2}
@@ -412,25 +383,25 @@ def test_the_sweep_visits_the_bootstrap_admin(world: World) -> None:
 
 def test_the_sweep_never_starts_a_rotation_in_progress(world: World) -> None:
     world.clock.now += 30 * 86400
-    token = world.start()
+    version = world.start()
     world.clock.now += 60
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "in-progress"
-    assert world.store.pending_version(SECRET) == token
-    assert len(world.store.rotations_started) == 1
+    assert world.secrets.pending_version(SECRET) == version
+    assert len(world.secrets.rotations_started) == 1
 
 
 def test_the_sweep_rolls_a_stuck_rotation_forward_when_its_secret_works(world: World) -> None:
-    token = world.start()
-    world.rotator().run_step("createSecret", SECRET, token)  # ... and the rotation died here
+    version = world.start()
+    world.steps().run("createSecret", SECRET, version)  # ... and the rotation died here
     world.clock.now += 16 * 60
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "rolled-forward"
-    assert world.stages() == {"billing-v1": [AWSPREVIOUS], token: [AWSCURRENT]}
+    assert world.stages() == {"billing-v1": [AWSPREVIOUS], version: [AWSCURRENT]}
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret()  # type: ignore[union-attr]
 
 
@@ -438,22 +409,20 @@ def test_the_sweep_restarts_a_rotation_that_died_before_storing_anything(world: 
     stuck = world.start()
     world.clock.now += 16 * 60
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "rotation-restarted"
-    restarted = world.store.pending_version(SECRET)
+    restarted = world.secrets.pending_version(SECRET)
     assert restarted not in (None, stuck)
     assert stuck not in world.stages()  # its label is gone
 
 
 def test_the_sweep_drops_a_stale_pending_secret_zus_refuses_while_the_current_works(world: World) -> None:
-    token = world.start()
-    current = world.stored(AWSCURRENT)
-    assert current is not None
-    world.store.put_pending(SECRET, current.with_secret("never-held-by-zus"), token)
+    version = world.start()
+    world.store_a_pending_secret_zus_never_held(version)
     world.clock.now += 16 * 60
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "pending-dropped"
     assert world.stages() == {"billing-v1": [AWSCURRENT]}
@@ -462,15 +431,15 @@ def test_the_sweep_drops_a_stale_pending_secret_zus_refuses_while_the_current_wo
 def test_the_sweep_starts_a_recovery_rotation_for_a_lost_secret(world: World) -> None:
     world.zus.rotate_secret(world.app_ids[CLIENT], world.zus.admin_token)  # the new secret was lost
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "recovery-started"
     assert world.metrics.counts["SecretRecoveryStarted"] == 1
-    token = world.store.pending_version(SECRET)
-    assert token is not None
-    rotator = world.rotator()
+    version = world.secrets.pending_version(SECRET)
+    assert version is not None
+    steps = world.steps()
     for step in STEPS:
-        rotator.run_step(step, SECRET, token)
+        steps.run(step, SECRET, version)
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret()  # type: ignore[union-attr]
 
 
@@ -480,53 +449,39 @@ def test_the_sweep_recovers_when_only_the_previous_secret_still_works(world: Wor
     assert previous is not None
     world.zus.clients[world.app_ids[CLIENT]] = (world.zus.clients[world.app_ids[CLIENT]][0], previous.client_secret)
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "recovery-started"
     assert world.metrics.counts["SecretRecoveryStarted"] == 1
 
 
 def test_the_sweep_recovers_a_stuck_rotation_whose_every_secret_is_refused(world: World) -> None:
-    token = world.start()
-    current = world.stored(AWSCURRENT)
-    assert current is not None
-    world.store.put_pending(SECRET, current.with_secret("never-held-by-zus"), token)
+    version = world.start()
+    world.store_a_pending_secret_zus_never_held(version)
     world.zus.rotate_secret(world.app_ids[CLIENT], world.zus.admin_token)
     world.clock.now += 16 * 60
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"][SECRET] == "recovery-started"
-    assert world.store.pending_version(SECRET) not in (None, token)
+    assert world.secrets.pending_version(SECRET) not in (None, version)
 
 
 def test_zus_down_during_the_sweep_fails_that_client_only(world: World) -> None:
     world.add_client("other")
     world.clock.now += 30 * 86400
-    world.verifier.refusals = 0
-    failing = world.verifier.issue_with
+    world.issuer.refusals = 0
+    failing = world.issuer.issue_with
 
     def down_for_billing(client: str, credentials: ClientCredentials) -> CachedToken:
         if client == CLIENT:
-            raise errors.ZusUnavailable("token request", 503, "Service Unavailable")
+            raise errors.ZusUnavailable("version request", 503, "Service Unavailable")
         return failing(client, credentials)
 
-    world.verifier.issue_with = down_for_billing  # type: ignore[method-assign]
+    world.issuer.issue_with = down_for_billing  # type: ignore[method-assign]
 
-    report = world.rotator().sweep()
+    report = world.sweep().run()
 
     assert report["secrets"] == {SECRET: "failed", world.secret_id("other"): "rotation-started", ADMIN_SECRET: "absent"}
     assert world.metrics.counts["SecretRecoveryStarted"] == 0
-    assert world.store.rotations_started == [(world.secret_id("other"), FUNCTION_ARN)]
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_at(name: str):
-    def checkpoint(reached: str) -> None:
-        if reached == name:
-            raise Crash(name)
-
-    return checkpoint
+    assert world.secrets.rotations_started == [(world.secret_id("other"), FUNCTION_ARN)]

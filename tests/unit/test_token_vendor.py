@@ -8,14 +8,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fakes import FakeClock, FakeIssuer, FakeMetrics, FakeSecrets, FakeTokenTable, run_now
+from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEndpoint, FakeTokenTable, run_now
 
 from zus_m2m import errors
-from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, TokenState
+from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
+from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, ClientCredentials, TokenState
 
 CLIENT = "billing"
+SECRET = NAMING.secret_id(CLIENT)
 
 
 def credentials(secret: str) -> ClientCredentials:
@@ -26,25 +27,29 @@ class World:
     def __init__(self, policy: VendingPolicy | None = None) -> None:
         self.clock = FakeClock()
         self.table = FakeTokenTable()
-        self.secrets = FakeSecrets()
-        self.issuer = FakeIssuer(valid_secrets={"s-current"})
+        self.secrets = FakeSecretReader()
+        self.endpoint = FakeTokenEndpoint(valid_secrets={"s-current"})
         self.metrics = FakeMetrics()
         self.jobs: list[Callable[[], None]] = []
         self.policy = policy or VendingPolicy(refresh_margin=300, budget_per_hour=100, wait_seconds=2.0)
-        self.secrets.versions[(f"secrets/{CLIENT}", AWSCURRENT)] = credentials("s-current")
+        self.secrets.versions[(SECRET, AWSCURRENT)] = credentials("s-current")
 
     def vendor(self, *, background: Callable[[Callable[[], None]], None] | None = None) -> TokenVendor:
         return TokenVendor(
             self.table,
             self.secrets,
-            self.issuer,
-            secret_id=lambda name: f"secrets/{name}",
+            self.endpoint,
+            naming=NAMING,
             metrics=self.metrics,
             policy=self.policy,
             clock=self.clock,
             sleep=self.clock.sleep,
             run_in_background=background or self.jobs.append,
         )
+
+    def pre_refresh(self, horizon: float) -> dict[str, int]:
+        """The scheduled pre-refresh, in a new container."""
+        return TokenPreRefresh(self.table, self.vendor(), clock=self.clock).run(horizon=horizon)
 
     def stored(self) -> TokenState:
         return self.table.states.get(CLIENT, TokenState())
@@ -62,7 +67,7 @@ def test_a_miss_fetches_once_then_memory_serves(world: World) -> None:
     second = vendor.vend(CLIENT, min_ttl=60)
 
     assert first.access_token == second.access_token == "token-1"
-    assert world.issuer.calls == ["s-current"]
+    assert world.endpoint.calls == ["s-current"]
     assert world.stored().token == first
     assert world.stored().lease_owner is None
     assert world.metrics.counts["TokenMiss"] == 1
@@ -75,7 +80,7 @@ def test_another_container_reads_the_table_tier(world: World) -> None:
     token = world.vendor().vend(CLIENT, min_ttl=60)
 
     assert token.access_token == "token-1"
-    assert len(world.issuer.calls) == 1
+    assert len(world.endpoint.calls) == 1
     assert world.metrics.counts["TokenTableHit"] == 1
 
 
@@ -102,10 +107,10 @@ def test_refresh_ahead_serves_the_current_token_and_renews_off_the_callers_path(
 
     # Then it gets the current token at once, and a background job renews it
     assert token.access_token == "token-1"
-    assert len(world.issuer.calls) == 1
+    assert len(world.endpoint.calls) == 1
     for job in world.jobs:
         job()
-    assert len(world.issuer.calls) == 2
+    assert len(world.endpoint.calls) == 2
     assert world.stored().token is not None
     assert world.stored().token.access_token == "token-2"
 
@@ -122,7 +127,7 @@ def test_refresh_ahead_starts_one_job_per_client_at_a_time(world: World) -> None
         job()
 
     assert len(world.jobs) == 2  # one refresh and one use mark, however many callers
-    assert len(world.issuer.calls) == 2
+    assert len(world.endpoint.calls) == 2
 
 
 def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World) -> None:
@@ -140,7 +145,7 @@ def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World
     token = world.vendor().vend(CLIENT, min_ttl=60)
 
     assert token.access_token == "theirs"
-    assert world.issuer.calls == []
+    assert world.endpoint.calls == []
     assert world.metrics.counts["LeaseWait"] >= 1
 
 
@@ -163,7 +168,7 @@ def test_a_live_lease_that_never_delivers_ends_in_503_after_the_wait(world: Worl
     assert caught.value.http_status == 503
     assert caught.value.retry_after == 1.0
     assert world.clock.now - started <= world.policy.wait_seconds
-    assert world.issuer.calls == []
+    assert world.endpoint.calls == []
 
 
 def test_the_hourly_budget_is_never_exceeded() -> None:
@@ -178,7 +183,7 @@ def test_the_hourly_budget_is_never_exceeded() -> None:
 
     assert caught.value.http_status == 429
     assert caught.value.retry_after == pytest.approx(3600 - 6)
-    assert len(world.issuer.calls) == 3
+    assert len(world.endpoint.calls) == 3
     assert world.metrics.counts["TokenBudgetExhausted"] == 1
 
 
@@ -194,7 +199,7 @@ def test_the_budget_rolls_with_the_hour() -> None:
 
 
 def test_a_zus_429_is_remembered_across_containers_until_retry_after(world: World) -> None:
-    world.issuer.failures = [errors.ZusRateLimited("token request", 429, "too_many_requests", retry_after=120)]
+    world.endpoint.failures = [errors.ZusRateLimited("token request", 429, "too_many_requests", retry_after=120)]
 
     with pytest.raises(errors.TemporarilyUnavailable) as first:
         world.vendor().vend(CLIENT, min_ttl=60)
@@ -204,64 +209,64 @@ def test_a_zus_429_is_remembered_across_containers_until_retry_after(world: Worl
     assert first.value.http_status == second.value.http_status == 503
     assert first.value.retry_after == 120
     assert 0 < second.value.retry_after <= 120
-    assert len(world.issuer.calls) == 1
+    assert len(world.endpoint.calls) == 1
     world.clock.now += 121
     assert world.vendor().vend(CLIENT, min_ttl=60).access_token == "token-2"
 
 
 def test_zus_5xx_is_retried_a_bounded_number_of_times(world: World) -> None:
-    world.issuer.failures = [errors.ZusUnavailable("token request", 503, "error")] * 2
+    world.endpoint.failures = [errors.ZusUnavailable("token request", 503, "error")] * 2
 
     token = world.vendor().vend(CLIENT, min_ttl=60)
 
     assert token.access_token == "token-3"
-    assert len(world.issuer.calls) == 3
+    assert len(world.endpoint.calls) == 3
     assert world.table.budget_used(CLIENT, world.clock.now) == 3
 
 
 def test_zus_down_for_good_answers_503_after_the_last_attempt(world: World) -> None:
-    world.issuer.failures = [errors.ZusUnavailable("token request", None, "timed out")] * 5
+    world.endpoint.failures = [errors.ZusUnavailable("token request", None, "timed out")] * 5
 
     with pytest.raises(errors.ZusUnavailable) as caught:
         world.vendor().vend(CLIENT, min_ttl=60)
 
     assert caught.value.http_status == 503
-    assert len(world.issuer.calls) == world.policy.upstream_attempts
+    assert len(world.endpoint.calls) == world.policy.upstream_attempts
     assert world.stored().lease_owner is None  # released for the next caller
 
 
 def test_invalid_client_falls_back_to_the_pending_version(world: World) -> None:
     # Given Zus rotated the secret: the cached current one is dead, the pending one works
-    world.issuer.valid_secrets = {"s-pending"}
-    world.secrets.versions[(f"secrets/{CLIENT}", AWSPENDING)] = credentials("s-pending")
+    world.endpoint.valid_secrets = {"s-pending"}
+    world.secrets.versions[(SECRET, AWSPENDING)] = credentials("s-pending")
 
     token = world.vendor().vend(CLIENT, min_ttl=60)
 
     assert token.access_token == "token-2"
-    assert world.issuer.calls == ["s-current", "s-pending"]
-    assert (f"secrets/{CLIENT}", AWSPENDING, True) in world.secrets.reads
+    assert world.endpoint.calls == ["s-current", "s-pending"]
+    assert (SECRET, AWSPENDING, True) in world.secrets.reads
 
 
 def test_invalid_client_falls_back_to_the_previous_version_while_a_new_secret_propagates(
     world: World,
 ) -> None:
-    world.issuer.valid_secrets = {"s-old"}
-    world.secrets.versions[(f"secrets/{CLIENT}", AWSPREVIOUS)] = credentials("s-old")
+    world.endpoint.valid_secrets = {"s-old"}
+    world.secrets.versions[(SECRET, AWSPREVIOUS)] = credentials("s-old")
 
     assert world.vendor().vend(CLIENT, min_ttl=60).access_token == "token-2"
-    assert world.issuer.calls == ["s-current", "s-old"]
+    assert world.endpoint.calls == ["s-current", "s-old"]
 
 
 def test_every_version_refused_is_one_attempt_each_then_503_and_a_metric(world: World) -> None:
-    world.issuer.valid_secrets = set()
-    world.secrets.versions[(f"secrets/{CLIENT}", AWSPENDING)] = credentials("s-pending")
-    world.secrets.versions[(f"secrets/{CLIENT}", AWSPREVIOUS)] = credentials("s-old")
+    world.endpoint.valid_secrets = set()
+    world.secrets.versions[(SECRET, AWSPENDING)] = credentials("s-pending")
+    world.secrets.versions[(SECRET, AWSPREVIOUS)] = credentials("s-old")
 
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
         world.vendor().vend(CLIENT, min_ttl=60)
 
     assert caught.value.http_status == 503
-    assert sorted(world.issuer.calls) == ["s-current", "s-old", "s-pending"]
+    assert sorted(world.endpoint.calls) == ["s-current", "s-old", "s-pending"]
     assert world.metrics.counts["InvalidClientExhausted"] == 1
     assert "s-" not in str(caught.value)
 
@@ -271,11 +276,11 @@ def test_an_unknown_client_is_404_and_writes_nothing(world: World) -> None:
         world.vendor().vend("nobody", min_ttl=60)
 
     assert "nobody" not in world.table.states
-    assert world.issuer.calls == []
+    assert world.endpoint.calls == []
 
 
 def test_a_min_ttl_longer_than_zus_tokens_live_is_422(world: World) -> None:
-    world.issuer.lifetime = 20
+    world.endpoint.lifetime = 20
 
     with pytest.raises(errors.UnprocessableRequest):
         world.vendor().vend(CLIENT, min_ttl=60)
@@ -283,13 +288,13 @@ def test_a_min_ttl_longer_than_zus_tokens_live_is_422(world: World) -> None:
 
 def test_pre_refresh_renews_recently_used_tokens_that_will_enter_the_margin(world: World) -> None:
     # Given two clients in use: one renews within the next run, the other does not
-    world.secrets.versions[("secrets/fresh", AWSCURRENT)] = credentials("s-current")
+    world.secrets.versions[(NAMING.secret_id("fresh"), AWSCURRENT)] = credentials("s-current")
     vendor = world.vendor(background=run_now)
     vendor.vend(CLIENT, min_ttl=60)
     world.clock.now += 3000  # 600 s left: outside the 300 s margin, inside it in 400 s
     vendor.vend("fresh", min_ttl=60)
 
-    report = world.vendor().pre_refresh(horizon=400)
+    report = world.pre_refresh(horizon=400)
 
     assert report == {"considered": 2, "refreshed": 1, "failed": 0}
     assert world.stored().token is not None
@@ -302,23 +307,23 @@ def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:
     vendor.vend(CLIENT, min_ttl=60)
     world.clock.now += 3500
 
-    assert world.vendor().pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 1}
+    assert world.pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 1}
     world.table.budgets.clear()
     world.table.acquire_lease(CLIENT, "other", world.clock.now, world.clock.now + 30)
-    assert world.vendor().pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 0}
-    assert len(world.issuer.calls) == 1
+    assert world.pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 0}
+    assert len(world.endpoint.calls) == 1
 
 
 def test_fifty_threads_at_once_cause_one_upstream_request() -> None:
     # Real time and threads: the fake table is as atomic as DynamoDB's conditional writes.
     table = FakeTokenTable()
-    secrets = FakeSecrets()
-    secrets.versions[(f"secrets/{CLIENT}", AWSCURRENT)] = credentials("s-current")
-    issuer = FakeIssuer(valid_secrets={"s-current"}, on_call=lambda: time.sleep(0.2))
+    secrets = FakeSecretReader()
+    secrets.versions[(SECRET, AWSCURRENT)] = credentials("s-current")
+    endpoint = FakeTokenEndpoint(valid_secrets={"s-current"}, on_call=lambda: time.sleep(0.2))
     start = threading.Barrier(50)
 
     def one_container() -> str:
-        vendor = TokenVendor(table, secrets, issuer, lambda n: f"secrets/{n}", FakeMetrics(), run_in_background=run_now)
+        vendor = TokenVendor(table, secrets, endpoint, NAMING, FakeMetrics(), run_in_background=run_now)
         start.wait()
         return vendor.vend(CLIENT, min_ttl=60).access_token
 
@@ -326,4 +331,4 @@ def test_fifty_threads_at_once_cause_one_upstream_request() -> None:
         tokens = list(pool.map(lambda _: one_container(), range(50)))
 
     assert tokens == ["token-1"] * 50
-    assert len(issuer.calls) == 1
+    assert len(endpoint.calls) == 1

@@ -1,4 +1,5 @@
-"""The HTTP edge shared by every API function: problem+json errors and JSON responses.
+"""The HTTP edge shared by every API function: request bodies in, JSON responses and problem+json
+errors out.
 
 Each ``ZusM2MError`` carries its status, so one exception handler serves every route; anything else
 is a bug, logged with its traceback and answered 500 without one.
@@ -17,12 +18,15 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
+from zus_m2m import problem, validation
 from zus_m2m.errors import InvalidRequest, ZusM2MError
+from zus_m2m.values import DEFAULT_ROLE, CreateRequest
 
 logger = logging.getLogger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
 NO_STORE = {"Cache-Control": "no-store"}
+CREATE_FIELDS = ("name", "roleName")
+_ROLE_NAME_MAX = 128
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
@@ -42,13 +46,40 @@ def body_text(event: BaseProxyEvent) -> str | None:
         raise InvalidRequest("the body is not UTF-8 text") from None
 
 
-def problem(status: int, title: str, detail: str, kind: str, retry_after: float | None = None) -> Response[str]:
-    """An RFC 9457 problem document."""
+def parse_create_request(body: str | None, content_type: str | None) -> CreateRequest:
+    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ...}`` and nothing else."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise InvalidRequest(f"Content-Type must be application/json, not {media_type!r}")
+    if not body or not body.strip():
+        raise InvalidRequest("the body must be a JSON object with name and optionally roleName")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes ("[[[[…")
+        raise InvalidRequest("the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object with name and optionally roleName")
+    unknown = sorted(str(key) for key in document if key not in CREATE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(CREATE_FIELDS)}")
+    if "name" not in document:
+        raise InvalidRequest("name is required")
+    name = validation.client_name(document["name"])
+    role_name = document.get("roleName", DEFAULT_ROLE)
+    if not isinstance(role_name, str) or not role_name.strip() or len(role_name) > _ROLE_NAME_MAX:
+        raise InvalidRequest(f"roleName must be a non-empty string of at most {_ROLE_NAME_MAX} characters")
+    return CreateRequest(name=name, role_name=role_name)
+
+
+def problem_response(
+    status: int, title: str, detail: str, kind: str, retry_after: float | None = None
+) -> Response[str]:
+    """An RFC 9457 problem document, with Retry-After when the caller should wait."""
     headers = dict(NO_STORE)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    body = {"type": f"urn:zus-m2m:problem:{kind}", "title": title, "status": status, "detail": detail}
-    return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(body), headers=headers)
+    body = json.dumps(problem.document(status, title, detail, kind))
+    return Response(status_code=status, content_type=problem.MEDIA_TYPE, body=body, headers=headers)
 
 
 def _kind(error: ZusM2MError) -> str:
@@ -58,51 +89,50 @@ def _kind(error: ZusM2MError) -> str:
 def _known_error(error: ZusM2MError) -> Response[str]:
     log = logger.warning if error.http_status >= 500 else logger.info
     log("request refused", extra={"status": error.http_status, "reason": error.detail})
-    return problem(error.http_status, error.title, error.detail, _kind(error), error.retry_after)
+    return problem_response(error.http_status, error.title, error.detail, _kind(error), error.retry_after)
 
 
 def _unexpected_error(error: Exception) -> Response[str]:
     logger.exception("unexpected error")
-    return problem(500, "Internal Server Error", "an unexpected error occurred", "internal-error")
+    return problem_response(500, "Internal Server Error", "an unexpected error occurred", "internal-error")
+
+
+class _Request(threading.local):
+    """The request one thread is resolving."""
+
+    event: Any = None
+    lambda_context: Any = None
+
+    def __init__(self) -> None:
+        self.context: dict[str, Any] = {}
+
+
+def _per_thread(name: str) -> Any:
+    """A resolver attribute kept in the resolver's ``_Request`` instead of on the resolver."""
+    return property(
+        lambda resolver: getattr(resolver._request, name),
+        lambda resolver, value: setattr(resolver._request, name, value),
+    )
 
 
 class ThreadSafeHttpResolver(APIGatewayHttpResolver):
     """Powertools' HTTP API resolver with the request being resolved kept per thread.
 
     Powertools keeps the current event and Lambda context on its ``BaseRouter`` class and the route
-    arguments on the instance: right for Lambda, which runs one invocation per container at a time,
-    but the local stack and the benchmarks call handlers from several threads of one process.
+    arguments (``context``) on the instance: right for Lambda, which runs one invocation per container
+    at a time, but the local stack and the benchmarks call handlers from several threads of one
+    process. Powertools 3 has no hook for this (its ASGI ``HttpResolverLocal`` keeps per-request state
+    the same way, with properties over these attributes), so these three attributes read and write a
+    thread-local instead, and ``resolve`` sets the two that Powertools sets on the class.
     """
 
+    current_event = _per_thread("event")
+    lambda_context = _per_thread("lambda_context")
+    context = _per_thread("context")
+
     def __init__(self, **options: Any) -> None:
-        self._request = threading.local()
+        self._request = _Request()
         super().__init__(**options)
-
-    @property
-    def current_event(self) -> Any:
-        return self._request.event
-
-    @current_event.setter
-    def current_event(self, value: Any) -> None:
-        self._request.event = value
-
-    @property
-    def lambda_context(self) -> Any:
-        return self._request.lambda_context
-
-    @lambda_context.setter
-    def lambda_context(self, value: Any) -> None:
-        self._request.lambda_context = value
-
-    @property
-    def context(self) -> dict[str, Any]:
-        if not hasattr(self._request, "context"):
-            self._request.context = {}
-        return self._request.context  # type: ignore[no-any-return]
-
-    @context.setter
-    def context(self, value: dict[str, Any]) -> None:
-        self._request.context = value
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.current_event = self._to_proxy_event(dict(event))
@@ -118,7 +148,7 @@ def resolver() -> APIGatewayHttpResolver:
 
     def no_route(error: Exception) -> Response[str]:
         event = app.current_event
-        return problem(404, "Not Found", f"no route for {event.http_method} {event.path}", "no-route")
+        return problem_response(404, "Not Found", f"no route for {event.http_method} {event.path}", "no-route")
 
     app.not_found(no_route)
     return app

@@ -1,21 +1,29 @@
 """Errors every layer of zus-m2m speaks.
 
 Adapters (the Zus HTTP client, the boto3 stores) translate their libraries' exceptions into these
-once, with ``raise ... from exc``; domain logic and handlers only ever see these. Each class carries
-the HTTP status and problem title the service API answers with, so the edge maps an error to a
-response by reading two attributes instead of walking an isinstance chain. No message ever carries a
-secret or a token: callers build messages from operation names, statuses and error codes only.
+once, with ``raise ... from exc``; domain logic and handlers only ever see these. Each class states
+the HTTP status and problem title the service API answers with, on its ``class`` line (Python
+refuses a subclass that does not), so the edge maps an error to a response by reading two
+attributes instead of walking an isinstance chain. No message ever carries a secret or a token:
+callers build messages from operation names, statuses and error codes only.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 
 class ZusM2MError(Exception):
     """Base of every error the service raises on purpose."""
 
-    http_status = 503
-    title = "Service Unavailable"
+    http_status: ClassVar[int]
+    title: ClassVar[str]
     retry_after: float | None = None
+
+    def __init_subclass__(cls, *, http_status: int, title: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.http_status = http_status
+        cls.title = title
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -25,43 +33,32 @@ class ZusM2MError(Exception):
 # --- the service's own errors, raised by domain logic -------------------------------------------
 
 
-class InvalidRequest(ZusM2MError):
-    """The caller's input is malformed (400)."""
-
-    http_status = 400
-    title = "Bad Request"
+class InvalidRequest(ZusM2MError, http_status=400, title="Bad Request"):
+    """The caller's input is malformed."""
 
 
-class UnprocessableRequest(ZusM2MError):
-    """The input is well formed but cannot be acted on (422), e.g. a role Zus does not know."""
-
-    http_status = 422
-    title = "Unprocessable Content"
+class UnprocessableRequest(ZusM2MError, http_status=422, title="Unprocessable Content"):
+    """The input is well formed but cannot be acted on, e.g. a role Zus does not know."""
 
 
-class ResourceNotFound(ZusM2MError):
-    http_status = 404
-    title = "Not Found"
+class ResourceNotFound(ZusM2MError, http_status=404, title="Not Found"):
+    pass
 
 
-class ResourceConflict(ZusM2MError):
-    http_status = 409
-    title = "Conflict"
+class ResourceConflict(ZusM2MError, http_status=409, title="Conflict"):
+    pass
 
 
-class Throttled(ZusM2MError):
-    """The service refuses to spend more of a client's token budget right now (429)."""
-
-    http_status = 429
-    title = "Too Many Requests"
+class Throttled(ZusM2MError, http_status=429, title="Too Many Requests"):
+    """The service refuses to spend more of a client's token budget right now."""
 
     def __init__(self, detail: str, retry_after: float) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
 
 
-class TemporarilyUnavailable(ZusM2MError):
-    """A dependency failed in a way a later retry may not (503)."""
+class TemporarilyUnavailable(ZusM2MError, http_status=503, title="Service Unavailable"):
+    """A dependency failed in a way a later retry may not."""
 
     retry_after: float
 
@@ -70,19 +67,33 @@ class TemporarilyUnavailable(ZusM2MError):
         self.retry_after = retry_after
 
 
-class ConfigurationError(ZusM2MError):
-    """The deployment is missing or has a malformed setting; raised at start-up."""
+class ConfigurationError(ZusM2MError, http_status=503, title="Service Unavailable"):
+    """The deployment is missing or has a malformed setting (or the bootstrap admin's secret)."""
 
 
-class StoreUnavailable(TemporarilyUnavailable):
+class StoreUnavailable(TemporarilyUnavailable, http_status=503, title="Service Unavailable"):
     """DynamoDB or Secrets Manager failed; raised by the AWS adapters."""
+
+
+class AdminForbidden(TemporarilyUnavailable, http_status=503, title="Service Unavailable"):
+    """Zus refused an admin call with 403: the bootstrap admin client lacks the Builder Admin role."""
+
+
+class UnknownRole(UnprocessableRequest, http_status=422, title="Unprocessable Content"):
+    """The role name does not exist at Zus; the message lists the roles that do."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        listed = ", ".join(sorted(available)) or "none"
+        super().__init__(f"Zus has no role named {name!r}; roles that exist: {listed}")
+        self.name = name
+        self.available = available
 
 
 # --- errors of the Zus API, raised by the Zus client ----------------------------------------------
 
 
-class ZusError(TemporarilyUnavailable):
-    """Zus answered with an error, or did not answer. Surfaces as 503 unless a subclass says otherwise."""
+class ZusError(TemporarilyUnavailable, http_status=503, title="Service Unavailable"):
+    """Zus answered with an error, or did not answer: the caller can only retry later."""
 
     def __init__(
         self,
@@ -98,46 +109,33 @@ class ZusError(TemporarilyUnavailable):
         self.reason = reason
 
 
-class ZusInvalidClient(ZusError):
+class ZusInvalidClient(ZusError, http_status=503, title="Service Unavailable"):
     """401 ``invalid_client`` from the token endpoint: the client id or secret is not (or no longer) valid."""
 
 
-class ZusUnauthorized(ZusError):
+class ZusUnauthorized(ZusError, http_status=503, title="Service Unavailable"):
     """401 on an API call: the bearer token was refused."""
 
 
-class ZusForbidden(ZusError):
+class ZusForbidden(ZusError, http_status=503, title="Service Unavailable"):
     """403: the credentials are valid but lack the role (e.g. a Care Team User on an admin call)."""
 
 
-class ZusNotFound(ZusError):
-    """404 from Zus."""
+class ZusNotFound(ZusError, http_status=503, title="Service Unavailable"):
+    """404 from Zus: a dependency's answer, not a resource of this service."""
 
 
-class ZusConflict(ZusError):
+class ZusConflict(ZusError, http_status=503, title="Service Unavailable"):
     """409 from Zus."""
 
 
-class ZusBadRequest(ZusError):
+class ZusBadRequest(ZusError, http_status=503, title="Service Unavailable"):
     """400 or 422 from Zus: the request we built was refused; a bug or a contract change."""
 
 
-class ZusRateLimited(ZusError):
+class ZusRateLimited(ZusError, http_status=429, title="Too Many Requests"):
     """429 from Zus; ``retry_after`` is what Zus asked for, in seconds."""
 
-    http_status = 429
-    title = "Too Many Requests"
 
-
-class ZusUnavailable(ZusError):
+class ZusUnavailable(ZusError, http_status=503, title="Service Unavailable"):
     """5xx, a timeout or a connection failure after the client's bounded retries."""
-
-
-class UnknownRole(UnprocessableRequest):
-    """The role name does not exist at Zus; the message lists the roles that do."""
-
-    def __init__(self, name: str, available: list[str]) -> None:
-        listed = ", ".join(sorted(available)) or "none"
-        super().__init__(f"Zus has no role named {name!r}; roles that exist: {listed}")
-        self.name = name
-        self.available = available

@@ -4,7 +4,7 @@ every answer a route gives, errors (``application/problem+json``) included.
 Documentation only: handlers pass these as decorator arguments and nothing reads them while serving.
 ``scripts/openapi.py`` (``make openapi``) builds ``docs/openapi.json`` from the resolvers with
 ``app.get_openapi_schema()``, which needs pydantic; that runs in the dev venv, never in Lambda, and
-this module imports nothing beyond the standard library.
+this module imports nothing beyond the standard library and the package's own stdlib-only modules.
 
 Powertools replaces an operation's ``parameters`` with the ones it reads from the handler's
 signature (the path's ``name``, as a bare string), so declared parameters travel in the extension
@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from zus_m2m import problem
 from zus_m2m.validation import CLIENT_NAME_REGEX
 
 PARAMETERS_EXTENSION = "x-zus-m2m-parameters"
-PROBLEM_JSON = "application/problem+json"
 JSON = "application/json"
 
 
@@ -42,18 +42,7 @@ _RECORD_PROPERTIES: dict[str, Any] = {
 
 # The shared schemas, added to the document's components by scripts/openapi.py.
 SCHEMAS: Mapping[str, dict[str, Any]] = {
-    "Problem": {
-        "type": "object",
-        "description": "An RFC 9457 problem document.",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string", "pattern": "^urn:zus-m2m:problem:[a-z-]+$"},
-            "title": {"type": "string"},
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "detail": {"type": "string"},
-        },
-        "additionalProperties": False,
-    },
+    "Problem": problem.SCHEMA,
     "CreateAppClient": {
         "type": "object",
         "required": ["name"],
@@ -182,7 +171,7 @@ def operation(
         headers = {**_NO_STORE, **(_RETRY_AFTER if status in (429, 503) else {})}
         responses[status] = {
             "description": _ERRORS[status],
-            "content": {PROBLEM_JSON: {"schema": ref("Problem")}},
+            "content": {problem.MEDIA_TYPE: {"schema": ref("Problem")}},
             "headers": headers,
         }
     extensions: dict[str, Any] = {}

@@ -1,57 +1,82 @@
-"""The small interfaces domain logic depends on. Adapters in ``zus_m2m.aws`` and ``zus_m2m.zus``
-implement them against AWS and Zus; unit tests implement them in memory."""
+"""Every collaborator the domain logic depends on, as a small ``typing.Protocol``.
+
+Adapters implement them against AWS (``zus_m2m.aws``) and Zus (``zus_m2m.zus``), token vending
+implements the token ports, and unit tests implement them in memory. The values they pass are in
+``zus_m2m.values``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-from zus_m2m.credentials import ClientCredentials
-from zus_m2m.zus.models import AccessToken
+from zus_m2m.values import (
+    BudgetVerdict,
+    CachedToken,
+    ClientCredentials,
+    ClientRecord,
+    RecordItem,
+    SecretDescription,
+    TokenState,
+)
+from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
 
 Clock = Callable[[], float]
-
-AWSCURRENT = "AWSCURRENT"
-AWSPENDING = "AWSPENDING"
-AWSPREVIOUS = "AWSPREVIOUS"
-
-
-# memory: this container; table: DynamoDB; lease-wait: DynamoDB after waiting for another fetch.
-TokenSource = Literal["memory", "table", "lease-wait", "zus"]
+Sleep = Callable[[float], None]
+# Called with a name after each external call of a flow: a no-op in production, the hook with which
+# tests kill a flow at a chosen point (each use case lists its names in a ``...Checkpoints`` class).
+Checkpoint = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class CachedToken:
-    access_token: str = field(repr=False)
-    token_type: str
-    expires_at: float
-    # Which tier served this copy; not part of the token's identity.
-    source: TokenSource = field(default="zus", compare=False)
-
-    def seconds_left(self, now: float) -> float:
-        return self.expires_at - now
+def no_checkpoint(name: str) -> None:
+    return None
 
 
-@dataclass(frozen=True)
-class TokenState:
-    """The token item of one client: its token, its single-flight lease, and a Zus 429 block."""
-
-    token: CachedToken | None = None
-    lease_owner: str | None = None
-    lease_until: float = 0.0
-    blocked_until: float = 0.0
-    last_requested_at: float = 0.0
-
-    def lease_held(self, now: float) -> bool:
-        return self.lease_owner is not None and self.lease_until > now
+class MetricsSink(Protocol):
+    def count(self, name: str, value: float = 1.0) -> None: ...
 
 
-@dataclass(frozen=True)
-class BudgetVerdict:
-    allowed: bool
-    used: int
-    retry_after: float = 0.0
+# --- Zus ----------------------------------------------------------------------------------------
+
+
+class TokenEndpoint(Protocol):
+    """Zus's OAuth token endpoint: one client-credentials grant (``ZusClient`` implements it)."""
+
+    def request_token(self, client_id: str, client_secret: str) -> AccessToken: ...
+
+
+class ZusAdmin(Protocol):
+    """Zus's app-client API; each call takes a bearer token (``ZusClient`` implements it)."""
+
+    def find_role(self, name: str, bearer: str) -> Role: ...
+
+    def create_app_client(self, name: str, role_id: str, bearer: str) -> AppClientSecret: ...
+
+    def list_app_clients(self, bearer: str) -> list[AppClient]: ...
+
+    def get_app_client(self, app_client_id: str, bearer: str) -> AppClient: ...
+
+    def delete_app_client(self, app_client_id: str, bearer: str) -> None: ...
+
+    def rotate_secret(self, app_client_id: str, bearer: str) -> AppClientSecret: ...
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+class TokenIssuer(Protocol):
+    """Obtains a token with given credentials (a new or pending secret) and caches it, so that a
+    check of credentials costs no token request later (``TokenVendor`` implements it)."""
+
+    def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken: ...
+
+
+class AdminTokens(Protocol):
+    """A Builder Admin bearer token of the bootstrap admin client, for Zus's admin calls."""
+
+    def bearer(self) -> str:
+        """ResourceNotFound when the bootstrap admin's secret is missing."""
+        ...
 
 
 class TokenTable(Protocol):
@@ -86,53 +111,37 @@ class TokenTable(Protocol):
     def purge(self, client: str) -> None: ...
 
 
+# --- secrets ------------------------------------------------------------------------------------
+
+
 class SecretReader(Protocol):
+    """What token vending needs of the secret store: reads by stage (through a short cache)."""
+
     def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
         """The credentials at a version stage, or None if the secret or the stage does not exist."""
         ...
 
 
-@dataclass(frozen=True)
-class SecretDescription:
-    """What Secrets Manager says of a secret, without its value."""
-
-    arn: str
-    name: str
-    tags: dict[str, str]
-    rotation_enabled: bool
-    versions: dict[str, list[str]]  # version id -> stages
-    last_rotated: float | None = None
-    next_rotation: float | None = None
-    created: float | None = None
-    deleted: bool = False
-    # When the secret last changed in any way (a new version, a stage move); rotation's stuck check.
-    last_changed: float | None = None
-
-    def version_at(self, stage: str) -> str | None:
-        return next((version for version, stages in self.versions.items() if stage in stages), None)
-
-    @property
-    def rotation_in_progress(self) -> bool:
-        """AWSPENDING on a version that is not AWSCURRENT: a rotation started and has not finished.
-
-        Decided here, from VersionIdsToStages, because moto's own check is inverted.
-        """
-        pending = self.version_at(AWSPENDING)
-        return pending is not None and pending != self.version_at(AWSCURRENT)
-
-
 class SecretStore(SecretReader, Protocol):
-    """Everything the service does to client secrets besides reading them."""
-
-    def create(
-        self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], request_token: str
-    ) -> str:
-        """Create the secret (idempotent for the same request token); returns its ARN."""
-        ...
+    """Client secrets in Secrets Manager: every read and write the service makes."""
 
     def describe(self, secret_id: str) -> SecretDescription | None: ...
 
-    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None: ...
+    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
+        """The credentials of one version, or None if it does not exist or holds no value."""
+        ...
+
+    def list_managed(self, stage: str) -> list[SecretDescription]: ...
+
+    def create(
+        self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], idempotency_key: str
+    ) -> str:
+        """Create the secret (idempotent for the same key); returns its ARN."""
+        ...
+
+    def put_current(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        """Store credentials as a new AWSCURRENT version."""
+        ...
 
     def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
         """Store credentials as version ``version_id`` at stage AWSPENDING."""
@@ -142,22 +151,61 @@ class SecretStore(SecretReader, Protocol):
 
     def remove_stage(self, secret_id: str, stage: str, from_version: str) -> None: ...
 
+    def configure_rotation(self, secret_id: str, rotation_function_arn: str, interval_days: int) -> None:
+        """Turn on scheduled rotation by the rotation function, without rotating now."""
+        ...
+
     def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None: ...
 
     def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None: ...
 
-    def list_managed(self, stage: str) -> list[SecretDescription]: ...
+    def restore(self, secret_id: str) -> None:
+        """Cancel a scheduled deletion."""
+        ...
 
 
-class TokenIssuer(Protocol):
-    def request_token(self, client_id: str, client_secret: str) -> AccessToken: ...
+# --- provisioning records -----------------------------------------------------------------------
 
 
-class MetricsSink(Protocol):
-    def count(self, name: str, value: float = 1.0) -> None: ...
+class ClientRecords(Protocol):
+    """The record items (docs/design.md); every write that decides something is conditional."""
 
+    def get(self, name: str) -> RecordItem | None:
+        """The item, read consistently, or None."""
+        ...
 
-# Tags that mark a secret as one this service manages (docs/design.md, Secrets Manager).
-MANAGED_TAG = "zus-m2m:managed"
-STAGE_TAG = "zus-m2m:stage"
-CLIENT_TAG = "zus-m2m:client"
+    def list_active(self) -> list[ClientRecord]: ...
+
+    def claim(
+        self, name: str, role_name: str, owner: str, now: float, until: float, *, previous_owner: str | None
+    ) -> RecordItem | None:
+        """Take the claim: on a free name (``previous_owner`` None), or over ``previous_owner``'s
+        expired claim. Keeps the first ``claimed_at``. None when someone else got there first."""
+        ...
+
+    def mark_create_started(self, name: str, owner: str, now: float) -> bool:
+        """Record that a Zus client may now exist; False if ``owner`` no longer holds the claim."""
+        ...
+
+    def forget_create_started(self, name: str, owner: str) -> None:
+        """Zus refused the create: no client of this attempt exists."""
+        ...
+
+    def note_app_client(self, name: str, owner: str, app_client_id: str) -> bool: ...
+
+    def complete(self, record: ClientRecord, owner: str) -> bool:
+        """Turn ``owner``'s claim into the active record; False if the claim was lost."""
+        ...
+
+    def release(self, name: str, owner: str) -> None:
+        """Give up a claim after a failure: forget it if nothing was started at Zus, otherwise leave
+        it, expired, for the next attempt to take over at once."""
+        ...
+
+    def mark_deleting(self, name: str) -> bool:
+        """Active (or already deleting) → deleting; False if the item is in another state."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove a deleting item."""
+        ...

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from zus_m2m.errors import ConfigurationError
+from zus_m2m.values import SecretNaming
 from zus_m2m.zus.endpoints import ZusEndpoints
 
 # Every environment variable the service reads, with its default (None: required).
@@ -97,6 +98,7 @@ class Settings:
             rotation_function_arn=values["ROTATION_FUNCTION_ARN"] or "",
         )
 
-    def secret_name(self, client_name: str) -> str:
-        """Secrets Manager name of a managed client: ``<prefix>/<stage>/<name>``."""
-        return f"{self.secret_prefix}/{self.stage}/{client_name}"
+    @property
+    def secret_naming(self) -> SecretNaming:
+        """Where each client's secret lives: ``<prefix>/<stage>/<name>``, the bootstrap admin's aside."""
+        return SecretNaming(self.secret_prefix, self.stage, self.admin_client_name, self.admin_secret_name)

@@ -1,13 +1,18 @@
-"""Builds the adapters and services a handler needs, once per container, from the settings.
+"""The composition root: builds, from the settings, the use cases a handler serves and the adapters
+they run on, once per container.
 
-Handlers call these at module scope; tests and the local stack pass their own boto3 clients.
+Handlers build a ``Container`` at module scope; tests and the local stack pass their own boto3
+clients and Zus client. Provisioning and rotation load on first need: the token vending function,
+whose cold start matters most, never imports them (nor requests, until its first token request).
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -16,9 +21,22 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
 from zus_m2m import deadline
-from zus_m2m.aws.secrets import SecretsManagerStore, managed_tags
+from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.ports import TokenIssuer
+from zus_m2m.ports import (
+    AdminTokens,
+    Checkpoint,
+    ClientRecords,
+    Clock,
+    MetricsSink,
+    SecretStore,
+    Sleep,
+    TokenEndpoint,
+    TokenIssuer,
+    TokenTable,
+    ZusAdmin,
+    no_checkpoint,
+)
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
 from zus_m2m.zus.endpoints import ZusEndpoints
@@ -28,8 +46,14 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
-    from zus_m2m.provisioning import Provisioner
-    from zus_m2m.rotation import Rotator
+    from zus_m2m.provisioning.create import CreateClient
+    from zus_m2m.provisioning.policy import ProvisioningPolicy
+    from zus_m2m.provisioning.queries import ClientQueries
+    from zus_m2m.provisioning.retire import RetireClient
+    from zus_m2m.provisioning.start_rotation import StartRotation
+    from zus_m2m.rotation.steps import RotationSteps
+    from zus_m2m.rotation.sweep import RotationSweep
+    from zus_m2m.tokens.pre_refresh import TokenPreRefresh
     from zus_m2m.zus.client import ZusClient
 
 # Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
@@ -39,6 +63,8 @@ AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standar
 # VendingPolicy.retry_window_seconds into a vend call, so one that Zus leaves hanging answers 503 in
 # about 7 s.
 TOKEN_VENDING_ZUS_TIMEOUT = (1.0, 3.0)
+# An admin token must outlive the admin calls made with it (rotate-secret: seconds).
+ADMIN_TOKEN_MIN_TTL = 60
 
 
 def aws_client(service: str) -> Any:
@@ -108,106 +134,171 @@ class FirstUseZusClient:
         return self._client.request_token(client_id, client_secret)
 
 
-def secret_id_for(settings: Settings) -> Callable[[str], str]:
-    """Maps a client name to its secret; the bootstrap admin's secret has its own configured name."""
+class VendedAdminTokens:
+    """``AdminTokens`` from token vending: the bootstrap admin's token, cached like any client's."""
 
-    def secret_id(client: str) -> str:
-        if client == settings.admin_client_name:
-            return settings.admin_secret_name
-        return settings.secret_name(client)
+    def __init__(self, vendor: TokenVendor, admin_client_name: str) -> None:
+        self._vendor = vendor
+        self._name = admin_client_name
 
-    return secret_id
+    def bearer(self) -> str:
+        return self._vendor.vend(self._name, ADMIN_TOKEN_MIN_TTL).access_token
 
 
-def token_vendor(
-    settings: Settings,
-    metrics: Metrics,
+@dataclass(frozen=True)
+class ProvisioningPorts:
+    """What the provisioning use cases run on: AWS and Zus adapters here, fakes in unit tests."""
+
+    records: ClientRecords
+    secrets: SecretStore
+    tokens: TokenTable
+    zus: ZusAdmin
+    issuer: TokenIssuer
+    admin_tokens: AdminTokens
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """The provisioning function's use cases (``zus_m2m.provisioning``)."""
+
+    create_client: CreateClient
+    queries: ClientQueries
+    retire_client: RetireClient
+    start_rotation: StartRotation
+
+
+def provisioning_use_cases(
+    ports: ProvisioningPorts,
+    policy: ProvisioningPolicy,
+    metrics: MetricsSink,
     *,
-    dynamodb: DynamoDBClient | None = None,
-    secretsmanager: SecretsManagerClient | None = None,
-    zus: TokenIssuer | None = None,
-) -> TokenVendor:
-    return TokenVendor(
-        table=DynamoTokenTable(dynamodb or aws_client("dynamodb"), settings.table_name),
-        secrets=SecretsManagerStore(secretsmanager or aws_client("secretsmanager")),
-        issuer=zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
-        secret_id=secret_id_for(settings),
-        metrics=PowertoolsMetrics(metrics),
-        policy=VendingPolicy(
-            refresh_margin=settings.token_refresh_margin_seconds,
-            budget_per_hour=settings.token_budget_per_hour,
+    checkpoint: Checkpoint = no_checkpoint,
+    clock: Clock = time.time,
+    sleep: Sleep = time.sleep,
+) -> Provisioning:
+    """The use cases, wired to one another and to ``ports``."""
+    from zus_m2m.provisioning.admin import BootstrapAdmin
+    from zus_m2m.provisioning.create import CreateClient
+    from zus_m2m.provisioning.queries import ClientQueries
+    from zus_m2m.provisioning.retire import RetireClient
+    from zus_m2m.provisioning.secret_keeper import SecretKeeper
+    from zus_m2m.provisioning.start_rotation import StartRotation
+
+    admin = BootstrapAdmin(ports.zus, ports.admin_tokens, policy.admin_client_name)
+    keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy)
+    queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, clock=clock)
+    return Provisioning(
+        create_client=CreateClient(
+            ports.records, admin, keeper, policy, metrics, clock=clock, sleep=sleep, checkpoint=checkpoint
         ),
+        queries=queries,
+        retire_client=RetireClient(
+            ports.records, admin, ports.secrets, ports.tokens, policy, metrics, checkpoint=checkpoint
+        ),
+        start_rotation=StartRotation(queries, ports.secrets, policy, metrics),
     )
 
 
-def provisioner(
-    settings: Settings,
-    metrics: Metrics,
-    *,
-    dynamodb: DynamoDBClient | None = None,
-    secretsmanager: SecretsManagerClient | None = None,
-    zus: ZusClient | None = None,
-    checkpoint: Callable[[str], None] | None = None,
-) -> Provisioner:
-    """The provisioning service: admin calls use a Builder Admin token vended from the bootstrap secret."""
-    # Imported here, not at the top: the token vending function never needs them (cold start).
-    from zus_m2m.aws.client_records import DynamoClientRecords
-    from zus_m2m.provisioning import Provisioner, ProvisioningPolicy
+class Container:
+    """What one Lambda container builds from the settings: its AWS and Zus clients, and on request
+    the token vendor (and its scheduled pre-refresh), the provisioning use cases, or the rotation
+    steps and sweep."""
 
-    dynamodb = dynamodb or aws_client("dynamodb")
-    secretsmanager = secretsmanager or aws_client("secretsmanager")
-    zus = zus or zus_client(settings.zus)
-    vendor = token_vendor(settings, metrics, dynamodb=dynamodb, secretsmanager=secretsmanager, zus=zus)
-    return Provisioner(
-        records=DynamoClientRecords(dynamodb, settings.table_name),
-        secrets=SecretsManagerStore(secretsmanager),
-        zus=zus,
-        admin_token=lambda: vendor.vend(settings.admin_client_name, 60).access_token,
-        verifier=vendor,
-        tokens=DynamoTokenTable(dynamodb, settings.table_name),
-        secret_id=secret_id_for(settings),
-        secret_tags=lambda name: managed_tags(settings.stage, name),
-        policy=ProvisioningPolicy(
-            stage=settings.stage,
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        dynamodb: DynamoDBClient | None = None,
+        secretsmanager: SecretsManagerClient | None = None,
+        zus: ZusClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self._metrics = PowertoolsMetrics(metrics)
+        self._dynamodb = dynamodb or aws_client("dynamodb")
+        self._secretsmanager = secretsmanager or aws_client("secretsmanager")
+        self._zus = zus
+
+    def token_vendor(self, endpoint: TokenEndpoint | None = None) -> TokenVendor:
+        """Tokens from ``endpoint``; by default the vending function's Zus client, built at its first
+        token request, with timeouts that fit the function's 10 s."""
+        settings = self.settings
+        return TokenVendor(
+            table=DynamoTokenTable(self._dynamodb, settings.table_name),
+            secrets=SecretsManagerStore(self._secretsmanager),
+            endpoint=endpoint or self._zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
+            naming=settings.secret_naming,
+            metrics=self._metrics,
+            policy=VendingPolicy(
+                refresh_margin=settings.token_refresh_margin_seconds,
+                budget_per_hour=settings.token_budget_per_hour,
+            ),
+        )
+
+    def token_pre_refresh(self, vendor: TokenVendor) -> TokenPreRefresh:
+        """The scheduled pre-refresh, renewing through ``vendor``."""
+        from zus_m2m.tokens.pre_refresh import TokenPreRefresh
+
+        return TokenPreRefresh(DynamoTokenTable(self._dynamodb, self.settings.table_name), vendor)
+
+    def provisioning(self, checkpoint: Checkpoint = no_checkpoint) -> Provisioning:
+        """Admin calls use a Builder Admin token vended from the bootstrap secret; the new client's
+        proof goes through the vendor, so its token is cached."""
+        from zus_m2m.aws.client_records import DynamoClientRecords
+        from zus_m2m.provisioning.policy import ProvisioningPolicy
+
+        settings = self.settings
+        vendor = self.token_vendor(self._zus_admin)
+        ports = ProvisioningPorts(
+            records=DynamoClientRecords(self._dynamodb, settings.table_name),
+            secrets=SecretsManagerStore(self._secretsmanager),
+            tokens=DynamoTokenTable(self._dynamodb, settings.table_name),
+            zus=self._zus_admin,
+            issuer=vendor,
+            admin_tokens=VendedAdminTokens(vendor, settings.admin_client_name),
+        )
+        policy = ProvisioningPolicy(
+            naming=settings.secret_naming,
             audience=settings.zus.audience,
-            admin_client_name=settings.admin_client_name,
             kms_key_id=settings.kms_key_id,
             recovery_window_days=settings.secret_recovery_window_days,
             rotation_interval_days=settings.rotation_interval_days,
             rotation_function_arn=settings.rotation_function_arn,
             token_budget_per_hour=settings.token_budget_per_hour,
-        ),
-        metrics=PowertoolsMetrics(metrics),
-        checkpoint=checkpoint,
-    )
+        )
+        return provisioning_use_cases(ports, policy, self._metrics, checkpoint=checkpoint)
 
+    def rotation_steps(self, vendor: TokenVendor | None = None) -> RotationSteps:
+        """The four steps. Their tests' tokens go through ``vendor`` (one is built unless given), so
+        they are cached; admin calls use a Builder Admin token vended from the bootstrap secret."""
+        from zus_m2m.rotation.policy import RotationPolicy
+        from zus_m2m.rotation.steps import RotationSteps
 
-def rotator(
-    settings: Settings,
-    metrics: Metrics,
-    *,
-    dynamodb: DynamoDBClient | None = None,
-    secretsmanager: SecretsManagerClient | None = None,
-    zus: ZusClient | None = None,
-    vendor: TokenVendor | None = None,
-) -> Rotator:
-    """The rotation steps and the sweep. Its tests' tokens go through ``vendor`` (built here unless
-    given), so they are cached; admin calls use a Builder Admin token vended from the bootstrap secret."""
-    from zus_m2m.rotation import RotationPolicy, Rotator  # not at the top: see provisioner()
+        settings = self.settings
+        zus = self._zus_admin
+        vendor = vendor or self.token_vendor(zus)
+        return RotationSteps(
+            store=SecretsManagerStore(self._secretsmanager),
+            zus=zus,
+            issuer=vendor,
+            admin=VendedAdminTokens(vendor, settings.admin_client_name),
+            policy=RotationPolicy(
+                naming=settings.secret_naming,
+                rotation_function_arn=settings.rotation_function_arn,
+                rotation_interval=settings.rotation_interval_days * 86400.0,
+            ),
+            metrics=self._metrics,
+        )
 
-    secretsmanager = secretsmanager or aws_client("secretsmanager")
-    zus = zus or zus_client(settings.zus)
-    tokens = vendor or token_vendor(settings, metrics, dynamodb=dynamodb, secretsmanager=secretsmanager, zus=zus)
-    return Rotator(
-        store=SecretsManagerStore(secretsmanager),
-        zus=zus,
-        vendor=tokens,
-        admin_token=lambda: tokens.vend(settings.admin_client_name, ADMIN_TOKEN_MIN_TTL).access_token,
-        secret_id=secret_id_for(settings),
-        policy=RotationPolicy.from_settings(settings),
-        metrics=PowertoolsMetrics(metrics),
-    )
+    def rotation_sweep(self, vendor: TokenVendor | None = None) -> RotationSweep:
+        """The sweep, with the steps it rolls a stuck rotation forward through; both share ``vendor``."""
+        from zus_m2m.rotation.sweep import RotationSweep
 
+        vendor = vendor or self.token_vendor(self._zus_admin)
+        steps = self.rotation_steps(vendor)
+        return RotationSweep(SecretsManagerStore(self._secretsmanager), steps, vendor, steps.policy, self._metrics)
 
-# An admin token must outlive the admin calls made with it (rotate-secret: seconds).
-ADMIN_TOKEN_MIN_TTL = 60
+    @functools.cached_property
+    def _zus_admin(self) -> ZusClient:
+        """The Zus client of admin calls (and of their token requests): the default timeouts."""
+        return self._zus or zus_client(self.settings.zus)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from zus_m2m.errors import StoreUnavailable
+
+T = TypeVar("T")
+
+# DynamoDB's answer to a conditional write whose condition did not hold: a decision, not a failure.
+CONDITION_FAILED = ("ConditionalCheckFailedException",)
 
 
 def error_code(exc: ClientError) -> str:
@@ -23,3 +29,15 @@ def translated(operation: str) -> Iterator[None]:
         raise StoreUnavailable(f"{operation} failed: {error_code(exc) or 'AWS error'}") from exc
     except BotoCoreError as exc:
         raise StoreUnavailable(f"{operation} failed: {type(exc).__name__}") from exc
+
+
+def answer_or_none(operation: str, request: Callable[[], T], *, none_when: Collection[str]) -> T | None:
+    """``request()``'s answer, or None when AWS answers with an error code in ``none_when`` (a secret
+    that is not there, a condition that did not hold); any other failure as ``translated`` says."""
+    with translated(operation):
+        try:
+            return request()
+        except ClientError as exc:
+            if error_code(exc) in none_when:
+                return None
+            raise

@@ -2,18 +2,17 @@
 
 One item per name goes through ``creating`` (a claim with an owner and an expiry) → ``active`` (the
 record) → ``deleting`` → gone. Every write that decides something is conditional, so the claim is
-atomic across containers (see ``zus_m2m.provisioning``).
+atomic across containers (see ``zus_m2m.provisioning.create``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from zus_m2m.aws._errors import error_code, translated
-from zus_m2m.aws.token_table import client_key
-from zus_m2m.provisioning import ClientRecord, RecordItem, Status
+from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
+from zus_m2m.aws.dynamo import client_key, number, number_of, string, string_of
+from zus_m2m.values import ClientRecord, RecordItem, Status
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -24,50 +23,32 @@ _NAMES = {"#name": "name", "#status": "status"}
 _STATUSES: tuple[Status, ...] = ("creating", "active", "deleting")
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": repr(round(value, 3))}
-
-
-def _string(item: dict[str, Any], name: str) -> str | None:
-    value = item.get(name)
-    return str(value["S"]) if value and "S" in value else None
-
-
-def _number(item: dict[str, Any], name: str) -> float:
-    value = item.get(name)
-    return float(value["N"]) if value and "N" in value else 0.0
-
-
 def _item(item: dict[str, Any]) -> RecordItem:
-    status = _string(item, "status")
+    status = string_of(item, "status")
     if status not in _STATUSES:
         status = "creating"
-    name = _string(item, "name") or ""
+    name = string_of(item, "name") or ""
     record = None
     if status != "creating":
         record = ClientRecord(
             name=name,
-            app_client_id=_string(item, "appClientId") or "",
-            client_id=_string(item, "clientId") or "",
-            role_id=_string(item, "roleId") or "",
-            role_name=_string(item, "roleName") or "",
-            secret_arn=_string(item, "secretArn") or "",
-            created_at=int(_number(item, "createdAt")),
+            app_client_id=string_of(item, "appClientId") or "",
+            client_id=string_of(item, "clientId") or "",
+            role_id=string_of(item, "roleId") or "",
+            role_name=string_of(item, "roleName") or "",
+            secret_arn=string_of(item, "secretArn") or "",
+            created_at=int(number_of(item, "createdAt")),
         )
     return RecordItem(
         name=name,
         status=status,  # type: ignore[arg-type]  # narrowed by the membership test above
-        role_name=_string(item, "roleName") or "",
+        role_name=string_of(item, "roleName") or "",
         record=record,
-        claim_owner=_string(item, "claimOwner"),
-        claim_until=_number(item, "claimUntil"),
-        claimed_at=_number(item, "claimedAt"),
-        create_started_at=_number(item, "createStartedAt") if "createStartedAt" in item else None,
-        app_client_id=_string(item, "appClientId"),
+        claim_owner=string_of(item, "claimOwner"),
+        claim_until=number_of(item, "claimUntil"),
+        claimed_at=number_of(item, "claimedAt"),
+        create_started_at=number_of(item, "createStartedAt") if "createStartedAt" in item else None,
+        app_client_id=string_of(item, "appClientId"),
     )
 
 
@@ -91,7 +72,7 @@ class DynamoClientRecords:
                 TableName=self._table,
                 FilterExpression="sk = :record AND #status = :active",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":record": _s(RECORD), ":active": _s("active")},
+                ExpressionAttributeValues={":record": string(RECORD), ":active": string("active")},
                 ConsistentRead=True,
             ):
                 found.extend(record for item in page.get("Items", []) if (record := _item(item).record))
@@ -105,43 +86,41 @@ class DynamoClientRecords:
             values: dict[str, Any] = {}
         else:
             condition = "#status = :creating AND claimOwner = :previous AND claimUntil <= :now"
-            values = {":previous": _s(previous_owner)}
+            values = {":previous": string(previous_owner)}
         values.update(
             {
-                ":name": _s(name),
-                ":creating": _s("creating"),
-                ":role": _s(role_name),
-                ":owner": _s(owner),
-                ":until": _n(until),
-                ":now": _n(now),
-                ":one": {"N": "1"},
-                ":zero": {"N": "0"},
+                ":name": string(name),
+                ":creating": string("creating"),
+                ":role": string(role_name),
+                ":owner": string(owner),
+                ":until": number(until),
+                ":now": number(now),
+                ":one": number(1),
+                ":zero": number(0),
             }
         )
-        with translated("claiming a client name"):
-            try:
-                response = self._db.update_item(
-                    TableName=self._table,
-                    Key=client_key(name, RECORD),
-                    UpdateExpression=(
-                        "SET #name = :name, #status = :creating, roleName = :role, claimOwner = :owner, "
-                        "claimUntil = :until, claimedAt = if_not_exists(claimedAt, :now), "
-                        "attempts = if_not_exists(attempts, :zero) + :one"
-                    ),
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=_NAMES,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    return None
-                raise
-        return _item(response["Attributes"])
+        response = answer_or_none(
+            "claiming a client name",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=client_key(name, RECORD),
+                UpdateExpression=(
+                    "SET #name = :name, #status = :creating, roleName = :role, claimOwner = :owner, "
+                    "claimUntil = :until, claimedAt = if_not_exists(claimedAt, :now), "
+                    "attempts = if_not_exists(attempts, :zero) + :one"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            ),
+            none_when=CONDITION_FAILED,
+        )
+        return None if response is None else _item(response["Attributes"])
 
     def mark_create_started(self, name: str, owner: str, now: float) -> bool:
         return self._update_claim(
-            "marking a create as started", name, owner, "SET createStartedAt = :now", {":now": {"N": repr(now)}}
+            "marking a create as started", name, owner, "SET createStartedAt = :now", {":now": number(now)}
         )
 
     def forget_create_started(self, name: str, owner: str) -> None:
@@ -149,20 +128,20 @@ class DynamoClientRecords:
 
     def note_app_client(self, name: str, owner: str, app_client_id: str) -> bool:
         return self._update_claim(
-            "noting the created app client", name, owner, "SET appClientId = :app", {":app": _s(app_client_id)}
+            "noting the created app client", name, owner, "SET appClientId = :app", {":app": string(app_client_id)}
         )
 
     def complete(self, record: ClientRecord, owner: str) -> bool:
         item = {
             **client_key(record.name, RECORD),
-            "name": _s(record.name),
-            "status": _s("active"),
-            "appClientId": _s(record.app_client_id),
-            "clientId": _s(record.client_id),
-            "roleId": _s(record.role_id),
-            "roleName": _s(record.role_name),
-            "secretArn": _s(record.secret_arn),
-            "createdAt": {"N": str(record.created_at)},
+            "name": string(record.name),
+            "status": string("active"),
+            "appClientId": string(record.app_client_id),
+            "clientId": string(record.client_id),
+            "roleId": string(record.role_id),
+            "roleName": string(record.role_name),
+            "secretArn": string(record.secret_arn),
+            "createdAt": number(record.created_at),
         }
         return self._conditional(
             "writing a client record",
@@ -171,7 +150,7 @@ class DynamoClientRecords:
                 Item=item,
                 ConditionExpression="#status = :creating AND claimOwner = :owner",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":creating": _s("creating"), ":owner": _s(owner)},
+                ExpressionAttributeValues={":creating": string("creating"), ":owner": string(owner)},
             ),
         )
 
@@ -185,11 +164,11 @@ class DynamoClientRecords:
                     "#status = :creating AND claimOwner = :owner AND attribute_not_exists(createStartedAt)"
                 ),
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":creating": _s("creating"), ":owner": _s(owner)},
+                ExpressionAttributeValues={":creating": string("creating"), ":owner": string(owner)},
             ),
         )
         if not forgotten:
-            self._update_claim("releasing a claim", name, owner, "SET claimUntil = :zero", {":zero": {"N": "0"}})
+            self._update_claim("releasing a claim", name, owner, "SET claimUntil = :zero", {":zero": number(0)})
 
     def mark_deleting(self, name: str) -> bool:
         return self._conditional(
@@ -200,7 +179,7 @@ class DynamoClientRecords:
                 UpdateExpression="SET #status = :deleting",
                 ConditionExpression="#status IN (:active, :deleting)",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":active": _s("active"), ":deleting": _s("deleting")},
+                ExpressionAttributeValues={":active": string("active"), ":deleting": string("deleting")},
             ),
         )
 
@@ -212,7 +191,7 @@ class DynamoClientRecords:
                 Key=client_key(name, RECORD),
                 ConditionExpression="#status = :deleting",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":deleting": _s("deleting")},
+                ExpressionAttributeValues={":deleting": string("deleting")},
             ),
         )
 
@@ -221,7 +200,7 @@ class DynamoClientRecords:
     def _update_claim(
         self, operation: str, name: str, owner: str, update: str, values: dict[str, Any] | None = None
     ) -> bool:
-        placeholders = {":creating": _s("creating"), ":owner": _s(owner), **(values or {})}
+        placeholders = {":creating": string("creating"), ":owner": string(owner), **(values or {})}
         return self._conditional(
             operation,
             lambda: self._db.update_item(
@@ -234,13 +213,6 @@ class DynamoClientRecords:
             ),
         )
 
-    def _conditional(self, operation: str, write: Any) -> bool:
+    def _conditional(self, operation: str, write: Callable[[], object]) -> bool:
         """True when written, False when the condition did not hold."""
-        with translated(operation):
-            try:
-                write()
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    return False
-                raise
-        return True
+        return answer_or_none(operation, write, none_when=CONDITION_FAILED) is not None

@@ -3,30 +3,31 @@ and every write the service makes to a client's secret.
 
 Powertools Parameters caches by secret name alone and drops the version stage from its cache key,
 so a read of AWSPENDING would overwrite the cached AWSCURRENT; this adapter keys its cache by
-(secret, stage) instead. Reads always name a stage: moto can answer an unstaged read with a value
-from before a stage move.
+(secret, stage) instead, and every read names the stage (or the version) it means.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from zus_m2m.aws._errors import error_code, translated
-from zus_m2m.credentials import ClientCredentials
+from zus_m2m.aws._errors import answer_or_none, error_code, translated
 from zus_m2m.errors import ResourceConflict
-from zus_m2m.ports import AWSCURRENT, AWSPENDING, CLIENT_TAG, MANAGED_TAG, STAGE_TAG, Clock, SecretDescription
+from zus_m2m.ports import Clock
+from zus_m2m.values import AWSCURRENT, AWSPENDING, MANAGED_TAG, STAGE_TAG, ClientCredentials, SecretDescription
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
 
-# Secrets Manager's answers for a secret or a stage that is not (or no longer) there.
-_ABSENT = {"ResourceNotFoundException", "InvalidRequestException"}
+# Secrets Manager's answers for a secret, a stage or a version that is not (or no longer) there; a
+# rotation's new version holds no value until createSecret stores one, and reads as not there.
+_ABSENT = ("ResourceNotFoundException", "InvalidRequestException")
 
 
 class SecretsManagerStore:
@@ -37,6 +38,8 @@ class SecretsManagerStore:
         self._cache: dict[tuple[str, str], tuple[float, ClientCredentials | None]] = {}
         self._lock = threading.Lock()
 
+    # --- reads --------------------------------------------------------------------------------
+
     def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
         key = (secret_id, stage)
         now = self._clock()
@@ -44,45 +47,59 @@ class SecretsManagerStore:
             cached = self._cache.get(key)
         if cached is not None and not fresh and now - cached[0] < self._max_age:
             return cached[1]
-        credentials = self._fetch(secret_id, stage)
+        credentials = self._value("reading a client secret", secret_id, VersionStage=stage)
         with self._lock:
             self._cache[key] = (now, credentials)
         return credentials
+
+    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
+        return self._value("reading a client secret version", secret_id, VersionId=version_id)
+
+    def describe(self, secret_id: str) -> SecretDescription | None:
+        response = self._absent_as_none(
+            "describing a client secret", lambda: self._sm.describe_secret(SecretId=secret_id)
+        )
+        return None if response is None else _description(response)
+
+    def list_managed(self, stage: str) -> list[SecretDescription]:
+        """Every secret this stage of the service manages, found by its tags."""
+        found: list[SecretDescription] = []
+        with translated("listing managed secrets"):
+            pages = self._sm.get_paginator("list_secrets").paginate(
+                Filters=[{"Key": "tag-key", "Values": [MANAGED_TAG]}, {"Key": "tag-value", "Values": ["true"]}]
+            )
+            for page in pages:
+                for entry in page.get("SecretList", []):
+                    description = _description(entry)
+                    if description.tags.get(MANAGED_TAG) == "true" and description.tags.get(STAGE_TAG) == stage:
+                        found.append(description)
+        return found
 
     def forget(self, secret_id: str) -> None:
         with self._lock:
             for key in [key for key in self._cache if key[0] == secret_id]:
                 del self._cache[key]
 
-    def _fetch(self, secret_id: str, stage: str) -> ClientCredentials | None:
-        with translated("reading a client secret"):
-            try:
-                response = self._sm.get_secret_value(SecretId=secret_id, VersionStage=stage)
-            except ClientError as exc:
-                if error_code(exc) in _ABSENT:
-                    return None
-                raise
-        return _credentials(response, secret_id)
+    def _value(self, operation: str, secret_id: str, **version: str) -> ClientCredentials | None:
+        response = self._absent_as_none(operation, lambda: self._sm.get_secret_value(SecretId=secret_id, **version))
+        # A version with no value (a rotation's new version before createSecret) answers no value.
+        text = response.get("SecretString") if response is not None else None
+        return ClientCredentials.from_json(text, secret_id) if text else None
 
-    def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
-        with translated("reading a client secret version"):
-            try:
-                response = self._sm.get_secret_value(SecretId=secret_id, VersionId=version_id)
-            except ClientError as exc:
-                if error_code(exc) in _ABSENT:
-                    return None
-                raise
-        return _credentials(response, secret_id)
+    def _absent_as_none(self, operation: str, request: Callable[[], Any]) -> Any:
+        return answer_or_none(operation, request, none_when=_ABSENT)
+
+    # --- writes -------------------------------------------------------------------------------
 
     def create(
-        self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], request_token: str
+        self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], idempotency_key: str
     ) -> str:
         options: dict[str, Any] = {"KmsKeyId": kms_key_id} if kms_key_id else {}
         with translated("creating a client secret"):
             try:
                 response = self._sm.create_secret(
                     Name=name,
-                    ClientRequestToken=request_token,
+                    ClientRequestToken=idempotency_key,
                     SecretString=credentials.to_json(),
                     Tags=[{"Key": key, "Value": value} for key, value in sorted(tags.items())],
                     Description=f"Zus M2M app client {credentials.name} (managed by zus-m2m)",
@@ -96,25 +113,12 @@ class SecretsManagerStore:
         self.forget(name)
         return response["ARN"]
 
-    def describe(self, secret_id: str) -> SecretDescription | None:
-        with translated("describing a client secret"):
-            try:
-                response = self._sm.describe_secret(SecretId=secret_id)
-            except ClientError as exc:
-                if error_code(exc) in _ABSENT:
-                    return None
-                raise
-        return _description(response)
+    def put_current(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        """Store credentials as a new version at AWSCURRENT (the previous one becomes AWSPREVIOUS)."""
+        self._put("storing a client secret", secret_id, credentials, version_id, AWSCURRENT)
 
     def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
-        with translated("storing the pending client secret"):
-            self._sm.put_secret_value(
-                SecretId=secret_id,
-                ClientRequestToken=version_id,
-                SecretString=credentials.to_json(),
-                VersionStages=[AWSPENDING],
-            )
-        self.forget(secret_id)
+        self._put("storing the pending client secret", secret_id, credentials, version_id, AWSPENDING)
 
     def move_stage(self, secret_id: str, stage: str, to_version: str, from_version: str | None) -> None:
         options = {"RemoveFromVersionId": from_version} if from_version else {}
@@ -128,6 +132,18 @@ class SecretsManagerStore:
         with translated(f"removing {stage}"):
             self._sm.update_secret_version_stage(
                 SecretId=secret_id, VersionStage=stage, RemoveFromVersionId=from_version
+            )
+        self.forget(secret_id)
+
+    def configure_rotation(self, secret_id: str, rotation_function_arn: str, interval_days: int) -> None:
+        """Turn on scheduled rotation by the rotation function, without rotating now (Secrets Manager
+        then only tests the configuration: it invokes testSecret on a version that holds no value)."""
+        with translated("configuring rotation"):
+            self._sm.rotate_secret(
+                SecretId=secret_id,
+                RotationLambdaARN=rotation_function_arn,
+                RotationRules={"AutomaticallyAfterDays": interval_days},
+                RotateImmediately=False,
             )
         self.forget(secret_id)
 
@@ -150,70 +166,21 @@ class SecretsManagerStore:
             self._sm.delete_secret(SecretId=secret_id, RecoveryWindowInDays=recovery_window_days)
         self.forget(secret_id)
 
-    def list_managed(self, stage: str) -> list[SecretDescription]:
-        """Every secret this stage of the service manages, found by its tags."""
-        found: list[SecretDescription] = []
-        with translated("listing managed secrets"):
-            pages = self._sm.get_paginator("list_secrets").paginate(
-                Filters=[{"Key": "tag-key", "Values": [MANAGED_TAG]}, {"Key": "tag-value", "Values": ["true"]}]
-            )
-            for page in pages:
-                for entry in page.get("SecretList", []):
-                    description = _description(entry)
-                    if description.tags.get(MANAGED_TAG) == "true" and description.tags.get(STAGE_TAG) == stage:
-                        found.append(description)
-        return found
-
-    # --- provisioning's writes (zus_m2m.provisioning.ProvisioningSecrets) ---------------------
-
-    def configure_rotation(self, secret_id: str, rotation_function_arn: str, interval_days: int) -> None:
-        """Turn on scheduled rotation by the rotation function, without rotating now.
-
-        With RotateImmediately=False, Secrets Manager only runs testSecret, on an AWSPENDING version it
-        then removes; moto leaves that version labelled, which would read as a rotation in progress.
-        So a version this call added that still carries AWSPENDING loses the label here (a no-op on AWS).
-        """
-        before = self.describe(secret_id)
-        with translated("configuring rotation"):
-            self._sm.rotate_secret(
-                SecretId=secret_id,
-                RotationLambdaARN=rotation_function_arn,
-                RotationRules={"AutomaticallyAfterDays": interval_days},
-                RotateImmediately=False,
-            )
-        after = self.describe(secret_id)
-        if before is None or after is None:
-            return
-        for version, stages in after.versions.items():
-            if version not in before.versions and AWSPENDING in stages and AWSCURRENT not in stages:
-                self.remove_stage(secret_id, AWSPENDING, version)
-
     def restore(self, secret_id: str) -> None:
         """Cancel a scheduled deletion (a client of the same name is being provisioned again)."""
         with translated("restoring a client secret"):
             self._sm.restore_secret(SecretId=secret_id)
         self.forget(secret_id)
 
-    def put_current(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
-        """Store credentials as a new version at AWSCURRENT (the previous one becomes AWSPREVIOUS)."""
-        with translated("storing a client secret"):
+    def _put(self, operation: str, secret_id: str, credentials: ClientCredentials, version_id: str, stage: str) -> None:
+        with translated(operation):
             self._sm.put_secret_value(
                 SecretId=secret_id,
                 ClientRequestToken=version_id,
                 SecretString=credentials.to_json(),
-                VersionStages=[AWSCURRENT],
+                VersionStages=[stage],
             )
         self.forget(secret_id)
-
-
-def managed_tags(stage: str, client: str) -> dict[str, str]:
-    return {MANAGED_TAG: "true", STAGE_TAG: stage, CLIENT_TAG: client}
-
-
-def _credentials(response: Any, secret_id: str) -> ClientCredentials | None:
-    # Secrets Manager (and moto) can hold a version with no value: a rotation's placeholder.
-    text = response.get("SecretString")
-    return ClientCredentials.from_json(text, secret_id) if text else None
 
 
 def _timestamp(value: Any) -> float | None:

@@ -8,30 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from zus_m2m.aws._errors import error_code, translated
+from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
+from zus_m2m.aws.dynamo import client_key, number, number_of, string, string_of
 from zus_m2m.errors import StoreUnavailable
-from zus_m2m.ports import BudgetVerdict, CachedToken, TokenState
+from zus_m2m.values import BudgetVerdict, CachedToken, TokenState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 HOUR = 3600.0
 _BUDGET_ATTEMPTS = 10
-
-
-def client_key(client: str, kind: str) -> dict[str, Any]:
-    return {"pk": {"S": f"client#{client}"}, "sk": {"S": kind}}
-
-
-def _number(item: dict[str, Any], name: str, default: float = 0.0) -> float:
-    value = item.get(name)
-    return float(value["N"]) if value else default
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": repr(round(value, 3))}
 
 
 class DynamoTokenTable:
@@ -46,17 +32,18 @@ class DynamoTokenTable:
             ).get("Item", {})
         token = None
         if "accessToken" in item:
+            token_type = string_of(item, "tokenType")
             token = CachedToken(
                 access_token=item["accessToken"]["S"],
-                token_type=item.get("tokenType", {}).get("S", "Bearer"),
-                expires_at=_number(item, "expiresAt"),
+                token_type="Bearer" if token_type is None else token_type,
+                expires_at=number_of(item, "expiresAt"),
             )
         return TokenState(
             token=token,
-            lease_owner=item["leaseOwner"]["S"] if "leaseOwner" in item else None,
-            lease_until=_number(item, "leaseUntil"),
-            blocked_until=_number(item, "blockedUntil"),
-            last_requested_at=_number(item, "lastRequestedAt"),
+            lease_owner=string_of(item, "leaseOwner"),
+            lease_until=number_of(item, "leaseUntil"),
+            blocked_until=number_of(item, "blockedUntil"),
+            last_requested_at=number_of(item, "lastRequestedAt"),
         )
 
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
@@ -65,7 +52,7 @@ class DynamoTokenTable:
             client,
             "SET leaseOwner = :owner, leaseUntil = :until",
             "attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
-            {":owner": {"S": owner}, ":until": _n(until), ":now": _n(now)},
+            {":owner": string(owner), ":until": number(until), ":now": number(now)},
         )
 
     def release_lease(self, client: str, owner: str) -> None:
@@ -74,7 +61,7 @@ class DynamoTokenTable:
             client,
             "REMOVE leaseOwner, leaseUntil",
             "leaseOwner = :owner",
-            {":owner": {"S": owner}},
+            {":owner": string(owner)},
         )
 
     def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
@@ -85,10 +72,10 @@ class DynamoTokenTable:
             "SET accessToken = :token, tokenType = :type, expiresAt = :expires, #ttl = :ttl",
             "attribute_not_exists(expiresAt) OR expiresAt <= :expires",
             {
-                ":token": {"S": token.access_token},
-                ":type": {"S": token.token_type},
-                ":expires": _n(token.expires_at),
-                ":ttl": {"N": str(int(token.expires_at) + 1)},
+                ":token": string(token.access_token),
+                ":type": string(token.token_type),
+                ":expires": number(token.expires_at),
+                ":ttl": number(int(token.expires_at) + 1),
             },
             names={"#ttl": "ttl"},
         )
@@ -96,22 +83,10 @@ class DynamoTokenTable:
             self.release_lease(client, owner)
 
     def block(self, client: str, until: float) -> None:
-        with translated("recording a Zus rate limit"):
-            self._db.update_item(
-                TableName=self._table,
-                Key=client_key(client, "token"),
-                UpdateExpression="SET blockedUntil = :until",
-                ExpressionAttributeValues={":until": _n(until)},
-            )
+        self._set_time("recording a Zus rate limit", client, "blockedUntil", until)
 
     def mark_requested(self, client: str, now: float) -> None:
-        with translated("recording token use"):
-            self._db.update_item(
-                TableName=self._table,
-                Key=client_key(client, "token"),
-                UpdateExpression="SET lastRequestedAt = :now",
-                ExpressionAttributeValues={":now": _n(now)},
-            )
+        self._set_time("recording token use", client, "lastRequestedAt", now)
 
     def requested_since(self, since: float) -> list[str]:
         # A scan is fine at the scale of one team's app clients (a few items each).
@@ -120,7 +95,7 @@ class DynamoTokenTable:
             for page in self._db.get_paginator("scan").paginate(
                 TableName=self._table,
                 FilterExpression="sk = :token AND lastRequestedAt >= :since",
-                ExpressionAttributeValues={":token": {"S": "token"}, ":since": _n(since)},
+                ExpressionAttributeValues={":token": string("token"), ":since": number(since)},
                 ProjectionExpression="pk",
             ):
                 clients.extend(item["pk"]["S"].removeprefix("client#") for item in page.get("Items", []))
@@ -148,10 +123,10 @@ class DynamoTokenTable:
                 "SET requests = :stamps, version = :next, #ttl = :ttl",
                 "attribute_not_exists(version) OR version = :version",
                 {
-                    ":stamps": {"L": [_n(stamp) for stamp in [*stamps, now]]},
-                    ":next": {"N": str(version + 1)},
-                    ":version": {"N": str(version)},
-                    ":ttl": {"N": str(int(now + HOUR) + 1)},
+                    ":stamps": {"L": [number(stamp) for stamp in [*stamps, now]]},
+                    ":next": number(version + 1),
+                    ":version": number(version),
+                    ":ttl": number(int(now + HOUR) + 1),
                 },
                 names={"#ttl": "ttl"},
                 kind="budget",
@@ -167,7 +142,16 @@ class DynamoTokenTable:
             )
         stamps = [float(entry["N"]) for entry in item.get("requests", {}).get("L", [])]
         stamps = [stamp for stamp in stamps if stamp > now - HOUR]
-        return stamps, int(_number(item, "version"))
+        return stamps, int(number_of(item, "version"))
+
+    def _set_time(self, operation: str, client: str, attribute: str, at: float) -> None:
+        with translated(operation):
+            self._db.update_item(
+                TableName=self._table,
+                Key=client_key(client, "token"),
+                UpdateExpression=f"SET {attribute} = :at",
+                ExpressionAttributeValues={":at": number(at)},
+            )
 
     def _conditional_update(
         self,
@@ -182,18 +166,16 @@ class DynamoTokenTable:
     ) -> bool:
         """True when written, False when the condition did not hold."""
         extra: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
-        with translated(operation):
-            try:
-                self._db.update_item(
-                    TableName=self._table,
-                    Key=client_key(client, kind),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeValues=values,
-                    **extra,
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    return False
-                raise
-        return True
+        answer = answer_or_none(
+            operation,
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=client_key(client, kind),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                **extra,
+            ),
+            none_when=CONDITION_FAILED,
+        )
+        return answer is not None

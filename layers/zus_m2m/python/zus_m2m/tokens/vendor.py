@@ -13,23 +13,21 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from zus_m2m import errors
-from zus_m2m.credentials import ClientCredentials
-from zus_m2m.ports import (
+from zus_m2m.backoff import backoff
+from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
+from zus_m2m.values import (
     AWSCURRENT,
     AWSPENDING,
     AWSPREVIOUS,
     CachedToken,
-    Clock,
-    MetricsSink,
-    SecretReader,
-    TokenIssuer,
+    ClientCredentials,
+    SecretNaming,
     TokenState,
-    TokenTable,
 )
 
 logger = logging.getLogger(__name__)
@@ -67,34 +65,72 @@ def background_runner(workers: int = 2) -> Runner:
     return run
 
 
+def quietly(job: Callable[[], object]) -> None:
+    """Run work nobody waits for: a failure is logged, never raised."""
+    try:
+        job()
+    except errors.ZusM2MError as exc:
+        logger.warning("background token work failed", extra={"reason": exc.detail})
+    except Exception:
+        logger.exception("background token work failed unexpectedly")
+
+
+class BackgroundWork:
+    """Jobs off the caller's path, quietly; a keyed job (a client's refresh) runs once at a time."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        self._run(lambda: quietly(job))
+
+    def submit_once(self, key: str, job: Callable[[], object]) -> None:
+        with self._lock:
+            if key in self._running:
+                return
+            self._running.add(key)
+
+        def run() -> None:
+            try:
+                quietly(job)
+            finally:
+                with self._lock:
+                    self._running.discard(key)
+
+        self._run(run)
+
+
 class TokenVendor:
+    """Vends tokens (``vend``), renews them ahead of expiry (``refresh``), and obtains one with given
+    credentials for provisioning and rotation (``issue_with``: ``TokenIssuer``)."""
+
     def __init__(
         self,
         table: TokenTable,
         secrets: SecretReader,
-        issuer: TokenIssuer,
-        secret_id: Callable[[str], str],
+        endpoint: TokenEndpoint,
+        naming: SecretNaming,
         metrics: MetricsSink,
         policy: VendingPolicy | None = None,
         *,
         clock: Clock = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep = time.sleep,
         run_in_background: Runner | None = None,
     ) -> None:
         self._table = table
         self._secrets = secrets
-        self._issuer = issuer
-        self._secret_id = secret_id
+        self._endpoint = endpoint
+        self._naming = naming
         self._metrics = metrics
         self.policy = policy or VendingPolicy()
         self._clock = clock
         self._sleep = sleep
-        self._background = run_in_background or background_runner()
+        self._background = BackgroundWork(run_in_background or background_runner())
         self._owner = f"{uuid.uuid4()}"
         self._memory: dict[str, CachedToken] = {}
         self._marked_at: dict[str, float] = {}
-        self._refreshing: set[str] = set()
-        self._lock = threading.Lock()
 
     # --- the vending path ---------------------------------------------------------------------
 
@@ -114,7 +150,7 @@ class TokenVendor:
             return replace(state.token, source="table")
         self._metrics.count("TokenMiss")
         # Unknown names stop here, before any write: the (cached) secret read says whether it exists.
-        if self._secrets.read(self._secret_id(client), AWSCURRENT) is None:
+        if self._secrets.read(self._naming.secret_id(client), AWSCURRENT) is None:
             raise errors.ResourceNotFound(f"no managed app client named {client!r}")
         token = self._fetch_or_wait(client, min_ttl, state, started=now)
         self._mark_in_background(client, self._clock())
@@ -122,7 +158,7 @@ class TokenVendor:
 
     def _fetch_or_wait(self, client: str, min_ttl: float, state: TokenState, started: float) -> CachedToken:
         deadline = started + self.policy.wait_seconds
-        for pause in _backoff(0.025, 0.2):
+        for pause in backoff(0.025, 0.2):
             now = self._clock()
             if state.token is not None and state.token.seconds_left(now) >= min_ttl:
                 self._memory[client] = state.token
@@ -148,41 +184,18 @@ class TokenVendor:
             self._metrics.count("LeaseWait")
             self._sleep(pause)
             state = self._table.get(client, consistent=True)
-        raise AssertionError("unreachable: _backoff never ends")
+        raise AssertionError("unreachable: backoff never ends")
 
     def _after_hit(self, client: str, token: CachedToken, now: float) -> None:
         """Refresh ahead of expiry off the caller's path; record use for the scheduled pre-refresh."""
         if token.seconds_left(now) < self.policy.refresh_margin:
-            self._start_once(client, lambda: self.refresh(client))
+            self._background.submit_once(client, lambda: self.refresh(client))
         self._mark_in_background(client, now)
 
     def _mark_in_background(self, client: str, now: float) -> None:
         if now - self._marked_at.get(client, 0.0) >= self.policy.mark_interval:
             self._marked_at[client] = now
-            self._background(lambda: self._quietly(lambda: self._table.mark_requested(client, now)))
-
-    def _start_once(self, client: str, job: Callable[[], object]) -> None:
-        with self._lock:
-            if client in self._refreshing:
-                return
-            self._refreshing.add(client)
-
-        def run() -> None:
-            try:
-                self._quietly(job)
-            finally:
-                with self._lock:
-                    self._refreshing.discard(client)
-
-        self._background(run)
-
-    def _quietly(self, job: Callable[[], object]) -> None:
-        try:
-            job()
-        except errors.ZusM2MError as exc:
-            logger.warning("background token work failed", extra={"reason": exc.detail})
-        except Exception:
-            logger.exception("background token work failed unexpectedly")
+            self._background.submit(lambda: self._table.mark_requested(client, now))
 
     # --- refreshing ----------------------------------------------------------------------------
 
@@ -198,26 +211,10 @@ class TokenVendor:
             return False
         if state.blocked_until > now or state.lease_held(now):
             return False
-        if not self._acquire_lease(client, now):
+        if not self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds):
             return False
         self._fetch_under_lease(client)
         return True
-
-    def pre_refresh(self, horizon: float, recent: float = 3600.0) -> dict[str, int]:
-        """The scheduled run: renew tokens of clients used within ``recent`` seconds that enter the
-        margin before the next run, ``horizon`` seconds from now."""
-        report = {"considered": 0, "refreshed": 0, "failed": 0}
-        for client in self._table.requested_since(self._clock() - recent):
-            report["considered"] += 1
-            try:
-                report["refreshed"] += self.refresh(client, horizon)
-            except errors.ZusM2MError as exc:
-                report["failed"] += 1
-                logger.warning("pre-refresh failed", extra={"client": client, "reason": exc.detail})
-        return report
-
-    def _acquire_lease(self, client: str, now: float) -> bool:
-        return self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
 
     # --- talking to Zus ------------------------------------------------------------------------
 
@@ -225,7 +222,7 @@ class TokenVendor:
         try:
             token = self._fetch(client, started)
         except BaseException:
-            self._quietly(lambda: self._table.release_lease(client, self._owner))
+            quietly(lambda: self._table.release_lease(client, self._owner))
             raise
         self._memory[client] = token
         self._table.put_token(client, token, self._owner)
@@ -242,7 +239,7 @@ class TokenVendor:
         return token
 
     def _fetch(self, client: str, started: float | None = None) -> CachedToken:
-        secret_id = self._secret_id(client)
+        secret_id = self._naming.secret_id(client)
         current = self._secrets.read(secret_id, AWSCURRENT)
         if current is None:
             raise errors.ResourceNotFound(f"no managed app client named {client!r}")
@@ -289,7 +286,7 @@ class TokenVendor:
                 )
             self._metrics.count("UpstreamTokenRequest")
             try:
-                issued = self._issuer.request_token(credentials.client_id, credentials.client_secret)
+                issued = self._endpoint.request_token(credentials.client_id, credentials.client_secret)
             except errors.ZusRateLimited as exc:
                 self._metrics.count("UpstreamRateLimited")
                 self._table.block(client, now + exc.retry_after)
@@ -306,10 +303,3 @@ class TokenVendor:
                 continue
             return CachedToken(issued.access_token, issued.token_type, now + issued.expires_in)
         raise AssertionError("unreachable: the loop returns or raises")
-
-
-def _backoff(first: float, cap: float) -> Iterator[float]:
-    pause = first
-    while True:
-        yield pause
-        pause = min(cap, pause * 2)

@@ -1,4 +1,5 @@
-"""The Zus HTTP client: every call of SPEC.md's Zus table, with timeouts, bounded retries and typed errors.
+"""The Zus HTTP client: every Zus call the service makes (the token grant, the role lookup, and the app
+client calls of the guide's steps 1-4 and after), with timeouts, bounded retries and typed errors.
 
 Retries come from urllib3's ``Retry`` mounted on the session: connection failures are retried for
 every call (the request never reached Zus), while read timeouts and 502/503/504 are retried only for

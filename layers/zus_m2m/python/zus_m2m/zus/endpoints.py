@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-# The guide names a rotate-secret endpoint without its path; SPEC.md assumes this one.
+# Zus's guide names a rotate-secret call without giving its path: this path is an assumption, made
+# after the app-client paths beside it.
 ROTATE_SECRET_PATH = "/auth/app-clients/{app_client_id}/rotate-secret"
 ROLES_PATH = "/auth/roles"
 APP_CLIENTS_PATH = "/auth/app-clients"

@@ -1,0 +1,31 @@
+"""The settings every provisioning use case reads, as one value (``zus_m2m.wiring`` builds it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zus_m2m.values import SecretNaming
+
+
+@dataclass(frozen=True)
+class ProvisioningPolicy:
+    naming: SecretNaming
+    audience: str
+    kms_key_id: str = ""
+    recovery_window_days: int = 7
+    rotation_interval_days: int = 30
+    rotation_function_arn: str = ""
+    token_budget_per_hour: int = 100
+    # Longer than the function's timeout (29 s), so a live creator always keeps its claim.
+    claim_seconds: float = 40.0
+    # How long an identical request waits for the claim's holder before answering 503.
+    wait_seconds: float = 20.0
+    # Tolerated clock difference between us and Zus when comparing createdAt with the claim.
+    clock_skew_seconds: float = 5.0
+    # A create we gave up on (a timeout) may still land at Zus for as long as the Zus client waits for
+    # an answer (3 s connect + 10 s read); until then a retry that finds no client must not make one.
+    create_settle_seconds: float = 15.0
+
+    @property
+    def admin_client_name(self) -> str:
+        return self.naming.admin_client_name

@@ -1,0 +1,98 @@
+"""Read the managed clients: a client's record, its rotation dates, its cached token's expiry and its
+hourly budget, never anything secret; and the list of them all, the bootstrap admin included."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+from zus_m2m import errors
+from zus_m2m.ports import ClientRecords, Clock, SecretStore, TokenTable
+from zus_m2m.provisioning.policy import ProvisioningPolicy
+from zus_m2m.values import AWSCURRENT, ClientRecord
+
+
+@dataclass(eq=False)
+class ClientQueries:
+    records: ClientRecords
+    secrets: SecretStore
+    tokens: TokenTable
+    policy: ProvisioningPolicy
+    _: KW_ONLY
+    clock: Clock = time.time
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The record, its rotation dates, its token cache state and hourly budget; nothing secret."""
+        return self._details(self.record(name))
+
+    def list_details(self) -> list[dict[str, Any]]:
+        """Every managed client as ``get`` shows it (a few reads per client: fine at one team's scale)."""
+        return [self._details(record) for record in self.list_clients()]
+
+    def list_clients(self) -> list[ClientRecord]:
+        records = {record.name: record for record in self.records.list_active()}
+        admin = self._admin_record()
+        if admin is not None:
+            records[admin.name] = admin
+        return [records[name] for name in sorted(records)]
+
+    def record(self, name: str) -> ClientRecord:
+        """The active record of ``name`` (the bootstrap admin's included), or ResourceNotFound."""
+        if name == self.policy.admin_client_name:
+            admin = self._admin_record()
+            if admin is not None:
+                return admin
+        item = self.records.get(name)
+        if item is None or item.status != "active" or item.record is None:
+            raise errors.ResourceNotFound(f"no managed app client named {name!r}")
+        return item.record
+
+    def _details(self, record: ClientRecord) -> dict[str, Any]:
+        description = self.secrets.describe(self.policy.naming.secret_id(record.name))
+        now = self.clock()
+        state = self.tokens.get(record.name)
+        token = state.token if state.token is not None and state.token.seconds_left(now) > 0 else None
+        last = next_due = None
+        if description is not None:
+            last = _epoch(description.last_rotated)
+            next_due = self._next_rotation(description.last_rotated, description.next_rotation, description.created)
+        return {
+            **record.to_json(),
+            "lastRotation": last,
+            "nextRotation": next_due,
+            "token": {"cached": token is not None, "expiresAt": int(token.expires_at) if token else None},
+            "budget": {
+                "usedLastHour": self.tokens.budget_used(record.name, now),
+                "limit": self.policy.token_budget_per_hour,
+            },
+        }
+
+    def _admin_record(self) -> ClientRecord | None:
+        """The bootstrap admin, made by hand, has no record: it is described by its secret."""
+        secret_id = self.policy.naming.admin_secret_name
+        description = self.secrets.describe(secret_id)
+        if description is None or description.deleted:
+            return None
+        credentials = self.secrets.read(secret_id, AWSCURRENT)
+        if credentials is None:
+            return None
+        return ClientRecord(
+            name=self.policy.admin_client_name,
+            app_client_id=credentials.app_client_id,
+            client_id=credentials.client_id,
+            role_id=credentials.role_id,
+            role_name=credentials.role_name,
+            secret_arn=description.arn,
+            created_at=int(description.created or 0),
+        )
+
+    def _next_rotation(self, last: float | None, scheduled: float | None, created: float | None) -> int | None:
+        if scheduled is not None:
+            return int(scheduled)
+        since = last if last is not None else created
+        return None if since is None else int(since + self.policy.rotation_interval_days * 86400)
+
+
+def _epoch(value: float | None) -> int | None:
+    return None if value is None else int(value)

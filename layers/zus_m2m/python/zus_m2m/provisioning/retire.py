@@ -1,0 +1,72 @@
+"""Retire a managed client: delete it at Zus, schedule its secret's deletion, purge its cached
+tokens, forget its record.
+
+Each step is idempotent and the record stays (as "deleting") until the last, so a retry after a
+crash anywhere finishes the job. Every external step is followed by ``checkpoint(name)``
+(``RetireCheckpoints``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import KW_ONLY, dataclass
+
+from zus_m2m import errors
+from zus_m2m.ports import Checkpoint, ClientRecords, MetricsSink, SecretStore, TokenTable, no_checkpoint
+from zus_m2m.provisioning.admin import BootstrapAdmin
+from zus_m2m.provisioning.policy import ProvisioningPolicy
+
+logger = logging.getLogger(__name__)
+
+
+class RetireCheckpoints:
+    """The names ``checkpoint`` is called with, after each external step of a retirement."""
+
+    DELETE_MARKED = "delete-marked"
+    APP_CLIENT_DELETED = "app-client-deleted"
+    SECRET_DELETION_SCHEDULED = "secret-deletion-scheduled"
+    TOKENS_PURGED = "tokens-purged"
+
+
+@dataclass(eq=False)
+class RetireClient:
+    records: ClientRecords
+    admin: BootstrapAdmin
+    secrets: SecretStore
+    tokens: TokenTable
+    policy: ProvisioningPolicy
+    metrics: MetricsSink
+    _: KW_ONLY
+    checkpoint: Checkpoint = no_checkpoint
+
+    def __call__(self, name: str) -> None:
+        if name == self.policy.admin_client_name:
+            raise errors.ResourceConflict("the bootstrap admin client cannot be deleted through the service")
+        item = self.records.get(name)
+        if item is None:
+            raise errors.ResourceNotFound(f"no managed app client named {name!r}")
+        if item.status == "creating" or item.record is None:
+            raise errors.ResourceConflict(
+                f"app client {name!r} is being created; repeat the create to finish it, then delete it"
+            )
+        try:
+            if not self.records.mark_deleting(name):
+                raise errors.ResourceConflict(f"app client {name!r} changed while being deleted; retry")
+            self.checkpoint(RetireCheckpoints.DELETE_MARKED)
+            try:
+                self.admin.zus.delete_app_client(item.record.app_client_id, self.admin.bearer())
+            except errors.ZusNotFound:
+                logger.info("the Zus app client was already gone", extra={"client": name})
+            self.checkpoint(RetireCheckpoints.APP_CLIENT_DELETED)
+            secret_id = self.policy.naming.secret_id(name)
+            description = self.secrets.describe(secret_id)
+            if description is not None and not description.deleted:
+                self.secrets.schedule_deletion(secret_id, self.policy.recovery_window_days)
+            self.checkpoint(RetireCheckpoints.SECRET_DELETION_SCHEDULED)
+            self.tokens.purge(name)
+            self.checkpoint(RetireCheckpoints.TOKENS_PURGED)
+            self.records.delete(name)
+        except errors.ZusM2MError as exc:
+            raise self.admin.translated(exc) from exc
+        self.metrics.count("AppClientDeleted")
+        logger.info("app client deleted", extra={"client": name, "app_client_id": item.record.app_client_id})

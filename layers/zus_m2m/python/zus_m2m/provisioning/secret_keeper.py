@@ -1,0 +1,82 @@
+"""A new client's secret in Secrets Manager: stored once however often a create is retried, found
+again after an interrupted create, put under rotation, and proven with a token."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from zus_m2m import errors
+from zus_m2m.ports import SecretStore, TokenIssuer, ZusAdmin
+from zus_m2m.provisioning.policy import ProvisioningPolicy
+from zus_m2m.values import AWSCURRENT, ClientCredentials
+from zus_m2m.zus.models import AppClient
+
+_NAMESPACE = uuid.UUID("5b0c7f5e-52a4-4f3e-9a43-0d1b8e0f6a11")
+
+
+def idempotency_key(name: str, app_client_id: str) -> str:
+    """The idempotency key of a secret's creation: the same client always yields the same key."""
+    return str(uuid.uuid5(_NAMESPACE, f"{name}\n{app_client_id}"))
+
+
+@dataclass(eq=False)
+class SecretKeeper:
+    secrets: SecretStore
+    zus: ZusAdmin
+    issuer: TokenIssuer
+    policy: ProvisioningPolicy
+
+    def stored_secret(self, name: str, app_client: AppClient) -> str | None:
+        """The secret an interrupted create stored for ``app_client`` before it died, if it is there."""
+        secret_id = self.policy.naming.secret_id(name)
+        description = self.secrets.describe(secret_id)
+        if description is None or description.deleted:
+            return None
+        stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
+        if stored is not None and (stored.app_client_id, stored.client_id) == (app_client.id, app_client.client_id):
+            return stored.client_secret
+        return None
+
+    def store(self, credentials: ClientCredentials) -> str:
+        """Store the credentials as the secret's current version; idempotent. Returns the secret's ARN."""
+        secret_id = self.policy.naming.secret_id(credentials.name)
+        description = self.secrets.describe(secret_id)
+        if description is None:
+            return self.secrets.create(
+                secret_id,
+                credentials,
+                kms_key_id=self.policy.kms_key_id,
+                tags=self.policy.naming.tags(credentials.name),
+                idempotency_key=idempotency_key(credentials.name, credentials.app_client_id),
+            )
+        if description.deleted:
+            # A client of the same name was deleted within the recovery window: reuse its secret.
+            self.secrets.restore(secret_id)
+        else:
+            stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
+            if stored == credentials:
+                return description.arn
+        self.secrets.put_current(secret_id, credentials, str(uuid.uuid4()))
+        return description.arn
+
+    def configure_rotation(self, name: str) -> None:
+        """Put the secret under scheduled rotation, when the stack has a rotation function."""
+        if self.policy.rotation_function_arn:
+            self.secrets.configure_rotation(
+                self.policy.naming.secret_id(name),
+                self.policy.rotation_function_arn,
+                self.policy.rotation_interval_days,
+            )
+
+    def prove(self, name: str, app_client: AppClient) -> None:
+        """The guide's steps 3-4 with what Secrets Manager now holds: a token from the stored secret
+        (through token vending, so it is cached rather than wasted), then a read of the client with it."""
+        secret_id = self.policy.naming.secret_id(name)
+        stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
+        if stored is None or stored.app_client_id != app_client.id:
+            raise errors.StoreUnavailable(f"the secret {secret_id} does not hold the new client's credentials yet")
+        token = self.issuer.issue_with(stored.name, stored)
+        read = self.zus.get_app_client(app_client.id, token.access_token)
+        if read.id != app_client.id or read.client_id != app_client.client_id:
+            raise errors.ZusError("get app client", 200, "the app client read back is not the one created")

@@ -1,0 +1,250 @@
+"""The values the domain speaks of: a client's stored credentials, cached tokens, what Secrets Manager
+says of a secret, the provisioning record, and where a client's secret lives.
+
+Plain, immutable values with the few rules that belong to them; no I/O. ``zus_m2m.ports`` names the
+collaborators that produce and store them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from zus_m2m.errors import ConfigurationError
+
+# --- Secrets Manager's version stages, and the tags that mark a secret as ours ----------------------
+
+AWSCURRENT = "AWSCURRENT"
+AWSPENDING = "AWSPENDING"
+AWSPREVIOUS = "AWSPREVIOUS"
+
+# docs/design.md, Secrets Manager.
+MANAGED_TAG = "zus-m2m:managed"
+STAGE_TAG = "zus-m2m:stage"
+CLIENT_TAG = "zus-m2m:client"
+
+DEFAULT_ROLE = "Builder Admin"
+
+
+def rotation_started(stages: Collection[str]) -> bool:
+    """A version labelled AWSPENDING and not AWSCURRENT: the new version of a rotation that has not
+    finished. (AWSPENDING on the AWSCURRENT version is a finished rotation's label.)"""
+    return AWSPENDING in stages and AWSCURRENT not in stages
+
+
+def managed_tags(stage: str, client: str) -> dict[str, str]:
+    return {MANAGED_TAG: "true", STAGE_TAG: stage, CLIENT_TAG: client}
+
+
+# --- a client's secret --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """The JSON document stored in each managed client's secret (docs/design.md, Secrets Manager)."""
+
+    name: str
+    app_client_id: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    role_id: str = ""
+    role_name: str = ""
+    audience: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "appClientId": self.app_client_id,
+                "clientId": self.client_id,
+                "clientSecret": self.client_secret,
+                "roleId": self.role_id,
+                "roleName": self.role_name,
+                "audience": self.audience,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str, secret_id: str) -> ClientCredentials:
+        """Parse a stored secret. Errors name the secret and the missing fields, never a value."""
+        try:
+            document: Any = json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"secret {secret_id} does not hold a JSON object") from exc
+        if not isinstance(document, dict):
+            raise ConfigurationError(f"secret {secret_id} does not hold a JSON object")
+        missing = [key for key in ("clientId", "clientSecret") if not document.get(key)]
+        if missing:
+            raise ConfigurationError(f"secret {secret_id} lacks {', '.join(missing)}")
+        return cls(
+            name=str(document.get("name", "")),
+            app_client_id=str(document.get("appClientId", "")),
+            client_id=str(document["clientId"]),
+            client_secret=str(document["clientSecret"]),
+            role_id=str(document.get("roleId", "")),
+            role_name=str(document.get("roleName", "")),
+            audience=str(document.get("audience", "")),
+        )
+
+    def with_secret(self, client_secret: str) -> ClientCredentials:
+        return replace(self, client_secret=client_secret)
+
+
+@dataclass(frozen=True)
+class SecretNaming:
+    """Where each client's secret lives, how it is tagged, and which secrets are ours: one managed
+    client's secret is ``<prefix>/<stage>/<name>``, except the bootstrap admin's, which has its own
+    configured name (an operator creates it, perhaps without our tags)."""
+
+    prefix: str
+    stage: str
+    admin_client_name: str
+    admin_secret_name: str
+
+    def secret_id(self, client: str) -> str:
+        if client == self.admin_client_name:
+            return self.admin_secret_name
+        return f"{self.prefix}/{self.stage}/{client}"
+
+    def tags(self, client: str) -> dict[str, str]:
+        return managed_tags(self.stage, client)
+
+    def client_of(self, description: SecretDescription) -> str | None:
+        """The managed client a secret belongs to, or None if it is not one of this stage's: the
+        admin's by its configured name; any other by our tags for this stage, and only if its client's
+        secret is this very secret."""
+        if description.name == self.admin_secret_name:
+            return self.admin_client_name
+        tags = description.tags
+        client = tags.get(CLIENT_TAG, "")
+        ours = tags.get(MANAGED_TAG) == "true" and tags.get(STAGE_TAG) == self.stage and client != ""
+        return client if ours and self.secret_id(client) == description.name else None
+
+
+@dataclass(frozen=True)
+class SecretDescription:
+    """What Secrets Manager says of a secret, without its value."""
+
+    arn: str
+    name: str
+    tags: dict[str, str]
+    rotation_enabled: bool
+    versions: dict[str, list[str]]  # version id -> stages
+    last_rotated: float | None = None
+    next_rotation: float | None = None
+    created: float | None = None
+    deleted: bool = False
+    # When the secret last changed in any way (a version added, a stage moved): a rotation's age.
+    last_changed: float | None = None
+
+    def version_at(self, stage: str) -> str | None:
+        return next((version for version, stages in self.versions.items() if stage in stages), None)
+
+    @property
+    def rotation_in_progress(self) -> bool:
+        """A rotation started and has not finished (decided from VersionIdsToStages)."""
+        return any(rotation_started(stages) for stages in self.versions.values())
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+# memory: this container; table: DynamoDB; lease-wait: DynamoDB after waiting for another fetch.
+TokenSource = Literal["memory", "table", "lease-wait", "zus"]
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_at: float
+    # Which tier served this copy; not part of the token's identity.
+    source: TokenSource = field(default="zus", compare=False)
+
+    def seconds_left(self, now: float) -> float:
+        return self.expires_at - now
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """The token item of one client: its token, its single-flight lease, and a Zus 429 block."""
+
+    token: CachedToken | None = None
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+    blocked_until: float = 0.0
+    last_requested_at: float = 0.0
+
+    def lease_held(self, now: float) -> bool:
+        return self.lease_owner is not None and self.lease_until > now
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    allowed: bool
+    used: int
+    retry_after: float = 0.0
+
+
+# --- provisioning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What ``POST /app-clients`` asks for, checked at the HTTP edge (``zus_m2m.api``)."""
+
+    name: str
+    role_name: str = DEFAULT_ROLE
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """What the service remembers of a managed client; never its secret."""
+
+    name: str
+    app_client_id: str
+    client_id: str
+    role_id: str
+    role_name: str
+    secret_arn: str
+    created_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "appClientId": self.app_client_id,
+            "clientId": self.client_id,
+            "roleId": self.role_id,
+            "roleName": self.role_name,
+            "secretArn": self.secret_arn,
+            "createdAt": self.created_at,
+        }
+
+
+Status = Literal["creating", "active", "deleting"]
+
+
+@dataclass(frozen=True)
+class RecordItem:
+    """The record item of one name: a claim being created, an active client, or one being deleted."""
+
+    name: str
+    status: Status
+    role_name: str
+    record: ClientRecord | None = None  # set when active or deleting
+    claim_owner: str | None = None
+    claim_until: float = 0.0
+    # When the name was first claimed; Zus clients created before it are not this flow's.
+    claimed_at: float = 0.0
+    # When we last asked Zus to create the client: from then on a client may exist at Zus.
+    create_started_at: float | None = None
+    # The Zus client created under the claim, once known.
+    app_client_id: str | None = None
+
+    def claim_live(self, now: float) -> bool:
+        return self.claim_owner is not None and self.claim_until > now
+
+    @property
+    def create_started(self) -> bool:
+        return self.create_started_at is not None
