@@ -189,7 +189,6 @@ class RecordingServer:
         self._thread.join(timeout=5)
 
 
-
 class FakeApi:
     """The management routes behind the client's ``Transport`` interface, in memory, with the
     ``PATCH /app-clients/{name} {consumers}`` the service is getting; records every call."""
@@ -226,7 +225,9 @@ class FakeApi:
             record["consumers"] = body["consumers"]
             return self._json(200, record)
         if method == "GET" and parts[2:] == ["token"]:
-            return self._json(200, {"access_token": "token-1", "token_type": "Bearer", "expires_in": 3600, "expires_at": 1})
+            return self._json(
+                200, {"access_token": "token-1", "token_type": "Bearer", "expires_in": 3600, "expires_at": 1}
+            )
         raise AssertionError(f"the fake has no route for {method} {path}")
 
     @staticmethod

@@ -22,7 +22,8 @@ REPOSITORY = Path(__file__).resolve().parents[3]
 
 def _load(relative: str, module_name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, REPOSITORY / relative)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -24,7 +24,9 @@ PROBLEM = {"content-type": "application/problem+json"}
 
 
 def problem_body(status: int, title: str, detail: str, kind: str = "resource-not-found") -> bytes:
-    return json.dumps({"type": f"urn:zus-m2m:problem:{kind}", "title": title, "status": status, "detail": detail}).encode()
+    return json.dumps(
+        {"type": f"urn:zus-m2m:problem:{kind}", "title": title, "status": status, "detail": detail}
+    ).encode()
 
 
 def test_a_problem_document_gives_every_field() -> None:
@@ -98,7 +100,11 @@ def test_an_error_copies_whole_and_shows_its_fields() -> None:
     error = ThrottledError("budget spent", status=429, title="Too Many Requests", retry_after=5.0)
     mine = copy.copy(error)
     assert mine is not error
-    assert repr(mine) == repr(error) == (
-        "ThrottledError(status=429, problem_type='about:blank', title='Too Many Requests', "
-        "detail='budget spent', retry_after=5.0)"
+    assert (
+        repr(mine)
+        == repr(error)
+        == (
+            "ThrottledError(status=429, problem_type='about:blank', title='Too Many Requests', "
+            "detail='budget spent', retry_after=5.0)"
+        )
     )

@@ -112,9 +112,7 @@ def test_a_token_zus_refuses_is_reported_replaced_and_the_request_sent_again(loc
         requests.post(f"{local_stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 3600}, timeout=5)
 
 
-def test_no_token_or_credential_in_debug_logs(
-    local_stack: Any, managed: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_no_token_or_credential_in_debug_logs(local_stack: Any, managed: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
     session = botocore.session.Session()
     session.set_credentials("AKIDLOGLEAKTEST", "log-leak-secret-key", "log-leak-session-token")
@@ -123,7 +121,12 @@ def test_no_token_or_credential_in_debug_logs(
     url = emulator_client_url(local_stack, managed("client-logs"))
     assert requests.get(url, auth=ZusAuth(provider), timeout=10).status_code == 200
     assert "/app-clients/client-logs/token?minTtl=300" in caplog.text  # the requests were logged
-    for secret in (provider.get_token().access_token, "AKIDLOGLEAKTEST", "log-leak-secret-key", "log-leak-session-token"):
+    for secret in (
+        provider.get_token().access_token,
+        "AKIDLOGLEAKTEST",
+        "log-leak-secret-key",
+        "log-leak-session-token",
+    ):
         assert secret not in caplog.text
 
 

@@ -23,9 +23,19 @@ from zus_m2m_client import (
 API = "https://abc123.execute-api.us-east-1.amazonaws.com"
 
 
-def provider_for(route: FakeTokenRoute, **options: float) -> TokenProvider:
-    settings = {"min_ttl": 60.0, "refresh_margin": 240.0, "max_wait": 20.0, **options}
-    return TokenProvider(API, "billing", transport=route, clock=route.clock, sleep=route.clock.sleep, **settings)
+def provider_for(
+    route: FakeTokenRoute, *, min_ttl: float = 60.0, refresh_margin: float = 240.0, max_wait: float = 20.0
+) -> TokenProvider:
+    return TokenProvider(
+        API,
+        "billing",
+        min_ttl=min_ttl,
+        refresh_margin=refresh_margin,
+        max_wait=max_wait,
+        transport=route,
+        clock=route.clock,
+        sleep=route.clock.sleep,
+    )
 
 
 @pytest.fixture

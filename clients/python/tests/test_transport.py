@@ -110,7 +110,7 @@ def test_requests_carry_a_sigv4_signature_for_execute_api(
     assert received.body == b'{"consumers": ["a"]}'
     assert received.headers["x-amz-security-token"] == SESSION_TOKEN
     fields = re.fullmatch(
-        r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
+        r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
         r"SignedHeaders=(?P<signed>[^,]+), Signature=(?P<signature>[0-9a-f]{64})",
         received.authorization,
     )

@@ -1,7 +1,7 @@
 """Zus access tokens from a zus-m2m deployment, for services; and the ``zus-m2m`` CLI for operators.
 
-    provider = TokenProvider("https://abc123.execute-api.us-east-1.amazonaws.com", "billing-service")
-    requests.get("https://api.sandbox.zusapi.com/...", auth=ZusAuth(provider))
+provider = TokenProvider("https://abc123.execute-api.us-east-1.amazonaws.com", "billing-service")
+requests.get("https://api.sandbox.zusapi.com/...", auth=ZusAuth(provider))
 """
 
 from zus_m2m_client.api import AccessToken, ZusM2MApi, fingerprint

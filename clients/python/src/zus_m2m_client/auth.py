@@ -38,8 +38,8 @@ class ZusAuth(AuthBase):
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         request.headers["Authorization"] = _bearer(self.provider.get_token().access_token)
         tell = getattr(request.body, "tell", None)
-        request.register_hook(
-            "response", functools.partial(self._retry_once_if_refused, body_position=tell() if tell else None)
+        request.hooks["response"].append(
+            functools.partial(self._retry_once_if_refused, body_position=tell() if tell else None)
         )
         return request
 
@@ -65,12 +65,14 @@ class ZusAuth(AuthBase):
         response.content  # noqa: B018 - read it so the connection goes back to the pool for the retry
         response.close()
         retry = sent.copy()
-        jar = retry._cookies  # noqa: SLF001 - as requests' HTTPDigestAuth does, to keep cookies the 401 set
+        jar = getattr(retry, "_cookies", None)  # as requests' HTTPDigestAuth does: keep the cookies the 401 set
         if isinstance(jar, RequestsCookieJar):
-            extract_cookies_to_jar(jar, sent, response.raw)
+            extract_cookies_to_jar(jar, sent, response.raw)  # type: ignore[no-untyped-call]
             retry.prepare_cookies(jar)
         retry.headers["Authorization"] = _bearer(fresh.access_token)
-        logger.info("Zus refused token %s; sending the request once more with %s", fingerprint(refused), fresh.fingerprint)
+        logger.info(
+            "Zus refused token %s; sending the request once more with %s", fingerprint(refused), fresh.fingerprint
+        )
         answer = response.connection.send(retry, **send_options)
         answer.history.append(response)
         answer.request = retry

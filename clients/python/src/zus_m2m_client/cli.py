@@ -122,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("arn", metavar="ARN", type=_arn)
         action.set_defaults(command=command)
 
-    token = commands.add_parser(
-        "token", parents=[anywhere], help="print a client's access token, and nothing else"
-    )
+    token = commands.add_parser("token", parents=[anywhere], help="print a client's access token, and nothing else")
     token.add_argument("name", metavar="NAME", type=_client_name)
     token.add_argument(
         "--min-ttl", metavar="N", type=_min_ttl, default=60, help="seconds the token has left at least (default 60)"
@@ -210,7 +208,9 @@ def _change_consumers(args: argparse.Namespace, api: ZusM2MApi, *, add: bool) ->
     current = record.get("consumers") or []
     if not isinstance(current, list):
         raise ZusM2MError(f"the API answered a client whose consumers are not a list: {type(current).__name__}")
-    wanted = ([*current, args.arn] if args.arn not in current else current) if add else [c for c in current if c != args.arn]
+    wanted = (
+        ([*current, args.arn] if args.arn not in current else current) if add else [c for c in current if c != args.arn]
+    )
     if wanted == current:
         return _render(args, record)
     return _render(args, api.set_consumers(args.name, wanted))

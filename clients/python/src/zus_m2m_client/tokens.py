@@ -100,11 +100,7 @@ class TokenProvider:
                 now = self._clock()
                 held = self._held
                 if held is not None and held.seconds_left(now) >= self.min_ttl:
-                    if (
-                        self._fetching
-                        or held.seconds_left(now) >= self._refresh_window
-                        or now < self._next_refresh_at
-                    ):
+                    if self._fetching or held.seconds_left(now) >= self._refresh_window or now < self._next_refresh_at:
                         return held.token
                     self._fetching = True
                     ahead = True  # this caller refreshes; the others keep using the held token meanwhile
@@ -129,7 +125,9 @@ class TokenProvider:
                 return  # already replaced (another thread reported it first)
             self._held = None
             self._refused = refused
-        logger.info("Zus refused token %s of client %s; the next fetch asks for a replacement", refused, self.client_name)
+        logger.info(
+            "Zus refused token %s of client %s; the next fetch asks for a replacement", refused, self.client_name
+        )
 
     def _usable(self) -> AccessToken | None:
         held = self._held

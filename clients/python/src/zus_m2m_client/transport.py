@@ -175,4 +175,3 @@ def _signing_details_hidden() -> Iterator[None]:
         yield
     finally:
         _hide_signing_details.active.on = False
-
