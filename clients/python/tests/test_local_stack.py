@@ -86,10 +86,11 @@ def test_a_fleet_of_threads_costs_one_token_route_call(local_stack: Any, managed
 def test_a_token_zus_refuses_is_reported_replaced_and_the_request_sent_again(local_stack: Any, managed: Any) -> None:
     """The process holds a token past its expiry at Zus (its clock stood still, as on a suspended host)."""
     name = "client-refused"
+    managed("client-refused-warm-up")  # provisioning caches the admin's token, good for an hour
     configured = requests.post(f"{local_stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 5}, timeout=5)
     assert configured.status_code == 200, configured.text
     try:
-        url = emulator_client_url(local_stack, managed(name))
+        url = emulator_client_url(local_stack, managed(name))  # its tokens live 5 s
         route = RecordingTransport(SigV4Transport(local_stack.api))
         provider = TokenProvider(local_stack.api, name, min_ttl=3, refresh_margin=0, transport=route, clock=FakeClock())
         auth = ZusAuth(provider)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -65,9 +66,10 @@ def in_threads(count: int, work: Callable[[], object]) -> tuple[list[object], li
 
 
 def join(threads: list[threading.Thread]) -> None:
+    deadline = time.monotonic() + GATE_TIMEOUT
     for thread in threads:
-        thread.join(GATE_TIMEOUT)
-        assert not thread.is_alive()
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads)
 
 
 def test_fingerprint_is_the_first_16_hex_characters_of_sha256() -> None:
@@ -124,11 +126,13 @@ def test_in_the_refresh_window_one_caller_refreshes_while_the_others_use_the_hel
     route.gate = threading.Event()
     route.entered.clear()
     refresher, refreshing = in_threads(1, provider.get_token)
-    assert route.entered.wait(GATE_TIMEOUT)
-    others, other_threads = in_threads(10, provider.get_token)
-    join(other_threads)  # they return while the refresh is still blocked
+    try:
+        assert route.entered.wait(GATE_TIMEOUT)
+        others, other_threads = in_threads(10, provider.get_token)
+        join(other_threads)  # they return while the refresh is still blocked
+    finally:
+        route.gate.set()
     assert [token.access_token for token in others if isinstance(token, AccessToken)] == ["token-1"] * 10
-    route.gate.set()
     join(refreshing)
     assert [token.access_token for token in refresher if isinstance(token, AccessToken)] == ["token-2"]
     assert provider.get_token().access_token == "token-2"
