@@ -142,6 +142,7 @@ class RecordingServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 10  # a request whose body never comes ends its thread
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

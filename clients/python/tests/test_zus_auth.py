@@ -49,7 +49,9 @@ def test_a_file_body_is_rewound_for_the_retry(recording_server: RecordingServer,
     recording_server.refused = {"token-a"}
     body = io.BytesIO(b"0123456789")
     body.seek(2)
-    answer = http.put(recording_server.url + "/files", data=body, auth=ZusAuth(ScriptedTokens("token-a", "token-b")))
+    answer = http.put(
+        recording_server.url + "/files", data=body, auth=ZusAuth(ScriptedTokens("token-a", "token-b")), timeout=5
+    )
     assert answer.status_code == 200
     assert [r.body for r in recording_server.received] == [b"23456789", b"23456789"]
 
