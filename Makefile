@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CLIENT_STAMP := $(VENV)/.installed-client
+CLIENT_DIST := .aws-sam/client-dist
 
 # The infrastructure tools each live in their own venv (they pin their own boto3), made once per clone.
 SAM_VENV := .venv-sam
@@ -21,7 +23,7 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: test-313 dev test lint typecheck validate build python313 unit integration clean bench-tokens openapi soak
+.PHONY: test-313 dev test lint typecheck validate build python313 unit integration clean bench-tokens openapi soak client-wheel
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -42,7 +44,7 @@ $(CHECKOV_STAMP): requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
 	@touch $@
 
-dev: $(STAMP)
+dev: $(STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m zus_local $(ARGS)
 
 lint: $(STAMP)
@@ -88,8 +90,18 @@ $(STAMP313): pyproject.toml | python313
 test-313: $(STAMP313) build
 	$(VENV313)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e
 
-test: lint typecheck validate build test-313
+test: lint typecheck validate build test-313 client-wheel $(CLIENT_STAMP)
 	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest
+
+# The client library and CLI (clients/python, its own distribution): editable in .venv (the `zus-m2m`
+# command, its tests), and the wheel services install.
+$(CLIENT_STAMP): clients/python/pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e clients/python
+	@touch $@
+
+client-wheel: $(STAMP)
+	rm -rf $(CLIENT_DIST)
+	$(BIN)/python -m pip wheel --quiet --no-deps clients/python -w $(CLIENT_DIST)
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam

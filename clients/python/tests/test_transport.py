@@ -52,10 +52,15 @@ def test_the_region_given_wins_then_the_urls_then_the_sessions() -> None:
         resolve_region(None, "https://m2m.example.com", None)
 
 
-def test_a_transport_takes_its_region_from_the_session_last() -> None:
+def test_a_transport_takes_its_region_from_the_session_then_aws_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
     assert SigV4Transport("https://m2m.example.com", session=session_with(region="sa-east-1")).region == "sa-east-1"
+    assert SigV4Transport("https://m2m.example.com", session=session_with()).region == "ap-south-1"
+    monkeypatch.delenv("AWS_REGION")
     with pytest.raises(ConfigurationError, match="no AWS region"):
-        SigV4Transport("https://m2m.example.com", session=session_with(region=""))
+        SigV4Transport("https://m2m.example.com", session=session_with())
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ An error prints one line on stderr and exits with its class's code (see ``--help
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import re
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     _add_global_options(parser, defaults=True)
     # The global options are accepted after the command too (`zus-m2m clients list --output table`).
     anywhere = argparse.ArgumentParser(add_help=False)
@@ -129,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.set_defaults(command=_token)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("zus-m2m-client")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "(not installed)"
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

@@ -3,7 +3,8 @@
 
 Credentials come from botocore's default chain (environment, shared profile, container and instance
 roles), resolved on the first request and refreshed by botocore as they near expiry. The region is the
-one given, else the one in an ``execute-api.<region>.amazonaws.com`` URL, else the botocore session's.
+one given, else the one in an ``execute-api.<region>.amazonaws.com`` URL, else the botocore session's
+(``AWS_DEFAULT_REGION``, the profile's), else ``AWS_REGION``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -97,7 +99,8 @@ class SigV4Transport:
         self.api_url = normalize_api_url(api_url)
         self._botocore = session if session is not None else botocore.session.get_session()
         try:
-            session_region = self._botocore.get_config_variable("region")
+            # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION (Lambda, ECS, the AWS CLI v2) comes after.
+            session_region = self._botocore.get_config_variable("region") or os.environ.get("AWS_REGION")
         except BotoCoreError as exc:  # e.g. a profile that does not exist
             raise ConfigurationError(str(exc)) from exc
         self.region = resolve_region(region, self.api_url, session_region)
