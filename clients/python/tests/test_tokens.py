@@ -251,6 +251,21 @@ def test_a_token_reported_refused_during_its_fetch_is_asked_for_again(route: Fak
     assert [call.get("refused") for call in route.calls] == [None, None, fingerprint("token-1")]
 
 
+def test_a_refusal_a_newer_token_already_answers_is_not_sent(route: FakeTokenRoute, clock: FakeClock) -> None:
+    provider = provider_for(route, min_ttl=60, refresh_margin=0)
+    route.gate = threading.Event()
+    results, threads = in_threads(1, provider.get_token)
+    try:
+        assert route.entered.wait(GATE_TIMEOUT)
+        provider.report_refused("token-0")  # an older token, refused while token-1 is being fetched
+    finally:
+        route.gate.set()
+    join(threads)
+    clock.advance(3600)
+    provider.get_token()
+    assert [call.get("refused") for call in route.calls] == [None, None]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

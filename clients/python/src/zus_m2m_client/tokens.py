@@ -173,12 +173,10 @@ class TokenProvider:
                 self._sleep(wait)
                 continue
             with self._changed:
-                reported_meanwhile = token.fingerprint == self._refused and refused != self._refused
-                if reported_meanwhile and not asked_again:
+                if token.fingerprint == self._refused and refused != self._refused and not asked_again:
                     asked_again = True  # reported refused while this request was under way: name it this time
                     continue
-                if refused is not None and self._refused == refused:
-                    self._refused = None
+                self._refused = None  # named, or a newer token is in hand: nothing left to report
                 self._held = _Held(token, asked_at + token.expires_in)
                 self._next_refresh_at = self._clock() + MIN_REFRESH_INTERVAL
             logger.debug(
