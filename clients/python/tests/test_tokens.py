@@ -261,6 +261,7 @@ def test_a_refusal_a_newer_token_already_answers_is_not_sent(route: FakeTokenRou
     finally:
         route.gate.set()
     join(threads)
+    assert [token.access_token for token in results if isinstance(token, AccessToken)] == ["token-1"]
     clock.advance(3600)
     provider.get_token()
     assert [call.get("refused") for call in route.calls] == [None, None]
