@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Every venv of the project installs the pinned, hashed dependencies of requirements/lock.txt (`make lock`).
 LOCK := requirements/lock.txt
+CLIENT_STAMP := $(VENV)/.installed-client
+CLIENT_DIST := .aws-sam/client-dist
 
 # The infrastructure tools each live in their own venv (they pin their own boto3), made once per clone.
 SAM_VENV := .venv-sam
@@ -24,7 +26,7 @@ BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
 .PHONY: test-313 dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens openapi soak
+	bench-tokens openapi soak client-wheel
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -50,7 +52,7 @@ $(CHECKOV_STAMP): requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
 	@touch $@
 
-dev: $(STAMP)
+dev: $(STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m zus_local $(ARGS)
 
 lint: $(STAMP)
@@ -87,17 +89,17 @@ python313:
 VENV313 := .venv-313
 STAMP313 := $(VENV313)/.installed
 
-$(STAMP313): pyproject.toml $(LOCK) | python313
+$(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
 	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV313)/bin/python -m pip install --quiet --require-hashes -r $(LOCK)
-	$(VENV313)/bin/python -m pip install --quiet --no-deps -e .
+	$(VENV313)/bin/python -m pip install --quiet --no-deps -e . -e clients/python
 	@touch $@
 
 test-313: $(STAMP313) build
-	$(VENV313)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e
+	$(VENV313)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e clients/python/tests
 
-test: lint typecheck validate build test-313
+test: lint typecheck validate build test-313 client-wheel $(CLIENT_STAMP)
 	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest
 
 # One suite at a time. The infra suite checks the translated template and the build too.
@@ -106,6 +108,16 @@ unit integration e2e: $(STAMP)
 
 infra: $(STAMP) validate build
 	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest -q tests/infra
+
+# The client library and CLI (clients/python, its own distribution): editable in .venv (the `zus-m2m`
+# command, its tests), and the wheel services install.
+$(CLIENT_STAMP): clients/python/pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps -e clients/python
+	@touch $@
+
+client-wheel: $(STAMP)
+	rm -rf $(CLIENT_DIST)
+	$(BIN)/python -m pip wheel --quiet --no-deps clients/python -w $(CLIENT_DIST)
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam

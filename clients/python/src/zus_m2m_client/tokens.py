@@ -1,0 +1,203 @@
+"""``TokenProvider``: a process's Zus access token for one managed client, fetched from zus-m2m.
+
+The token is kept in the process and handed out while it has at least ``min_ttl`` seconds left. Once
+it has less than ``min_ttl + refresh_margin`` left, the first caller to notice fetches the next one
+while every other caller keeps using the current one; when there is no usable token, one caller fetches
+and the others wait for it (single flight). Lifetimes are timed on the monotonic clock from the answer's
+``expires_in``, so a host whose wall clock is wrong neither hands out a stale token nor asks for a new
+one on every call. 429 and 503 answers are retried after their Retry-After within ``max_wait`` seconds.
+
+When Zus refuses a token anyway (revoked, or the host slept past its expiry), ``report_refused`` drops
+it, and the next fetch names it (``?refused=<fingerprint>``) so the service replaces it once for the
+whole fleet.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import botocore.session
+
+from zus_m2m_client.api import MAX_MIN_TTL, AccessToken, ZusM2MApi, fingerprint, validate_client_name
+from zus_m2m_client.errors import ThrottledError, TransportError, UnavailableError, ZusM2MApiError, ZusM2MError
+from zus_m2m_client.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+# A 429, 503 or lost connection without Retry-After is tried again after this many seconds.
+DEFAULT_RETRY_WAIT = 1.0
+# At most one refresh-ahead attempt per this many seconds, so a failing route is not asked on every call.
+MIN_REFRESH_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class _Held:
+    token: AccessToken
+    deadline: float  # when the token expires, on the provider's clock
+
+    def seconds_left(self, now: float) -> float:
+        return self.deadline - now
+
+
+class TokenProvider:
+    """Zus access tokens for ``client_name`` from the zus-m2m API at ``api_url``, for every thread of a process.
+
+    ``session`` is the botocore session whose credentials sign the requests (default: botocore's default
+    chain); ``region`` the region to sign for (default: from the URL, else the session's). ``transport``
+    replaces the SigV4 HTTP transport; ``clock`` (monotonic seconds) and ``sleep`` are for tests.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        client_name: str,
+        *,
+        session: botocore.session.Session | None = None,
+        region: str | None = None,
+        min_ttl: float = 60.0,
+        refresh_margin: float = 240.0,
+        max_wait: float = 20.0,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if min_ttl < 0 or refresh_margin < 0 or max_wait < 0:
+            raise ValueError("min_ttl, refresh_margin and max_wait are seconds >= 0")
+        if min_ttl + refresh_margin > MAX_MIN_TTL:
+            raise ValueError(f"min_ttl + refresh_margin is at most {MAX_MIN_TTL} seconds (the token route's limit)")
+        self.client_name = validate_client_name(client_name)
+        self.min_ttl = min_ttl
+        self.refresh_margin = refresh_margin
+        self.max_wait = max_wait
+        self._api = ZusM2MApi(api_url, session=session, region=region, transport=transport)
+        self._refresh_window = min_ttl + refresh_margin
+        self._clock = clock
+        self._sleep = sleep
+        self._changed = threading.Condition()
+        self._held: _Held | None = None
+        self._fetching = False
+        self._generation = 0  # fetches finished so far; waiters watch it change
+        self._failure: BaseException | None = None  # how the last fetch failed, if it did
+        self._refused: str | None = None  # fingerprint the next fetch names as refused
+        self._next_refresh_at = -math.inf
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenProvider(api_url={self._api.api_url!r}, client_name={self.client_name!r}, "
+            f"min_ttl={self.min_ttl!r}, refresh_margin={self.refresh_margin!r}, max_wait={self.max_wait!r})"
+        )
+
+    def get_token(self) -> AccessToken:
+        """A token with at least ``min_ttl`` seconds left; raises a ``ZusM2MError`` when none can be had."""
+        with self._changed:
+            while True:
+                now = self._clock()
+                held = self._held
+                if held is not None and held.seconds_left(now) >= self.min_ttl:
+                    if self._fetching or held.seconds_left(now) >= self._refresh_window or now < self._next_refresh_at:
+                        return held.token
+                    self._fetching = True
+                    ahead = True  # this caller refreshes; the others keep using the held token meanwhile
+                    break
+                if not self._fetching:
+                    self._fetching = True
+                    ahead = False
+                    break
+                generation = self._generation
+                while self._generation == generation:
+                    self._changed.wait()
+                if self._failure is not None and self._usable() is None:
+                    raise _for_waiter(self._failure)
+        return self._lead(ahead=ahead)
+
+    def report_refused(self, access_token: str) -> None:
+        """Zus refused ``access_token``: stop handing it out and ask the service to replace it."""
+        refused = fingerprint(access_token)
+        with self._changed:
+            held = self._held
+            if held is not None and held.token.fingerprint != refused:
+                return  # already replaced (another thread reported it first)
+            self._held = None
+            self._refused = refused
+        logger.info(
+            "Zus refused token %s of client %s; the next fetch asks for a replacement", refused, self.client_name
+        )
+
+    def _usable(self) -> AccessToken | None:
+        held = self._held
+        return held.token if held is not None and held.seconds_left(self._clock()) >= self.min_ttl else None
+
+    def _lead(self, *, ahead: bool) -> AccessToken:
+        try:
+            token = self._fetch(retry=not ahead)
+        except BaseException as exc:
+            with self._changed:
+                self._finish(exc)
+                wait = exc.retry_after if isinstance(exc, ZusM2MApiError) and exc.retry_after else 0.0
+                self._next_refresh_at = self._clock() + max(MIN_REFRESH_INTERVAL, wait)
+                current = self._usable() if ahead and isinstance(exc, ZusM2MError) else None
+            if current is None:
+                raise
+            logger.warning(
+                "refreshing the token of client %s ahead of expiry failed (%s); the current one is used meanwhile",
+                self.client_name,
+                exc,
+            )
+            return current
+        with self._changed:
+            self._finish(None)
+        return token
+
+    def _fetch(self, *, retry: bool) -> AccessToken:
+        """One token from the route, held once it arrives; 429, 503 and no answer are tried again within
+        ``max_wait`` when ``retry``."""
+        give_up_at = self._clock() + self.max_wait
+        asked_again = False
+        while True:
+            with self._changed:
+                refused = self._refused
+            asked_at = self._clock()
+            try:
+                token = self._api.token(self.client_name, min_ttl=math.ceil(self._refresh_window), refused=refused)
+            except (ThrottledError, UnavailableError, TransportError) as exc:
+                wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_WAIT
+                if not retry or self._clock() + wait > give_up_at:
+                    raise
+                logger.info("token route for %s: %s; trying again in %.0f s", self.client_name, exc, wait)
+                self._sleep(wait)
+                continue
+            with self._changed:
+                if token.fingerprint == self._refused and refused != self._refused and not asked_again:
+                    asked_again = True  # reported refused while this request was under way: name it this time
+                    continue
+                self._refused = None  # named, or a newer token is in hand: nothing left to report
+                self._held = _Held(token, asked_at + token.expires_in)
+                self._next_refresh_at = self._clock() + MIN_REFRESH_INTERVAL
+            logger.debug(
+                "token %s for client %s fetched, %d s left", token.fingerprint, self.client_name, token.expires_in
+            )
+            return token
+
+    def _finish(self, failure: BaseException | None) -> None:
+        """Called with the lock held when a fetch ends: wake whoever waits for it."""
+        self._fetching = False
+        self._failure = failure
+        self._generation += 1
+        self._changed.notify_all()
+
+
+def _for_waiter(failure: BaseException) -> ZusM2MError:
+    """The error a caller that waited for a failed fetch raises: its own copy of the fetcher's."""
+    if isinstance(failure, ZusM2MError):
+        mine = copy.copy(failure)
+        mine.__cause__ = failure.__cause__
+        return mine
+    waited = ZusM2MError(f"the token fetch this call waited for failed ({type(failure).__name__})")
+    waited.__cause__ = failure
+    return waited
