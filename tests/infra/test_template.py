@@ -64,6 +64,7 @@ SECRET_ACTIONS = {
         "DeleteSecret",
         "RestoreSecret",  # provisioning a deleted client's name again cancels the secret's deletion
         "RotateSecret",
+        "CancelRotateSecret",  # deleting a client stops its rotation, whatever state it is in
         "UpdateSecretVersionStage",
         "ListSecretVersionIds",
     },

@@ -431,6 +431,13 @@ class FakeSecretStore:
         secret.rotation_arn = rotation_function_arn or secret.rotation_arn
         secret.last_rotated = self.clock()
 
+    def cancel_rotation(self, secret_id: str) -> None:
+        self.calls.append(("cancel_rotation", secret_id))
+        secret = self.secrets[secret_id]
+        if secret.deleted or secret.rotation_arn is None:
+            raise errors.StoreUnavailable("cancelling a rotation failed: InvalidRequestException")
+        secret.rotation_arn = None
+
     def list_managed(self, stage: str) -> list[SecretDescription]:
         found = []
         for name, secret in self.secrets.items():

@@ -509,13 +509,17 @@ def test_deleting_the_bootstrap_admin_is_a_conflict(world: World) -> None:
     "step",
     [
         RetireCheckpoints.DELETE_MARKED,
+        RetireCheckpoints.ROTATION_CANCELLED,
         RetireCheckpoints.APP_CLIENT_DELETED,
         RetireCheckpoints.SECRET_DELETION_SCHEDULED,
         RetireCheckpoints.TOKENS_PURGED,
     ],
 )
-def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(world: World, step: str) -> None:
+def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(step: str) -> None:
+    # A client whose rotation started and stopped moving
+    world = World(rotation_function_arn="arn:aws:lambda:us-east-1:123456789012:function:rotation")
     world.provisioning().create_client(CreateRequest(NAME))
+    world.provisioning().start_rotation(NAME)
     with pytest.raises(Crash):
         world.provisioning(crash_at(step)).retire_client(NAME)
     with pytest.raises(errors.ResourceNotFound):
@@ -524,8 +528,15 @@ def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(world: World, step
     world.provisioning().retire_client(NAME)
 
     assert world.zus.named(NAME) == []
-    assert world.secrets.secrets[world.secret_id(NAME)].deleted is True
+    description = world.secrets.describe(world.secret_id(NAME))
+    assert description is not None
+    assert description.deleted is True
+    assert not description.rotation_in_progress
+    assert not description.rotation_enabled
     assert world.records.get(NAME) is None
+    # ... and the name can be provisioned again at once
+    world.provisioning().create_client(CreateRequest(NAME))
+    world.assert_usable()
 
 
 def test_a_create_of_a_name_being_deleted_is_a_conflict(world: World) -> None:

@@ -157,6 +157,11 @@ class SecretStore(SecretReader, Protocol):
 
     def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None: ...
 
+    def cancel_rotation(self, secret_id: str) -> None:
+        """CancelRotateSecret: Secrets Manager invokes no more steps of a started rotation and turns
+        scheduled rotation off; the rotation's AWSPENDING label stays where it was."""
+        ...
+
     def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None: ...
 
     def restore(self, secret_id: str) -> None:

@@ -145,7 +145,12 @@ class SecretDescription:
     @property
     def rotation_in_progress(self) -> bool:
         """A rotation started and has not finished (decided from VersionIdsToStages)."""
-        return any(rotation_started(stages) for stages in self.versions.values())
+        return self.rotation_version is not None
+
+    @property
+    def rotation_version(self) -> str | None:
+        """The version a rotation in progress is making (AWSPENDING, not AWSCURRENT), or None."""
+        return next((version for version, stages in self.versions.items() if rotation_started(stages)), None)
 
 
 # --- tokens -------------------------------------------------------------------------------------

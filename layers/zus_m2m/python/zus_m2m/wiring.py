@@ -193,7 +193,7 @@ def provisioning_use_cases(
         ),
         queries=queries,
         retire_client=RetireClient(
-            ports.records, admin, ports.secrets, ports.tokens, policy, metrics, checkpoint=checkpoint
+            ports.records, admin, ports.secrets, keeper, ports.tokens, policy, metrics, checkpoint=checkpoint
         ),
         start_rotation=StartRotation(queries, ports.secrets, policy, metrics),
     )
