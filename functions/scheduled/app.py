@@ -1,5 +1,7 @@
 """Scheduled jobs, invoked by EventBridge Scheduler with the schedule's Input as the event:
-``{"job": "pre-refresh"}`` (every minute) and ``{"job": "rotation-sweep"}`` (hourly), see template.yaml.
+``{"job": "pre-refresh"}`` (every minute), ``{"job": "rotation-repair"}`` (every two minutes: the
+rotation failures the rotation function recorded) and ``{"job": "rotation-sweep"}`` (hourly), see
+template.yaml.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ container = wiring.Container(settings, metrics)
 vendor = container.token_vendor()
 token_pre_refresh = container.token_pre_refresh(vendor)
 sweep = container.rotation_sweep(vendor)
+repair = sweep.repair
 
 # The pre-refresh schedule runs every minute (template.yaml); renew what enters the refresh margin
 # before the next run, with half a minute to spare for a late or slow run.
@@ -36,8 +39,13 @@ def rotation_sweep() -> Mapping[str, Any]:
     return sweep.run()
 
 
+def rotation_repair() -> Mapping[str, Any]:
+    return repair.run()
+
+
 JOBS: Mapping[str, Callable[[], Mapping[str, Any]]] = {
     "pre-refresh": pre_refresh,
+    "rotation-repair": rotation_repair,
     "rotation-sweep": rotation_sweep,
 }
 

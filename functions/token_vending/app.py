@@ -31,8 +31,8 @@ app = api.resolver()
     ),
 )
 def get_token(name: str) -> Response[str]:
-    query = app.current_event.get_query_string_value("minTtl")
-    min_ttl = validation.integer_in_range("minTtl", query, default=60, low=0, high=3000)
+    query = api.query_parameters(app.current_event, ("minTtl",))
+    min_ttl = validation.integer_in_range("minTtl", query.get("minTtl"), default=60, low=0, high=3000)
     token = vendor.vend(validation.client_name(name), min_ttl)
     expires_in = int(token.seconds_left(time.time()))
     body = {

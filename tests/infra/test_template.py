@@ -94,6 +94,7 @@ STAR_RESOURCE_EXCEPTIONS = {
 
 SCHEDULES = {
     "PreRefreshSchedule": ("rate(1 minute)", {"job": "pre-refresh"}),
+    "RotationRepairSchedule": ("rate(2 minutes)", {"job": "rotation-repair"}),
     "RotationSweepSchedule": ("rate(1 hour)", {"job": "rotation-sweep"}),
 }
 

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from fakes import crash_at
 
 from zus_local.lambda_context import LocalLambdaContext
-from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
+from zus_m2m.rotation.steps import RotationCheckpoints
 from zus_m2m.values import AWSPENDING
 
 if TYPE_CHECKING:
@@ -142,3 +144,66 @@ def test_the_sweep_event_starts_due_rotations_with_the_rotation_function(stack: 
     assert started_secrets(stack) == {stack.secret_id, ADMIN_SECRET}
     description = stack.aws.secretsmanager.describe_secret(SecretId=ADMIN_SECRET)
     assert description["RotationLambdaARN"] == stack.settings.rotation_function_arn
+
+
+# --- a failed rotation step, recorded by the rotation function and repaired by the repair job --------------
+
+REPAIR = {"job": "rotation-repair"}
+
+
+def test_a_failed_step_is_recorded_and_repaired_by_the_second_repair_run(stack: Stack, load_function) -> None:
+    # Given a rotation whose createSecret failed for good (Zus refused rotate-secret) in the rotation function
+    rotation = load_function("rotation", stack.lambda_environment())
+    scheduled = load_function("scheduled", stack.lambda_environment())
+    context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
+    before = stack.current()
+    arn, version = stack.start()
+    stack.emulator("faults", status=500, rate=1.0, paths=["/auth/app-clients"])
+
+    def invoke(event: dict[str, str]) -> None:
+        rotation.lambda_handler(event, LocalLambdaContext("zus-m2m-rotation", timeout_seconds=120))
+
+    with pytest.raises(errors.ZusError):
+        drive_rotation(invoke, arn, version, retries=1, pause=0.01)
+    stack.emulator("faults")  # Zus is back; Secrets Manager has given up on that rotation
+
+    # When the repair job runs: the first run leaves Secrets Manager's own retries one interval, the
+    # second repairs (nothing was stored: the rotation starts again)
+    first = scheduled.lambda_handler(REPAIR, context)
+    second = scheduled.lambda_handler(REPAIR, context)
+
+    assert first["report"]["clients"] == {CLIENT: "waiting"}
+    assert second["report"]["clients"] == {CLIENT: "rotation-restarted"}
+    restarted = stack.started(stack.secret_id)
+    assert restarted[1] != version
+    stack.drive(stack.steps(), restarted)
+    stack.assert_rotated_cleanly(before)
+    assert scheduled.lambda_handler(REPAIR, context)["report"] == {"failures": 0, "counts": {}, "clients": {}}
+
+
+def test_a_failed_test_step_is_rolled_forward_by_the_repair_job(stack: Stack) -> None:
+    before = stack.current()
+    rotation = stack.start()
+    steps = stack.steps()
+    steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)  # testSecret fails on every retry
+    with pytest.raises(RuntimeError):
+        stack.drive(steps, rotation, retries=1)
+    repair = stack.new_container().rotation_repair()
+
+    reports = [repair.run(), repair.run()]
+
+    assert [report["clients"] for report in reports] == [{CLIENT: "waiting"}, {CLIENT: "rolled-forward"}]
+    stack.assert_rotated_cleanly(before)
+    assert repair.run()["failures"] == 0
+
+
+def test_a_step_that_fails_then_succeeds_on_secrets_managers_retry_leaves_nothing_to_repair(stack: Stack) -> None:
+    before = stack.current()
+    rotation = stack.start()
+    steps = stack.steps()
+    steps.checkpoint = crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError, once=True)
+
+    stack.drive(steps, rotation)
+
+    stack.assert_rotated_cleanly(before)
+    assert stack.new_container().rotation_repair().run()["failures"] == 0

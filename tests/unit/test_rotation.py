@@ -9,6 +9,7 @@ from fakes import ADMIN, NAMING, Crash, FakeDeployment, crash_at
 
 from zus_m2m import errors
 from zus_m2m.rotation.policy import RotationPolicy
+from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
 from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, ClientCredentials, managed_tags
@@ -42,6 +43,7 @@ class World(FakeDeployment):
             self.zus,
             self.issuer,
             self.admin_tokens,
+            self.failures,
             self.policy,
             self.metrics,
             clock=self.clock,
@@ -49,8 +51,13 @@ class World(FakeDeployment):
             checkpoint=self.checkpoints.append,
         )
 
+    def repair(self) -> RotationRepair:
+        return RotationRepair(
+            self.secrets, self.steps(), self.issuer, self.failures, self.policy, self.metrics, clock=self.clock
+        )
+
     def sweep(self) -> RotationSweep:
-        return RotationSweep(self.secrets, self.steps(), self.issuer, self.policy, self.metrics, clock=self.clock)
+        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, clock=self.clock)
 
     def start(self, name: str = CLIENT) -> str:
         self.secrets.start_rotation(self.secret_id(name), FUNCTION_ARN)
@@ -417,15 +424,17 @@ def test_the_sweep_restarts_a_rotation_that_died_before_storing_anything(world: 
     assert stuck not in world.stages()  # its label is gone
 
 
-def test_the_sweep_drops_a_stale_pending_secret_zus_refuses_while_the_current_works(world: World) -> None:
+def test_the_sweep_restarts_a_rotation_whose_pending_secret_zus_refuses_while_the_current_works(world: World) -> None:
     version = world.start()
     world.store_a_pending_secret_zus_never_held(version)
     world.clock.now += 16 * 60
 
     report = world.sweep().run()
 
-    assert report["secrets"][SECRET] == "pending-dropped"
-    assert world.stages() == {"billing-v1": [AWSCURRENT]}
+    assert report["secrets"][SECRET] == "rotation-restarted"
+    restarted = world.secrets.pending_version(SECRET)
+    assert restarted not in (None, version)
+    assert world.stages() == {"billing-v1": [AWSCURRENT], restarted: [AWSPENDING]}  # the stale one has no label
 
 
 def test_the_sweep_starts_a_recovery_rotation_for_a_lost_secret(world: World) -> None:
