@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import api, openapi, validation, wiring
+from zus_m2m import api, logs, openapi, validation, wiring
 from zus_m2m.settings import Settings
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+logger = logs.function_logger("provisioning")
 metrics = Metrics()
 settings = Settings.from_env()
 provisioning = wiring.Container(settings, metrics).provisioning()
@@ -95,6 +93,6 @@ def start_rotation(name: str) -> Response[str]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics)
+@wiring.invocation(metrics, logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

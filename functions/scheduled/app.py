@@ -9,15 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import errors, wiring
+from zus_m2m import errors, logs, wiring
 from zus_m2m.settings import Settings
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+logger = logs.function_logger("scheduled")
 metrics = Metrics()
 settings = Settings.from_env()
 container = wiring.Container(settings, metrics)
@@ -51,7 +49,7 @@ JOBS: Mapping[str, Callable[[], Mapping[str, Any]]] = {
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics)
+@wiring.invocation(metrics, logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job = event.get("job") if isinstance(event, dict) else None
     run = JOBS.get(job) if isinstance(job, str) else None

@@ -289,7 +289,7 @@ class EverythingLogged(logging.Handler):
 
 def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, capsys) -> None:
     logged = EverythingLogged()
-    watched = [logging.getLogger(), logging.getLogger("zus-m2m")] + [
+    watched = [logging.getLogger(), logging.getLogger("zus-m2m-provisioning")] + [
         logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("zus_m2m")
     ]
     for watched_logger in watched:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Metrics
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
-from zus_m2m import deadline
+from zus_m2m import deadline, logs
 from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import (
@@ -92,15 +92,16 @@ class PowertoolsMetrics:
             self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
-def invocation(metrics: Metrics) -> Callable[[Handler], Handler]:
-    """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``) and
-    publishes its metrics after: ``@metrics.log_metrics``, made safe for several threads at once."""
+def invocation(metrics: Metrics, logger: Logger) -> Callable[[Handler], Handler]:
+    """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``), logs the
+    package's lines through the function's ``logger`` (``zus_m2m.logs``) and publishes its metrics
+    after: ``@metrics.log_metrics``, made safe for several threads at once."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
             try:
-                with deadline.within(context.get_remaining_time_in_millis() / 1000):
+                with logs.invocation_logger(logger), deadline.within(context.get_remaining_time_in_millis() / 1000):
                     return handler(event, context)
             finally:
                 with _METRICS_LOCK:
