@@ -10,6 +10,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import select
+import shutil
 import socket
 import sys
 import threading
@@ -31,6 +34,7 @@ from zus_local.template_model import TemplateModel, load_model
 if TYPE_CHECKING:
     from conftest import StackProcess
 
+ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://api.sandbox.zusapi.com"
 JSON_API = "application/vnd.api+json"
 
@@ -428,3 +432,45 @@ def test_schedules_fire_with_their_input_scaled(in_process: _InProcess) -> None:
         scheduler.stop()
     modules = [module for name, module in sys.modules.items() if name.startswith("zus_local_function_EchoFunction")]
     assert any({"job": "tick"} in module.calls for module in modules)
+
+
+def _read_until(fd: int, output: bytearray, done: Callable[[], bool], timeout: float) -> None:
+    """Read a pty's output into ``output`` until ``done()`` or its end (``timeout`` only guards a hang)."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the pty closed: every process on it exited
+                return
+            if not chunk:
+                return
+            output.extend(chunk)
+
+
+@pytest.mark.skipif(shutil.which("make") is None or not hasattr(os, "openpty"), reason="needs make and a pty")
+def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
+    # make dev in a terminal of its own (a pty), with this venv's Python and no install step
+    ports = [free_port() for _ in range(3)]
+    args = f"--api-port {ports[0]} --moto-port {ports[1]} --zus-port {ports[2]} --schedule-scale 0"
+    command = ["make", "-s", "-C", str(ROOT), "dev", "STAMP=", f"BIN={Path(sys.executable).parent}", f"ARGS={args}"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ZUS_M2M_", "MAKE"))}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec make, as a shell would in that terminal
+        os.execvpe("make", command, env)
+    output = bytearray()
+    try:
+        _read_until(fd, output, lambda: b"ready in " in output, 60)
+        assert b"ready in " in output, output.decode(errors="replace")
+
+        os.write(fd, b"\x03")  # Ctrl-C: the terminal sends SIGINT to its foreground process group
+
+        _read_until(fd, output, lambda: False, 30)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "stopped" in text
+    assert "Error" not in text
+    assert "Interrupt" not in text
