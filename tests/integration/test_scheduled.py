@@ -151,7 +151,7 @@ def test_the_sweep_event_starts_due_rotations_with_the_rotation_function(stack: 
 
 # --- a failed rotation step, recorded by the rotation function and repaired by the repair job --------------
 
-REPAIR = {"job": "rotation-repair"}
+REPAIR = json.loads((EVENTS / "scheduler_rotation_repair.json").read_text())
 
 
 def test_a_failed_step_is_recorded_and_repaired_by_the_second_repair_run(stack: Stack, load_function) -> None:
