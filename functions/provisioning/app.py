@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import api, openapi, validation, wiring
+from zus_m2m import api, logs, openapi, validation, wiring
 from zus_m2m.settings import Settings
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+logger = logs.function_logger("provisioning")
 metrics = Metrics()
 settings = Settings.from_env()
 provisioning = wiring.Container(settings, metrics).provisioning()
@@ -31,6 +29,7 @@ app = api.resolver()
 )
 def create_app_client() -> Response[str]:
     event = app.current_event
+    api.query_parameters(event)
     request = api.parse_create_request(api.body_text(event), event.headers.get("content-type"))
     record, created = provisioning.create_client(request)
     logger.info("create answered", extra={"client": record.name, "new_client": created})
@@ -40,11 +39,17 @@ def create_app_client() -> Response[str]:
 
 @app.get(
     "/app-clients",
-    summary="The managed app clients",
-    **openapi.operation(ok={200: ("every managed client", "AppClientList")}, errors=(503,)),
+    summary="The managed app clients' records, a page at a time",
+    **openapi.operation(
+        ok={200: ("a page of records; nextToken asks for the next (null: the last page)", "AppClientList")},
+        errors=(400, 503),
+        parameters=(openapi.LIMIT, openapi.NEXT_TOKEN),
+    ),
 )
 def list_app_clients() -> Response[str]:
-    return api.json_response(200, {"appClients": provisioning.queries.list_details()})
+    page = api.parse_page_request(app.current_event)
+    records, next_token = provisioning.queries.list_page(page.limit, page.next_token)
+    return api.json_response(200, {"appClients": [record.to_json() for record in records], "nextToken": next_token})
 
 
 @app.get(
@@ -55,6 +60,7 @@ def list_app_clients() -> Response[str]:
     ),
 )
 def get_app_client(name: str) -> Response[str]:
+    api.query_parameters(app.current_event)
     return api.json_response(200, provisioning.queries.get(validation.client_name(name)))
 
 
@@ -64,22 +70,29 @@ def get_app_client(name: str) -> Response[str]:
     **openapi.operation(ok={204: ("deleted", None)}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)),
 )
 def delete_app_client(name: str) -> Response[str]:
+    api.query_parameters(app.current_event)
     provisioning.retire_client(validation.client_name(name))
     return Response(status_code=204, headers=api.NO_STORE)
 
 
 @app.post(
     "/app-clients/<name>/rotations",
-    summary="Start a Secrets Manager rotation of the client's secret",
+    summary="Start a Secrets Manager rotation of the client's secret, or repair the one in progress",
     **openapi.operation(
-        ok={202: ("the rotation started", "RotationStarted")}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)
+        ok={202: ("the rotation started, or the one in progress repaired", "RotationStarted")},
+        errors=(400, 404, 409, 503),
+        parameters=(openapi.NAME,),
+        request_body=openapi.ROTATION_BODY,
     ),
 )
 def start_rotation(name: str) -> Response[str]:
-    return api.json_response(202, provisioning.start_rotation(validation.client_name(name)))
+    event = app.current_event
+    api.query_parameters(event)
+    request = api.parse_rotation_request(api.body_text(event), event.headers.get("content-type"))
+    return api.json_response(202, provisioning.start_rotation(validation.client_name(name), request))
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics)
+@wiring.invocation(metrics, logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

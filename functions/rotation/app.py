@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import errors, wiring
+from zus_m2m import errors, logs, wiring
 from zus_m2m.settings import Settings
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+logger = logs.function_logger("rotation")
 metrics = Metrics()
 settings = Settings.from_env()
 steps = wiring.Container(settings, metrics).rotation_steps()
@@ -37,7 +35,7 @@ def parse_event(event: Any) -> tuple[str, str, str]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics)
+@wiring.invocation(metrics, logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     step, secret_id, version_id = parse_event(event)
     logger.append_keys(step=step, secret=secret_id, version=version_id)

@@ -1,5 +1,7 @@
 """Scheduled jobs, invoked by EventBridge Scheduler with the schedule's Input as the event:
-``{"job": "pre-refresh"}`` (every minute) and ``{"job": "rotation-sweep"}`` (hourly), see template.yaml.
+``{"job": "pre-refresh"}`` (every minute), ``{"job": "rotation-repair"}`` (every two minutes: the
+rotation failures the rotation function recorded) and ``{"job": "rotation-sweep"}`` (hourly), see
+template.yaml.
 """
 
 from __future__ import annotations
@@ -7,21 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import errors, wiring
+from zus_m2m import errors, logs, wiring
 from zus_m2m.settings import Settings
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+logger = logs.function_logger("scheduled")
 metrics = Metrics()
 settings = Settings.from_env()
 container = wiring.Container(settings, metrics)
 vendor = container.token_vendor()
 token_pre_refresh = container.token_pre_refresh(vendor)
 sweep = container.rotation_sweep(vendor)
+repair = sweep.repair
 
 # The pre-refresh schedule runs every minute (template.yaml); renew what enters the refresh margin
 # before the next run, with half a minute to spare for a late or slow run.
@@ -36,14 +37,19 @@ def rotation_sweep() -> Mapping[str, Any]:
     return sweep.run()
 
 
+def rotation_repair() -> Mapping[str, Any]:
+    return repair.run()
+
+
 JOBS: Mapping[str, Callable[[], Mapping[str, Any]]] = {
     "pre-refresh": pre_refresh,
+    "rotation-repair": rotation_repair,
     "rotation-sweep": rotation_sweep,
 }
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics)
+@wiring.invocation(metrics, logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job = event.get("job") if isinstance(event, dict) else None
     run = JOBS.get(job) if isinstance(job, str) else None

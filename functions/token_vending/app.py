@@ -5,16 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from zus_m2m import api, openapi, validation, wiring
+from zus_m2m import api, logs, openapi, validation, wiring
 from zus_m2m.settings import Settings
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
+logger = logs.function_logger("token-vending")
 metrics = Metrics()
 settings = Settings.from_env()
 vendor = wiring.Container(settings, metrics).token_vendor()
@@ -31,8 +29,8 @@ app = api.resolver()
     ),
 )
 def get_token(name: str) -> Response[str]:
-    query = app.current_event.get_query_string_value("minTtl")
-    min_ttl = validation.integer_in_range("minTtl", query, default=60, low=0, high=3000)
+    query = api.query_parameters(app.current_event, ("minTtl",))
+    min_ttl = validation.integer_in_range("minTtl", query.get("minTtl"), default=60, low=0, high=3000)
     token = vendor.vend(validation.client_name(name), min_ttl)
     expires_in = int(token.seconds_left(time.time()))
     body = {
@@ -46,6 +44,6 @@ def get_token(name: str) -> Response[str]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics)
+@wiring.invocation(metrics, logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -25,6 +25,7 @@ from zus_local.banner import banner  # noqa: E402
 from zus_local.console import Console  # noqa: E402
 from zus_local.options import TEMPLATE, StackError, StackOptions  # noqa: E402
 from zus_local.stack import LocalStack  # noqa: E402
+from zus_local.terminal import foreground_of_its_own  # noqa: E402
 
 PROG = "python -m zus_local"
 
@@ -150,6 +151,13 @@ def admin_client(*, external_zus: bool) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_from(build_parser().parse_args(argv))
+    # Ctrl-C reaches the stack alone: under make, make then exits 0 after a clean stop (zus_local.terminal).
+    with foreground_of_its_own():
+        return run(options)
+
+
+def run(options: StackOptions) -> int:
+    """Start the stack, wait for Ctrl-C or SIGTERM, stop it; 0 after a clean stop."""
     console = Console()
     # A second Ctrl-C while stopping: give up waiting.
     stopping = stop_requested(on_second=lambda: os._exit(130))
@@ -159,8 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as exc:
         console.error(f"zus-local: {exc}")
         return 1
-    except KeyboardInterrupt:
-        return 130
     if stopping.is_set():  # a signal arrived while starting
         stack.stop()
         return 0

@@ -20,11 +20,18 @@ service's code speaks of the real service alone):
   (ResourceExistsException). moto overwrites a version labelled AWSPENDING that already has one.
 * GetSecretValue without a stage or version reads AWSCURRENT. moto reads a "default version" that a
   stage move leaves behind (and that RotateSecret points at the new version, before it has a value).
+* A staging label is on one version at most: a new AWSCURRENT version (PutSecretValue) takes the label
+  from the version that holds it, which becomes AWSPREVIOUS. moto moves it from its default version,
+  so once that differs from the AWSCURRENT version two versions end up labelled AWSCURRENT.
+* A rotation schedules the next one from itself (NextRotationDate: the rotation's date plus the rules'
+  days). moto computes NextRotationDate only when RotateSecret is given rotation rules, so after a
+  later rotation it still counts from the first configuration (a client's creation).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,6 +59,7 @@ def secrets_manager_as_aws() -> None:
         rotate = SecretsManagerBackend.rotate_secret
         move_stage = SecretsManagerBackend.update_secret_version_stage
         check_token = SecretsManagerBackend._check_with_existing_secrets_and_versions
+        new_current = FakeSecret.reset_default_version
 
         def own_secret(backend: Any, secret_id: str) -> Any:
             secret = backend.secrets.get(secret_id) if backend._is_valid_identifier(secret_id) else None
@@ -82,8 +90,14 @@ def secrets_manager_as_aws() -> None:
             if not rotate_immediately:
                 for version_id in set(secret.versions) - before:
                     del secret.versions[version_id]
+            elif secret.auto_rotate_after_days > 0:
+                secret.next_rotation_date = int(time.time()) + secret.auto_rotate_after_days * 86400
             _follow_current(secret)
             return str(answer)
+
+        def reset_default_version(self: Any, secret_version: dict[str, Any], version_id: str) -> None:
+            _follow_current(self)  # the label moves from the version that holds it
+            new_current(self, secret_version, version_id)
 
         def update_secret_version_stage(self: Any, secret_id: str, *args: Any, **kwargs: Any) -> tuple[str, str]:
             answer = move_stage(self, secret_id, *args, **kwargs)
@@ -112,6 +126,7 @@ def secrets_manager_as_aws() -> None:
             return check_token(self, secret_name, client_request_token, secret_string, secret_binary, on_create)
 
         SecretsManagerBackend.rotate_secret = rotate_secret  # type: ignore[method-assign]
+        FakeSecret.reset_default_version = reset_default_version  # type: ignore[method-assign]
         SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage  # type: ignore[method-assign]
         SecretsManagerBackend._check_with_existing_secrets_and_versions = (  # type: ignore[method-assign]
             check_with_existing_secrets_and_versions

@@ -10,6 +10,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import re
+import select
+import shutil
 import socket
 import sys
 import threading
@@ -31,6 +35,7 @@ from zus_local.template_model import TemplateModel, load_model
 if TYPE_CHECKING:
     from conftest import StackProcess
 
+ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://api.sandbox.zusapi.com"
 JSON_API = "application/vnd.api+json"
 
@@ -190,6 +195,90 @@ def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProces
     finally:
         requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 3600}, timeout=5)
         requests.delete(f"{api}/app-clients/{name}", timeout=30)
+
+
+def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(stack: StackProcess, capsys) -> None:
+    """Zus refuses rotate-secret until Secrets Manager (the stack's rotation player) gives up the
+    rotation; the repair schedule (rate(2 minutes), every 2 s here) repairs it: a new rotation that
+    finishes. Prints the time from the failed step to its repair (a measurement, not an assertion)."""
+    api, name = stack.api, "e2e-repair"
+    created = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    assert created.status_code == 201, created.text
+    secret_id = created.json()["secretArn"]
+    sm, dynamodb = stack.client("secretsmanager"), stack.client("dynamodb")
+    before = secret_at(sm, secret_id, "AWSCURRENT")
+    failure_key = {"pk": {"S": "rotation-failures"}, "sk": {"S": name}}
+
+    def recorded() -> dict[str, Any] | None:
+        item = dynamodb.get_item(TableName="zus-m2m-local", Key=failure_key, ConsistentRead=True).get("Item")
+        return item if item and "seenAt" not in item else None
+
+    faults = {"status": 500, "rate": 1.0, "paths": ["/auth/app-clients"]}
+    requests.post(f"{stack.zus}/_emulator/faults", json=faults, timeout=5).raise_for_status()
+    try:
+        started = requests.post(f"{api}/app-clients/{name}/rotations", timeout=30)
+        assert started.status_code == 202, started.text
+        wait_until(
+            lambda: any(f"{name}  createSecret  failed" in line and "attempt 4" in line for line in stack.lines),
+            30,
+            "the rotation player to give up createSecret",
+        )
+        failure = wait_until(recorded, 10, "the failure to be recorded")
+    finally:
+        requests.post(f"{stack.zus}/_emulator/faults", json={}, timeout=5).raise_for_status()
+    failed_at = float(failure["failedAt"]["N"])
+    assert failure["step"]["S"] == "createSecret"
+
+    def gone() -> bool:
+        return "Item" not in dynamodb.get_item(TableName="zus-m2m-local", Key=failure_key, ConsistentRead=True)
+
+    wait_until(gone, 30, "the repair schedule to repair the rotation", interval=0.05)
+    repaired_after = time.time() - failed_at
+
+    def rotated() -> bool:
+        found = stages(sm, secret_id)
+        return version_with(found, "AWSPENDING") is None and secret_at(sm, secret_id, "AWSCURRENT") != before
+
+    wait_until(rotated, 30, "the restarted rotation to finish", interval=0.05)
+    finished_after = time.time() - failed_at
+    current = secret_at(sm, secret_id, "AWSCURRENT")
+    assert zus_token(stack, current["clientId"], current["clientSecret"]).status_code == 200
+    assert any("rotation-repair" in line and "ok" in line for line in stack.lines)
+    [schedules] = [line for line in stack.lines if line.startswith("  schedules ")]
+    every = re.search(r"rotation-repair every ([^,]+?)(,| \()", schedules)
+    with capsys.disabled():
+        print(
+            f"\nrotation repair on the local stack (rotation-repair every {every.group(1) if every else '?'}): "
+            f"failed step -> repaired {repaired_after:.1f} s, -> rotation finished {finished_after:.1f} s"
+        )
+    requests.delete(f"{api}/app-clients/{name}", timeout=30)
+
+
+def test_a_client_deleted_with_a_stuck_rotation_is_created_again_at_once(stack: StackProcess) -> None:
+    api, name = stack.api, "e2e-stuck"
+    first = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    assert first.status_code == 201, first.text
+    faults = {"status": 500, "rate": 1.0, "paths": ["/auth/app-clients"]}
+    requests.post(f"{stack.zus}/_emulator/faults", json=faults, timeout=5).raise_for_status()
+    try:
+        assert requests.post(f"{api}/app-clients/{name}/rotations", timeout=30).status_code == 202
+        wait_until(
+            lambda: any(f"{name}  createSecret  failed" in line and "attempt 4" in line for line in stack.lines),
+            30,
+            "the rotation player to give up createSecret",
+        )
+    finally:
+        requests.post(f"{stack.zus}/_emulator/faults", json={}, timeout=5).raise_for_status()
+
+    assert requests.delete(f"{api}/app-clients/{name}", timeout=30).status_code == 204
+    again = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+
+    assert again.status_code == 201, again.text
+    assert again.json()["appClientId"] != first.json()["appClientId"]
+    labels = [sorted(found) for found in stages(stack.client("secretsmanager"), again.json()["secretArn"]).values()]
+    assert sorted(labels) == [["AWSCURRENT"], ["AWSPREVIOUS"]]
+    assert requests.get(f"{api}/app-clients/{name}/token", timeout=10).status_code == 200
+    requests.delete(f"{api}/app-clients/{name}", timeout=30)
 
 
 def test_unknown_route_is_a_problem_document(stack: StackProcess) -> None:
@@ -428,3 +517,45 @@ def test_schedules_fire_with_their_input_scaled(in_process: _InProcess) -> None:
         scheduler.stop()
     modules = [module for name, module in sys.modules.items() if name.startswith("zus_local_function_EchoFunction")]
     assert any({"job": "tick"} in module.calls for module in modules)
+
+
+def _read_until(fd: int, output: bytearray, done: Callable[[], bool], timeout: float) -> None:
+    """Read a pty's output into ``output`` until ``done()`` or its end (``timeout`` only guards a hang)."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the pty closed: every process on it exited
+                return
+            if not chunk:
+                return
+            output.extend(chunk)
+
+
+@pytest.mark.skipif(shutil.which("make") is None or not hasattr(os, "openpty"), reason="needs make and a pty")
+def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
+    # make dev in a terminal of its own (a pty), with this venv's Python and no install step
+    ports = [free_port() for _ in range(3)]
+    args = f"--api-port {ports[0]} --moto-port {ports[1]} --zus-port {ports[2]} --schedule-scale 0"
+    command = ["make", "-s", "-C", str(ROOT), "dev", "STAMP=", f"BIN={Path(sys.executable).parent}", f"ARGS={args}"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ZUS_M2M_", "MAKE"))}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec make, as a shell would in that terminal
+        os.execvpe("make", command, env)
+    output = bytearray()
+    try:
+        _read_until(fd, output, lambda: b"ready in " in output, 60)
+        assert b"ready in " in output, output.decode(errors="replace")
+
+        os.write(fd, b"\x03")  # Ctrl-C: the terminal sends SIGINT to its foreground process group
+
+        _read_until(fd, output, lambda: False, 30)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "stopped" in text
+    assert "Error" not in text
+    assert "Interrupt" not in text

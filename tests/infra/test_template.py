@@ -64,6 +64,7 @@ SECRET_ACTIONS = {
         "DeleteSecret",
         "RestoreSecret",  # provisioning a deleted client's name again cancels the secret's deletion
         "RotateSecret",
+        "CancelRotateSecret",  # deleting a client stops its rotation, whatever state it is in
         "UpdateSecretVersionStage",
         "ListSecretVersionIds",
     },
@@ -93,6 +94,7 @@ STAR_RESOURCE_EXCEPTIONS = {
 
 SCHEDULES = {
     "PreRefreshSchedule": ("rate(1 minute)", {"job": "pre-refresh"}),
+    "RotationRepairSchedule": ("rate(2 minutes)", {"job": "rotation-repair"}),
     "RotationSweepSchedule": ("rate(1 hour)", {"job": "rotation-sweep"}),
 }
 

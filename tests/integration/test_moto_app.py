@@ -4,6 +4,7 @@ service does, since the service's code relies on the real behaviour alone. Drive
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -106,3 +107,35 @@ def test_an_unstaged_read_answers_awscurrent(sm, rotation_function_arn: str) -> 
     finish(sm, pending)
 
     assert sm.get_secret_value(SecretId=SECRET)["SecretString"] == SECOND
+
+
+def test_a_new_current_version_takes_the_label_never_two_awscurrent(sm, rotation_function_arn: str) -> None:
+    pending = rotate(sm, rotation_function_arn)
+    first = version_at(sm, "AWSCURRENT")
+
+    sm.put_secret_value(SecretId=SECRET, SecretString=SECOND)  # a new AWSCURRENT version during the rotation
+
+    labels = stages(sm)
+    assert sorted(labels.values()) == [["AWSCURRENT"], ["AWSPENDING"], ["AWSPREVIOUS"]]
+    assert labels[first] == ["AWSPREVIOUS"]
+    assert labels[pending] == ["AWSPENDING"]
+    assert sm.get_secret_value(SecretId=SECRET, VersionStage="AWSCURRENT")["SecretString"] == SECOND
+
+
+def test_a_rotation_schedules_the_next_one_from_itself(sm, rotation_function_arn: str) -> None:
+    sm.rotate_secret(
+        SecretId=SECRET,
+        RotationLambdaARN=rotation_function_arn,
+        RotationRules={"AutomaticallyAfterDays": 30},
+        RotateImmediately=False,
+    )
+    configured = sm.describe_secret(SecretId=SECRET)["NextRotationDate"]
+    # a second later (moto's dates are whole seconds)
+    while int(time.time()) <= configured.timestamp() - 30 * 86400:
+        time.sleep(0.05)
+
+    rotate(sm, rotation_function_arn)
+
+    rotated = sm.describe_secret(SecretId=SECRET)
+    assert rotated["NextRotationDate"] > configured
+    assert rotated["NextRotationDate"].timestamp() == rotated["LastRotatedDate"].timestamp() + 30 * 86400

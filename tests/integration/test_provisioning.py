@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from fakes import Crash, crash_at
 
-from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.retire import RetireCheckpoints
@@ -205,7 +205,8 @@ def test_get_shows_rotation_token_expiry_and_budget_never_a_secret(stack: Stack)
     text = json.dumps(shown)
     assert stack.stored()["clientSecret"] not in text
     assert token_item["accessToken"]["S"] not in text
-    assert [r.name for r in provisioning.queries.list_clients()] == [NAME, "zus-m2m-admin"]
+    records, _ = provisioning.queries.list_page(50)
+    assert [r.name for r in records] == [NAME, "zus-m2m-admin"]
 
 
 def test_start_rotation_starts_one_and_refuses_while_one_is_in_progress(stack: Stack) -> None:
@@ -305,3 +306,65 @@ def test_with_a_rotation_function_create_schedules_rotation_and_a_start_leaves_i
     with pytest.raises(errors.ResourceConflict):
         provisioning.start_rotation(NAME)
     stack.assert_usable()  # AWSCURRENT is untouched until the rotation function runs
+
+
+def _labels(stack: Stack) -> list[list[str]]:
+    versions = stack.aws.secretsmanager.describe_secret(SecretId="zus-m2m/test/billing-service")["VersionIdsToStages"]
+    return [sorted(stages) for stages in versions.values() if stages]
+
+
+@pytest.mark.parametrize("stuck_after", ["RotateSecret", "createSecret"])
+def test_a_client_deleted_while_its_rotation_is_stuck_can_be_created_again_at_once(
+    provisioning_stack_with_rotation: Stack, stuck_after: str
+) -> None:
+    # Given a client whose rotation started and stopped moving: before createSecret ran (a value-less
+    # AWSPENDING version), or after it stored the new secret
+    stack = provisioning_stack_with_rotation
+    first, _ = stack.provisioning().create_client(CreateRequest(NAME))
+    stack.provisioning().start_rotation(NAME)
+    if stuck_after == "createSecret":
+        [(arn, version)] = find_started_rotations(stack.aws.secretsmanager)
+        stack.steps().run("createSecret", arn, version)
+
+    # When it is deleted
+    stack.provisioning().retire_client(NAME)
+
+    # Then the rotation is cancelled and cleaned: no AWSPENDING left, scheduled rotation off
+    description = stack.aws.secretsmanager.describe_secret(SecretId="zus-m2m/test/billing-service")
+    assert description["RotationEnabled"] is False
+    assert _labels(stack) == [["AWSCURRENT"]]
+    assert find_started_rotations(stack.aws.secretsmanager) == []
+
+    # And the name can be created again at once: one new Zus client, its secret current, one AWSCURRENT
+    second, created = stack.provisioning().create_client(CreateRequest(NAME))
+
+    assert created is True
+    assert second.app_client_id != first.app_client_id
+    stack.assert_usable()
+    assert stack.item(NAME, "record")["status"]["S"] == "active"
+    assert sorted(_labels(stack)) == [["AWSCURRENT"], ["AWSPREVIOUS"]]
+    assert stack.aws.secretsmanager.describe_secret(SecretId="zus-m2m/test/billing-service")["RotationEnabled"]
+    # ... and it rotates like any client
+    stack.provisioning().start_rotation(NAME)
+    [rotation] = find_started_rotations(stack.aws.secretsmanager)
+    before = stack.stored()
+    steps = stack.steps()
+    drive_rotation(lambda event: steps.run(event["Step"], event["SecretId"], event["ClientRequestToken"]), *rotation)
+    assert stack.assert_usable()["clientSecret"] != before["clientSecret"]
+    assert sorted(_labels(stack)) == [["AWSCURRENT"], ["AWSPREVIOUS"]]
+
+
+def test_next_rotation_counts_from_the_last_rotation_not_the_creation(provisioning_stack_with_rotation: Stack) -> None:
+    stack = provisioning_stack_with_rotation
+    provisioning = stack.provisioning()
+    record, _ = provisioning.create_client(CreateRequest(NAME))
+    scheduled = provisioning.queries.get(NAME)["nextRotation"]
+    assert scheduled >= record.created_at + 30 * 86400  # the creation put it under rotation
+    while int(time.time()) <= scheduled - 30 * 86400:  # Secrets Manager's dates are whole seconds here
+        time.sleep(0.05)
+
+    provisioning.start_rotation(NAME)
+
+    shown = provisioning.queries.get(NAME)
+    assert shown["nextRotation"] > scheduled
+    assert shown["nextRotation"] == shown["lastRotation"] + 30 * 86400

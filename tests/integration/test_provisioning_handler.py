@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from zus_local.lambda_context import LocalLambdaContext
+from zus_local.secrets_manager_rotation import find_started_rotations
 
 if TYPE_CHECKING:
     from conftest import Deployment
@@ -130,10 +131,9 @@ def test_list_get_rotate_and_delete(api: Api, aws) -> None:
     status, _, listed = api(event("apigw_list_clients"))
     assert status == 200
     assert [c["name"] for c in listed["appClients"]] == [NAME, "zus-m2m-admin"]
-    assert {k: listed["appClients"][0][k] for k in created} == created
-    assert listed["appClients"][0]["token"]["cached"] is True
-    assert listed["appClients"][0]["budget"] == {"usedLastHour": 1, "limit": 100}
+    assert listed["appClients"][0] == created  # the records; a client's details are GET /app-clients/{name}
     assert listed["appClients"][1]["clientId"] == "local-admin"
+    assert listed["nextToken"] is None
 
     status, _, shown = api(event("apigw_get_client"))
     assert status == 200
@@ -289,7 +289,7 @@ class EverythingLogged(logging.Handler):
 
 def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, capsys) -> None:
     logged = EverythingLogged()
-    watched = [logging.getLogger(), logging.getLogger("zus-m2m")] + [
+    watched = [logging.getLogger(), logging.getLogger("zus-m2m-provisioning")] + [
         logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("zus_m2m")
     ]
     for watched_logger in watched:
@@ -318,3 +318,206 @@ def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, caps
     for secret in ("local-admin-secret", stored["clientSecret"], token):
         assert secret not in everything
     assert "clientSecret" not in everything
+
+
+# --- a stuck rotation, repaired on request ------------------------------------------------------------
+
+
+@pytest.fixture
+def api_with_rotation(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch) -> Iterator[Api]:
+    monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
+    yield Api(load_function("provisioning", {}))
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
+        logging.getLogger(name).handlers.clear()
+
+
+def rotations_event(body: str | None, content_type: str | None = "application/json") -> dict[str, Any]:
+    request = event("apigw_start_rotation")
+    request["body"] = body
+    if content_type is not None:
+        request["headers"] = {**request["headers"], "content-type": content_type}
+    return request
+
+
+def test_an_admin_forces_the_repair_of_a_stuck_rotation(api_with_rotation: Api, environment: Deployment) -> None:
+    # Given a rotation whose createSecret stored the new secret, then stopped moving
+    api = api_with_rotation
+    api(event("apigw_create_client"))
+    assert api(event("apigw_start_rotation"))[0] == 202
+    [(arn, version)] = find_started_rotations(environment.aws.secretsmanager)
+    environment.steps().run("createSecret", arn, version)
+
+    # A plain request is refused, and says how to repair
+    status, headers, refused = api(rotations_event(None))
+    assert_problem(status, headers, refused, 409)
+    assert '"repair": true' in refused["detail"]
+
+    # When an admin asks for the repair
+    status, _, repaired = api(rotations_event('{"repair": true}'))
+
+    # Then it is done at once: the new secret worked at Zus, so the rotation was rolled forward
+    assert status == 202, repaired
+    assert repaired["rotation"] == "rolled-forward"
+    versions = environment.aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    assert versions[version] == ["AWSCURRENT"]
+    assert api(rotations_event("{}"))[0] == 202  # and the next rotation can start
+
+
+# --- strict input: query strings and bodies ---------------------------------------------------
+
+
+def with_query(request: dict[str, Any], **query: str) -> dict[str, Any]:
+    changed = copy.deepcopy(request)
+    changed["queryStringParameters"] = query
+    changed["rawQueryString"] = "&".join(f"{key}={value}" for key, value in query.items())
+    return changed
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "apigw_create_client",
+        "apigw_list_clients",
+        "apigw_get_client",
+        "apigw_delete_client",
+        "apigw_start_rotation",
+        "apigw_get_token",
+    ],
+)
+def test_every_route_refuses_a_query_parameter_it_does_not_take_naming_it(
+    api: Api, zus, load_function, template: str
+) -> None:
+    function = Api(load_function("token_vending", {})) if template == "apigw_get_token" else api
+    api(event("apigw_create_client"))
+    clients = app_clients_at_zus(zus)
+
+    status, headers, body = function(with_query(event(template), minttl="5000"))
+
+    assert_problem(status, headers, body, 400)
+    assert "unknown query parameter 'minttl'" in body["detail"]
+    assert app_clients_at_zus(zus) == clients  # nothing was done
+    assert api(event("apigw_get_client"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("request_event", "key"),
+    [
+        (create_event(raw='{"name": "billing-service", "name": "other"}'), "'name'"),
+        (
+            create_event(raw='{"name": "billing-service", "roleName": "Builder Admin", "roleName": "Care Team User"}'),
+            "'roleName'",
+        ),
+        (rotations_event('{"repair": true, "repair": false}'), "'repair'"),
+    ],
+)
+def test_a_json_key_given_twice_is_a_400_naming_it(api: Api, zus, request_event: dict, key: str) -> None:
+    status, headers, body = api(request_event)
+
+    assert_problem(status, headers, body, 400)
+    assert f"the body has the key {key} more than once" in body["detail"]
+    assert app_clients_at_zus(zus) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        ('{"repair": 1}', "application/json", "repair must be true or false"),
+        ('{"repair": "yes"}', "application/json", "repair must be true or false"),
+        ('{"force": true}', "application/json", "unknown field(s): force"),
+        ("[]", "application/json", '{"repair": true}'),
+        ("true", "application/json", '{"repair": true}'),
+        ("{not json", "application/json", "not valid JSON"),
+        ('{"repair": true}', "text/plain", "Content-Type"),
+    ],
+)
+def test_a_rotation_body_other_than_nothing_or_repair_is_400(
+    api: Api, aws, body: str, content_type: str, expected: str
+) -> None:
+    api(event("apigw_create_client"))
+
+    status, headers, problem = api(rotations_event(body, content_type))
+
+    assert_problem(status, headers, problem, 400)
+    assert expected in problem["detail"]
+    versions = aws.secretsmanager.describe_secret(SecretId="zus-m2m/test/billing-service")["VersionIdsToStages"]
+    assert [stages for stages in versions.values() if "AWSPENDING" in stages] == []  # no rotation started
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(None, None), ("", "application/json"), ("{}", None), ('{"repair": false}', "application/json")],
+)
+def test_a_rotation_starts_with_no_body_an_empty_object_or_repair_false(
+    api_with_rotation: Api, body: str | None, content_type: str | None
+) -> None:
+    api_with_rotation(event("apigw_create_client"))
+
+    status, _, started = api_with_rotation(rotations_event(body, content_type))
+
+    assert status == 202, started
+    assert started["rotation"] == "started"
+
+
+def seed_records(environment: Deployment, names: list[str]) -> None:
+    """Active records as provisioning leaves them, each with a cached token item beside it (what a scan
+    of the table reads past)."""
+    from zus_m2m.aws.client_records import DynamoClientRecords
+    from zus_m2m.aws.token_table import DynamoTokenTable
+    from zus_m2m.values import CachedToken, ClientRecord
+
+    records = DynamoClientRecords(environment.aws.dynamodb, environment.aws.table_name)
+    tokens = DynamoTokenTable(environment.aws.dynamodb, environment.aws.table_name)
+    for index, name in enumerate(names):
+        assert records.claim(name, "Builder Admin", "seed", 0.0, 1.0, previous_owner=None)
+        record = ClientRecord(name, f"app-{index}", f"client-{index}", "role", "Builder Admin", f"arn:{name}", index)
+        assert records.complete(record, "seed")
+        tokens.put_token(name, CachedToken("not-a-token", "Bearer", 4_000_000_000), None)
+
+
+def test_the_list_comes_in_pages_of_records_with_an_opaque_next_token(api: Api, environment: Deployment) -> None:
+    names = [f"client-{index:02d}" for index in range(11)]
+    seed_records(environment, names)
+
+    pages: list[list[str]] = []
+    token: str | None = None
+    while True:
+        query = {"limit": "4", **({"nextToken": token} if token else {})}
+        status, _, page = api(with_query(event("apigw_list_clients"), **query))
+        assert status == 200, page
+        pages.append([record["name"] for record in page["appClients"]])
+        token = page["nextToken"]
+        if token is None:
+            break
+
+    listed = [name for page in pages for name in page]
+    assert sorted(listed) == sorted([*names, "zus-m2m-admin"])  # each once
+    assert "zus-m2m-admin" in pages[0]
+    assert all(len(page) <= 4 for page in pages[1:])
+    assert len(pages) >= 3
+    status, _, default = api(event("apigw_list_clients"))
+    assert len(default["appClients"]) == 12  # 50 by default
+    assert default["nextToken"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"limit": "0"}, "limit must be an integer between 1 and 100"),
+        ({"limit": "101"}, "limit must be an integer between 1 and 100"),
+        ({"limit": "ten"}, "limit must be an integer between 1 and 100"),
+        ({"nextToken": "not-a-token"}, "nextToken is not a token this service gave out"),
+        ({"nextToken": "eyJway"}, "nextToken is not a token this service gave out"),  # cut short
+        ({"nextToken": "eyJwayI6IHsiUyI6IDF9LCAic2siOiB7IlMiOiAicmVjb3JkIn19"}, "nextToken is not"),  # pk a number
+        ({"nextToken": ""}, "nextToken must be the nextToken of a previous page"),
+        ({"limit": "5", "Limit": "6"}, "unknown query parameter 'Limit'"),
+    ],
+)
+def test_bad_or_tampered_page_parameters_are_400(api: Api, environment: Deployment, query, expected) -> None:
+    seed_records(environment, ["a", "b", "c"])
+    status, _, page = api(with_query(event("apigw_list_clients"), limit="1"))
+    assert page["nextToken"]
+
+    status, headers, body = api(with_query(event("apigw_list_clients"), **query))
+
+    assert_problem(status, headers, body, 400)
+    assert expected in body["detail"]

@@ -4,16 +4,21 @@ the handler's dispatch of both jobs as EventBridge Scheduler invokes it."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import logging
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from fakes import crash_at
 
 from zus_local.lambda_context import LocalLambdaContext
-from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
+from zus_m2m.rotation.steps import RotationCheckpoints
 from zus_m2m.values import AWSPENDING
 
 if TYPE_CHECKING:
@@ -142,3 +147,107 @@ def test_the_sweep_event_starts_due_rotations_with_the_rotation_function(stack: 
     assert started_secrets(stack) == {stack.secret_id, ADMIN_SECRET}
     description = stack.aws.secretsmanager.describe_secret(SecretId=ADMIN_SECRET)
     assert description["RotationLambdaARN"] == stack.settings.rotation_function_arn
+
+
+# --- a failed rotation step, recorded by the rotation function and repaired by the repair job --------------
+
+REPAIR = json.loads((EVENTS / "scheduler_rotation_repair.json").read_text())
+
+
+def test_a_failed_step_is_recorded_and_repaired_by_the_second_repair_run(stack: Stack, load_function) -> None:
+    # Given a rotation whose createSecret failed for good (Zus refused rotate-secret) in the rotation function
+    rotation = load_function("rotation", stack.lambda_environment())
+    scheduled = load_function("scheduled", stack.lambda_environment())
+    context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
+    before = stack.current()
+    arn, version = stack.start()
+    stack.emulator("faults", status=500, rate=1.0, paths=["/auth/app-clients"])
+
+    def invoke(event: dict[str, str]) -> None:
+        rotation.lambda_handler(event, LocalLambdaContext("zus-m2m-rotation", timeout_seconds=120))
+
+    with pytest.raises(errors.ZusError):
+        drive_rotation(invoke, arn, version, retries=1, pause=0.01)
+    stack.emulator("faults")  # Zus is back; Secrets Manager has given up on that rotation
+
+    # When the repair job runs: the first run leaves Secrets Manager's own retries one interval, the
+    # second repairs (nothing was stored: the rotation starts again)
+    first = scheduled.lambda_handler(REPAIR, context)
+    second = scheduled.lambda_handler(REPAIR, context)
+
+    assert first["report"]["clients"] == {CLIENT: "waiting"}
+    assert second["report"]["clients"] == {CLIENT: "rotation-restarted"}
+    restarted = stack.started(stack.secret_id)
+    assert restarted[1] != version
+    stack.drive(stack.steps(), restarted)
+    stack.assert_rotated_cleanly(before)
+    assert scheduled.lambda_handler(REPAIR, context)["report"] == {"failures": 0, "counts": {}, "clients": {}}
+
+
+def test_a_failed_test_step_is_rolled_forward_by_the_repair_job(stack: Stack) -> None:
+    before = stack.current()
+    rotation = stack.start()
+    steps = stack.steps()
+    steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)  # testSecret fails on every retry
+    with pytest.raises(RuntimeError):
+        stack.drive(steps, rotation, retries=1)
+    repair = stack.new_container().rotation_repair()
+
+    reports = [repair.run(), repair.run()]
+
+    assert [report["clients"] for report in reports] == [{CLIENT: "waiting"}, {CLIENT: "rolled-forward"}]
+    stack.assert_rotated_cleanly(before)
+    assert repair.run()["failures"] == 0
+
+
+def test_a_step_that_fails_then_succeeds_on_secrets_managers_retry_leaves_nothing_to_repair(stack: Stack) -> None:
+    before = stack.current()
+    rotation = stack.start()
+    steps = stack.steps()
+    steps.checkpoint = crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError, once=True)
+
+    stack.drive(steps, rotation)
+
+    stack.assert_rotated_cleanly(before)
+    assert stack.new_container().rotation_repair().run()["failures"] == 0
+
+
+# --- the scheduled function's log lines, with other functions in the same process ---------------------
+
+
+def test_a_scheduled_job_logs_under_its_own_function_name_beside_another_function(stack: Stack, load_function) -> None:
+    # Given the scheduled and the provisioning function in one process (as the local stack runs them),
+    # and a scheduled job that is still running while a provisioning request is served
+    scheduled = load_function("scheduled", stack.lambda_environment())
+    provisioning = load_function("provisioning", stack.lambda_environment())
+    output = io.StringIO()  # what both functions print (a Logger loaded before keeps its first stream)
+    streams = [handler.setStream(output) for module in (scheduled, provisioning) for handler in module.logger.handlers]
+    inside, served = threading.Event(), threading.Event()
+    repair_run = scheduled.repair.run
+
+    def held_run() -> dict:
+        inside.set()
+        assert served.wait(timeout=10)
+        logging.getLogger("zus_m2m.rotation.repair").warning("a line of the shared package")
+        return repair_run()
+
+    scheduled.repair.run = held_run
+    job = threading.Thread(
+        target=scheduled.lambda_handler, args=(REPAIR, LocalLambdaContext("stack-ScheduledFunction", 300))
+    )
+    job.start()
+    assert inside.wait(timeout=10)
+    request = json.loads((EVENTS / "apigw_list_clients.json").read_text())
+    provisioning.lambda_handler(request, LocalLambdaContext("stack-ProvisioningFunction", 29))
+    served.set()
+    job.join(timeout=10)
+    for handler, stream in zip(scheduled.logger.handlers + provisioning.logger.handlers, streams, strict=True):
+        handler.setStream(stream)
+
+    # Then the job's lines, its handler's and the shared package's, name the scheduled function
+    lines = [json.loads(line) for line in output.getvalue().splitlines() if line.startswith('{"level"')]
+    job_lines = [
+        line for line in lines if line["message"] in ("a line of the shared package", "scheduled job finished")
+    ]
+    assert len(job_lines) == 2
+    assert {line["function_name"] for line in job_lines} == {"stack-ScheduledFunction"}

@@ -30,6 +30,7 @@ from botocore.config import Config
 
 from zus_local.cfn_yaml import load_template
 from zus_m2m.aws.client_records import DynamoClientRecords
+from zus_m2m.values import ClientRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = os.environ.get("ZUS_M2M_SOAK", "") not in ("", "0")
@@ -384,6 +385,15 @@ class Aws:
     def secret_id(self, name: str) -> str:
         return f"zus-m2m/{self.stage}/{name}"
 
+    def active_records(self) -> list[ClientRecord]:
+        found: list[ClientRecord] = []
+        token: str | None = None
+        while True:
+            page, token = self.records.list_page(100, token)
+            found.extend(page)
+            if token is None:
+                return found
+
     def forget_token(self, name: str) -> None:
         """Delete the client's cached token item (its lease and block too): the next vend goes to Zus."""
         self.dynamodb.delete_item(TableName=self.table, Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}})
@@ -453,7 +463,7 @@ def check_integrity(emulator: Emulator, aws: Aws, present: Iterable[str], absent
     by_name: dict[str, list[dict[str, Any]]] = {}
     for client in emulator.app_clients():
         by_name.setdefault(client["name"], []).append(client)
-    active = {record.name: record for record in aws.records.list_active()}
+    active = {record.name: record for record in aws.active_records()}
     for name in present:
         record = active.get(name)
         zus = by_name.get(name, [])

@@ -16,6 +16,7 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     RecordItem,
+    RotationFailure,
     SecretDescription,
     SecretNaming,
     TokenState,
@@ -186,12 +187,18 @@ class FakeClientRecords:
         with self.lock:
             return self.items.get(name)
 
-    def list_active(self):
+    def list_page(self, limit: int, after: str | None):
+        """Pages in name order; a token is the name the next page starts after."""
         with self.lock:
-            return sorted(
+            active = sorted(
                 (i.record for i in self.items.values() if i.status == "active" and i.record),
                 key=lambda r: r.name,
             )
+        if after is not None and not after.startswith("after:"):
+            raise errors.InvalidRequest("nextToken is not a token this service gave out")
+        rest = [r for r in active if after is None or r.name > after.removeprefix("after:")]
+        page = rest[:limit]
+        return page, f"after:{page[-1].name}" if len(rest) > limit else None
 
     def claim(self, name, role_name, owner, now, until, *, previous_owner):
         with self.lock:
@@ -258,6 +265,31 @@ class FakeClientRecords:
             item = self.items.get(name)
             if item is not None and item.status == "deleting":
                 del self.items[name]
+
+
+class FakeRotationFailures:
+    """The recorded rotation failures, one per client, with DynamoRotationFailures' conditions."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, RotationFailure] = {}
+
+    def record(self, failure: RotationFailure) -> None:
+        self.failures[failure.client] = failure
+
+    def list(self) -> list[RotationFailure]:
+        return list(self.failures.values())
+
+    def mark_seen(self, failure: RotationFailure, now: float) -> bool:
+        current = self.failures.get(failure.client)
+        if current is None or (current.version, current.failed_at) != (failure.version, failure.failed_at):
+            return False
+        self.failures[failure.client] = replace(current, seen_at=now)
+        return True
+
+    def clear(self, client: str, version: str) -> None:
+        current = self.failures.get(client)
+        if current is not None and current.version == version:
+            del self.failures[client]
 
 
 @dataclass
@@ -431,6 +463,13 @@ class FakeSecretStore:
         secret.rotation_arn = rotation_function_arn or secret.rotation_arn
         secret.last_rotated = self.clock()
 
+    def cancel_rotation(self, secret_id: str) -> None:
+        self.calls.append(("cancel_rotation", secret_id))
+        secret = self.secrets[secret_id]
+        if secret.deleted or secret.rotation_arn is None:
+            raise errors.StoreUnavailable("cancelling a rotation failed: InvalidRequestException")
+        secret.rotation_arn = None
+
     def list_managed(self, stage: str) -> list[SecretDescription]:
         found = []
         for name, secret in self.secrets.items():
@@ -585,6 +624,7 @@ class FakeDeployment:
         self.tokens = FakeTokenTable()
         self.issuer = FakeTokenIssuer(self.zus)
         self.admin_tokens = FakeAdminTokens(self.zus)
+        self.failures = FakeRotationFailures()
         self.metrics = FakeMetrics()
         self.naming = NAMING
 

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler import Response
 
 from zus_m2m import api, errors
 from zus_m2m.api import parse_create_request
-from zus_m2m.values import CreateRequest
+from zus_m2m.values import CreateRequest, RotationRequest
 
 EVENT = Path(__file__).resolve().parents[2] / "events" / "apigw_get_token.json"
 
@@ -124,3 +124,58 @@ def test_a_bad_body_is_400_naming_the_problem(body: str | None, content_type: st
 
     assert caught.value.http_status == 400
     assert expected in caught.value.detail
+
+
+# --- strict input: keys given twice, the rotation body ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('{"name": "a", "name": "b"}', "'name'"),
+        ('{"name": "a", "roleName": {"x": 1, "x": 2}}', "'x'"),  # at any depth
+        ('[{"k": 1}, {"k": 1, "k": 2}]', "'k'"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_it(body: str, key: str) -> None:
+    with pytest.raises(errors.InvalidRequest, match=f"the body has the key {key} more than once"):
+        api.read_json(body, "application/json")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("  ", False),
+        ("{}", False),
+        ('{"repair": false}', False),
+        ('{"repair": true}', True),
+    ],
+)
+def test_a_rotation_body_is_nothing_or_repair(body: str | None, expected: bool) -> None:
+    assert api.parse_rotation_request(body, "application/json") == RotationRequest(repair=expected)
+
+
+def query_event(**query: str) -> Any:
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+    event = json.loads(EVENT.read_text())
+    event["queryStringParameters"] = query or None
+    return APIGatewayProxyEventV2(event)
+
+
+def test_a_query_parameter_the_route_does_not_take_is_named() -> None:
+    assert api.query_parameters(query_event(minTtl="5"), ("minTtl",)) == {"minTtl": "5"}
+    assert api.query_parameters(query_event()) == {}
+    with pytest.raises(errors.InvalidRequest, match="unknown query parameter 'minttl'; it takes minTtl"):
+        api.query_parameters(query_event(minttl="5"), ("minTtl",))
+    with pytest.raises(errors.InvalidRequest, match="unknown query parameter 'a', 'b'; this route takes none"):
+        api.query_parameters(query_event(b="1", a="2"))
+    with pytest.raises(errors.InvalidRequest, match="'" + "x" * 64 + "'"):
+        api.query_parameters(query_event(**{"x" * 1000: "1"}))
+
+
+def test_a_page_request_reads_limit_and_next_token() -> None:
+    assert api.parse_page_request(query_event()) == api.PageRequest(50, None)
+    assert api.parse_page_request(query_event(limit="100", nextToken="abc")) == api.PageRequest(100, "abc")

@@ -17,6 +17,9 @@ from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.retire import RetireCheckpoints
 from zus_m2m.provisioning.secret_keeper import idempotency_key
+from zus_m2m.rotation.policy import RotationPolicy
+from zus_m2m.rotation.repair import RotationRepair
+from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, CreateRequest
 from zus_m2m.wiring import Provisioning, ProvisioningPorts, provisioning_use_cases
 
@@ -36,10 +39,15 @@ class World(FakeDeployment):
 
     def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
         ports = ProvisioningPorts(self.records, self.secrets, self.tokens, self.zus, self.issuer, self.admin_tokens)
+        rotation = RotationPolicy(self.naming, self.policy.rotation_function_arn)
+        steps = RotationSteps(
+            self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, rotation, self.metrics
+        )
         return provisioning_use_cases(
             ports,
             self.policy,
             self.metrics,
+            repair=RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, self.metrics),
             checkpoint=checkpoint,
             clock=clock or self.clock,
             sleep=sleep or self.clock.sleep,
@@ -417,7 +425,7 @@ def test_a_half_created_client_is_not_listed_or_shown(world: World) -> None:
     with pytest.raises(Crash):
         world.provisioning(crash_at(CreateCheckpoints.SECRET_STORED)).create_client(CreateRequest(NAME))
 
-    assert world.provisioning().queries.list_clients() == []
+    assert world.provisioning().queries.list_page(50) == ([], None)
     with pytest.raises(errors.ResourceNotFound):
         world.provisioning().queries.get(NAME)
 
@@ -434,15 +442,30 @@ def test_list_shows_the_managed_clients_and_the_bootstrap_admin(world: World) ->
     a, _ = provisioning.create_client(CreateRequest("a-service"))
     b, _ = provisioning.create_client(CreateRequest("b-service", "Care Team User"))
 
-    listed = provisioning.queries.list_clients()
+    listed, next_token = provisioning.queries.list_page(50)
 
     assert [r.name for r in listed] == ["a-service", "b-service", ADMIN]
     assert listed[:2] == [a, b]
     assert listed[2].client_id == "local-admin"
-    details = provisioning.queries.list_details()
-    assert [d["name"] for d in details] == ["a-service", "b-service", ADMIN]
-    assert details[0] == provisioning.queries.get("a-service")
-    assert "local-admin-secret" not in json.dumps(details)
+    assert next_token is None
+    assert "local-admin-secret" not in json.dumps([record.to_json() for record in listed])
+
+
+def test_the_list_comes_in_pages_the_bootstrap_admin_on_the_first(world: World) -> None:
+    world.secrets.create(
+        world.secret_id(ADMIN), world_admin_credentials(), kms_key_id="", tags={}, idempotency_key="admin-version"
+    )
+    provisioning = world.provisioning()
+    for name in ("a-service", "b-service", "c-service"):
+        provisioning.create_client(CreateRequest(name))
+
+    first, token = provisioning.queries.list_page(2)
+    second, last = provisioning.queries.list_page(2, token)
+
+    assert [r.name for r in first] == ["a-service", "b-service", ADMIN]
+    assert [r.name for r in second] == ["c-service"]
+    assert token is not None
+    assert last is None
 
 
 def world_admin_credentials():
@@ -509,13 +532,17 @@ def test_deleting_the_bootstrap_admin_is_a_conflict(world: World) -> None:
     "step",
     [
         RetireCheckpoints.DELETE_MARKED,
+        RetireCheckpoints.ROTATION_CANCELLED,
         RetireCheckpoints.APP_CLIENT_DELETED,
         RetireCheckpoints.SECRET_DELETION_SCHEDULED,
         RetireCheckpoints.TOKENS_PURGED,
     ],
 )
-def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(world: World, step: str) -> None:
+def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(step: str) -> None:
+    # A client whose rotation started and stopped moving
+    world = World(rotation_function_arn="arn:aws:lambda:us-east-1:123456789012:function:rotation")
     world.provisioning().create_client(CreateRequest(NAME))
+    world.provisioning().start_rotation(NAME)
     with pytest.raises(Crash):
         world.provisioning(crash_at(step)).retire_client(NAME)
     with pytest.raises(errors.ResourceNotFound):
@@ -524,8 +551,15 @@ def test_a_delete_interrupted_anywhere_is_finished_by_a_retry(world: World, step
     world.provisioning().retire_client(NAME)
 
     assert world.zus.named(NAME) == []
-    assert world.secrets.secrets[world.secret_id(NAME)].deleted is True
+    description = world.secrets.describe(world.secret_id(NAME))
+    assert description is not None
+    assert description.deleted is True
+    assert not description.rotation_in_progress
+    assert not description.rotation_enabled
     assert world.records.get(NAME) is None
+    # ... and the name can be provisioned again at once
+    world.provisioning().create_client(CreateRequest(NAME))
+    world.assert_usable()
 
 
 def test_a_create_of_a_name_being_deleted_is_a_conflict(world: World) -> None:

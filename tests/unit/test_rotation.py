@@ -9,9 +9,18 @@ from fakes import ADMIN, NAMING, Crash, FakeDeployment, crash_at
 
 from zus_m2m import errors
 from zus_m2m.rotation.policy import RotationPolicy
+from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
 from zus_m2m.rotation.sweep import RotationSweep
-from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, ClientCredentials, managed_tags
+from zus_m2m.values import (
+    AWSCURRENT,
+    AWSPENDING,
+    AWSPREVIOUS,
+    CachedToken,
+    ClientCredentials,
+    RotationFailure,
+    managed_tags,
+)
 
 STAGE = NAMING.stage
 CLIENT = "billing"
@@ -42,6 +51,7 @@ class World(FakeDeployment):
             self.zus,
             self.issuer,
             self.admin_tokens,
+            self.failures,
             self.policy,
             self.metrics,
             clock=self.clock,
@@ -49,8 +59,13 @@ class World(FakeDeployment):
             checkpoint=self.checkpoints.append,
         )
 
+    def repair(self) -> RotationRepair:
+        return RotationRepair(
+            self.secrets, self.steps(), self.issuer, self.failures, self.policy, self.metrics, clock=self.clock
+        )
+
     def sweep(self) -> RotationSweep:
-        return RotationSweep(self.secrets, self.steps(), self.issuer, self.policy, self.metrics, clock=self.clock)
+        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, clock=self.clock)
 
     def start(self, name: str = CLIENT) -> str:
         self.secrets.start_rotation(self.secret_id(name), FUNCTION_ARN)
@@ -417,15 +432,17 @@ def test_the_sweep_restarts_a_rotation_that_died_before_storing_anything(world: 
     assert stuck not in world.stages()  # its label is gone
 
 
-def test_the_sweep_drops_a_stale_pending_secret_zus_refuses_while_the_current_works(world: World) -> None:
+def test_the_sweep_restarts_a_rotation_whose_pending_secret_zus_refuses_while_the_current_works(world: World) -> None:
     version = world.start()
     world.store_a_pending_secret_zus_never_held(version)
     world.clock.now += 16 * 60
 
     report = world.sweep().run()
 
-    assert report["secrets"][SECRET] == "pending-dropped"
-    assert world.stages() == {"billing-v1": [AWSCURRENT]}
+    assert report["secrets"][SECRET] == "rotation-restarted"
+    restarted = world.secrets.pending_version(SECRET)
+    assert restarted not in (None, version)
+    assert world.stages() == {"billing-v1": [AWSCURRENT], restarted: [AWSPENDING]}  # the stale one has no label
 
 
 def test_the_sweep_starts_a_recovery_rotation_for_a_lost_secret(world: World) -> None:
@@ -485,3 +502,93 @@ def test_zus_down_during_the_sweep_fails_that_client_only(world: World) -> None:
     assert report["secrets"] == {SECRET: "failed", world.secret_id("other"): "rotation-started", ADMIN_SECRET: "absent"}
     assert world.metrics.counts["SecretRecoveryStarted"] == 0
     assert world.secrets.rotations_started == [(world.secret_id("other"), FUNCTION_ARN)]
+
+
+# --- recorded failures and the repair job --------------------------------------------------------------
+
+
+def fail_create_secret(world: World) -> str:
+    """A rotation whose createSecret failed (Zus refused rotate-secret): its version."""
+    version = world.start()
+    world.zus.fail["rotate secret"] = [errors.ZusUnavailable("rotate secret", 500, "Internal Server Error")]
+    with pytest.raises(errors.ZusUnavailable):
+        world.steps().run("createSecret", SECRET, version)
+    return version
+
+
+def test_a_failed_step_is_recorded_without_anything_secret(world: World) -> None:
+    version = fail_create_secret(world)
+
+    [failure] = world.failures.list()
+
+    assert (failure.client, failure.version, failure.step, failure.seen_at) == (CLIENT, version, "createSecret", None)
+    assert failure.failed_at == world.clock()
+    assert failure.reason == "Zus rotate secret failed (HTTP 500): Internal Server Error"
+
+
+def test_a_refused_invocation_of_a_stale_version_is_not_a_failure_to_repair(world: World) -> None:
+    world.rotate()
+    previous = next(v for v, stages in world.stages().items() if stages == [AWSPREVIOUS])
+
+    with pytest.raises(errors.ResourceConflict):
+        world.steps().run("createSecret", SECRET, previous)
+
+    assert world.failures.list() == []
+
+
+def test_a_failure_retried_and_failed_again_waits_another_run(world: World) -> None:
+    version = fail_create_secret(world)
+    repair = world.repair()
+    assert repair.run()["clients"] == {CLIENT: "waiting"}
+    world.clock.now += 120
+    # Secrets Manager retries the rotation, and it fails again: recorded afresh
+    world.zus.fail["rotate secret"] = [errors.ZusUnavailable("rotate secret", 500, "Internal Server Error")]
+    with pytest.raises(errors.ZusUnavailable):
+        world.steps().run("createSecret", SECRET, version)
+
+    assert repair.run()["clients"] == {CLIENT: "waiting"}
+    assert repair.run()["clients"] == {CLIENT: "rotation-restarted"}
+    assert world.failures.list() == []
+
+
+def test_a_failure_whose_rotation_finished_or_whose_client_is_gone_is_forgotten(world: World) -> None:
+    version = fail_create_secret(world)
+    steps = world.steps()
+    steps.run("createSecret", SECRET, version)  # Secrets Manager's retry gets through ...
+    assert world.failures.list() == []  # ... and clears the record
+    for step in ("setSecret", "testSecret", "finishSecret"):
+        steps.run(step, SECRET, version)
+    # A record that outlived its rotation, and one of a client deleted since
+    world.failures.record(RotationFailure(CLIENT, version, "testSecret", world.clock(), "recorded late"))
+    world.add_client("gone")
+    world.failures.record(RotationFailure("gone", "some-version", "createSecret", world.clock(), "x"))
+    world.secrets.schedule_deletion(world.secret_id("gone"), 7)
+
+    report = world.repair().run()
+
+    assert report["clients"] == {CLIENT: "resolved", "gone": "absent"}
+    assert world.failures.list() == []
+
+
+def test_zus_down_during_a_repair_keeps_the_failure_for_the_next_run(world: World) -> None:
+    fail_create_secret(world)
+    repair = world.repair()
+    repair.run()
+    world.issuer.issue_with = lambda client, credentials: (_ for _ in ()).throw(  # type: ignore[method-assign]
+        errors.ZusUnavailable("token request", 503, "Service Unavailable")
+    )
+
+    assert repair.run()["clients"] == {CLIENT: "failed"}
+    assert len(world.failures.list()) == 1
+    del world.issuer.issue_with  # Zus is back
+    assert repair.run()["clients"] == {CLIENT: "rotation-restarted"}
+
+
+def test_a_repair_on_request_rolls_forward_at_once(world: World) -> None:
+    steps, version = world.created()
+
+    outcome = world.repair().repair(steps.target_of(world.secrets.describe(SECRET)))  # type: ignore[arg-type]
+
+    assert outcome == "rolled-forward"
+    assert world.stages()[version] == [AWSCURRENT]
+    assert world.metrics.counts["RotationRepaired"] == 1

@@ -62,7 +62,11 @@ def test_requests_match_the_most_specific_route(model: TemplateModel) -> None:
 
 def test_schedules_come_with_their_input_and_interval(model: TemplateModel) -> None:
     schedules = {schedule.name: schedule for schedule in model.schedules}
-    assert set(schedules) == {"zus-m2m-local-pre-refresh", "zus-m2m-local-rotation-sweep"}
+    assert set(schedules) == {
+        "zus-m2m-local-pre-refresh",
+        "zus-m2m-local-rotation-repair",
+        "zus-m2m-local-rotation-sweep",
+    }
     pre_refresh = schedules["zus-m2m-local-pre-refresh"]
     assert (pre_refresh.function, pre_refresh.interval_seconds, pre_refresh.input) == (
         "ScheduledFunction",
@@ -71,6 +75,8 @@ def test_schedules_come_with_their_input_and_interval(model: TemplateModel) -> N
     )
     sweep = schedules["zus-m2m-local-rotation-sweep"]
     assert (sweep.interval_seconds, sweep.input) == (3600.0, {"job": "rotation-sweep"})
+    repair = schedules["zus-m2m-local-rotation-repair"]
+    assert (repair.interval_seconds, repair.input) == (120.0, {"job": "rotation-repair"})
 
 
 def test_functions_get_globals_and_their_own_environment_resolved(model: TemplateModel) -> None:
@@ -134,7 +140,11 @@ def test_parameter_overrides_flow_through_conditions_and_mappings() -> None:
     assert env["ZUS_API_BASE_URL"] == "https://api.zusapi.com"
     assert env["ZUS_AUTH_BASE_URL"] == "https://auth.zusapi.com"
     assert env["ROTATION_FUNCTION_ARN"] == "arn:aws:lambda:eu-west-1:111122223333:function:other-RotationFunction"
-    assert {schedule.name for schedule in model.schedules} == {"other-pre-refresh", "other-rotation-sweep"}
+    assert {schedule.name for schedule in model.schedules} == {
+        "other-pre-refresh",
+        "other-rotation-repair",
+        "other-rotation-sweep",
+    }
 
 
 def test_bad_parameters_are_refused_by_name() -> None:

@@ -1,5 +1,8 @@
-"""The HTTP edge shared by every API function: request bodies in, JSON responses and problem+json
-errors out.
+"""The HTTP edge shared by every API function: query strings and request bodies in, JSON responses
+and problem+json errors out.
+
+Every route reads its input here, strictly: a query parameter the route does not take, a JSON body
+with a key twice, a field a body does not have, are each a 400 naming what was wrong.
 
 Each ``ZusM2MError`` carries its status, so one exception handler serves every route; anything else
 is a bug, logged with its traceback and answered 500 without one.
@@ -12,7 +15,8 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -20,13 +24,18 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from zus_m2m import problem, validation
 from zus_m2m.errors import InvalidRequest, ZusM2MError
-from zus_m2m.values import DEFAULT_ROLE, CreateRequest
+from zus_m2m.values import DEFAULT_ROLE, CreateRequest, RotationRequest
 
 logger = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store"}
 CREATE_FIELDS = ("name", "roleName")
+ROTATION_FIELDS = ("repair",)
 _ROLE_NAME_MAX = 128
+# How much of a caller's unexpected name an error repeats.
+_SHOWN_MAX = 64
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
+_NEXT_TOKEN_MAX = 4096
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
@@ -46,22 +55,57 @@ def body_text(event: BaseProxyEvent) -> str | None:
         raise InvalidRequest("the body is not UTF-8 text") from None
 
 
-def parse_create_request(body: str | None, content_type: str | None) -> CreateRequest:
-    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ...}`` and nothing else."""
+def _shown(name: str) -> str:
+    return repr(name[:_SHOWN_MAX])
+
+
+def query_parameters(event: BaseProxyEvent, allowed: Collection[str] = ()) -> dict[str, str]:
+    """The query string's parameters; a parameter the route does not take (``allowed``) is a 400
+    naming it (a misspelt ``minttl`` is refused, not ignored)."""
+    given: Mapping[str, str] = event.query_string_parameters or {}
+    unknown = sorted(name for name in given if name not in allowed)
+    if unknown:
+        takes = f"it takes {', '.join(allowed)}" if allowed else "this route takes none"
+        raise InvalidRequest(f"unknown query parameter {', '.join(_shown(name) for name in unknown)}; {takes}")
+    return dict(given)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object hook: an object with a key twice is refused (which one would count?)."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise InvalidRequest(f"the body has the key {_shown(key)} more than once")
+        document[key] = value
+    return document
+
+
+def read_json(body: str | None, content_type: str | None) -> Any:
+    """A JSON request body, or None when there is none (empty or blank). A body must be JSON
+    (Content-Type application/json or ``+json``, when given), valid and without duplicate keys."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):
         raise InvalidRequest(f"Content-Type must be application/json, not {media_type!r}")
     if not body or not body.strip():
-        raise InvalidRequest("the body must be a JSON object with name and optionally roleName")
+        return None
     try:
-        document = json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes ("[[[[…")
         raise InvalidRequest("the body is not valid JSON") from None
+
+
+def _fields(document: dict[str, Any], allowed: Collection[str]) -> None:
+    unknown = sorted(str(key) for key in document if key not in allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+
+
+def parse_create_request(body: str | None, content_type: str | None) -> CreateRequest:
+    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ...}`` and nothing else."""
+    document = read_json(body, content_type)
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object with name and optionally roleName")
-    unknown = sorted(str(key) for key in document if key not in CREATE_FIELDS)
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(CREATE_FIELDS)}")
+    _fields(document, CREATE_FIELDS)
     if "name" not in document:
         raise InvalidRequest("name is required")
     name = validation.client_name(document["name"])
@@ -69,6 +113,40 @@ def parse_create_request(body: str | None, content_type: str | None) -> CreateRe
     if not isinstance(role_name, str) or not role_name.strip() or len(role_name) > _ROLE_NAME_MAX:
         raise InvalidRequest(f"roleName must be a non-empty string of at most {_ROLE_NAME_MAX} characters")
     return CreateRequest(name=name, role_name=role_name)
+
+
+def parse_rotation_request(body: str | None, content_type: str | None) -> RotationRequest:
+    """The ``POST /app-clients/{name}/rotations`` body: none, ``{}`` or ``{"repair": true|false}``."""
+    document = read_json(body, content_type)
+    if document is None:
+        return RotationRequest()
+    if not isinstance(document, dict):
+        raise InvalidRequest('the body must be empty, {} or {"repair": true}')
+    _fields(document, ROTATION_FIELDS)
+    repair = document.get("repair", False)
+    if not isinstance(repair, bool):
+        raise InvalidRequest("repair must be true or false")
+    return RotationRequest(repair=repair)
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page of a list: at most ``limit`` items, after the page whose ``nextToken`` this is."""
+
+    limit: int
+    next_token: str | None
+
+
+def parse_page_request(event: BaseProxyEvent) -> PageRequest:
+    """``?limit=N`` (1-100, default 50) and ``?nextToken=…`` (a previous page's, opaque), and no other."""
+    query = query_parameters(event, ("limit", "nextToken"))
+    limit = validation.integer_in_range(
+        "limit", query.get("limit"), default=LIST_LIMIT_DEFAULT, low=1, high=LIST_LIMIT_MAX
+    )
+    token = query.get("nextToken")
+    if token is not None and not 0 < len(token) <= _NEXT_TOKEN_MAX:
+        raise InvalidRequest("nextToken must be the nextToken of a previous page")
+    return PageRequest(limit, token)
 
 
 def problem_response(

@@ -88,8 +88,23 @@ SCHEMAS: Mapping[str, dict[str, Any]] = {
     },
     "AppClientList": {
         "type": "object",
-        "required": ["appClients"],
-        "properties": {"appClients": {"type": "array", "items": ref("AppClientDetails")}},
+        "required": ["appClients", "nextToken"],
+        "properties": {
+            "appClients": {"type": "array", "items": ref("AppClient")},
+            "nextToken": {"type": ["string", "null"], "description": "the next page's token; null on the last"},
+        },
+        "additionalProperties": False,
+    },
+    "RotationRequest": {
+        "type": "object",
+        "properties": {
+            "repair": {
+                "type": "boolean",
+                "default": False,
+                "description": "repair the rotation in progress now (roll it forward, or start it again) "
+                "instead of answering 409",
+            },
+        },
         "additionalProperties": False,
     },
     "RotationStarted": {
@@ -98,7 +113,10 @@ SCHEMAS: Mapping[str, dict[str, Any]] = {
         "properties": {
             "name": {"type": "string"},
             "secretArn": {"type": "string"},
-            "rotation": {"const": "started"},
+            "rotation": {
+                "enum": ["started", "rolled-forward", "rotation-restarted", "recovery-started"],
+                "description": "started: a new rotation; otherwise how the rotation in progress was repaired",
+            },
         },
         "additionalProperties": False,
     },
@@ -129,13 +147,32 @@ MIN_TTL: dict[str, Any] = {
     "description": "seconds the token must still be valid for",
     "schema": {"type": "integer", "minimum": 0, "maximum": 3000, "default": 60},
 }
+LIMIT: dict[str, Any] = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "records per page",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+}
+NEXT_TOKEN: dict[str, Any] = {
+    "name": "nextToken",
+    "in": "query",
+    "required": False,
+    "description": "the nextToken of the previous page (opaque)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 4096},
+}
 CREATE_BODY: dict[str, Any] = {
     "required": True,
     "content": {JSON: {"schema": ref("CreateAppClient")}},
 }
+ROTATION_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {JSON: {"schema": ref("RotationRequest")}},
+}
 
 _ERRORS = {
-    400: "the input is malformed (a name, a query parameter or the body)",
+    400: "the input is malformed (a name, a query parameter or the body) or unexpected (a parameter the route "
+    "does not take, a key given twice)",
     404: "no managed app client of that name",
     409: "the request conflicts with the client's state",
     422: "well formed but impossible (an unknown role, a minTtl longer than tokens live)",

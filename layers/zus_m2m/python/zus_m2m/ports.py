@@ -16,6 +16,7 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     RecordItem,
+    RotationFailure,
     SecretDescription,
     TokenState,
 )
@@ -157,10 +158,35 @@ class SecretStore(SecretReader, Protocol):
 
     def start_rotation(self, secret_id: str, rotation_function_arn: str | None) -> None: ...
 
+    def cancel_rotation(self, secret_id: str) -> None:
+        """CancelRotateSecret: Secrets Manager invokes no more steps of a started rotation and turns
+        scheduled rotation off; the rotation's AWSPENDING label stays where it was."""
+        ...
+
     def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None: ...
 
     def restore(self, secret_id: str) -> None:
         """Cancel a scheduled deletion."""
+        ...
+
+
+class RotationFailures(Protocol):
+    """The rotation steps that failed and are not repaired yet, at most one per client (docs/design.md)."""
+
+    def record(self, failure: RotationFailure) -> None:
+        """Remember the failure, replacing the client's earlier one (and whether a run saw it)."""
+        ...
+
+    def list(self) -> list[RotationFailure]:
+        """Every recorded failure: one query, never a scan of the clients."""
+        ...
+
+    def mark_seen(self, failure: RotationFailure, now: float) -> bool:
+        """Note that a repair run saw ``failure``; False if the client's record changed meanwhile."""
+        ...
+
+    def clear(self, client: str, version: str) -> None:
+        """Forget the client's failure if it is one of rotation ``version`` (a newer one stays)."""
         ...
 
 
@@ -174,7 +200,11 @@ class ClientRecords(Protocol):
         """The item, read consistently, or None."""
         ...
 
-    def list_active(self) -> list[ClientRecord]: ...
+    def list_page(self, limit: int, after: str | None) -> tuple[list[ClientRecord], str | None]:
+        """Up to ``limit`` active records after the page ``after`` names (an opaque token this returned
+        before; None: from the start), and the token of the next page (None: no more). A token it did
+        not make is InvalidRequest."""
+        ...
 
     def claim(
         self, name: str, role_name: str, owner: str, now: float, until: float, *, previous_owner: str | None

@@ -145,7 +145,26 @@ class SecretDescription:
     @property
     def rotation_in_progress(self) -> bool:
         """A rotation started and has not finished (decided from VersionIdsToStages)."""
-        return any(rotation_started(stages) for stages in self.versions.values())
+        return self.rotation_version is not None
+
+    @property
+    def rotation_version(self) -> str | None:
+        """The version a rotation in progress is making (AWSPENDING, not AWSCURRENT), or None."""
+        return next((version for version, stages in self.versions.items() if rotation_started(stages)), None)
+
+
+@dataclass(frozen=True)
+class RotationFailure:
+    """A rotation step that failed, as the rotation function records it for the repair job: which
+    client's rotation, its version (the ClientRequestToken), the step, when, and why (an error's
+    detail, which never carries a secret). ``seen_at``: when a repair run first saw it."""
+
+    client: str
+    version: str
+    step: str
+    failed_at: float
+    reason: str
+    seen_at: float | None = None
 
 
 # --- tokens -------------------------------------------------------------------------------------
@@ -196,6 +215,14 @@ class CreateRequest:
 
     name: str
     role_name: str = DEFAULT_ROLE
+
+
+@dataclass(frozen=True)
+class RotationRequest:
+    """What ``POST /app-clients/{name}/rotations`` asks for, checked at the HTTP edge (``zus_m2m.api``):
+    a new rotation, or with ``repair`` the repair of the one in progress."""
+
+    repair: bool = False
 
 
 @dataclass(frozen=True)

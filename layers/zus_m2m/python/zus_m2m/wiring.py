@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Metrics
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
-from zus_m2m import deadline
+from zus_m2m import deadline, logs
 from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import (
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from zus_m2m.provisioning.queries import ClientQueries
     from zus_m2m.provisioning.retire import RetireClient
     from zus_m2m.provisioning.start_rotation import StartRotation
+    from zus_m2m.rotation.repair import RotationRepair
     from zus_m2m.rotation.steps import RotationSteps
     from zus_m2m.rotation.sweep import RotationSweep
     from zus_m2m.tokens.pre_refresh import TokenPreRefresh
@@ -91,15 +92,16 @@ class PowertoolsMetrics:
             self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
-def invocation(metrics: Metrics) -> Callable[[Handler], Handler]:
-    """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``) and
-    publishes its metrics after: ``@metrics.log_metrics``, made safe for several threads at once."""
+def invocation(metrics: Metrics, logger: Logger) -> Callable[[Handler], Handler]:
+    """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``), logs the
+    package's lines through the function's ``logger`` (``zus_m2m.logs``) and publishes its metrics
+    after: ``@metrics.log_metrics``, made safe for several threads at once."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
             try:
-                with deadline.within(context.get_remaining_time_in_millis() / 1000):
+                with logs.invocation_logger(logger), deadline.within(context.get_remaining_time_in_millis() / 1000):
                     return handler(event, context)
             finally:
                 with _METRICS_LOCK:
@@ -172,11 +174,12 @@ def provisioning_use_cases(
     policy: ProvisioningPolicy,
     metrics: MetricsSink,
     *,
+    repair: RotationRepair,
     checkpoint: Checkpoint = no_checkpoint,
     clock: Clock = time.time,
     sleep: Sleep = time.sleep,
 ) -> Provisioning:
-    """The use cases, wired to one another and to ``ports``."""
+    """The use cases, wired to one another and to ``ports``; ``repair`` repairs a rotation on request."""
     from zus_m2m.provisioning.admin import BootstrapAdmin
     from zus_m2m.provisioning.create import CreateClient
     from zus_m2m.provisioning.queries import ClientQueries
@@ -193,9 +196,9 @@ def provisioning_use_cases(
         ),
         queries=queries,
         retire_client=RetireClient(
-            ports.records, admin, ports.secrets, ports.tokens, policy, metrics, checkpoint=checkpoint
+            ports.records, admin, ports.secrets, keeper, ports.tokens, policy, metrics, checkpoint=checkpoint
         ),
-        start_rotation=StartRotation(queries, ports.secrets, policy, metrics),
+        start_rotation=StartRotation(queries, ports.secrets, repair, policy, metrics),
     )
 
 
@@ -266,11 +269,14 @@ class Container:
             rotation_function_arn=settings.rotation_function_arn,
             token_budget_per_hour=settings.token_budget_per_hour,
         )
-        return provisioning_use_cases(ports, policy, self._metrics, checkpoint=checkpoint)
+        repair = self.rotation_repair(vendor)
+        return provisioning_use_cases(ports, policy, self._metrics, repair=repair, checkpoint=checkpoint)
 
     def rotation_steps(self, vendor: TokenVendor | None = None) -> RotationSteps:
         """The four steps. Their tests' tokens go through ``vendor`` (one is built unless given), so
-        they are cached; admin calls use a Builder Admin token vended from the bootstrap secret."""
+        they are cached; admin calls use a Builder Admin token vended from the bootstrap secret; a
+        failed step is recorded in the table."""
+        from zus_m2m.aws.rotation_failures import DynamoRotationFailures
         from zus_m2m.rotation.policy import RotationPolicy
         from zus_m2m.rotation.steps import RotationSteps
 
@@ -282,6 +288,7 @@ class Container:
             zus=zus,
             issuer=vendor,
             admin=VendedAdminTokens(vendor, settings.admin_client_name),
+            failures=DynamoRotationFailures(self._dynamodb, settings.table_name),
             policy=RotationPolicy(
                 naming=settings.secret_naming,
                 rotation_function_arn=settings.rotation_function_arn,
@@ -290,13 +297,21 @@ class Container:
             metrics=self._metrics,
         )
 
-    def rotation_sweep(self, vendor: TokenVendor | None = None) -> RotationSweep:
-        """The sweep, with the steps it rolls a stuck rotation forward through; both share ``vendor``."""
-        from zus_m2m.rotation.sweep import RotationSweep
+    def rotation_repair(self, vendor: TokenVendor | None = None) -> RotationRepair:
+        """The repair (and the repair job), with the steps it rolls a rotation forward through; both
+        share ``vendor``."""
+        from zus_m2m.rotation.repair import RotationRepair
 
         vendor = vendor or self.token_vendor(self._zus_admin)
         steps = self.rotation_steps(vendor)
-        return RotationSweep(SecretsManagerStore(self._secretsmanager), steps, vendor, steps.policy, self._metrics)
+        return RotationRepair(steps.store, steps, vendor, steps.failures, steps.policy, self._metrics)
+
+    def rotation_sweep(self, vendor: TokenVendor | None = None) -> RotationSweep:
+        """The sweep, with the repair it repairs a long-stuck rotation with; both share ``vendor``."""
+        from zus_m2m.rotation.sweep import RotationSweep
+
+        repair = self.rotation_repair(vendor)
+        return RotationSweep(repair.store, repair, repair.policy, self._metrics)
 
     @functools.cached_property
     def _zus_admin(self) -> ZusClient:

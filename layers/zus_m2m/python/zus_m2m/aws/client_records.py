@@ -7,11 +7,15 @@ atomic across containers (see ``zus_m2m.provisioning.create``).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
 from zus_m2m.aws.dynamo import client_key, number, number_of, string, string_of
+from zus_m2m.errors import InvalidRequest
 from zus_m2m.values import ClientRecord, RecordItem, Status
 
 if TYPE_CHECKING:
@@ -21,6 +25,37 @@ RECORD = "record"
 # "name" and "status" are DynamoDB reserved words.
 _NAMES = {"#name": "name", "#status": "status"}
 _STATUSES: tuple[Status, ...] = ("creating", "active", "deleting")
+# DynamoDB's limits on a partition and a sort key value.
+_KEY_LIMITS = {"pk": 2048, "sk": 1024}
+
+
+def encode_page_token(key: dict[str, Any]) -> str:
+    """A scan position (an item's key) as an opaque token: URL-safe base64 of its JSON."""
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> dict[str, Any]:
+    """The scan position a token names; anything but a token ``encode_page_token`` made (a key of
+    this table: string pk and sk, nothing else) is InvalidRequest."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)), object_pairs_hook=dict)
+    except (ValueError, binascii.Error, RecursionError):
+        key = None
+    valid = (
+        isinstance(key, dict)
+        and set(key) == set(_KEY_LIMITS)
+        and all(
+            isinstance(value, dict)
+            and set(value) == {"S"}
+            and isinstance(value["S"], str)
+            and 0 < len(value["S"]) <= _KEY_LIMITS[name]
+            for name, value in key.items()
+        )
+    )
+    if not valid:
+        raise InvalidRequest("nextToken is not a token this service gave out (use a previous page's nextToken)")
+    assert isinstance(key, dict)  # valid says so
+    return key
 
 
 def _item(item: dict[str, Any]) -> RecordItem:
@@ -64,19 +99,37 @@ class DynamoClientRecords:
             )
         return _item(item) if item else None
 
-    def list_active(self) -> list[ClientRecord]:
-        # A scan is fine at the scale of one team's app clients (a few items each).
+    def list_page(self, limit: int, after: str | None) -> tuple[list[ClientRecord], str | None]:
+        # A scan in the table's order (a few items per client), each request reading about a page of
+        # clients, until the page is full; its token is the key of its last record, after which the
+        # next page's scan resumes.
+        start = decode_page_token(after) if after is not None else None
         found: list[ClientRecord] = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "sk = :record AND #status = :active",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":record": string(RECORD), ":active": string("active")},
+            "ConsistentRead": True,
+            "Limit": 3 * limit,
+        }
         with translated("listing client records"):
-            for page in self._db.get_paginator("scan").paginate(
-                TableName=self._table,
-                FilterExpression="sk = :record AND #status = :active",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":record": string(RECORD), ":active": string("active")},
-                ConsistentRead=True,
-            ):
-                found.extend(record for item in page.get("Items", []) if (record := _item(item).record))
-        return sorted(found, key=lambda record: record.name)
+            while True:
+                if start is not None:
+                    request["ExclusiveStartKey"] = start
+                page = self._db.scan(**request)
+                items = page.get("Items", [])
+                for index, item in enumerate(items):
+                    record = _item(item).record
+                    if record is None:
+                        continue
+                    found.append(record)
+                    if len(found) == limit:
+                        more = index < len(items) - 1 or "LastEvaluatedKey" in page
+                        return found, encode_page_token(client_key(record.name, RECORD)) if more else None
+                start = page.get("LastEvaluatedKey")
+                if start is None:
+                    return found, None
 
     def claim(
         self, name: str, role_name: str, owner: str, now: float, until: float, *, previous_owner: str | None

@@ -161,6 +161,11 @@ class SecretsManagerStore:
                     raise ResourceConflict("a rotation of this secret is already in progress") from exc
                 raise
 
+    def cancel_rotation(self, secret_id: str) -> None:
+        with translated("cancelling a rotation"):
+            self._sm.cancel_rotate_secret(SecretId=secret_id)
+        self.forget(secret_id)
+
     def schedule_deletion(self, secret_id: str, recovery_window_days: int) -> None:
         with translated("scheduling the secret's deletion"):
             self._sm.delete_secret(SecretId=secret_id, RecoveryWindowInDays=recovery_window_days)

@@ -1,5 +1,6 @@
 """Read the managed clients: a client's record, its rotation dates, its cached token's expiry and its
-hourly budget, never anything secret; and the list of them all, the bootstrap admin included."""
+hourly budget, never anything secret; and the list of their records, a page at a time, the bootstrap
+admin included."""
 
 from __future__ import annotations
 
@@ -26,16 +27,15 @@ class ClientQueries:
         """The record, its rotation dates, its token cache state and hourly budget; nothing secret."""
         return self._details(self.record(name))
 
-    def list_details(self) -> list[dict[str, Any]]:
-        """Every managed client as ``get`` shows it (a few reads per client: fine at one team's scale)."""
-        return [self._details(record) for record in self.list_clients()]
-
-    def list_clients(self) -> list[ClientRecord]:
-        records = {record.name: record for record in self.records.list_active()}
-        admin = self._admin_record()
-        if admin is not None:
-            records[admin.name] = admin
-        return [records[name] for name in sorted(records)]
+    def list_page(self, limit: int, after: str | None = None) -> tuple[list[ClientRecord], str | None]:
+        """Up to ``limit`` records (``get`` shows a client's details; the list reads records only),
+        sorted by name within the page, and the token of the next page (None on the last). The
+        bootstrap admin, which has no record, is on the first page besides them."""
+        records, next_token = self.records.list_page(limit, after)
+        admin = self._admin_record() if after is None else None
+        if admin is not None and all(record.name != admin.name for record in records):
+            records.append(admin)
+        return sorted(records, key=lambda record: record.name), next_token
 
     def record(self, name: str) -> ClientRecord:
         """The active record of ``name`` (the bootstrap admin's included), or ResourceNotFound."""

@@ -1,5 +1,6 @@
-"""Retire a managed client: delete it at Zus, schedule its secret's deletion, purge its cached
-tokens, forget its record.
+"""Retire a managed client: stop its secret's rotation, delete it at Zus, schedule its secret's
+deletion, purge its cached tokens, forget its record. Whatever state its rotation is in (a started
+rotation stuck anywhere), the name can be provisioned again at once.
 
 Each step is idempotent and the record stays (as "deleting") until the last, so a retry after a
 crash anywhere finishes the job. Every external step is followed by ``checkpoint(name)``
@@ -15,6 +16,7 @@ from zus_m2m import errors
 from zus_m2m.ports import Checkpoint, ClientRecords, MetricsSink, SecretStore, TokenTable, no_checkpoint
 from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
+from zus_m2m.provisioning.secret_keeper import SecretKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ class RetireCheckpoints:
     """The names ``checkpoint`` is called with, after each external step of a retirement."""
 
     DELETE_MARKED = "delete-marked"
+    ROTATION_CANCELLED = "rotation-cancelled"
     APP_CLIENT_DELETED = "app-client-deleted"
     SECRET_DELETION_SCHEDULED = "secret-deletion-scheduled"
     TOKENS_PURGED = "tokens-purged"
@@ -33,6 +36,7 @@ class RetireClient:
     records: ClientRecords
     admin: BootstrapAdmin
     secrets: SecretStore
+    keeper: SecretKeeper
     tokens: TokenTable
     policy: ProvisioningPolicy
     metrics: MetricsSink
@@ -53,14 +57,19 @@ class RetireClient:
             if not self.records.mark_deleting(name):
                 raise errors.ResourceConflict(f"app client {name!r} changed while being deleted; retry")
             self.checkpoint(RetireCheckpoints.DELETE_MARKED)
+            secret_id = self.policy.naming.secret_id(name)
+            described = self.secrets.describe(secret_id)
+            live = described if described is not None and not described.deleted else None
+            if live is not None:
+                # First, so that Secrets Manager retries no step against a client being deleted.
+                self.keeper.cancel_rotation(live)
+                self.checkpoint(RetireCheckpoints.ROTATION_CANCELLED)
             try:
                 self.admin.zus.delete_app_client(item.record.app_client_id, self.admin.bearer())
             except errors.ZusNotFound:
                 logger.info("the Zus app client was already gone", extra={"client": name})
             self.checkpoint(RetireCheckpoints.APP_CLIENT_DELETED)
-            secret_id = self.policy.naming.secret_id(name)
-            description = self.secrets.describe(secret_id)
-            if description is not None and not description.deleted:
+            if live is not None:
                 self.secrets.schedule_deletion(secret_id, self.policy.recovery_window_days)
             self.checkpoint(RetireCheckpoints.SECRET_DELETION_SCHEDULED)
             self.tokens.purge(name)

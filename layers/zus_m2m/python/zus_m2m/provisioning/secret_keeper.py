@@ -1,5 +1,6 @@
-"""A new client's secret in Secrets Manager: stored once however often a create is retried, found
-again after an interrupted create, put under rotation, and proven with a token."""
+"""A client's secret in Secrets Manager: stored once however often a create is retried, found again
+after an interrupted create, put under rotation, proven with a token, and taken out of rotation when
+the client is retired."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from zus_m2m import errors
 from zus_m2m.ports import SecretStore, TokenIssuer, ZusAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
-from zus_m2m.values import AWSCURRENT, ClientCredentials
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, SecretDescription
 from zus_m2m.zus.models import AppClient
 
 _NAMESPACE = uuid.UUID("5b0c7f5e-52a4-4f3e-9a43-0d1b8e0f6a11")
@@ -51,8 +52,11 @@ class SecretKeeper:
                 idempotency_key=idempotency_key(credentials.name, credentials.app_client_id),
             )
         if description.deleted:
-            # A client of the same name was deleted within the recovery window: reuse its secret.
+            # A client of the same name was deleted within the recovery window: reuse its secret, without
+            # a rotation its deletion left behind (one that raced the delete, or a delete made before
+            # deletes cancelled rotations): that would refuse the new client's rotation configuration.
             self.secrets.restore(secret_id)
+            self.cancel_rotation(description)
         else:
             stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
             if stored == credentials:
@@ -68,6 +72,16 @@ class SecretKeeper:
                 self.policy.rotation_function_arn,
                 self.policy.rotation_interval_days,
             )
+
+    def cancel_rotation(self, description: SecretDescription) -> None:
+        """Take the secret out of rotation: Secrets Manager retries no step of a started rotation and
+        schedules none (CancelRotateSecret), and that rotation's AWSPENDING label leaves its version, so
+        that no rotation is in progress (the version, value-less or not, is left without a label)."""
+        if description.rotation_enabled:
+            self.secrets.cancel_rotation(description.name)
+        version = description.rotation_version
+        if version is not None:
+            self.secrets.remove_stage(description.name, AWSPENDING, version)
 
     def prove(self, name: str, app_client: AppClient) -> None:
         """The guide's steps 3-4 with what Secrets Manager now holds: a token from the stored secret

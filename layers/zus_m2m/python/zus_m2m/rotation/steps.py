@@ -15,6 +15,11 @@ stay valid and the vendor falls back to AWSPENDING / AWSPREVIOUS on ``invalid_cl
 
 Every read here names a stage or a version and is fresh (never the store's short cache): a step
 acts on what Secrets Manager holds now.
+
+A step of one of our rotations that fails is recorded (``RotationFailures``: the client, the version,
+the step, when and why) before the error goes back to Secrets Manager, and a later step of the same
+version that succeeds clears the record; the repair job (``zus_m2m.rotation.repair``) repairs what
+stays recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from zus_m2m.ports import (
     Checkpoint,
     Clock,
     MetricsSink,
+    RotationFailures,
     SecretStore,
     Sleep,
     TokenIssuer,
@@ -39,7 +45,7 @@ from zus_m2m.ports import (
     no_checkpoint,
 )
 from zus_m2m.rotation.policy import RotationPolicy
-from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, SecretDescription
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, RotationFailure, SecretDescription
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,7 @@ class RotationSteps:
     zus: ZusAdmin
     issuer: TokenIssuer
     admin: AdminTokens
+    failures: RotationFailures
     policy: RotationPolicy
     metrics: MetricsSink
     _: KW_ONLY
@@ -103,20 +110,33 @@ class RotationSteps:
             raise errors.InvalidRequest(f"unknown rotation step {step[:40]!r}; steps are {', '.join(STEPS)}")
         started = self.clock()
         context: dict[str, Any] = {"step": step, "secret": secret_id, "version": version_id}
+        client: str | None = None
         try:
             target = self._guard(secret_id, version_id)
-            context["client"] = target.client
+            client = context["client"] = target.client
             quiet = target.already_current and step != FINISH_SECRET
             outcome = "already-current" if quiet else run(target, version_id)
         except Exception as exc:
             self.metrics.count("RotationFailed")
             reason = exc.detail if isinstance(exc, errors.ZusM2MError) else type(exc).__name__
             logger.error("rotation step failed", extra={**context, "reason": reason})
+            # Only a step of one of our rotations (past the guard) is a failure to repair.
+            if client is not None:
+                self._note(self.failures.record, RotationFailure(client, version_id, step, started, reason))
             raise
+        self._note(self.failures.clear, target.client, version_id)
         self.metrics.count("RotationStep")
         seconds = round(self.clock() - started, 3)
         logger.info("rotation step done", extra={**context, "outcome": outcome, "seconds": seconds})
         return outcome
+
+    def _note(self, bookkeeping: Callable[..., None], *arguments: Any) -> None:
+        """Record or clear a failure; the step's own outcome stands even if that fails (the repair job
+        checks every recorded failure against the secret before acting on it)."""
+        try:
+            bookkeeping(*arguments)
+        except errors.ZusM2MError as exc:
+            logger.warning("could not update the recorded rotation failures", extra={"reason": exc.detail})
 
     def target_of(self, description: SecretDescription) -> RotationTarget:
         """The secret as a rotation target, or ResourceConflict if it is not one of our clients': the

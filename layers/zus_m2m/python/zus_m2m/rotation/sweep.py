@@ -1,6 +1,7 @@
 """The scheduled sweep: visit every managed secret of this stage and the bootstrap admin's, repair a
-stuck rotation (rolling it forward through the rotation steps when its new secret works), recover a
-lost secret, and start a rotation that is due. Never starts one that is in progress."""
+rotation stuck for long (``zus_m2m.rotation.repair``: one whose failure was never recorded, e.g. a
+function that timed out), recover a lost secret, and start a rotation that is due. Never starts one
+that is in progress."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import Clock, MetricsSink, SecretStore, TokenIssuer
+from zus_m2m.ports import Clock, MetricsSink, SecretStore
 from zus_m2m.rotation.policy import RotationPolicy
-from zus_m2m.rotation.steps import FINISH_SECRET, RotationSteps, RotationTarget
-from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS
+from zus_m2m.rotation.repair import RotationRepair
+from zus_m2m.values import AWSCURRENT, AWSPREVIOUS
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,7 @@ logger = logging.getLogger(__name__)
 @dataclass(eq=False)
 class RotationSweep:
     store: SecretStore
-    steps: RotationSteps
-    issuer: TokenIssuer
+    repair: RotationRepair
     policy: RotationPolicy
     metrics: MetricsSink
     _: KW_ONLY
@@ -56,7 +56,7 @@ class RotationSweep:
         description = self.store.describe(secret_name)
         if description is None or description.deleted:
             return "absent"
-        target = self.steps.target_of(description)
+        target = self.repair.steps.target_of(description)
         now = self.clock()
         if description.rotation_in_progress:
             # LastChangedDate moves when a version is added or a label moves, LastRotatedDate when a
@@ -65,65 +65,14 @@ class RotationSweep:
             changed = max((stamp for stamp in stamps if stamp is not None), default=0.0)
             if now - changed < self.policy.stuck_after:
                 return "in-progress"
-            return self._repair(target)
-        working = self._first_working(target, (AWSCURRENT, AWSPREVIOUS))
+            return self.repair.repair(target)
+        working = self.repair.first_working(target, (AWSCURRENT, AWSPREVIOUS))
         if working != AWSCURRENT:
             reason = "current secret refused" if working else "every version refused"
-            return self._recover(target, reason)
+            return self.repair.recover(target, reason)
         since = description.last_rotated or description.created
         if since is None or now - since >= self.policy.rotation_interval:
-            self._start(target)
+            self.repair.start(target)
             logger.info("rotation started: due", extra={"client": target.client})
             return "rotation-started"
         return "healthy"
-
-    def _repair(self, target: RotationTarget) -> str:
-        """A rotation that died: roll it forward if its new secret works, else clear it away."""
-        pending_version = target.description.version_at(AWSPENDING)
-        assert pending_version is not None  # rotation_in_progress says so
-        has_value = self.store.read_version(target.secret_id, pending_version) is not None
-        working = self._first_working(target, (AWSPENDING, AWSCURRENT, AWSPREVIOUS))
-        if working == AWSPENDING:
-            # Zus holds the pending secret (its token is now cached): finish the rotation.
-            self.steps.run(FINISH_SECRET, target.secret_id, pending_version)
-            logger.info("stuck rotation rolled forward", extra={"client": target.client, "version": pending_version})
-            return "rolled-forward"
-        self.store.remove_stage(target.secret_id, AWSPENDING, pending_version)
-        if working is None:
-            return self._recover(target, "every version refused")
-        if working != AWSCURRENT:
-            return self._recover(target, "current secret refused")
-        if not has_value:
-            # The rotation died before createSecret stored anything: start it again.
-            self._start(target)
-            logger.info("stuck rotation restarted", extra={"client": target.client, "version": pending_version})
-            return "rotation-restarted"
-        logger.info("stale pending secret dropped", extra={"client": target.client, "version": pending_version})
-        return "pending-dropped"
-
-    def _recover(self, target: RotationTarget, reason: str) -> str:
-        """Zus refuses the current secret: rotate to a new one, which needs no old secret to work."""
-        self._start(target)
-        self.metrics.count("SecretRecoveryStarted")
-        logger.error("secret recovery started", extra={"client": target.client, "reason": reason})
-        return "recovery-started"
-
-    def _start(self, target: RotationTarget) -> None:
-        self.store.start_rotation(target.secret_id, self.policy.rotation_function_arn or None)
-
-    def _first_working(self, target: RotationTarget, stages: tuple[str, ...]) -> str | None:
-        """The first stage whose secret Zus accepts (the token it yields is cached), or None if Zus
-        refuses every one with invalid_client. Other errors (Zus down, budget spent) propagate: they
-        say nothing about the secret."""
-        tried: set[str] = set()
-        for stage in stages:
-            credentials = self.store.read(target.secret_id, stage, fresh=True)
-            if credentials is None or credentials.client_secret in tried:
-                continue
-            tried.add(credentials.client_secret)
-            try:
-                self.issuer.issue_with(target.client, credentials)
-            except errors.ZusInvalidClient:
-                continue
-            return stage
-        return None
