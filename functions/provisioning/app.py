@@ -1,4 +1,5 @@
-"""POST/GET/DELETE /app-clients[/{name}] and POST /app-clients/{name}/rotations: managed Zus app clients."""
+"""POST/GET/PATCH/DELETE /app-clients[/{name}] and POST /app-clients/{name}/rotations: managed Zus app
+clients, for the stack's admins only."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"zus_m2m"})
 metrics = Metrics()
 settings = Settings.from_env()
-provisioning = wiring.Container(settings, metrics).provisioning()
+container = wiring.Container(settings, metrics)
+provisioning = container.provisioning()
 app = api.resolver()
+app.use(middlewares=[api.admin_only(container.access)])
 
 
 @app.post(
@@ -25,13 +28,14 @@ app = api.resolver()
     summary="Provision a Zus app client, its secret stored in Secrets Manager",
     **openapi.operation(
         ok={201: ("created (Location: the client)", "AppClient"), 200: ("it existed: the same record", "AppClient")},
-        errors=(400, 409, 422, 503),
+        errors=(400, 403, 409, 422, 503),
         request_body=openapi.CREATE_BODY,
     ),
 )
 def create_app_client() -> Response[str]:
     event = app.current_event
     request = api.parse_create_request(api.body_text(event), event.headers.get("content-type"))
+    app.audit_detail(client=request.name)
     record, created = provisioning.create_client(request)
     logger.info("create answered", extra={"client": record.name, "new_client": created})
     headers = {"Location": f"/app-clients/{record.name}"} if created else {}
@@ -41,7 +45,7 @@ def create_app_client() -> Response[str]:
 @app.get(
     "/app-clients",
     summary="The managed app clients",
-    **openapi.operation(ok={200: ("every managed client", "AppClientList")}, errors=(503,)),
+    **openapi.operation(ok={200: ("every managed client", "AppClientList")}, errors=(403, 503)),
 )
 def list_app_clients() -> Response[str]:
     return api.json_response(200, {"appClients": provisioning.queries.list_details()})
@@ -51,17 +55,34 @@ def list_app_clients() -> Response[str]:
     "/app-clients/<name>",
     summary="One managed app client: record, rotations, cached token expiry, hourly budget",
     **openapi.operation(
-        ok={200: ("the client", "AppClientDetails")}, errors=(400, 404, 503), parameters=(openapi.NAME,)
+        ok={200: ("the client", "AppClientDetails")}, errors=(400, 403, 404, 503), parameters=(openapi.NAME,)
     ),
 )
 def get_app_client(name: str) -> Response[str]:
     return api.json_response(200, provisioning.queries.get(validation.client_name(name)))
 
 
+@app.patch(
+    "/app-clients/<name>",
+    summary="Replace the client's consumers: the IAM principals that may get its token",
+    **openapi.operation(
+        ok={200: ("the record with its new consumers", "AppClient")},
+        errors=(400, 403, 404, 409, 503),
+        parameters=(openapi.NAME,),
+        request_body=openapi.UPDATE_BODY,
+    ),
+)
+def update_app_client(name: str) -> Response[str]:
+    event = app.current_event
+    consumers = api.parse_consumers_update(api.body_text(event), event.headers.get("content-type"))
+    record = provisioning.update_consumers(validation.client_name(name), consumers)
+    return api.json_response(200, record.to_json())
+
+
 @app.delete(
     "/app-clients/<name>",
     summary="Retire a client: Zus client deleted, secret deletion scheduled, cached tokens purged",
-    **openapi.operation(ok={204: ("deleted", None)}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)),
+    **openapi.operation(ok={204: ("deleted", None)}, errors=(400, 403, 404, 409, 503), parameters=(openapi.NAME,)),
 )
 def delete_app_client(name: str) -> Response[str]:
     provisioning.retire_client(validation.client_name(name))
@@ -72,7 +93,9 @@ def delete_app_client(name: str) -> Response[str]:
     "/app-clients/<name>/rotations",
     summary="Start a Secrets Manager rotation of the client's secret",
     **openapi.operation(
-        ok={202: ("the rotation started", "RotationStarted")}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)
+        ok={202: ("the rotation started", "RotationStarted")},
+        errors=(400, 403, 404, 409, 429, 503),
+        parameters=(openapi.NAME,),
     ),
 )
 def start_rotation(name: str) -> Response[str]:

@@ -1,8 +1,9 @@
-"""The HTTP edge shared by every API function: request bodies in, JSON responses and problem+json
-errors out.
+"""The HTTP edge shared by every API function: the caller and request bodies in, JSON responses and
+problem+json errors out, and one audit line per call.
 
 Each ``ZusM2MError`` carries its status, so one exception handler serves every route; anything else
-is a bug, logged with its traceback and answered 500 without one.
+is a bug, logged with its traceback and answered 500 without one. The caller is API Gateway's IAM
+authorizer context (``caller_of``); what it may do is ``zus_m2m.access``'s to decide.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
-from zus_m2m import problem, validation
+from zus_m2m import audit, problem, validation
+from zus_m2m.access import AccessPolicy, Caller, principal_list
 from zus_m2m.errors import InvalidRequest, ZusM2MError
 from zus_m2m.values import DEFAULT_ROLE, CreateRequest
 
 logger = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store"}
-CREATE_FIELDS = ("name", "roleName")
+CREATE_FIELDS = ("name", "roleName", "consumers")
+UPDATE_FIELDS = ("consumers",)
 _ROLE_NAME_MAX = 128
 
 
@@ -46,29 +51,65 @@ def body_text(event: BaseProxyEvent) -> str | None:
         raise InvalidRequest("the body is not UTF-8 text") from None
 
 
-def parse_create_request(body: str | None, content_type: str | None) -> CreateRequest:
-    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ...}`` and nothing else."""
+def _json_object(body: str | None, content_type: str | None, shape: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON object body with no field outside ``fields``; ``shape`` says what it holds, for errors."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):
         raise InvalidRequest(f"Content-Type must be application/json, not {media_type!r}")
     if not body or not body.strip():
-        raise InvalidRequest("the body must be a JSON object with name and optionally roleName")
+        raise InvalidRequest(f"the body must be a JSON object with {shape}")
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes ("[[[[…")
         raise InvalidRequest("the body is not valid JSON") from None
     if not isinstance(document, dict):
-        raise InvalidRequest("the body must be a JSON object with name and optionally roleName")
-    unknown = sorted(str(key) for key in document if key not in CREATE_FIELDS)
+        raise InvalidRequest(f"the body must be a JSON object with {shape}")
+    unknown = sorted(str(key) for key in document if key not in fields)
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(CREATE_FIELDS)}")
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(fields)}")
+    return document
+
+
+def parse_create_request(body: str | None, content_type: str | None) -> CreateRequest:
+    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ..., "consumers": [...]}`` and nothing else."""
+    document = _json_object(body, content_type, "name and optionally roleName and consumers", CREATE_FIELDS)
     if "name" not in document:
         raise InvalidRequest("name is required")
     name = validation.client_name(document["name"])
     role_name = document.get("roleName", DEFAULT_ROLE)
     if not isinstance(role_name, str) or not role_name.strip() or len(role_name) > _ROLE_NAME_MAX:
         raise InvalidRequest(f"roleName must be a non-empty string of at most {_ROLE_NAME_MAX} characters")
-    return CreateRequest(name=name, role_name=role_name)
+    consumers = principal_list(document["consumers"], "consumers") if "consumers" in document else None
+    return CreateRequest(name=name, role_name=role_name, consumers=consumers)
+
+
+def parse_consumers_update(body: str | None, content_type: str | None) -> tuple[str, ...]:
+    """The ``PATCH /app-clients/{name}`` body: ``{"consumers": [...]}``, the list that replaces the client's."""
+    document = _json_object(body, content_type, "consumers", UPDATE_FIELDS)
+    if "consumers" not in document:
+        raise InvalidRequest("consumers is required")
+    return principal_list(document["consumers"], "consumers")
+
+
+def caller_of(event: BaseProxyEvent) -> Caller:
+    """Who signed the request: ``requestContext.authorizer.iam`` and the source address, as API
+    Gateway's IAM authorizer sets them (an empty ``arn`` without that context)."""
+    context = APIGatewayProxyEventV2(event.raw_event).request_context
+    iam = context.authorizer.iam
+    return Caller(
+        arn=iam.user_arn, account_id=iam.account_id, access_key=iam.access_key, source_ip=context.http.source_ip
+    )
+
+
+def admin_only(access: AccessPolicy) -> Any:
+    """A resolver middleware refusing (403) every request of a caller who is not an admin, before its
+    route reads its input."""
+
+    def require_admin(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        access.require_admin(caller_of(app.current_event))
+        return next_middleware(app)
+
+    return require_admin
 
 
 def problem_response(
@@ -92,19 +133,31 @@ def _known_error(error: ZusM2MError) -> Response[str]:
     return problem_response(error.http_status, error.title, error.detail, _kind(error), error.retry_after)
 
 
+def _problem_kind(response: dict[str, Any]) -> str | None:
+    """The kind of a problem document answer (an error's body, never a token's)."""
+    if int(response.get("statusCode", 200)) < 400:
+        return None
+    try:
+        kind = json.loads(response.get("body") or "{}").get("type", "")
+    except (ValueError, AttributeError):
+        return None
+    return str(kind).removeprefix(problem.TYPE_PREFIX) or None
+
+
 def _unexpected_error(error: Exception) -> Response[str]:
     logger.exception("unexpected error")
     return problem_response(500, "Internal Server Error", "an unexpected error occurred", "internal-error")
 
 
 class _Request(threading.local):
-    """The request one thread is resolving."""
+    """The request one thread is resolving, and what its route adds to its audit line."""
 
     event: Any = None
     lambda_context: Any = None
 
     def __init__(self) -> None:
         self.context: dict[str, Any] = {}
+        self.audit: dict[str, Any] = {}
 
 
 def _per_thread(name: str) -> Any:
@@ -124,6 +177,9 @@ class ThreadSafeHttpResolver(APIGatewayHttpResolver):
     process. Powertools 3 has no hook for this (its ASGI ``HttpResolverLocal`` keeps per-request state
     the same way, with properties over these attributes), so these three attributes read and write a
     thread-local instead, and ``resolve`` sets the two that Powertools sets on the class.
+
+    ``resolve`` writes the call's audit line once it is answered (``zus_m2m.audit``); routes add to it
+    with ``audit_detail``.
     """
 
     current_event = _per_thread("event")
@@ -137,11 +193,22 @@ class ThreadSafeHttpResolver(APIGatewayHttpResolver):
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.current_event = self._to_proxy_event(dict(event))
         self.lambda_context = context
-        return super().resolve(event, context)
+        self._request.audit = {}
+        response = super().resolve(event, context)
+        details = dict(self._request.audit)
+        kind = _problem_kind(response)
+        if kind is not None:
+            details["problem"] = kind
+        audit.emit(APIGatewayProxyEventV2(dict(event)), int(response.get("statusCode", 200)), details)
+        return response
+
+    def audit_detail(self, **details: Any) -> None:
+        """Add to this call's audit line (never a token or a secret)."""
+        self._request.audit.update(details)
 
 
-def resolver() -> APIGatewayHttpResolver:
-    """An HTTP API (payload 2.0) router whose every error answer is problem+json."""
+def resolver() -> ThreadSafeHttpResolver:
+    """An HTTP API (payload 2.0) router whose every error answer is problem+json, auditing every call."""
     app = ThreadSafeHttpResolver()
     app.exception_handler(ZusM2MError)(_known_error)
     app.exception_handler(Exception)(_unexpected_error)

@@ -1,14 +1,17 @@
 """Start a rotation of a managed client's secret now: Secrets Manager then invokes the rotation
-function's four steps (``zus_m2m.rotation.steps``)."""
+function's four steps (``zus_m2m.rotation.steps``). Each rotation spends Zus's budget and replaces a
+secret, so requests of one client are at least ``rotation_request_min_gap_seconds`` apart (a
+conditional write on its record item)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import MetricsSink, SecretStore
+from zus_m2m.ports import ClientRecords, Clock, MetricsSink, SecretStore
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.queries import ClientQueries
 
@@ -18,12 +21,16 @@ logger = logging.getLogger(__name__)
 @dataclass(eq=False)
 class StartRotation:
     queries: ClientQueries
+    records: ClientRecords
     secrets: SecretStore
     policy: ProvisioningPolicy
     metrics: MetricsSink
+    _: KW_ONLY
+    clock: Clock = time.time
 
     def __call__(self, name: str) -> dict[str, Any]:
-        """The client must exist (ResourceNotFound) and have no rotation in progress (ResourceConflict)."""
+        """The client must exist (ResourceNotFound), have no rotation in progress (ResourceConflict) and
+        no rotation requested within the minimum gap (Throttled)."""
         record = self.queries.record(name)
         secret_id = self.policy.naming.secret_id(name)
         description = self.secrets.describe(secret_id)
@@ -31,7 +38,24 @@ class StartRotation:
             raise errors.ResourceNotFound(f"app client {name!r} has no secret to rotate")
         if description.rotation_in_progress:
             raise errors.ResourceConflict(f"a rotation of {name!r} is already in progress")
-        self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
+        now = self.clock()
+        gap = self.policy.rotation_request_min_gap_seconds
+        wait = self.records.request_rotation(name, now, gap)
+        if wait is None:
+            raise errors.ResourceNotFound(f"no managed app client named {name!r}")
+        if wait > 0:
+            self.metrics.count("RotationRequestThrottled")
+            raise errors.Throttled(
+                f"a rotation of {name!r} was requested less than {gap:.0f} s ago; retry later", retry_after=wait
+            )
+        try:
+            self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
+        except errors.ZusM2MError:
+            try:  # it did not start: the request does not count against the gap
+                self.records.forget_rotation_request(name, now)
+            except errors.ZusM2MError as forget_error:
+                logger.warning("could not forget a rotation request", extra={"reason": forget_error.detail})
+            raise
         self.metrics.count("RotationStarted")
         logger.info("rotation started", extra={"client": name})
         return {"name": record.name, "secretArn": description.arn, "rotation": "started"}
