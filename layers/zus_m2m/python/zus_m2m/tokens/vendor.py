@@ -169,8 +169,11 @@ class TokenVendor:
             raise errors.Forbidden(f"the bootstrap admin client {client!r} is never vended")
         now = self._clock()
         remembered = self._known.get(client)
-        if remembered is not None and now - remembered.checked_at < self.policy.revalidate_seconds:
-            known = self._authorized(caller, client, remembered)
+        fresh = remembered is not None and now - remembered.checked_at < self.policy.revalidate_seconds
+        # A caller the remembered record does not name is checked against the record as it is now: a
+        # consumer just granted is served at once (a removed one within the revalidation bound).
+        if remembered is not None and fresh and self._access.may_get_token(caller, remembered.consumers):
+            known = remembered
             if known.token is not None and known.token.seconds_left(now) >= min_ttl:
                 self._metrics.count("TokenMemoryHit")
                 self._after_hit(client, known.token, now)
