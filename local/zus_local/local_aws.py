@@ -150,9 +150,7 @@ class LocalAws:
                 registered = register_rotation_function(self.endpoint, arn, options.region)
                 if registered != arn:
                     raise StackError(f"moto registered the rotation function as {registered}, not {arn}")
-            self.principals = create_local_principals(
-                self.client("iam"), options.region, self.account_id, LOCAL_API_ID
-            )
+            self.principals = create_local_principals(self.client("iam"), options.region, self.account_id, LOCAL_API_ID)
             write_credentials(options.credentials_file, self.principals)
             first = next(iter(model.functions.values()), None)
             if not (options.admin_client_id and options.admin_client_secret):

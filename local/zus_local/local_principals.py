@@ -78,7 +78,5 @@ def write_credentials(credentials_file: Path, principals: Sequence[LocalPrincipa
         for p in principals
     )
     _write_private(credentials_file, profiles)
-    variables = "".join(
-        f"{p.profile.upper().replace('-', '_')}={p.access_key}:{p.secret_key}\n" for p in principals
-    )
+    variables = "".join(f"{p.profile.upper().replace('-', '_')}={p.access_key}:{p.secret_key}\n" for p in principals)
     _write_private(keys_file(credentials_file), variables)
