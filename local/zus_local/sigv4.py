@@ -111,23 +111,31 @@ class ExecuteApiAuth(AuthBase):
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         body = _body_bytes(request)
-        credentials = self.credentials
-        timestamp = self.clock().strftime(SIGV4_TIMESTAMP)
-        headers: dict[str, str] = {"X-Amz-Date": timestamp}
-        if request.headers.get("Content-Type"):
-            headers["Content-Type"] = request.headers["Content-Type"]
-        if credentials.token:
-            headers["X-Amz-Security-Token"] = credentials.token
-        signed = AWSRequest(method=request.method, url=request.url, data=body, headers=headers)
-        signer = SigV4Auth(credentials, SERVICE, self.region)
-        names = signer.headers_to_sign(signed)  # these headers and host
-        signature = _signature(signer, signed, timestamp)
-        request.headers.update(headers)
-        request.headers["Authorization"] = (
-            f"{ALGORITHM} Credential={signer.scope(signed)}, SignedHeaders={signer.signed_headers(names)}, "
-            f"Signature={signature}"
-        )
+        request.headers.update(signed_headers(self, request.method or "GET", request.url or "", request.headers, body))
         return request
+
+
+def signed_headers(
+    auth: ExecuteApiAuth, method: str, url: str, headers: Mapping[str, str], body: bytes
+) -> dict[str, str]:
+    """The headers that sign a request to ``url`` (the target exactly as it goes on the wire):
+    ``X-Amz-Date``, the session token if any, and ``Authorization``."""
+    credentials = auth.credentials
+    timestamp = auth.clock().strftime(SIGV4_TIMESTAMP)
+    added: dict[str, str] = {"X-Amz-Date": timestamp}
+    if credentials.token:
+        added["X-Amz-Security-Token"] = credentials.token
+    content_type = next((value for name, value in headers.items() if name.lower() == "content-type"), None)
+    covered = {**added, **({"Content-Type": content_type} if content_type else {})}
+    signed = AWSRequest(method=method, url=url, data=body, headers=covered)
+    signer = SigV4Auth(credentials, SERVICE, auth.region)
+    names = signer.headers_to_sign(signed)  # these headers and host
+    signature = _signature(signer, signed, timestamp)
+    added["Authorization"] = (
+        f"{ALGORITHM} Credential={signer.scope(signed)}, SignedHeaders={signer.signed_headers(names)}, "
+        f"Signature={signature}"
+    )
+    return added
 
 
 def _body_bytes(request: PreparedRequest) -> bytes:

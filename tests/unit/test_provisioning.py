@@ -693,3 +693,15 @@ def finish_rotation(world: World, name: str) -> None:
     secret = world.secrets.secrets[world.secret_id(name)]
     for version, (value, stages) in list(secret.versions.items()):
         secret.versions[version] = (value, [stage for stage in stages if stage != "AWSPENDING"])
+
+
+def test_a_minimum_gap_of_zero_lets_every_rotation_request_through() -> None:
+    world = World(rotation_request_min_gap_seconds=0)
+    provisioning = world.provisioning()
+    provisioning.create_client(CreateRequest(NAME))
+    for _ in range(3):
+        provisioning.start_rotation(NAME)
+        finish_rotation(world, NAME)
+
+    assert len(world.secrets.rotations_started) == 3
+    assert world.records.rotation_requests == {}

@@ -39,6 +39,20 @@ class StartRotation:
         if description.rotation_in_progress:
             raise errors.ResourceConflict(f"a rotation of {name!r} is already in progress")
         now = self.clock()
+        limited = self.policy.rotation_request_min_gap_seconds > 0  # 0: no limit (RotationRequestMinGapSeconds)
+        if limited:
+            self._note_request(name, now)
+        try:
+            self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
+        except errors.ZusM2MError:
+            if limited:
+                self._forget_request(name, now)
+            raise
+        self.metrics.count("RotationStarted")
+        logger.info("rotation started", extra={"client": name})
+        return {"name": record.name, "secretArn": description.arn, "rotation": "started"}
+
+    def _note_request(self, name: str, now: float) -> None:
         gap = self.policy.rotation_request_min_gap_seconds
         wait = self.records.request_rotation(name, now, gap)
         if wait is None:
@@ -48,14 +62,10 @@ class StartRotation:
             raise errors.Throttled(
                 f"a rotation of {name!r} was requested less than {gap:.0f} s ago; retry later", retry_after=wait
             )
+
+    def _forget_request(self, name: str, at: float) -> None:
+        """The rotation did not start: its request does not count against the gap."""
         try:
-            self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
-        except errors.ZusM2MError:
-            try:  # it did not start: the request does not count against the gap
-                self.records.forget_rotation_request(name, now)
-            except errors.ZusM2MError as forget_error:
-                logger.warning("could not forget a rotation request", extra={"reason": forget_error.detail})
-            raise
-        self.metrics.count("RotationStarted")
-        logger.info("rotation started", extra={"client": name})
-        return {"name": record.name, "secretArn": description.arn, "rotation": "started"}
+            self.records.forget_rotation_request(name, at)
+        except errors.ZusM2MError as exc:
+            logger.warning("could not forget a rotation request", extra={"reason": exc.detail})
