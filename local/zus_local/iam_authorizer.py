@@ -155,15 +155,15 @@ def _refused(error_type: str, message: str, key: str = "message") -> Refused:
 # --- policies ---------------------------------------------------------------------------------------------
 
 
+def wildcard_match(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    """IAM's string matching: ``*`` any run of characters (slashes too), ``?`` one character."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=(re.IGNORECASE | re.DOTALL) if ignore_case else re.DOTALL) is not None
+
+
 def _matches(patterns: Any, value: str, *, ignore_case: bool) -> bool:
     listed = patterns if isinstance(patterns, list) else [patterns]
-    for pattern in listed:
-        if not isinstance(pattern, str):
-            continue
-        regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-        if re.fullmatch(regex, value, flags=(re.IGNORECASE | re.DOTALL) if ignore_case else re.DOTALL):
-            return True
-    return False
+    return any(isinstance(p, str) and wildcard_match(p, value, ignore_case=ignore_case) for p in listed)
 
 
 def _applies(statement: Mapping[str, Any], action: str, resource: str) -> bool:
