@@ -82,7 +82,12 @@ class FakeTokenTable:
             self.on_get(client)
         with self.lock:
             self.views += 1
-            return ClientView(self.records.get(client), self.states.get(client, TokenState()))
+            record = self.records.get(client)
+            return ClientView(
+                record.app_client_id if record is not None else None,
+                record.consumers if record is not None else (),
+                self.states.get(client, TokenState()),
+            )
 
     def discard_token(self, client: str, app_client_id: str) -> None:
         with self.lock:

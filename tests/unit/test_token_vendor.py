@@ -526,3 +526,23 @@ def test_an_account_root_consumer_covers_every_principal_of_that_account(world: 
     assert world.vendor().vend(STRANGER, CLIENT, min_ttl=60).access_token == "token-1"
     with pytest.raises(errors.Forbidden):
         world.vendor().vend(Caller("arn:aws:sts::444455556666:assumed-role/billing-service/x"), CLIENT, min_ttl=60)
+
+
+def test_past_half_the_bound_the_record_is_read_again_off_the_callers_path(world: World) -> None:
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.jobs.clear()
+    world.clock.now += world.policy.revalidate_seconds / 2
+
+    # Callers are still served from memory, and one background job reads the record again
+    for _ in range(3):
+        assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "memory"
+    assert world.table.views == 1
+    world.table.records[CLIENT] = record(consumers=("arn:aws:iam::111122223333:role/reporting",))
+    for job in world.jobs:
+        job()
+    assert world.table.views == 2
+
+    # what it read applies at once: the removed consumer is refused before the bound
+    with pytest.raises(errors.Forbidden):
+        vendor.vend(CALLER, CLIENT, min_ttl=60)

@@ -185,10 +185,12 @@ class TokenState:
 
 @dataclass(frozen=True)
 class ClientView:
-    """What token vending reads of a client in one round trip: its active record (None when there is
-    no client of that name, or it is being created or deleted) and its token item."""
+    """What token vending reads of a client in one round trip: of its record, the Zus app client it
+    names and its consumers (``app_client_id`` None when there is no active client of that name: none,
+    or one being created or deleted), and its token item."""
 
-    record: ClientRecord | None
+    app_client_id: str | None
+    consumers: tuple[str, ...]
     token: TokenState
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
-from zus_m2m.aws.client_records import RECORD, record_item
+from zus_m2m.aws.client_records import RECORD, consumers_of_item
 from zus_m2m.aws.dynamo import TableKeys, number, number_of, string, string_of
 from zus_m2m.errors import StoreUnavailable
 from zus_m2m.values import BudgetVerdict, CachedToken, ClientView, TokenState
@@ -25,6 +25,12 @@ _BUDGET_ATTEMPTS = 10
 
 
 TOKEN = "token"
+# What vending needs of the two items: of the record, its state, app client and consumers; of the token
+# item, the token and the lease (fewer attributes read are a faster query).
+_VIEW = (
+    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, leaseOwner, leaseUntil, "
+    "blockedUntil, lastRequestedAt"
+)
 
 
 def _token_state(item: dict[str, Any]) -> TokenState:
@@ -65,6 +71,8 @@ class DynamoTokenTable:
             items = self._db.query(
                 TableName=self._table,
                 KeyConditionExpression="pk = :pk AND sk BETWEEN :record AND :token",
+                ProjectionExpression=_VIEW,
+                ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":pk": string(self._keys.partition(client)),
                     ":record": string(RECORD),
@@ -73,9 +81,12 @@ class DynamoTokenTable:
                 ConsistentRead=True,
             ).get("Items", [])
         by_kind = {item["sk"]["S"]: item for item in items}
-        record = record_item(by_kind[RECORD]) if RECORD in by_kind else None
+        record = by_kind.get(RECORD, {})
+        # Only an active record with its app client names a client tokens may be served for.
+        app_client_id = string_of(record, "appClientId") if string_of(record, "status") == "active" else None
         return ClientView(
-            record=record.record if record is not None and record.status == "active" else None,
+            app_client_id=app_client_id or None,
+            consumers=consumers_of_item(record) if app_client_id else (),
             token=_token_state(by_kind.get(TOKEN, {})),
         )
 

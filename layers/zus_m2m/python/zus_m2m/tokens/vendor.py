@@ -16,6 +16,7 @@ admin client's token is never vended; provisioning and rotation get it through `
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -34,7 +35,6 @@ from zus_m2m.values import (
     AWSPREVIOUS,
     CachedToken,
     ClientCredentials,
-    ClientRecord,
     ClientView,
     SecretNaming,
     TokenState,
@@ -63,16 +63,17 @@ class VendingPolicy:
     retry_window_seconds: float = 4.0
     # How often a container records that a client is in use (for the scheduled pre-refresh).
     mark_interval: float = 60.0
-    # How long a container trusts the record it read (consumers, app client id) before reading it again.
+    # How long a container trusts the record it read (consumers, app client id): past half of it, a
+    # background job reads it again while callers are served; past all of it, the caller's call does.
     revalidate_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
 class KnownClient:
-    """What this container knows of a managed client: its record as read at ``checked_at``, the
-    record's consumers parsed, and the token of the record's app client it last saw."""
+    """What this container knows of a managed client, from its record as read at ``checked_at``: the
+    Zus app client it names and its consumers (parsed), and the token of that app client it last saw."""
 
-    record: ClientRecord
+    app_client_id: str
     consumers: tuple[Principal, ...]
     checked_at: float
     token: CachedToken | None = None
@@ -169,11 +170,18 @@ class TokenVendor:
             raise errors.Forbidden(f"the bootstrap admin client {client!r} is never vended")
         now = self._clock()
         remembered = self._known.get(client)
-        fresh = remembered is not None and now - remembered.checked_at < self.policy.revalidate_seconds
+        age = now - remembered.checked_at if remembered is not None else math.inf
         # A caller the remembered record does not name is checked against the record as it is now: a
         # consumer just granted is served at once (a removed one within the revalidation bound).
-        if remembered is not None and fresh and self._access.may_get_token(caller, remembered.consumers):
+        if (
+            remembered is not None
+            and age < self.policy.revalidate_seconds
+            and self._access.may_get_token(caller, remembered.consumers)
+        ):
             known = remembered
+            if age >= self.policy.revalidate_seconds / 2:
+                # Read the record again off the callers' path before the bound, once per container.
+                self._background.submit_once(f"{client}\nrecord", lambda: self._revalidate(client))
             if known.token is not None and known.token.seconds_left(now) >= min_ttl:
                 self._metrics.count("TokenMemoryHit")
                 self._after_hit(client, known.token, now)
@@ -183,7 +191,7 @@ class TokenVendor:
             view = self._table.view(client)
             known = self._authorized(caller, client, self._revalidated(client, view, now))
             state = view.token
-        binding = known.record.app_client_id
+        binding = known.app_client_id
         token = _bound(state.token, binding)
         if token is not None and token.seconds_left(now) >= min_ttl:
             self._metrics.count("TokenTableHit")
@@ -216,23 +224,29 @@ class TokenVendor:
         self._mark_in_background(client, self._clock())
         return token
 
+    def _revalidate(self, client: str) -> None:
+        """Read the client's record and token item again (a background job): what a caller is served
+        from memory is never older than the revalidation bound, and callers do not wait for the read."""
+        started = self._clock()
+        self._revalidated(client, self._table.view(client), started)
+
     def _revalidated(self, client: str, view: ClientView, now: float) -> KnownClient | None:
         """What the record just read says, remembered; a token of another app client than the record's
         is never kept, and is removed from the table off the caller's path."""
-        record = view.record
+        app_client_id = view.app_client_id
         stale = view.token.token
-        if stale is not None and (record is None or stale.app_client_id != record.app_client_id):
+        if stale is not None and stale.app_client_id != app_client_id:
             self._metrics.count("StaleTokenDiscarded")
             self._background.submit(lambda: self._table.discard_token(client, stale.app_client_id))
-        if record is None:
+        if app_client_id is None:
             self._known.pop(client, None)
             return None
         previous = self._known.get(client)
         token = _later(
-            previous.token if previous is not None and previous.record.app_client_id == record.app_client_id else None,
-            _bound(view.token.token, record.app_client_id),
+            previous.token if previous is not None and previous.app_client_id == app_client_id else None,
+            _bound(view.token.token, app_client_id),
         )
-        known = KnownClient(record, consumers_of(record.consumers), checked_at=now, token=token)
+        known = KnownClient(app_client_id, consumers_of(view.consumers), checked_at=now, token=token)
         self._known[client] = known
         return known
 
@@ -252,7 +266,7 @@ class TokenVendor:
             self._unbound[client] = _later(self._unbound.get(client), token) or token
             return
         known = self._known.get(client)
-        if known is not None and known.record.app_client_id == token.app_client_id:
+        if known is not None and known.app_client_id == token.app_client_id:
             self._known[client] = replace(known, token=_later(known.token, token))
 
     def _fetch_or_wait(
