@@ -38,6 +38,8 @@ from zus_local.apigw import LOCAL_API_ID, HttpRequest, HttpResponse
 from zus_local.sigv4 import SERVICE, parse_authorization, recompute_signature, signatures_match
 
 ACTION = "execute-api:Invoke"
+# The route of the project's moto that names an access key's signer (``zus_local.moto_app``).
+SIGNER_ROUTE = "/_zus_local/iam/signer"
 MAX_SKEW = datetime.timedelta(minutes=5)
 _TIMESTAMP = "%Y%m%dT%H%M%SZ"
 
@@ -78,8 +80,6 @@ class MotoSigners:
     while moto does not answer (a signer API Gateway knew keeps working through a moto outage)."""
 
     def __init__(self, endpoint: str, max_age: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
-        from zus_local.moto_app import SIGNER_ROUTE
-
         self.url = endpoint.rstrip("/") + SIGNER_ROUTE
         self.max_age = max_age
         self.clock = clock

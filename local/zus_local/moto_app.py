@@ -41,11 +41,10 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import ThreadedWSGIServer
 
 from zus_emulator.http_server import TracksConnections
+from zus_local.iam_authorizer import SIGNER_ROUTE
 from zus_m2m.values import AWSCURRENT, AWSPENDING, rotation_started
 
-__all__ = ["SIGNER_ROUTE", "MotoServer", "make_moto_server", "serialized_moto_app"]
-
-SIGNER_ROUTE = "/_zus_local/iam/signer"
+__all__ = ["MotoServer", "make_moto_server", "serialized_moto_app"]
 
 _patch_lock = threading.Lock()
 _patched = False

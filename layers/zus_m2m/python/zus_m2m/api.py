@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -101,7 +101,10 @@ def caller_of(event: BaseProxyEvent) -> Caller:
     )
 
 
-def admin_only(access: AccessPolicy) -> Any:
+Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response[Any]]
+
+
+def admin_only(access: AccessPolicy) -> Middleware:
     """A resolver middleware refusing (403) every request of a caller who is not an admin, before its
     route reads its input."""
 
