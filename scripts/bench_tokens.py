@@ -1,12 +1,15 @@
 """`make bench-tokens`: token vending under a fleet of simulated Lambda containers, and cold start.
 
 Starts moto server and the Zus emulator as their own processes on 127.0.0.1, provisions one app
-client, then runs N processes (each one simulated container with its own memory tier) of M threads
-calling the real vend handler for about a minute, with short-lived tokens so that refreshes happen.
-New containers join every second; each one's first vend is a DynamoDB-tier hit, timed next to a bare
-boto3 GetItem of the same item in the same thread, so both meet the same load. Cold start is
-measured in fresh processes: importing the vend handler module (its module-level init included) next
-to a baseline that only imports boto3 and creates the same boto3 clients.
+client (its record naming the event's caller, events/apigw_get_token.json, as a consumer), then runs N
+processes (each one simulated container with its own memory tier) of M threads calling the real vend
+handler with that event (API Gateway's IAM authorizer context included) for about a minute, with
+short-lived tokens so that refreshes happen. New containers join every second; each one's first vend
+is a DynamoDB-tier hit (one query: the client's record and token item), timed next to a bare boto3
+GetItem of the token item in the same thread, so both meet the same load; the containers' memory tier
+reads the record again every MEMORY_REVALIDATION_SECONDS, and those reads count as DynamoDB-tier hits
+too. Cold start is measured in fresh processes: importing the vend handler module (its module-level
+init included) next to a baseline that only imports boto3 and creates the same boto3 clients.
 
 Prints a table, and as its last line one JSON object with every figure.
 """
@@ -39,6 +42,8 @@ HANDLER = ROOT / "functions" / "token_vending" / "app.py"
 EVENT = ROOT / "events" / "apigw_get_token.json"
 CLIENT = "bench-client"
 TABLE = "zus-m2m-bench"
+# The caller of events/apigw_get_token.json is a session of this role: the bench client's consumer.
+CONSUMER = "arn:aws:iam::123456789012:role/billing-service"
 
 
 def free_port() -> int:
@@ -93,6 +98,7 @@ def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
         "TABLE_NAME": TABLE,
         "STAGE": "bench",
         "ADMIN_SECRET_NAME": "zus-m2m/bench/zus-m2m-admin",
+        "ADMIN_PRINCIPALS": "arn:aws:iam::123456789012:role/platform-admin",
         "ZUS_API_BASE_URL": zus,
         "ZUS_AUTH_BASE_URL": zus,
         "TOKEN_REFRESH_MARGIN_SECONDS": str(margin),
@@ -103,9 +109,12 @@ def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
 
 
 def provision(moto: str, zus: str, lifetime: int) -> str:
-    """One managed client: created at the emulator, its secret stored in moto. Returns its clientId."""
+    """One managed client: created at the emulator, its secret stored in moto, its record (claimed and
+    completed, as provisioning writes it) naming ``CONSUMER``. Returns its clientId."""
     from zus_local.aws_setup import create_table
-    from zus_m2m.values import ClientCredentials
+    from zus_m2m.aws.client_records import DynamoClientRecords
+    from zus_m2m.aws.dynamo import TableKeys
+    from zus_m2m.values import ClientCredentials, ClientRecord
     from zus_m2m.zus.client import ZusClient
     from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -118,11 +127,19 @@ def provision(moto: str, zus: str, lifetime: int) -> str:
         CLIENT, created.app_client.id, created.app_client.client_id, created.client_secret, role.id, role.name
     )
     session = boto3.Session(region_name="us-east-1")
-    create_table(session.client("dynamodb", endpoint_url=moto), TABLE)
-    session.client("secretsmanager", endpoint_url=moto).create_secret(
+    dynamodb = session.client("dynamodb", endpoint_url=moto)
+    create_table(dynamodb, TABLE)
+    arn = session.client("secretsmanager", endpoint_url=moto).create_secret(
         Name=f"zus-m2m/bench/{CLIENT}", SecretString=credentials.to_json()
-    )
-    return created.app_client.client_id
+    )["ARN"]
+    records = DynamoClientRecords(dynamodb, TABLE, TableKeys("zus-m2m-admin"))
+    now = time.time()
+    records.claim(CLIENT, role.name, (CONSUMER,), "bench", now, now + 40, previous_owner=None)
+    app_client = created.app_client
+    record = ClientRecord(CLIENT, app_client.id, app_client.client_id, role.id, role.name, arn, int(now), (CONSUMER,))
+    if not records.complete(record, "bench"):
+        raise SystemExit("could not write the bench client's record")
+    return app_client.client_id
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -205,7 +222,7 @@ def container(
         while time.monotonic() < deadline - 1:
             time.sleep(1.0)
             fresh = load_handler()
-            # Warm its connections with an unknown client (404), as a container's earlier work would.
+            # Warm its connections with an unknown client (403), as a container's earlier work would.
             fresh.lambda_handler(token_event("bench-warm-up", min_ttl), LocalLambdaContext("TokenVendingFunction"))
             call(fresh)
             started = time.perf_counter()

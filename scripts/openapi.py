@@ -34,6 +34,7 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 PLACEHOLDER_ENVIRONMENT = {
     "TABLE_NAME": "zus-m2m-openapi",
     "ADMIN_SECRET_NAME": "zus-m2m/openapi/zus-m2m-admin",
+    "ADMIN_PRINCIPALS": "arn:aws:iam::123456789012:role/openapi",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "openapi",
     "AWS_SECRET_ACCESS_KEY": "openapi",
@@ -43,7 +44,8 @@ PLACEHOLDER_ENVIRONMENT = {
 
 DESCRIPTION = (
     "Provision, store, rotate and vend Zus Health machine-to-machine credentials. Deployed, every "
-    "route is behind API Gateway with AWS_IAM authorisation (SigV4-signed requests). Errors are "
+    "route is behind API Gateway with AWS_IAM authorisation (SigV4-signed requests): the stack's admins "
+    "(AdminPrincipals) manage clients, a client's consumers get its token (docs/security.md). Errors are "
     "application/problem+json (RFC 9457); 429 and 503 carry Retry-After. Generated from the handlers "
     "by scripts/openapi.py (make openapi)."
 )

@@ -1,4 +1,5 @@
-"""POST/GET/DELETE /app-clients[/{name}] and POST /app-clients/{name}/rotations: managed Zus app clients."""
+"""POST/GET/PATCH/DELETE /app-clients[/{name}] and POST /app-clients/{name}/rotations: managed Zus app
+clients, for the stack's admins only."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from zus_m2m.settings import Settings
 logger = logs.function_logger("provisioning")
 metrics = Metrics()
 settings = Settings.from_env()
-provisioning = wiring.Container(settings, metrics).provisioning()
+container = wiring.Container(settings, metrics)
+provisioning = container.provisioning()
 app = api.resolver()
+app.use(middlewares=[api.admin_only(container.access)])
 
 
 @app.post(
@@ -23,7 +26,7 @@ app = api.resolver()
     summary="Provision a Zus app client, its secret stored in Secrets Manager",
     **openapi.operation(
         ok={201: ("created (Location: the client)", "AppClient"), 200: ("it existed: the same record", "AppClient")},
-        errors=(400, 409, 422, 503),
+        errors=(400, 403, 409, 422, 503),
         request_body=openapi.CREATE_BODY,
     ),
 )
@@ -31,6 +34,7 @@ def create_app_client() -> Response[str]:
     event = app.current_event
     api.query_parameters(event)
     request = api.parse_create_request(api.body_text(event), event.headers.get("content-type"))
+    app.audit_detail(client=request.name)
     record, created = provisioning.create_client(request)
     logger.info("create answered", extra={"client": record.name, "new_client": created})
     headers = {"Location": f"/app-clients/{record.name}"} if created else {}
@@ -42,7 +46,7 @@ def create_app_client() -> Response[str]:
     summary="The managed app clients' records, a page at a time",
     **openapi.operation(
         ok={200: ("a page of records; nextToken asks for the next (null: the last page)", "AppClientList")},
-        errors=(400, 503),
+        errors=(400, 403, 503),
         parameters=(openapi.LIMIT, openapi.NEXT_TOKEN),
     ),
 )
@@ -56,7 +60,7 @@ def list_app_clients() -> Response[str]:
     "/app-clients/<name>",
     summary="One managed app client: record, rotations, cached token expiry, hourly budget",
     **openapi.operation(
-        ok={200: ("the client", "AppClientDetails")}, errors=(400, 404, 503), parameters=(openapi.NAME,)
+        ok={200: ("the client", "AppClientDetails")}, errors=(400, 403, 404, 503), parameters=(openapi.NAME,)
     ),
 )
 def get_app_client(name: str) -> Response[str]:
@@ -64,10 +68,28 @@ def get_app_client(name: str) -> Response[str]:
     return api.json_response(200, provisioning.queries.get(validation.client_name(name)))
 
 
+@app.patch(
+    "/app-clients/<name>",
+    summary="Replace the client's consumers: the IAM principals that may get its token",
+    **openapi.operation(
+        ok={200: ("the record with its new consumers", "AppClient")},
+        errors=(400, 403, 404, 409, 503),
+        parameters=(openapi.NAME,),
+        request_body=openapi.UPDATE_BODY,
+    ),
+)
+def update_app_client(name: str) -> Response[str]:
+    event = app.current_event
+    api.query_parameters(event)
+    consumers = api.parse_consumers_update(api.body_text(event), event.headers.get("content-type"))
+    record = provisioning.update_consumers(validation.client_name(name), consumers)
+    return api.json_response(200, record.to_json())
+
+
 @app.delete(
     "/app-clients/<name>",
     summary="Retire a client: Zus client deleted, secret deletion scheduled, cached tokens purged",
-    **openapi.operation(ok={204: ("deleted", None)}, errors=(400, 404, 409, 503), parameters=(openapi.NAME,)),
+    **openapi.operation(ok={204: ("deleted", None)}, errors=(400, 403, 404, 409, 503), parameters=(openapi.NAME,)),
 )
 def delete_app_client(name: str) -> Response[str]:
     api.query_parameters(app.current_event)
@@ -80,7 +102,7 @@ def delete_app_client(name: str) -> Response[str]:
     summary="Start a Secrets Manager rotation of the client's secret, or repair the one in progress",
     **openapi.operation(
         ok={202: ("the rotation started, or the one in progress repaired", "RotationStarted")},
-        errors=(400, 404, 409, 503),
+        errors=(400, 403, 404, 409, 429, 503),
         parameters=(openapi.NAME,),
         request_body=openapi.ROTATION_BODY,
     ),

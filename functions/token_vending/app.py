@@ -1,4 +1,5 @@
-"""GET /app-clients/{name}/token: a Zus access token with at least ``minTtl`` seconds left."""
+"""GET /app-clients/{name}/token: a Zus access token with at least ``minTtl`` seconds left, for one of
+the client's consumers."""
 
 from __future__ import annotations
 
@@ -24,14 +25,16 @@ app = api.resolver()
     summary="A Zus access token with at least minTtl seconds left",
     **openapi.operation(
         ok={200: ("the token (X-Token-Source: the tier that answered)", "AccessToken")},
-        errors=(400, 404, 422, 429, 503),
+        errors=(400, 403, 404, 422, 429, 503),
         parameters=(openapi.NAME, openapi.MIN_TTL),
     ),
 )
 def get_token(name: str) -> Response[str]:
-    query = api.query_parameters(app.current_event, ("minTtl",))
+    event = app.current_event
+    query = api.query_parameters(event, ("minTtl",))
     min_ttl = validation.integer_in_range("minTtl", query.get("minTtl"), default=60, low=0, high=3000)
-    token = vendor.vend(validation.client_name(name), min_ttl)
+    token = vendor.vend(api.caller_of(event), validation.client_name(name), min_ttl)
+    app.audit_detail(tokenExpiresAt=int(token.expires_at))
     expires_in = int(token.seconds_left(time.time()))
     body = {
         "access_token": token.access_token,

@@ -23,6 +23,7 @@ STARTED = time.monotonic()
 from zus_emulator.http_server import stop_requested, wait_until_stopped  # noqa: E402
 from zus_local.banner import banner  # noqa: E402
 from zus_local.console import Console  # noqa: E402
+from zus_local.local_principals import DEFAULT_CREDENTIALS_FILE  # noqa: E402
 from zus_local.options import TEMPLATE, StackError, StackOptions  # noqa: E402
 from zus_local.stack import LocalStack  # noqa: E402
 from zus_local.terminal import foreground_of_its_own  # noqa: E402
@@ -100,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="[ZUS_M2M_SCHEDULE_SCALE] run schedules N times as often (60: rate(1 minute) every second; 0: off)",
     )
     parser.add_argument("--template", type=Path, default=TEMPLATE, help="the SAM template (default %(default)s)")
+    parser.add_argument(
+        "--credentials-file",
+        type=Path,
+        default=Path(_env("ZUS_M2M_CREDENTIALS_FILE", str(DEFAULT_CREDENTIALS_FILE))),
+        metavar="PATH",
+        help="[ZUS_M2M_CREDENTIALS_FILE] where the local admin's and consumer's keys go (an AWS shared "
+        "credentials file; keys.env beside it) (default %(default)s)",
+    )
     for flag, dest, what in (
         ("--param", "parameters", "a template parameter override"),
         ("--env", "environment", "set a variable in every function"),

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from zus_local.aws_setup import store_admin_secret
+from zus_m2m.aws.dynamo import TableKeys
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.errors import ZusM2MError
 from zus_m2m.settings import Settings
@@ -49,4 +50,6 @@ def store_bootstrap_admin(
         json.loads(credentials.to_json()),
         kms_key_id=settings.kms_key_id,
     )
-    DynamoTokenTable(dynamodb, settings.table_name).purge(settings.admin_client_name)
+    DynamoTokenTable(dynamodb, settings.table_name, TableKeys(settings.admin_client_name)).purge(
+        settings.admin_client_name
+    )

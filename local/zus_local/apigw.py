@@ -1,8 +1,9 @@
 """What API Gateway does around a Lambda proxy integration (HTTP API, payload format 2.0): the event it
 sends a handler for a request (lower-cased headers, decoded query and path parameters, cookies, the
-request context with an IAM authorizer stub, base64 for binary bodies), and the HTTP response it makes
-of the handler's answer (status, headers, cookies, base64 bodies; a bare return value becomes a 200
-JSON body). Plain data in, plain data out: ``local_api`` does the serving.
+request context with the IAM authorizer's ``iam`` block, base64 for binary bodies), and the HTTP
+response it makes of the handler's answer (status, headers, cookies, base64 bodies; a bare return value
+becomes a 200 JSON body). Plain data in, plain data out: ``local_api`` does the serving and
+``iam_authorizer`` the authorizing.
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ PROBLEM_JSON = "application/problem+json"
 # Content types API Gateway passes as text; anything else arrives base64-encoded.
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded", "+json", "+xml")
 LOCAL_API_ID = "local"
-CALLER = {
-    "accessKey": "ASIALOCALSTACKKEY000",
-    "callerId": "AROALOCALSTACKROLE00:local-developer",
-    "principalOrgId": None,
-    "userId": "AROALOCALSTACKROLE00:local-developer",
-}
 
 
 @dataclass(frozen=True)
@@ -50,11 +45,13 @@ def build_event(
     route: Route,
     path_parameters: Mapping[str, str],
     *,
+    authorizer_iam: Mapping[str, Any],
     account_id: str = "123456789012",
     request_id: str | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """The HTTP API payload 2.0 event API Gateway would send for ``request`` on ``route``."""
+    """The HTTP API payload 2.0 event API Gateway would send for ``request`` on ``route``, signed by the
+    principal ``authorizer_iam`` describes (``requestContext.authorizer.iam``)."""
     now = time.time() if now is None else now
     split = urlsplit(request.target)
     raw_path = split.path or "/"
@@ -84,13 +81,7 @@ def build_event(
         "requestContext": {
             "accountId": account_id,
             "apiId": LOCAL_API_ID,
-            "authorizer": {
-                "iam": {
-                    **CALLER,
-                    "accountId": account_id,
-                    "userArn": f"arn:aws:sts::{account_id}:assumed-role/local-developer/local-developer",
-                }
-            },
+            "authorizer": {"iam": dict(authorizer_iam)},
             "domainName": host.split(":", 1)[0] if not host.startswith("[") else host,
             "domainPrefix": host.split(".", 1)[0].split(":", 1)[0],
             "http": {

@@ -63,3 +63,17 @@ def create_kms_key(kms: Any, alias: str, description: str = "") -> str:
     metadata = kms.create_key(Description=description or alias, KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
     kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
     return str(metadata["Arn"])
+
+
+def create_user_with_key(iam: Any, name: str, policy_name: str, policy: Mapping[str, Any]) -> tuple[str, str, str]:
+    """An IAM user with one inline policy and one new access key (any earlier key of it deleted, so that
+    only the key returned works); idempotent by name. Returns its ARN, the key id and the secret key."""
+    try:
+        arn = str(iam.create_user(UserName=name)["User"]["Arn"])
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = str(iam.get_user(UserName=name)["User"]["Arn"])
+    iam.put_user_policy(UserName=name, PolicyName=policy_name, PolicyDocument=json.dumps(policy))
+    for key in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+        iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return arn, str(key["AccessKeyId"]), str(key["SecretAccessKey"])

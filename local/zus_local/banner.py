@@ -1,15 +1,18 @@
-"""The lines ``make dev`` prints once the stack is ready: what runs where, and three commands to try."""
+"""The lines ``make dev`` prints once the stack is ready: what runs where, who may sign, and the commands
+to try (signed with curl's own SigV4; the keys are read from the keys file, never printed)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from zus_local.local_principals import keys_file
 
 if TYPE_CHECKING:
     from zus_local.stack import LocalStack
 
 
 def banner(stack: LocalStack, elapsed: float) -> str:
-    """What the stack runs, where, and three commands to try."""
+    """What the stack runs, where, who may sign, and the commands to try."""
     assert stack.model is not None
     assert stack.api is not None
     model, options = stack.model, stack.options
@@ -44,18 +47,37 @@ def banner(stack: LocalStack, elapsed: float) -> str:
         lines.append("  rotations     played here: Secrets Manager's four steps through the rotation function")
     if model.ignored_events:
         lines.append(f"  not played    {', '.join(model.ignored_events)}")
+    principals = stack.aws.principals
+    if principals:
+        credentials = options.credentials_file
+        lines.append(f"  signers       {credentials} (AWS profiles) and {keys_file(credentials)} (for curl):")
+        lines.extend(f"                {p.profile:<24} {p.arn}" for p in principals)
     lines.extend(f"  note          {note}" for note in stack.aws.notes)
-    lines += [
-        "",
-        "Try:",
-        f"  curl -s -X POST {api}/app-clients -H 'content-type: application/json' "
-        """-d '{"name":"billing-service"}'""",
-        f"  curl -s {api}/app-clients/billing-service/token",
-        f"  curl -s -X POST {api}/app-clients/billing-service/rotations",
-        "",
-        f"ready in {elapsed:.1f}s - Ctrl-C stops everything",
-    ]
+    lines += ["", *try_it(api, options.region, stack), "", f"ready in {elapsed:.1f}s - Ctrl-C stops everything"]
     return "\n".join(lines)
+
+
+def try_it(api: str, region: str, stack: LocalStack) -> list[str]:
+    """Every call signed, as API Gateway's IAM authorizer wants: curl's own SigV4 with the keys of
+    keys.env (the admin creates a client for the consumer, the consumer gets its token)."""
+    principals = stack.aws.principals
+    if len(principals) < 2:
+        return ["Sign every request (SigV4, service execute-api) with the environment's credentials."]
+    admin, consumer = principals[0], principals[1]
+    sign = f'--aws-sigv4 "aws:amz:{region}:execute-api"'
+    admin_user = f'--user "${admin.profile.upper().replace("-", "_")}"'
+    consumer_user = f'--user "${consumer.profile.upper().replace("-", "_")}"'
+    body = f'{{"name":"billing-service","consumers":["{consumer.arn}"]}}'
+    return [
+        "Try:",
+        f"  . {keys_file(stack.options.credentials_file)}",
+        f"  curl -s {sign} {admin_user} -X POST {api}/app-clients -H 'content-type: application/json' -d '{body}'",
+        f"  curl -s {sign} {consumer_user} {api}/app-clients/billing-service/token",
+        f"  curl -s {sign} {admin_user} -X POST {api}/app-clients/billing-service/rotations",
+        "or from any AWS SDK or the AWS CLI (moto's IAM at the AWS address above):",
+        f"  AWS_SHARED_CREDENTIALS_FILE={stack.options.credentials_file} aws --profile {consumer.profile} "
+        f"--endpoint-url {stack.aws.endpoint} sts get-caller-identity",
+    ]
 
 
 def _seconds(value: float) -> str:

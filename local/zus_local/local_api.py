@@ -1,10 +1,12 @@
-"""The local API: template.yaml's HTTP API routes served on a socket, each request handed to its real
+"""The local API: template.yaml's HTTP API routes served on a socket, each request authorized as API
+Gateway's IAM authorizer would (``iam_authorizer``: SigV4 and the signer's policies), handed to its real
 handler as API Gateway would hand it (``apigw``), and the handler's answer sent back.
 
-A request goes through ``LocalApi.handle``: route selection (most specific route wins, an unmatched
-request gets 404), the event, the invocation, the response mapping. A handler that raises answers 500
-with a problem document and no trace; the trace goes to the stack's stderr. One line per request:
-method, path, status, latency. Never a body or a header.
+A request goes through ``LocalApi.handle``: route selection (most specific route wins; an unmatched
+path or method, whatever the method, gets API Gateway's 404 ``{"message":"Not Found"}``), the
+authorizer, the event, the invocation, the response mapping. A handler that raises answers 500 with a
+problem document and no trace; the trace goes to the stack's stderr. One line per request: method,
+path, status, latency. Never a body or a header.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 from zus_emulator.http_server import BodyError, LocalHTTPServer, RequestHandler, local_url
 from zus_local.apigw import HttpRequest, HttpResponse, InvalidFunctionResponse, build_event, map_response, problem
 from zus_local.console import Console
+from zus_local.iam_authorizer import IamAuthorizer, Refused, gateway_answer
 from zus_local.lambda_runtime import LambdaRuntime
 from zus_local.template_model import Route, TemplateModel
 
@@ -38,7 +41,7 @@ class LocalApi:
         self.port = port
         self.model: TemplateModel | None = None
         self.runtime: LambdaRuntime | None = None
-        self.account_id = "123456789012"
+        self.authorizer: IamAuthorizer | None = None
         self._server: _Server | None = None
 
     @property
@@ -52,9 +55,10 @@ class LocalApi:
             self.port = int(self._server.server_address[1])
         return self
 
-    def serve(self, model: TemplateModel, runtime: LambdaRuntime, *, account_id: str = "123456789012") -> LocalApi:
-        """Answer requests (those already waiting too) with ``model``'s routes and ``runtime``'s handlers."""
-        self.model, self.runtime, self.account_id = model, runtime, account_id
+    def serve(self, model: TemplateModel, runtime: LambdaRuntime, authorizer: IamAuthorizer) -> LocalApi:
+        """Answer requests (those already waiting too) with ``model``'s routes and ``runtime``'s handlers,
+        each authorized by ``authorizer``."""
+        self.model, self.runtime, self.authorizer = model, runtime, authorizer
         server = self.bind()._server
         assert server is not None
         server.start_serving("local-api")
@@ -79,13 +83,25 @@ class LocalApi:
         return response
 
     def _answer(self, request: HttpRequest, path: str, request_id: str) -> HttpResponse:
-        """Route selection, then the event for the route, then the invocation."""
+        """Route selection, then the authorizer, then the event for the route, then the invocation."""
         assert self.model is not None
+        assert self.authorizer is not None
         matched = self.model.match(request.method, path)
         if matched is None:
-            return problem(404, "Not Found", f"no route for {request.method} {path}", "no-route")
+            return gateway_answer(404, "NotFoundException", {"message": "Not Found"})
         route, parameters = matched
-        event = build_event(request, route, parameters, account_id=self.account_id, request_id=request_id)
+        try:
+            identity = self.authorizer.authorize(request, path)
+        except Refused as refused:
+            return refused.response
+        event = build_event(
+            request,
+            route,
+            parameters,
+            authorizer_iam=identity.authorizer_iam(),
+            account_id=self.authorizer.account_id,
+            request_id=request_id,
+        )
         return self._invoke(route, event, request_id)
 
     def _invoke(self, route: Route, event: dict[str, Any], request_id: str) -> HttpResponse:
@@ -126,6 +142,13 @@ class _Handler(RequestHandler):
     server_version = "zus-m2m-local-api"
     sys_version = ""
     server: _Server
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method a client sends (TRACE, PROPFIND, …) is routed, and answered 404 as API Gateway
+        # does for a method no route has, instead of http.server's HTML 501.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def handle_request(self) -> None:
         try:

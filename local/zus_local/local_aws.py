@@ -3,8 +3,12 @@
 With moto, the stack owns AWS: the template's resources get local stand-ins decided before the template
 is resolved (``stand_ins``), and ``set_up`` makes them real afterwards: the table gets the name the
 stack chose, the KMS key is known by its alias (created here), a rotation function is registered in
-moto under the ARN the model gives it, and the bootstrap admin secret is stored. A real account is
-only checked, never written to at start.
+moto under the ARN the model gives it, the bootstrap admin secret is stored, and the local admin and
+consumer (``local_principals``) get their IAM users and keys. A real account is only checked, never
+written to at start; there the local API checks signatures of the environment's own credentials only.
+
+The template's ``AdminPrincipals`` (no default) is the local admin in moto, the environment's own
+principal in a real account, unless ``--param`` gives it.
 """
 
 from __future__ import annotations
@@ -18,8 +22,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from zus_emulator.http_server import local_url
 from zus_local.admin_secret import AdminClientRefused, store_bootstrap_admin
+from zus_local.apigw import LOCAL_API_ID
 from zus_local.aws_setup import create_kms_key, create_table
+from zus_local.iam_authorizer import EnvironmentSigner, MotoSigners, Signer, Signers
 from zus_local.lambda_runtime import applied_environment
+from zus_local.local_principals import (
+    ADMIN_USER,
+    LocalPrincipal,
+    create_local_principals,
+    user_arn,
+    write_credentials,
+)
 from zus_local.options import StackError, StackOptions
 from zus_local.secrets_manager_rotation import register_rotation_function
 from zus_local.stand_ins import KMS_KEY, TABLE, ResolveContext
@@ -29,6 +42,15 @@ from zus_m2m.settings import Settings
 
 MOTO_ACCOUNT = "123456789012"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
+ADMIN_PRINCIPALS_PARAMETER = "AdminPrincipals"
+
+
+def _as_principal(caller_arn: str) -> str:
+    """A caller's ARN as an ``AdminPrincipals`` entry: an assumed role's session → the role."""
+    if ":assumed-role/" in caller_arn:
+        head, _, rest = caller_arn.partition(":assumed-role/")
+        return f"{head.replace(':sts::', ':iam::')}:role/{rest.split('/', 1)[0]}"
+    return caller_arn
 
 
 class LocalAws:
@@ -41,6 +63,8 @@ class LocalAws:
         self.account_id = MOTO_ACCOUNT
         self.admin_secret_name = ""
         self.notes: list[str] = []
+        self.principals: list[LocalPrincipal] = []
+        self._caller: tuple[str, str] = ("", "")  # a real account's: the environment's ARN and user id
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=self.options.region, endpoint_url=self.endpoint or None)  # type: ignore[call-overload]
@@ -61,9 +85,11 @@ class LocalAws:
         if self.endpoint:
             return
         try:
-            self.account_id = str(self.client("sts").get_caller_identity()["Account"])
+            identity = self.client("sts").get_caller_identity()
         except (BotoCoreError, ClientError) as exc:
             raise StackError(f"no usable AWS credentials in the environment ({type(exc).__name__}): {exc}") from None
+        self.account_id = str(identity["Account"])
+        self._caller = (str(identity["Arn"]), str(identity["UserId"]))
 
     def resolve_context(self, template: Mapping[str, Any]) -> ResolveContext:
         """The deployment to resolve ``template`` for, with the stand-ins ``set_up`` makes real (in a
@@ -82,14 +108,30 @@ class LocalAws:
             )
         if not self.endpoint:
             attributes.update({f"{function}.Arn": "" for function in invoked_by_secrets_manager(template)})
+        parameters = dict(options.parameters)
+        if ADMIN_PRINCIPALS_PARAMETER in (template.get("Parameters") or {}):
+            admin = user_arn(self.account_id, ADMIN_USER) if self.endpoint else _as_principal(self._caller[0])
+            parameters.setdefault(ADMIN_PRINCIPALS_PARAMETER, admin)
         return ResolveContext(
             region=options.region,
             account_id=self.account_id,
             stack_name=options.stack_name,
-            parameters=dict(options.parameters),
+            parameters=parameters,
             refs=refs,
             attributes=attributes,
         )
+
+    def signers(self) -> Signers:
+        """Whose signatures the local API checks: moto's IAM, or the environment's own credentials."""
+        if self.endpoint:
+            return MotoSigners(self.endpoint)
+        credentials = boto3.Session().get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        if frozen is None or not frozen.access_key or not frozen.secret_key:
+            raise StackError("no AWS credentials in the environment to sign requests to the local API with")
+        arn, user_id = self._caller
+        signer = Signer(frozen.access_key, frozen.secret_key, arn, user_id, self.account_id, evaluate_policies=False)
+        return EnvironmentSigner(signer, frozen.token)
 
     def set_up(self, model: TemplateModel, overrides: Mapping[str, str], *, emulator: bool) -> None:
         """Create what the functions need in moto, or say what a real account lacks; StackError if it
@@ -108,6 +150,8 @@ class LocalAws:
                 registered = register_rotation_function(self.endpoint, arn, options.region)
                 if registered != arn:
                     raise StackError(f"moto registered the rotation function as {registered}, not {arn}")
+            self.principals = create_local_principals(self.client("iam"), options.region, self.account_id, LOCAL_API_ID)
+            write_credentials(options.credentials_file, self.principals)
             first = next(iter(model.functions.values()), None)
             if not (options.admin_client_id and options.admin_client_secret):
                 self.notes.append(
@@ -122,6 +166,8 @@ class LocalAws:
                     )
         except (BotoCoreError, ClientError, ZusM2MError) as exc:
             raise StackError(f"setting up AWS at {self.endpoint} failed: {exc}") from None
+        except OSError as exc:
+            raise StackError(f"cannot write {options.credentials_file}: {exc.strerror or exc}") from None
 
     def _check_real_account(self, *, emulator: bool) -> None:
         table = self.options.table
@@ -131,6 +177,10 @@ class LocalAws:
             self.notes.append(f"table {table} was not found in account {self.account_id}; pass --table-name")
         if emulator:
             self.notes.append("the emulator's admin client is not stored in a real account; store it yourself")
+        self.notes.append(
+            "the local API checks signatures of this environment's own credentials only (IAM keeps other "
+            "principals' secret keys), and does not evaluate their IAM policies"
+        )
 
     def _store_admin_secret(self, settings: Settings) -> None:
         options = self.options

@@ -26,10 +26,19 @@ service's code speaks of the real service alone):
 * A rotation schedules the next one from itself (NextRotationDate: the rotation's date plus the rules'
   days). moto computes NextRotationDate only when RotateSecret is given rotation rules, so after a
   later rotation it still counts from the first configuration (a client's creation).
+
+And one route of its own, for the local API's IAM authorizer (``zus_local.iam_authorizer``): ``POST
+/_zus_local/iam/signer`` with ``{"accessKeyId", "securityToken"}`` answers who holds that access key in
+moto's IAM (an IAM user's key, or an assumed role's temporary one), its secret key, so that the local API
+can check a signature, and the identity policies that apply to it, found the way moto's own IAM
+enforcement finds them: 404 for a key moto does not know, 403 for a wrong or expired session token or
+an inactive key.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -39,6 +48,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import ThreadedWSGIServer
 
 from zus_emulator.http_server import TracksConnections
+from zus_local.iam_authorizer import SIGNER_ROUTE
 from zus_m2m.values import AWSCURRENT, AWSPENDING, rotation_started
 
 __all__ = ["MotoServer", "make_moto_server", "serialized_moto_app"]
@@ -141,6 +151,73 @@ def _follow_current(secret: Any) -> None:
         secret.set_default_version_id(current)
 
 
+def _policy_document(policy: Any) -> str:
+    """A policy as moto's IAM enforcement holds it (an inline policy's item, a document, a managed
+    policy), as its JSON document."""
+    from moto.iam.models import Policy
+
+    if isinstance(policy, Policy):
+        return str(next(version.document for version in policy.versions if version.is_default))
+    if isinstance(policy, str):
+        return policy
+    return str(policy["policy_document"])
+
+
+def signer(access_key_id: str, security_token: str | None) -> tuple[int, dict[str, Any]]:
+    """Who holds ``access_key_id`` in moto's IAM, and what applies to it (module docstring)."""
+    from moto.iam.access_control import AssumedRoleAccessKey, IAMUserAccessKey
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    for account_id in list(iam_backends.keys()):
+        backend = iam_backends[account_id]["aws"]
+        for user in list(backend.users.values()):
+            for key in user.access_keys:
+                if key.access_key_id != access_key_id:
+                    continue
+                if key.status != "Active" or security_token:
+                    return 403, {"reason": "inactive key" if key.status != "Active" else "unexpected session token"}
+                policies = IAMUserAccessKey(account_id, "aws", access_key_id, {}).collect_policies()
+                return 200, {
+                    "secretAccessKey": key.secret_access_key,
+                    "arn": user.arn,
+                    "userId": user.id,
+                    "accountId": account_id,
+                    "policies": [_policy_document(policy) for policy in policies],
+                }
+    for account_id in list(sts_backends.keys()):
+        for assumed in list(sts_backends[account_id]["aws"].assumed_roles):
+            if assumed.access_key_id != access_key_id:
+                continue
+            if security_token != assumed.session_token:
+                return 403, {"reason": "wrong session token"}
+            if assumed.expiration < datetime.datetime.now(datetime.UTC).replace(tzinfo=None):
+                return 403, {"reason": "expired session token"}
+            headers = {"X-Amz-Security-Token": security_token}
+            role = AssumedRoleAccessKey(assumed.account_id, "aws", access_key_id, headers)
+            return 200, {
+                "secretAccessKey": assumed.secret_access_key,
+                "arn": assumed.arn,
+                "userId": assumed.user_id,
+                "accountId": assumed.account_id,
+                "policies": [_policy_document(policy) for policy in role.collect_policies()],
+            }
+    return 404, {"reason": "unknown access key"}
+
+
+def _answer_signer(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        asked = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        status, answer = signer(str(asked["accessKeyId"]), asked.get("securityToken") or None)
+    except (ValueError, KeyError, TypeError):
+        status, answer = 400, {"reason": "the body must be {accessKeyId, securityToken}"}
+    body = json.dumps(answer).encode()
+    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}[status]
+    start_response(f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def serialized_moto_app() -> Any:
     secrets_manager_as_aws()
     app = DomainDispatcherApplication(create_backend_app)
@@ -148,6 +225,8 @@ def serialized_moto_app() -> Any:
 
     def serve(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         with lock:
+            if environ.get("PATH_INFO") == SIGNER_ROUTE and environ.get("REQUEST_METHOD") == "POST":
+                return _answer_signer(environ, start_response)
             return list(app(environ, start_response))
 
     return serve

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zus_local.local_principals import DEFAULT_CREDENTIALS_FILE
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
@@ -38,6 +40,8 @@ class StackOptions:
     # operator's (the guide's steps 1-3); stored as the admin secret in moto. Empty: none stored.
     admin_client_id: str = "local-admin"
     admin_client_secret: str = field(default="local-admin-secret", repr=False)
+    # Where the local admin's and consumer's keys go (an AWS shared credentials file; keys.env beside it).
+    credentials_file: Path = DEFAULT_CREDENTIALS_FILE
 
     @property
     def starts_moto(self) -> bool:

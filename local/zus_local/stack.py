@@ -27,6 +27,7 @@ from typing import Any
 from zus_emulator import EmulatorConfig, EmulatorServer
 from zus_local.cfn_yaml import load_template
 from zus_local.console import Console, FilteredStdout
+from zus_local.iam_authorizer import IamAuthorizer
 from zus_local.lambda_runtime import FunctionLoadError, Invocation, LambdaRuntime
 from zus_local.local_api import LocalApi
 from zus_local.local_aws import LocalAws
@@ -112,7 +113,8 @@ class LocalStack:
             self.runtime.warm_up()
         except FunctionLoadError as exc:
             raise StackError(str(exc)) from None
-        api.serve(model, self.runtime, account_id=self.aws.account_id)
+        authorizer = IamAuthorizer(self.aws.signers(), region=options.region, account_id=self.aws.account_id)
+        api.serve(model, self.runtime, authorizer)
         if options.schedule_scale > 0 and model.schedules:
             self.scheduler = Scheduler(model.schedules, self._invoke, self.console, options.schedule_scale).start()
             self._on_stop(self.scheduler.stop)

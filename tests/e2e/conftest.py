@@ -7,13 +7,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import boto3
 import pytest
+import requests
+
+from zus_local.local_principals import ADMIN_USER, CONSUMER_USER
+from zus_local.sigv4 import ExecuteApiAuth
 
 READY_TIMEOUT = 30.0
 # The pre-refresh schedule is rate(1 minute): scaled by 60 it fires every second.
@@ -32,8 +38,27 @@ class StackProcess:
     api_port: int
     moto_port: int
     zus_port: int
+    # The AWS shared credentials file the stack wrote its local admin's and consumer's keys to.
+    credentials_file: Path
     lines: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    def signer(self, profile: str) -> ExecuteApiAuth:
+        return ExecuteApiAuth.from_profile(self.credentials_file, profile)
+
+    def session(self, profile: str = ADMIN_USER) -> requests.Session:
+        """Calls to the local API signed as ``profile`` (the local admin unless named)."""
+        session = requests.Session()
+        session.auth = self.signer(profile)
+        return session
+
+    @property
+    def admin(self) -> requests.Session:
+        return self.session(ADMIN_USER)
+
+    @property
+    def consumer(self) -> requests.Session:
+        return self.session(CONSUMER_USER)
 
     @property
     def api(self) -> str:
@@ -82,8 +107,10 @@ def _drain(stream, into: list[str]) -> None:
 
 
 def start_stack(args: Sequence[str] = (), *, wait: bool = True) -> StackProcess:
-    """``python -m zus_local`` on free ports, in its own session; waits for its ready line."""
+    """``python -m zus_local`` on free ports, in its own session, its signers' keys in a temporary
+    credentials file; waits for its ready line."""
     ports = (free_port(), free_port(), free_port())
+    credentials = Path(tempfile.mkdtemp(prefix="zus-m2m-e2e-")) / "credentials"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ZUS_M2M_"))}
     env["PYTHONUNBUFFERED"] = "1"
     command = [
@@ -96,6 +123,8 @@ def start_stack(args: Sequence[str] = (), *, wait: bool = True) -> StackProcess:
         str(ports[1]),
         "--zus-port",
         str(ports[2]),
+        "--credentials-file",
+        str(credentials),
         *args,
     ]
     process = subprocess.Popen(
@@ -107,7 +136,7 @@ def start_stack(args: Sequence[str] = (), *, wait: bool = True) -> StackProcess:
         env=env,
         start_new_session=True,
     )
-    stack = StackProcess(process, *ports)
+    stack = StackProcess(process, *ports, credentials_file=credentials)
     threading.Thread(target=_drain, args=(process.stdout, stack.lines), daemon=True).start()
     threading.Thread(target=_drain, args=(process.stderr, stack.errors), daemon=True).start()
     if wait:

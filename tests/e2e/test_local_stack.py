@@ -7,6 +7,7 @@ SIGTERM, a busy port; and, in process, the API Gateway event the handlers get an
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import select
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -22,13 +24,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
 import requests
 
+from zus_local.aws_setup import create_user_with_key
 from zus_local.console import Console
+from zus_local.iam_authorizer import SIGNATURE_MISMATCH, IamAuthorizer, MotoSigners
 from zus_local.lambda_runtime import LambdaRuntime
 from zus_local.local_api import LocalApi
+from zus_local.local_principals import CONSUMER_USER, keys_file
 from zus_local.scheduler import Scheduler
+from zus_local.sigv4 import ExecuteApiAuth
 from zus_local.stand_ins import ResolveContext
 from zus_local.template_model import TemplateModel, load_model
 
@@ -80,24 +87,33 @@ def secret_at(sm, secret_id: str, stage: str) -> dict[str, str]:
     return json.loads(sm.get_secret_value(SecretId=secret_id, VersionStage=stage)["SecretString"])
 
 
+def consumer_arn(stack: StackProcess) -> str:
+    """The local consumer's IAM user, as ``make dev`` creates it in moto."""
+    return str(stack.client("iam").get_user(UserName=CONSUMER_USER)["User"]["Arn"])
+
+
 # --- the guide's flow through the service ------------------------------------------------------------
 
 
 def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     api, name = stack.api, "e2e-billing"
 
+    admin, consumer = stack.admin, stack.consumer
+    consumers = [consumer_arn(stack)]
+
     # Provision: 201 with the record, never the secret; the same request again is 200.
-    created = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    created = admin.post(f"{api}/app-clients", json={"name": name, "consumers": consumers}, timeout=30)
     assert created.status_code == 201, created.text
     record = created.json()
     assert record["name"] == name
+    assert record["consumers"] == consumers
     assert "clientSecret" not in created.text
-    again = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    again = admin.post(f"{api}/app-clients", json={"name": name, "consumers": consumers}, timeout=30)
     assert again.status_code == 200, again.text
     assert again.json()["appClientId"] == record["appClientId"]
 
-    # A token from the service, usable at Zus (the guide's step 4).
-    token = requests.get(f"{api}/app-clients/{name}/token", timeout=10)
+    # A token from the service, for its consumer, usable at Zus (the guide's step 4).
+    token = consumer.get(f"{api}/app-clients/{name}/token", timeout=10)
     assert token.status_code == 200, token.text
     assert token.headers["Cache-Control"] == "no-store"
     access_token = token.json()["access_token"]
@@ -118,7 +134,7 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     stop = threading.Event()
 
     def keep_asking() -> None:
-        with requests.Session() as session:
+        with stack.consumer as session:
             while not stop.is_set():
                 statuses.append(session.get(f"{api}/app-clients/{name}/token", timeout=10).status_code)
                 time.sleep(0.05)
@@ -126,7 +142,7 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     caller = threading.Thread(target=keep_asking)
     caller.start()
     try:
-        started = requests.post(f"{api}/app-clients/{name}/rotations", timeout=30)
+        started = admin.post(f"{api}/app-clients/{name}/rotations", timeout=30)
         assert started.status_code == 202, started.text
 
         def rotated() -> bool:
@@ -150,13 +166,13 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     refused = zus_token(stack, previous["clientId"], previous["clientSecret"])
     assert refused.status_code == 401
     assert refused.json()["error"] == "invalid_client"
-    after = requests.get(f"{api}/app-clients/{name}/token", timeout=10)
+    after = consumer.get(f"{api}/app-clients/{name}/token", timeout=10)
     assert after.status_code == 200, after.text
 
     # Delete: 204, then the name is gone.
-    deleted = requests.delete(f"{api}/app-clients/{name}", timeout=30)
+    deleted = admin.delete(f"{api}/app-clients/{name}", timeout=30)
     assert deleted.status_code == 204, deleted.text
-    gone = requests.get(f"{api}/app-clients/{name}", timeout=10)
+    gone = admin.get(f"{api}/app-clients/{name}", timeout=10)
     assert gone.status_code == 404
     assert gone.headers["Content-Type"].startswith("application/problem+json")
 
@@ -176,15 +192,17 @@ def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProces
     config = requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 392}, timeout=5)
     assert config.status_code < 300, config.text
     try:
-        created = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+        created = stack.admin.post(
+            f"{api}/app-clients", json={"name": name, "consumers": [consumer_arn(stack)]}, timeout=30
+        )
         assert created.status_code == 201, created.text
         client_id = created.json()["clientId"]
-        first = requests.get(f"{api}/app-clients/{name}/token", timeout=10)
+        first = stack.consumer.get(f"{api}/app-clients/{name}/token", timeout=10)
         assert first.status_code == 200, first.text
         issued = first.json()["expires_at"]
 
         def renewed() -> int | None:
-            token = requests.get(f"{api}/app-clients/{name}", timeout=10).json()["token"]
+            token = stack.admin.get(f"{api}/app-clients/{name}", timeout=10).json()["token"]
             expires = token.get("expiresAt")
             return expires if expires and expires > issued else None
 
@@ -194,7 +212,7 @@ def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProces
         assert any("schedule zus-m2m-local-pre-refresh (pre-refresh)  ok" in line for line in stack.lines)
     finally:
         requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 3600}, timeout=5)
-        requests.delete(f"{api}/app-clients/{name}", timeout=30)
+        stack.admin.delete(f"{api}/app-clients/{name}", timeout=30)
 
 
 def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(stack: StackProcess, capsys) -> None:
@@ -202,7 +220,9 @@ def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(stack: StackP
     rotation; the repair schedule (rate(2 minutes), every 2 s here) repairs it: a new rotation that
     finishes. Prints the time from the failed step to its repair (a measurement, not an assertion)."""
     api, name = stack.api, "e2e-repair"
-    created = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    created = stack.admin.post(
+        f"{api}/app-clients", json={"name": name, "consumers": [consumer_arn(stack)]}, timeout=30
+    )
     assert created.status_code == 201, created.text
     secret_id = created.json()["secretArn"]
     sm, dynamodb = stack.client("secretsmanager"), stack.client("dynamodb")
@@ -216,7 +236,7 @@ def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(stack: StackP
     faults = {"status": 500, "rate": 1.0, "paths": ["/auth/app-clients"]}
     requests.post(f"{stack.zus}/_emulator/faults", json=faults, timeout=5).raise_for_status()
     try:
-        started = requests.post(f"{api}/app-clients/{name}/rotations", timeout=30)
+        started = stack.admin.post(f"{api}/app-clients/{name}/rotations", timeout=30)
         assert started.status_code == 202, started.text
         wait_until(
             lambda: any(f"{name}  createSecret  failed" in line and "attempt 4" in line for line in stack.lines),
@@ -251,17 +271,17 @@ def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(stack: StackP
             f"\nrotation repair on the local stack (rotation-repair every {every.group(1) if every else '?'}): "
             f"failed step -> repaired {repaired_after:.1f} s, -> rotation finished {finished_after:.1f} s"
         )
-    requests.delete(f"{api}/app-clients/{name}", timeout=30)
+    stack.admin.delete(f"{api}/app-clients/{name}", timeout=30)
 
 
 def test_a_client_deleted_with_a_stuck_rotation_is_created_again_at_once(stack: StackProcess) -> None:
     api, name = stack.api, "e2e-stuck"
-    first = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    first = stack.admin.post(f"{api}/app-clients", json={"name": name, "consumers": [consumer_arn(stack)]}, timeout=30)
     assert first.status_code == 201, first.text
     faults = {"status": 500, "rate": 1.0, "paths": ["/auth/app-clients"]}
     requests.post(f"{stack.zus}/_emulator/faults", json=faults, timeout=5).raise_for_status()
     try:
-        assert requests.post(f"{api}/app-clients/{name}/rotations", timeout=30).status_code == 202
+        assert stack.admin.post(f"{api}/app-clients/{name}/rotations", timeout=30).status_code == 202
         wait_until(
             lambda: any(f"{name}  createSecret  failed" in line and "attempt 4" in line for line in stack.lines),
             30,
@@ -270,24 +290,178 @@ def test_a_client_deleted_with_a_stuck_rotation_is_created_again_at_once(stack: 
     finally:
         requests.post(f"{stack.zus}/_emulator/faults", json={}, timeout=5).raise_for_status()
 
-    assert requests.delete(f"{api}/app-clients/{name}", timeout=30).status_code == 204
-    again = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    assert stack.admin.delete(f"{api}/app-clients/{name}", timeout=30).status_code == 204
+    again = stack.admin.post(f"{api}/app-clients", json={"name": name, "consumers": [consumer_arn(stack)]}, timeout=30)
 
     assert again.status_code == 201, again.text
     assert again.json()["appClientId"] != first.json()["appClientId"]
     labels = [sorted(found) for found in stages(stack.client("secretsmanager"), again.json()["secretArn"]).values()]
     assert sorted(labels) == [["AWSCURRENT"], ["AWSPREVIOUS"]]
-    assert requests.get(f"{api}/app-clients/{name}/token", timeout=10).status_code == 200
-    requests.delete(f"{api}/app-clients/{name}", timeout=30)
+    assert stack.consumer.get(f"{api}/app-clients/{name}/token", timeout=10).status_code == 200
+    stack.admin.delete(f"{api}/app-clients/{name}", timeout=30)
 
 
-def test_unknown_route_is_a_problem_document(stack: StackProcess) -> None:
-    response = requests.get(f"{stack.api}/no/such/route", timeout=5)
-    assert response.status_code == 404
-    assert response.headers["Content-Type"] == "application/problem+json"
-    assert response.json()["detail"] == "no route for GET /no/such/route"
-    wrong_method = requests.put(f"{stack.api}/app-clients", timeout=5)
-    assert wrong_method.status_code == 404
+def test_unknown_routes_and_methods_are_api_gateways_404(stack: StackProcess) -> None:
+    for method, path in [("GET", "/no/such/route"), ("PUT", "/app-clients"), ("TRACE", "/app-clients")]:
+        for session in (requests.Session(), stack.admin):  # before any signature check
+            response = session.request(method, f"{stack.api}{path}", timeout=5)
+            assert response.status_code == 404, (method, path)
+            assert response.headers["Content-Type"] == "application/json"
+            assert response.json() == {"message": "Not Found"}
+
+
+# --- who may do what: refused calls change nothing ----------------------------------------------------------
+
+
+def intruder(stack: StackProcess) -> requests.Session:
+    """An IAM user whose policy lets it invoke every route, but who is not an admin of the stack."""
+    iam = stack.client("iam")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*"}],
+    }
+    _, key, secret = create_user_with_key(iam, "e2e-intruder", "invoke-everything", policy)
+    session = requests.Session()
+    session.auth = ExecuteApiAuth(key, secret)
+    return session
+
+
+def snapshot(stack: StackProcess, name: str) -> tuple[Any, ...]:
+    """What a refused call must leave as it was: the record, the secret's versions, the Zus clients and
+    the token requests Zus saw."""
+    record = stack.admin.get(f"{stack.api}/app-clients/{name}", timeout=10).json()
+    record.pop("token")
+    record.pop("budget")
+    versions = stack.client("secretsmanager").list_secret_version_ids(SecretId=record["secretArn"])["Versions"]
+    stats = requests.get(f"{stack.zus}/_emulator/stats", timeout=5).json()
+    return record, [v["VersionId"] for v in versions], stats["appClients"], stats["tokenRequests"]
+
+
+def test_refused_calls_get_api_gateways_or_the_services_403_and_nothing_half_changes(stack: StackProcess) -> None:
+    api, name, other = stack.api, "e2e-guarded", "e2e-others"
+    for client, consumers in ((name, [consumer_arn(stack)]), (other, [])):
+        created = stack.admin.post(f"{api}/app-clients", json={"name": client, "consumers": consumers}, timeout=30)
+        assert created.status_code == 201, created.text
+    assert stack.consumer.get(f"{api}/app-clients/{name}/token", timeout=10).status_code == 200
+    before = snapshot(stack, name)
+    keys = stack.signer(CONSUMER_USER).credentials
+    token_route = f"{api}/app-clients/{name}/token"
+    refused: dict[str, requests.Response] = {}
+
+    # API Gateway's IAM authorizer
+    refused["unsigned"] = requests.get(token_route, timeout=10)
+    wrong = requests.Session()
+    wrong.auth = ExecuteApiAuth(keys.access_key, "not-the-secret-key")
+    refused["wrong signature"] = wrong.get(token_route, timeout=10)
+    expired = requests.Session()
+    expired.auth = ExecuteApiAuth(
+        keys.access_key,
+        keys.secret_key,
+        clock=lambda: datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=6),
+    )
+    refused["expired signature"] = expired.get(token_route, timeout=10)
+    unknown = requests.Session()
+    unknown.auth = ExecuteApiAuth("AKIAUNKNOWNKEY000000", "whatever")
+    refused["unknown access key"] = unknown.get(token_route, timeout=10)
+    refused["consumer, admin route (its IAM policy)"] = stack.consumer.delete(f"{api}/app-clients/{name}", timeout=10)
+    # the service: consumers and admins
+    refused["consumer, another client's token"] = stack.consumer.get(f"{api}/app-clients/{other}/token", timeout=10)
+    outsider = intruder(stack)
+    refused["non-admin, create"] = outsider.post(f"{api}/app-clients", json={"name": "e2e-intruded"}, timeout=30)
+    refused["non-admin, update"] = outsider.patch(
+        f"{api}/app-clients/{name}", json={"consumers": ["arn:aws:iam::123456789012:root"]}, timeout=30
+    )
+    refused["non-admin, rotate"] = outsider.post(f"{api}/app-clients/{name}/rotations", timeout=30)
+    refused["non-admin, delete"] = outsider.delete(f"{api}/app-clients/{name}", timeout=30)
+    refused["admin, the bootstrap admin's token"] = stack.admin.get(
+        f"{api}/app-clients/zus-m2m-admin/token", timeout=10
+    )
+
+    gateway = {key: refused.pop(key) for key in list(refused)[:5]}
+    assert {key: (r.status_code, r.json()) for key, r in gateway.items()} == {
+        "unsigned": (403, {"message": "Missing Authentication Token"}),
+        "wrong signature": (403, {"message": SIGNATURE_MISMATCH}),
+        "expired signature": (403, {"message": gateway["expired signature"].json()["message"]}),
+        "unknown access key": (403, {"message": "The security token included in the request is invalid."}),
+        "consumer, admin route (its IAM policy)": (403, gateway["consumer, admin route (its IAM policy)"].json()),
+    }
+    assert gateway["expired signature"].json()["message"].startswith("Signature expired: ")
+    assert (
+        gateway["consumer, admin route (its IAM policy)"]
+        .json()["Message"]
+        .startswith(f"User: {consumer_arn(stack)} is not authorized to perform: execute-api:Invoke on resource: ")
+    )
+    for what, response in refused.items():
+        assert response.status_code == 403, (what, response.text)
+        assert response.headers["Content-Type"] == "application/problem+json", what
+        assert response.json()["type"] == "urn:zus-m2m:problem:forbidden", what
+    assert snapshot(stack, name) == before
+    assert stack.admin.get(f"{api}/app-clients/e2e-intruded", timeout=10).status_code == 404
+    for client in (name, other):
+        stack.admin.delete(f"{api}/app-clients/{client}", timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl (7.75 or later) for --aws-sigv4")
+def test_curls_own_sigv4_with_the_keys_file_as_the_banner_says(stack: StackProcess) -> None:
+    name = "e2e-curl"
+    keys = dict(line.split("=", 1) for line in keys_file(stack.credentials_file).read_text().split())
+    sign = ["--aws-sigv4", "aws:amz:us-east-1:execute-api"]
+    body = json.dumps({"name": name, "consumers": [consumer_arn(stack)]})
+
+    def curl(user: str, *args: str) -> tuple[int, dict[str, Any]]:
+        result = subprocess.run(
+            ["curl", "-s", "-w", "\n%{http_code}", *sign, "--user", keys[user], *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        text, _, status = result.stdout.rpartition("\n")
+        return int(status), json.loads(text)
+
+    created = curl(
+        "ZUS_M2M_LOCAL_ADMIN",
+        "-X",
+        "POST",
+        f"{stack.api}/app-clients",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        body,
+    )
+    vended = curl("ZUS_M2M_LOCAL_CONSUMER", f"{stack.api}/app-clients/{name}/token?minTtl=60")
+    assert created[0] == 201, created
+    assert vended[0] == 200
+    assert vended[1]["token_type"] == "Bearer"
+    assert stack.admin.delete(f"{stack.api}/app-clients/{name}", timeout=30).status_code == 204
+
+
+def test_the_audit_lines_of_a_create_a_vend_and_a_denied_vend(stack_factory: Callable[..., StackProcess]) -> None:
+    """With --verbose the handlers' INFO lines, the audit lines among them, reach the stack's output."""
+    verbose = stack_factory(["--verbose", "--schedule-scale", "0"])
+    name = "e2e-audited"
+    created = verbose.admin.post(
+        f"{verbose.api}/app-clients", json={"name": name, "consumers": [consumer_arn(verbose)]}, timeout=30
+    )
+    vended = verbose.consumer.get(f"{verbose.api}/app-clients/{name}/token", timeout=10)
+    denied = verbose.admin.get(f"{verbose.api}/app-clients/{name}/token", timeout=10)
+    assert (created.status_code, vended.status_code, denied.status_code) == (201, 200, 403)
+
+    def audited() -> list[dict[str, Any]]:
+        return [json.loads(line)["audit"] for line in list(verbose.lines) if line.startswith("{") and '"audit"' in line]
+
+    lines = wait_until(lambda: (found := audited()) and len(found) >= 3 and found, 10, "three audit lines")
+    assert [(line["action"], line["client"], line["status"], line["outcome"]) for line in lines] == [
+        ("POST /app-clients", name, 201, "allowed"),
+        ("GET /app-clients/{name}/token", name, 200, "allowed"),
+        ("GET /app-clients/{name}/token", name, 403, "denied"),
+    ]
+    assert lines[0]["caller"] == lines[2]["caller"] == "arn:aws:iam::123456789012:user/zus-m2m-local-admin"
+    assert lines[1]["caller"] == consumer_arn(verbose)
+    assert lines[1]["tokenExpiresAt"] == vended.json()["expires_at"]
+    assert all(line["sourceIp"] == "127.0.0.1" and line["accessKey"].startswith("AKIA") for line in lines)
+    assert vended.json()["access_token"] not in verbose.output
+    print("\n".join(json.dumps(line) for line in lines))  # the issue asks for them in the report
 
 
 # --- lifecycle of the process ----------------------------------------------------------------------------
@@ -405,30 +579,47 @@ Resources:
 
 
 class _InProcess:
-    def __init__(self, model: TemplateModel, runtime: LambdaRuntime, api: LocalApi, out: io.StringIO, err: io.StringIO):
+    def __init__(
+        self,
+        model: TemplateModel,
+        runtime: LambdaRuntime,
+        api: LocalApi,
+        out: io.StringIO,
+        err: io.StringIO,
+        signer: ExecuteApiAuth,
+        signer_arn: str,
+    ):
         self.model, self.runtime, self.api, self.out, self.err = model, runtime, api, out, err
+        self.signer, self.signer_arn = signer, signer_arn
+        self.session = requests.Session()
+        self.session.auth = signer
 
 
 @pytest.fixture
-def in_process(tmp_path: Path) -> Iterator[_InProcess]:
+def in_process(tmp_path: Path, moto_endpoint: str) -> Iterator[_InProcess]:
+    """The echo template on a local API whose signers are moto's IAM: one user allowed every route."""
     (tmp_path / "echo").mkdir()
     (tmp_path / "echo" / "app.py").write_text(FUNCTION_CODE)
     (tmp_path / "template.yaml").write_text(TEMPLATE)
     model = load_model(tmp_path / "template.yaml", ResolveContext(stack_name="echo-stack"))
+    iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name="us-east-1")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "execute-api:*", "Resource": "*"}]}
+    arn, key, secret = create_user_with_key(iam, "echo-caller", "invoke", policy)
     out, err = io.StringIO(), io.StringIO()
     console = Console(out, err)
     runtime = LambdaRuntime(model, concurrency=2)
     runtime.warm_up()
-    api = LocalApi(console, "127.0.0.1", free_port()).bind().serve(model, runtime)
+    authorizer = IamAuthorizer(MotoSigners(moto_endpoint), region="us-east-1", account_id="123456789012")
+    api = LocalApi(console, "127.0.0.1", free_port()).bind().serve(model, runtime, authorizer)
     try:
-        yield _InProcess(model, runtime, api, out, err)
+        yield _InProcess(model, runtime, api, out, err, ExecuteApiAuth(key, secret), arn)
     finally:
         api.stop()
 
 
 def test_handlers_get_an_http_api_v2_event_and_a_lambda_context(in_process: _InProcess) -> None:
     assert "GREETING" not in os.environ  # applied while the handler imported, not left behind
-    response = requests.post(
+    response = in_process.session.post(
         f"{in_process.api.url}/items/a%20b?x=1&x=2&y=",
         json={"k": "v"},
         headers={"X-Custom": "yes", "Cookie": "c1=1; c2=2"},
@@ -462,21 +653,28 @@ def test_handlers_get_an_http_api_v2_event_and_a_lambda_context(in_process: _InP
     assert context["routeKey"] == "POST /items/{id}"
     assert context["requestId"] == body["requestId"] == response.headers["Apigw-Requestid"]
     assert abs(context["timeEpoch"] / 1000 - time.time()) < 10
-    assert context["authorizer"]["iam"]["accountId"] == "123456789012"
+    iam = context["authorizer"]["iam"]
+    assert iam["accountId"] == "123456789012"
+    assert iam["userArn"] == in_process.signer_arn
+    assert iam["accessKey"] == in_process.signer.credentials.access_key
+    assert iam["callerId"] == iam["userId"]
+    assert iam["userId"]
+    assert iam["cognitoIdentity"] is None
+    assert iam["principalOrgId"] is None
     assert "POST   /items/a%20b  200" in in_process.out.getvalue()
 
-    binary = requests.post(
+    binary = in_process.session.post(
         f"{in_process.api.url}/items/1", data=b"\x00\x01", headers={"Content-Type": "application/octet-stream"}
     )
     assert binary.json()["event"]["isBase64Encoded"] is True
     assert binary.json()["event"]["body"] == "AAE="
 
-    plain = requests.get(f"{in_process.api.url}/plain", timeout=5)
+    plain = in_process.session.get(f"{in_process.api.url}/plain", timeout=5)
     assert (plain.status_code, plain.json()) == (200, {"plain": True})
 
 
 def test_chunked_bodies_reach_the_handler_and_malformed_ones_are_400(in_process: _InProcess) -> None:
-    response = requests.post(
+    response = in_process.session.post(
         f"{in_process.api.url}/items/1",
         data=iter([b'{"k":', b' "v"}']),
         headers={"Content-Type": "application/json"},
@@ -497,7 +695,7 @@ def test_chunked_bodies_reach_the_handler_and_malformed_ones_are_400(in_process:
 
 
 def test_a_crashing_handler_answers_500_without_its_trace(in_process: _InProcess) -> None:
-    response = requests.get(f"{in_process.api.url}/crash", timeout=5)
+    response = in_process.session.get(f"{in_process.api.url}/crash", timeout=5)
     assert response.status_code == 500
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.json()["status"] == 500
@@ -559,3 +757,50 @@ def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
     assert "stopped" in text
     assert "Error" not in text
     assert "Interrupt" not in text
+
+
+def test_an_assumed_roles_temporary_credentials_sign_as_the_role_session(
+    in_process: _InProcess, moto_endpoint: str
+) -> None:
+    iam = boto3.client("iam", endpoint_url=moto_endpoint, region_name="us-east-1")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    try:
+        role = iam.create_role(RoleName="echo-service", Path="/team/", AssumeRolePolicyDocument=json.dumps(trust))
+    except iam.exceptions.EntityAlreadyExistsException:
+        role = iam.get_role(RoleName="echo-service")
+    only_plain = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:*/*/GET/plain"}
+        ],
+    }
+    iam.put_role_policy(RoleName="echo-service", PolicyName="invoke", PolicyDocument=json.dumps(only_plain))
+    sts = boto3.client("sts", endpoint_url=moto_endpoint, region_name="us-east-1")
+    assumed = sts.assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="task-7")["Credentials"]
+    session = requests.Session()
+    session.auth = ExecuteApiAuth(assumed["AccessKeyId"], assumed["SecretAccessKey"], assumed["SessionToken"])
+
+    plain = session.get(f"{in_process.api.url}/plain", timeout=5)
+    crash = session.get(f"{in_process.api.url}/crash", timeout=5)
+    wrong_token = requests.Session()
+    wrong_token.auth = ExecuteApiAuth(assumed["AccessKeyId"], assumed["SecretAccessKey"], "not-the-session-token")
+    refused = wrong_token.get(f"{in_process.api.url}/plain", timeout=5)
+
+    assert plain.status_code == 200, plain.text
+    # the echo function keeps the events it saw
+    modules = [module for name, module in sys.modules.items() if name.startswith("zus_local_function_EchoFunction")]
+    iam_block = [e for module in modules for e in module.calls if e.get("rawPath") == "/plain"][-1]["requestContext"][
+        "authorizer"
+    ]["iam"]
+    assert iam_block["userArn"] == "arn:aws:sts::123456789012:assumed-role/echo-service/task-7"
+    assert iam_block["userId"] == f"{role['Role']['RoleId']}:task-7"
+    assert iam_block["accessKey"] == assumed["AccessKeyId"]
+    assert crash.status_code == 403  # its policy allows GET /plain only
+    assert crash.json()["Message"].startswith("User: arn:aws:sts::123456789012:assumed-role/echo-service/task-7 is not")
+    assert (refused.status_code, refused.json()) == (
+        403,
+        {"message": "The security token included in the request is invalid."},
+    )

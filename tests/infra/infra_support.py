@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zus_local.iam_authorizer import wildcard_match
+from zus_local.intrinsics import Resolver
+from zus_local.stand_ins import ResolveContext
 from zus_m2m.settings import ENVIRONMENT_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +115,11 @@ def template_digest() -> str:
 def handler_environment() -> dict[str, str]:
     """Every setting with a harmless value, and credentials that cannot reach an account."""
     env = {k: v for k, v in os.environ.items() if k not in {"AWS_PROFILE", "AWS_ENDPOINT_URL"}}
-    placeholders = {"TABLE_NAME": "zus-m2m-test", "ADMIN_SECRET_NAME": "zus-m2m/test/zus-m2m-admin"}
+    placeholders = {
+        "TABLE_NAME": "zus-m2m-test",
+        "ADMIN_SECRET_NAME": "zus-m2m/test/zus-m2m-admin",
+        "ADMIN_PRINCIPALS": "arn:aws:iam::123456789012:role/platform-admin",
+    }
     env.update({name: default or placeholders.get(name, "") for name, default in ENVIRONMENT_VARIABLES.items()})
     env.update(
         STAGE="test",
@@ -127,3 +134,60 @@ def handler_environment() -> dict[str, str]:
         POWERTOOLS_TRACE_DISABLED="true",
     )
     return env
+
+
+# --- what a role may do, evaluated as IAM would ------------------------------------------------------------
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+def _conditions_hold(condition: dict[str, Any], context: dict[str, list[str]], where: str) -> bool:
+    """The condition operators the stack's data-plane policies use; any other fails loudly, so that no
+    test passes by not understanding a policy."""
+    for operator, keys in condition.items():
+        for key, patterns in keys.items():
+            values = context.get(key, [])
+            listed = as_list(patterns)
+            if operator == "ForAllValues:StringLike":
+                held = all(any(wildcard_match(p, v) for p in listed) for v in values)
+            elif operator == "ForAnyValue:StringLike":
+                held = any(any(wildcard_match(p, v) for p in listed) for v in values)
+            elif operator == "StringEquals":
+                held = bool(values) and all(v in listed for v in values)
+            else:
+                raise AssertionError(f"{where}: condition operator {operator} is not understood by this test")
+            if not held:
+                return False
+    return True
+
+
+def role_decision(
+    template: dict[str, Any],
+    role: str,
+    action: str,
+    resource: str,
+    *,
+    parameters: dict[str, str],
+    context: dict[str, list[str]] | None = None,
+) -> str:
+    """``allowed``, ``denied`` (an explicit Deny) or ``not-allowed``: what IAM decides for ``role``'s
+    identity policies, the template's intrinsics resolved for a stack deployed with ``parameters``."""
+    resolver = Resolver(template, ResolveContext(region=REGION, account_id=ACCOUNT, parameters=parameters))
+    allowed = False
+    for statement in statements_for_role(template, role):
+        body = resolver.resolve(statement.body)
+        where = f"{statement.resource_id} {statement.where} {body.get('Sid', '')}"
+        acts = any(wildcard_match(a, action, ignore_case=True) for a in as_list(body.get("Action", [])))
+        on = any(wildcard_match(r, resource) for r in as_list(body.get("Resource", [])))
+        if not (acts and on and _conditions_hold(body.get("Condition", {}), context or {}, where)):
+            continue
+        if body.get("Effect") == "Deny":
+            return "denied"
+        allowed = True
+    return "allowed" if allowed else "not-allowed"
+
+
+def route_arn_matches(pattern: str, method: str, path: str, api_id: str) -> bool:
+    """Whether an ``execute-api:Invoke`` Resource covers a request (``path`` as sent) to ``api_id``."""
+    arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/$default/{method}/{path.lstrip('/')}"
+    return wildcard_match(pattern, arn)

@@ -40,6 +40,7 @@ ROUTES = {
     ("POST", "/app-clients"): "ProvisioningFunction",
     ("GET", "/app-clients"): "ProvisioningFunction",
     ("GET", "/app-clients/{name}"): "ProvisioningFunction",
+    ("PATCH", "/app-clients/{name}"): "ProvisioningFunction",
     ("DELETE", "/app-clients/{name}"): "ProvisioningFunction",
     ("POST", "/app-clients/{name}/rotations"): "ProvisioningFunction",
     ("GET", "/app-clients/{name}/token"): "TokenVendingFunction",
@@ -79,7 +80,8 @@ SECRET_ACTIONS = {
     },
 }
 TABLE_ACTIONS = {
-    "TokenVendingRole": {"GetItem", "UpdateItem"},
+    # Query: a client's record and token item in one round trip (tokens/vendor.py).
+    "TokenVendingRole": {"GetItem", "UpdateItem", "Query"},
     # Scan: GET /app-clients lists every client's record, one partition each.
     "ProvisioningRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"},
     "RotationRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
@@ -109,6 +111,10 @@ SIZING = {
 PARAMETERS = {
     "Stage",
     "ZusEnvironment",
+    "AdminPrincipals",
+    "AllowedZusRoles",
+    "RotationRequestMinGapSeconds",
+    "MemoryRevalidationSeconds",
     "AdminSecretName",
     "RotationIntervalDays",
     "TokenRefreshMarginSeconds",
@@ -127,10 +133,18 @@ OUTPUTS = {
     "RotationFunctionArn",
     "ScheduledFunctionArn",
     "KmsKeyArn",
+    "ConsumerTokenRouteArn",
+    "AdminRoutesArn",
 }
 
 # Metrics the code emits (namespace ZusM2M, dimension service=zus-m2m) that must page someone.
-ALARMED_METRICS = {"RotationFailed", "TokenBudgetExhausted", "InvalidClientExhausted", "SecretRecoveryStarted"}
+ALARMED_METRICS = {
+    "RotationFailed",
+    "TokenBudgetExhausted",
+    "InvalidClientExhausted",
+    "SecretRecoveryStarted",
+    "DeniedCalls",  # from the audit lines, through metric filters (test_access.py)
+}
 
 # Variables the Lambda runtime or the AWS SDK provides; code may read them without the template.
 RUNTIME_VARIABLE = re.compile(r"^(AWS_|_X_AMZN_|LAMBDA_|_HANDLER$|TZ$)")
@@ -281,8 +295,12 @@ def test_settings_come_from_the_stack(template: dict[str, Any]) -> None:
         "TOKEN_BUDGET_PER_HOUR": "TokenBudgetPerHour",
         "ROTATION_INTERVAL_DAYS": "RotationIntervalDays",
         "SECRET_RECOVERY_WINDOW_DAYS": "SecretRecoveryWindowDays",
+        "ROTATION_REQUEST_MIN_GAP_SECONDS": "RotationRequestMinGapSeconds",
+        "MEMORY_REVALIDATION_SECONDS": "MemoryRevalidationSeconds",
     }.items():
         assert env[name] == {"Ref": parameter}
+    for name, parameter in {"ADMIN_PRINCIPALS": "AdminPrincipals", "ALLOWED_ZUS_ROLES": "AllowedZusRoles"}.items():
+        assert env[name] == {"Fn::Join": [",", {"Ref": parameter}]}
     assert "AdminSecretName" in json.dumps(env["ADMIN_SECRET_NAME"])
 
 
@@ -439,6 +457,8 @@ def test_each_function_has_only_the_data_plane_actions_it_uses(
     assert template["Resources"][function]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
     granted: dict[str, set[str]] = {"secretsmanager": set(), "dynamodb": set(), "kms": set()}
     for statement in statements_for_role(template, role):
+        if not statement.allows:
+            continue  # a Deny grants nothing (the vending role's keep it from the bootstrap admin)
         for action in statement.actions:
             service, _, name = action.partition(":")
             if service in granted:

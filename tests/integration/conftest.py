@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,9 @@ from zus_emulator import EmulatorConfig, EmulatorServer
 from zus_local.aws_setup import store_admin_secret
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors, wiring
-from zus_m2m.aws.dynamo import client_key
+from zus_m2m.access import Caller
+from zus_m2m.aws.client_records import DynamoClientRecords
+from zus_m2m.aws.dynamo import TableKeys, client_key
 from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import Checkpoint, no_checkpoint
@@ -24,7 +27,7 @@ from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
-from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, ClientRecord
 from zus_m2m.zus.client import ZusClient
 from zus_m2m.zus.models import AppClient
 
@@ -106,6 +109,11 @@ class Deployment:
     ADMIN = "zus-m2m-admin"
     ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
     ADMIN_ID, ADMIN_PASSWORD = "local-admin", "local-admin-secret"
+    # The stack's admin (ADMIN_PRINCIPALS) and a consumer, as API Gateway's IAM authorizer names them.
+    ADMIN_PRINCIPAL = "arn:aws:iam::123456789012:role/platform-admin"
+    ADMIN_CALLER = Caller("arn:aws:sts::123456789012:assumed-role/platform-admin/alice", "123456789012")
+    CONSUMER_ROLE = "arn:aws:iam::123456789012:role/billing-service"
+    CONSUMER = Caller("arn:aws:sts::123456789012:assumed-role/billing-service/task-1", "123456789012")
 
     def __init__(self, aws, zus, **environment: str) -> None:
         self.aws = aws
@@ -116,6 +124,7 @@ class Deployment:
             "STAGE": "test",
             "ZUS_API_BASE_URL": zus.url,
             "ZUS_AUTH_BASE_URL": zus.url,
+            "ADMIN_PRINCIPALS": self.ADMIN_PRINCIPAL,
             **environment,
         }
         self.settings = Settings.from_env(self.environment)
@@ -123,6 +132,9 @@ class Deployment:
         self.admin_token = self.zus_client.request_token(self.ADMIN_ID, self.ADMIN_PASSWORD).access_token
         admin = next(c for c in self.zus_client.list_app_clients(self.admin_token) if c.client_id == self.ADMIN_ID)
         self.store_admin(admin.id, self.ADMIN_ID, self.ADMIN_PASSWORD, "Builder Admin")
+        self.keys = TableKeys(self.ADMIN)
+        self.records = DynamoClientRecords(aws.dynamodb, aws.table_name, self.keys)
+        self.table = DynamoTokenTable(aws.dynamodb, aws.table_name, self.keys)
 
     def store_admin(self, app_client_id: str, client_id: str, client_secret: str, role_name: str) -> None:
         store_admin_secret(
@@ -151,6 +163,25 @@ class Deployment:
             audience=self.settings.zus.audience,
         )
         return created.app_client, credentials
+
+    def write_record(self, credentials: ClientCredentials, secret_arn: str, consumers: tuple[str, ...]) -> None:
+        """The record provisioning writes for a client it made (claim, then complete)."""
+        owner = "test-setup"
+        now = time.time()
+        assert self.records.claim(
+            credentials.name, credentials.role_name, consumers, owner, now, now + 40, previous_owner=None
+        )
+        record = ClientRecord(
+            credentials.name,
+            credentials.app_client_id,
+            credentials.client_id,
+            credentials.role_id,
+            credentials.role_name,
+            secret_arn,
+            int(now),
+            consumers,
+        )
+        assert self.records.complete(record, owner)
 
     def lambda_environment(self) -> dict[str, str]:
         """What template.yaml gives a function, pointed at moto and the emulator."""
@@ -249,7 +280,8 @@ def provisioning_stack_with_rotation(aws, zus, rotation_function_arn: str) -> Pr
 
 
 class VendingStack(Deployment):
-    """Token vending wired to moto and the emulator, with one managed client's secret stored."""
+    """Token vending wired to moto and the emulator, with one managed client's secret stored and its
+    record naming ``CONSUMER``."""
 
     CLIENT = "billing-service"
 
@@ -257,8 +289,8 @@ class VendingStack(Deployment):
         super().__init__(aws, zus)
         self.app_client, self.credentials = self.create_zus_client(self.CLIENT)
         self.secret_id = self.settings.secret_naming.secret_id(self.CLIENT)
-        aws.secretsmanager.create_secret(Name=self.secret_id, SecretString=self.credentials.to_json())
-        self.table = DynamoTokenTable(aws.dynamodb, aws.table_name)
+        arn = aws.secretsmanager.create_secret(Name=self.secret_id, SecretString=self.credentials.to_json())["ARN"]
+        self.write_record(self.credentials, arn, (self.CONSUMER_ROLE,))
 
     def upstream_requests(self) -> int:
         return int(self.stats()["tokenRequests"].get(self.credentials.client_id, 0))
@@ -277,16 +309,16 @@ class RotationStack(Deployment):
     def __init__(self, aws, zus, rotation_function_arn: str) -> None:
         super().__init__(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn)
         self.store = SecretsManagerStore(aws.secretsmanager, max_age=0)
-        self.table = DynamoTokenTable(aws.dynamodb, aws.table_name)
         self.app_client, credentials = self.create_zus_client(self.CLIENT)
         self.secret_id = self.settings.secret_naming.secret_id(self.CLIENT)
-        self.store.create(
+        arn = self.store.create(
             self.secret_id,
             credentials,
             kms_key_id="",
             tags=self.settings.secret_naming.tags(self.CLIENT),
             idempotency_key="00000000-0000-4000-8000-000000000001",
         )
+        self.write_record(credentials, arn, (self.CONSUMER_ROLE,))
 
     def start(self, secret_id: str | None = None) -> tuple[str, str]:
         """Start a rotation as the service does; returns what Secrets Manager would invoke with."""

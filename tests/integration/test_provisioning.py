@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import threading
 import time
@@ -13,8 +15,10 @@ from fakes import Crash, crash_at
 
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
+from zus_m2m.aws.dynamo import client_key
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.retire import RetireCheckpoints
+from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import CreateRequest
 from zus_m2m.wiring import Provisioning
 
@@ -31,7 +35,7 @@ def stack(provisioning_stack: Stack) -> Stack:
 
 
 def test_the_guides_flow_end_to_end(stack: Stack) -> None:
-    record, created = stack.provisioning().create_client(CreateRequest(NAME))
+    record, created = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
 
     assert created is True
     # step 2 happened once, with the role of step 1
@@ -50,7 +54,7 @@ def test_the_guides_flow_end_to_end(stack: Stack) -> None:
     # steps 3-4 went through token vending: the token is cached, and vending it costs no new request
     assert stack.item(NAME, "token") is not None
     before = stack.stats()["tokenRequests"][client.client_id]
-    stack.vendor().vend(NAME, 60)
+    stack.vendor().vend(stack.CONSUMER, NAME, 60)
     assert stack.stats()["tokenRequests"][client.client_id] == before
     # the record is in the table, and nowhere is the secret
     item = stack.item(NAME, "record")
@@ -163,8 +167,9 @@ def test_a_zus_429_during_create_is_503_not_429(stack: Stack) -> None:
 
 
 def test_an_unknown_role_is_422_listing_the_roles(stack: Stack) -> None:
+    allowed = ("Builder Admin", "Care Team User", "Janitor")  # the stack allows it; Zus does not have it
     with pytest.raises(errors.UnknownRole) as caught:
-        stack.provisioning().create_client(CreateRequest(NAME, "Janitor"))
+        stack.provisioning(allowed_roles=allowed).create_client(CreateRequest(NAME, "Janitor"))
 
     assert caught.value.http_status == 422
     assert "'Janitor'" in caught.value.detail
@@ -368,3 +373,85 @@ def test_next_rotation_counts_from_the_last_rotation_not_the_creation(provisioni
     shown = provisioning.queries.get(NAME)
     assert shown["nextRotation"] > scheduled
     assert shown["nextRotation"] == shown["lastRotation"] + 30 * 86400
+
+
+# --- what containers may still serve after a delete or a re-create (issue 17) -----------------------------
+
+
+def _subject(access_token: str) -> str:
+    """The client a Zus token was issued to (its ``sub`` claim, ``<clientId>@clients``)."""
+    payload = access_token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
+
+
+def _bound_passes(vendor: TokenVendor) -> None:
+    """As if the container's revalidation bound had passed since it last read the record."""
+    vendor.policy = dataclasses.replace(vendor.policy, revalidate_seconds=0.0)
+
+
+def test_a_deleted_client_stops_being_served_by_every_container_within_the_bound(stack: Stack) -> None:
+    stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
+    container = stack.vendor()
+    container.vend(stack.CONSUMER, NAME, 60)
+
+    stack.provisioning().retire_client(NAME)
+    assert stack.item(NAME, "token") is None  # the table is purged at once
+    _bound_passes(container)
+
+    with pytest.raises(errors.Forbidden):
+        container.vend(stack.CONSUMER, NAME, 60)
+    with pytest.raises(errors.ResourceNotFound):
+        container.vend(stack.ADMIN_CALLER, NAME, 60)
+
+
+def test_a_recreated_name_is_never_served_the_deleted_clients_token(stack: Stack) -> None:
+    # Given a container that served the first client of the name
+    first, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
+    container = stack.vendor()
+    old = container.vend(stack.CONSUMER, NAME, 60)
+    assert _subject(old.access_token) == f"{first.client_id}@clients"
+
+    # When the name is deleted and created again (another Zus app client)
+    stack.provisioning().retire_client(NAME)
+    second, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
+    assert second.app_client_id != first.app_client_id
+    _bound_passes(container)
+
+    # Then the container serves the new client's token, which Zus accepts; the table's is bound to it
+    served = container.vend(stack.CONSUMER, NAME, 60)
+    assert _subject(served.access_token) == f"{second.client_id}@clients"
+    assert stack.zus_client.get_app_client(second.app_client_id, served.access_token).id == second.app_client_id
+    item = stack.item(NAME, "token")
+    assert item is not None
+    assert item["appClientId"]["S"] == second.app_client_id
+
+
+def test_a_cached_token_of_another_app_client_is_never_served(stack: Stack) -> None:
+    # Given the table still holds a token minted for a client deleted under this name (e.g. a refresh
+    # that finished after the delete's purge)
+    record, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
+    stack.aws.dynamodb.update_item(
+        TableName=stack.aws.table_name,
+        Key=client_key(NAME, "token"),
+        UpdateExpression="SET accessToken = :token, appClientId = :app, expiresAt = :expires",
+        ExpressionAttributeValues={
+            ":token": {"S": "a-deleted-clients-token"},
+            ":app": {"S": "a-deleted-app-client"},
+            ":expires": {"N": str(int(time.time()) + 3000)},
+        },
+    )
+
+    served = stack.vendor().vend(stack.CONSUMER, NAME, 60)
+
+    assert served.access_token != "a-deleted-clients-token"
+    assert _subject(served.access_token) == f"{record.client_id}@clients"
+
+
+def test_the_bootstrap_admins_token_lives_in_its_own_partition(stack: Stack) -> None:
+    stack.provisioning().create_client(CreateRequest(NAME))
+
+    admin = stack.aws.dynamodb.get_item(
+        TableName=stack.aws.table_name, Key={"pk": {"S": "admin#zus-m2m-admin"}, "sk": {"S": "token"}}
+    )
+    assert "accessToken" in admin["Item"]
+    assert stack.item("zus-m2m-admin", "token") is None

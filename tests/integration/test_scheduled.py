@@ -108,7 +108,7 @@ def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack,
     stack.drive(stack.steps(), stack.started(stack.secret_id))
     stack.assert_rotated_cleanly(before)
     stack.table.purge(CLIENT)
-    assert stack.vendor().vend(CLIENT, 60).access_token
+    assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).access_token
 
 
 # --- the handler, as EventBridge Scheduler invokes it ----------------------------------------------------
@@ -119,7 +119,7 @@ def test_the_scheduled_handler_dispatches_both_jobs(stack: Stack, load_function)
     context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
     # A client in use whose token enters the refresh margin before the next run
     stack.emulator("config", tokenLifetimeSeconds=350)
-    first = stack.vendor().vend(CLIENT, 60)
+    first = stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
     stack.table.mark_requested(CLIENT, time.time())
 
     refreshed = handler.lambda_handler(json.loads((EVENTS / "scheduler_pre_refresh.json").read_text()), context)

@@ -32,7 +32,7 @@ def test_fifty_threads_in_fifty_containers_make_one_upstream_request(stack: Stac
 
     def ask(vendor: TokenVendor) -> str:
         start.wait()
-        return vendor.vend(CLIENT, min_ttl=60).access_token
+        return vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60).access_token
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         tokens = list(pool.map(ask, containers))
@@ -42,7 +42,7 @@ def test_fifty_threads_in_fifty_containers_make_one_upstream_request(stack: Stac
 
 
 def test_the_token_item_carries_a_ttl_at_the_tokens_expiry(stack: Stack) -> None:
-    token = stack.vendor().vend(CLIENT, min_ttl=60)
+    token = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
     item = stack.aws.dynamodb.get_item(TableName=stack.aws.table_name, Key=client_key(CLIENT, "token"))["Item"]
 
@@ -53,10 +53,10 @@ def test_the_token_item_carries_a_ttl_at_the_tokens_expiry(stack: Stack) -> None
 def test_an_expired_item_that_ttl_has_not_deleted_yet_is_not_served(stack: Stack) -> None:
     # Given tokens that live 2 s, and an item whose TTL deletion lags (moto never deletes)
     stack.emulator("config", tokenLifetimeSeconds=2)
-    first = stack.vendor().vend(CLIENT, min_ttl=0)
+    first = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)
     time.sleep(2.2)
 
-    second = stack.vendor().vend(CLIENT, min_ttl=0)
+    second = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     assert second.access_token != first.access_token
     assert stack.upstream_requests() == 2
@@ -66,7 +66,7 @@ def test_a_lease_whose_holder_died_expires_by_itself(stack: Stack) -> None:
     now = time.time()
     assert stack.table.acquire_lease(CLIENT, "crashed-container", now, now + 1.0)
 
-    token = stack.vendor().vend(CLIENT, min_ttl=60)
+    token = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
     assert token.seconds_left(time.time()) > 3000
     assert stack.upstream_requests() == 1
@@ -76,10 +76,10 @@ def test_a_zus_429_is_remembered_in_the_table(stack: Stack) -> None:
     stack.emulator("faults", status=429, rate=1.0, retryAfter=30, paths=["/oauth/token"])
 
     with pytest.raises(errors.TemporarilyUnavailable) as first:
-        stack.vendor().vend(CLIENT, min_ttl=60)
+        stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
     stack.emulator("faults")  # Zus would answer now, but we promised to wait
     with pytest.raises(errors.TemporarilyUnavailable) as second:
-        stack.vendor().vend(CLIENT, min_ttl=60)
+        stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
     assert first.value.retry_after == 30
     assert 25 < second.value.retry_after <= 30
@@ -88,10 +88,12 @@ def test_a_zus_429_is_remembered_in_the_table(stack: Stack) -> None:
 
 def test_zus_failing_while_a_token_is_cached_still_serves_the_token(stack: Stack) -> None:
     vendor = stack.vendor(VendingPolicy(refresh_margin=3599))  # every token is due a refresh
-    cached = vendor.vend(CLIENT, min_ttl=60)
+    cached = vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60)
     stack.emulator("faults", status=500, rate=1.0, paths=["/oauth/token"])
 
-    served = [stack.vendor(VendingPolicy(refresh_margin=3599)).vend(CLIENT, min_ttl=60) for _ in range(5)]
+    served = [
+        stack.vendor(VendingPolicy(refresh_margin=3599)).vend(stack.CONSUMER, CLIENT, min_ttl=60) for _ in range(5)
+    ]
 
     assert {t.access_token for t in served} == {cached.access_token}
 
@@ -100,7 +102,7 @@ def test_zus_down_with_nothing_cached_is_503_with_retry_after(stack: Stack) -> N
     stack.emulator("faults", status=503, rate=1.0, paths=["/oauth/token"])
 
     with pytest.raises(errors.ZusUnavailable) as caught:
-        stack.vendor().vend(CLIENT, min_ttl=60)
+        stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
     assert caught.value.http_status == 503
     assert caught.value.retry_after >= 1
@@ -115,7 +117,7 @@ def test_after_zus_rotated_the_pending_version_is_used(stack: Stack) -> None:
         VersionStages=["AWSPENDING"],
     )
 
-    token = stack.vendor().vend(CLIENT, min_ttl=60)
+    token = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
     assert token.access_token
     assert stack.upstream_requests() == 2  # the dead current secret, then the pending one
@@ -125,7 +127,7 @@ def test_every_version_refused_is_503_after_one_try_each(stack: Stack) -> None:
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # the new secret is lost
 
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
-        stack.vendor().vend(CLIENT, min_ttl=60)
+        stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
     assert "invalid_client" in str(caught.value)
     assert stack.upstream_requests() == 1
@@ -136,11 +138,11 @@ def test_the_budget_is_counted_in_the_table_across_containers(stack: Stack) -> N
     stack.emulator("config", tokenLifetimeSeconds=1)
     policy = VendingPolicy(budget_per_hour=3)
     for _ in range(3):
-        stack.vendor(policy).vend(CLIENT, min_ttl=0)
+        stack.vendor(policy).vend(stack.CONSUMER, CLIENT, min_ttl=0)
         time.sleep(1.05)
 
     with pytest.raises(errors.Throttled) as caught:
-        stack.vendor(policy).vend(CLIENT, min_ttl=0)
+        stack.vendor(policy).vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     assert caught.value.http_status == 429
     assert 3590 < caught.value.retry_after <= 3600
@@ -151,7 +153,7 @@ def test_the_budget_is_counted_in_the_table_across_containers(stack: Stack) -> N
 def test_pre_refresh_renews_a_recently_used_token_before_the_margin(stack: Stack) -> None:
     stack.emulator("config", tokenLifetimeSeconds=400)
     vendor = stack.vendor(VendingPolicy(refresh_margin=300))
-    first = vendor.vend(CLIENT, min_ttl=60)
+    first = vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60)
     stack.table.mark_requested(CLIENT, time.time())
 
     report = TokenPreRefresh(stack.table, stack.vendor(VendingPolicy(refresh_margin=300))).run(horizon=120)

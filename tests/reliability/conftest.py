@@ -36,6 +36,7 @@ from reliability_support import (  # noqa: E402
     Emulator,
     check_integrity,
     scan_for_leaks,
+    signing_secrets,
     unique,
 )
 
@@ -85,7 +86,7 @@ def ctx(stack: Any, moto: MotoControl) -> Iterator[Context]:
     context = Context(
         stack=stack,
         moto=moto,
-        api=Api(stack.api),
+        api=Api(stack.api, stack.credentials_file),
         emulator=Emulator(stack.zus),
         aws=Aws(moto.url, "zus-m2m-local"),
     )
@@ -93,7 +94,7 @@ def ctx(stack: Any, moto: MotoControl) -> Iterator[Context]:
     # Every line the session's stack printed and every answer it gave, scanned for every secret moto
     # still holds and every token seen (test_leaks.py runs the thorough version on a stack of its own).
     time.sleep(0.5)
-    secrets = context.aws.every_secret_value() | {ADMIN_CLIENT_SECRET}
+    secrets = context.aws.every_secret_value() | {ADMIN_CLIENT_SECRET} | signing_secrets(stack.credentials_file)
     tokens = context.aws.cached_tokens() | {
         answer.json()["access_token"]
         for answer in context.api.answers

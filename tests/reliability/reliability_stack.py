@@ -97,6 +97,9 @@ def start_reliability_stack(moto: MotoControl, *extra: str) -> Any:
         "--verbose",
         "--env",
         "POWERTOOLS_LOG_LEVEL=DEBUG",
+        # The suite rotates one client several times in a row on purpose (test_concurrency.py).
+        "--param",
+        "RotationRequestMinGapSeconds=0",
         *extra,
     ]
     return E2E.start_stack(args)

@@ -27,9 +27,13 @@ from urllib.parse import quote, urlsplit
 import boto3
 import requests
 from botocore.config import Config
+from requests.auth import AuthBase
 
 from zus_local.cfn_yaml import load_template
+from zus_local.local_principals import ADMIN_USER, CONSUMER_USER, user_arn
+from zus_local.sigv4 import ExecuteApiAuth, signed_headers
 from zus_m2m.aws.client_records import DynamoClientRecords
+from zus_m2m.aws.dynamo import TableKeys
 from zus_m2m.values import ClientRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +43,8 @@ AUDIENCE = "https://api.sandbox.zusapi.com"
 ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET = "local-admin", "local-admin-secret"
 PROBLEM_JSON = "application/problem+json"
 TOKEN_ROUTE = re.compile(r"^/app-clients/[^/?]+/token")
+# The local stack's consumer (make dev's IAM user in moto), the consumer of every client the suite makes.
+CONSUMER_ARN = user_arn("123456789012", CONSUMER_USER)
 # What the local API and this process add to a function's own time.
 SLACK_SECONDS = 0.0
 
@@ -107,12 +113,29 @@ class _Headers(dict[str, str]):
         return super().get(key.lower(), default)
 
 
-class Api:
-    """The local API over HTTP; one keep-alive session per thread; every call timed."""
+class RouteSigner(AuthBase):
+    """Signs each call as the principal its route is for: the token route as the local consumer, every
+    other route as the local admin (both from the stack's credentials file)."""
 
-    def __init__(self, base: str, client_timeout: float = 60.0) -> None:
+    def __init__(self, credentials_file: str | Path) -> None:
+        self.admin = ExecuteApiAuth.from_profile(credentials_file, ADMIN_USER)
+        self.consumer = ExecuteApiAuth.from_profile(credentials_file, CONSUMER_USER)
+
+    def signer_for(self, path: str) -> ExecuteApiAuth:
+        return self.consumer if TOKEN_ROUTE.match(path) else self.admin
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return self.signer_for(urlsplit(request.url or "").path)(request)
+
+
+class Api:
+    """The local API over HTTP, every call signed (``RouteSigner``); one keep-alive session per thread;
+    every call timed."""
+
+    def __init__(self, base: str, credentials_file: str | Path, client_timeout: float = 60.0) -> None:
         self.base = base.rstrip("/")
         self.client_timeout = client_timeout
+        self.signer = RouteSigner(credentials_file)
         self._local = threading.local()
         self.answers: list[Answer] = []  # every answer, for the leak scan
         self._lock = threading.Lock()
@@ -121,6 +144,7 @@ class Api:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            session.auth = self.signer
         return session
 
     def call(self, method: str, path: str, **options: Any) -> Answer:
@@ -146,13 +170,16 @@ class Api:
         return answer
 
     def raw(self, method: str, target: str, headers: Mapping[str, str] | None = None, body: bytes = b"") -> Answer:
-        """A request whose target goes on the wire exactly as given (no normalisation of ``..`` or ``%``)."""
+        """A request whose target goes on the wire exactly as given (no normalisation of ``..`` or ``%``),
+        signed over that very target."""
         split = urlsplit(self.base)
         connection = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port, timeout=self.client_timeout)
+        signer = self.signer.signer_for(urlsplit(target).path)
+        sent = {**(headers or {}), **signed_headers(signer, method, self.base + target, headers or {}, body)}
         started = time.monotonic()
         try:
             connection.putrequest(method, target, skip_accept_encoding=True)
-            for name, value in (headers or {}).items():
+            for name, value in sent.items():
                 connection.putheader(name, value)
             if body or method in ("POST", "PUT", "PATCH"):
                 connection.putheader("Content-Length", str(len(body)))
@@ -180,7 +207,8 @@ class Api:
     # --- the routes ---
 
     def create(self, name: str, role: str | None = None) -> Answer:
-        body: dict[str, str] = {"name": name}
+        """A create whose consumer is the local consumer (``vend`` signs as it)."""
+        body: dict[str, Any] = {"name": name, "consumers": [CONSUMER_ARN]}
         if role is not None:
             body["roleName"] = role
         return self.call("POST", "/app-clients", json=body)
@@ -259,6 +287,8 @@ def violations(answer: Answer, allowed: Iterable[int], timeout: float) -> list[s
 
 
 def problem_document_issues(answer: Answer) -> list[str]:
+    if answer.headers.get("x-amzn-errortype"):
+        return gateway_answer_issues(answer)
     if answer.content_type != PROBLEM_JSON:
         return [f"{answer.status} with Content-Type {answer.headers.get('content-type')!r}, not {PROBLEM_JSON}"]
     try:
@@ -273,6 +303,17 @@ def problem_document_issues(answer: Answer) -> list[str]:
     if body.get("status") != answer.status:
         issues.append(f"{answer.status}: the problem document says status {body.get('status')!r}")
     return issues
+
+
+def gateway_answer_issues(answer: Answer) -> list[str]:
+    """API Gateway's own refusals (no route: 404; its IAM authorizer: 403) are JSON with a message."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return [f"{answer.status}: API Gateway's answer is not JSON"]
+    if answer.status not in (403, 404) or not isinstance(body, dict) or not ({"message", "Message"} & set(body)):
+        return [f"{answer.status}: not an answer API Gateway gives: {shown(answer.body)}"]
+    return []
 
 
 def token_issues(answer: Answer, client_id: str, min_ttl: float = 60.0) -> list[str]:
@@ -380,7 +421,7 @@ class Aws:
         self.stage = stage
         self.dynamodb = boto3.client("dynamodb", **options)
         self.secretsmanager = boto3.client("secretsmanager", **options)
-        self.records = DynamoClientRecords(self.dynamodb, table)
+        self.records = DynamoClientRecords(self.dynamodb, table, TableKeys("zus-m2m-admin"))
 
     def secret_id(self, name: str) -> str:
         return f"zus-m2m/{self.stage}/{name}"
@@ -489,6 +530,12 @@ def check_integrity(emulator: Emulator, aws: Aws, present: Iterable[str], absent
 
 
 # --- leaks ------------------------------------------------------------------------------------------------
+
+
+def signing_secrets(credentials_file: str | Path) -> set[str]:
+    """The secret keys of the local admin and consumer, which no output may carry either."""
+    signer = RouteSigner(credentials_file)
+    return {signer.admin.credentials.secret_key, signer.consumer.credentials.secret_key}
 
 
 def scan_for_leaks(lines: Sequence[str], answers: Sequence[Answer], secrets: set[str], tokens: set[str]) -> list[str]:

@@ -15,6 +15,7 @@ from zus_m2m.values import (
     CachedToken,
     ClientCredentials,
     ClientRecord,
+    ClientView,
     RecordItem,
     RotationFailure,
     SecretDescription,
@@ -61,17 +62,39 @@ class FakeClock:
 
 
 class FakeTokenTable:
+    """Token items by client, and the active records ``view`` reads with them (``records``)."""
+
     def __init__(self) -> None:
         self.states: dict[str, TokenState] = {}
         self.budgets: dict[str, list[float]] = {}
+        self.records: dict[str, ClientRecord] = {}
         self.lock = threading.Lock()
         self.on_get: Callable[[str], None] | None = None
+        self.views = 0
 
     def get(self, client: str, *, consistent: bool = False) -> TokenState:
         if self.on_get is not None:
             self.on_get(client)
         with self.lock:
             return self.states.get(client, TokenState())
+
+    def view(self, client: str) -> ClientView:
+        if self.on_get is not None:
+            self.on_get(client)
+        with self.lock:
+            self.views += 1
+            record = self.records.get(client)
+            return ClientView(
+                record.app_client_id if record is not None else None,
+                record.consumers if record is not None else (),
+                self.states.get(client, TokenState()),
+            )
+
+    def discard_token(self, client: str, app_client_id: str) -> None:
+        with self.lock:
+            state = self.states.get(client, TokenState())
+            if state.token is not None and state.token.app_client_id == app_client_id:
+                self.states[client] = replace(state, token=None)
 
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
         with self.lock:
@@ -90,7 +113,8 @@ class FakeTokenTable:
     def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
         with self.lock:
             state = self.states.get(client, TokenState())
-            if state.token is None or state.token.expires_at <= token.expires_at:
+            stored = state.token
+            if stored is None or stored.expires_at <= token.expires_at or stored.app_client_id != token.app_client_id:
                 state = replace(state, token=token)
             if owner is not None and state.lease_owner == owner:
                 state = replace(state, lease_owner=None, lease_until=0.0)
@@ -181,6 +205,7 @@ class FakeClientRecords:
 
     def __init__(self) -> None:
         self.items: dict[str, RecordItem] = {}
+        self.rotation_requests: dict[str, float] = {}
         self.lock = threading.Lock()
 
     def get(self, name: str):
@@ -200,7 +225,7 @@ class FakeClientRecords:
         page = rest[:limit]
         return page, f"after:{page[-1].name}" if len(rest) > limit else None
 
-    def claim(self, name, role_name, owner, now, until, *, previous_owner):
+    def claim(self, name, role_name, consumers, owner, now, until, *, previous_owner):
         with self.lock:
             item = self.items.get(name)
             if previous_owner is None:
@@ -211,7 +236,7 @@ class FakeClientRecords:
                 return None
             if item.claim_until > now:
                 return None
-            item = replace(item, role_name=role_name, claim_owner=owner, claim_until=until)
+            item = replace(item, role_name=role_name, consumers=consumers, claim_owner=owner, claim_until=until)
             self.items[name] = item
             return item
 
@@ -252,6 +277,30 @@ class FakeClientRecords:
             else:
                 del self.items[name]
 
+    def set_consumers(self, name: str, consumers: tuple[str, ...]) -> ClientRecord | None:
+        with self.lock:
+            item = self.items.get(name)
+            if item is None or item.status != "active" or item.record is None:
+                return None
+            record = replace(item.record, consumers=consumers)
+            self.items[name] = replace(item, record=record)
+            return record
+
+    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
+        with self.lock:
+            if name != ADMIN and name not in self.items:
+                return None
+            last = self.rotation_requests.get(name)
+            if last is not None and last > now - min_gap:
+                return last + min_gap - now
+            self.rotation_requests[name] = now
+            return 0.0
+
+    def forget_rotation_request(self, name: str, at: float) -> None:
+        with self.lock:
+            if self.rotation_requests.get(name) == at:
+                del self.rotation_requests[name]
+
     def mark_deleting(self, name: str) -> bool:
         with self.lock:
             item = self.items.get(name)
@@ -265,6 +314,7 @@ class FakeClientRecords:
             item = self.items.get(name)
             if item is not None and item.status == "deleting":
                 del self.items[name]
+                self.rotation_requests.pop(name, None)
 
 
 class FakeRotationFailures:

@@ -94,7 +94,9 @@ def test_create_follows_the_guide_and_answers_the_record_without_the_secret(worl
         "roleName",
         "secretArn",
         "createdAt",
+        "consumers",
     }
+    assert record.consumers == ()
     assert world.zus.secret_of(client.id) not in json.dumps(record.to_json())
     # stored with the stack's key, the managed tags and a deterministic request token
     secret = world.secrets.secrets[world.secret_id(NAME)]
@@ -134,7 +136,8 @@ def test_the_same_name_with_another_role_is_a_conflict(world: World) -> None:
     assert len(world.zus.named(NAME)) == 1
 
 
-def test_an_unknown_role_is_422_and_leaves_no_claim_behind(world: World) -> None:
+def test_an_unknown_role_is_422_and_leaves_no_claim_behind() -> None:
+    world = World(allowed_roles=("Builder Admin", "Care Team User", "Janitor"))
     with pytest.raises(errors.UnknownRole) as caught:
         world.provisioning().create_client(CreateRequest(NAME, "Janitor"))
 
@@ -596,3 +599,143 @@ def test_a_name_can_be_provisioned_again_within_the_recovery_window(world: World
     assert second.secret_arn == first.secret_arn
     assert ("restore", world.secret_id(NAME)) in world.secrets.calls
     world.assert_usable()
+
+
+# --- consumers, allowed roles, rotation requests ------------------------------------------------------
+
+
+CONSUMER = "arn:aws:iam::123456789012:role/billing-service"
+OTHER_CONSUMER = "arn:aws:iam::123456789012:role/reporting"
+
+
+def test_a_create_stores_the_consumers_on_the_record(world: World) -> None:
+    record, _ = world.provisioning().create_client(CreateRequest(NAME, consumers=(CONSUMER,)))
+
+    assert record.consumers == (CONSUMER,)
+    assert world.records.get(NAME).record.consumers == (CONSUMER,)
+    assert record.to_json()["consumers"] == [CONSUMER]
+
+
+def test_a_repeated_create_with_the_same_consumers_or_none_named_is_200(world: World) -> None:
+    first, _ = world.provisioning().create_client(CreateRequest(NAME, consumers=(CONSUMER,)))
+
+    same, created = world.provisioning().create_client(CreateRequest(NAME, consumers=(CONSUMER,)))
+    unnamed, _ = world.provisioning().create_client(CreateRequest(NAME))
+
+    assert created is False
+    assert same == unnamed == first
+    assert len(world.zus.named(NAME)) == 1
+
+
+def test_a_repeated_create_with_other_consumers_is_a_conflict_and_changes_nothing(world: World) -> None:
+    world.provisioning().create_client(CreateRequest(NAME, consumers=(CONSUMER,)))
+
+    with pytest.raises(errors.ResourceConflict) as caught:
+        world.provisioning().create_client(CreateRequest(NAME, consumers=(OTHER_CONSUMER,)))
+
+    assert caught.value.http_status == 409
+    assert "PATCH" in caught.value.detail
+    assert world.records.get(NAME).record.consumers == (CONSUMER,)
+
+
+def test_a_role_the_stack_does_not_allow_is_422_before_anything_is_claimed() -> None:
+    world = World(allowed_roles=("Care Team User",))
+
+    with pytest.raises(errors.UnprocessableRequest) as caught:
+        world.provisioning().create_client(CreateRequest(NAME, "Builder Admin"))
+
+    assert caught.value.http_status == 422
+    assert "Care Team User" in caught.value.detail
+    assert world.records.items == {}
+    assert world.zus.calls == []
+
+
+def test_update_consumers_replaces_the_list(world: World) -> None:
+    world.provisioning().create_client(CreateRequest(NAME, consumers=(CONSUMER,)))
+
+    record = world.provisioning().update_consumers(NAME, (OTHER_CONSUMER,))
+
+    assert record.consumers == (OTHER_CONSUMER,)
+    assert world.records.get(NAME).record.consumers == (OTHER_CONSUMER,)
+    assert world.provisioning().update_consumers(NAME, ()).consumers == ()
+
+
+def test_update_consumers_of_an_unknown_a_half_made_or_the_admin_client_changes_nothing(world: World) -> None:
+    with pytest.raises(errors.ResourceNotFound):
+        world.provisioning().update_consumers("nobody", (CONSUMER,))
+    with pytest.raises(errors.ResourceConflict):
+        world.provisioning().update_consumers(ADMIN, (CONSUMER,))
+    with pytest.raises(Crash):
+        world.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED)).create_client(CreateRequest(NAME))
+    with pytest.raises(errors.ResourceConflict, match="being created"):
+        world.provisioning().update_consumers(NAME, (CONSUMER,))
+    assert world.records.get(NAME).record is None
+
+
+def test_a_record_of_the_old_shape_has_no_consumers_until_an_admin_grants_some(world: World) -> None:
+    record, _ = world.provisioning().create_client(CreateRequest(NAME))
+    assert record.consumers == ()
+
+    assert world.provisioning().update_consumers(NAME, (CONSUMER,)).consumers == (CONSUMER,)
+
+
+def test_rotations_on_demand_are_at_least_the_minimum_gap_apart(world: World) -> None:
+    provisioning = world.provisioning()
+    provisioning.create_client(CreateRequest(NAME))
+    provisioning.start_rotation(NAME)
+    finish_rotation(world, NAME)
+    world.clock.now += 299
+
+    with pytest.raises(errors.Throttled) as caught:
+        provisioning.start_rotation(NAME)
+
+    assert caught.value.http_status == 429
+    assert caught.value.retry_after == pytest.approx(1)
+    assert len(world.secrets.rotations_started) == 1
+    world.clock.now += 1
+    provisioning.start_rotation(NAME)
+    assert len(world.secrets.rotations_started) == 2
+
+
+def test_the_bootstrap_admins_rotations_are_rate_limited_too(world: World) -> None:
+    world.add_client(ADMIN)
+    provisioning = world.provisioning()
+    provisioning.start_rotation(ADMIN)
+    finish_rotation(world, ADMIN)
+
+    with pytest.raises(errors.Throttled):
+        provisioning.start_rotation(ADMIN)
+
+
+def test_a_rotation_that_did_not_start_does_not_count_against_the_gap(world: World) -> None:
+    provisioning = world.provisioning()
+    provisioning.create_client(CreateRequest(NAME))
+    world.secrets.start_rotation = failing_start  # type: ignore[method-assign]
+
+    with pytest.raises(errors.StoreUnavailable):
+        provisioning.start_rotation(NAME)
+
+    assert world.records.rotation_requests == {}
+
+
+def failing_start(secret_id: str, rotation_function_arn: str | None) -> None:
+    raise errors.StoreUnavailable("starting a rotation failed: InternalServiceError")
+
+
+def finish_rotation(world: World, name: str) -> None:
+    """Secrets Manager's finishSecret, as the rotation function leaves the secret: no rotation pending."""
+    secret = world.secrets.secrets[world.secret_id(name)]
+    for version, (value, stages) in list(secret.versions.items()):
+        secret.versions[version] = (value, [stage for stage in stages if stage != "AWSPENDING"])
+
+
+def test_a_minimum_gap_of_zero_lets_every_rotation_request_through() -> None:
+    world = World(rotation_request_min_gap_seconds=0)
+    provisioning = world.provisioning()
+    provisioning.create_client(CreateRequest(NAME))
+    for _ in range(3):
+        provisioning.start_rotation(NAME)
+        finish_rotation(world, NAME)
+
+    assert len(world.secrets.rotations_started) == 3
+    assert world.records.rotation_requests == {}

@@ -15,6 +15,7 @@ from zus_local.template_model import Route, TemplateModel, load_model, parse_rat
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 KMS_ARN = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000"
+ADMIN = "arn:aws:iam::123456789012:user/zus-m2m-local-admin"
 
 
 def local_context(**overrides: object) -> ResolveContext:
@@ -29,7 +30,7 @@ def local_context(**overrides: object) -> ResolveContext:
 
 @pytest.fixture(scope="module")
 def model() -> TemplateModel:
-    return load_model(TEMPLATE, local_context())
+    return load_model(TEMPLATE, local_context(parameters={"AdminPrincipals": ADMIN}))
 
 
 # --- template.yaml itself ------------------------------------------------------------------------------
@@ -41,6 +42,7 @@ def test_every_http_api_event_is_a_route(model: TemplateModel) -> None:
         "POST /app-clients": "ProvisioningFunction",
         "GET /app-clients": "ProvisioningFunction",
         "GET /app-clients/{name}": "ProvisioningFunction",
+        "PATCH /app-clients/{name}": "ProvisioningFunction",
         "DELETE /app-clients/{name}": "ProvisioningFunction",
         "POST /app-clients/{name}/rotations": "ProvisioningFunction",
     }
@@ -90,6 +92,8 @@ def test_functions_get_globals_and_their_own_environment_resolved(model: Templat
     assert env["ZUS_AUTH_BASE_URL"] == "https://auth.sandbox.zusapi.com"
     assert env["ZUS_AUDIENCE"] == "https://api.sandbox.zusapi.com"
     assert env["TOKEN_BUDGET_PER_HOUR"] == "100"
+    assert env["ADMIN_PRINCIPALS"] == ADMIN
+    assert env["ALLOWED_ZUS_ROLES"] == "Builder Admin,Care Team User"
     assert env["ROTATION_FUNCTION_ARN"] == (
         "arn:aws:lambda:us-east-1:123456789012:function:zus-m2m-local-RotationFunction"
     )
@@ -128,7 +132,12 @@ def test_parameter_overrides_flow_through_conditions_and_mappings() -> None:
     model = load_model(
         TEMPLATE,
         local_context(
-            parameters={"Stage": "dev", "ZusEnvironment": "production", "AdminSecretName": "ops/zus-admin"},
+            parameters={
+                "Stage": "dev",
+                "ZusEnvironment": "production",
+                "AdminSecretName": "ops/zus-admin",
+                "AdminPrincipals": f"{ADMIN}, arn:aws:iam::111122223333:root",
+            },
             region="eu-west-1",
             account_id="111122223333",
             stack_name="other",
@@ -140,6 +149,7 @@ def test_parameter_overrides_flow_through_conditions_and_mappings() -> None:
     assert env["ZUS_API_BASE_URL"] == "https://api.zusapi.com"
     assert env["ZUS_AUTH_BASE_URL"] == "https://auth.zusapi.com"
     assert env["ROTATION_FUNCTION_ARN"] == "arn:aws:lambda:eu-west-1:111122223333:function:other-RotationFunction"
+    assert env["ADMIN_PRINCIPALS"] == f"{ADMIN},arn:aws:iam::111122223333:root"
     assert {schedule.name for schedule in model.schedules} == {
         "other-pre-refresh",
         "other-rotation-repair",
@@ -148,6 +158,8 @@ def test_parameter_overrides_flow_through_conditions_and_mappings() -> None:
 
 
 def test_bad_parameters_are_refused_by_name() -> None:
+    with pytest.raises(TemplateError, match="AdminPrincipals"):
+        load_model(TEMPLATE, local_context())
     with pytest.raises(TemplateError, match="Nope"):
         load_model(TEMPLATE, local_context(parameters={"Nope": "1"}))
     with pytest.raises(TemplateError, match="ZusEnvironment"):

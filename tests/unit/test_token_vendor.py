@@ -11,16 +11,37 @@ import pytest
 from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEndpoint, FakeTokenTable, run_now
 
 from zus_m2m import errors
+from zus_m2m.access import AccessPolicy, Caller
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
-from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, ClientCredentials, TokenState
+from zus_m2m.values import (
+    AWSCURRENT,
+    AWSPENDING,
+    AWSPREVIOUS,
+    CachedToken,
+    ClientCredentials,
+    ClientRecord,
+    TokenState,
+)
 
 CLIENT = "billing"
 SECRET = NAMING.secret_id(CLIENT)
+CONSUMER_ROLE = "arn:aws:iam::111122223333:role/billing-service"
+CALLER = Caller("arn:aws:sts::111122223333:assumed-role/billing-service/task-1", "111122223333")
+STRANGER = Caller("arn:aws:sts::111122223333:assumed-role/reporting/task-9", "111122223333")
+ADMIN_USER = "arn:aws:iam::111122223333:user/platform-admin"
+ADMIN_CALLER = Caller(ADMIN_USER, "111122223333")
+ACCESS = AccessPolicy.of([ADMIN_USER])
 
 
-def credentials(secret: str) -> ClientCredentials:
-    return ClientCredentials(name=CLIENT, app_client_id="app-1", client_id="cid-1", client_secret=secret)
+def credentials(secret: str, app_client_id: str = "app-1") -> ClientCredentials:
+    return ClientCredentials(name=CLIENT, app_client_id=app_client_id, client_id="cid-1", client_secret=secret)
+
+
+def record(
+    name: str = CLIENT, app_client_id: str = "app-1", consumers: tuple[str, ...] = (CONSUMER_ROLE,)
+) -> ClientRecord:
+    return ClientRecord(name, app_client_id, "cid-1", "role-1", "Builder Admin", "arn:secret", 0, consumers)
 
 
 class World:
@@ -33,6 +54,7 @@ class World:
         self.jobs: list[Callable[[], None]] = []
         self.policy = policy or VendingPolicy(refresh_margin=300, budget_per_hour=100, wait_seconds=2.0)
         self.secrets.versions[(SECRET, AWSCURRENT)] = credentials("s-current")
+        self.table.records[CLIENT] = record()
 
     def vendor(self, *, background: Callable[[Callable[[], None]], None] | None = None) -> TokenVendor:
         return TokenVendor(
@@ -45,6 +67,7 @@ class World:
             clock=self.clock,
             sleep=self.clock.sleep,
             run_in_background=background or self.jobs.append,
+            access=ACCESS,
         )
 
     def pre_refresh(self, horizon: float) -> dict[str, int]:
@@ -63,8 +86,8 @@ def world() -> World:
 def test_a_miss_fetches_once_then_memory_serves(world: World) -> None:
     vendor = world.vendor()
 
-    first = vendor.vend(CLIENT, min_ttl=60)
-    second = vendor.vend(CLIENT, min_ttl=60)
+    first = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    second = vendor.vend(CALLER, CLIENT, min_ttl=60)
 
     assert first.access_token == second.access_token == "token-1"
     assert world.endpoint.calls == ["s-current"]
@@ -75,9 +98,9 @@ def test_a_miss_fetches_once_then_memory_serves(world: World) -> None:
 
 
 def test_another_container_reads_the_table_tier(world: World) -> None:
-    world.vendor().vend(CLIENT, min_ttl=60)
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
-    token = world.vendor().vend(CLIENT, min_ttl=60)
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert token.access_token == "token-1"
     assert len(world.endpoint.calls) == 1
@@ -86,10 +109,10 @@ def test_another_container_reads_the_table_tier(world: World) -> None:
 
 def test_a_token_with_less_than_min_ttl_left_is_replaced(world: World) -> None:
     vendor = world.vendor()
-    vendor.vend(CLIENT, min_ttl=60)
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3600 - 100  # 100 s left
 
-    token = vendor.vend(CLIENT, min_ttl=600)
+    token = vendor.vend(CALLER, CLIENT, min_ttl=600)
 
     assert token.access_token == "token-2"
     assert token.seconds_left(world.clock.now) == pytest.approx(3600)
@@ -98,12 +121,12 @@ def test_a_token_with_less_than_min_ttl_left_is_replaced(world: World) -> None:
 def test_refresh_ahead_serves_the_current_token_and_renews_off_the_callers_path(world: World) -> None:
     # Given a token inside the refresh margin but with more than minTtl left
     vendor = world.vendor()
-    vendor.vend(CLIENT, min_ttl=60)
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3600 - 200
     world.jobs.clear()
 
     # When a caller asks
-    token = vendor.vend(CLIENT, min_ttl=60)
+    token = vendor.vend(CALLER, CLIENT, min_ttl=60)
 
     # Then it gets the current token at once, and a background job renews it
     assert token.access_token == "token-1"
@@ -117,12 +140,12 @@ def test_refresh_ahead_serves_the_current_token_and_renews_off_the_callers_path(
 
 def test_refresh_ahead_starts_one_job_per_client_at_a_time(world: World) -> None:
     vendor = world.vendor()
-    vendor.vend(CLIENT, min_ttl=60)
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3600 - 200
     world.jobs.clear()
 
     for _ in range(5):
-        vendor.vend(CLIENT, min_ttl=60)
+        vendor.vend(CALLER, CLIENT, min_ttl=60)
     for job in world.jobs:
         job()
 
@@ -138,11 +161,11 @@ def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World
     def other_container_finishes(client: str) -> None:
         polls.append(client)
         if len(polls) == 4:
-            world.table.put_token(client, CachedToken("theirs", "Bearer", world.clock.now + 3600), "other")
+            world.table.put_token(client, CachedToken("theirs", "Bearer", world.clock.now + 3600, "app-1"), "other")
 
     world.table.on_get = other_container_finishes
 
-    token = world.vendor().vend(CLIENT, min_ttl=60)
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert token.access_token == "theirs"
     assert world.endpoint.calls == []
@@ -152,7 +175,7 @@ def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World
 def test_a_dead_lease_holder_does_not_block_for_longer_than_its_lease(world: World) -> None:
     world.table.acquire_lease(CLIENT, "crashed", world.clock.now - 40, world.clock.now - 10)
 
-    token = world.vendor().vend(CLIENT, min_ttl=60)
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert token.access_token == "token-1"
     assert world.stored().lease_owner is None
@@ -163,7 +186,7 @@ def test_a_live_lease_that_never_delivers_ends_in_503_after_the_wait(world: Worl
     started = world.clock.now
 
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
-        world.vendor().vend(CLIENT, min_ttl=60)
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert caught.value.http_status == 503
     assert caught.value.retry_after == 1.0
@@ -175,11 +198,11 @@ def test_the_hourly_budget_is_never_exceeded() -> None:
     world = World(VendingPolicy(budget_per_hour=3))
     vendor = world.vendor()
     for _ in range(3):
-        vendor.vend(CLIENT, min_ttl=3599)
+        vendor.vend(CALLER, CLIENT, min_ttl=3599)
         world.clock.now += 2
 
     with pytest.raises(errors.Throttled) as caught:
-        vendor.vend(CLIENT, min_ttl=3599)
+        vendor.vend(CALLER, CLIENT, min_ttl=3599)
 
     assert caught.value.http_status == 429
     assert caught.value.retry_after == pytest.approx(3600 - 6)
@@ -190,10 +213,10 @@ def test_the_hourly_budget_is_never_exceeded() -> None:
 def test_the_budget_rolls_with_the_hour() -> None:
     world = World(VendingPolicy(budget_per_hour=1))
     vendor = world.vendor()
-    vendor.vend(CLIENT, min_ttl=3599)
+    vendor.vend(CALLER, CLIENT, min_ttl=3599)
     world.clock.now += 3601
 
-    token = vendor.vend(CLIENT, min_ttl=3599)
+    token = vendor.vend(CALLER, CLIENT, min_ttl=3599)
 
     assert token.access_token == "token-2"
 
@@ -202,22 +225,22 @@ def test_a_zus_429_is_remembered_across_containers_until_retry_after(world: Worl
     world.endpoint.failures = [errors.ZusRateLimited("token request", 429, "too_many_requests", retry_after=120)]
 
     with pytest.raises(errors.TemporarilyUnavailable) as first:
-        world.vendor().vend(CLIENT, min_ttl=60)
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
     with pytest.raises(errors.TemporarilyUnavailable) as second:
-        world.vendor().vend(CLIENT, min_ttl=60)
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert first.value.http_status == second.value.http_status == 503
     assert first.value.retry_after == 120
     assert 0 < second.value.retry_after <= 120
     assert len(world.endpoint.calls) == 1
     world.clock.now += 121
-    assert world.vendor().vend(CLIENT, min_ttl=60).access_token == "token-2"
+    assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"
 
 
 def test_zus_5xx_is_retried_a_bounded_number_of_times(world: World) -> None:
     world.endpoint.failures = [errors.ZusUnavailable("token request", 503, "error")] * 2
 
-    token = world.vendor().vend(CLIENT, min_ttl=60)
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert token.access_token == "token-3"
     assert len(world.endpoint.calls) == 3
@@ -228,7 +251,7 @@ def test_zus_down_for_good_answers_503_after_the_last_attempt(world: World) -> N
     world.endpoint.failures = [errors.ZusUnavailable("token request", None, "timed out")] * 5
 
     with pytest.raises(errors.ZusUnavailable) as caught:
-        world.vendor().vend(CLIENT, min_ttl=60)
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert caught.value.http_status == 503
     assert len(world.endpoint.calls) == world.policy.upstream_attempts
@@ -240,7 +263,7 @@ def test_invalid_client_falls_back_to_the_pending_version(world: World) -> None:
     world.endpoint.valid_secrets = {"s-pending"}
     world.secrets.versions[(SECRET, AWSPENDING)] = credentials("s-pending")
 
-    token = world.vendor().vend(CLIENT, min_ttl=60)
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert token.access_token == "token-2"
     assert world.endpoint.calls == ["s-current", "s-pending"]
@@ -253,7 +276,7 @@ def test_invalid_client_falls_back_to_the_previous_version_while_a_new_secret_pr
     world.endpoint.valid_secrets = {"s-old"}
     world.secrets.versions[(SECRET, AWSPREVIOUS)] = credentials("s-old")
 
-    assert world.vendor().vend(CLIENT, min_ttl=60).access_token == "token-2"
+    assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"
     assert world.endpoint.calls == ["s-current", "s-old"]
 
 
@@ -263,7 +286,7 @@ def test_every_version_refused_is_one_attempt_each_then_503_and_a_metric(world: 
     world.secrets.versions[(SECRET, AWSPREVIOUS)] = credentials("s-old")
 
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
-        world.vendor().vend(CLIENT, min_ttl=60)
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
     assert caught.value.http_status == 503
     assert sorted(world.endpoint.calls) == ["s-current", "s-old", "s-pending"]
@@ -271,28 +294,38 @@ def test_every_version_refused_is_one_attempt_each_then_503_and_a_metric(world: 
     assert "s-" not in str(caught.value)
 
 
-def test_an_unknown_client_is_404_and_writes_nothing(world: World) -> None:
-    with pytest.raises(errors.ResourceNotFound):
-        world.vendor().vend("nobody", min_ttl=60)
+def test_an_unknown_client_is_403_like_any_refusal_and_writes_nothing(world: World) -> None:
+    with pytest.raises(errors.Forbidden) as caught:
+        world.vendor().vend(CALLER, "nobody", min_ttl=60)
 
+    assert str(caught.value) == f"{CALLER.arn} may not get tokens of app client 'nobody'"
     assert "nobody" not in world.table.states
     assert world.endpoint.calls == []
+    assert world.secrets.reads == []
+
+
+def test_an_admin_asking_for_an_unknown_client_learns_that_it_does_not_exist(world: World) -> None:
+    with pytest.raises(errors.ResourceNotFound):
+        world.vendor().vend(ADMIN_CALLER, "nobody", min_ttl=60)
+
+    assert "nobody" not in world.table.states
 
 
 def test_a_min_ttl_longer_than_zus_tokens_live_is_422(world: World) -> None:
     world.endpoint.lifetime = 20
 
     with pytest.raises(errors.UnprocessableRequest):
-        world.vendor().vend(CLIENT, min_ttl=60)
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
 
 def test_pre_refresh_renews_recently_used_tokens_that_will_enter_the_margin(world: World) -> None:
     # Given two clients in use: one renews within the next run, the other does not
     world.secrets.versions[(NAMING.secret_id("fresh"), AWSCURRENT)] = credentials("s-current")
+    world.table.records["fresh"] = record("fresh")
     vendor = world.vendor(background=run_now)
-    vendor.vend(CLIENT, min_ttl=60)
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3000  # 600 s left: outside the 300 s margin, inside it in 400 s
-    vendor.vend("fresh", min_ttl=60)
+    vendor.vend(CALLER, "fresh", min_ttl=60)
 
     report = world.pre_refresh(horizon=400)
 
@@ -304,7 +337,7 @@ def test_pre_refresh_renews_recently_used_tokens_that_will_enter_the_margin(worl
 def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:
     world = World(VendingPolicy(budget_per_hour=1))
     vendor = world.vendor(background=run_now)
-    vendor.vend(CLIENT, min_ttl=60)
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3500
 
     assert world.pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 1}
@@ -317,18 +350,199 @@ def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:
 def test_fifty_threads_at_once_cause_one_upstream_request() -> None:
     # Real time and threads: the fake table is as atomic as DynamoDB's conditional writes.
     table = FakeTokenTable()
+    table.records[CLIENT] = record()
     secrets = FakeSecretReader()
     secrets.versions[(SECRET, AWSCURRENT)] = credentials("s-current")
     endpoint = FakeTokenEndpoint(valid_secrets={"s-current"}, on_call=lambda: time.sleep(0.2))
     start = threading.Barrier(50)
 
     def one_container() -> str:
-        vendor = TokenVendor(table, secrets, endpoint, NAMING, FakeMetrics(), run_in_background=run_now)
+        vendor = TokenVendor(table, secrets, endpoint, NAMING, FakeMetrics(), run_in_background=run_now, access=ACCESS)
         start.wait()
-        return vendor.vend(CLIENT, min_ttl=60).access_token
+        return vendor.vend(CALLER, CLIENT, min_ttl=60).access_token
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         tokens = list(pool.map(lambda _: one_container(), range(50)))
 
     assert tokens == ["token-1"] * 50
     assert len(endpoint.calls) == 1
+
+
+# --- who gets which token: consumers, the bootstrap admin, tokens bound to the client that minted them ---
+
+
+def test_a_caller_that_is_not_a_consumer_is_refused_and_nothing_is_written(world: World) -> None:
+    with pytest.raises(errors.Forbidden) as caught:
+        world.vendor().vend(STRANGER, CLIENT, min_ttl=60)
+
+    assert caught.value.http_status == 403
+    assert "token" in str(caught.value)
+    assert world.table.states == {}
+    assert world.endpoint.calls == []
+    assert world.secrets.reads == []
+    assert world.metrics.counts["TokenRefused"] == 1
+
+
+def test_an_admin_is_not_a_consumer_of_every_client(world: World) -> None:
+    with pytest.raises(errors.Forbidden):
+        world.vendor().vend(ADMIN_CALLER, CLIENT, min_ttl=60)
+
+
+def test_a_consumer_granted_a_moment_ago_is_served_at_once_a_stranger_still_refused(world: World) -> None:
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    with pytest.raises(errors.Forbidden):
+        vendor.vend(STRANGER, CLIENT, min_ttl=60)
+
+    world.table.records[CLIENT] = record(consumers=(CONSUMER_ROLE, "arn:aws:iam::111122223333:role/reporting"))
+
+    assert vendor.vend(STRANGER, CLIENT, min_ttl=60).access_token == "token-1"
+    with pytest.raises(errors.Forbidden):
+        vendor.vend(Caller("arn:aws:sts::111122223333:assumed-role/other/s"), CLIENT, min_ttl=60)
+
+
+def test_the_bootstrap_admin_is_never_vended_and_nothing_is_read(world: World) -> None:
+    world.table.records["zus-m2m-admin"] = record("zus-m2m-admin", consumers=(ADMIN_USER,))
+
+    with pytest.raises(errors.Forbidden) as caught:
+        world.vendor().vend(ADMIN_CALLER, "zus-m2m-admin", min_ttl=60)
+
+    assert caught.value.http_status == 403
+    assert world.table.views == 0
+    assert world.secrets.reads == []
+    assert world.endpoint.calls == []
+
+
+def test_the_admin_token_serves_provisioning_without_a_record(world: World) -> None:
+    admin_secret = NAMING.secret_id("zus-m2m-admin")
+    world.secrets.versions[(admin_secret, AWSCURRENT)] = ClientCredentials("zus-m2m-admin", "", "admin", "s-current")
+    vendor = world.vendor()
+
+    first = vendor.admin_token(min_ttl=60)
+    second = vendor.admin_token(min_ttl=60)
+
+    assert first.access_token == second.access_token == "token-1"
+    assert world.table.views == 0
+    assert world.table.states["zus-m2m-admin"].token == first
+
+
+def test_memory_serves_a_consumer_within_the_revalidation_bound_then_reads_the_record_again(world: World) -> None:
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    assert world.table.views == 1
+
+    world.clock.now += world.policy.revalidate_seconds - 0.1
+    assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "memory"
+    assert world.table.views == 1
+    world.clock.now += 0.1
+    assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "table"
+    assert world.table.views == 2
+
+
+def test_a_removed_consumer_stops_being_served_within_the_bound(world: World) -> None:
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.table.records[CLIENT] = record(consumers=("arn:aws:iam::111122223333:role/reporting",))
+
+    world.clock.now += world.policy.revalidate_seconds
+
+    with pytest.raises(errors.Forbidden):
+        vendor.vend(CALLER, CLIENT, min_ttl=60)
+    assert vendor.vend(STRANGER, CLIENT, min_ttl=60).access_token == "token-1"
+
+
+def test_a_deleted_client_stops_being_served_within_the_bound(world: World) -> None:
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    del world.table.records[CLIENT]
+
+    world.clock.now += world.policy.revalidate_seconds
+
+    with pytest.raises(errors.Forbidden):
+        vendor.vend(CALLER, CLIENT, min_ttl=60)
+    with pytest.raises(errors.ResourceNotFound):
+        vendor.vend(ADMIN_CALLER, CLIENT, min_ttl=60)
+
+
+def test_a_recreated_client_never_gets_the_deleted_clients_token(world: World) -> None:
+    # Given a container that served the first client of the name, whose token is still in the table
+    vendor = world.vendor(background=run_now)
+    old = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.endpoint.valid_secrets.add("s-new")
+
+    # When the name is deleted and created again: a new Zus app client, its secret, its record
+    world.table.records[CLIENT] = record(app_client_id="app-2")
+    world.secrets.versions[(SECRET, AWSCURRENT)] = credentials("s-new", app_client_id="app-2")
+    world.clock.now += world.policy.revalidate_seconds
+
+    # Then the old token is neither served nor kept: the new client's is fetched
+    token = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    assert token.access_token != old.access_token
+    assert token.app_client_id == "app-2"
+    assert world.endpoint.calls[-1] == "s-new"
+    assert world.metrics.counts["StaleTokenDiscarded"] == 1
+    stored = world.stored().token
+    assert stored is not None
+    assert stored.app_client_id == "app-2"
+
+
+def test_a_table_token_of_another_app_client_is_discarded_not_served(world: World) -> None:
+    # Given the table holds a token minted for a client that no longer exists under the name
+    world.table.states[CLIENT] = TokenState(token=CachedToken("old", "Bearer", world.clock.now + 3600, "app-0"))
+    vendor = world.vendor()
+
+    token = vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+    assert token.access_token == "token-1"
+    for job in world.jobs:
+        job()
+    stored = world.stored().token
+    assert stored is not None
+    assert stored.access_token == "token-1"
+
+
+def test_a_secret_that_does_not_hold_the_records_client_is_never_used(world: World) -> None:
+    world.secrets.versions[(SECRET, AWSCURRENT)] = credentials("s-current", app_client_id="app-0")
+
+    with pytest.raises(errors.TemporarilyUnavailable) as caught:
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    assert caught.value.http_status == 503
+    assert world.endpoint.calls == []
+
+
+def test_a_record_without_consumers_is_refused_to_everyone(world: World) -> None:
+    world.table.records[CLIENT] = record(consumers=())
+
+    for caller in (CALLER, STRANGER, ADMIN_CALLER):
+        with pytest.raises(errors.Forbidden):
+            world.vendor().vend(caller, CLIENT, min_ttl=60)
+    assert world.endpoint.calls == []
+
+
+def test_an_account_root_consumer_covers_every_principal_of_that_account(world: World) -> None:
+    world.table.records[CLIENT] = record(consumers=("arn:aws:iam::111122223333:root",))
+
+    assert world.vendor().vend(STRANGER, CLIENT, min_ttl=60).access_token == "token-1"
+    with pytest.raises(errors.Forbidden):
+        world.vendor().vend(Caller("arn:aws:sts::444455556666:assumed-role/billing-service/x"), CLIENT, min_ttl=60)
+
+
+def test_past_half_the_bound_the_record_is_read_again_off_the_callers_path(world: World) -> None:
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.jobs.clear()
+    world.clock.now += world.policy.revalidate_seconds / 2
+
+    # Callers are still served from memory, and one background job reads the record again
+    for _ in range(3):
+        assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "memory"
+    assert world.table.views == 1
+    world.table.records[CLIENT] = record(consumers=("arn:aws:iam::111122223333:role/reporting",))
+    for job in world.jobs:
+        job()
+    assert world.table.views == 2
+
+    # what it read applies at once: the removed consumer is refused before the bound
+    with pytest.raises(errors.Forbidden):
+        vendor.vend(CALLER, CLIENT, min_ttl=60)

@@ -1,11 +1,12 @@
-"""The HTTP edge shared by every API function: query strings and request bodies in, JSON responses
-and problem+json errors out.
+"""The HTTP edge shared by every API function: the caller, query strings and request bodies in, JSON
+responses and problem+json errors out, and one audit line per call.
 
 Every route reads its input here, strictly: a query parameter the route does not take, a JSON body
 with a key twice, a field a body does not have, are each a 400 naming what was wrong.
 
 Each ``ZusM2MError`` carries its status, so one exception handler serves every route; anything else
-is a bug, logged with its traceback and answered 500 without one.
+is a bug, logged with its traceback and answered 500 without one. The caller is API Gateway's IAM
+authorizer context (``caller_of``); what it may do is ``zus_m2m.access``'s to decide.
 """
 
 from __future__ import annotations
@@ -15,21 +16,25 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
-from zus_m2m import problem, validation
+from zus_m2m import audit, problem, validation
+from zus_m2m.access import AccessPolicy, Caller, principal_list
 from zus_m2m.errors import InvalidRequest, ZusM2MError
 from zus_m2m.values import DEFAULT_ROLE, CreateRequest, RotationRequest
 
 logger = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store"}
-CREATE_FIELDS = ("name", "roleName")
+CREATE_FIELDS = ("name", "roleName", "consumers")
+UPDATE_FIELDS = ("consumers",)
 ROTATION_FIELDS = ("repair",)
 _ROLE_NAME_MAX = 128
 # How much of a caller's unexpected name an error repeats.
@@ -101,10 +106,10 @@ def _fields(document: dict[str, Any], allowed: Collection[str]) -> None:
 
 
 def parse_create_request(body: str | None, content_type: str | None) -> CreateRequest:
-    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ...}`` and nothing else."""
+    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ..., "consumers": [...]}`` and nothing else."""
     document = read_json(body, content_type)
     if not isinstance(document, dict):
-        raise InvalidRequest("the body must be a JSON object with name and optionally roleName")
+        raise InvalidRequest("the body must be a JSON object with name and optionally roleName and consumers")
     _fields(document, CREATE_FIELDS)
     if "name" not in document:
         raise InvalidRequest("name is required")
@@ -112,7 +117,43 @@ def parse_create_request(body: str | None, content_type: str | None) -> CreateRe
     role_name = document.get("roleName", DEFAULT_ROLE)
     if not isinstance(role_name, str) or not role_name.strip() or len(role_name) > _ROLE_NAME_MAX:
         raise InvalidRequest(f"roleName must be a non-empty string of at most {_ROLE_NAME_MAX} characters")
-    return CreateRequest(name=name, role_name=role_name)
+    consumers = principal_list(document["consumers"], "consumers") if "consumers" in document else None
+    return CreateRequest(name=name, role_name=role_name, consumers=consumers)
+
+
+def parse_consumers_update(body: str | None, content_type: str | None) -> tuple[str, ...]:
+    """The ``PATCH /app-clients/{name}`` body: ``{"consumers": [...]}``, the list that replaces the client's."""
+    document = read_json(body, content_type)
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object with consumers")
+    _fields(document, UPDATE_FIELDS)
+    if "consumers" not in document:
+        raise InvalidRequest("consumers is required")
+    return principal_list(document["consumers"], "consumers")
+
+
+def caller_of(event: BaseProxyEvent) -> Caller:
+    """Who signed the request: ``requestContext.authorizer.iam`` and the source address, as API
+    Gateway's IAM authorizer sets them (an empty ``arn`` without that context)."""
+    context = APIGatewayProxyEventV2(event.raw_event).request_context
+    iam = context.authorizer.iam
+    return Caller(
+        arn=iam.user_arn, account_id=iam.account_id, access_key=iam.access_key, source_ip=context.http.source_ip
+    )
+
+
+Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response[Any]]
+
+
+def admin_only(access: AccessPolicy) -> Middleware:
+    """A resolver middleware refusing (403) every request of a caller who is not an admin, before its
+    route reads its input."""
+
+    def require_admin(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        access.require_admin(caller_of(app.current_event))
+        return next_middleware(app)
+
+    return require_admin
 
 
 def parse_rotation_request(body: str | None, content_type: str | None) -> RotationRequest:
@@ -170,19 +211,31 @@ def _known_error(error: ZusM2MError) -> Response[str]:
     return problem_response(error.http_status, error.title, error.detail, _kind(error), error.retry_after)
 
 
+def _problem_kind(response: dict[str, Any]) -> str | None:
+    """The kind of a problem document answer (an error's body, never a token's)."""
+    if int(response.get("statusCode", 200)) < 400:
+        return None
+    try:
+        kind = json.loads(response.get("body") or "{}").get("type", "")
+    except (ValueError, AttributeError):
+        return None
+    return str(kind).removeprefix(problem.TYPE_PREFIX) or None
+
+
 def _unexpected_error(error: Exception) -> Response[str]:
     logger.exception("unexpected error")
     return problem_response(500, "Internal Server Error", "an unexpected error occurred", "internal-error")
 
 
 class _Request(threading.local):
-    """The request one thread is resolving."""
+    """The request one thread is resolving, and what its route adds to its audit line."""
 
     event: Any = None
     lambda_context: Any = None
 
     def __init__(self) -> None:
         self.context: dict[str, Any] = {}
+        self.audit: dict[str, Any] = {}
 
 
 def _per_thread(name: str) -> Any:
@@ -202,6 +255,9 @@ class ThreadSafeHttpResolver(APIGatewayHttpResolver):
     process. Powertools 3 has no hook for this (its ASGI ``HttpResolverLocal`` keeps per-request state
     the same way, with properties over these attributes), so these three attributes read and write a
     thread-local instead, and ``resolve`` sets the two that Powertools sets on the class.
+
+    ``resolve`` writes the call's audit line once it is answered (``zus_m2m.audit``); routes add to it
+    with ``audit_detail``.
     """
 
     current_event = _per_thread("event")
@@ -215,11 +271,22 @@ class ThreadSafeHttpResolver(APIGatewayHttpResolver):
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.current_event = self._to_proxy_event(dict(event))
         self.lambda_context = context
-        return super().resolve(event, context)
+        self._request.audit = {}
+        response = super().resolve(event, context)
+        details = dict(self._request.audit)
+        kind = _problem_kind(response)
+        if kind is not None:
+            details["problem"] = kind
+        audit.emit(APIGatewayProxyEventV2(dict(event)), int(response.get("statusCode", 200)), details)
+        return response
+
+    def audit_detail(self, **details: Any) -> None:
+        """Add to this call's audit line (never a token or a secret)."""
+        self._request.audit.update(details)
 
 
-def resolver() -> APIGatewayHttpResolver:
-    """An HTTP API (payload 2.0) router whose every error answer is problem+json."""
+def resolver() -> ThreadSafeHttpResolver:
+    """An HTTP API (payload 2.0) router whose every error answer is problem+json, auditing every call."""
     app = ThreadSafeHttpResolver()
     app.exception_handler(ZusM2MError)(_known_error)
     app.exception_handler(Exception)(_unexpected_error)

@@ -41,6 +41,10 @@ class UnprocessableRequest(ZusM2MError, http_status=422, title="Unprocessable Co
     """The input is well formed but cannot be acted on, e.g. a role Zus does not know."""
 
 
+class Forbidden(ZusM2MError, http_status=403, title="Forbidden"):
+    """The caller is not an admin of the stack, or not a consumer of the client it asks a token of."""
+
+
 class ResourceNotFound(ZusM2MError, http_status=404, title="Not Found"):
     pass
 

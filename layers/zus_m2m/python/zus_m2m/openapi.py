@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from zus_m2m import problem
+from zus_m2m.access import MAX_PRINCIPALS, PRINCIPAL_REGEX
 from zus_m2m.validation import CLIENT_NAME_REGEX
 
 PARAMETERS_EXTENSION = "x-zus-m2m-parameters"
@@ -29,6 +30,15 @@ def ref(name: str) -> dict[str, str]:
 
 _EPOCH = {"type": "integer", "description": "seconds since the Unix epoch"}
 _NULLABLE_EPOCH = {"type": ["integer", "null"], "description": "seconds since the Unix epoch, or null"}
+_CONSUMERS = {
+    "type": "array",
+    "maxItems": MAX_PRINCIPALS,
+    "description": (
+        "IAM principals that may get the client's token: role ARNs (every session of the role), IAM user "
+        "ARNs, or an account's root ARN (every principal of the account); no wildcards"
+    ),
+    "items": {"type": "string", "pattern": PRINCIPAL_REGEX},
+}
 # The provisioning record's fields: the record itself, and the first part of a client's details.
 _RECORD_PROPERTIES: dict[str, Any] = {
     "name": {"type": "string"},
@@ -38,6 +48,7 @@ _RECORD_PROPERTIES: dict[str, Any] = {
     "roleName": {"type": "string"},
     "secretArn": {"type": "string"},
     "createdAt": _EPOCH,
+    "consumers": _CONSUMERS,
 }
 
 # The shared schemas, added to the document's components by scripts/openapi.py.
@@ -51,9 +62,22 @@ SCHEMAS: Mapping[str, dict[str, Any]] = {
             "roleName": {
                 "enum": ["Builder Admin", "Care Team User"],
                 "default": "Builder Admin",
-                "description": "a role Zus knows (422 otherwise); Builder Admin is the one recommended for M2M",
+                "description": (
+                    "a role Zus knows and the stack allows (AllowedZusRoles; 422 otherwise); Builder Admin is the "
+                    "one recommended for M2M"
+                ),
+            },
+            "consumers": {
+                **_CONSUMERS,
+                "description": "who may get the client's token; a repeated create naming other consumers is 409",
             },
         },
+        "additionalProperties": False,
+    },
+    "UpdateAppClient": {
+        "type": "object",
+        "required": ["consumers"],
+        "properties": {"consumers": {**_CONSUMERS, "description": "replaces the client's consumers"}},
         "additionalProperties": False,
     },
     "AppClient": {
@@ -169,14 +193,25 @@ ROTATION_BODY: dict[str, Any] = {
     "required": False,
     "content": {JSON: {"schema": ref("RotationRequest")}},
 }
+UPDATE_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {JSON: {"schema": ref("UpdateAppClient")}},
+}
 
 _ERRORS = {
     400: "the input is malformed (a name, a query parameter or the body) or unexpected (a parameter the route "
     "does not take, a key given twice)",
+    403: (
+        "the caller may not: only the stack's admins manage clients, only a client's consumers get its token "
+        "(a caller that is not an admin gets 403 also for a client that does not exist)"
+    ),
     404: "no managed app client of that name",
     409: "the request conflicts with the client's state",
     422: "well formed but impossible (an unknown role, a minTtl longer than tokens live)",
-    429: "the client's hourly token budget is spent; retry after Retry-After seconds",
+    429: (
+        "the client's hourly token budget is spent, or a rotation was requested less than the stack's minimum "
+        "gap ago; retry after Retry-After seconds"
+    ),
     503: "a dependency (Zus, DynamoDB, Secrets Manager) failed or is busy; retry after Retry-After seconds",
 }
 _RETRY_AFTER = {

@@ -15,6 +15,7 @@ from zus_m2m.values import (
     CachedToken,
     ClientCredentials,
     ClientRecord,
+    ClientView,
     RecordItem,
     RotationFailure,
     SecretDescription,
@@ -85,6 +86,10 @@ class TokenTable(Protocol):
 
     def get(self, client: str, *, consistent: bool = False) -> TokenState: ...
 
+    def view(self, client: str) -> ClientView:
+        """The client's active record and its token item, read together (consistently)."""
+        ...
+
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
         """Take the fetch lease if nobody holds a live one. True when taken."""
         ...
@@ -92,7 +97,12 @@ class TokenTable(Protocol):
     def release_lease(self, client: str, owner: str) -> None: ...
 
     def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
-        """Store a token (unless a later-expiring one is there) and release ``owner``'s lease."""
+        """Store a token (unless a later-expiring one of the same app client is there) and release
+        ``owner``'s lease."""
+        ...
+
+    def discard_token(self, client: str, app_client_id: str) -> None:
+        """Remove the cached token if it is still the one minted for ``app_client_id`` (a deleted client's)."""
         ...
 
     def block(self, client: str, until: float) -> None:
@@ -207,7 +217,15 @@ class ClientRecords(Protocol):
         ...
 
     def claim(
-        self, name: str, role_name: str, owner: str, now: float, until: float, *, previous_owner: str | None
+        self,
+        name: str,
+        role_name: str,
+        consumers: tuple[str, ...],
+        owner: str,
+        now: float,
+        until: float,
+        *,
+        previous_owner: str | None,
     ) -> RecordItem | None:
         """Take the claim: on a free name (``previous_owner`` None), or over ``previous_owner``'s
         expired claim. Keeps the first ``claimed_at``. None when someone else got there first."""
@@ -230,6 +248,19 @@ class ClientRecords(Protocol):
     def release(self, name: str, owner: str) -> None:
         """Give up a claim after a failure: forget it if nothing was started at Zus, otherwise leave
         it, expired, for the next attempt to take over at once."""
+        ...
+
+    def set_consumers(self, name: str, consumers: tuple[str, ...]) -> ClientRecord | None:
+        """Replace an active record's consumers; the record as written, or None if it is not active."""
+        ...
+
+    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
+        """Note a rotation requested at ``now`` unless one was noted less than ``min_gap`` seconds ago:
+        0 when noted, else the seconds until one may be; None when the client has no record."""
+        ...
+
+    def forget_rotation_request(self, name: str, at: float) -> None:
+        """Take back the request noted at ``at`` (the rotation did not start)."""
         ...
 
     def mark_deleting(self, name: str) -> bool:

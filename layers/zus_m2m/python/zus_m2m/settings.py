@@ -10,7 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zus_m2m.errors import ConfigurationError
+from zus_m2m.access import principal_list
+from zus_m2m.errors import ConfigurationError, InvalidRequest
 from zus_m2m.values import SecretNaming
 from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -31,6 +32,14 @@ ENVIRONMENT_VARIABLES: Mapping[str, str | None] = {
     "ROTATION_INTERVAL_DAYS": "30",
     "SECRET_RECOVERY_WINDOW_DAYS": "7",
     "ROTATION_FUNCTION_ARN": "",
+    # Comma-separated IAM role/user/account-root ARNs: who may create, update, delete and rotate clients.
+    "ADMIN_PRINCIPALS": None,
+    # Comma-separated Zus role names admins may give clients.
+    "ALLOWED_ZUS_ROLES": "Builder Admin,Care Team User",
+    "ROTATION_REQUEST_MIN_GAP_SECONDS": "300",
+    # How long a container serves a client's token from memory before it checks the client's record
+    # again: a revoked consumer, or a deleted or re-created client, stops being served within this bound.
+    "MEMORY_REVALIDATION_SECONDS": "5",
 }
 
 
@@ -48,6 +57,10 @@ class Settings:
     rotation_interval_days: int
     secret_recovery_window_days: int
     rotation_function_arn: str
+    admin_principals: tuple[str, ...]
+    allowed_zus_roles: tuple[str, ...]
+    rotation_request_min_gap_seconds: int
+    memory_revalidation_seconds: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +84,19 @@ class Settings:
         budget = integer("TOKEN_BUDGET_PER_HOUR", 1, 200)
         rotation_days = integer("ROTATION_INTERVAL_DAYS", 1, 365)
         recovery_days = integer("SECRET_RECOVERY_WINDOW_DAYS", 7, 30)
+        rotation_gap = integer("ROTATION_REQUEST_MIN_GAP_SECONDS", 0, 86400)
+        revalidation = integer("MEMORY_REVALIDATION_SECONDS", 0, 60)
+        admins: tuple[str, ...] = ()
+        if values["ADMIN_PRINCIPALS"] is not None:
+            try:
+                admins = principal_list(_listed(values["ADMIN_PRINCIPALS"]), "ADMIN_PRINCIPALS")
+            except InvalidRequest as exc:
+                problems.append(exc.detail)
+            if not admins and not problems:
+                problems.append("ADMIN_PRINCIPALS must name at least one IAM principal")
+        roles = tuple(_listed(values["ALLOWED_ZUS_ROLES"] or ""))
+        if not roles:
+            problems.append("ALLOWED_ZUS_ROLES must name at least one Zus role")
         try:
             endpoints = ZusEndpoints.for_environment(
                 values["ZUS_ENVIRONMENT"] or "",
@@ -96,9 +122,18 @@ class Settings:
             rotation_interval_days=rotation_days,
             secret_recovery_window_days=recovery_days,
             rotation_function_arn=values["ROTATION_FUNCTION_ARN"] or "",
+            admin_principals=admins,
+            allowed_zus_roles=roles,
+            rotation_request_min_gap_seconds=rotation_gap,
+            memory_revalidation_seconds=revalidation,
         )
 
     @property
     def secret_naming(self) -> SecretNaming:
         """Where each client's secret lives: ``<prefix>/<stage>/<name>``, the bootstrap admin's aside."""
         return SecretNaming(self.secret_prefix, self.stage, self.admin_client_name, self.admin_secret_name)
+
+
+def _listed(value: str) -> list[str]:
+    """A CommaDelimitedList parameter as CloudFormation joins it into one variable."""
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -178,6 +178,9 @@ class CachedToken:
     access_token: str = field(repr=False)
     token_type: str
     expires_at: float
+    # The Zus app client the token was minted for: a token is only ever served for that client, never
+    # for a client created later under the same name ("" on items written before tokens were bound).
+    app_client_id: str = ""
     # Which tier served this copy; not part of the token's identity.
     source: TokenSource = field(default="zus", compare=False)
 
@@ -200,6 +203,17 @@ class TokenState:
 
 
 @dataclass(frozen=True)
+class ClientView:
+    """What token vending reads of a client in one round trip: of its record, the Zus app client it
+    names and its consumers (``app_client_id`` None when there is no active client of that name: none,
+    or one being created or deleted), and its token item."""
+
+    app_client_id: str | None
+    consumers: tuple[str, ...]
+    token: TokenState
+
+
+@dataclass(frozen=True)
 class BudgetVerdict:
     allowed: bool
     used: int
@@ -211,10 +225,12 @@ class BudgetVerdict:
 
 @dataclass(frozen=True)
 class CreateRequest:
-    """What ``POST /app-clients`` asks for, checked at the HTTP edge (``zus_m2m.api``)."""
+    """What ``POST /app-clients`` asks for, checked at the HTTP edge (``zus_m2m.api``). ``consumers``
+    None: the request names none (a repeat then matches whatever the record has)."""
 
     name: str
     role_name: str = DEFAULT_ROLE
+    consumers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +252,9 @@ class ClientRecord:
     role_name: str
     secret_arn: str
     created_at: int
+    # The principals that may get the client's token (``zus_m2m.access``), sorted; none on a record
+    # written before consumers existed: nobody gets its token until an admin grants some.
+    consumers: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -246,6 +265,7 @@ class ClientRecord:
             "roleName": self.role_name,
             "secretArn": self.secret_arn,
             "createdAt": self.created_at,
+            "consumers": list(self.consumers),
         }
 
 
@@ -268,6 +288,8 @@ class RecordItem:
     create_started_at: float | None = None
     # The Zus client created under the claim, once known.
     app_client_id: str | None = None
+    # The consumers the claim's create asked for; the record gets them.
+    consumers: tuple[str, ...] = ()
 
     def claim_live(self, now: float) -> bool:
         return self.claim_owner is not None and self.claim_until > now

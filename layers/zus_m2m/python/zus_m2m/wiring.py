@@ -21,6 +21,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
 from zus_m2m import deadline, logs
+from zus_m2m.access import AccessPolicy
+from zus_m2m.aws.dynamo import TableKeys
 from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import (
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
+    from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
     from zus_m2m.provisioning.policy import ProvisioningPolicy
     from zus_m2m.provisioning.queries import ClientQueries
@@ -144,7 +147,7 @@ class VendedAdminTokens:
         self._name = admin_client_name
 
     def bearer(self) -> str:
-        return self._vendor.vend(self._name, ADMIN_TOKEN_MIN_TTL).access_token
+        return self._vendor.admin_token(ADMIN_TOKEN_MIN_TTL).access_token
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ class Provisioning:
     queries: ClientQueries
     retire_client: RetireClient
     start_rotation: StartRotation
+    update_consumers: UpdateConsumers
 
 
 def provisioning_use_cases(
@@ -181,6 +185,7 @@ def provisioning_use_cases(
 ) -> Provisioning:
     """The use cases, wired to one another and to ``ports``; ``repair`` repairs a rotation on request."""
     from zus_m2m.provisioning.admin import BootstrapAdmin
+    from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
     from zus_m2m.provisioning.queries import ClientQueries
     from zus_m2m.provisioning.retire import RetireClient
@@ -198,7 +203,8 @@ def provisioning_use_cases(
         retire_client=RetireClient(
             ports.records, admin, ports.secrets, keeper, ports.tokens, policy, metrics, checkpoint=checkpoint
         ),
-        start_rotation=StartRotation(queries, ports.secrets, repair, policy, metrics),
+        start_rotation=StartRotation(queries, ports.records, ports.secrets, repair, policy, metrics, clock=clock),
+        update_consumers=UpdateConsumers(ports.records, policy, metrics),
     )
 
 
@@ -221,13 +227,18 @@ class Container:
         self._dynamodb = dynamodb or aws_client("dynamodb")
         self._secretsmanager = secretsmanager or aws_client("secretsmanager")
         self._zus = zus
+        self.access = AccessPolicy.of(settings.admin_principals)
+        self._keys = TableKeys(settings.admin_client_name)
+
+    def token_table(self) -> DynamoTokenTable:
+        return DynamoTokenTable(self._dynamodb, self.settings.table_name, self._keys)
 
     def token_vendor(self, endpoint: TokenEndpoint | None = None) -> TokenVendor:
         """Tokens from ``endpoint``; by default the vending function's Zus client, built at its first
         token request, with timeouts that fit the function's 10 s."""
         settings = self.settings
         return TokenVendor(
-            table=DynamoTokenTable(self._dynamodb, settings.table_name),
+            table=self.token_table(),
             secrets=SecretsManagerStore(self._secretsmanager),
             endpoint=endpoint or self._zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
             naming=settings.secret_naming,
@@ -235,14 +246,16 @@ class Container:
             policy=VendingPolicy(
                 refresh_margin=settings.token_refresh_margin_seconds,
                 budget_per_hour=settings.token_budget_per_hour,
+                revalidate_seconds=settings.memory_revalidation_seconds,
             ),
+            access=self.access,
         )
 
     def token_pre_refresh(self, vendor: TokenVendor) -> TokenPreRefresh:
         """The scheduled pre-refresh, renewing through ``vendor``."""
         from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 
-        return TokenPreRefresh(DynamoTokenTable(self._dynamodb, self.settings.table_name), vendor)
+        return TokenPreRefresh(self.token_table(), vendor)
 
     def provisioning(self, checkpoint: Checkpoint = no_checkpoint) -> Provisioning:
         """Admin calls use a Builder Admin token vended from the bootstrap secret; the new client's
@@ -253,9 +266,9 @@ class Container:
         settings = self.settings
         vendor = self.token_vendor(self._zus_admin)
         ports = ProvisioningPorts(
-            records=DynamoClientRecords(self._dynamodb, settings.table_name),
+            records=DynamoClientRecords(self._dynamodb, settings.table_name, self._keys),
             secrets=SecretsManagerStore(self._secretsmanager),
-            tokens=DynamoTokenTable(self._dynamodb, settings.table_name),
+            tokens=self.token_table(),
             zus=self._zus_admin,
             issuer=vendor,
             admin_tokens=VendedAdminTokens(vendor, settings.admin_client_name),
@@ -268,6 +281,8 @@ class Container:
             rotation_interval_days=settings.rotation_interval_days,
             rotation_function_arn=settings.rotation_function_arn,
             token_budget_per_hour=settings.token_budget_per_hour,
+            allowed_roles=settings.allowed_zus_roles,
+            rotation_request_min_gap_seconds=settings.rotation_request_min_gap_seconds,
         )
         repair = self.rotation_repair(vendor)
         return provisioning_use_cases(ports, policy, self._metrics, repair=repair, checkpoint=checkpoint)

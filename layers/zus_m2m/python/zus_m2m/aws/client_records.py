@@ -2,7 +2,9 @@
 
 One item per name goes through ``creating`` (a claim with an owner and an expiry) → ``active`` (the
 record) → ``deleting`` → gone. Every write that decides something is conditional, so the claim is
-atomic across containers (see ``zus_m2m.provisioning.create``).
+atomic across containers (see ``zus_m2m.provisioning.create``), and so is the rate limit of rotations
+on demand (``lastRotationRequestedAt``; the bootstrap admin, which has no record, keeps it in an item
+of its own partition, ``admin#<name>``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
-from zus_m2m.aws.dynamo import client_key, number, number_of, string, string_of
+from zus_m2m.aws.dynamo import TableKeys, client_key, number, number_of, string, string_of
 from zus_m2m.errors import InvalidRequest
 from zus_m2m.values import ClientRecord, RecordItem, Status
 
@@ -58,7 +60,18 @@ def decode_page_token(token: str) -> dict[str, Any]:
     return key
 
 
-def _item(item: dict[str, Any]) -> RecordItem:
+def consumers_of_item(item: dict[str, Any]) -> tuple[str, ...]:
+    """A record item's consumers: none on an item written before consumers existed."""
+    listed = item.get("consumers", {}).get("L", [])
+    return tuple(sorted({str(entry["S"]) for entry in listed if "S" in entry}))
+
+
+def _string_list(values: tuple[str, ...]) -> dict[str, Any]:
+    return {"L": [string(value) for value in values]}
+
+
+def record_item(item: dict[str, Any]) -> RecordItem:
+    """A record item as read from the table."""
     status = string_of(item, "status")
     if status not in _STATUSES:
         status = "creating"
@@ -73,6 +86,7 @@ def _item(item: dict[str, Any]) -> RecordItem:
             role_name=string_of(item, "roleName") or "",
             secret_arn=string_of(item, "secretArn") or "",
             created_at=int(number_of(item, "createdAt")),
+            consumers=consumers_of_item(item),
         )
     return RecordItem(
         name=name,
@@ -84,20 +98,22 @@ def _item(item: dict[str, Any]) -> RecordItem:
         claimed_at=number_of(item, "claimedAt"),
         create_started_at=number_of(item, "createStartedAt") if "createStartedAt" in item else None,
         app_client_id=string_of(item, "appClientId"),
+        consumers=consumers_of_item(item),
     )
 
 
 class DynamoClientRecords:
-    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str, keys: TableKeys) -> None:
         self._db = dynamodb
         self._table = table_name
+        self._keys = keys
 
     def get(self, name: str) -> RecordItem | None:
         with translated("reading a client record"):
             item = self._db.get_item(TableName=self._table, Key=client_key(name, RECORD), ConsistentRead=True).get(
                 "Item"
             )
-        return _item(item) if item else None
+        return record_item(item) if item else None
 
     def list_page(self, limit: int, after: str | None) -> tuple[list[ClientRecord], str | None]:
         # A scan in the table's order (a few items per client), each request reading about a page of
@@ -120,7 +136,7 @@ class DynamoClientRecords:
                 page = self._db.scan(**request)
                 items = page.get("Items", [])
                 for index, item in enumerate(items):
-                    record = _item(item).record
+                    record = record_item(item).record
                     if record is None:
                         continue
                     found.append(record)
@@ -132,7 +148,15 @@ class DynamoClientRecords:
                     return found, None
 
     def claim(
-        self, name: str, role_name: str, owner: str, now: float, until: float, *, previous_owner: str | None
+        self,
+        name: str,
+        role_name: str,
+        consumers: tuple[str, ...],
+        owner: str,
+        now: float,
+        until: float,
+        *,
+        previous_owner: str | None,
     ) -> RecordItem | None:
         if previous_owner is None:
             condition = "attribute_not_exists(pk)"
@@ -145,6 +169,7 @@ class DynamoClientRecords:
                 ":name": string(name),
                 ":creating": string("creating"),
                 ":role": string(role_name),
+                ":consumers": _string_list(consumers),
                 ":owner": string(owner),
                 ":until": number(until),
                 ":now": number(now),
@@ -158,7 +183,8 @@ class DynamoClientRecords:
                 TableName=self._table,
                 Key=client_key(name, RECORD),
                 UpdateExpression=(
-                    "SET #name = :name, #status = :creating, roleName = :role, claimOwner = :owner, "
+                    "SET #name = :name, #status = :creating, roleName = :role, consumers = :consumers, "
+                    "claimOwner = :owner, "
                     "claimUntil = :until, claimedAt = if_not_exists(claimedAt, :now), "
                     "attempts = if_not_exists(attempts, :zero) + :one"
                 ),
@@ -169,7 +195,7 @@ class DynamoClientRecords:
             ),
             none_when=CONDITION_FAILED,
         )
-        return None if response is None else _item(response["Attributes"])
+        return None if response is None else record_item(response["Attributes"])
 
     def mark_create_started(self, name: str, owner: str, now: float) -> bool:
         return self._update_claim(
@@ -195,6 +221,7 @@ class DynamoClientRecords:
             "roleName": string(record.role_name),
             "secretArn": string(record.secret_arn),
             "createdAt": number(record.created_at),
+            "consumers": _string_list(record.consumers),
         }
         return self._conditional(
             "writing a client record",
@@ -222,6 +249,60 @@ class DynamoClientRecords:
         )
         if not forgotten:
             self._update_claim("releasing a claim", name, owner, "SET claimUntil = :zero", {":zero": number(0)})
+
+    def set_consumers(self, name: str, consumers: tuple[str, ...]) -> ClientRecord | None:
+        response = answer_or_none(
+            "updating a client's consumers",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=client_key(name, RECORD),
+                UpdateExpression="SET consumers = :consumers",
+                ConditionExpression="#status = :active",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":consumers": _string_list(consumers), ":active": string("active")},
+                ReturnValues="ALL_NEW",
+            ),
+            none_when=CONDITION_FAILED,
+        )
+        return None if response is None else record_item(response["Attributes"]).record
+
+    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
+        # A managed client's request is noted on its record, which must exist; the bootstrap admin's in
+        # its own partition's record item, made on its first request.
+        must_exist = "" if name == self._keys.admin_client_name else "attribute_exists(pk) AND "
+        key = self._keys.key(name, RECORD)
+        noted = answer_or_none(
+            "noting a rotation request",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET lastRotationRequestedAt = :now",
+                ConditionExpression=(
+                    f"{must_exist}(attribute_not_exists(lastRotationRequestedAt) OR lastRotationRequestedAt <= :cutoff)"
+                ),
+                ExpressionAttributeValues={":now": number(now), ":cutoff": number(now - min_gap)},
+            ),
+            none_when=CONDITION_FAILED,
+        )
+        if noted is not None:
+            return 0.0
+        with translated("reading a rotation request"):
+            item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        return max(0.001, number_of(item, "lastRotationRequestedAt") + min_gap - now)
+
+    def forget_rotation_request(self, name: str, at: float) -> None:
+        self._conditional(
+            "forgetting a rotation request",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=self._keys.key(name, RECORD),
+                UpdateExpression="REMOVE lastRotationRequestedAt",
+                ConditionExpression="lastRotationRequestedAt = :at",
+                ExpressionAttributeValues={":at": number(at)},
+            ),
+        )
 
     def mark_deleting(self, name: str) -> bool:
         return self._conditional(

@@ -1,7 +1,10 @@
 """The DynamoDB tier of token vending: token items, single-flight leases and rolling-hour budgets.
 
 Item shapes are in docs/design.md. All writes that decide something (who fetches, whether the
-budget allows one more request) are conditional writes, so they are atomic across containers.
+budget allows one more request) are conditional writes, so they are atomic across containers. A token
+item names the app client its token was minted for (``appClientId``); ``view`` reads it together with
+the client's record in one query, so that a caller is only ever served a token of the client the
+record names now.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
-from zus_m2m.aws.dynamo import client_key, number, number_of, string, string_of
+from zus_m2m.aws.client_records import RECORD, consumers_of_item
+from zus_m2m.aws.dynamo import TableKeys, number, number_of, string, string_of
 from zus_m2m.errors import StoreUnavailable
-from zus_m2m.values import BudgetVerdict, CachedToken, TokenState
+from zus_m2m.values import BudgetVerdict, CachedToken, ClientView, TokenState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -20,30 +24,70 @@ HOUR = 3600.0
 _BUDGET_ATTEMPTS = 10
 
 
+TOKEN = "token"
+# What vending needs of the two items: of the record, its state, app client and consumers; of the token
+# item, the token and the lease (fewer attributes read are a faster query).
+_VIEW = (
+    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, leaseOwner, leaseUntil, "
+    "blockedUntil, lastRequestedAt"
+)
+
+
+def _token_state(item: dict[str, Any]) -> TokenState:
+    token = None
+    if "accessToken" in item:
+        token_type = string_of(item, "tokenType")
+        token = CachedToken(
+            access_token=item["accessToken"]["S"],
+            token_type="Bearer" if token_type is None else token_type,
+            expires_at=number_of(item, "expiresAt"),
+            app_client_id=string_of(item, "appClientId") or "",
+        )
+    return TokenState(
+        token=token,
+        lease_owner=string_of(item, "leaseOwner"),
+        lease_until=number_of(item, "leaseUntil"),
+        blocked_until=number_of(item, "blockedUntil"),
+        last_requested_at=number_of(item, "lastRequestedAt"),
+    )
+
+
 class DynamoTokenTable:
-    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str, keys: TableKeys) -> None:
         self._db = dynamodb
         self._table = table_name
+        self._keys = keys
 
     def get(self, client: str, *, consistent: bool = False) -> TokenState:
         with translated("reading the token cache"):
             item = self._db.get_item(
-                TableName=self._table, Key=client_key(client, "token"), ConsistentRead=consistent
+                TableName=self._table, Key=self._keys.key(client, TOKEN), ConsistentRead=consistent
             ).get("Item", {})
-        token = None
-        if "accessToken" in item:
-            token_type = string_of(item, "tokenType")
-            token = CachedToken(
-                access_token=item["accessToken"]["S"],
-                token_type="Bearer" if token_type is None else token_type,
-                expires_at=number_of(item, "expiresAt"),
-            )
-        return TokenState(
-            token=token,
-            lease_owner=string_of(item, "leaseOwner"),
-            lease_until=number_of(item, "leaseUntil"),
-            blocked_until=number_of(item, "blockedUntil"),
-            last_requested_at=number_of(item, "lastRequestedAt"),
+        return _token_state(item)
+
+    def view(self, client: str) -> ClientView:
+        # "record" < "token" and the budget item sorts before both: one query, two items.
+        with translated("reading the client and its token"):
+            items = self._db.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :record AND :token",
+                ProjectionExpression=_VIEW,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":pk": string(self._keys.partition(client)),
+                    ":record": string(RECORD),
+                    ":token": string(TOKEN),
+                },
+                ConsistentRead=True,
+            ).get("Items", [])
+        by_kind = {item["sk"]["S"]: item for item in items}
+        record = by_kind.get(RECORD, {})
+        # Only an active record with its app client names a client tokens may be served for.
+        app_client_id = string_of(record, "appClientId") if string_of(record, "status") == "active" else None
+        return ClientView(
+            app_client_id=app_client_id or None,
+            consumers=consumers_of_item(record) if app_client_id else (),
+            token=_token_state(by_kind.get(TOKEN, {})),
         )
 
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
@@ -65,22 +109,35 @@ class DynamoTokenTable:
         )
 
     def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
-        # A later-expiring token already stored wins: two fetchers never replace newer with older.
+        # A later-expiring token of the same app client already stored wins: two fetchers never
+        # replace newer with older. A token of another (deleted) client is always replaced.
         self._conditional_update(
             "storing a token",
             client,
-            "SET accessToken = :token, tokenType = :type, expiresAt = :expires, #ttl = :ttl",
-            "attribute_not_exists(expiresAt) OR expiresAt <= :expires",
+            "SET accessToken = :token, tokenType = :type, expiresAt = :expires, appClientId = :app, #ttl = :ttl",
+            "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
+            "OR appClientId <> :app",
             {
                 ":token": string(token.access_token),
                 ":type": string(token.token_type),
                 ":expires": number(token.expires_at),
+                ":app": string(token.app_client_id),
                 ":ttl": number(int(token.expires_at) + 1),
             },
             names={"#ttl": "ttl"},
         )
         if owner is not None:
             self.release_lease(client, owner)
+
+    def discard_token(self, client: str, app_client_id: str) -> None:
+        condition = "attribute_not_exists(appClientId)" if not app_client_id else "appClientId = :app"
+        self._conditional_update(
+            "discarding another client's token",
+            client,
+            "REMOVE accessToken, tokenType, expiresAt, appClientId",
+            f"attribute_exists(accessToken) AND {condition}",
+            {":app": string(app_client_id)} if app_client_id else {},
+        )
 
     def block(self, client: str, until: float) -> None:
         self._set_time("recording a Zus rate limit", client, "blockedUntil", until)
@@ -98,13 +155,16 @@ class DynamoTokenTable:
                 ExpressionAttributeValues={":token": string("token"), ":since": number(since)},
                 ProjectionExpression="pk",
             ):
-                clients.extend(item["pk"]["S"].removeprefix("client#") for item in page.get("Items", []))
-        return sorted(clients)
+                for item in page.get("Items", []):
+                    client = self._keys.client_of(item["pk"]["S"])
+                    if client is not None:
+                        clients.append(client)
+        return sorted(set(clients))
 
     def purge(self, client: str) -> None:
         with translated("purging cached tokens"):
-            for kind in ("token", "budget"):
-                self._db.delete_item(TableName=self._table, Key=client_key(client, kind))
+            for kind in (TOKEN, "budget"):
+                self._db.delete_item(TableName=self._table, Key=self._keys.key(client, kind))
 
     # --- the rolling-hour budget -----------------------------------------------------------------
 
@@ -137,9 +197,9 @@ class DynamoTokenTable:
 
     def _budget(self, client: str, now: float) -> tuple[list[float], int]:
         with translated("reading the token budget"):
-            item = self._db.get_item(TableName=self._table, Key=client_key(client, "budget"), ConsistentRead=True).get(
-                "Item", {}
-            )
+            item = self._db.get_item(
+                TableName=self._table, Key=self._keys.key(client, "budget"), ConsistentRead=True
+            ).get("Item", {})
         stamps = [float(entry["N"]) for entry in item.get("requests", {}).get("L", [])]
         stamps = [stamp for stamp in stamps if stamp > now - HOUR]
         return stamps, int(number_of(item, "version"))
@@ -148,7 +208,7 @@ class DynamoTokenTable:
         with translated(operation):
             self._db.update_item(
                 TableName=self._table,
-                Key=client_key(client, "token"),
+                Key=self._keys.key(client, TOKEN),
                 UpdateExpression=f"SET {attribute} = :at",
                 ExpressionAttributeValues={":at": number(at)},
             )
@@ -162,18 +222,19 @@ class DynamoTokenTable:
         values: dict[str, Any],
         *,
         names: dict[str, str] | None = None,
-        kind: str = "token",
+        kind: str = TOKEN,
     ) -> bool:
         """True when written, False when the condition did not hold."""
         extra: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
+        if values:
+            extra["ExpressionAttributeValues"] = values
         answer = answer_or_none(
             operation,
             lambda: self._db.update_item(
                 TableName=self._table,
-                Key=client_key(client, kind),
+                Key=self._keys.key(client, kind),
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeValues=values,
                 **extra,
             ),
             none_when=CONDITION_FAILED,

@@ -64,6 +64,10 @@ class CreateClient:
         name, role_name = request.name, request.role_name
         if name == self.policy.admin_client_name:
             raise errors.ResourceConflict(f"{name!r} is the bootstrap admin client's name and cannot be provisioned")
+        if role_name not in self.policy.allowed_roles:
+            allowed = ", ".join(self.policy.allowed_roles)
+            raise errors.UnprocessableRequest(f"role {role_name!r} is not one this stack allows; allowed: {allowed}")
+        consumers = request.consumers or ()
         owner = str(uuid.uuid4())
         deadline = self.clock() + self.policy.wait_seconds
         for pause in backoff(0.05, 0.5):
@@ -72,12 +76,12 @@ class CreateClient:
             claimed: RecordItem | None = None
             if item is None:
                 claimed = self.records.claim(
-                    name, role_name, owner, now, now + self.policy.claim_seconds, previous_owner=None
+                    name, role_name, consumers, owner, now, now + self.policy.claim_seconds, previous_owner=None
                 )
             elif item.status == "creating" and item.claim_owner == owner:
                 claimed = item  # our claim write succeeded though its answer was lost (an SDK retry)
             elif item.status == "active" and item.record is not None:
-                return _existing(item.record, role_name), False
+                return _existing(item.record, request), False
             elif item.status != "creating":
                 raise errors.ResourceConflict(f"app client {name!r} is being deleted; retry the DELETE to finish it")
             elif item.role_name != role_name and (item.claim_live(now) or item.create_started):
@@ -86,7 +90,13 @@ class CreateClient:
                 )
             elif not item.claim_live(now):
                 claimed = self.records.claim(
-                    name, role_name, owner, now, now + self.policy.claim_seconds, previous_owner=item.claim_owner
+                    name,
+                    role_name,
+                    consumers,
+                    owner,
+                    now,
+                    now + self.policy.claim_seconds,
+                    previous_owner=item.claim_owner,
                 )
             if claimed is not None:
                 return self._create_under_claim(claimed, owner), True
@@ -135,7 +145,9 @@ class CreateClient:
         self.keeper.prove(name, app_client)
         self.checkpoint(CreateCheckpoints.VERIFIED)
         created_at = app_client.created_at if isinstance(app_client.created_at, int) else int(self.clock())
-        record = ClientRecord(name, app_client.id, app_client.client_id, role.id, role.name, arn, created_at)
+        record = ClientRecord(
+            name, app_client.id, app_client.client_id, role.id, role.name, arn, created_at, item.consumers
+        )
         if not self.records.complete(record, owner):
             current = self.records.get(name)
             if current is not None and current.record is not None and current.record.app_client_id == app_client.id:
@@ -210,10 +222,16 @@ class CreateClient:
         return rotated.client_secret
 
 
-def _existing(record: ClientRecord, role_name: str) -> ClientRecord:
-    if record.role_name != role_name:
+def _existing(record: ClientRecord, request: CreateRequest) -> ClientRecord:
+    """The record a repeated create answers with: its role must be the one asked for, and so must its
+    consumers if the request names some (PATCH changes consumers; a create does not)."""
+    if record.role_name != request.role_name:
         raise errors.ResourceConflict(
-            f"app client {record.name!r} exists with role {record.role_name!r}, not {role_name!r}"
+            f"app client {record.name!r} exists with role {record.role_name!r}, not {request.role_name!r}"
+        )
+    if request.consumers is not None and request.consumers != record.consumers:
+        raise errors.ResourceConflict(
+            f"app client {record.name!r} exists with other consumers; change them with PATCH /app-clients/{record.name}"
         )
     return record
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zus_m2m.values import SecretNaming
+from zus_m2m.values import DEFAULT_ROLE, SecretNaming
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,10 @@ class ProvisioningPolicy:
     rotation_interval_days: int = 30
     rotation_function_arn: str = ""
     token_budget_per_hour: int = 100
+    # The Zus roles admins may give clients (the stack's AllowedZusRoles).
+    allowed_roles: tuple[str, ...] = (DEFAULT_ROLE, "Care Team User")
+    # The least time between two rotations requested on demand of one client.
+    rotation_request_min_gap_seconds: float = 300.0
     # Longer than the function's timeout (29 s), so a live creator always keeps its claim.
     claim_seconds: float = 40.0
     # How long an identical request waits for the claim's holder before answering 503.

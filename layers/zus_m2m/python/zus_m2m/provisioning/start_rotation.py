@@ -1,19 +1,22 @@
 """Start a rotation of a managed client's secret now: Secrets Manager then invokes the rotation
 function's four steps (``zus_m2m.rotation.steps``). Or, asked to repair, repair the rotation in
-progress at once (``zus_m2m.rotation.repair``) instead of refusing it."""
+progress at once (``zus_m2m.rotation.repair``) instead of refusing it. Each request spends Zus's budget
+and may replace a secret, so requests of one client are at least ``rotation_request_min_gap_seconds``
+apart (a conditional write on its record item)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import MetricsSink, SecretStore
+from zus_m2m.ports import ClientRecords, Clock, MetricsSink, SecretStore
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.queries import ClientQueries
 from zus_m2m.rotation.repair import RotationRepair
-from zus_m2m.values import RotationRequest
+from zus_m2m.values import RotationRequest, SecretDescription
 
 logger = logging.getLogger(__name__)
 
@@ -23,29 +26,63 @@ NEW_ROTATION = RotationRequest()
 @dataclass(eq=False)
 class StartRotation:
     queries: ClientQueries
+    records: ClientRecords
     secrets: SecretStore
     repair: RotationRepair
     policy: ProvisioningPolicy
     metrics: MetricsSink
+    _: KW_ONLY
+    clock: Clock = time.time
 
     def __call__(self, name: str, request: RotationRequest = NEW_ROTATION) -> dict[str, Any]:
-        """The client must exist (ResourceNotFound). A rotation in progress is a conflict, unless the
-        request asks for its repair: then it is rolled forward, or replaced by a new rotation."""
+        """The client must exist (ResourceNotFound) and have no rotation requested within the minimum gap
+        (Throttled). A rotation in progress is a conflict, unless the request asks for its repair: then
+        it is rolled forward, or replaced by a new rotation."""
         record = self.queries.record(name)
         secret_id = self.policy.naming.secret_id(name)
         description = self.secrets.describe(secret_id)
         if description is None or description.deleted:
             raise errors.ResourceNotFound(f"app client {name!r} has no secret to rotate")
+        if description.rotation_in_progress and not request.repair:
+            raise errors.ResourceConflict(
+                f'a rotation of {name!r} is already in progress; ask with {{"repair": true}} to repair it now'
+            )
+        now = self.clock()
+        limited = self.policy.rotation_request_min_gap_seconds > 0  # 0: no limit (RotationRequestMinGapSeconds)
+        if limited:
+            self._note_request(name, now)
+        try:
+            outcome = self._repair_or_start(name, secret_id, description)
+        except errors.ZusM2MError:
+            if limited:
+                self._forget_request(name, now)
+            raise
+        return {"name": record.name, "secretArn": description.arn, "rotation": outcome}
+
+    def _repair_or_start(self, name: str, secret_id: str, description: SecretDescription) -> str:
         if description.rotation_in_progress:
-            if not request.repair:
-                raise errors.ResourceConflict(
-                    f'a rotation of {name!r} is already in progress; ask with {{"repair": true}} to repair it now'
-                )
             outcome = self.repair.repair(self.repair.steps.target_of(description))
             logger.info("rotation repaired on request", extra={"client": name, "outcome": outcome})
-        else:
-            self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
-            self.metrics.count("RotationStarted")
-            logger.info("rotation started", extra={"client": name})
-            outcome = "started"
-        return {"name": record.name, "secretArn": description.arn, "rotation": outcome}
+            return outcome
+        self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
+        self.metrics.count("RotationStarted")
+        logger.info("rotation started", extra={"client": name})
+        return "started"
+
+    def _note_request(self, name: str, now: float) -> None:
+        gap = self.policy.rotation_request_min_gap_seconds
+        wait = self.records.request_rotation(name, now, gap)
+        if wait is None:
+            raise errors.ResourceNotFound(f"no managed app client named {name!r}")
+        if wait > 0:
+            self.metrics.count("RotationRequestThrottled")
+            raise errors.Throttled(
+                f"a rotation of {name!r} was requested less than {gap:.0f} s ago; retry later", retry_after=wait
+            )
+
+    def _forget_request(self, name: str, at: float) -> None:
+        """The rotation did not start: its request does not count against the gap."""
+        try:
+            self.records.forget_rotation_request(name, at)
+        except errors.ZusM2MError as exc:
+            logger.warning("could not forget a rotation request", extra={"reason": exc.detail})

@@ -4,11 +4,19 @@ Tiers: this container's memory, then the client's DynamoDB item, then Zus. Only 
 the DynamoDB lease talks to Zus; everyone else waits a bounded time for the item it writes. Every
 request to Zus first spends one unit of the client's rolling-hour budget, so the service never sends
 Zus more than ``budget_per_hour`` token requests per client, however many containers run.
+
+Who gets a token, and which: the memory tier keeps, with each client's token, the client's record as
+last read (its consumers and its Zus app client id). A caller is served only if it is one of the
+consumers, and only a token minted for the app client the record names. The record is read again, in
+the same query as the token item, once it is ``revalidate_seconds`` old: a consumer removed, or a
+client deleted or re-created under its name, stops being served within that bound. The bootstrap
+admin client's token is never vended; provisioning and rotation get it through ``admin_token``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -18,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from zus_m2m import errors
+from zus_m2m.access import AccessPolicy, Caller, Principal, consumers_of, refused_token
 from zus_m2m.backoff import backoff
 from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
 from zus_m2m.values import (
@@ -26,6 +35,7 @@ from zus_m2m.values import (
     AWSPREVIOUS,
     CachedToken,
     ClientCredentials,
+    ClientView,
     SecretNaming,
     TokenState,
 )
@@ -53,6 +63,20 @@ class VendingPolicy:
     retry_window_seconds: float = 4.0
     # How often a container records that a client is in use (for the scheduled pre-refresh).
     mark_interval: float = 60.0
+    # How long a container trusts the record it read (consumers, app client id): past half of it, a
+    # background job reads it again while callers are served; past all of it, the caller's call does.
+    revalidate_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class KnownClient:
+    """What this container knows of a managed client, from its record as read at ``checked_at``: the
+    Zus app client it names and its consumers (parsed), and the token of that app client it last saw."""
+
+    app_client_id: str
+    consumers: tuple[Principal, ...]
+    checked_at: float
+    token: CachedToken | None = None
 
 
 def background_runner(workers: int = 2) -> Runner:
@@ -115,6 +139,7 @@ class TokenVendor:
         metrics: MetricsSink,
         policy: VendingPolicy | None = None,
         *,
+        access: AccessPolicy,
         clock: Clock = time.time,
         sleep: Sleep = time.sleep,
         run_in_background: Runner | None = None,
@@ -123,46 +148,138 @@ class TokenVendor:
         self._secrets = secrets
         self._endpoint = endpoint
         self._naming = naming
+        self._access = access
         self._metrics = metrics
         self.policy = policy or VendingPolicy()
         self._clock = clock
         self._sleep = sleep
         self._background = BackgroundWork(run_in_background or background_runner())
         self._owner = f"{uuid.uuid4()}"
-        self._memory: dict[str, CachedToken] = {}
+        self._known: dict[str, KnownClient] = {}
+        # Tokens of clients served without a record: the bootstrap admin's.
+        self._unbound: dict[str, CachedToken] = {}
         self._marked_at: dict[str, float] = {}
 
     # --- the vending path ---------------------------------------------------------------------
 
-    def vend(self, client: str, min_ttl: float) -> CachedToken:
-        """A token with at least ``min_ttl`` seconds left, or a ZusM2MError saying why not."""
+    def vend(self, caller: Caller, client: str, min_ttl: float) -> CachedToken:
+        """A token of ``client`` with at least ``min_ttl`` seconds left, for one of its consumers; or a
+        ZusM2MError saying why not (403 alike for a client that does not exist and one the caller may
+        not use, unless the caller is an admin)."""
+        if client == self._naming.admin_client_name:
+            raise errors.Forbidden(f"the bootstrap admin client {client!r} is never vended")
         now = self._clock()
-        token = self._memory.get(client)
+        remembered = self._known.get(client)
+        age = now - remembered.checked_at if remembered is not None else math.inf
+        # A caller the remembered record does not name is checked against the record as it is now: a
+        # consumer just granted is served at once (a removed one within the revalidation bound).
+        if (
+            remembered is not None
+            and age < self.policy.revalidate_seconds
+            and self._access.may_get_token(caller, remembered.consumers)
+        ):
+            known = remembered
+            if age >= self.policy.revalidate_seconds / 2:
+                # Read the record again off the callers' path before the bound, once per container.
+                self._background.submit_once(f"{client}\nrecord", lambda: self._revalidate(client))
+            if known.token is not None and known.token.seconds_left(now) >= min_ttl:
+                self._metrics.count("TokenMemoryHit")
+                self._after_hit(client, known.token, now)
+                return replace(known.token, source="memory")
+            state = self._table.get(client)
+        else:
+            view = self._table.view(client)
+            known = self._authorized(caller, client, self._revalidated(client, view, now))
+            state = view.token
+        binding = known.app_client_id
+        token = _bound(state.token, binding)
         if token is not None and token.seconds_left(now) >= min_ttl:
-            self._metrics.count("TokenMemoryHit")
-            self._after_hit(client, token, now)
-            return replace(token, source="memory")
-        state = self._table.get(client)
-        if state.token is not None and state.token.seconds_left(now) >= min_ttl:
             self._metrics.count("TokenTableHit")
-            self._memory[client] = state.token
-            self._after_hit(client, state.token, now)
-            return replace(state.token, source="table")
+            self._remember(client, token)
+            self._after_hit(client, token, now)
+            return replace(token, source="table")
         self._metrics.count("TokenMiss")
-        # Unknown names stop here, before any write: the (cached) secret read says whether it exists.
-        if self._secrets.read(self._naming.secret_id(client), AWSCURRENT) is None:
-            raise errors.ResourceNotFound(f"no managed app client named {client!r}")
-        token = self._fetch_or_wait(client, min_ttl, state, started=now)
+        token = self._fetch_or_wait(client, min_ttl, state, started=now, binding=binding)
         self._mark_in_background(client, self._clock())
         return token
 
-    def _fetch_or_wait(self, client: str, min_ttl: float, state: TokenState, started: float) -> CachedToken:
+    def admin_token(self, min_ttl: float) -> CachedToken:
+        """The bootstrap admin client's token, for provisioning's and rotation's admin calls: cached like
+        any client's (in its own partition), never vended to a caller."""
+        client = self._naming.admin_client_name
+        now = self._clock()
+        token = self._unbound.get(client)
+        if token is not None and token.seconds_left(now) >= min_ttl:
+            self._metrics.count("TokenMemoryHit")
+            self._after_hit(client, token, now)
+            return token
+        state = self._table.get(client)
+        if state.token is not None and state.token.seconds_left(now) >= min_ttl:
+            self._metrics.count("TokenTableHit")
+            self._remember(client, state.token)
+            self._after_hit(client, state.token, now)
+            return state.token
+        self._metrics.count("TokenMiss")
+        token = self._fetch_or_wait(client, min_ttl, state, started=now, binding=None)
+        self._mark_in_background(client, self._clock())
+        return token
+
+    def _revalidate(self, client: str) -> None:
+        """Read the client's record and token item again (a background job): what a caller is served
+        from memory is never older than the revalidation bound, and callers do not wait for the read."""
+        started = self._clock()
+        self._revalidated(client, self._table.view(client), started)
+
+    def _revalidated(self, client: str, view: ClientView, now: float) -> KnownClient | None:
+        """What the record just read says, remembered; a token of another app client than the record's
+        is never kept, and is removed from the table off the caller's path."""
+        app_client_id = view.app_client_id
+        stale = view.token.token
+        if stale is not None and stale.app_client_id != app_client_id:
+            self._metrics.count("StaleTokenDiscarded")
+            self._background.submit(lambda: self._table.discard_token(client, stale.app_client_id))
+        if app_client_id is None:
+            self._known.pop(client, None)
+            return None
+        previous = self._known.get(client)
+        token = _later(
+            previous.token if previous is not None and previous.app_client_id == app_client_id else None,
+            _bound(view.token.token, app_client_id),
+        )
+        known = KnownClient(app_client_id, consumers_of(view.consumers), checked_at=now, token=token)
+        self._known[client] = known
+        return known
+
+    def _authorized(self, caller: Caller, client: str, known: KnownClient | None) -> KnownClient:
+        """``known`` if ``caller`` is one of its consumers; otherwise a refusal."""
+        if known is not None and self._access.may_get_token(caller, known.consumers):
+            return known
+        if known is None and self._access.may_administer(caller):
+            raise errors.ResourceNotFound(f"no managed app client named {client!r}")
+        self._metrics.count("TokenRefused")
+        raise refused_token(caller, client)
+
+    def _remember(self, client: str, token: CachedToken) -> None:
+        """Keep ``token`` in memory if it is of the app client this container knows under that name
+        and expires later than the one it has."""
+        if client == self._naming.admin_client_name:
+            self._unbound[client] = _later(self._unbound.get(client), token) or token
+            return
+        known = self._known.get(client)
+        if known is not None and known.app_client_id == token.app_client_id:
+            self._known[client] = replace(known, token=_later(known.token, token))
+
+    def _fetch_or_wait(
+        self, client: str, min_ttl: float, state: TokenState, started: float, binding: str | None
+    ) -> CachedToken:
+        """``binding``: the app client a token must be of (None: any, for the bootstrap admin)."""
         deadline = started + self.policy.wait_seconds
         for pause in backoff(0.025, 0.2):
             now = self._clock()
-            if state.token is not None and state.token.seconds_left(now) >= min_ttl:
-                self._memory[client] = state.token
-                return replace(state.token, source="lease-wait")
+            token = state.token if binding is None else _bound(state.token, binding)
+            if token is not None and token.seconds_left(now) >= min_ttl:
+                self._remember(client, token)
+                return replace(token, source="lease-wait")
             if state.blocked_until > now:
                 raise errors.TemporarilyUnavailable(
                     f"Zus asked us to pause token requests for {client!r}; no cached token has {min_ttl:.0f} s left",
@@ -170,7 +287,7 @@ class TokenVendor:
                 )
             lease_free = not state.lease_held(now)
             if lease_free and self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds):
-                token = self._fetch_under_lease(client, started)
+                token = self._fetch_under_lease(client, started, binding)
                 if token.seconds_left(self._clock()) < min_ttl:
                     lifetime = token.seconds_left(now)
                     raise errors.UnprocessableRequest(
@@ -207,7 +324,7 @@ class TokenVendor:
         now = self._clock()
         state = self._table.get(client, consistent=True)
         if state.token is not None and state.token.seconds_left(now) >= self.policy.refresh_margin + horizon:
-            self._memory[client] = state.token  # another container already renewed it
+            self._remember(client, state.token)  # another container already renewed it
             return False
         if state.blocked_until > now or state.lease_held(now):
             return False
@@ -218,13 +335,13 @@ class TokenVendor:
 
     # --- talking to Zus ------------------------------------------------------------------------
 
-    def _fetch_under_lease(self, client: str, started: float | None = None) -> CachedToken:
+    def _fetch_under_lease(self, client: str, started: float | None = None, binding: str | None = None) -> CachedToken:
         try:
-            token = self._fetch(client, started)
+            token = self._fetch(client, started, binding)
         except BaseException:
             quietly(lambda: self._table.release_lease(client, self._owner))
             raise
-        self._memory[client] = token
+        self._remember(client, token)
         self._table.put_token(client, token, self._owner)
         return token
 
@@ -234,15 +351,21 @@ class TokenVendor:
         Provisioning and rotation use it so that their checks cost no extra token request later.
         """
         token = self._request(client, credentials)
-        self._memory[client] = token
+        self._remember(client, token)
         self._table.put_token(client, token, owner=None)
         return token
 
-    def _fetch(self, client: str, started: float | None = None) -> CachedToken:
+    def _fetch(self, client: str, started: float | None = None, binding: str | None = None) -> CachedToken:
         secret_id = self._naming.secret_id(client)
         current = self._secrets.read(secret_id, AWSCURRENT)
+        if current is not None and binding is not None and current.app_client_id != binding:
+            current = self._secrets.read(secret_id, AWSCURRENT, fresh=True)  # the cache may predate a re-create
         if current is None:
             raise errors.ResourceNotFound(f"no managed app client named {client!r}")
+        if binding is not None and current.app_client_id != binding:
+            raise errors.TemporarilyUnavailable(
+                f"the secret of {client!r} does not hold the app client its record names yet", retry_after=1.0
+            )
         tried = {current.client_secret}
         try:
             return self._request(client, current, started)
@@ -301,5 +424,18 @@ class TokenVendor:
                     raise
                 self._sleep(pause)
                 continue
-            return CachedToken(issued.access_token, issued.token_type, now + issued.expires_in)
+            return CachedToken(
+                issued.access_token, issued.token_type, now + issued.expires_in, credentials.app_client_id
+            )
         raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _bound(token: CachedToken | None, app_client_id: str) -> CachedToken | None:
+    """``token`` if it was minted for ``app_client_id``."""
+    return token if token is not None and token.app_client_id == app_client_id else None
+
+
+def _later(first: CachedToken | None, second: CachedToken | None) -> CachedToken | None:
+    if first is None or (second is not None and second.expires_at > first.expires_at):
+        return second
+    return first

@@ -1,5 +1,5 @@
-"""The provisioning Lambda handler, loaded like the runtime loads it, invoked with API Gateway (HTTP API
-payload 2.0) events from events/, against moto server and the Zus emulator."""
+"""The API's Lambda handlers (provisioning and token vending), loaded like the runtime loads them, invoked
+with API Gateway (HTTP API payload 2.0) events from events/, against moto server and the Zus emulator."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "billing-service"
+CONSUMER_ROLE = "arn:aws:iam::123456789012:role/billing-service"
+# A caller who is not one of the stack's admins (the events' caller, platform-admin, is).
+NOT_AN_ADMIN = "arn:aws:sts::123456789012:assumed-role/billing-service/task-1"
 
 
 def event(name: str, **changes: Any) -> dict[str, Any]:
@@ -40,6 +43,34 @@ def create_event(body: Any = None, content_type: str | None = "application/json"
     return created
 
 
+def signed_by(request: dict[str, Any], user_arn: str) -> dict[str, Any]:
+    """``request`` as API Gateway hands it over when ``user_arn`` signed it."""
+    changed = copy.deepcopy(request)
+    changed["requestContext"]["authorizer"]["iam"]["userArn"] = user_arn
+    return changed
+
+
+class AuditLines(logging.Handler):
+    """The audit events the handlers log (``zus_m2m.audit``), in order."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(record.audit)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def audited() -> Iterator[AuditLines]:
+    lines = AuditLines()
+    logging.getLogger("zus_m2m.audit").addHandler(lines)
+    try:
+        yield lines
+    finally:
+        logging.getLogger("zus_m2m.audit").removeHandler(lines)
+
+
 def for_name(template: str, name: str) -> dict[str, Any]:
     """An event of ``template`` (a route with {name}) for another client name."""
     changed = copy.deepcopy(event(template))
@@ -51,13 +82,14 @@ def for_name(template: str, name: str) -> dict[str, Any]:
 
 
 class Api:
-    """One container of the provisioning function: the module loaded afresh, as a cold start does."""
+    """One container of an API function: the module loaded afresh, as a cold start does."""
 
-    def __init__(self, module: ModuleType) -> None:
+    def __init__(self, module: ModuleType, function_name: str = "provisioning") -> None:
         self.module = module
+        self.function_name = function_name
 
     def __call__(self, request: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-        response = self.module.lambda_handler(request, LocalLambdaContext(function_name="provisioning"))
+        response = self.module.lambda_handler(request, LocalLambdaContext(function_name=self.function_name))
         body = response.get("body") or ""
         parsed = json.loads(body) if body else None
         return response["statusCode"], {k.lower(): v for k, v in response.get("headers", {}).items()}, parsed
@@ -87,6 +119,12 @@ def api(new_container: Callable[[], Api]) -> Iterator[Api]:
         logging.getLogger(name).handlers.clear()
 
 
+@pytest.fixture
+def token_api(environment: Deployment, load_function, api: Api) -> Api:
+    """A container of the token vending function (after the provisioning one, whose log set-up it shares)."""
+    return Api(load_function("token_vending", {}), "token-vending")
+
+
 def emulator(zus, route: str, **body: Any) -> None:
     requests.post(f"{zus.url}/_emulator/{route}", json=body, timeout=5).raise_for_status()
 
@@ -114,7 +152,17 @@ def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: 
     assert headers["content-type"] == "application/json"
     assert headers["location"] == "/app-clients/billing-service"
     assert headers["cache-control"] == "no-store"
-    assert set(created) == {"name", "appClientId", "clientId", "roleId", "roleName", "secretArn", "createdAt"}
+    assert set(created) == {
+        "name",
+        "appClientId",
+        "clientId",
+        "roleId",
+        "roleName",
+        "secretArn",
+        "createdAt",
+        "consumers",
+    }
+    assert created["consumers"] == [CONSUMER_ROLE]
     assert created["name"] == NAME
     assert created["roleName"] == "Builder Admin"
 
@@ -162,6 +210,99 @@ def test_list_get_rotate_and_delete(api: Api, aws) -> None:
     assert_problem(*api(event("apigw_get_client")), 404)
     description = aws.secretsmanager.describe_secret(SecretId="zus-m2m/test/billing-service")
     assert description.get("DeletedDate") is not None
+
+
+def test_patch_replaces_the_consumers_and_answers_the_record(api: Api) -> None:
+    _, _, created = api(event("apigw_create_client"))
+
+    status, headers, updated = api(event("apigw_update_client"))
+
+    assert status == 200, updated
+    assert headers["cache-control"] == "no-store"
+    assert updated == {
+        **created,
+        "consumers": [CONSUMER_ROLE, "arn:aws:iam::123456789012:role/reporting-service"],
+    }
+    _, _, shown = api(event("apigw_get_client"))
+    assert shown["consumers"] == updated["consumers"]
+
+
+def test_patch_refuses_a_bad_list_naming_the_entry_and_changes_nothing(api: Api) -> None:
+    api(event("apigw_create_client"))
+    request = event("apigw_update_client", body=json.dumps({"consumers": [CONSUMER_ROLE, "arn:aws:iam::*:root"]}))
+
+    status, headers, body = api(request)
+
+    assert_problem(status, headers, body, 400)
+    assert "consumers[1]: 'arn:aws:iam::*:root'" in body["detail"]
+    assert api(event("apigw_get_client"))[2]["consumers"] == [CONSUMER_ROLE]
+    assert_problem(*api(for_name("apigw_update_client", "nobody")), 404)
+    assert_problem(*api(for_name("apigw_update_client", "zus-m2m-admin")), 409)
+
+
+def test_a_caller_who_is_not_an_admin_is_refused_on_every_admin_route_and_nothing_changes(
+    api: Api, aws, zus, audited: AuditLines
+) -> None:
+    _, _, created = api(event("apigw_create_client"))
+    versions = aws.secretsmanager.list_secret_version_ids(SecretId=created["secretArn"])["Versions"]
+    audited.events.clear()
+    routes = [
+        create_event({"name": "another-client"}),
+        event("apigw_create_client"),
+        event("apigw_list_clients"),
+        event("apigw_get_client"),
+        event("apigw_update_client"),
+        event("apigw_start_rotation"),
+        event("apigw_delete_client"),
+        for_name("apigw_start_rotation", "zus-m2m-admin"),
+    ]
+
+    for request in routes:
+        status, headers, body = api(signed_by(request, NOT_AN_ADMIN))
+        assert_problem(status, headers, body, 403)
+        assert body["detail"] == f"{NOT_AN_ADMIN} is not an admin of this zus-m2m stack"
+
+    # nothing half-changed: the record, the secret and the Zus clients as they were
+    assert app_clients_at_zus(zus) == 2
+    assert aws.secretsmanager.list_secret_version_ids(SecretId=created["secretArn"])["Versions"] == versions
+    assert api(event("apigw_get_client"))[2]["consumers"] == [CONSUMER_ROLE]
+    assert [line["outcome"] for line in audited.events][: len(routes)] == ["denied"] * len(routes)
+
+
+def test_a_second_rotation_within_the_minimum_gap_is_429_with_retry_after(api: Api, aws) -> None:
+    api(event("apigw_create_client"))
+    assert api(event("apigw_start_rotation"))[0] == 202
+    # moto without a rotation function finishes the rotation at once: the next one is not "in progress"
+    versions = aws.secretsmanager.list_secret_version_ids(SecretId="zus-m2m/test/billing-service")["Versions"]
+
+    status, headers, body = api(event("apigw_start_rotation"))
+
+    assert_problem(status, headers, body, 429)
+    assert 290 <= int(headers["retry-after"]) <= 300
+    assert "requested less than 300 s ago" in body["detail"]
+    assert aws.secretsmanager.list_secret_version_ids(SecretId="zus-m2m/test/billing-service")["Versions"] == versions
+
+
+def test_every_call_is_one_audit_line_naming_caller_action_client_and_outcome(api: Api, audited: AuditLines) -> None:
+    api(event("apigw_create_client"))
+    api(signed_by(event("apigw_delete_client"), NOT_AN_ADMIN))
+
+    created, denied = audited.events
+
+    assert created == {
+        "time": "2026-11-27T12:00:00.000Z",
+        "requestId": "d1c5e3a2-7b61-11e6-9a41-93e8deadbe01",
+        "action": "POST /app-clients",
+        "client": NAME,
+        "caller": "arn:aws:sts::123456789012:assumed-role/platform-admin/platform-admin",
+        "accountId": "123456789012",
+        "accessKey": "ASIAEXAMPLEKEY000000",
+        "sourceIp": "203.0.113.10",
+        "status": 201,
+        "outcome": "allowed",
+    }
+    assert (denied["action"], denied["client"], denied["caller"]) == ("DELETE /app-clients/{name}", NAME, NOT_AN_ADMIN)
+    assert (denied["status"], denied["outcome"], denied["problem"]) == (403, "denied", "forbidden")
 
 
 def test_a_base64_encoded_body_is_read(api: Api) -> None:
@@ -326,6 +467,9 @@ def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, caps
 @pytest.fixture
 def api_with_rotation(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch) -> Iterator[Api]:
     monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
+    # A repair request counts against the gap between rotation requests like a new rotation; these
+    # tests start a rotation and repair it at once.
+    monkeypatch.setenv("ROTATION_REQUEST_MIN_GAP_SECONDS", "0")
     yield Api(load_function("provisioning", {}))
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
         logging.getLogger(name).handlers.clear()
@@ -462,16 +606,18 @@ def seed_records(environment: Deployment, names: list[str]) -> None:
     """Active records as provisioning leaves them, each with a cached token item beside it (what a scan
     of the table reads past)."""
     from zus_m2m.aws.client_records import DynamoClientRecords
+    from zus_m2m.aws.dynamo import TableKeys
     from zus_m2m.aws.token_table import DynamoTokenTable
     from zus_m2m.values import CachedToken, ClientRecord
 
-    records = DynamoClientRecords(environment.aws.dynamodb, environment.aws.table_name)
-    tokens = DynamoTokenTable(environment.aws.dynamodb, environment.aws.table_name)
+    keys = TableKeys("zus-m2m-admin")
+    records = DynamoClientRecords(environment.aws.dynamodb, environment.aws.table_name, keys)
+    tokens = DynamoTokenTable(environment.aws.dynamodb, environment.aws.table_name, keys)
     for index, name in enumerate(names):
-        assert records.claim(name, "Builder Admin", "seed", 0.0, 1.0, previous_owner=None)
+        assert records.claim(name, "Builder Admin", (), "seed", 0.0, 1.0, previous_owner=None)
         record = ClientRecord(name, f"app-{index}", f"client-{index}", "role", "Builder Admin", f"arn:{name}", index)
         assert records.complete(record, "seed")
-        tokens.put_token(name, CachedToken("not-a-token", "Bearer", 4_000_000_000), None)
+        tokens.put_token(name, CachedToken("not-a-token", "Bearer", 4_000_000_000, f"app-{index}"), None)
 
 
 def test_the_list_comes_in_pages_of_records_with_an_opaque_next_token(api: Api, environment: Deployment) -> None:
@@ -521,3 +667,95 @@ def test_bad_or_tampered_page_parameters_are_400(api: Api, environment: Deployme
 
     assert_problem(status, headers, body, 400)
     assert expected in body["detail"]
+
+
+# --- the token route ---------------------------------------------------------------------------------
+
+REPORTING = "arn:aws:sts::123456789012:assumed-role/reporting-service/task-2"
+
+
+def test_a_consumer_gets_the_token_and_the_audit_line_has_its_expiry_not_the_token(
+    api: Api, token_api: Api, audited: AuditLines
+) -> None:
+    api(event("apigw_create_client"))
+    audited.events.clear()
+
+    status, headers, body = token_api(event("apigw_get_token"))
+
+    assert status == 200, body
+    assert headers["cache-control"] == "no-store"
+    assert body["token_type"] == "Bearer"
+    [line] = audited.events
+    assert line["action"] == "GET /app-clients/{name}/token"
+    assert (line["client"], line["status"], line["outcome"]) == (NAME, 200, "allowed")
+    assert line["caller"] == "arn:aws:sts::123456789012:assumed-role/billing-service/billing-service"
+    assert line["tokenExpiresAt"] == body["expires_at"]
+    assert body["access_token"] not in json.dumps(line)
+
+
+def test_a_caller_that_is_not_a_consumer_gets_a_403_problem_naming_neither_token_nor_secret(
+    api: Api, token_api: Api, aws, audited: AuditLines
+) -> None:
+    api(event("apigw_create_client"))
+    cached = aws.dynamodb.get_item(
+        TableName=aws.table_name, Key={"pk": {"S": "client#billing-service"}, "sk": {"S": "token"}}
+    )
+
+    status, headers, body = token_api(signed_by(event("apigw_get_token"), REPORTING))
+
+    assert_problem(status, headers, body, 403)
+    assert body["detail"] == f"{REPORTING} may not get tokens of app client 'billing-service'"
+    assert cached["Item"]["accessToken"]["S"] not in json.dumps(body)
+    assert "eyJ" not in json.dumps(body)
+    assert audited.events[-1]["outcome"] == "denied"
+    # a client that does not exist answers the same to a non-admin
+    status, _, unknown = token_api(for_name("apigw_get_token", "nobody"))
+    assert (status, unknown["detail"]) == (
+        403,
+        f"{NOT_AN_ADMIN.replace('task-1', 'billing-service')} may not get tokens of app client 'nobody'",
+    )
+
+
+def test_the_bootstrap_admin_client_is_never_vended_not_even_to_an_admin(token_api: Api) -> None:
+    admin = "arn:aws:sts::123456789012:assumed-role/platform-admin/platform-admin"
+
+    status, headers, body = token_api(signed_by(for_name("apigw_get_token", "zus-m2m-admin"), admin))
+
+    assert_problem(status, headers, body, 403)
+    assert body["detail"] == "the bootstrap admin client 'zus-m2m-admin' is never vended"
+
+
+def test_a_record_written_before_consumers_existed_is_refused_until_an_admin_grants_some(
+    api: Api, token_api: Api, aws, environment: Deployment
+) -> None:
+    # Given a client provisioned by the previous version: its record item has no consumers attribute
+    app_client, credentials = environment.create_zus_client(NAME)
+    arn = aws.secretsmanager.create_secret(Name="zus-m2m/test/billing-service", SecretString=credentials.to_json())[
+        "ARN"
+    ]
+    aws.dynamodb.put_item(
+        TableName=aws.table_name,
+        Item={
+            "pk": {"S": "client#billing-service"},
+            "sk": {"S": "record"},
+            "name": {"S": NAME},
+            "status": {"S": "active"},
+            "appClientId": {"S": app_client.id},
+            "clientId": {"S": app_client.client_id},
+            "roleId": {"S": credentials.role_id},
+            "roleName": {"S": "Builder Admin"},
+            "secretArn": {"S": arn},
+            "createdAt": {"N": "1795780800"},
+        },
+    )
+
+    # Then nobody gets its token, admins see it with no consumers, and a PATCH grants them
+    assert token_api(event("apigw_get_token"))[0] == 403
+    _, _, listed = api(event("apigw_list_clients"))
+    assert [client["consumers"] for client in listed["appClients"] if client["name"] == NAME] == [[]]
+    assert api(event("apigw_update_client"))[0] == 200
+    status, _, body = token_api(event("apigw_get_token"))
+    assert status == 200, body
+    # ... and the admin can rotate and delete it as any other
+    assert api(event("apigw_start_rotation"))[0] == 202
+    assert api(event("apigw_delete_client"))[0] == 204
