@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 
 AUDIENCE = "https://api.sandbox.zusapi.com"
 JSON_API = "application/vnd.api+json"
+# What each dialect of Zus's auth server calls refused credentials.
+REFUSED = {"auth0": "access_denied", "rfc6749": "invalid_client"}
+
+
+@pytest.fixture(params=sorted(REFUSED))
+def dialect(request: pytest.FixtureRequest, stack: StackProcess) -> Iterator[str]:
+    """The session's emulator speaking one dialect for the test, then its default (Auth0's) again."""
+    chosen = str(request.param)
+    requests.post(f"{stack.zus}/_emulator/config", json={"dialect": chosen}, timeout=5).raise_for_status()
+    yield chosen
+    requests.post(f"{stack.zus}/_emulator/config", json={"dialect": "auth0"}, timeout=5).raise_for_status()
 
 
 def free_port() -> int:
@@ -78,8 +89,8 @@ def secret_at(sm, secret_id: str, stage: str) -> dict[str, str]:
 # --- the guide's flow through the service ------------------------------------------------------------
 
 
-def test_provision_token_rotate_delete(stack: StackProcess) -> None:
-    api, name = stack.api, "e2e-billing"
+def test_provision_token_rotate_delete(stack: StackProcess, dialect: str) -> None:
+    api, name = stack.api, f"e2e-billing-{dialect}"
 
     # Provision: 201 with the record, never the secret; the same request again is 200.
     created = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
@@ -144,7 +155,7 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     assert zus_token(stack, current["clientId"], current["clientSecret"]).status_code == 200
     refused = zus_token(stack, previous["clientId"], previous["clientSecret"])
     assert refused.status_code == 401
-    assert refused.json()["error"] == "invalid_client"
+    assert refused.json()["error"] == REFUSED[dialect]
     after = requests.get(f"{api}/app-clients/{name}/token", timeout=10)
     assert after.status_code == 200, after.text
 
@@ -159,9 +170,31 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     time.sleep(0.2)
     output = stack.output
     assert f"POST   /app-clients/{name}/rotations  202" in output
-    assert "rotation zus-m2m/sandbox/e2e-billing  finishSecret  ok" in output
+    assert f"rotation zus-m2m/sandbox/{name}  finishSecret  ok" in output
     for secret in (current["clientSecret"], previous["clientSecret"], access_token, "local-admin-secret"):
         assert secret not in output
+
+
+def test_zus_asking_for_15_minutes_is_a_retry_after_of_15_minutes(stack: StackProcess) -> None:
+    """Auth0 throttles without Retry-After; its x-ratelimit-reset (epoch seconds) says 900 s from now."""
+    api, name = stack.api, "e2e-throttled"
+    created = requests.post(f"{api}/app-clients", json={"name": name}, timeout=30)
+    assert created.status_code == 201, created.text
+    stack.client("dynamodb").delete_item(  # forget the cached token: the next call asks Zus
+        TableName="zus-m2m-local", Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}}
+    )
+    fault = {"status": 429, "retryAfter": 900, "paths": ["/oauth/token"]}
+    requests.post(f"{stack.zus}/_emulator/faults", json=fault, timeout=5).raise_for_status()
+    try:
+        throttled = requests.get(f"{api}/app-clients/{name}/token", timeout=10)
+        again = requests.get(f"{api}/app-clients/{name}/token", timeout=10)  # remembered, Zus not asked
+    finally:
+        requests.post(f"{stack.zus}/_emulator/faults", json={}, timeout=5).raise_for_status()
+        requests.delete(f"{api}/app-clients/{name}", timeout=30)
+    assert throttled.status_code == 503, throttled.text
+    assert 899 <= int(throttled.headers["Retry-After"]) <= 901
+    assert again.status_code == 503
+    assert 895 <= int(again.headers["Retry-After"]) <= 901
 
 
 def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProcess) -> None:

@@ -63,7 +63,8 @@ AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standar
 # VendingPolicy.retry_window_seconds into a vend call, so one that Zus leaves hanging answers 503 in
 # about 7 s.
 TOKEN_VENDING_ZUS_TIMEOUT = (1.0, 3.0)
-# An admin token must outlive the admin calls made with it (rotate-secret: seconds).
+# An admin token must outlive the admin calls made with it (rotate-secret: seconds); where tokens live
+# no longer than this, the vendor settles for one with half a lifetime left.
 ADMIN_TOKEN_MIN_TTL = 60
 
 
@@ -142,7 +143,8 @@ class VendedAdminTokens:
         self._name = admin_client_name
 
     def bearer(self) -> str:
-        return self._vendor.vend(self._name, ADMIN_TOKEN_MIN_TTL).access_token
+        # Best effort: where Zus's tokens live no longer than ADMIN_TOKEN_MIN_TTL, a fresh one must do.
+        return self._vendor.vend(self._name, ADMIN_TOKEN_MIN_TTL, best_effort=True).access_token
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ def provisioning_use_cases(
     from zus_m2m.provisioning.start_rotation import StartRotation
 
     admin = BootstrapAdmin(ports.zus, ports.admin_tokens, policy.admin_client_name)
-    keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy)
+    keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy, clock=clock, sleep=sleep)
     queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, clock=clock)
     return Provisioning(
         create_client=CreateClient(
@@ -232,6 +234,7 @@ class Container:
             policy=VendingPolicy(
                 refresh_margin=settings.token_refresh_margin_seconds,
                 budget_per_hour=settings.token_budget_per_hour,
+                budget_reserve_percent=settings.token_budget_reserve_percent,
             ),
         )
 
