@@ -39,11 +39,13 @@ REFUSED = {"auth0": "access_denied", "rfc6749": "invalid_client"}
 
 @pytest.fixture(params=sorted(REFUSED))
 def dialect(request: pytest.FixtureRequest, stack: StackProcess) -> Iterator[str]:
-    """The session's emulator speaking one dialect for the test, then its default (Auth0's) again."""
+    """The session's emulator speaking one dialect for the test, then as it started (Auth0's, no
+    propagation delay) again."""
     chosen = str(request.param)
     requests.post(f"{stack.zus}/_emulator/config", json={"dialect": chosen}, timeout=5).raise_for_status()
     yield chosen
-    requests.post(f"{stack.zus}/_emulator/config", json={"dialect": "auth0"}, timeout=5).raise_for_status()
+    defaults = {"dialect": "auth0", "secretPropagationSeconds": 0, "propagationMode": "random"}
+    requests.post(f"{stack.zus}/_emulator/config", json=defaults, timeout=5).raise_for_status()
 
 
 def free_port() -> int:
@@ -116,7 +118,10 @@ def test_provision_token_rotate_delete(stack: StackProcess, dialect: str) -> Non
     assert read.status_code == 200, read.text
     assert read.json()["data"]["attributes"]["clientId"] == record["clientId"]
 
-    # Rotate while a caller keeps asking for tokens every 50 ms.
+    # Rotate while a caller keeps asking for tokens every 50 ms; Zus refuses the new secret (and still
+    # accepts the old one) for 3 s after rotating it, so testSecret has to wait for it.
+    propagation = {"secretPropagationSeconds": 3, "propagationMode": "old-then-new"}
+    requests.post(f"{stack.zus}/_emulator/config", json=propagation, timeout=5).raise_for_status()
     sm = stack.client("secretsmanager")
     secret_id = record["secretArn"]
     before = version_with(stages(sm, secret_id), "AWSCURRENT")

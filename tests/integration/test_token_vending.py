@@ -204,8 +204,13 @@ def test_an_outage_costs_one_token_request_per_back_off_interval_however_many_ca
     for caller in callers:
         caller.start()
     try:
-        # Zus stays down until the fleet has failed four times in a row (about 1 + 2 + 4 s).
-        while stack.table.get(CLIENT, consistent=True).failures < 4:
+        # Zus stays down until the fleet has failed four times in a row (about 1 + 2 + 4 s), or has sent
+        # more token requests than any back-off allows, or a minute has passed.
+        while (
+            stack.table.get(CLIENT, consistent=True).failures < 4
+            and stack.table.budget_used(CLIENT, time.time()) < 20
+            and time.monotonic() - down < 60
+        ):
             time.sleep(0.1)
         during = stack.table.budget_used(CLIENT, time.time())
         stack.emulator("faults")
