@@ -178,14 +178,14 @@ class TokenVendor:
         now = self._clock()
         token = self._memory.get(client)
         if token is not None:
-            min_ttl = self._satisfiable(client, token, min_ttl, now, best_effort)
+            min_ttl = self._satisfiable(token, min_ttl, now, best_effort)
             if token.seconds_left(now) >= min_ttl:
                 self._metrics.count("TokenMemoryHit")
                 self._after_hit(client, token, now)
                 return replace(token, source="memory")
         state = self._table.get(client)
         if state.token is not None:
-            min_ttl = self._satisfiable(client, state.token, min_ttl, now, best_effort)
+            min_ttl = self._satisfiable(state.token, min_ttl, now, best_effort)
             if state.token.seconds_left(now) >= min_ttl:
                 self._metrics.count("TokenTableHit")
                 self._memory[client] = state.token
@@ -201,7 +201,7 @@ class TokenVendor:
             raise self._unsatisfiable(token.lifetime, min_ttl)
         return token
 
-    def _satisfiable(self, client: str, token: CachedToken, min_ttl: float, now: float, best_effort: bool) -> float:
+    def _satisfiable(self, token: CachedToken, min_ttl: float, now: float, best_effort: bool) -> float:
         """``min_ttl``, if a token of the learned lifetime can have it left (or best effort's half a
         lifetime); a live token's lifetime is what Zus issues now (an expired one's may be outdated)."""
         if token.outlives(min_ttl) or token.seconds_left(now) <= 0:
