@@ -262,12 +262,13 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
     settled = rotated + PROPAGATION
 
     def phase(at: float) -> str:
-        """before Zus rotated; rotating (until finishSecret); settling (the 30 s window); settled."""
+        """before Zus rotated; within the 30 s window while the rotation runs (rotating) and after it
+        finished (settling); after the window (settled)."""
         if at < rotated:
             return "before"
-        if at < marks[RotationCheckpoints.PENDING_REMOVED]:
-            return "rotating"
-        return "settling" if at < settled else "settled"
+        if at >= settled:
+            return "settled"
+        return "rotating" if at < marks[RotationCheckpoints.PENDING_REMOVED] else "settling"
 
     met = {name: [source for at, source in answers if phase(at) == name] for name in PHASES}
     tested = marks[RotationCheckpoints.TESTED] - rotated
@@ -280,11 +281,12 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
     )
     assert failures == []
     assert len(answers) == 200
-    # The calls met the rotation: they came before, throughout and after the window (a rotation may be
-    # done too soon for any to come while it runs), and while both secrets were in play they were
-    # served by tokens minted then (each serves them 2 s).
-    assert [name for name in ("before", "settling", "settled") if not met[name]] == []
-    assert met["rotating"].count("zus") + met["settling"].count("zus") >= 5
+    # The calls met the rotation: they came before, during and after the window (testSecret may pass at
+    # once, or only late in the window), and during it they were served by tokens minted then, with
+    # both secrets in play (each token serves them 2 s).
+    in_window = met["rotating"] + met["settling"]
+    assert [name for name, sources in (("before", met["before"]), ("settled", met["settled"])) if not sources] == []
+    assert in_window.count("zus") >= 5
     while time.monotonic() < settled:  # the window ends: the old secret is refused everywhere from now
         time.sleep(0.2)
     stack.assert_rotated_cleanly(before)
