@@ -363,6 +363,15 @@ class Emulator:
     def config(self, **values: Any) -> None:
         requests.post(f"{self.url}/_emulator/config", json=values, timeout=5).raise_for_status()
 
+    @contextlib.contextmanager
+    def speaking(self, dialect: str) -> Iterator[None]:
+        """The token endpoint in ``dialect`` (auth0, rfc6749) for the block, then in Auth0's, the default."""
+        self.config(dialect=dialect)
+        try:
+            yield
+        finally:
+            self.config(dialect="auth0")
+
     def stats(self) -> dict[str, Any]:
         response = requests.get(f"{self.url}/_emulator/stats", timeout=5)
         response.raise_for_status()

@@ -52,6 +52,9 @@ class ClientCredentials:
     role_id: str = ""
     role_name: str = ""
     audience: str = ""
+    # When Secrets Manager stored this version (its CreatedDate), if known; not part of the document.
+    # A version stored moments ago may still be propagating at Zus.
+    stored_at: float | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -67,7 +70,7 @@ class ClientCredentials:
         )
 
     @classmethod
-    def from_json(cls, text: str, secret_id: str) -> ClientCredentials:
+    def from_json(cls, text: str, secret_id: str, stored_at: float | None = None) -> ClientCredentials:
         """Parse a stored secret. Errors name the secret and the missing fields, never a value."""
         try:
             document: Any = json.loads(text)
@@ -86,10 +89,16 @@ class ClientCredentials:
             role_id=str(document.get("roleId", "")),
             role_name=str(document.get("roleName", "")),
             audience=str(document.get("audience", "")),
+            stored_at=stored_at,
         )
 
     def with_secret(self, client_secret: str) -> ClientCredentials:
-        return replace(self, client_secret=client_secret)
+        return replace(self, client_secret=client_secret, stored_at=None)
+
+    def unsettled_for(self, now: float, settle_seconds: float) -> float:
+        """Seconds until this version is ``settle_seconds`` old (0: settled, or its age unknown): until
+        then Zus may not accept it everywhere yet (Auth0 takes up to 30 s to propagate a rotated secret)."""
+        return 0.0 if self.stored_at is None else max(0.0, self.stored_at + settle_seconds - now)
 
 
 @dataclass(frozen=True)
@@ -183,23 +192,48 @@ class CachedToken:
     app_client_id: str = ""
     # Which tier served this copy; not part of the token's identity.
     source: TokenSource = field(default="zus", compare=False)
+    # Seconds Zus said it lives (``expires_in``) when it issued it; 0: unknown.
+    lifetime: float = field(default=0.0, compare=False)
 
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now
 
+    def outlives(self, min_ttl: float) -> bool:
+        """Whether a token like this one, fresh, can have ``min_ttl`` seconds left (unknown: yes)."""
+        return not self.lifetime or min_ttl <= self.lifetime
+
+
+# Why the last upstream attempt failed (docs/design.md, the token item's ``failedBy``).
+FailureCause = Literal["unavailable", "refused", "forbidden"]
+
 
 @dataclass(frozen=True)
 class TokenState:
-    """The token item of one client: its token, its single-flight lease, and a Zus 429 block."""
+    """The token item of one client: its token, its single-flight lease, a Zus 429 block, and the
+    memory of failed upstream attempts every container backs off by."""
 
     token: CachedToken | None = None
     lease_owner: str | None = None
     lease_until: float = 0.0
     blocked_until: float = 0.0
     last_requested_at: float = 0.0
+    # Consecutive failed upstream attempts, the last one's cause, and until when nobody asks again.
+    failures: int = 0
+    failed_by: FailureCause | None = None
+    failed_until: float = 0.0
 
     def lease_held(self, now: float) -> bool:
         return self.lease_owner is not None and self.lease_until > now
+
+    def paused_until(self, now: float) -> float:
+        """Until when no container may ask Zus for this client's token (a 429, or a back-off), or 0."""
+        until = max(self.blocked_until, self.failed_until)
+        return until if until > now else 0.0
+
+    @property
+    def after_outage(self) -> bool:
+        """The last attempt found Zus unavailable: the next one is a recovery, which may use the reserve."""
+        return self.failures > 0 and self.failed_by == "unavailable"
 
 
 @dataclass(frozen=True)
@@ -218,6 +252,8 @@ class BudgetVerdict:
     allowed: bool
     used: int
     retry_after: float = 0.0
+    # Refused because Zus reported fewer requests left than our own count allows.
+    by_zus: bool = False
 
 
 # --- provisioning -------------------------------------------------------------------------------
