@@ -240,11 +240,17 @@ def test_patch_refuses_a_bad_list_naming_the_entry_and_changes_nothing(api: Api)
     assert_problem(*api(for_name("apigw_update_client", "zus-m2m-admin")), 409)
 
 
+def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
+    """A secret's versions and their stages (moto reports the time of the listing as each CreatedDate)."""
+    listed = aws.secretsmanager.list_secret_version_ids(SecretId=secret_arn)["Versions"]
+    return sorted((version["VersionId"], sorted(version["VersionStages"])) for version in listed)
+
+
 def test_a_caller_who_is_not_an_admin_is_refused_on_every_admin_route_and_nothing_changes(
     api: Api, aws, zus, audited: AuditLines
 ) -> None:
     _, _, created = api(event("apigw_create_client"))
-    versions = aws.secretsmanager.list_secret_version_ids(SecretId=created["secretArn"])["Versions"]
+    versions = secret_versions(aws, created["secretArn"])
     audited.events.clear()
     routes = [
         create_event({"name": "another-client"}),
@@ -264,7 +270,7 @@ def test_a_caller_who_is_not_an_admin_is_refused_on_every_admin_route_and_nothin
 
     # nothing half-changed: the record, the secret and the Zus clients as they were
     assert app_clients_at_zus(zus) == 2
-    assert aws.secretsmanager.list_secret_version_ids(SecretId=created["secretArn"])["Versions"] == versions
+    assert secret_versions(aws, created["secretArn"]) == versions
     assert api(event("apigw_get_client"))[2]["consumers"] == [CONSUMER_ROLE]
     assert [line["outcome"] for line in audited.events][: len(routes)] == ["denied"] * len(routes)
 
@@ -273,14 +279,14 @@ def test_a_second_rotation_within_the_minimum_gap_is_429_with_retry_after(api: A
     api(event("apigw_create_client"))
     assert api(event("apigw_start_rotation"))[0] == 202
     # moto without a rotation function finishes the rotation at once: the next one is not "in progress"
-    versions = aws.secretsmanager.list_secret_version_ids(SecretId="zus-m2m/test/billing-service")["Versions"]
+    versions = secret_versions(aws, "zus-m2m/test/billing-service")
 
     status, headers, body = api(event("apigw_start_rotation"))
 
     assert_problem(status, headers, body, 429)
     assert 290 <= int(headers["retry-after"]) <= 300
     assert "requested less than 300 s ago" in body["detail"]
-    assert aws.secretsmanager.list_secret_version_ids(SecretId="zus-m2m/test/billing-service")["Versions"] == versions
+    assert secret_versions(aws, "zus-m2m/test/billing-service") == versions
 
 
 def test_every_call_is_one_audit_line_naming_caller_action_client_and_outcome(api: Api, audited: AuditLines) -> None:
