@@ -72,6 +72,8 @@ class FakeTokenTable:
         self.budgets: dict[str, list[float]] = {}
         self.records: dict[str, ClientRecord] = {}
         self.zus_counts: dict[str, ZusCount] = {}
+        # What an eventually consistent read still answers (DynamoDB's GetItem without ConsistentRead).
+        self.stale: dict[str, TokenState] = {}
         self.lock = threading.Lock()
         self.on_get: Callable[[str], None] | None = None
         self.views = 0
@@ -80,6 +82,8 @@ class FakeTokenTable:
         if self.on_get is not None:
             self.on_get(client)
         with self.lock:
+            if not consistent and client in self.stale:
+                return self.stale[client]
             return self.states.get(client, TokenState())
 
     def view(self, client: str) -> ClientView:
@@ -114,11 +118,18 @@ class FakeTokenTable:
             if state.lease_owner == owner:
                 self.states[client] = replace(state, lease_owner=None, lease_until=0.0)
 
-    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
+    def put_token(
+        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+    ) -> None:
         with self.lock:
             state = self.states.get(client, TokenState())
             stored = state.token
-            if stored is None or stored.expires_at <= token.expires_at or stored.app_client_id != token.app_client_id:
+            if (
+                stored is None
+                or stored.expires_at <= token.expires_at
+                or stored.app_client_id != token.app_client_id
+                or (replacing is not None and stored.access_token == replacing.access_token)
+            ):
                 state = replace(state, token=token, failures=0, failed_by=None, failed_until=0.0)
             if owner is not None and state.lease_owner == owner:
                 state = replace(state, lease_owner=None, lease_until=0.0)

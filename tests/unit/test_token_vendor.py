@@ -25,6 +25,7 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     TokenState,
+    fingerprint,
 )
 from zus_m2m.zus.models import ZusQuota
 
@@ -720,3 +721,101 @@ def test_past_half_the_bound_the_record_is_read_again_off_the_callers_path(world
     # what it read applies at once: the removed consumer is refused before the bound
     with pytest.raises(errors.Forbidden):
         vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+
+# --- a token Zus refused (?refused=<fingerprint>): replaced once for every container ------------------------
+
+
+def test_a_refused_token_is_replaced_once_and_every_container_then_gets_the_new_one(world: World) -> None:
+    a, b = world.vendor(), world.vendor()
+    refused = a.vend(CALLER, CLIENT, min_ttl=60)
+    assert b.vend(CALLER, CLIENT, min_ttl=60) == refused  # both hold it: b in memory, from the table
+
+    replaced = a.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+    from_b = b.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)  # b reports it too
+    from_c = world.vendor().vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+
+    assert replaced.access_token == from_b.access_token == from_c.access_token == "token-2"
+    assert (replaced.source, from_b.source, from_c.source) == ("zus", "table", "table")
+    assert len(world.endpoint.calls) == 2  # the first token, and one replacement
+    assert world.stored().token == replaced
+    assert b.vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"  # the refused one left b's memory
+    assert world.metrics.counts["RefusedTokenReported"] == 3
+    assert world.metrics.counts["RefusedTokenReplaced"] == 1
+
+
+def test_a_fingerprint_of_another_token_gets_the_current_one_without_a_mint(world: World) -> None:
+    vendor = world.vendor()
+    current = vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+    for container in (vendor, world.vendor()):  # from memory, and from the table
+        assert container.vend(CALLER, CLIENT, min_ttl=60, refused=fingerprint("some-other-token")) == current
+
+    assert len(world.endpoint.calls) == 1
+    assert world.metrics.counts["RefusedTokenReplaced"] == 0
+
+
+def test_the_lease_holder_reads_the_item_again_and_serves_a_replacement_stored_meanwhile(world: World) -> None:
+    # Given a container that still holds the refused token, and an eventually consistent read that still
+    # answers it, while another container already stored its replacement
+    vendor = world.vendor()
+    refused = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.table.stale[CLIENT] = world.stored()
+    replacement = CachedToken("token-elsewhere", "Bearer", world.clock.now + 3600, "app-1")
+    world.table.put_token(CLIENT, replacement, owner=None)
+
+    # When it is reported refused here, the lease's consistent read finds the replacement: no mint
+    token = vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+
+    assert (token.access_token, token.source) == ("token-elsewhere", "lease-wait")
+    assert len(world.endpoint.calls) == 1
+    assert world.stored().lease_owner is None
+
+
+def test_a_refused_token_is_replaced_even_when_it_expires_later_than_the_new_one(world: World) -> None:
+    world.endpoint.lifetime = 600  # Zus now issues shorter-lived tokens than the one it refused
+    long_lived = CachedToken("long-lived", "Bearer", world.clock.now + 3000, "app-1")
+    world.table.put_token(CLIENT, long_lived, owner=None)
+
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60, refused=long_lived.fingerprint)
+
+    assert token.access_token == "token-1"
+    assert world.stored().token == token  # not kept for expiring later: it was refused
+
+
+def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
+    # Real threads: 20 containers report the same refused token at once; Zus answers slowly.
+    world = World(VendingPolicy(wait_seconds=5.0))
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    refused = world.stored().token
+    assert refused is not None
+    world.endpoint.on_call = lambda: time.sleep(0.2)
+    start = threading.Barrier(20)
+
+    def one_container() -> str:
+        vendor = TokenVendor(
+            world.table, world.secrets, world.endpoint, NAMING, world.metrics, run_in_background=run_now, access=ACCESS
+        )
+        start.wait()
+        return vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint).access_token
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        tokens = list(pool.map(lambda _: one_container(), range(20)))
+
+    assert tokens == ["token-2"] * 20
+    assert len(world.endpoint.calls) == 2
+
+
+def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_with_that_token() -> None:
+    world = World(VendingPolicy(budget_per_hour=10, budget_reserve_percent=20))
+    vendor = world.vendor()
+    refused = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.table.budgets[CLIENT] = [world.clock.now] * 8  # the ordinary 8 of 10 spent: 2 kept for recovery
+
+    with pytest.raises(errors.Throttled) as caught:
+        vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+
+    assert caught.value.http_status == 429
+    assert world.table.budget_used(CLIENT, world.clock.now) == 8
+    assert world.stored().token == refused  # only a new token replaces it; a caller that did not report it
+    assert world.vendor().vend(CALLER, CLIENT, min_ttl=60) == refused  # still gets it meanwhile

@@ -97,9 +97,12 @@ class TokenTable(Protocol):
 
     def release_lease(self, client: str, owner: str) -> None: ...
 
-    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
-        """Store a token (unless a later-expiring one of the same app client is there), forget failed
-        attempts, and release ``owner``'s lease."""
+    def put_token(
+        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+    ) -> None:
+        """Store a token (unless a later-expiring one of the same app client is there; ``replacing``, a
+        token Zus refused, is replaced whatever its expiry), forget failed attempts, and release
+        ``owner``'s lease."""
         ...
 
     def discard_token(self, client: str, app_client_id: str) -> None:

@@ -7,6 +7,7 @@ collaborators that produce and store them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -181,6 +182,14 @@ class RotationFailure:
 # memory: this container; table: DynamoDB; lease-wait: DynamoDB after waiting for another fetch.
 TokenSource = Literal["memory", "table", "lease-wait", "zus"]
 
+# How a caller names a token Zus refused (``?refused=``): the first 16 hex characters of its SHA-256.
+FINGERPRINT_REGEX = r"^[0-9a-f]{16}$"
+
+
+def fingerprint(access_token: str) -> str:
+    """What names a token without revealing it (the client library computes the same)."""
+    return hashlib.sha256(access_token.encode()).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class CachedToken:
@@ -197,6 +206,10 @@ class CachedToken:
 
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.access_token)
 
     def outlives(self, min_ttl: float) -> bool:
         """Whether a token like this one, fresh, can have ``min_ttl`` seconds left (unknown: yes)."""

@@ -97,18 +97,26 @@ class DynamoTokenTable:
             {":owner": string(owner)},
         )
 
-    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
+    def put_token(
+        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+    ) -> None:
         # A later-expiring token of the same app client already stored wins: two fetchers never
-        # replace newer with older. A token of another (deleted) client is always replaced. Zus
-        # answered: the memory of failed attempts is cleared in the same write.
+        # replace newer with older. A token of another (deleted) client is always replaced, and so is
+        # the refused token ``replacing`` names (whatever its expiry). Zus answered: the memory of failed
+        # attempts is cleared in the same write.
+        condition = (
+            "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
+            "OR appClientId <> :app"
+        )
+        refused = {":refused": string(replacing.access_token)} if replacing is not None else {}
         self._conditional_update(
             "storing a token",
             client,
             "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
             " appClientId = :app, #ttl = :ttl REMOVE failures, failedBy, failedUntil",
-            "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
-            "OR appClientId <> :app",
+            f"{condition} OR accessToken = :refused" if replacing is not None else condition,
             {
+                **refused,
                 ":token": string(token.access_token),
                 ":type": string(token.token_type),
                 ":expires": number(token.expires_at),

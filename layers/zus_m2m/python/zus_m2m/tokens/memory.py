@@ -64,6 +64,12 @@ class MemoryTier:
         if known is not None and known.app_client_id == token.app_client_id:
             self._known[client] = replace(known, token=later(known.token, token))
 
+    def forget(self, client: str, token: CachedToken) -> None:
+        """Drop ``token`` (one Zus refused) if it is the one kept for ``client``."""
+        known = self._known.get(client)
+        if known is not None and known.token == token:
+            self._known[client] = replace(known, token=None)
+
 
 def bound(token: CachedToken | None, app_client_id: str | None) -> CachedToken | None:
     """``token`` if it was minted for ``app_client_id`` (None: for any, the bootstrap admin's)."""

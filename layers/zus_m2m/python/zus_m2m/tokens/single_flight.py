@@ -4,10 +4,16 @@ The caller that takes the token item's lease (a conditional write) fetches (``to
 stores the token; everyone else waits a bounded time for the item it writes. Nobody asks Zus while the
 item says to pause: Zus's 429 (``blockedUntil``) or the back-off after failed attempts
 (``failedUntil``).
+
+A token Zus refused (a caller names it by fingerprint) is replaced the same way: whoever takes the lease
+reads the item consistently; if it still holds the refused token, it mints one new token and stores it
+with a write that replaces the refused token whatever its expiry; if another caller replaced it
+already, that token is served. Every other caller waits for the new token: one mint for the fleet.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import replace
@@ -20,6 +26,8 @@ from zus_m2m.tokens.memory import MemoryTier, bound
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.upstream import UpstreamTokens
 from zus_m2m.values import CachedToken, TokenState
+
+logger = logging.getLogger(__name__)
 
 
 class SingleFlight:
@@ -45,15 +53,21 @@ class SingleFlight:
         self._owner = f"{uuid.uuid4()}"
 
     def fetch_or_wait(
-        self, client: str, min_ttl: float, state: TokenState, started: float, binding: str | None
+        self,
+        client: str,
+        min_ttl: float,
+        state: TokenState,
+        started: float,
+        binding: str | None,
+        refused: str | None = None,
     ) -> CachedToken:
-        """A token with ``min_ttl`` left, of ``binding`` (None: any, for the bootstrap admin): from the
-        item ``state`` or as it changes while this caller waits, or fetched by this caller as the lease's
-        holder."""
+        """A token with ``min_ttl`` left, of ``binding`` (None: any, for the bootstrap admin) and not the
+        one ``refused`` names: from the item ``state`` or as it changes while this caller waits, or
+        fetched by this caller as the lease's holder."""
         deadline = started + self.policy.wait_seconds
         for pause in backoff(0.025, 0.2):
             now = self._clock()
-            token = bound(state.token, binding)
+            token = _current(state.token, binding, refused)
             if token is not None and token.seconds_left(now) >= min_ttl:
                 self._memory.remember(client, token)
                 return replace(token, source="lease-wait")
@@ -62,7 +76,7 @@ class SingleFlight:
             if not state.lease_held(now):
                 held = self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
                 if held is not None:
-                    return self._fetch_as_holder(client, min_ttl, held, started, binding)
+                    return self._fetch_as_holder(client, min_ttl, held, started, binding, refused)
             if now + pause > deadline:
                 raise errors.TemporarilyUnavailable(
                     f"another caller is fetching a token for {client!r}; retry shortly", retry_after=1.0
@@ -73,12 +87,13 @@ class SingleFlight:
         raise AssertionError("unreachable: backoff never ends")
 
     def _fetch_as_holder(
-        self, client: str, min_ttl: float, held: TokenState, started: float, binding: str | None
+        self, client: str, min_ttl: float, held: TokenState, started: float, binding: str | None, refused: str | None
     ) -> CachedToken:
-        """With the lease, and the item as the lease write left it: another holder may have just stored a
-        token or a failure, in which case nobody asks Zus now."""
+        """With the lease, and the item as the lease write left it (read consistently): another holder
+        may have just stored a token (one that replaced the refused one, too) or a failure, in which case
+        nobody asks Zus now. A token minted here replaces the refused one if the item still holds it."""
         now = self._clock()
-        token = bound(held.token, binding)
+        token = _current(held.token, binding, refused)
         if token is not None and token.seconds_left(now) >= min_ttl:
             quietly(lambda: self._table.release_lease(client, self._owner))
             self._memory.remember(client, token)
@@ -86,7 +101,9 @@ class SingleFlight:
         if held.paused_until(now):
             quietly(lambda: self._table.release_lease(client, self._owner))
             raise paused(client, held, now, min_ttl)
-        return self._fetch_under_lease(client, held, binding, started)
+        stored = held.token
+        replacing = stored if stored is not None and stored.fingerprint == refused else None
+        return self._fetch_under_lease(client, held, binding, started, replacing)
 
     def refresh(self, client: str, horizon: float = 0.0) -> bool:
         """Renew the client's token if it enters the refresh margin within ``horizon`` seconds and
@@ -117,7 +134,12 @@ class SingleFlight:
     # --- talking to Zus ------------------------------------------------------------------------
 
     def _fetch_under_lease(
-        self, client: str, state: TokenState, binding: str | None, started: float | None = None
+        self,
+        client: str,
+        state: TokenState,
+        binding: str | None,
+        started: float | None = None,
+        replacing: CachedToken | None = None,
     ) -> CachedToken:
         try:
             token = self._upstream.fetch(client, state, binding, started)
@@ -127,8 +149,17 @@ class SingleFlight:
             quietly(lambda: self._table.release_lease(client, self._owner))
             raise
         self._memory.remember(client, token)
-        self._table.put_token(client, token, self._owner)
+        self._table.put_token(client, token, self._owner, replacing=replacing)
+        if replacing is not None:
+            self._metrics.count("RefusedTokenReplaced")
+            logger.info("a token Zus refused was replaced", extra={"client": client})
         return token
+
+
+def _current(token: CachedToken | None, binding: str | None, refused: str | None) -> CachedToken | None:
+    """``token`` if it is of ``binding`` (None: any) and not the one ``refused`` names."""
+    token = bound(token, binding)
+    return None if token is None or token.fingerprint == refused else token
 
 
 def paused(client: str, state: TokenState, now: float, min_ttl: float) -> errors.TemporarilyUnavailable:

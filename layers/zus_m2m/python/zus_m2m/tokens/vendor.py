@@ -77,12 +77,18 @@ class TokenVendor:
 
     # --- the vending path ---------------------------------------------------------------------
 
-    def vend(self, caller: Caller, client: str, min_ttl: float) -> CachedToken:
+    def vend(self, caller: Caller, client: str, min_ttl: float, refused: str | None = None) -> CachedToken:
         """A token of ``client`` with at least ``min_ttl`` seconds left, for one of its consumers; or a
         ZusM2MError saying why not (403 alike for a client that does not exist and one the caller may
-        not use, unless the caller is an admin; 422 for a ``min_ttl`` no token of Zus's can have)."""
+        not use, unless the caller is an admin; 422 for a ``min_ttl`` no token of Zus's can have).
+
+        ``refused``: the fingerprint of a token Zus refused. That token is never served again: it leaves
+        this container's memory, and one new token replaces it in the table for every container (the
+        lease's single flight); a token with another fingerprint is served as usual."""
         if client == self._naming.admin_client_name:
             raise errors.Forbidden(f"the bootstrap admin client {client!r} is never vended")
+        if refused is not None:
+            self._metrics.count("RefusedTokenReported")
         now = self._clock()
         remembered = self._memory.known(client)
         age = now - remembered.checked_at if remembered is not None else math.inf
@@ -97,7 +103,7 @@ class TokenVendor:
             if age >= self.policy.revalidate_seconds / 2:
                 # Read the record again off the callers' path before the bound, once per container.
                 self._background.submit_once(f"{client}\nrecord", lambda: self._revalidate(client))
-            served, min_ttl = self._hit(client, known.token, min_ttl, now, "memory")
+            served, min_ttl = self._hit(client, known.token, min_ttl, now, "memory", refused=refused)
             if served is not None:
                 return served
             state = self._table.get(client)
@@ -105,10 +111,11 @@ class TokenVendor:
             view = self._table.view(client)
             known = self._authorized(caller, client, self._revalidated(client, view, now))
             state = view.token
-        served, min_ttl = self._hit(client, bound(state.token, known.app_client_id), min_ttl, now, "table")
+        token = bound(state.token, known.app_client_id)
+        served, min_ttl = self._hit(client, token, min_ttl, now, "table", refused=refused)
         if served is not None:
             return served
-        return self._obtain(client, min_ttl, state, now, known.app_client_id)
+        return self._obtain(client, min_ttl, state, now, known.app_client_id, refused=refused)
 
     def admin_token(self, min_ttl: float) -> CachedToken:
         """The bootstrap admin client's token, for provisioning's and rotation's admin calls: cached like
@@ -136,12 +143,17 @@ class TokenVendor:
         now: float,
         tier: TokenSource,
         best_effort: bool = False,
+        refused: str | None = None,
     ) -> tuple[CachedToken | None, float]:
-        """``token`` as served from ``tier`` if it has ``min_ttl`` seconds left (else None), and the
-        ``min_ttl`` a token of its lifetime can have (``_satisfiable``)."""
+        """``token`` as served from ``tier`` if it has ``min_ttl`` seconds left and is not the one
+        ``refused`` names (else None: that one leaves this container's memory), and the ``min_ttl`` a
+        token of its lifetime can have (``_satisfiable``)."""
         if token is None:
             return None, min_ttl
         min_ttl = self._satisfiable(token, min_ttl, now, best_effort)
+        if token.fingerprint == refused:
+            self._memory.forget(client, token)
+            return None, min_ttl
         if token.seconds_left(now) < min_ttl:
             return None, min_ttl
         self._metrics.count(_HIT_METRICS[tier])
@@ -168,9 +180,10 @@ class TokenVendor:
         started: float,
         binding: str | None,
         best_effort: bool = False,
+        refused: str | None = None,
     ) -> CachedToken:
         self._metrics.count("TokenMiss")
-        token = self._flight.fetch_or_wait(client, min_ttl, state, started, binding)
+        token = self._flight.fetch_or_wait(client, min_ttl, state, started, binding, refused)
         self._mark_in_background(client, self._clock())
         if token.seconds_left(self._clock()) < min_ttl and not best_effort:
             raise _unsatisfiable(token.lifetime, min_ttl)
