@@ -784,23 +784,25 @@ def test_a_refused_token_is_replaced_even_when_it_expires_later_than_the_new_one
 
 
 def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
-    # Real threads: 20 containers report the same refused token at once; Zus answers slowly.
-    world = World(VendingPolicy(wait_seconds=5.0))
-    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
-    refused = world.stored().token
-    assert refused is not None
+    # Real time and threads: 20 containers report the same refused token at once; Zus answers slowly.
+    world = World()
+
+    def container() -> TokenVendor:
+        return TokenVendor(
+            world.table, world.secrets, world.endpoint, NAMING, world.metrics, run_in_background=run_now, access=ACCESS
+        )
+
+    refused = container().vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.on_call = lambda: time.sleep(0.2)
     start = threading.Barrier(20)
 
-    def one_container() -> str:
-        vendor = TokenVendor(
-            world.table, world.secrets, world.endpoint, NAMING, world.metrics, run_in_background=run_now, access=ACCESS
-        )
+    def report() -> str:
+        vendor = container()
         start.wait()
         return vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint).access_token
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        tokens = list(pool.map(lambda _: one_container(), range(20)))
+        tokens = list(pool.map(lambda _: report(), range(20)))
 
     assert tokens == ["token-2"] * 20
     assert len(world.endpoint.calls) == 2
