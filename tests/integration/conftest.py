@@ -312,6 +312,12 @@ def vending_stack(aws, zus, dialect: str) -> VendingStack:
     return VendingStack(aws, zus)
 
 
+@pytest.fixture
+def auth0_vending_stack(aws, zus) -> VendingStack:
+    """In Auth0's dialect only, for behaviour no answer of the token endpoint's dialects changes."""
+    return VendingStack(aws, zus)
+
+
 class RotationStack(Deployment):
     """Rotation wired to moto and the emulator: one managed client and the bootstrap admin stored."""
 

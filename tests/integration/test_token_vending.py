@@ -16,6 +16,7 @@ from zus_m2m.aws.dynamo import client_key
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
+from zus_m2m.values import CachedToken, fingerprint
 
 if TYPE_CHECKING:
     from conftest import VendingStack as Stack
@@ -262,3 +263,60 @@ def test_another_user_spending_the_clients_zus_quota_stops_ordinary_requests_bef
     assert 3500 < caught.value.retry_after <= 3601
     assert stack.upstream_requests() == 20
     assert stack.table.budget_used(CLIENT, time.time()) == 1
+
+
+# --- a token Zus refused, reported by fingerprint (?refused=): replaced once for the fleet -----------------
+# The dialect changes nothing here: these run in Auth0's only.
+
+
+def test_twenty_reports_of_one_refused_token_from_four_containers_mint_one_token(auth0_vending_stack: Stack) -> None:
+    stack = auth0_vending_stack
+    containers = [stack.vendor() for _ in range(4)]
+    refused = {container.vend(stack.CONSUMER, CLIENT, min_ttl=60).access_token for container in containers}
+    assert len(refused) == 1  # each container holds it in memory
+    (token,) = refused
+    before = stack.upstream_requests()
+    start = threading.Barrier(20)
+
+    def report(vendor: TokenVendor) -> str:
+        start.wait()
+        return vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60, refused=fingerprint(token)).access_token
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        replaced = set(pool.map(report, containers * 5))
+
+    assert stack.upstream_requests() - before == 1
+    assert len(replaced) == 1
+    assert replaced != refused
+    stored = stack.table.get(CLIENT, consistent=True).token
+    assert stored is not None
+    assert {stored.access_token} == replaced
+    # a late report of the same token gets the replacement, from any container, and mints nothing
+    late = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60, refused=fingerprint(token))
+    assert {late.access_token} == replaced
+    assert stack.upstream_requests() - before == 1
+
+
+def test_a_report_naming_another_token_gets_the_cached_one_and_mints_nothing(auth0_vending_stack: Stack) -> None:
+    stack = auth0_vending_stack
+    cached = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
+
+    answer = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60, refused=fingerprint("another-token"))
+
+    assert answer.access_token == cached.access_token
+    assert stack.upstream_requests() == 1
+
+
+def test_a_refused_token_that_expires_later_than_its_replacement_is_still_replaced(auth0_vending_stack: Stack) -> None:
+    stack = auth0_vending_stack
+    stack.emulator("config", tokenLifetimeSeconds=600)  # Zus now issues tokens that live 10 minutes
+    app_client = stack.credentials.app_client_id
+    refused = CachedToken("refused-long-lived", "Bearer", time.time() + 3000, app_client, lifetime=3600)
+    stack.table.put_token(CLIENT, refused, owner=None)
+
+    token = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+
+    stored = stack.table.get(CLIENT, consistent=True).token
+    assert stored is not None
+    assert stored.access_token == token.access_token != refused.access_token
+    assert stored.expires_at < refused.expires_at
