@@ -17,6 +17,7 @@ import requests
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
     from conftest import Deployment
@@ -720,6 +721,43 @@ def test_a_caller_that_is_not_a_consumer_gets_a_403_problem_naming_neither_token
         403,
         f"{NOT_AN_ADMIN.replace('task-1', 'billing-service')} may not get tokens of app client 'nobody'",
     )
+
+
+def token_requests_at_zus(zus) -> int:
+    return sum(requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["tokenRequests"].values())
+
+
+def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_names_the_fingerprint(
+    api: Api, token_api: Api, zus, audited: AuditLines
+) -> None:
+    api(event("apigw_create_client"))
+    _, _, cached = token_api(event("apigw_get_token"))
+    refused = fingerprint(cached["access_token"])
+    before = token_requests_at_zus(zus)
+    audited.events.clear()
+
+    status, headers, body = token_api(with_query(event("apigw_get_token"), refused=refused))
+
+    assert status == 200, body
+    assert body["access_token"] != cached["access_token"]
+    assert headers["x-token-source"] == "zus"
+    assert token_requests_at_zus(zus) - before == 1
+    [line] = audited.events
+    assert (line["refusedToken"], line["outcome"]) == (refused, "allowed")
+    assert cached["access_token"] not in json.dumps(line)
+    assert body["access_token"] not in json.dumps(line)
+
+
+@pytest.mark.parametrize(
+    "value", ["", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "0123456789abcdeg", "eyJhbGciOi.x"]
+)
+def test_a_refused_parameter_that_is_not_a_fingerprint_is_400_naming_it(api: Api, token_api: Api, value: str) -> None:
+    api(event("apigw_create_client"))
+
+    status, headers, body = token_api(with_query(event("apigw_get_token"), refused=value))
+
+    assert_problem(status, headers, body, 400)
+    assert body["detail"].startswith("refused must be a token's fingerprint")
 
 
 def test_the_bootstrap_admin_client_is_never_vended_not_even_to_an_admin(token_api: Api) -> None:
