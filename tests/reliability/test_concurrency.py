@@ -2,7 +2,8 @@
 
 20 parallel creates of one name make one Zus client; 10 parallel rotation requests start one rotation
 (202 once, 409 for the rest, one new secret version); 200 parallel vend calls while a rotation runs
-all answer 200 with a valid token of the client.
+all answer 200 with a valid token of the client; 100 parallel reports of one refused token mint one
+new token, which all of them get.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from reliability_support import (
     RESULTS,
     TIMEOUTS,
     Answer,
+    fingerprint,
     parallel,
     profile,
     token_issues,
@@ -158,5 +160,42 @@ def test_parallel_vends_during_a_rotation_all_succeed(clean_faults, propagation:
     row.add(answers, bad=len(problems))
     row.data_lost += integrity.lost
     print(f"{during} of {requests_ * rounds} vend calls started while the rotation ran")
+    assert not problems, "\n".join(problems[:20])
+    assert not integrity.problems, integrity.problems
+
+
+def test_parallel_reports_of_one_refused_token_mint_one_token(clean_faults) -> None:
+    """Every caller of a fleet meets Zus's 401 with the same token and reports it at once
+    (``?refused=<fingerprint>``): one new token replaces it, for all of them."""
+    ctx = clean_faults
+    record = ctx.provision("refused")
+    name, client_id = record["name"], record["clientId"]
+    held = ctx.api.vend(name)
+    assert held.status == 200, held.body
+    refused = held.json()["access_token"]
+    before = ctx.emulator.stats()["tokenRequests"].get(client_id, 0)
+    reports = 100
+
+    answers = parallel(lambda _: ctx.api.vend(name, refused=fingerprint(refused)), list(range(reports)), reports)
+
+    problems: list[str] = []
+    for answer in answers:
+        problems += violations(answer, {200}, TIMEOUTS["token"])
+        if answer.status == 200:
+            problems += token_issues(answer, client_id)
+    tokens = {answer.json()["access_token"] for answer in answers if answer.status == 200}
+    if refused in tokens:
+        problems.append("a report of the refused token was answered with it")
+    if len(tokens) > 1:
+        problems.append(f"the reports got {len(tokens)} different tokens, expected the one replacement")
+    mints = ctx.emulator.stats()["tokenRequests"].get(client_id, 0) - before
+    if mints != 1:
+        problems.append(f"{mints} token requests reached Zus, expected 1")
+    integrity = ctx.integrity([name])
+
+    row = RESULTS.row(f"concurrency: {reports} parallel reports of one refused token")
+    row.add(answers, bad=len(problems))
+    row.data_lost += integrity.lost
+    print(f"{reports} reports of one refused token: {mints} token request(s) at Zus")
     assert not problems, "\n".join(problems[:20])
     assert not integrity.problems, integrity.problems
