@@ -821,3 +821,23 @@ def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_
     assert world.table.budget_used(CLIENT, world.clock.now) == 8
     assert world.stored().token == refused  # only a new token replaces it; a caller that did not report it
     assert world.vendor().vend(CALLER, CLIENT, min_ttl=60) == refused  # still gets it meanwhile
+
+
+def test_another_container_drops_a_replaced_token_when_it_reads_the_record_again(world: World) -> None:
+    # Given a container holding T in memory, and T replaced in the table by a token that expires earlier
+    holder = world.vendor()
+    refused = holder.vend(CALLER, CLIENT, min_ttl=60)
+    world.endpoint.lifetime = 600
+    replaced = world.vendor().vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+    assert replaced.expires_at < refused.expires_at
+
+    # When the holder reads the record again off its callers' path (past half the bound)
+    world.clock.now += world.policy.revalidate_seconds / 2
+    world.jobs.clear()
+    assert holder.vend(CALLER, CLIENT, min_ttl=60) == refused  # still served meanwhile
+    for job in world.jobs:
+        job()
+
+    # Then it serves the table's token from memory, not the refused one it held
+    token = holder.vend(CALLER, CLIENT, min_ttl=60)
+    assert (token.access_token, token.source) == (replaced.access_token, "memory")

@@ -39,16 +39,16 @@ class MemoryTier:
         return self._unbound.get(client)
 
     def learn(self, client: str, view: ClientView, now: float) -> KnownClient | None:
-        """Remember what the record just read says (None: no active client of that name), with the
-        later of the token remembered and the one read, if of the app client the record names."""
+        """Remember what the record just read says (None: no active client of that name), with the token
+        read if it is of the app client the record names (the table's, read consistently, is the fleet's:
+        a token replaced there, a refused one, leaves memory too), else the one remembered."""
         app_client_id = view.app_client_id
         if app_client_id is None:
             self._known.pop(client, None)
             return None
         previous = self._known.get(client)
-        token = later(
-            previous.token if previous is not None and previous.app_client_id == app_client_id else None,
-            bound(view.token.token, app_client_id),
+        token = bound(view.token.token, app_client_id) or (
+            previous.token if previous is not None and previous.app_client_id == app_client_id else None
         )
         known = KnownClient(app_client_id, consumers_of(view.consumers), checked_at=now, token=token)
         self._known[client] = known
