@@ -750,10 +750,8 @@ def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_nam
 
 @pytest.mark.parametrize(
     "value", ["", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "0123456789abcdeg", "eyJhbGciOi.x"]
-)
-def test_a_refused_parameter_that_is_not_a_fingerprint_is_400_naming_it(api: Api, token_api: Api, value: str) -> None:
-    api(event("apigw_create_client"))
-
+)  # read before anything else: no client needed
+def test_a_refused_parameter_that_is_not_a_fingerprint_is_400_naming_it(token_api: Api, value: str) -> None:
     status, headers, body = token_api(with_query(event("apigw_get_token"), refused=value))
 
     assert_problem(status, headers, body, 400)
