@@ -89,48 +89,51 @@ def _param_error(key: str) -> dict[str, Any]:
 
 def _validate_create(document: Any) -> tuple[str, str]:
     """Check a create-app-client document (the guide's step 2); returns (name, role id)."""
-    errors: list[dict[str, Any]] = []
-
-    def fail(pointer: str, detail: str) -> None:
-        errors.append(error_object(422, detail, pointer))
-
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, dict):
-        fail("/data", "data must be an object")
-        raise ApiError(422, "", errors=errors)
+        raise ApiError(422, "", errors=[error_object(422, "data must be an object", "/data")])
+    errors: list[dict[str, Any]] = []
     if data.get("type") != APP_CLIENT_TYPE:
-        fail("/data/type", f"type must be {APP_CLIENT_TYPE!r}")
-    attributes = data.get("attributes")
-    name = ""
-    if not isinstance(attributes, dict):
-        fail("/data/attributes", "attributes must be an object")
-    else:
-        if attributes.get("type") != MACHINE_TO_MACHINE:
-            fail("/data/attributes/type", f"type must be {MACHINE_TO_MACHINE!r}")
-        raw_name = attributes.get("name")
-        if not isinstance(raw_name, str) or not raw_name.strip():
-            fail("/data/attributes/name", "name must be a non-empty string")
-        elif len(raw_name) > 256:
-            fail("/data/attributes/name", "name must be at most 256 characters")
-        else:
-            name = raw_name
-        if attributes.get("userType") != BUILDER_USER_TYPE:
-            fail("/data/attributes/userType", f"userType must be {BUILDER_USER_TYPE!r}")
-    role = ""
-    relationships = data.get("relationships")
-    role_rel = relationships.get(ROLE_TYPE) if isinstance(relationships, dict) else None
-    role_data = role_rel.get("data") if isinstance(role_rel, dict) else None
-    pointer = "/data/relationships/auth~1roles/data"
-    if not isinstance(role_data, dict):
-        fail(pointer, "relationships['auth/roles'].data must be an object")
-    else:
-        if "type" in role_data and role_data["type"] != ROLE_TYPE:
-            fail(pointer + "/type", f"type must be {ROLE_TYPE!r}")
-        role_id = role_data.get("id")
-        if not isinstance(role_id, str) or role_id not in ROLES_BY_ID:
-            fail(pointer + "/id", "id must be the id of an existing role")
-        else:
-            role = role_id
+        errors.append(error_object(422, f"type must be {APP_CLIENT_TYPE!r}", "/data/type"))
+    name = _checked_attributes(data.get("attributes"), errors)
+    role = _checked_role(data.get("relationships"), errors)
     if errors:
         raise ApiError(422, errors[0]["detail"], errors=errors)
     return name, role
+
+
+def _checked_attributes(attributes: Any, errors: list[dict[str, Any]]) -> str:
+    """The new client's name from ``data.attributes``; each problem found goes to ``errors``."""
+    pointer = "/data/attributes"
+    if not isinstance(attributes, dict):
+        errors.append(error_object(422, "attributes must be an object", pointer))
+        return ""
+    if attributes.get("type") != MACHINE_TO_MACHINE:
+        errors.append(error_object(422, f"type must be {MACHINE_TO_MACHINE!r}", pointer + "/type"))
+    name = attributes.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors.append(error_object(422, "name must be a non-empty string", pointer + "/name"))
+        name = ""
+    elif len(name) > 256:
+        errors.append(error_object(422, "name must be at most 256 characters", pointer + "/name"))
+        name = ""
+    if attributes.get("userType") != BUILDER_USER_TYPE:
+        errors.append(error_object(422, f"userType must be {BUILDER_USER_TYPE!r}", pointer + "/userType"))
+    return name
+
+
+def _checked_role(relationships: Any, errors: list[dict[str, Any]]) -> str:
+    """The role id from ``data.relationships['auth/roles']``; each problem found goes to ``errors``."""
+    pointer = "/data/relationships/auth~1roles/data"
+    role_rel = relationships.get(ROLE_TYPE) if isinstance(relationships, dict) else None
+    role_data = role_rel.get("data") if isinstance(role_rel, dict) else None
+    if not isinstance(role_data, dict):
+        errors.append(error_object(422, "relationships['auth/roles'].data must be an object", pointer))
+        return ""
+    if "type" in role_data and role_data["type"] != ROLE_TYPE:
+        errors.append(error_object(422, f"type must be {ROLE_TYPE!r}", pointer + "/type"))
+    role_id = role_data.get("id")
+    if isinstance(role_id, str) and role_id in ROLES_BY_ID:
+        return role_id
+    errors.append(error_object(422, "id must be the id of an existing role", pointer + "/id"))
+    return ""

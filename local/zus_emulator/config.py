@@ -148,47 +148,51 @@ def parse_settings_patch(patch: object, current: Settings) -> Settings:
     return Settings(int(lifetime), int(limit), float(propagation), as_array, dialect, mode)
 
 
+# Each key of a fault document: its default, the check its value must pass, and the message if not.
+_FAULT_KEYS: dict[str, tuple[object, Callable[[Any], bool], str]] = {
+    "status": (
+        None,
+        lambda v: v is None or (is_int(v) and 400 <= v <= 599),
+        "status must be an integer from 400 to 599",
+    ),
+    "rate": (1.0, lambda v: is_number(v) and 0 <= v <= 1, "rate must be a number from 0 to 1"),
+    "latencyMs": (0, lambda v: is_int(v) and 0 <= v <= 600_000, "latencyMs must be an integer from 0 to 600000"),
+    "paths": (
+        [],
+        lambda v: isinstance(v, list) and all(isinstance(p, str) and p.startswith("/") for p in v),
+        "paths must be a list of path prefixes starting with '/'",
+    ),
+    "drop": (False, lambda v: isinstance(v, bool), "drop must be a boolean"),
+    "retryAfter": (1, lambda v: is_int(v) and v >= 0, "retryAfter must be an integer >= 0"),
+    "globalLimit": (False, lambda v: isinstance(v, bool), "globalLimit must be a boolean"),
+}
+
+
 def parse_fault(spec: object) -> Fault | None:
     """Validate a ``POST /_emulator/faults`` document; ``{}`` means no fault."""
     if not isinstance(spec, dict):
         raise SettingsError("the body must be a JSON object")
     if not spec:
         return None
-    known = {"status", "rate", "latencyMs", "paths", "drop", "retryAfter", "globalLimit"}
-    unknown = sorted(set(spec) - known)
+    unknown = sorted(set(spec) - set(_FAULT_KEYS))
     if unknown:
         raise SettingsError(f"unknown keys: {', '.join(unknown)}")
-    status = spec.get("status")
-    if status is not None and (not is_int(status) or not 400 <= status <= 599):
-        raise SettingsError("status must be an integer from 400 to 599")
-    rate = spec.get("rate", 1.0)
-    if not is_number(rate) or not 0 <= rate <= 1:
-        raise SettingsError("rate must be a number from 0 to 1")
-    latency = spec.get("latencyMs", 0)
-    if not is_int(latency) or not 0 <= latency <= 600_000:
-        raise SettingsError("latencyMs must be an integer from 0 to 600000")
-    paths = spec.get("paths", [])
-    if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/") for p in paths):
-        raise SettingsError("paths must be a list of path prefixes starting with '/'")
-    drop = spec.get("drop", False)
-    if not isinstance(drop, bool):
-        raise SettingsError("drop must be a boolean")
-    retry_after = spec.get("retryAfter", 1)
-    if not is_int(retry_after) or retry_after < 0:
-        raise SettingsError("retryAfter must be an integer >= 0")
-    global_limit = spec.get("globalLimit", False)
-    if not isinstance(global_limit, bool):
-        raise SettingsError("globalLimit must be a boolean")
+    values: dict[str, Any] = {}
+    for key, (default, valid, message) in _FAULT_KEYS.items():
+        values[key] = spec.get(key, default)
+        if not valid(values[key]):
+            raise SettingsError(message)
+    status, drop, global_limit = values["status"], values["drop"], values["globalLimit"]
     if sum((drop, status is not None, global_limit)) > 1:
         raise SettingsError("status, drop and globalLimit cannot be combined")
-    if status is None and not drop and not global_limit and latency == 0:
+    if status is None and not drop and not global_limit and values["latencyMs"] == 0:
         raise SettingsError("a fault needs status, drop, globalLimit or latencyMs")
     return Fault(
         status=status,
-        rate=float(rate),
-        latency_ms=latency,
-        paths=tuple(paths),
+        rate=float(values["rate"]),
+        latency_ms=values["latencyMs"],
+        paths=tuple(values["paths"]),
         drop=drop,
-        retry_after=retry_after,
+        retry_after=values["retryAfter"],
         global_limit=global_limit,
     )

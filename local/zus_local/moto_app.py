@@ -55,6 +55,8 @@ __all__ = ["MotoServer", "make_moto_server", "serialized_moto_app"]
 
 _patch_lock = threading.Lock()
 _patched = False
+# moto's own methods, kept when they are patched: the patches call them for what moto does right.
+_moto: dict[str, Any] = {}
 
 
 def secrets_manager_as_aws() -> None:
@@ -63,85 +65,101 @@ def secrets_manager_as_aws() -> None:
     with _patch_lock:
         if _patched:
             return
-        from moto.secretsmanager.exceptions import InvalidRequestException, ResourceExistsException
         from moto.secretsmanager.models import FakeSecret, SecretsManagerBackend
 
-        rotate = SecretsManagerBackend.rotate_secret
-        move_stage = SecretsManagerBackend.update_secret_version_stage
-        check_token = SecretsManagerBackend._check_with_existing_secrets_and_versions
-        new_current = FakeSecret.reset_default_version
-
-        def own_secret(backend: Any, secret_id: str) -> Any:
-            secret = backend.secrets.get(secret_id) if backend._is_valid_identifier(secret_id) else None
-            return secret if isinstance(secret, FakeSecret) else None
-
-        def rotate_secret(
-            self: Any,
-            secret_id: str,
-            client_request_token: str | None = None,
-            rotation_lambda_arn: str | None = None,
-            rotation_rules: dict[str, Any] | None = None,
-            rotate_immediately: bool = True,
-        ) -> str:
-            secret = own_secret(self, secret_id)
-            if secret is None:  # moto's own errors: not found, a replica
-                return rotate(
-                    self, secret_id, client_request_token, rotation_lambda_arn, rotation_rules, rotate_immediately
-                )
-            if any(rotation_started(version["version_stages"]) for version in secret.versions.values()):
-                raise InvalidRequestException("A previous rotation isn't complete. That rotation will be reattempted.")
-            secret.remove_version_stages_from_old_versions([AWSPENDING])  # a finished rotation's label
-            before = set(secret.versions)
-            answer = rotate(
-                self, secret_id, client_request_token, rotation_lambda_arn, rotation_rules, rotate_immediately
-            )
-            if secret.rotation_lambda_arn:
-                secret.rotation_enabled = True
-            if not rotate_immediately:
-                for version_id in set(secret.versions) - before:
-                    del secret.versions[version_id]
-            elif secret.auto_rotate_after_days > 0:
-                secret.next_rotation_date = int(time.time()) + secret.auto_rotate_after_days * 86400
-            _follow_current(secret)
-            return str(answer)
-
-        def reset_default_version(self: Any, secret_version: dict[str, Any], version_id: str) -> None:
-            _follow_current(self)  # the label moves from the version that holds it
-            new_current(self, secret_version, version_id)
-
-        def update_secret_version_stage(self: Any, secret_id: str, *args: Any, **kwargs: Any) -> tuple[str, str]:
-            answer = move_stage(self, secret_id, *args, **kwargs)
-            secret = own_secret(self, secret_id)
-            if secret is not None:
-                _follow_current(secret)
-            return answer
-
-        def check_with_existing_secrets_and_versions(
-            self: Any,
-            secret_name: str,
-            client_request_token: str | None,
-            secret_string: str | None,
-            secret_binary: str | None,
-            on_create: bool = False,
-        ) -> Any:
-            secret = own_secret(self, secret_name)
-            version = secret.versions.get(client_request_token) if secret and client_request_token else None
-            if version is not None and ("secret_string" in version or "secret_binary" in version):
-                if (version.get("secret_string"), version.get("secret_binary")) == (secret_string, secret_binary):
-                    return secret
-                raise ResourceExistsException(
-                    f"You can't use ClientRequestToken {client_request_token} because that value is already "
-                    f"in use for a version of secret {secret.arn}."
-                )
-            return check_token(self, secret_name, client_request_token, secret_string, secret_binary, on_create)
-
-        SecretsManagerBackend.rotate_secret = rotate_secret  # type: ignore[method-assign]
-        FakeSecret.reset_default_version = reset_default_version  # type: ignore[method-assign]
-        SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage  # type: ignore[method-assign]
+        _moto.update(
+            rotate_secret=SecretsManagerBackend.rotate_secret,
+            update_secret_version_stage=SecretsManagerBackend.update_secret_version_stage,
+            check_with_existing_secrets_and_versions=SecretsManagerBackend._check_with_existing_secrets_and_versions,
+            reset_default_version=FakeSecret.reset_default_version,
+        )
+        SecretsManagerBackend.rotate_secret = _rotate_secret  # type: ignore[method-assign]
+        FakeSecret.reset_default_version = _reset_default_version  # type: ignore[method-assign]
+        SecretsManagerBackend.update_secret_version_stage = _update_secret_version_stage  # type: ignore[method-assign]
         SecretsManagerBackend._check_with_existing_secrets_and_versions = (  # type: ignore[method-assign]
-            check_with_existing_secrets_and_versions
+            _check_with_existing_secrets_and_versions
         )
         _patched = True
+
+
+def _own_secret(backend: Any, secret_id: str) -> Any:
+    """The backend's secret named ``secret_id``, or None where moto answers itself (not found, a replica)."""
+    from moto.secretsmanager.models import FakeSecret
+
+    secret = backend.secrets.get(secret_id) if backend._is_valid_identifier(secret_id) else None
+    return secret if isinstance(secret, FakeSecret) else None
+
+
+def _rotate_secret(
+    self: Any,
+    secret_id: str,
+    client_request_token: str | None = None,
+    rotation_lambda_arn: str | None = None,
+    rotation_rules: dict[str, Any] | None = None,
+    rotate_immediately: bool = True,
+) -> str:
+    from moto.secretsmanager.exceptions import InvalidRequestException
+
+    def rotate() -> str:
+        answer = _moto["rotate_secret"](
+            self, secret_id, client_request_token, rotation_lambda_arn, rotation_rules, rotate_immediately
+        )
+        return str(answer)
+
+    secret = _own_secret(self, secret_id)
+    if secret is None:
+        return rotate()
+    if any(rotation_started(version["version_stages"]) for version in secret.versions.values()):
+        raise InvalidRequestException("A previous rotation isn't complete. That rotation will be reattempted.")
+    secret.remove_version_stages_from_old_versions([AWSPENDING])  # a finished rotation's label
+    before = set(secret.versions)
+    answer = rotate()
+    if secret.rotation_lambda_arn:
+        secret.rotation_enabled = True
+    if not rotate_immediately:
+        for version_id in set(secret.versions) - before:
+            del secret.versions[version_id]
+    elif secret.auto_rotate_after_days > 0:
+        secret.next_rotation_date = int(time.time()) + secret.auto_rotate_after_days * 86400
+    _follow_current(secret)
+    return answer
+
+
+def _reset_default_version(self: Any, secret_version: dict[str, Any], version_id: str) -> None:
+    _follow_current(self)  # the label moves from the version that holds it
+    _moto["reset_default_version"](self, secret_version, version_id)
+
+
+def _update_secret_version_stage(self: Any, secret_id: str, *args: Any, **kwargs: Any) -> tuple[str, str]:
+    answer: tuple[str, str] = _moto["update_secret_version_stage"](self, secret_id, *args, **kwargs)
+    secret = _own_secret(self, secret_id)
+    if secret is not None:
+        _follow_current(secret)
+    return answer
+
+
+def _check_with_existing_secrets_and_versions(
+    self: Any,
+    secret_name: str,
+    client_request_token: str | None,
+    secret_string: str | None,
+    secret_binary: str | None,
+    on_create: bool = False,
+) -> Any:
+    from moto.secretsmanager.exceptions import ResourceExistsException
+
+    secret = _own_secret(self, secret_name)
+    version = secret.versions.get(client_request_token) if secret and client_request_token else None
+    if version is not None and ("secret_string" in version or "secret_binary" in version):
+        if (version.get("secret_string"), version.get("secret_binary")) == (secret_string, secret_binary):
+            return secret
+        raise ResourceExistsException(
+            f"You can't use ClientRequestToken {client_request_token} because that value is already "
+            f"in use for a version of secret {secret.arn}."
+        )
+    return _moto["check_with_existing_secrets_and_versions"](
+        self, secret_name, client_request_token, secret_string, secret_binary, on_create
+    )
 
 
 def _follow_current(secret: Any) -> None:
