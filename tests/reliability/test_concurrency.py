@@ -145,9 +145,11 @@ def stream_through_a_rotation(
 
     def stream(_: int) -> list[Answer]:
         mine: list[Answer] = []
-        # until the rotation is observed finished, its propagation window over, and 3 calls more
-        while not finished_at or time.monotonic() < finished_at[0] + propagation or len(mine) < 3:
+        after = 0  # calls since the rotation was seen finished and its propagation window ended
+        while after < 3:
             met = stage
+            if finished_at and time.monotonic() >= finished_at[0] + propagation:
+                after += 1
             answer = ctx.api.vend(name, min_ttl=MIN_TTL)
             with lock:
                 calls[met] += 1
