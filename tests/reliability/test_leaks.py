@@ -103,7 +103,13 @@ def test_no_secret_or_token_leaks_through_logs_metrics_or_answers(leak_stack) ->
         assert aws.current_credentials(name) != before, "the rotation did not finish"
         sample()
         until_answered(lambda: api.vend(name, min_ttl=85), {200}, 20)
-        time.sleep(2.5)  # the pre-refresh schedule fires meanwhile
+        # The pre-refresh schedule (every second) renews the token inside the refresh margin: wait for
+        # the cached token to change (observed, not slept for), so its lines are in the output.
+        cached = (aws.token_item(name) or {}).get("accessToken")
+        deadline = time.monotonic() + 20
+        while (aws.token_item(name) or {}).get("accessToken") == cached and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (aws.token_item(name) or {}).get("accessToken") != cached, "the pre-refresh did not renew the token"
         sample()
         assert until_answered(lambda: api.vend(name, min_ttl=85), {200}, 20).status == 200
         sample()
