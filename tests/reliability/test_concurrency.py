@@ -136,7 +136,7 @@ def stream_through_a_rotation(
     before = current_version(ctx, name)
     stage = "before"
     finished_at: list[float] = []
-    latest: list[str] = []
+    done = threading.Event()
     answers: list[Answer] = []
     lock = threading.Lock()
 
@@ -145,24 +145,32 @@ def stream_through_a_rotation(
 
     def stream(_: int) -> list[Answer]:
         mine: list[Answer] = []
-        after = 0  # calls since the rotation was seen finished and its propagation window ended
+        after = 0  # calls since Zus minted a token after the rotation (and its propagation window) ended
         while after < 3:
             met = stage
-            if finished_at and time.monotonic() >= finished_at[0] + propagation:
+            if done.is_set():
                 after += 1
             answer = ctx.api.vend(name, min_ttl=MIN_TTL)
             with lock:
                 calls[met] += 1
-                if answer.status == 200:
-                    latest.append(answer.json()["access_token"])
             mine.append(answer)
             if len(mine) > 2000:
                 break
         return mine
 
+    def probe() -> None:
+        """The token served now, reported refused: one new token at once, with the versions stored now."""
+        served = ctx.api.vend(name, min_ttl=MIN_TTL)
+        probes = [served]
+        if served.status == 200:
+            refused = fingerprint(served.json()["access_token"])
+            probes.append(ctx.api.vend(name, min_ttl=MIN_TTL, refused=refused))
+        with lock:
+            answers.extend(probes)
+
     def watch() -> None:
-        """The stage, polled; every 0.2 s a report of the latest token refused (a new token at once);
-        the token requests Zus counted, by the stage they happened in."""
+        """The stage, polled; a probe at every new stage and every 0.2 s; the token requests Zus
+        counted, by the stage they happened in."""
         nonlocal stage
         seen, probed = zus_requests(), 0.0
         deadline = time.monotonic() + 60
@@ -170,18 +178,24 @@ def stream_through_a_rotation(
             now_stage = rotation_stage(ctx, name, before)
             count = zus_requests()
             mints[stage] += count - seen
-            seen, stage = count, now_stage
+            changed, seen, stage = now_stage != stage, count, now_stage
             if now_stage == "finished":
                 finished_at.append(time.monotonic())
                 break
-            if latest and time.monotonic() - probed > 0.2:
+            if changed or time.monotonic() - probed > 0.2:
                 probed = time.monotonic()
-                probe = ctx.api.vend(name, min_ttl=MIN_TTL, refused=fingerprint(latest[-1]))
-                with lock:
-                    answers.append(probe)
+                probe()
             time.sleep(0.02)
-        time.sleep(max(0.0, (finished_at[0] if finished_at else 0.0) + propagation - time.monotonic()))
-        mints["finished"] += zus_requests() - seen
+        # After the window, until Zus is asked again (the streams' tokens run out of minTtl): a mint with
+        # the new AWSCURRENT.
+        while time.monotonic() < (finished_at[0] if finished_at else 0.0) + propagation:
+            time.sleep(0.05)
+        settled = zus_requests()
+        mints["finished"] += settled - seen
+        while zus_requests() == settled and time.monotonic() < deadline + 30:
+            time.sleep(0.05)
+        mints["finished"] += zus_requests() - settled
+        done.set()
 
     with ThreadPoolExecutor(max_workers=callers) as pool:
         streams = [pool.submit(stream, n) for n in range(callers)]
@@ -202,11 +216,11 @@ def stream_through_a_rotation(
 
 @pytest.mark.parametrize("propagation", PROPAGATION, ids=lambda p: f"propagation{p:g}s")
 def test_parallel_vends_during_a_rotation_all_succeed(clean_faults, propagation: float) -> None:
-    """Callers stream vend calls from before the rotation is requested until after it is observed
-    finished (and Zus's propagation window is over). Their tokens serve 2 s each, and a probe reports
-    the latest token refused every 0.2 s (one new token at once), so Zus is asked throughout, with
-    whichever versions are stored: every call must answer 200 with a valid token. Calls and token
-    requests at Zus are counted by the stage they met."""
+    """Callers stream vend calls from before the rotation is requested until Zus minted a token after
+    it was observed finished (and Zus's propagation window is over). Their tokens serve 2 s each, and
+    a probe reports the token served at that moment refused, at every new stage and every 0.2 s (one
+    new token at once), so Zus is asked throughout, with whichever versions are stored: every call
+    must answer 200 with a valid token. Calls and token requests at Zus are counted by stage."""
     ctx = clean_faults
     callers = 8
     answers: list[Answer] = []
@@ -228,6 +242,8 @@ def test_parallel_vends_during_a_rotation_all_succeed(clean_faults, propagation:
             problems.append(f"no vend call met the stage '{needed}': the scenario tested nothing")
     if not mints["requested"] + mints["pending stored"]:
         problems.append("no token request reached Zus while the rotation ran: the scenario tested nothing")
+    if not mints["finished"]:
+        problems.append("no token request reached Zus after the rotation finished: the scenario tested nothing")
 
     scenario = f"concurrency: {callers} callers streaming vends through a rotation" + (
         f" (random secret propagation {propagation:g} s)" if propagation else ""
