@@ -98,6 +98,16 @@ class Fault:
             out["status"] = self.status
         return out
 
+    def kinds(self) -> tuple[str, ...]:
+        """What this fault does to a request it hits, as ``/_emulator/stats`` counts it: ``latency``
+        and one of ``drop``, ``globalLimit`` or the status (``"500"``)."""
+        found = ("latency",) if self.latency_ms else ()
+        if self.drop:
+            return (*found, "drop")
+        if self.global_limit:
+            return (*found, "globalLimit")
+        return found if self.status is None else (*found, str(self.status))
+
     def matches(self, path: str) -> bool:
         if path.startswith("/_emulator"):
             return False

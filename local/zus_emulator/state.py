@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import threading
 import uuid
+from collections import Counter
 from typing import Any
 
 from . import dialects
@@ -66,6 +67,7 @@ class EmulatorState:
         self._tokens_issued = 0
         self._rate_limited = 0
         self._fault: Fault | None = None
+        self._faults_fired: dict[str, Counter[str]] = {}
         self._settings = Settings.at_start(self.config)
 
     def reset(self) -> None:
@@ -76,6 +78,7 @@ class EmulatorState:
             self._tokens_issued = 0
             self._rate_limited = 0
             self._fault = None
+            self._faults_fired = {}
             self._settings = Settings.at_start(self.config)
 
     def now(self) -> float:
@@ -105,14 +108,17 @@ class EmulatorState:
             return fault
 
     def pick_fault(self, path: str) -> Fault | None:
-        """The fault to apply to a request for ``path`` (sampled with the fault's rate), if any."""
+        """The fault to apply to a request for ``path`` (sampled with the fault's rate), if any; counted
+        by kind and path (``stats()["faultsFired"]``), so a test can tell that its fault happened."""
         with self._lock:
             fault = self._fault
             if fault is None or not fault.matches(path):
                 return None
-            if fault.rate >= 1.0 or self._rng.random() < fault.rate:
-                return fault
-            return None
+            if fault.rate < 1.0 and self._rng.random() >= fault.rate:
+                return None
+            for kind in fault.kinds():
+                self._faults_fired.setdefault(kind, Counter())[path] += 1
+            return fault
 
     # -- roles and app clients ---------------------------------------------------------------------
 
@@ -236,4 +242,5 @@ class EmulatorState:
                 "tokensIssued": self._tokens_issued,
                 "appClients": len(self._clients),
                 "rateLimited": self._rate_limited,
+                "faultsFired": {kind: dict(paths) for kind, paths in self._faults_fired.items()},
             }

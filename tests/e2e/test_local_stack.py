@@ -533,10 +533,8 @@ def test_sigterm_stops_every_process_and_port(stack_factory: Callable[..., Stack
     stack = stack_factory(["--schedule-scale", "0"])
     assert all(_listening(port) for port in stack.ports)
     assert _moto_children(stack.moto_port)
-    started = time.monotonic()
-    code = stack.terminate(timeout=10)
+    code = stack.terminate(timeout=10)  # fails the test if the stack is not gone within 10 s
     assert code == 0, stack.output
-    assert time.monotonic() - started < 10
     assert not any(_listening(port) for port in stack.ports)
     assert _moto_children(stack.moto_port) == []
     assert "stopped" in stack.lines

@@ -3,6 +3,11 @@
 The test plays Secrets Manager's part as the local stack does: it starts a rotation with the service's
 own ``SecretsManagerStore.start_rotation`` and drives the four steps with
 ``zus_local.secrets_manager_rotation``, calling the rotation steps or the rotation handler.
+
+Vend calls during a rotation are *cold* (``cold_traffic``): each one purges the client's cached token
+and comes from a new container, so it succeeds only if the vendor mints a token with a secret version
+that works at Zus at that moment; a cached token would hide a dead AWSCURRENT. Each call is counted by
+the last rotation checkpoint passed when it started, and one runs synchronously at every checkpoint.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING
 
 import pytest
 from fakes import crash_at
@@ -21,7 +27,7 @@ from zus_emulator.config import AUTH0, OLD_THEN_NEW
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import drive_rotation
 from zus_m2m import errors
-from zus_m2m.rotation.steps import STEPS, RotationCheckpoints
+from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.values import AWSCURRENT, AWSPENDING, CreateRequest
 
@@ -33,45 +39,99 @@ ADMIN = "zus-m2m-admin"
 ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
 
 
+STARTED = "started"  # the stage before the first checkpoint: a value-less AWSPENDING version
+
+
 @dataclasses.dataclass
-class VendStream:
-    calls: int = 0
+class ColdTraffic:
+    """Vend calls that each need a fresh mint: the client's token and budget items purged, a new
+    container (empty memory) each time, one call at a time (a call that waited for another's fetch
+    would be served from the table). ``calls``: how many started after each checkpoint.
+
+    ``hold_while_unstored``: Zus refuses the old secret at once (no propagation), so from Zus's answer
+    to the write of AWSPENDING (milliseconds) the new secret is in the rotation function's memory only
+    and no stored one works: calls are held back while createSecret runs (``drive``), the call at its
+    PENDING_STORED checkpoint excepted."""
+
+    stack: Stack
+    client: str
+    hold_while_unstored: bool = True
+    stage: str = STARTED
+    calls: Counter[str] = dataclasses.field(default_factory=Counter)
     failures: list[str] = dataclasses.field(default_factory=list)
+    # re-entrant: the checkpoint's call runs in the step that holds it back from the others
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+
+    def vend(self) -> None:
+        with self.lock:
+            stage = self.stage
+            # A token the rotation's testSecret stored between the purge and the read proves nothing of
+            # this call's choice of version: purge again and ask again.
+            for _ in range(3):
+                self.stack.table.purge(self.client)
+                vendor = self.stack.vendor()
+                try:
+                    # The bootstrap admin's token is never vended: provisioning and rotation take it as admin_token.
+                    if self.client == ADMIN:
+                        source = vendor.admin_token(60).source
+                    else:
+                        source = vendor.vend(self.stack.CONSUMER, self.client, 60).source
+                except Exception as exc:  # every kind counts as a failure
+                    self.failures.append(f"after {stage}: {type(exc).__name__}: {exc}")
+                    break
+                if source == "zus":
+                    break
+            else:
+                self.failures.append(f"after {stage}: served from {source} three times, never minted")
+            self.calls[stage] += 1
+
+    def checkpoint(self, name: str) -> None:
+        """The rotation's checkpoint hook: one cold call in the very state the step just made."""
+        self.stage = name
+        if not (name == RotationCheckpoints.ZUS_ROTATED and self.hold_while_unstored):
+            self.vend()
+
+    def drive(self, steps: RotationSteps, rotation: tuple[str, str], retries: int = 3) -> None:
+        """``Stack.drive``, the other calls held back while createSecret runs (``hold_while_unstored``)."""
+
+        def invoke(event: dict[str, str]) -> None:
+            step = event["Step"]
+            with self.lock if self.hold_while_unstored and step == "createSecret" else nullcontext():
+                steps.run(step, event["SecretId"], event["ClientRequestToken"])
+
+        steps.checkpoint = both(self.checkpoint, steps.checkpoint)
+        drive_rotation(invoke, *rotation, retries=retries, pause=0.01)
+
+
+def both(*hooks: Callable[[str], None]) -> Callable[[str], None]:
+    def hook(name: str) -> None:
+        for each in hooks:
+            each(name)
+
+    return hook
 
 
 @contextmanager
-def vend_stream(stack: Stack, client: str = CLIENT, containers: int = 3) -> Iterator[VendStream]:
-    """A thread calling vend every ~50 ms from other containers, for as long as the block runs."""
-    vendors = [stack.vendor() for _ in range(containers)]
-
-    def vend(vendor: Any) -> None:
-        # The bootstrap admin's token is never vended: provisioning and rotation take it as admin_token.
-        if client == ADMIN:
-            vendor.admin_token(60)
-        else:
-            vendor.vend(stack.CONSUMER, client, 60)
-
-    vend(vendors[0])  # warm: the table holds a token
-    stream = VendStream()
+def cold_traffic(stack: Stack, client: str = CLIENT, hold_while_unstored: bool = True) -> Iterator[ColdTraffic]:
+    """Cold vend calls from a thread, back to back, for as long as the block runs (one before it starts)."""
+    # Every call mints: far more token requests than Zus's 200 an hour allow one client.
+    stack.emulator("config", tokenLimitPerHour=100_000)
+    traffic = ColdTraffic(stack, client, hold_while_unstored)
+    traffic.vend()
     stop = threading.Event()
 
     def run() -> None:
         while not stop.is_set():
-            vendor = vendors[stream.calls % containers]
-            try:
-                vend(vendor)
-            except Exception as exc:  # every kind counts as a failure
-                stream.failures.append(f"{type(exc).__name__}: {exc}")
-            stream.calls += 1
-            stop.wait(0.05)
+            traffic.vend()
+            stop.wait(0.02)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        yield stream
+        yield traffic
     finally:
         stop.set()
-        thread.join(timeout=10)
+        thread.join(timeout=30)
 
 
 @pytest.fixture
@@ -145,45 +205,96 @@ def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack,
 # --- the crash matrix -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "checkpoint",
-    [
-        RotationCheckpoints.ZUS_ROTATED,
-        RotationCheckpoints.PENDING_STORED,
-        RotationCheckpoints.TESTED,
-        RotationCheckpoints.CURRENT_MOVED,
-        RotationCheckpoints.PENDING_REMOVED,
-    ],
+CHECKPOINTS = (
+    RotationCheckpoints.ZUS_ROTATED,
+    RotationCheckpoints.PENDING_STORED,
+    RotationCheckpoints.TESTED,
+    RotationCheckpoints.CURRENT_MOVED,
+    RotationCheckpoints.PENDING_REMOVED,
 )
+
+
+@pytest.mark.parametrize("checkpoint", CHECKPOINTS)
 def test_a_crash_after_any_external_call_is_repaired_by_secrets_managers_retry(stack: Stack, checkpoint: str) -> None:
+    """Cold calls at every checkpoint, the crashed one included, and back to back meanwhile. From
+    PENDING_STORED on, Zus refuses the old secret (it dies at once here), so a call succeeds only if
+    the vendor picks AWSPENDING, then the new AWSCURRENT. A crash right after Zus rotated loses the new
+    secret (createSecret's retry rotates again): there Zus keeps the old secret while the new one
+    propagates (2 s, the old one alone meanwhile), as Auth0 does, else no stored secret would work."""
+    crash_before_stored = checkpoint == RotationCheckpoints.ZUS_ROTATED
+    if crash_before_stored:
+        stack.emulator("config", secretPropagationSeconds=2, propagationMode=OLD_THEN_NEW)
     before = stack.current()
     rotation = stack.start()
     steps = stack.steps()
-    steps.checkpoint = crash_at(checkpoint, error=RuntimeError, once=True)
 
-    with vend_stream(stack) as stream:
-        stack.drive(steps, rotation)
-        time.sleep(0.2)
+    with cold_traffic(stack, hold_while_unstored=not crash_before_stored) as traffic:
+        steps.checkpoint = crash_at(checkpoint, error=RuntimeError, once=True)
+        traffic.drive(steps, rotation)
+        traffic.stage = "finished"
+        traffic.vend()
 
     stack.assert_rotated_cleanly(before)
-    assert stream.calls > 3
-    assert stream.failures == []
+    assert traffic.failures == []
+    # Cold calls met every state of the rotation, the crashed checkpoint twice or more (the crash and
+    # the retry each pass it), but the one they were held back over.
+    held = {RotationCheckpoints.ZUS_ROTATED} if not crash_before_stored else set()
+    assert set(traffic.calls) == {STARTED, *CHECKPOINTS, "finished"} - held, traffic.calls
+    assert traffic.calls[checkpoint] >= 2 or checkpoint in held, traffic.calls
 
 
 def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) -> None:
     before = stack.current()
     rotation = stack.start()
     steps = stack.steps()
-    steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)  # testSecret fails on every retry
 
-    with vend_stream(stack) as stream:
+    with cold_traffic(stack) as traffic:
+        # testSecret fails on every retry
+        steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)
         with pytest.raises(RuntimeError):
-            stack.drive(steps, rotation, retries=2)
+            traffic.drive(steps, rotation, retries=2)
+        traffic.stage = "gave up"
+        traffic.vend()
         report = stack.sweep(stuck_after=0).run()
+        traffic.stage = "swept"
+        traffic.vend()
 
     assert report["secrets"][stack.secret_id] == "rolled-forward"
     stack.assert_rotated_cleanly(before)
-    assert stream.failures == []
+    assert traffic.failures == []
+    assert traffic.calls["gave up"] >= 1
+
+
+def test_zus_rotated_and_secrets_manager_gave_up_with_the_new_secret_in_awspending_only(stack: Stack) -> None:
+    """createSecret crashed right after storing AWSPENDING, and Secrets Manager gave up (no retry):
+    Zus refuses AWSCURRENT's secret, and the one that works is held by the AWSPENDING version alone,
+    which no finished stage names. Cold calls still get tokens (the vendor tries AWSPENDING), and the
+    sweep recovers the rotation: it rolls it forward to that secret."""
+    before = stack.current()
+    rotation = stack.start()
+    steps = stack.steps()
+
+    with cold_traffic(stack) as traffic:
+        steps.checkpoint = crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError)
+        with pytest.raises(RuntimeError):
+            traffic.drive(steps, rotation, retries=0)
+        traffic.stage = "gave up"
+        pending = stack.store.read_version(stack.secret_id, rotation[1])
+        assert pending is not None
+        assert stack.stages()[rotation[1]] == [AWSPENDING]
+        with pytest.raises(errors.ZusCredentialsRefused):
+            stack.zus_client.request_token(before.client_id, before.client_secret)
+        for _ in range(3):
+            traffic.vend()
+        report = stack.sweep(stuck_after=0).run()
+        traffic.stage = "swept"
+        traffic.vend()
+
+    assert report["secrets"][stack.secret_id] == "rolled-forward"
+    stack.assert_rotated_cleanly(before)
+    assert stack.current().client_secret == pending.client_secret  # the stranded secret, now AWSCURRENT
+    assert traffic.failures == []
+    assert traffic.calls["gave up"] >= 3
 
 
 # --- propagation and the bootstrap admin ------------------------------------------------------------------
@@ -194,23 +305,28 @@ def test_a_secret_that_takes_3_s_to_take_effect_rotates_without_a_failed_vend(st
     stack.emulator("config", secretPropagationSeconds=3, propagationMode=OLD_THEN_NEW)
     before = stack.current()
     rotation = stack.start()
-    rotated_at: list[float] = []
     steps = stack.steps()
-    steps.checkpoint = lambda name: (
-        rotated_at.append(time.monotonic()) if name == RotationCheckpoints.ZUS_ROTATED else None
-    )
+    old_refused_when_tested: list[bool] = []
 
-    with vend_stream(stack) as stream:
-        stack.drive(steps, rotation)
-        tested_after = time.monotonic() - rotated_at[0]
-        # A container with nothing cached gets a token too (the new secret now works at Zus).
-        stack.table.purge(CLIENT)
-        assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).access_token
+    def old_secret_refused() -> bool:
+        try:
+            stack.zus_client.request_token(before.client_id, before.client_secret)
+        except errors.ZusCredentialsRefused:
+            return True
+        return False
 
-    assert tested_after >= 3  # testSecret waited for the new secret to take effect
+    with cold_traffic(stack, hold_while_unstored=False) as traffic:
+        steps.checkpoint = lambda name: (
+            old_refused_when_tested.append(old_secret_refused()) if name == RotationCheckpoints.TESTED else None
+        )
+        traffic.drive(steps, rotation)
+
+    # testSecret passed only once the window was over (the old secret refused from then on): it waited.
+    assert old_refused_when_tested == [True]
     stack.assert_rotated_cleanly(before)
-    assert stream.calls > 10
-    assert stream.failures == []
+    # Calls met the window with the new secret stored and still refused (AWSCURRENT's served them).
+    assert traffic.calls[RotationCheckpoints.PENDING_STORED] >= 2, traffic.calls
+    assert traffic.failures == []
 
 
 PROPAGATION = 30.0  # Auth0: a rotated secret "can take up to 30 seconds to take effect"
@@ -301,14 +417,19 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
 
 
 def test_the_bootstrap_admin_rotates_and_admin_calls_still_work(stack: Stack) -> None:
+    # Cold admin tokens throughout: Zus keeps the old secret for 1 s (no moment without a working stored
+    # secret; see the crash matrix), then only the new one works, from AWSPENDING until finishSecret.
+    stack.emulator("config", secretPropagationSeconds=1, propagationMode=OLD_THEN_NEW)
     before = stack.current(ADMIN_SECRET)
     rotation = stack.start(ADMIN_SECRET)
+    steps = stack.steps()
 
-    with vend_stream(stack, client=ADMIN) as stream:
-        stack.drive(stack.steps(), rotation)
+    with cold_traffic(stack, client=ADMIN, hold_while_unstored=False) as traffic:
+        traffic.drive(steps, rotation)
 
     stack.assert_rotated_cleanly(before, ADMIN_SECRET)
-    assert stream.failures == []
+    assert traffic.failures == []
+    assert set(traffic.calls) == {STARTED, *CHECKPOINTS}, traffic.calls
     # A container with nothing cached obtains an admin token with the new secret, and provisioning works.
     stack.table.purge(ADMIN)
     record, created = stack.provisioning().create_client(CreateRequest("after-admin-rotation"))

@@ -320,3 +320,62 @@ def test_a_refused_token_that_expires_later_than_its_replacement_is_still_replac
     assert stored is not None
     assert stored.access_token == token.access_token != refused.access_token
     assert stored.expires_at < refused.expires_at
+
+
+def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_stack: Stack) -> None:
+    """16 containers (threads, each with its own boto3 clients and vendor) start at once and each asks
+    Zus for a new token six times, by the three paths that spend the budget: a vend reporting the token
+    it holds as refused (a new token for everyone), refresh-ahead, and a recovery check's issue_with
+    (which may spend the reserve). 96 attempts against a budget of 10: the version-checked write on moto
+    lets exactly as many requests through as it stored, never more than 10; every other attempt is
+    a 429 or 503 with a Retry-After."""
+    stack = auth0_vending_stack
+    stack.emulator("config", tokenLimitPerHour=10_000)  # the budget, not Zus, is the limit here
+    budget = 10
+    policy = VendingPolicy(budget_per_hour=budget)
+    containers = 16
+    vendors = [stack.vendor(policy) for _ in range(containers)]
+    start = threading.Barrier(containers)
+    answers: list[str] = []  # "token", "no-refresh", or "<status> retry-after <s>"
+    unexpected: list[str] = []
+    lock = threading.Lock()
+
+    def spend(number: int) -> None:
+        vendor = vendors[number]
+        held: CachedToken | None = None
+        start.wait()
+        for attempt in range(number, number + 6):  # each container starts with another of the three
+            try:
+                if attempt % 3 == 0:
+                    refused = None if held is None else held.fingerprint
+                    held = vendor.vend(stack.CONSUMER, CLIENT, 60, refused=refused)
+                    outcome = "token"
+                elif attempt % 3 == 1:
+                    outcome = "token" if vendor.refresh(CLIENT, horizon=7200) else "no-refresh"
+                else:
+                    held = vendor.issue_with(CLIENT, stack.credentials)
+                    outcome = "token"
+            except (errors.Throttled, errors.TemporarilyUnavailable) as exc:
+                outcome = f"{exc.http_status} retry-after {exc.retry_after:g}"
+                if exc.retry_after is None or exc.retry_after < 1:
+                    with lock:
+                        unexpected.append(f"{exc.http_status} without a Retry-After of at least 1 s")
+            except Exception as exc:  # every other kind is a failure of the contract
+                outcome = type(exc).__name__
+                with lock:
+                    unexpected.append(f"{type(exc).__name__}: {exc}")
+            with lock:
+                answers.append(outcome)
+
+    with ThreadPoolExecutor(max_workers=containers) as pool:
+        list(pool.map(spend, range(containers)))
+
+    stored = stack.table.budget_used(CLIENT, time.time())
+    upstream = stack.upstream_requests()
+    refused = [answer for answer in answers if answer.startswith(("429", "503"))]
+    assert unexpected == []
+    assert len(answers) == containers * 6
+    assert upstream <= budget
+    assert stored == upstream  # every request Zus saw was counted, once
+    assert upstream >= budget - policy.budget_reserve  # demand far beyond it spent the ordinary part
+    assert refused, "no attempt met the spent budget: nothing was contended"

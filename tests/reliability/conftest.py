@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from reliability_support import (  # noqa: E402
     Api,
     Aws,
     Emulator,
-    check_integrity,
+    SystemCheck,
     scan_for_leaks,
     signing_secrets,
     unique,
@@ -43,13 +43,16 @@ from reliability_support import (  # noqa: E402
 
 @dataclass
 class Context:
-    """Everything a scenario needs: the stack, the API, the emulator, moto and moto's switch."""
+    """Everything a scenario needs: the stack, the API, the emulator, moto and moto's switch; and the
+    system check with the problems it has reported so far (each is counted once, where it appeared)."""
 
     stack: Any
     moto: MotoControl
     api: Api
     emulator: Emulator
     aws: Aws
+    system: SystemCheck
+    reported: set[str] = field(default_factory=set)
 
     def provision(self, prefix: str) -> dict[str, Any]:
         """A new managed client (faults off); its record."""
@@ -58,8 +61,12 @@ class Context:
         assert answer.status == 201, (answer.status, answer.body)
         return dict(answer.json())
 
-    def integrity(self, present: list[str], absent: Sequence[str] = ()) -> Any:
-        return check_integrity(self.emulator, self.aws, present, absent)
+    def new_problems(self, *, thorough: bool = False) -> list[str]:
+        """What the system check finds now that it had not reported before."""
+        found = self.system.run(self.api.deleted, thorough=thorough).problems
+        new = [problem for problem in found if problem not in self.reported]
+        self.reported.update(new)
+        return new
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +90,14 @@ def stack(moto: MotoControl) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def ctx(stack: Any, moto: MotoControl) -> Iterator[Context]:
+    emulator, aws = Emulator(stack.zus), Aws(moto.url, "zus-m2m-local")
     context = Context(
         stack=stack,
         moto=moto,
         api=Api(stack.api, stack.credentials_file),
-        emulator=Emulator(stack.zus),
-        aws=Aws(moto.url, "zus-m2m-local"),
+        emulator=emulator,
+        aws=aws,
+        system=SystemCheck(emulator, aws),
     )
     yield context
     # Every line the session's stack printed and every answer it gave, scanned for every secret moto
@@ -104,7 +113,29 @@ def ctx(stack: Any, moto: MotoControl) -> Iterator[Context]:
     leaks = scan_for_leaks(lines, context.api.answers, secrets, tokens)
     row = RESULTS.row(f"leaks: the session's {len(lines)} output lines and {len(context.api.answers)} answers")
     row.violations += len(leaks)
+    # The session's end: the whole system once more, every client's secret tried at Zus.
+    problems = context.new_problems(thorough=True)
+    row.integrity_checked += 1
+    row.data_lost += len(problems)
     assert not leaks, "\n".join(leaks[:10])
+    assert not problems, "\n".join(problems[:20])
+
+
+@pytest.fixture(autouse=True)
+def system_intact(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test on the session's stack, the system check; what it newly finds is the data lost
+    of every row the test wrote, and fails the test."""
+    if "ctx" not in request.fixturenames:
+        yield
+        return
+    context: Context = request.getfixturevalue("ctx")
+    RESULTS.begin()
+    yield
+    problems = context.new_problems()
+    for row in RESULTS.written():
+        row.integrity_checked += 1
+        row.data_lost += len(problems)
+    assert not problems, "\n".join(problems[:20])
 
 
 @pytest.fixture

@@ -23,8 +23,10 @@ from reliability_support import (
     RESULTS,
     TIMEOUTS,
     Answer,
+    fingerprint,
     parallel,
     profile,
+    retry_after,
     shown,
     token_issues,
     unique,
@@ -74,13 +76,16 @@ TOKEN_CASES = [
     for rate in RATES
     if dialect == "auth0" or kind != "global"
 ]
-# Latency on the admin routes is in the long profile only: a case takes up to the function's 29 s.
+# Latency on the admin routes (the case that found a duplicate client) costs up to the function's 29 s a
+# case: the fast profile runs it once.
 ADMIN_CASES = profile(
-    [("503", 0.3), ("500", 1.0), ("429", 1.0), ("drop", 0.3), ("drop", 1.0)],
+    [("503", 0.3), ("500", 1.0), ("429", 1.0), ("drop", 0.3), ("drop", 1.0), ("latency", 0.3)],
     [(kind, rate) for kind in ("500", "503", "429", "drop", "latency") for rate in RATES],
 )
 
 COLD_CLIENTS = profile(3, 6)
+# Rounds of calls that need Zus, after a case's wave, while its fault has not fired yet.
+MAX_ROUNDS = 40
 CALLS_PER_COLD = profile(4, 12)
 WARM_CALLS = profile(8, 40)
 WORKERS = profile(8, 16)
@@ -112,17 +117,40 @@ def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate
     def vend(record: dict[str, Any]) -> tuple[dict[str, Any], Answer]:
         return record, ctx.api.vend(record["name"])
 
+    def top_up(record: dict[str, Any]) -> tuple[dict[str, Any], Answer]:
+        """A vend of a cold client that needs Zus again: it reports its last token refused (one new
+        token replaces it), or asks for its first."""
+        held = latest.get(record["name"])
+        return record, ctx.api.vend(record["name"], refused=None if held is None else fingerprint(held))
+
+    latest: dict[str, str] = {}
+    fired_before = ctx.emulator.faults_fired()
+    topped_up: list[tuple[dict[str, Any], Answer]] = []
     with (
         ctx.emulator.speaking(dialect),
         ctx.emulator.faulted(**fault_spec(kind, VEND_READ_TIMEOUT), rate=rate, paths=["/oauth/token"]),
     ):
         answered = parallel(vend, calls, WORKERS)
+        # At 10 % the wave sends Zus a few token requests and may meet no fault: more rounds that each
+        # need Zus, until the fault has fired (a broken injector fails the case after MAX_ROUNDS).
+        for _ in range(MAX_ROUNDS):
+            if ctx.emulator.faults_fired() > fired_before:
+                break
+            pause = max((retry_after(a) for _, a in answered + topped_up if a.status in (429, 503)), default=0.0)
+            time.sleep(min(pause, 1.0))  # the failure memory's back-off: no container asks Zus before
+            for record, answer in answered + topped_up:
+                if answer.status == 200:
+                    latest[record["name"]] = answer.json()["access_token"]
+            topped_up += parallel(top_up, cold, WORKERS)
+    fired = ctx.emulator.faults_fired() - fired_before
 
     problems: list[str] = []
-    for record, answer in answered:
+    for record, answer in answered + topped_up:
         problems += violations(answer, {200, 429, 503}, TIMEOUTS["token"])
         if answer.status == 200:
             problems += token_issues(answer, record["clientId"])
+    if not fired:
+        problems.append(f"the fault never fired ({len(answered) + len(topped_up)} vend calls)")
     # While a token with time left exists, every vend call returns it.
     for _, answer in (pair for pair in answered if pair[0] is warm["record"]):
         if answer.status != 200 or answer.json()["access_token"] != warm["token"]:
@@ -140,13 +168,11 @@ def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate
     problems += [
         f"{answer.path}: {answer.status} after the faults cleared" for answer in recovered if answer.status != 200
     ]
-    integrity = ctx.integrity([record["name"] for record in cold])
 
     row = RESULTS.row(scenario)
-    row.add([answer for _, answer in answered], bad=len(problems))
-    row.data_lost += integrity.lost
+    row.add([answer for _, answer in answered + topped_up], bad=len(problems))
+    row.fired(fired)
     assert not problems, "\n".join(problems[:20])
-    assert not integrity.problems, integrity.problems
 
 
 # --- the admin routes -------------------------------------------------------------------------------------
@@ -165,10 +191,18 @@ def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
         action, name = job
         return action, name, ctx.api.create(name) if action == "create" else ctx.api.delete(name)
 
+    fired_before = ctx.emulator.faults_fired()
     with ctx.emulator.faulted(**fault_spec(kind, ADMIN_READ_TIMEOUT), rate=rate, paths=["/auth/"]):
         answered = parallel(run, jobs, WORKERS)
+        # Until the fault has fired: one more create at a time (a broken injector fails the case).
+        for _ in range(MAX_ROUNDS):
+            if ctx.emulator.faults_fired() > fired_before:
+                break
+            to_create.append(unique("new"))
+            answered.append(run(("create", to_create[-1])))
+    fired = ctx.emulator.faults_fired() - fired_before
 
-    problems: list[str] = []
+    problems: list[str] = [] if fired else [f"the fault never fired ({len(answered)} calls)"]
     for action, _, answer in answered:
         allowed = {201, 503} if action == "create" else {204, 503}
         problems += violations(answer, allowed, TIMEOUTS["provisioning"])
@@ -181,16 +215,14 @@ def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
                 again = until_answered(lambda n=name: ctx.api.delete(n), {204}, 60)
             if again.status >= 300:
                 problems.append(f"{action} {name}: {again.status} after the faults cleared: {shown(again.body, 200)}")
-    integrity = ctx.integrity(to_create, to_delete)
     after = ctx.emulator.stats()["appClients"]
     if after - before != len(to_create) - len(to_delete):
         problems.append(f"Zus has {after - before:+d} app clients, expected {len(to_create) - len(to_delete):+d}")
 
     row = RESULTS.row(scenario)
     row.add([answer for _, _, answer in answered], bad=len(problems))
-    row.data_lost += integrity.lost
-    everything = problems + integrity.problems
-    assert not everything, "\n".join(everything[:20])
+    row.fired(fired)
+    assert not problems, "\n".join(problems[:20])
 
 
 # --- moto stopped and started again -------------------------------------------------------------------------
@@ -247,11 +279,9 @@ def test_moto_restart(clean_faults) -> None:
     after = [until_answered(lambda r=record: ctx.api.vend(r["name"]), {200}, 30) for record in known]
     created = until_answered(lambda: ctx.api.create(new_name), {200, 201}, 60)
     problems += [f"{a.path}: {a.status} after moto came back" for a in [*after, created] if a.status >= 300]
-    integrity = ctx.integrity([record["name"] for record in known] + [new_name])
 
     row = RESULTS.row(scenario)
     row.add([answer for _, answer in answered], bad=len(problems))
-    row.data_lost += integrity.lost
+    row.fired(refused)  # the outage is no emulator fault: the calls that met it
     assert downtime >= outage
     assert not problems, "\n".join(problems[:20])
-    assert not integrity.problems, integrity.problems

@@ -286,6 +286,7 @@ def test_reset_restores_the_start(state: EmulatorState) -> None:
         "tokensIssued": 1,
         "appClients": 1,
         "rateLimited": 0,
+        "faultsFired": {},
     }
 
 
@@ -316,6 +317,18 @@ def test_fault_sampling_and_matching(clock: FakeClock) -> None:
     hits = sum(state.pick_fault("/oauth/token") is not None for _ in range(4000))
     assert 800 <= hits <= 1200
     assert state.pick_fault("/auth/roles") is None
+    # Every hit is counted by what it does and where; misses, and paths the fault spares, are not.
+    assert state.stats()["faultsFired"] == {"500": {"/oauth/token": hits}}
+    state.set_fault({"latencyMs": 5, "drop": True, "paths": ["/auth/"]})
+    state.pick_fault("/auth/roles")
+    state.pick_fault("/auth/roles")
+    fired = state.stats()["faultsFired"]
+    assert fired["latency"] == fired["drop"] == {"/auth/roles": 2}
+    state.set_fault({"globalLimit": True})
+    state.pick_fault("/oauth/token")
+    assert state.stats()["faultsFired"]["globalLimit"] == {"/oauth/token": 1}
+    state.reset()
+    assert state.stats()["faultsFired"] == {}
     state.set_fault({"latencyMs": 5})
     assert state.pick_fault("/auth/roles") is not None
     assert state.pick_fault("/_emulator/stats") is None
