@@ -589,19 +589,36 @@ class SystemCheck:
 
     def run(self, deleted: Iterable[str] = (), *, thorough: bool = False) -> Integrity:
         result = Integrity()
-        problems = result.problems
         zus = [client for client in self.emulator.app_clients() if client["clientId"] != ADMIN_CLIENT_ID]
         active = {record.name: record for record in self.aws.active_records()}
         secrets = self.aws.managed_secrets()
+        result.problems += self._orphans_at_zus(zus, active)
+        result.problems += self._active_clients_broken(zus, active, thorough=thorough)
+        result.problems += [
+            f"{name}: a secret no active record owns, not scheduled for deletion (orphan)"
+            for name, scheduled in sorted(secrets.items())
+            if name not in active and not scheduled
+        ]
+        gone = (set(deleted) | {name for name, scheduled in secrets.items() if scheduled}) - set(active)
+        result.problems += self._deleted_remains(gone, zus, secrets)
+        return result
+
+    @staticmethod
+    def _orphans_at_zus(zus: list[dict[str, Any]], active: dict[str, Any]) -> list[str]:
         owners = {record.app_client_id: record.name for record in active.values()}
+        problems = []
         for client in zus:
             owner = owners.get(client["id"])
             if owner is None:
                 problems.append(f"Zus client {client['id']} ({client['name']}): no active record owns it (orphan)")
             elif owner != client["name"]:
                 problems.append(f"Zus client {client['id']} ({client['name']}): owned by the record of {owner}")
+        return problems
+
+    def _active_clients_broken(self, zus: list[dict[str, Any]], active: dict[str, Any], *, thorough: bool) -> list[str]:
         at_zus = {client["id"]: client for client in zus}
         now = time.time()
+        problems = []
         for name, record in sorted(active.items()):
             client = at_zus.get(record.app_client_id)
             if client is None:
@@ -620,11 +637,11 @@ class SystemCheck:
                 self._accepted.add(key)
             else:
                 problems.append(f"{name}: Zus refuses AWSCURRENT's secret ({response.status_code})")
-        for name, scheduled in sorted(secrets.items()):
-            if name not in active and not scheduled:
-                problems.append(f"{name}: a secret no active record owns, not scheduled for deletion (orphan)")
-        gone = (set(deleted) | {name for name, scheduled in secrets.items() if scheduled}) - set(active)
+        return problems
+
+    def _deleted_remains(self, gone: set[str], zus: list[dict[str, Any]], secrets: dict[str, bool]) -> list[str]:
         names_at_zus = {client["name"] for client in zus}
+        problems = []
         for name in sorted(gone):
             if name in names_at_zus:
                 problems.append(f"{name}: deleted, but Zus still has a client of that name")
@@ -634,7 +651,7 @@ class SystemCheck:
                 problems.append(f"{name}: deleted, but its secret is not scheduled for deletion")
             if self.aws.token_item(name) is not None:
                 problems.append(f"{name}: deleted, but its token item remains")
-        return result
+        return problems
 
 
 # --- leaks ------------------------------------------------------------------------------------------------
