@@ -96,8 +96,11 @@ $(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 	$(VENV313)/bin/python -m pip install --quiet --no-deps -e . -e clients/python
 	@touch $@
 
+# On 3.13 in Auth0's dialect only and without the tests that wait out a 20-30 s window: the full run on
+# $(PYTHON) has both dialects and every test.
 test-313: $(STAMP313) build
-	$(VENV313)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e clients/python/tests
+	ZUS_TEST_DIALECTS=auth0 $(VENV313)/bin/pytest -q -p no:cacheprovider -m "not long" \
+		tests/unit tests/integration tests/e2e clients/python/tests
 
 test: lint typecheck validate build test-313 client-wheel $(CLIENT_STAMP)
 	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest

@@ -333,6 +333,7 @@ PROPAGATION = 30.0  # Auth0: a rotated secret "can take up to 30 seconds to take
 PHASES = ("before", "rotating", "settling", "settled")
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dialect", [AUTH0], indirect=True)  # random propagation is Auth0's
 def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(busy_rotation_stack: Stack) -> None:
     """Zus rotates; for 30 s each token request meets a node that knows the old or the new secret, at

@@ -113,6 +113,7 @@ def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack,
     assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).access_token
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("dialect", [AUTH0], indirect=True)  # random propagation is Auth0's
 def test_a_sweep_during_a_new_secrets_random_propagation_finds_it_healthy(stack: Stack) -> None:
     stack.emulator("config", secretPropagationSeconds=30)
