@@ -144,6 +144,23 @@ def test_refresh_ahead_serves_the_current_token_and_renews_off_the_callers_path(
     assert world.stored().token.access_token == "token-2"
 
 
+def test_tokens_that_live_shorter_than_the_margin_are_renewed_at_half_their_life(world: World) -> None:
+    # Given tokens that live 60 s, shorter than the 300 s refresh margin
+    world.endpoint.lifetime = 60
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=10)
+
+    # When callers are served through the token's life, every background job run as it comes
+    for _ in range(50):
+        world.clock.now += 1.0
+        vendor.vend(CALLER, CLIENT, min_ttl=0)
+        while world.jobs:
+            world.jobs.pop(0)()
+
+    # Then the token was renewed once its life was half over, and then again: not on every call
+    assert len(world.endpoint.calls) == 2
+
+
 def test_refresh_ahead_starts_one_job_per_client_at_a_time(world: World) -> None:
     vendor = world.vendor()
     vendor.vend(CALLER, CLIENT, min_ttl=60)

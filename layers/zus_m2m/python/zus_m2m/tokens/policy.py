@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zus_m2m.values import CachedToken
+
 HOUR = 3600.0
 
 
@@ -42,6 +44,13 @@ class VendingPolicy:
     # How long a container trusts the record it read (consumers, app client id): past half of it, a
     # background job reads it again while callers are served; past all of it, the caller's call does.
     revalidate_seconds: float = 5.0
+
+    def margin_for(self, token: CachedToken) -> float:
+        """The refresh margin of ``token``: ``refresh_margin``, or half its lifetime if that is shorter.
+        A token that lives no longer than the margin would otherwise be due for renewal from the moment it
+        is minted, and every renewal would start the next: a stream of token requests until the budget
+        is spent."""
+        return min(self.refresh_margin, token.lifetime / 2) if token.lifetime else self.refresh_margin
 
     @property
     def budget_reserve(self) -> int:

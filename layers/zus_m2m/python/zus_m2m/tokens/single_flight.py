@@ -126,7 +126,7 @@ class SingleFlight:
         return True
 
     def _fresh_enough(self, client: str, state: TokenState, now: float, horizon: float) -> bool:
-        if state.token is not None and state.token.seconds_left(now) >= self.policy.refresh_margin + horizon:
+        if state.token is not None and state.token.seconds_left(now) >= self.policy.margin_for(state.token) + horizon:
             self._memory.remember(client, state.token)  # another container already renewed it
             return True
         return False

@@ -215,7 +215,7 @@ class TokenVendor:
 
     def _after_hit(self, client: str, token: CachedToken, now: float) -> None:
         """Refresh ahead of expiry off the caller's path; record use for the scheduled pre-refresh."""
-        if token.seconds_left(now) < self.policy.refresh_margin:
+        if token.seconds_left(now) < self.policy.margin_for(token):
             self._background.submit_once(client, lambda: self.refresh(client))
         self._mark_in_background(client, now)
 
