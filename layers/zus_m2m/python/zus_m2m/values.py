@@ -52,6 +52,9 @@ class ClientCredentials:
     role_id: str = ""
     role_name: str = ""
     audience: str = ""
+    # The Secrets Manager version these credentials were read from ("" when not read from a version):
+    # not part of the stored JSON. A token minted with them names it (``CachedToken.secret_version``).
+    version_id: str = field(default="", compare=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -67,8 +70,9 @@ class ClientCredentials:
         )
 
     @classmethod
-    def from_json(cls, text: str, secret_id: str) -> ClientCredentials:
-        """Parse a stored secret. Errors name the secret and the missing fields, never a value."""
+    def from_json(cls, text: str, secret_id: str, version_id: str = "") -> ClientCredentials:
+        """Parse a stored secret (of version ``version_id``). Errors name the secret and the missing
+        fields, never a value."""
         try:
             document: Any = json.loads(text)
         except ValueError as exc:
@@ -86,10 +90,12 @@ class ClientCredentials:
             role_id=str(document.get("roleId", "")),
             role_name=str(document.get("roleName", "")),
             audience=str(document.get("audience", "")),
+            version_id=version_id,
         )
 
     def with_secret(self, client_secret: str) -> ClientCredentials:
-        return replace(self, client_secret=client_secret)
+        """The same client with another secret (not yet stored: of no version)."""
+        return replace(self, client_secret=client_secret, version_id="")
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,9 @@ class CachedToken:
     app_client_id: str = ""
     # Which tier served this copy; not part of the token's identity.
     source: TokenSource = field(default="zus", compare=False)
+    # The version of the client's secret the token was minted with ("" if unknown): a token minted with
+    # the AWSCURRENT version proves that version works, so a health check needs no token of its own.
+    secret_version: str = field(default="", compare=False)
 
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
 from zus_m2m.aws.client_records import RECORD, consumers_of_item
-from zus_m2m.aws.dynamo import TableKeys, number, number_of, string, string_of
+from zus_m2m.aws.dynamo import DUE_AT, DUE_KIND, TableKeys, number, number_of, string, string_of
 from zus_m2m.errors import StoreUnavailable
 from zus_m2m.values import BudgetVerdict, CachedToken, ClientView, TokenState
+from zus_m2m.work.items import REFRESH
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -42,6 +43,7 @@ def _token_state(item: dict[str, Any]) -> TokenState:
             token_type="Bearer" if token_type is None else token_type,
             expires_at=number_of(item, "expiresAt"),
             app_client_id=string_of(item, "appClientId") or "",
+            secret_version=string_of(item, "secretVersion") or "",
         )
     return TokenState(
         token=token,
@@ -53,10 +55,17 @@ def _token_state(item: dict[str, Any]) -> TokenState:
 
 
 class DynamoTokenTable:
-    def __init__(self, dynamodb: DynamoDBClient, table_name: str, keys: TableKeys) -> None:
+    """``refresh_margin``: a stored token is due for the pre-refresh this long before it expires (its
+    ``dueAt``); the item is in the due index while its client is in use (``dueKind``, set by
+    ``mark_requested``; docs/design.md)."""
+
+    def __init__(
+        self, dynamodb: DynamoDBClient, table_name: str, keys: TableKeys, *, refresh_margin: float = 300.0
+    ) -> None:
         self._db = dynamodb
         self._table = table_name
         self._keys = keys
+        self._refresh_margin = refresh_margin
 
     def get(self, client: str, *, consistent: bool = False) -> TokenState:
         with translated("reading the token cache"):
@@ -110,11 +119,13 @@ class DynamoTokenTable:
 
     def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
         # A later-expiring token of the same app client already stored wins: two fetchers never
-        # replace newer with older. A token of another (deleted) client is always replaced.
+        # replace newer with older. A token of another (deleted) client is always replaced. The item's
+        # next pre-refresh moves with the token it holds.
         self._conditional_update(
             "storing a token",
             client,
-            "SET accessToken = :token, tokenType = :type, expiresAt = :expires, appClientId = :app, #ttl = :ttl",
+            "SET accessToken = :token, tokenType = :type, expiresAt = :expires, appClientId = :app, "
+            f"secretVersion = :version, #ttl = :ttl, {DUE_AT} = :due",
             "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
             "OR appClientId <> :app",
             {
@@ -122,7 +133,9 @@ class DynamoTokenTable:
                 ":type": string(token.token_type),
                 ":expires": number(token.expires_at),
                 ":app": string(token.app_client_id),
+                ":version": string(token.secret_version),
                 ":ttl": number(int(token.expires_at) + 1),
+                ":due": number(token.expires_at - self._refresh_margin),
             },
             names={"#ttl": "ttl"},
         )
@@ -143,23 +156,14 @@ class DynamoTokenTable:
         self._set_time("recording a Zus rate limit", client, "blockedUntil", until)
 
     def mark_requested(self, client: str, now: float) -> None:
-        self._set_time("recording token use", client, "lastRequestedAt", now)
-
-    def requested_since(self, since: float) -> list[str]:
-        # A scan is fine at the scale of one team's app clients (a few items each).
-        clients: list[str] = []
-        with translated("listing recently used clients"):
-            for page in self._db.get_paginator("scan").paginate(
+        # In use: the item joins the due index (at the dueAt its token gave it), for the pre-refresh.
+        with translated("recording token use"):
+            self._db.update_item(
                 TableName=self._table,
-                FilterExpression="sk = :token AND lastRequestedAt >= :since",
-                ExpressionAttributeValues={":token": string("token"), ":since": number(since)},
-                ProjectionExpression="pk",
-            ):
-                for item in page.get("Items", []):
-                    client = self._keys.client_of(item["pk"]["S"])
-                    if client is not None:
-                        clients.append(client)
-        return sorted(set(clients))
+                Key=self._keys.key(client, TOKEN),
+                UpdateExpression=f"SET lastRequestedAt = :at, {DUE_KIND} = :kind",
+                ExpressionAttributeValues={":at": number(now), ":kind": string(REFRESH)},
+            )
 
     def purge(self, client: str) -> None:
         with translated("purging cached tokens"):

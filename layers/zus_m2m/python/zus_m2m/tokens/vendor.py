@@ -425,7 +425,11 @@ class TokenVendor:
                 self._sleep(pause)
                 continue
             return CachedToken(
-                issued.access_token, issued.token_type, now + issued.expires_in, credentials.app_client_id
+                issued.access_token,
+                issued.token_type,
+                now + issued.expires_in,
+                credentials.app_client_id,
+                secret_version=credentials.version_id,
             )
         raise AssertionError("unreachable: the loop returns or raises")
 
