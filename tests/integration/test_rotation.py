@@ -177,9 +177,9 @@ def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) 
     with vend_stream(stack) as stream:
         with pytest.raises(RuntimeError):
             stack.drive(steps, rotation, retries=2)
-        report = stack.sweep(stuck_after=0).run()
+        check = stack.sweep(stuck_after=0).check(stack.CLIENT)
 
-    assert report["secrets"][stack.secret_id] == "rolled-forward"
+    assert check.outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
     assert stream.failures == []
 
