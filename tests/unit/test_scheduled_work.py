@@ -205,6 +205,20 @@ def test_a_due_refresh_renews_the_token_once_however_often_the_message_comes(wor
     assert mark.due_at == pytest.approx(world.clock.now + 3600 - 300)
 
 
+def test_copies_of_a_message_delivered_at_once_do_the_work_once(world: World) -> None:
+    world.due.put(ROTATION, CLIENT, world.clock.now)
+    world.dispatch().run(ROTATION)
+    [message] = [item for item in world.queue.sent if item.client == CLIENT]
+    mark = world.due.mark(ROTATION, CLIENT)
+    assert mark is not None
+    first, second = world.work(), world.work()  # two invocations read the item before either works
+
+    outcomes = [first.run(message, mark), second.run(message, mark)]
+
+    assert outcomes == ["healthy", "superseded"]
+    assert world.issuer.attempts.count(CLIENT) == 1
+
+
 def test_a_token_renewed_meanwhile_by_a_caller_is_not_renewed_again(world: World) -> None:
     world.in_use(expires_in=300 + 60)
     world.dispatch().run(REFRESH)
@@ -223,7 +237,7 @@ def test_an_idle_client_leaves_the_index_without_a_token_request(world: World) -
     assert len(world.endpoint.calls) == 0
     assert world.dispatch().run(REFRESH)["due"] == 0
     world.tokens.mark_requested(CLIENT, world.clock.now)  # asked for again: back in the index, due
-    world.clock.now += REFRESH_POLICY.retry_after  # when its last claim lapses
+    world.clock.now += REFRESH_POLICY.retry_after + 1  # once its last claim lapsed
     assert world.dispatch().run(REFRESH)["due"] == 1
 
 
@@ -234,7 +248,7 @@ def test_a_refresh_zus_refuses_now_is_acknowledged_and_due_again_once_its_claim_
 
     assert world.deliver() == ["failed"]
     assert world.metrics.counts["WorkFailed"] == 1
-    world.clock.now += REFRESH_POLICY.retry_after
+    world.clock.now += REFRESH_POLICY.retry_after + 1
     world.queue.sent.clear()
     world.dispatch().run(REFRESH)
     assert world.deliver() == ["refreshed"]
@@ -270,8 +284,9 @@ def test_a_failed_rotation_check_counts_as_a_rotation_failure_and_stays_claimed(
 
     assert world.work().run_message(claimed.to_message()) == "failed"
     assert world.metrics.counts["RotationFailed"] == 1
-    assert world.due.mark(ROTATION, CLIENT) == world.due.marks[(ROTATION, CLIENT)]
-    assert world.due.marks[(ROTATION, CLIENT)].due_at == claimed.due_at
+    mark = world.due.mark(ROTATION, CLIENT)
+    assert mark is not None
+    assert mark.due_at == pytest.approx(claimed.due_at)  # due again when the claim lapses
 
 
 # --- the worker: messages that name no work ---------------------------------------------------------------

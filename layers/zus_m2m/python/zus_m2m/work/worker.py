@@ -3,8 +3,9 @@ Scheduled work). A refresh renews the token of a client in use (``zus_m2m.tokens
 takes an idle client out of the due index; a rotation check runs the client's check
 (``zus_m2m.rotation.sweep``) and schedules the next.
 
-A message is done at most once however often the queue delivers it: the work runs only while the item
-is still due as the message says (``DueMark.holds``), and the work itself moves the item on. Work that
+A message is done at most once however often the queue delivers it, copies at once included: a worker
+takes the item before it works (moving its ``dueAt`` on by a millisecond, conditionally, so that no other
+copy of the message holds it any more), and the work itself moves the item on. Work that
 fails for a reason of the service's (Zus or AWS unavailable, a budget spent) is acknowledged: the item
 stays due and the next run hands it out again once its claim lapses. A message that names no work of
 this stack (not one the dispatcher would send, or a client with no item) raises, so that the queue
@@ -24,6 +25,10 @@ from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.work.items import REFRESH, DueMark, WorkItem
 
 logger = logging.getLogger(__name__)
+
+# Taking an item moves its dueAt on by this much: it stays due as claimed (the claim's retry stands),
+# and no copy of the message that named the old value holds it any more.
+TAKE_SECONDS = 0.001
 
 # One metric per outcome (the repair's outcomes and recovery count their own: RotationRepaired,
 # SecretRecoveryStarted).
@@ -65,11 +70,12 @@ class ScheduledWork:
 
     def run(self, item: WorkItem, mark: DueMark) -> str:
         started = self.clock()
-        if not mark.holds(item):
-            outcome = "superseded"  # done already, or handed out again since
+        taken = self.index.claim(item, item.due_at + TAKE_SECONDS) if mark.holds(item) else None
+        if taken is None:
+            outcome = "superseded"  # done already, handed out again since, or taken by a copy
         else:
             try:
-                outcome = self._refresh(item, mark) if item.kind == REFRESH else self._check(item)
+                outcome = self._refresh(taken, mark) if item.kind == REFRESH else self._check(taken)
             except errors.ZusM2MError as exc:
                 outcome = "failed"
                 if item.kind != REFRESH:
