@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -109,8 +110,8 @@ class Counts:
         client.meta.events.register("after-call.dynamodb.*", read)
         return client
 
-    def secrets_manager_calls(self) -> dict[str, int]:
-        return {name.split(":", 1)[1]: n for name, n in sorted(self.calls.items()) if name.startswith("secretsmanager")}
+    def calls_of(self, service: str) -> dict[str, int]:
+        return {name.split(":", 1)[1]: n for name, n in sorted(self.calls.items()) if name.startswith(f"{service}:")}
 
 
 def free_port() -> int:
@@ -292,6 +293,8 @@ class Phase:
     items_read: int = 0
     index_items_read: int = 0
     secrets_manager_calls: dict[str, int] = field(default_factory=dict)
+    dynamodb_calls: dict[str, int] = field(default_factory=dict)
+    sqs_calls: dict[str, int] = field(default_factory=dict)
     zus_token_requests: int = 0
     wall_seconds: float = 0.0
     dispatcher_seconds: float = 0.0
@@ -394,28 +397,63 @@ class Bench:
         phase.wall_seconds = time.perf_counter() - started
         phase.items_read = self.counts.items_read
         phase.index_items_read = self.counts.index_items_read
-        phase.secrets_manager_calls = self.counts.secrets_manager_calls()
+        phase.secrets_manager_calls = self.counts.calls_of("secretsmanager")
+        phase.dynamodb_calls = self.counts.calls_of("dynamodb")
+        phase.sqs_calls = self.counts.calls_of("sqs")
         phase.zus_token_requests = self.tokens_issued() - tokens_before
         phase.work_failed = int(self.metrics.counts["WorkFailed"] - failed_before)
         return phase
 
     def table_items(self) -> int:
         """The items in the table now (not counted as the service's reads)."""
-        dynamodb = boto3.client(
+        pages = self._reader().get_paginator("scan").paginate(TableName=TABLE, Select="COUNT")
+        return sum(int(page["Count"]) for page in pages)
+
+    def item_sizes(self, client: str) -> dict[str, int]:
+        """DynamoDB's size of a client's items (token with the emulator's token, record, budget), in bytes."""
+        dynamodb = self._reader()
+        sizes = {}
+        for kind in ("token", "record", "budget"):
+            key = {"pk": {"S": f"client#{client}"}, "sk": {"S": kind}}
+            item = dynamodb.get_item(TableName=TABLE, Key=key).get("Item", {})
+            sizes[kind] = item_size(item)
+            if kind == "token":
+                sizes["access_token"] = len(item["accessToken"]["S"].encode())
+        return sizes
+
+    def _reader(self) -> Any:
+        return boto3.client(
             "dynamodb",
             endpoint_url=self.sqs.meta.endpoint_url,
             region_name="us-east-1",
             aws_access_key_id="bench",
             aws_secret_access_key="bench",
         )
-        pages = dynamodb.get_paginator("scan").paginate(TableName=TABLE, Select="COUNT")
-        return sum(int(page["Count"]) for page in pages)
 
     def _in_flight(self) -> bool:
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
         )
         return int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"]) > 0
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB bills it: each attribute's name and value (strings by their UTF-8
+    bytes, numbers about one byte per two digits plus one, lists three bytes plus their elements)."""
+
+    def value_size(value: dict[str, Any]) -> int:
+        [(kind, content)] = value.items()
+        if kind == "S":
+            return len(content.encode())
+        if kind == "N":
+            return len(content.replace("-", "").replace(".", "")) // 2 + 1
+        if kind == "L":
+            return 3 + sum(1 + value_size(element) for element in content)
+        if kind == "M":
+            return 3 + sum(len(name.encode()) + 1 + value_size(element) for name, element in content.items())
+        return 1
+
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
 
 
 def template_context() -> Any:
@@ -426,6 +464,8 @@ def template_context() -> Any:
 
 
 def main() -> None:
+    # SIGTERM: stop like Ctrl-C, so that the servers this started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--idle-fraction", type=float, default=0.1, help="clients nobody uses (default 0.1)")
@@ -459,10 +499,13 @@ def main() -> None:
                 print(phases[-1].line(), flush=True)
         timeouts = bench.timeouts
         table_items = bench.table_items()
+        # The client refreshed first: its token is one Zus (the emulator) minted, its budget spent once
+        sizes = bench.item_sizes(min(population.refresh_due, key=population.refresh_due.__getitem__))
 
     figures = summary(args, population, phases, timeouts, seed_seconds)
     # What one run of the scan this replaces read, every minute: the whole table.
     figures["table_items"] = table_items
+    figures["item_bytes"] = sizes
     print()
     for name, value in figures.items():
         if not isinstance(value, dict | list):
@@ -512,6 +555,10 @@ def summary(
             "due_total": sum(p.due for p in group),
             "items_read_per_due_item": per_due(group),
             "secrets_manager_calls": dict(sum((Counter(p.secrets_manager_calls) for p in group), Counter())),
+            "dynamodb_calls": dict(sum((Counter(p.dynamodb_calls) for p in group), Counter())),
+            "sqs_calls": dict(sum((Counter(p.sqs_calls) for p in group), Counter())),
+            "dispatcher_seconds_mean": round(sum(p.dispatcher_seconds for p in group) / len(group), 4) if group else 0,
+            "dispatched_total": sum(p.dispatched for p in group),
             "zus_token_requests": sum(p.zus_token_requests for p in group),
             "wall_seconds_per_cycle_mean": round(sum(p.wall_seconds for p in group) / len(group), 3) if group else 0,
             "wall_seconds_per_cycle_max": round(max((p.wall_seconds for p in group), default=0.0), 3),
