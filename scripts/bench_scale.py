@@ -255,10 +255,13 @@ def seed(args: argparse.Namespace, moto: str, zus: str, t0: float) -> tuple[Popu
         tokens.mark_requested(name, t0)
         refresh_due[name] = expires - args.margin
 
-    with ThreadPoolExecutor(max_workers=args.seed_threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=args.seed_threads)
+    try:
         for done, _ in enumerate(pool.map(one, names), start=1):
             if done % max(1, args.clients // 10) == 0:
                 print(f"  seeded {done}/{args.clients}", flush=True)
+    finally:
+        pool.shutdown(cancel_futures=True)  # stopped (SIGTERM, an error): nothing more is started
     # Every record was written with its due marks: nothing to enlist (the backfill is done).
     dynamodb.put_item(
         TableName=TABLE, Item={"pk": {"S": "due-backfill"}, "sk": {"S": ROTATION}, "done": {"N": str(t0)}}

@@ -219,6 +219,20 @@ def test_copies_of_a_message_delivered_at_once_do_the_work_once(world: World) ->
     assert world.issuer.attempts.count(CLIENT) == 1
 
 
+def test_copies_of_a_refresh_message_at_once_renew_once_under_the_fetch_lease(world: World) -> None:
+    world.in_use(expires_in=300 + 60)
+    world.dispatch().run(REFRESH)
+    [message] = world.queue.sent
+    mark = world.due.mark(REFRESH, CLIENT)
+    assert mark is not None
+    first, second = world.work(), world.work()  # two invocations read the item before either works
+
+    outcomes = [first.run(message, mark), second.run(message, mark)]
+
+    assert outcomes == ["refreshed", "fresh"]
+    assert len(world.endpoint.calls) == 1
+
+
 def test_a_token_renewed_meanwhile_by_a_caller_is_not_renewed_again(world: World) -> None:
     world.in_use(expires_in=300 + 60)
     world.dispatch().run(REFRESH)

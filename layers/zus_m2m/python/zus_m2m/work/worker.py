@@ -3,9 +3,11 @@ Scheduled work). A refresh renews the token of a client in use (``zus_m2m.tokens
 takes an idle client out of the due index; a rotation check runs the client's check
 (``zus_m2m.rotation.sweep``) and schedules the next.
 
-A message is done at most once however often the queue delivers it, copies at once included: a worker
-takes the item before it works (moving its ``dueAt`` on by a millisecond, conditionally, so that no other
-copy of the message holds it any more), and the work itself moves the item on. Work that
+A message is done at most once however often the queue delivers it, copies at once included: the work
+runs only while the item is still due as the message says (``DueMark.holds``) and moves the item on
+itself; a refresh renews under the fetch lease (one renewal however many copies run at once), and a
+rotation check first takes the item (moves its ``dueAt`` on by a millisecond, conditionally, so that no
+other copy of the message holds it any more). Work that
 fails for a reason of the service's (Zus or AWS unavailable, a budget spent) is acknowledged: the item
 stays due and the next run hands it out again once its claim lapses. A message that names no work of
 this stack (not one the dispatcher would send, or a client with no item) raises, so that the queue
@@ -70,7 +72,7 @@ class ScheduledWork:
 
     def run(self, item: WorkItem, mark: DueMark) -> str:
         started = self.clock()
-        taken = self.index.claim(item, item.due_at + TAKE_SECONDS) if mark.holds(item) else None
+        taken = self._take(item) if mark.holds(item) else None
         if taken is None:
             outcome = "superseded"  # done already, handed out again since, or taken by a copy
         else:
@@ -92,6 +94,11 @@ class ScheduledWork:
             extra={"kind": item.kind, "client": item.client, "outcome": outcome, "seconds": seconds},
         )
         return outcome
+
+    def _take(self, item: WorkItem) -> WorkItem | None:
+        """The item, to work on: a refresh as it is (the vendor's fetch lease makes copies renew once, and
+        a write fewer is two write units and an index write fewer per refresh); a rotation check's, taken."""
+        return item if item.kind == REFRESH else self.index.claim(item, item.due_at + TAKE_SECONDS)
 
     def _refresh(self, item: WorkItem, mark: DueMark) -> str:
         if self.pre_refresh.idle(mark.last_requested_at):
