@@ -99,7 +99,9 @@ def emitted_metric_names(package: Path = PACKAGE) -> set[str]:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 named = any(isinstance(t, ast.Name) and t.id.endswith("_METRICS") for t in targets)
                 if named and isinstance(node.value, ast.Dict):
-                    names.update(v.value for v in node.value.values if isinstance(v, ast.Constant))
+                    names.update(
+                        v.value for v in node.value.values if isinstance(v, ast.Constant) and isinstance(v.value, str)
+                    )
     return {name for name in names if isinstance(name, str) and name[:1].isupper()}
 
 
@@ -152,9 +154,9 @@ def http_api(inputs: Inputs, requests: float) -> float:
 
 
 def lambda_cost(inputs: Inputs, function: str, invocations: float, seconds_each: float) -> float:
-    """Requests and duration (billed by the millisecond, rounded up) of one function."""
-    billed = math.ceil(seconds_each * 1000) / 1000
-    duration = invocations * billed * inputs.memory_gb[function] * inputs.price("lambda_arm64_gb_second")
+    """Requests and duration of one function; ``seconds_each``: the mean billed duration (Lambda bills
+    each invocation by the millisecond, rounded up)."""
+    duration = invocations * seconds_each * inputs.memory_gb[function] * inputs.price("lambda_arm64_gb_second")
     return invocations * inputs.price("lambda_request") + duration
 
 
@@ -162,12 +164,14 @@ def kilobytes(size: float, unit: int = 1024) -> int:
     return max(1, math.ceil(size / unit))
 
 
-def vend_seconds(inputs: Inputs) -> float:
-    """A vend call's mean duration, by tier as measured, each tier at its median."""
+def vend_billed_seconds(inputs: Inputs) -> float:
+    """A vend call's mean billed duration: each tier's median as measured, rounded up to Lambda's
+    millisecond, weighted by the tier's share of the calls."""
     hits = inputs.tokens["hits"]
-    total = sum(hits.values())
+    calls = sum(hits.values())
     tiers = {"memory": "memory_p50_ms", "table": "table_p50_ms", "lease-wait": "lease_wait_p50_ms", "zus": "zus_p50_ms"}
-    return sum(hits[t] * (inputs.tokens[f] or 0.0) for t, f in tiers.items()) / total / 1000
+    billed_ms = sum(hits[tier] * math.ceil(inputs.tokens[figure] or 0.0) for tier, figure in tiers.items())
+    return float(billed_ms) / float(calls) / 1000
 
 
 def per_due(scale: Mapping[str, Any], job: str, figure: str, operation: str | None = None) -> float:
@@ -175,11 +179,12 @@ def per_due(scale: Mapping[str, Any], job: str, figure: str, operation: str | No
     per item the job found due."""
     phase = scale[job]
     value = phase[figure] if operation is None else phase[figure].get(operation, 0)
-    return float(value) / max(1, phase["due_total"])
+    return float(value) / max(1.0, float(phase["due_total"]))
 
 
-def zus_m2m(inputs: Inputs, clients: int, rate: float) -> dict[str, float]:
-    """The month's line items of this stack, for ``clients`` clients and ``rate`` vend calls/s."""
+def zus_m2m(inputs: Inputs, clients: int, rate: float) -> dict[str, dict[str, float]]:
+    """The month's line items of this stack for ``clients`` clients and ``rate`` vend calls/s, in three
+    groups: the vend path (grows with calls), scheduled work (grows with clients), and fixed."""
     scale, tokens = inputs.scale, inputs.tokens
     calls = rate * SECONDS_PER_MONTH
     in_use = clients * scale["clients_in_use"] / scale["clients"]
@@ -191,90 +196,86 @@ def zus_m2m(inputs: Inputs, clients: int, rate: float) -> dict[str, float]:
     checks = clients * SECONDS_PER_MONTH / scale["check_interval_seconds"]
     wru = inputs.price("dynamodb_write_request_unit")
     rru = inputs.price("dynamodb_read_request_unit")
-    gsi = assumption("gsi_writes_per_due_change") * assumption("due_changes_per_item")
-    items: dict[str, float] = {}
+    logs_gb = inputs.price("cloudwatch_logs_ingested_gb") / 1e9
 
-    # The vend path
-    items["API Gateway (HTTP API) requests"] = http_api(inputs, calls)
-    items["Lambda: token vending"] = lambda_cost(inputs, "TokenVendingFunction", calls, vend_seconds(inputs))
+    vend: dict[str, float] = {}
+    vend["API Gateway (HTTP API) requests"] = http_api(inputs, calls)
+    vend["Lambda: token vending"] = lambda_cost(inputs, "TokenVendingFunction", calls, vend_billed_seconds(inputs))
     marks = min(calls, in_use * SECONDS_PER_MONTH / 60 * assumption("marks_per_client_minute"))
-    items["DynamoDB: vend path (record and token reads, use marks)"] = calls * table_share * rru * kilobytes(
-        sizes["record"] + token_item, 4096
-    ) + marks * wru * kilobytes(token_item)
-    log_bytes = calls * (tokens["log_bytes_per_vend_call"] + assumption("platform_log_bytes"))
-    items["CloudWatch Logs: audit lines and metrics of vend calls"] = (
-        log_bytes / 1e9 * inputs.price("cloudwatch_logs_ingested_gb")
+    reads = calls * table_share * kilobytes(sizes["record"] + token_item, 4096)
+    vend["DynamoDB: record and token reads, use marks"] = reads * rru + marks * kilobytes(token_item) * wru
+    vend["CloudWatch Logs: audit lines and metrics"] = (
+        calls * (tokens["log_bytes_per_vend_call"] + assumption("platform_log_bytes")) * logs_gb
     )
-    traced = SECONDS_PER_MONTH * min(rate, assumption("xray_reservoir_per_second")) + max(
-        0.0, calls - SECONDS_PER_MONTH * assumption("xray_reservoir_per_second")
-    ) * assumption("xray_sample_rate")
-    items["X-Ray traces (Tracing: Active, default sampling)"] = traced * inputs.price("xray_trace_recorded")
+    reservoir = SECONDS_PER_MONTH * assumption("xray_reservoir_per_second")
+    traced = min(calls, reservoir) + max(0.0, calls - reservoir) * assumption("xray_sample_rate")
+    vend["X-Ray traces (Tracing: Active, default sampling)"] = traced * inputs.price("xray_trace_recorded")
 
-    # Scheduled work: refreshes and rotation checks, one message each
-    work = refreshes + checks
-    worker_seconds = (
-        refreshes
-        * per_due(scale, "pre_refresh", "worker_seconds_per_message")
-        * max(1, scale["pre_refresh"]["due_total"])
-        / max(1, scale["pre_refresh"]["dispatched_total"])
+    scheduled: dict[str, float] = {}
+    jobs = {"pre_refresh": (refreshes, token_item), "rotation_sweep": (checks, sizes["record"])}
+    worker_seconds = sum(count * scale[job]["worker_seconds_per_message"] for job, (count, _) in jobs.items())
+    invocations = sum(
+        count * scale[job]["worker_invocations"] / max(1, scale[job]["dispatched_total"])
+        for job, (count, _) in jobs.items()
     )
-    worker_seconds += checks * scale["rotation_sweep"]["worker_seconds_per_message"]
-    per_invocation = {
-        job: scale[job]["dispatched_total"] / max(1, scale[job]["worker_invocations"])
-        for job in ("pre_refresh", "rotation_sweep")
-    }
-    invocations = refreshes / per_invocation["pre_refresh"] + checks / per_invocation["rotation_sweep"]
-    items["Lambda: worker"] = lambda_cost(inputs, "WorkerFunction", invocations, worker_seconds / max(1, invocations))
-    dispatch = 0.0
-    for job, name in (("pre-refresh", "pre_refresh"), ("rotation-sweep", "rotation_sweep"), ("rotation-repair", None)):
-        runs = inputs.schedules_per_month[job]
-        seconds = scale[name]["dispatcher_seconds_mean"] if name else scale["pre_refresh"]["dispatcher_seconds_mean"]
-        dispatch += lambda_cost(inputs, "ScheduledFunction", runs, seconds)
-    items["Lambda: scheduled jobs (dispatch, repair)"] = dispatch
-    items["EventBridge Scheduler invocations"] = sum(inputs.schedules_per_month.values()) * inputs.price(
-        "scheduler_invocation"
+    scheduled["Lambda: worker"] = lambda_cost(inputs, "WorkerFunction", invocations, worker_seconds / invocations)
+    runs = inputs.schedules_per_month
+    # The repair job's run is a query like an idle pre-refresh run: counted at the pre-refresh run's mean.
+    scheduled["Lambda: scheduled jobs"] = sum(
+        lambda_cost(inputs, "ScheduledFunction", runs[job], scale[name]["dispatcher_seconds_mean"])
+        for job, name in (
+            ("pre-refresh", "pre_refresh"),
+            ("rotation-sweep", "rotation_sweep"),
+            ("rotation-repair", "pre_refresh"),
+        )
     )
+    scheduled["EventBridge Scheduler invocations"] = sum(runs.values()) * inputs.price("scheduler_invocation")
+    index_writes = assumption("gsi_writes_per_due_change") * assumption("due_changes_per_item")
     dynamodb = 0.0
-    for job, count, item_bytes in (("pre_refresh", refreshes, token_item), ("rotation_sweep", checks, sizes["record"])):
-        reads = per_due(scale, job, "items_read_per_due_item") if False else scale[job]["items_read_per_due_item"]
+    for job, (count, item_bytes) in jobs.items():
         writes = sum(per_due(scale, job, "dynamodb_calls", op) for op in ("UpdateItem", "PutItem", "DeleteItem"))
-        dynamodb += count * (reads * rru + writes * kilobytes(item_bytes) * wru + gsi * wru)
-    items["DynamoDB: scheduled work (due index, claims, leases, budgets, tokens)"] = dynamodb
-    sm_calls = refreshes * sum(per_due(scale, "pre_refresh", "secrets_manager_calls", op) for op in ("GetSecretValue",))
-    sm_calls += checks * sum(
-        per_due(scale, "rotation_sweep", "secrets_manager_calls", op) for op in ("DescribeSecret", "GetSecretValue")
+        dynamodb += count * (
+            scale[job]["items_read_per_due_item"] * rru + writes * kilobytes(item_bytes) * wru + index_writes * wru
+        )
+    scheduled["DynamoDB: due index, claims, leases, budgets, tokens"] = dynamodb
+    secret_reads = sum(
+        count * per_due(scale, job, "secrets_manager_calls", "GetSecretValue") for job, (count, _) in jobs.items()
     )
-    secret_reads = refreshes * per_due(
-        scale, "pre_refresh", "secrets_manager_calls", "GetSecretValue"
-    ) + checks * per_due(scale, "rotation_sweep", "secrets_manager_calls", "GetSecretValue")
-    items["Secrets Manager API calls (scheduled work)"] = sm_calls * inputs.price("secrets_manager_api_call")
-    sqs = work / 10 + invocations * 2 + SECONDS_PER_MONTH / 60 * assumption("event_source_polls_per_minute")
-    items["SQS requests (send, receive, delete, idle polls)"] = sqs * inputs.price("sqs_request")
-    items["CloudWatch Logs: scheduled work"] = (
-        (work * assumption("worker_log_bytes_per_message") + invocations * assumption("platform_log_bytes"))
-        / 1e9
-        * inputs.price("cloudwatch_logs_ingested_gb")
-    )
-    rotations = clients  # each client rotated once a month (RotationIntervalDays 30)
-    items["Lambda: rotations (4 steps a client a month)"] = lambda_cost(
-        inputs, "RotationFunction", 4 * rotations, assumption("rotation_step_seconds")
+    describes = checks * per_due(scale, "rotation_sweep", "secrets_manager_calls", "DescribeSecret")
+    scheduled["Secrets Manager API calls"] = (secret_reads + describes) * inputs.price("secrets_manager_api_call")
+    scheduled["KMS decrypts (secret reads)"] = secret_reads * inputs.price("kms_request")
+    messages = refreshes + checks
+    polls = SECONDS_PER_MONTH / 60 * assumption("event_source_polls_per_minute")
+    scheduled["SQS requests (send, receive, delete, idle polls)"] = (
+        messages / 10 + invocations * 2 + polls
+    ) * inputs.price("sqs_request")
+    scheduled["CloudWatch Logs: scheduled work"] = (
+        messages * assumption("worker_log_bytes_per_message") + invocations * assumption("platform_log_bytes")
+    ) * logs_gb
+    # Each client rotates once a month (RotationIntervalDays 30): four steps of the rotation function.
+    scheduled["Lambda: rotations"] = lambda_cost(
+        inputs, "RotationFunction", 4 * clients, assumption("rotation_step_seconds")
     )
 
-    # Every month, whatever the traffic
-    items["Secrets Manager: secrets (clients and the bootstrap admin)"] = (clients + 1) * inputs.price(
+    fixed: dict[str, float] = {}
+    fixed["Secrets Manager: secrets (clients and the bootstrap admin)"] = (clients + 1) * inputs.price(
         "secrets_manager_secret_month"
     )
-    items["KMS: key and decrypts"] = inputs.price("kms_key_month") + secret_reads * inputs.price("kms_request")
-    stored = clients * (token_item + sizes["record"] + sizes["budget"] + 2 * 100) / 1e9
-    items["DynamoDB: storage and point-in-time recovery"] = stored * (
+    fixed["KMS: the stack's key"] = inputs.price("kms_key_month")
+    stored_gb = clients * (token_item + sizes["record"] + sizes["budget"] + 2 * 100) / 1e9
+    fixed["DynamoDB: storage and point-in-time recovery"] = stored_gb * (
         inputs.price("dynamodb_storage_gb_month") + inputs.price("dynamodb_pitr_gb_month")
     )
-    items["CloudWatch: custom metrics, alarms, dashboard"] = (
+    fixed["CloudWatch: custom metrics, alarms, dashboard"] = (
         inputs.custom_metrics * inputs.price("cloudwatch_metric_month")
         + inputs.alarms * inputs.price("cloudwatch_alarm_month")
         + inputs.dashboards * inputs.price("cloudwatch_dashboard_month")
     )
-    return items
+    return {"vend path": vend, "scheduled work": scheduled, "fixed": fixed}
+
+
+def total(groups: Mapping[str, Mapping[str, float]]) -> float:
+    return sum(sum(items.values()) for items in groups.values())
 
 
 def every_service_mints(inputs: Inputs, clients: int, rate: float) -> dict[str, float]:
@@ -317,64 +318,70 @@ def money(value: float) -> str:
 def render(inputs: Inputs) -> str:
     scale, tokens = inputs.scale, inputs.tokens
     per_client_hour = scale["refresh_token_requests_per_client_hour"]
+    idle_share = scale["clients_idle"] / scale["clients"]
     lines = [
         "# What it costs",
         "",
-        "<!-- Generated by `make cost` (scripts/cost_model.py); do not edit by hand: tests/infra/test_cost.py fails",
-        "     when this file is not what the inputs give. -->",
+        "<!-- Generated by `make cost` (scripts/cost_model.py); do not edit by hand: tests/infra/test_cost.py",
+        "     fails when this file is not what the inputs give. -->",
         "",
-        f"Monthly cost in US East (N. Virginia), list prices of {inputs.date} (docs/prices.json, sources there),",
-        "without free tiers. A month is 30 days. Clients are all in use but the benchmark's idle share",
-        f"({scale['clients_idle'] / scale['clients']:.0%}); vend calls are spread over them. Inputs: template.yaml (memory",
-        "sizes, alarms, dashboard, schedules, tracing), the metrics the code emits, and what the benchmarks measured",
-        f"(docs/bench/tokens.json: vend durations by tier and {tokens['log_bytes_per_vend_call']:.0f} bytes logged a call;",
-        f"docs/bench/scale.json, {scale['clients']:,} clients: {per_client_hour:.2f} token requests a client-hour, the",
-        "worker's durations, the calls and items each client's due work costs). Durations were measured on this",
-        "project's 2-core machine against moto and the Zus emulator: slower than Lambda on Graviton against DynamoDB,",
-        "so the Lambda lines are on the high side.",
+        f"Monthly cost in US East (N. Virginia), list prices of {inputs.date} (docs/prices.json, sources",
+        "there), without free tiers. A month is 30 days. Clients are in use but the benchmark's idle share",
+        f"({idle_share:.0%}); the vend calls are spread over them. Inputs: template.yaml (memory sizes,",
+        "alarms, dashboard, schedules, tracing), the metrics the code emits, and what the benchmarks measured:",
+        f"docs/bench/tokens.json (vend durations by tier, {tokens['log_bytes_per_vend_call']:.0f} bytes logged",
+        f"a call) and docs/bench/scale.json ({scale['clients']:,} clients: {per_client_hour:.2f} token requests a",
+        "client-hour, the worker's and the scheduled jobs' durations, the calls and items one client's due work",
+        "costs). Durations were measured on this project's 2-core machine against moto and the Zus emulator:",
+        "slower than Lambda on Graviton against DynamoDB, so the Lambda lines are on the high side.",
         "",
         "## N clients x M vend calls/s",
         "",
-        "| clients | vend calls/s | zus-m2m | (a) every service mints its own | (b) caching proxy | Zus token requests/h: zus-m2m / (a) / (b) |",
+        "| clients | vend calls/s | zus-m2m | (a) every service mints its own | (b) caching proxy "
+        "| Zus token requests an hour: zus-m2m, (a), (b) |",
         "|---:|---:|---:|---:|---:|---|",
     ]
+    instances = assumption("instances_per_client")
     for clients in CLIENTS:
         for rate in RATES:
-            ours = sum(zus_m2m(inputs, clients, rate).values())
+            ours = total(zus_m2m(inputs, clients, rate))
             minting = sum(every_service_mints(inputs, clients, rate).values())
             proxy = sum(caching_proxy(inputs, clients, rate).values())
-            zus = (
-                f"{clients * per_client_hour:,.0f} / {clients * assumption('instances_per_client'):,.0f} / {clients:,}"
-            )
+            zus = f"{clients * per_client_hour:,.0f}, {clients * instances:,.0f}, {clients:,}"
             lines.append(f"| {clients:,} | {rate} | {money(ours)} | {money(minting)} | {money(proxy)} | {zus} |")
     reference = zus_m2m(inputs, *REFERENCE)
+    scheduled_10k = sum(zus_m2m(inputs, 10_000, 1)["scheduled work"].values())
     lines += [
         "",
         f"## zus-m2m, {REFERENCE[0]:,} clients x {REFERENCE[1]} vend calls/s, line by line",
         "",
-        "| line | per month |",
-        "|---|---:|",
-        *(f"| {name} | {money(value)} |" for name, value in reference.items()),
-        f"| **total** | **{money(sum(reference.values()))}** |",
+        "| group | line | per month |",
+        "|---|---|---:|",
+    ]
+    for group, items in reference.items():
+        lines += [f"| {group} | {name} | {money(value)} |" for name, value in items.items()]
+        lines.append(f"| {group} | **subtotal** | **{money(sum(items.values()))}** |")
+    lines += [
+        f"| | **total** | **{money(total(reference))}** |",
         "",
         "## Reading the table",
         "",
-        "* **Per call, the API dominates**: API Gateway's $1.00 per million requests, Lambda's $0.20 per million,",
-        "  the audit line and X-Ray's sampled traces; a vend call's own compute is a fraction of a cent per",
-        "  thousand. **Per client, the secret dominates**: $0.40 a month in every option.",
+        "* **Per call, the API in front dominates**: API Gateway's $1.00 per million requests, Lambda's $0.20",
+        "  per million, the audit line and X-Ray's sampled traces; the vend call's own compute is a fraction of",
+        "  that. **Per client, the secret dominates**: $0.40 a month in every option.",
+        "* **Scheduled work grows with clients, not calls**, and stays small: "
+        f"{money(scheduled_10k)} a month for 10,000 clients",
+        "  (the worker, the scheduled jobs, their DynamoDB writes, Secrets Manager reads, SQS and logs).",
         "* **(a) every service mints its own token** costs least in dollars and most in everything else: each",
-        "  instance holds the client secret (every instance's role can read it, a rotation must reach them all),",
-        "  nothing audits who got a token, and token requests grow with instances, not clients: Zus answers 429",
-        "  past 200 token requests an hour for one app client, i.e. past about 200 instances of one client's",
-        "  services that each mint hourly (fewer with restarts and autoscaling, which mint again).",
-        "* **(b) a caching proxy** is cheaper than this stack from some tens of calls a second (a container costs",
-        "  the same at 1 and at 500 calls/s), but it is a service to build and run: availability across zones,",
-        "  authentication of its callers and who may get which token, the audit trail, rotation and recovery,",
-        "  patching. This stack's cost grows with calls: at hundreds of calls a second an HTTP API in front of a",
-        "  container (or API Gateway's private integration) is the cheaper shape of the same service.",
-        "* **Scheduled work** (pre-refresh, rotation checks) is proportional to clients, not calls, and small:",
-        f"  about {money(sum(v for k, v in zus_m2m(inputs, 10_000, 1).items() if 'scheduled' in k.lower() or 'worker' in k.lower() or 'SQS' in k))}",
-        "  a month for 10,000 clients (worker, dispatchers, their DynamoDB, Secrets Manager, SQS and logs).",
+        "  instance holds the client secret (every instance's role can read it; a rotation must reach all of",
+        "  them), nothing records who got a token, and token requests grow with instances, not clients: Zus",
+        "  answers 429 past 200 token requests an hour for one app client, that is past about 200 instances of",
+        "  one client's services minting hourly (fewer with restarts and autoscaling, which mint again).",
+        "* **(b) a caching proxy** costs about the same at 1 and at 500 calls a second (its containers and load",
+        "  balancer run all the time), so it is the cheaper one from some tens of calls a second on; but it is a",
+        "  service to build and run: availability across zones, who may get which token, the audit trail,",
+        "  rotation and its repair, patching. At hundreds of calls a second, this stack's vend path is the",
+        "  part to move behind a container (the scheduled work and rotation stay as they are).",
         "",
         "## Assumptions (what no benchmark measures)",
         "",
@@ -382,7 +389,7 @@ def render(inputs: Inputs) -> str:
         "|---|---:|---|",
         *(f"| {name} | {value:g} | {why} |" for name, (value, why) in ASSUMPTIONS.items()),
         "",
-        "Not counted, the same in every option or outside the service: data transfer, CloudWatch Logs storage",
+        "Not counted (the same in every option, or outside the service): data transfer, CloudWatch Logs storage",
         "(it depends on LogRetentionDays), the callers' own compute, Zus.",
         "",
         f"## Prices ({inputs.date})",
