@@ -157,7 +157,9 @@ def test_every_alarm_has_a_runbook_section_saying_what_it_means_how_to_confirm_a
     found = sections(text)
     alarms = set(resources_of_type(template, "AWS::CloudWatch::Alarm"))
     assert alarms <= set(found), f"docs/operations.md has no section for {sorted(alarms - set(found))}"
-    assert set(found) <= alarms, f"docs/operations.md has sections for alarms the stack lacks: {sorted(set(found) - alarms)}"
+    assert set(found) <= alarms, (
+        f"docs/operations.md has sections for alarms the stack lacks: {sorted(set(found) - alarms)}"
+    )
     for alarm, section in found.items():
         for part in ("**What it means.**", "**How to confirm.**", "**What to do.**"):
             assert part in section, f"{alarm}: no {part}"

@@ -191,6 +191,20 @@ def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack,
     assert description["RotationLambdaARN"] == stack.settings.rotation_function_arn
 
 
+def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed(stack: Stack, load_function) -> None:
+    worker = load_function("worker", stack.lambda_environment())
+    event = json.loads((EVENTS / "sqs_work_queue.json").read_text())
+    [record] = event["Records"]
+    assert json.loads(record["body"])["client"] == CLIENT
+
+    # billing-service has no token item yet (nobody asked for its token): no refresh of it is due
+    answer = worker.lambda_handler(event, LocalLambdaContext("zus-m2m-worker", 60))
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    stack.vendor().vend(stack.CONSUMER, CLIENT, 60)  # now it has one, due at another time: superseded
+    assert worker.lambda_handler(event, LocalLambdaContext("zus-m2m-worker", 60)) == {"batchItemFailures": []}
+
+
 def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the_dead_letters(
     stack: Stack, load_function
 ) -> None:
