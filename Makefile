@@ -26,7 +26,7 @@ BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
 .PHONY: test-313 dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens bench-scale cost openapi soak client-wheel
+	bench-tokens bench-scale cost outage-drill openapi soak client-wheel
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -135,6 +135,9 @@ bench-scale: $(STAMP)
 # benchmarks' recorded figures (docs/bench/*.json); a test fails when it drifts.
 cost: $(STAMP)
 	$(BIN)/python scripts/cost_model.py $(ARGS)
+# A 40 s outage of Zus's token endpoint under 8 callers at 1 request/s: what it costs (docs/reliability.md).
+outage-drill: $(STAMP)
+	$(BIN)/python scripts/outage_drill.py $(ARGS)
 
 # docs/openapi.json from the handlers' route decorators (tests/reliability fails when it drifts).
 openapi: $(STAMP)

@@ -1,5 +1,5 @@
 """GET /app-clients/{name}/token: a Zus access token with at least ``minTtl`` seconds left, for one of
-the client's consumers."""
+the client's consumers; ``refused`` names (by fingerprint) a token Zus refused, to be replaced."""
 
 from __future__ import annotations
 
@@ -26,14 +26,17 @@ app = api.resolver()
     **openapi.operation(
         ok={200: ("the token (X-Token-Source: the tier that answered)", "AccessToken")},
         errors=(400, 403, 404, 422, 429, 503),
-        parameters=(openapi.NAME, openapi.MIN_TTL),
+        parameters=(openapi.NAME, openapi.MIN_TTL, openapi.REFUSED),
     ),
 )
 def get_token(name: str) -> Response[str]:
     event = app.current_event
-    query = api.query_parameters(event, ("minTtl",))
+    query = api.query_parameters(event, ("minTtl", "refused"))
     min_ttl = validation.integer_in_range("minTtl", query.get("minTtl"), default=60, low=0, high=3000)
-    token = vendor.vend(api.caller_of(event), validation.client_name(name), min_ttl)
+    refused = validation.token_fingerprint("refused", query.get("refused"))
+    if refused is not None:
+        app.audit_detail(refusedToken=refused)  # a fingerprint: it names the token without revealing it
+    token = vendor.vend(api.caller_of(event), validation.client_name(name), min_ttl, refused)
     app.audit_detail(tokenExpiresAt=int(token.expires_at))
     expires_in = int(token.seconds_left(time.time()))
     body = {

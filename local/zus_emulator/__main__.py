@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .config import EmulatorConfig
+from .config import DIALECTS, PROPAGATION_MODES, EmulatorConfig
 from .http_server import stop_requested, wait_until_stopped
 from .server import EmulatorServer
 
@@ -48,12 +48,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("ZUS_EMULATOR_ADMIN_CLIENT_SECRET") or defaults.admin_client_secret,
         help="the bootstrap admin client's secret (default from ZUS_EMULATOR_ADMIN_CLIENT_SECRET)",
     )
-    for flag, name, kind, metavar in (
-        ("--token-lifetime", "token_lifetime_seconds", int, "S"),
-        ("--token-limit", "token_limit_per_hour", int, "N"),
-        ("--secret-propagation", "secret_propagation_seconds", float, "S"),
+    for flag, name, kind, metavar, meaning in (
+        ("--token-lifetime", "token_lifetime_seconds", int, "S", "seconds an access token lives"),
+        ("--token-limit", "token_limit_per_hour", int, "N", "token requests per client per rolling hour"),
+        (
+            "--secret-propagation",
+            "secret_propagation_seconds",
+            float,
+            "S",
+            "seconds a rotated secret takes to take effect everywhere",
+        ),
     ):
-        parser.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name), metavar=metavar)
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=getattr(defaults, name),
+            metavar=metavar,
+            help=f"{meaning} (default %(default)s)",
+        )
+    parser.add_argument(
+        "--dialect",
+        choices=DIALECTS,
+        default=defaults.dialect,
+        help="how /oauth/token words its answers: auth0 (401 access_denied, 429 with x-ratelimit-* headers, "
+        "as Zus's Auth0 tenant does) or rfc6749 (401 invalid_client, 429 with Retry-After); default %(default)s",
+    )
+    parser.add_argument(
+        "--propagation-mode",
+        choices=PROPAGATION_MODES,
+        default=defaults.propagation_mode,
+        help="during --secret-propagation after a rotation, each request meets the old or the new secret at "
+        "random (as Auth0 does), or the old one alone until the window ends; default %(default)s",
+    )
     parser.add_argument("--roles-as-array", action="store_true", help="answer role lookups with a one-element array")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     return parser

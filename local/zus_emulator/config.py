@@ -11,6 +11,18 @@ from typing import Any
 
 Clock = Callable[[], float]
 
+# How the token endpoint words its answers (``dialects.py``): Auth0's, as Zus's auth server (an Auth0
+# tenant) speaks, or RFC 6749's.
+AUTH0 = "auth0"
+RFC6749 = "rfc6749"
+DIALECTS = (AUTH0, RFC6749)
+# During a rotation's propagation window: each request meets a node that knows the old or the new
+# secret at random (Auth0's "up to 30 seconds"), or, for focused tests, the old secret alone until the
+# window ends and the new one alone after.
+RANDOM = "random"
+OLD_THEN_NEW = "old-then-new"
+PROPAGATION_MODES = (RANDOM, OLD_THEN_NEW)
+
 
 @dataclass(frozen=True)
 class EmulatorConfig:
@@ -21,6 +33,8 @@ class EmulatorConfig:
     token_limit_per_hour: int = 200
     secret_propagation_seconds: float = 0.0
     roles_as_array: bool = False
+    dialect: str = AUTH0
+    propagation_mode: str = RANDOM
     quiet: bool = False
     clock: Clock = field(default=time.time, repr=False, compare=False)
 
@@ -35,11 +49,19 @@ class Settings:
     token_limit_per_hour: int
     secret_propagation_seconds: float
     roles_as_array: bool
+    dialect: str = AUTH0
+    propagation_mode: str = RANDOM
 
     @classmethod
     def at_start(cls, config: EmulatorConfig) -> Settings:
-        propagation = float(config.secret_propagation_seconds)
-        return cls(config.token_lifetime_seconds, config.token_limit_per_hour, propagation, config.roles_as_array)
+        return cls(
+            config.token_lifetime_seconds,
+            config.token_limit_per_hour,
+            float(config.secret_propagation_seconds),
+            config.roles_as_array,
+            config.dialect,
+            config.propagation_mode,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +69,8 @@ class Settings:
             "tokenLimitPerHour": self.token_limit_per_hour,
             "secretPropagationSeconds": self.secret_propagation_seconds,
             "rolesAsArray": self.roles_as_array,
+            "dialect": self.dialect,
+            "propagationMode": self.propagation_mode,
         }
 
 
@@ -58,6 +82,8 @@ class Fault:
     paths: tuple[str, ...] = ()
     drop: bool = False
     retry_after: int = 1
+    # Auth0's tenant-wide limit: 500 ``access_denied`` "Global limit has been reached".
+    global_limit: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,6 +92,7 @@ class Fault:
             "paths": list(self.paths),
             "drop": self.drop,
             "retryAfter": self.retry_after,
+            "globalLimit": self.global_limit,
         }
         if self.status is not None:
             out["status"] = self.status
@@ -89,7 +116,14 @@ def parse_settings_patch(patch: object, current: Settings) -> Settings:
     """Validate a ``POST /_emulator/config`` document and apply it to ``current``."""
     if not isinstance(patch, dict):
         raise SettingsError("the body must be a JSON object")
-    known = {"tokenLifetimeSeconds", "tokenLimitPerHour", "secretPropagationSeconds", "rolesAsArray"}
+    known = {
+        "tokenLifetimeSeconds",
+        "tokenLimitPerHour",
+        "secretPropagationSeconds",
+        "rolesAsArray",
+        "dialect",
+        "propagationMode",
+    }
     unknown = sorted(set(patch) - known)
     if unknown:
         raise SettingsError(f"unknown keys: {', '.join(unknown)}")
@@ -105,7 +139,13 @@ def parse_settings_patch(patch: object, current: Settings) -> Settings:
     as_array = patch.get("rolesAsArray", current.roles_as_array)
     if not isinstance(as_array, bool):
         raise SettingsError("rolesAsArray must be a boolean")
-    return Settings(int(lifetime), int(limit), float(propagation), as_array)
+    dialect = patch.get("dialect", current.dialect)
+    if dialect not in DIALECTS:
+        raise SettingsError(f"dialect must be one of {', '.join(DIALECTS)}")
+    mode = patch.get("propagationMode", current.propagation_mode)
+    if mode not in PROPAGATION_MODES:
+        raise SettingsError(f"propagationMode must be one of {', '.join(PROPAGATION_MODES)}")
+    return Settings(int(lifetime), int(limit), float(propagation), as_array, dialect, mode)
 
 
 def parse_fault(spec: object) -> Fault | None:
@@ -114,7 +154,7 @@ def parse_fault(spec: object) -> Fault | None:
         raise SettingsError("the body must be a JSON object")
     if not spec:
         return None
-    known = {"status", "rate", "latencyMs", "paths", "drop", "retryAfter"}
+    known = {"status", "rate", "latencyMs", "paths", "drop", "retryAfter", "globalLimit"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise SettingsError(f"unknown keys: {', '.join(unknown)}")
@@ -136,10 +176,13 @@ def parse_fault(spec: object) -> Fault | None:
     retry_after = spec.get("retryAfter", 1)
     if not is_int(retry_after) or retry_after < 0:
         raise SettingsError("retryAfter must be an integer >= 0")
-    if drop and status is not None:
-        raise SettingsError("drop and status cannot be combined")
-    if status is None and not drop and latency == 0:
-        raise SettingsError("a fault needs status, drop or latencyMs")
+    global_limit = spec.get("globalLimit", False)
+    if not isinstance(global_limit, bool):
+        raise SettingsError("globalLimit must be a boolean")
+    if sum((drop, status is not None, global_limit)) > 1:
+        raise SettingsError("status, drop and globalLimit cannot be combined")
+    if status is None and not drop and not global_limit and latency == 0:
+        raise SettingsError("a fault needs status, drop, globalLimit or latencyMs")
     return Fault(
         status=status,
         rate=float(rate),
@@ -147,4 +190,5 @@ def parse_fault(spec: object) -> Fault | None:
         paths=tuple(paths),
         drop=drop,
         retry_after=retry_after,
+        global_limit=global_limit,
     )

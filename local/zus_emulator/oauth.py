@@ -1,5 +1,6 @@
 """``POST /oauth/token``: the client-credentials grant, as the guide's step 3 sends it (a JSON body), or
-as RFC 6749 allows (a form body, client credentials in Basic auth)."""
+as RFC 6749 allows (a form body, client credentials in Basic auth). Refusals and headers are worded in
+the configured dialect (``dialects.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import binascii
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
+from . import dialects
 from .api import JSON, Reply, Request
 from .state import EmulatorState
 from .tokens import OAuthError, TokenRequest
@@ -20,7 +22,7 @@ def issue_token(state: EmulatorState, request: Request) -> Reply:
     fields = _fields(request)
     client_id = fields.get("client_id")
     client_secret = fields.get("client_secret")
-    basic = _basic_credentials(request)
+    basic = _basic_credentials(request, state.settings.dialect)
     if basic is not None:
         basic_id, basic_secret = basic
         if client_id and client_id != basic_id:
@@ -39,8 +41,10 @@ def issue_token(state: EmulatorState, request: Request) -> Reply:
     except OAuthError as exc:
         if exc.status == 401 and basic is not None:  # RFC 6749 5.2: challenge the scheme that was used
             exc.headers["WWW-Authenticate"] = 'Basic realm="zus-emulator"'
+        exc.headers.update(state.rate_limit_headers(client_id))
         raise
-    return Reply(200, response, JSON, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **state.rate_limit_headers(client_id)}
+    return Reply(200, response, JSON, headers)
 
 
 def _fields(request: Request) -> dict[str, Any]:
@@ -67,15 +71,15 @@ def _fields(request: Request) -> dict[str, Any]:
     return fields
 
 
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
+def _basic_credentials(request: Request, dialect: str) -> tuple[str, str] | None:
     scheme, _, value = request.header("Authorization").partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        raise OAuthError(401, "invalid_client", "Malformed Basic credentials") from None
+        raise dialects.bad_credentials(dialect) from None
     user, sep, password = decoded.partition(":")
     if not sep:
-        raise OAuthError(401, "invalid_client", "Malformed Basic credentials")
+        raise dialects.bad_credentials(dialect)
     return unquote_plus(user), unquote_plus(password)

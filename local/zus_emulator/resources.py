@@ -1,4 +1,5 @@
-"""What the emulator's Zus holds: the managed roles and the app clients, as the guide shows them."""
+"""What the emulator's Zus holds: the three managed roles Zus lists (Builder Admin, Care Team User,
+Permissionless) and the app clients, as the guide shows them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 BUILDER_ADMIN = "Builder Admin"
 CARE_TEAM_USER = "Care Team User"
+PERMISSIONLESS = "Permissionless"
 APP_CLIENT_TYPE = "auth/app-clients"
 ROLE_TYPE = "auth/roles"
 MACHINE_TO_MACHINE = "machine_to_machine"
@@ -26,6 +28,7 @@ def role_id(name: str) -> str:
 
 BUILDER_ADMIN_ROLE_ID = role_id(BUILDER_ADMIN)
 CARE_TEAM_USER_ROLE_ID = role_id(CARE_TEAM_USER)
+PERMISSIONLESS_ROLE_ID = role_id(PERMISSIONLESS)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,12 @@ ROLES: tuple[Role, ...] = (
         name=CARE_TEAM_USER,
         description="Reads and writes patient data for the care team; cannot manage app clients.",
         permissions=("fhir:read", "fhir:write"),
+    ),
+    Role(
+        id=PERMISSIONLESS_ROLE_ID,
+        name=PERMISSIONLESS,
+        description="No permissions: authenticates, reads its own app client, and nothing else.",
+        permissions=(),
     ),
 )
 ROLES_BY_ID = {role.id: role for role in ROLES}
@@ -189,9 +198,14 @@ class AppClientRegistry:
         return secret
 
     @staticmethod
-    def secret_ok(client: AppClient, secret: str, now: float) -> bool:
+    def secret_ok(client: AppClient, secret: str, now: float, meets_new_secret: bool = False) -> bool:
+        """Whether ``secret`` is the one known to the node this request meets: the pending secret if
+        it ``meets_new_secret`` (during a propagation window), else the current one."""
         _promote(client, now)
-        return hmac.compare_digest(client.secret_digest, digest(secret))
+        known = client.secret_digest
+        if meets_new_secret and client.pending_digest is not None:
+            known = client.pending_digest
+        return hmac.compare_digest(known, digest(secret))
 
 
 def _promote(client: AppClient, now: float) -> None:

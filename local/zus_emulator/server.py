@@ -11,8 +11,9 @@ import time
 from types import TracebackType
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from . import dialects
 from .api import JSON, JSON_API, ApiError, Reply, Request, error_object, phrase
-from .config import EmulatorConfig, Fault
+from .config import EmulatorConfig, Fault, Settings
 from .http_server import BodyError, LocalHTTPServer, RequestHandler, local_url
 from .routes import dispatch
 from .state import EmulatorState
@@ -51,16 +52,30 @@ def _redacted_query(query: str) -> str:
     return "?" + urlencode(pairs, safe="[]*")
 
 
-def _fault_error(fault: Fault, oauth: bool) -> Exception | None:
-    """The error an injected fault answers with, if it answers (after its latency)."""
+def _fault_error(fault: Fault, oauth: bool, settings: Settings, now: float) -> Exception | None:
+    """The error an injected fault answers with, if it answers (after its latency). On ``/oauth/*`` it
+    speaks the dialect: a 401 or 429 is worded as a real refusal would be, and an Auth0 429 or global
+    limit says when to retry in ``x-ratelimit-reset`` (``retryAfter`` seconds from now)."""
+    dialect, limit = settings.dialect, settings.token_limit_per_hour
+    if fault.global_limit:
+        if not oauth:
+            return ApiError(500, dialects.GLOBAL_LIMIT_DESCRIPTION)
+        error = dialects.global_limit()
+        error.headers.update(dialects.rate_limit_headers(dialect, limit, 0, now + fault.retry_after))
+        return error
     if fault.status is None:
         return None
-    detail = "Injected fault"
     retry_after = fault.retry_after if fault.status in (429, 503) else None
-    if oauth:
-        return OAuthError(fault.status, OAUTH_CODES.get(fault.status, "server_error"), detail, retry_after)
-    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-    return ApiError(fault.status, detail, headers=headers)
+    if not oauth:
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        return ApiError(fault.status, "Injected fault", headers=headers)
+    if fault.status == 401:
+        return dialects.bad_credentials(dialect)
+    if fault.status == 429:
+        error = dialects.throttled(dialect, fault.retry_after, "Injected fault")
+        error.headers.update(dialects.rate_limit_headers(dialect, limit, 0, now + fault.retry_after))
+        return error
+    return OAuthError(fault.status, OAUTH_CODES.get(fault.status, "server_error"), "Injected fault", retry_after)
 
 
 class _HTTPServer(LocalHTTPServer):
@@ -146,7 +161,7 @@ class _Handler(RequestHandler):
                 time.sleep(fault.latency_ms / 1000)
             if fault.drop:
                 raise Dropped
-            error = _fault_error(fault, oauth)
+            error = _fault_error(fault, oauth, state.settings, state.now())
             if error is not None:
                 raise error
         request = Request(method=self.command, path=path, query=query, headers=self.headers, body=body)

@@ -9,11 +9,14 @@ Rules worth knowing:
   while ``now - t < 3600``. A request is counted when its client id is known and the client is not
   already over the limit — failed secrets count too (as Auth0 does); 429'd requests never count.
 * Order of token-request checks: fields present → ``grant_type`` → client id known (401) → hourly
-  limit (429) → count → secret (401) → audience (403).
-* Secret rotation with a propagation window ``P > 0``: for ``P`` seconds the old secret keeps working
-  and the new one is rejected; afterwards only the new one works. A second rotation during the window
-  replaces the *pending* secret (the newest wins and its window restarts); the current secret stays
-  valid until the newest pending one takes over. The secret that was pending before never works.
+  limit (429) → count → secret (401) → audience (403). How each refusal is worded depends on the
+  dialect (``dialects.py``): Auth0's by default, or RFC 6749's.
+* Secret rotation with a propagation window ``P > 0``: for ``P`` seconds each request meets a node
+  that knows the old secret or the new one, at random (``propagationMode`` "random", as Auth0 does),
+  or the old one alone ("old-then-new"); afterwards only the new one works. A second rotation during
+  the window replaces the *pending* secret (the newest wins and its window restarts); the current
+  secret stays known until the newest pending one takes over. The secret that was pending before
+  never works.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import threading
 import uuid
 from typing import Any
 
-from .config import EmulatorConfig, Fault, Settings, parse_fault, parse_settings_patch
+from . import dialects
+from .config import RANDOM, EmulatorConfig, Fault, Settings, parse_fault, parse_settings_patch
 from .resources import BUILDER_ADMIN_ROLE_ID, ROLES, ROLES_BY_ID, AppClient, AppClientRegistry, Role, digest
-from .tokens import GRANT_TYPE, BearerError, OAuthError, RequestLog, TokenRequest, TokenSigner
+from .tokens import GRANT_TYPE, WINDOW_SECONDS, BearerError, OAuthError, RequestLog, TokenRequest, TokenSigner
 
 
 class EmulatorState:
@@ -40,7 +44,7 @@ class EmulatorState:
         self.config = config or EmulatorConfig()
         self.issuer = issuer
         self._clock = self.config.clock
-        self._rng = rng or random.Random()  # fault sampling, not cryptography
+        self._rng = rng or random.Random()  # fault sampling and propagation, not cryptography
         self._lock = threading.RLock()
         self._signer = TokenSigner(self.config.audience)
         self.admin_app_client_id = str(
@@ -73,6 +77,9 @@ class EmulatorState:
             self._rate_limited = 0
             self._fault = None
             self._settings = Settings.at_start(self.config)
+
+    def now(self) -> float:
+        return self._clock()
 
     # -- settings and faults -----------------------------------------------------------------------
 
@@ -158,10 +165,9 @@ class EmulatorState:
         missing = [name for name, value in fields if not value]
         if missing:
             raise OAuthError(400, "invalid_request", f"Missing required parameter: {', '.join(missing)}")
+        dialect = self.settings.dialect
         if request.grant_type != GRANT_TYPE:
-            raise OAuthError(
-                400, "unsupported_grant_type", "Grant type not allowed; only client_credentials is supported"
-            )
+            raise dialects.grant_not_allowed(dialect)
         assert request.client_id is not None
         assert request.client_secret is not None
         with self._lock:
@@ -169,20 +175,17 @@ class EmulatorState:
             settings = self._settings
             client = self._clients.by_client_id(request.client_id)
             if client is None:
-                raise OAuthError(401, "invalid_client", "Unknown client or wrong client credentials")
+                raise dialects.bad_credentials(dialect)
             if self._requests.count(client.client_id, now) >= settings.token_limit_per_hour:
                 self._rate_limited += 1
-                raise OAuthError(
-                    429,
-                    "too_many_requests",
-                    f"More than {settings.token_limit_per_hour} token requests for this client in one hour",
-                    retry_after=self._requests.seconds_until_one_expires(client.client_id, now),
-                )
+                wait = self._requests.seconds_until_one_expires(client.client_id, now)
+                limit = settings.token_limit_per_hour
+                raise dialects.throttled(dialect, wait, f"More than {limit} token requests for this client in one hour")
             self._requests.record(client.client_id, now)
-            if not self._clients.secret_ok(client, request.client_secret, now):
-                raise OAuthError(401, "invalid_client", "Unknown client or wrong client credentials")
+            if not self._clients.secret_ok(client, request.client_secret, now, self._meets_new_secret(client, now)):
+                raise dialects.bad_credentials(dialect)
             if request.audience != self.config.audience:
-                raise OAuthError(403, "access_denied", "Service not found for the requested audience")
+                raise dialects.audience_denied(dialect)
             self._tokens_issued += 1
         token = self._signer.sign(
             issuer=self.issuer,
@@ -191,6 +194,23 @@ class EmulatorState:
             lifetime_seconds=settings.token_lifetime_seconds,
         )
         return {"access_token": token, "expires_in": settings.token_lifetime_seconds, "token_type": "Bearer"}
+
+    def _meets_new_secret(self, client: AppClient, now: float) -> bool:
+        """Whether this request meets a node that already knows a propagating secret (under the lock)."""
+        propagating = client.pending_digest is not None and now < client.pending_until
+        return propagating and self._settings.propagation_mode == RANDOM and self._rng.random() < 0.5
+
+    def rate_limit_headers(self, client_id: str | None) -> dict[str, str]:
+        """The dialect's rate-limit headers for a token answer to ``client_id`` (none in RFC 6749's)."""
+        with self._lock:
+            now = self._clock()
+            settings = self._settings
+            used = self._requests.count(client_id, now) if client_id else 0
+            oldest = self._requests.oldest(client_id, now) if client_id else None
+            reset_at = now if oldest is None else oldest + WINDOW_SECONDS
+            return dialects.rate_limit_headers(
+                settings.dialect, settings.token_limit_per_hour, settings.token_limit_per_hour - used, reset_at
+            )
 
     def authenticate(self, token: str) -> AppClient:
         """The live client a bearer token was issued to; raises BearerError otherwise."""

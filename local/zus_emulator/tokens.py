@@ -65,6 +65,10 @@ class RequestLog:
     def record(self, client_id: str, now: float) -> None:
         self._window(client_id, now).append(now)
 
+    def oldest(self, client_id: str, now: float) -> float | None:
+        window = self._window(client_id, now)
+        return window[0] if window else None
+
     def seconds_until_one_expires(self, client_id: str, now: float) -> int:
         window = self._window(client_id, now)
         return max(1, math.ceil(window[0] + WINDOW_SECONDS - now)) if window else 1

@@ -45,6 +45,19 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://api.sandbox.zusapi.com"
 JSON_API = "application/vnd.api+json"
+# What each dialect of Zus's auth server calls refused credentials.
+REFUSED = {"auth0": "access_denied", "rfc6749": "invalid_client"}
+
+
+@pytest.fixture(params=sorted(REFUSED))
+def dialect(request: pytest.FixtureRequest, stack: StackProcess) -> Iterator[str]:
+    """The session's emulator speaking one dialect for the test, then as it started (Auth0's, no
+    propagation delay) again."""
+    chosen = str(request.param)
+    requests.post(f"{stack.zus}/_emulator/config", json={"dialect": chosen}, timeout=5).raise_for_status()
+    yield chosen
+    defaults = {"dialect": "auth0", "secretPropagationSeconds": 0, "propagationMode": "random"}
+    requests.post(f"{stack.zus}/_emulator/config", json=defaults, timeout=5).raise_for_status()
 
 
 def free_port() -> int:
@@ -95,8 +108,8 @@ def consumer_arn(stack: StackProcess) -> str:
 # --- the guide's flow through the service ------------------------------------------------------------
 
 
-def test_provision_token_rotate_delete(stack: StackProcess) -> None:
-    api, name = stack.api, "e2e-billing"
+def test_provision_token_rotate_delete(stack: StackProcess, dialect: str) -> None:
+    api, name = stack.api, f"e2e-billing-{dialect}"
 
     admin, consumer = stack.admin, stack.consumer
     consumers = [consumer_arn(stack)]
@@ -126,7 +139,10 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     assert read.status_code == 200, read.text
     assert read.json()["data"]["attributes"]["clientId"] == record["clientId"]
 
-    # Rotate while a caller keeps asking for tokens every 50 ms.
+    # Rotate while a caller keeps asking for tokens every 50 ms; Zus refuses the new secret (and still
+    # accepts the old one) for 3 s after rotating it, so testSecret has to wait for it.
+    propagation = {"secretPropagationSeconds": 3, "propagationMode": "old-then-new"}
+    requests.post(f"{stack.zus}/_emulator/config", json=propagation, timeout=5).raise_for_status()
     sm = stack.client("secretsmanager")
     secret_id = record["secretArn"]
     before = version_with(stages(sm, secret_id), "AWSCURRENT")
@@ -165,7 +181,7 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     assert zus_token(stack, current["clientId"], current["clientSecret"]).status_code == 200
     refused = zus_token(stack, previous["clientId"], previous["clientSecret"])
     assert refused.status_code == 401
-    assert refused.json()["error"] == "invalid_client"
+    assert refused.json()["error"] == REFUSED[dialect]
     after = consumer.get(f"{api}/app-clients/{name}/token", timeout=10)
     assert after.status_code == 200, after.text
 
@@ -180,9 +196,33 @@ def test_provision_token_rotate_delete(stack: StackProcess) -> None:
     time.sleep(0.2)
     output = stack.output
     assert f"POST   /app-clients/{name}/rotations  202" in output
-    assert "rotation zus-m2m/sandbox/e2e-billing  finishSecret  ok" in output
+    assert f"rotation zus-m2m/sandbox/{name}  finishSecret  ok" in output
     for secret in (current["clientSecret"], previous["clientSecret"], access_token, "local-admin-secret"):
         assert secret not in output
+
+
+def test_zus_asking_for_15_minutes_is_a_retry_after_of_15_minutes(stack: StackProcess) -> None:
+    """Auth0 throttles without Retry-After; its x-ratelimit-reset (epoch seconds) says 900 s from now."""
+    api, name = stack.api, "e2e-throttled"
+    created = stack.admin.post(
+        f"{api}/app-clients", json={"name": name, "consumers": [consumer_arn(stack)]}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    stack.client("dynamodb").delete_item(  # forget the cached token: the next call asks Zus
+        TableName="zus-m2m-local", Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}}
+    )
+    fault = {"status": 429, "retryAfter": 900, "paths": ["/oauth/token"]}
+    requests.post(f"{stack.zus}/_emulator/faults", json=fault, timeout=5).raise_for_status()
+    try:
+        throttled = stack.consumer.get(f"{api}/app-clients/{name}/token", timeout=10)
+        again = stack.consumer.get(f"{api}/app-clients/{name}/token", timeout=10)  # remembered, Zus not asked
+    finally:
+        requests.post(f"{stack.zus}/_emulator/faults", json={}, timeout=5).raise_for_status()
+        stack.admin.delete(f"{api}/app-clients/{name}", timeout=30)
+    assert throttled.status_code == 503, throttled.text
+    assert 899 <= int(throttled.headers["Retry-After"]) <= 901
+    assert again.status_code == 503
+    assert 895 <= int(again.headers["Retry-After"]) <= 901
 
 
 def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProcess) -> None:

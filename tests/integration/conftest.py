@@ -16,6 +16,7 @@ import requests
 from aws_lambda_powertools import Metrics
 
 from zus_emulator import EmulatorConfig, EmulatorServer
+from zus_emulator.config import AUTH0, DIALECTS
 from zus_local.aws_setup import create_queues, store_admin_secret
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.queue_poller import handled, sqs_event
@@ -32,7 +33,8 @@ from zus_m2m.ports import Checkpoint, no_checkpoint
 from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.settings import Settings
-from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
+from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, ClientRecord
 from zus_m2m.zus.client import ZusClient
 from zus_m2m.zus.models import AppClient
@@ -58,6 +60,16 @@ def zus(emulator: EmulatorServer) -> EmulatorServer:
     response = requests.post(f"{emulator.url}/_emulator/reset", timeout=5)
     assert response.status_code == 204, response.text
     return emulator
+
+
+@pytest.fixture(params=DIALECTS)
+def dialect(request: pytest.FixtureRequest, zus: EmulatorServer) -> Iterator[str]:
+    """The test runs once per dialect of Zus's auth server (Auth0's, RFC 6749's), the emulator switched
+    to it for the test and back to the default after."""
+    chosen = str(request.param)
+    requests.post(f"{zus.url}/_emulator/config", json={"dialect": chosen}, timeout=5).raise_for_status()
+    yield chosen
+    requests.post(f"{zus.url}/_emulator/config", json={"dialect": AUTH0}, timeout=5).raise_for_status()
 
 
 # --- end of Zus emulator fixtures -----------------------------------------------------------------
@@ -211,10 +223,7 @@ class Deployment:
 
     def vendor(self, policy: VendingPolicy | None = None) -> TokenVendor:
         """A new container's token vendor."""
-        vendor = self.new_container().token_vendor()
-        if policy is not None:
-            vendor.policy = policy
-        return vendor
+        return self.new_container().token_vendor(policy=policy)
 
     def provisioning(self, checkpoint: Checkpoint = no_checkpoint, **policy: Any) -> wiring.Provisioning:
         """A new container's provisioning use cases; ``policy`` overrides the create's claim timings."""
@@ -228,11 +237,12 @@ class Deployment:
         """A new container of the rotation function: its rotation steps."""
         return self.new_container(metrics).rotation_steps()
 
-    def sweep(self, metrics: Metrics | None = None, **policy: float) -> RotationSweep:
+    def sweep(self, metrics: Metrics | None = None, **policy: Any) -> RotationSweep:
         """A new container of the worker function: its rotation check."""
         sweep = self.new_container(metrics).rotation_sweep()
-        if policy:
+        if policy:  # the sweep's, and its repair's (which checks which secret works)
             sweep.policy = dataclasses.replace(sweep.policy, **policy)
+            sweep.repair.policy = dataclasses.replace(sweep.repair.policy, **policy)
         return sweep
 
     def work_queue(self) -> WorkQueue:
@@ -313,7 +323,14 @@ class VendingStack(Deployment):
 
 
 @pytest.fixture
-def vending_stack(aws, zus) -> VendingStack:
+def vending_stack(aws, zus, dialect: str) -> VendingStack:
+    """In each dialect of Zus's auth server."""
+    return VendingStack(aws, zus)
+
+
+@pytest.fixture
+def auth0_vending_stack(aws, zus) -> VendingStack:
+    """In Auth0's dialect only, for behaviour no answer of the token endpoint's dialects changes."""
     return VendingStack(aws, zus)
 
 
@@ -322,8 +339,8 @@ class RotationStack(Deployment):
 
     CLIENT = "billing-service"
 
-    def __init__(self, aws, zus, rotation_function_arn: str) -> None:
-        super().__init__(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn)
+    def __init__(self, aws, zus, rotation_function_arn: str, **environment: str) -> None:
+        super().__init__(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn, **environment)
         self.store = SecretsManagerStore(aws.secretsmanager, max_age=0)
         self.app_client, credentials = self.create_zus_client(self.CLIENT)
         self.secret_id = self.settings.secret_naming.secret_id(self.CLIENT)
@@ -369,7 +386,7 @@ class RotationStack(Deployment):
         assert current.client_secret != before.client_secret
         assert current.app_client_id == before.app_client_id
         assert self.zus_client.request_token(current.client_id, current.client_secret).access_token
-        with pytest.raises(errors.ZusInvalidClient):
+        with pytest.raises(errors.ZusCredentialsRefused):
             self.zus_client.request_token(before.client_id, before.client_secret)
         # Still exactly one Zus app client for it, and no other client created along the way.
         admin_credentials = self.current(self.ADMIN_SECRET)
@@ -385,8 +402,15 @@ class RotationStack(Deployment):
 
 
 @pytest.fixture
-def rotation_stack(aws, zus, rotation_function_arn) -> RotationStack:
+def rotation_stack(aws, zus, rotation_function_arn, dialect: str) -> RotationStack:
+    """In each dialect of Zus's auth server."""
     return RotationStack(aws, zus, rotation_function_arn)
+
+
+@pytest.fixture
+def busy_rotation_stack(aws, zus, rotation_function_arn, dialect: str) -> RotationStack:
+    """A rotation stack whose token budget is all Zus allows (200 requests an hour), for many token requests."""
+    return RotationStack(aws, zus, rotation_function_arn, TOKEN_BUDGET_PER_HOUR="200")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import requests
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
     from conftest import Deployment
@@ -240,11 +241,17 @@ def test_patch_refuses_a_bad_list_naming_the_entry_and_changes_nothing(api: Api)
     assert_problem(*api(for_name("apigw_update_client", "zus-m2m-admin")), 409)
 
 
+def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
+    """A secret's versions and their stages (moto reports the time of the listing as each CreatedDate)."""
+    listed = aws.secretsmanager.list_secret_version_ids(SecretId=secret_arn)["Versions"]
+    return sorted((version["VersionId"], sorted(version["VersionStages"])) for version in listed)
+
+
 def test_a_caller_who_is_not_an_admin_is_refused_on_every_admin_route_and_nothing_changes(
     api: Api, aws, zus, audited: AuditLines
 ) -> None:
     _, _, created = api(event("apigw_create_client"))
-    versions = aws.secretsmanager.list_secret_version_ids(SecretId=created["secretArn"])["Versions"]
+    versions = secret_versions(aws, created["secretArn"])
     audited.events.clear()
     routes = [
         create_event({"name": "another-client"}),
@@ -264,7 +271,7 @@ def test_a_caller_who_is_not_an_admin_is_refused_on_every_admin_route_and_nothin
 
     # nothing half-changed: the record, the secret and the Zus clients as they were
     assert app_clients_at_zus(zus) == 2
-    assert aws.secretsmanager.list_secret_version_ids(SecretId=created["secretArn"])["Versions"] == versions
+    assert secret_versions(aws, created["secretArn"]) == versions
     assert api(event("apigw_get_client"))[2]["consumers"] == [CONSUMER_ROLE]
     assert [line["outcome"] for line in audited.events][: len(routes)] == ["denied"] * len(routes)
 
@@ -273,14 +280,14 @@ def test_a_second_rotation_within_the_minimum_gap_is_429_with_retry_after(api: A
     api(event("apigw_create_client"))
     assert api(event("apigw_start_rotation"))[0] == 202
     # moto without a rotation function finishes the rotation at once: the next one is not "in progress"
-    versions = aws.secretsmanager.list_secret_version_ids(SecretId="zus-m2m/test/billing-service")["Versions"]
+    versions = secret_versions(aws, "zus-m2m/test/billing-service")
 
     status, headers, body = api(event("apigw_start_rotation"))
 
     assert_problem(status, headers, body, 429)
     assert 290 <= int(headers["retry-after"]) <= 300
     assert "requested less than 300 s ago" in body["detail"]
-    assert aws.secretsmanager.list_secret_version_ids(SecretId="zus-m2m/test/billing-service")["Versions"] == versions
+    assert secret_versions(aws, "zus-m2m/test/billing-service") == versions
 
 
 def test_every_call_is_one_audit_line_naming_caller_action_client_and_outcome(api: Api, audited: AuditLines) -> None:
@@ -714,6 +721,41 @@ def test_a_caller_that_is_not_a_consumer_gets_a_403_problem_naming_neither_token
         403,
         f"{NOT_AN_ADMIN.replace('task-1', 'billing-service')} may not get tokens of app client 'nobody'",
     )
+
+
+def token_requests_at_zus(zus) -> int:
+    return sum(requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["tokenRequests"].values())
+
+
+def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_names_the_fingerprint(
+    api: Api, token_api: Api, zus, audited: AuditLines
+) -> None:
+    api(event("apigw_create_client"))
+    _, _, cached = token_api(event("apigw_get_token"))
+    refused = fingerprint(cached["access_token"])
+    before = token_requests_at_zus(zus)
+    audited.events.clear()
+
+    status, headers, body = token_api(with_query(event("apigw_get_token"), refused=refused))
+
+    assert status == 200, body
+    assert body["access_token"] != cached["access_token"]
+    assert headers["x-token-source"] == "zus"
+    assert token_requests_at_zus(zus) - before == 1
+    [line] = audited.events
+    assert (line["refusedToken"], line["outcome"]) == (refused, "allowed")
+    assert cached["access_token"] not in json.dumps(line)
+    assert body["access_token"] not in json.dumps(line)
+
+
+@pytest.mark.parametrize(
+    "value", ["", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "0123456789abcdeg", "eyJhbGciOi.x"]
+)  # read before anything else: no client needed
+def test_a_refused_parameter_that_is_not_a_fingerprint_is_400_naming_it(token_api: Api, value: str) -> None:
+    status, headers, body = token_api(with_query(event("apigw_get_token"), refused=value))
+
+    assert_problem(status, headers, body, 400)
+    assert body["detail"].startswith("refused must be a token's fingerprint")
 
 
 def test_the_bootstrap_admin_client_is_never_vended_not_even_to_an_admin(token_api: Api) -> None:

@@ -20,6 +20,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from zus_emulator import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID, EmulatorConfig, EmulatorServer
+from zus_emulator.config import AUTH0, DIALECTS, OLD_THEN_NEW, RFC6749
 
 AUDIENCE = "https://api.sandbox.zusapi.com"
 ADMIN_ID = "local-admin"
@@ -107,6 +108,23 @@ def assert_oauth_error(response: requests.Response, status: int, code: str) -> N
     assert body["error"] == code
     assert isinstance(body["error_description"], str)
     assert set(body) == {"error", "error_description"}
+
+
+def assert_refused(response: requests.Response, dialect: str = AUTH0) -> None:
+    """The token endpoint refused the client's credentials, in the dialect's words."""
+    if dialect == AUTH0:
+        assert_oauth_error(response, 401, "access_denied")
+        assert response.json()["error_description"] == "Unauthorized"
+    else:
+        assert_oauth_error(response, 401, "invalid_client")
+
+
+def wait_asked(response: requests.Response, dialect: str) -> int:
+    """The seconds a 429 asks for: Retry-After in RFC 6749's dialect, x-ratelimit-reset in Auth0's."""
+    if dialect == AUTH0:
+        assert "Retry-After" not in response.headers
+        return int(response.headers["x-ratelimit-reset"]) - int(time.time())
+    return int(response.headers["Retry-After"])
 
 
 # --- the guide's flow -----------------------------------------------------------------------------
@@ -201,7 +219,8 @@ def test_roles_lookup_variants(zus: EmulatorServer) -> None:
     assert response.status_code == 200
     assert response.json() == {"data": []}
     response = requests.get(f"{zus.url}/auth/roles", headers=admin, timeout=TIMEOUT)
-    assert sorted(r["attributes"]["name"] for r in response.json()["data"]) == ["Builder Admin", "Care Team User"]
+    names = sorted(r["attributes"]["name"] for r in response.json()["data"])
+    assert names == ["Builder Admin", "Care Team User", "Permissionless"]
     set_config(zus, rolesAsArray=True)
     response = requests.get(
         f"{zus.url}/auth/roles", params={"filter[name]": "Builder Admin"}, headers=admin, timeout=TIMEOUT
@@ -283,7 +302,7 @@ def test_delete_revokes_credentials_and_tokens(zus: EmulatorServer) -> None:
     response = requests.delete(f"{zus.url}/auth/app-clients/{client['id']}", headers=bearer(admin), timeout=TIMEOUT)
     assert response.status_code == 204
     assert response.content == b""
-    assert_oauth_error(token_response(zus, cid, secret), 401, "invalid_client")
+    assert_refused(token_response(zus, cid, secret))
     response = requests.get(f"{zus.url}/auth/app-clients", headers=bearer(own), timeout=TIMEOUT)
     assert_jsonapi_error(response, 401)
     response = requests.get(f"{zus.url}/auth/app-clients/{client['id']}", headers=bearer(admin), timeout=TIMEOUT)
@@ -340,7 +359,7 @@ def test_expiry_and_the_sliding_hour_follow_the_injected_clock() -> None:
         assert requests.get(f"{server.url}/auth/app-clients", headers=bearer(first), timeout=TIMEOUT).ok
         limited = token_response(server, ADMIN_ID, ADMIN_SECRET)
         assert_oauth_error(limited, 429, "too_many_requests")
-        assert limited.headers["Retry-After"] == str(3600 - 59)
+        assert int(limited.headers["x-ratelimit-reset"]) == int(clock.now) - 59 + 3600
         clock.now += 1
         response = requests.get(f"{server.url}/auth/app-clients", headers=bearer(first), timeout=TIMEOUT)
         assert "expired" in assert_jsonapi_error(response, 401)["detail"]
@@ -449,12 +468,16 @@ def test_unknown_route_is_404_and_wrong_method_is_405(zus: EmulatorServer) -> No
 # --- token endpoint -------------------------------------------------------------------------------
 
 
-def test_token_endpoint_errors(zus: EmulatorServer) -> None:
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_token_endpoint_errors(zus: EmulatorServer, dialect: str) -> None:
+    set_config(zus, dialect=dialect)
     url = f"{zus.url}/oauth/token"
     ok = {"client_id": ADMIN_ID, "client_secret": ADMIN_SECRET, "audience": AUDIENCE}
-    assert_oauth_error(
-        requests.post(url, json={**ok, "grant_type": "password"}, timeout=TIMEOUT), 400, "unsupported_grant_type"
-    )
+    not_allowed = requests.post(url, json={**ok, "grant_type": "password"}, timeout=TIMEOUT)
+    if dialect == AUTH0:
+        assert_oauth_error(not_allowed, 403, "unauthorized_client")
+    else:
+        assert_oauth_error(not_allowed, 400, "unsupported_grant_type")
     assert_oauth_error(requests.post(url, json=ok, timeout=TIMEOUT), 400, "invalid_request")
     for field in ("client_id", "client_secret", "audience"):
         body = {**ok, "grant_type": "client_credentials"}
@@ -463,9 +486,9 @@ def test_token_endpoint_errors(zus: EmulatorServer) -> None:
     response = requests.post(url, data=b"{not json", headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
     assert_oauth_error(response, 400, "invalid_request")
     response = token_response(zus, ADMIN_ID, "wrong-secret")
-    assert_oauth_error(response, 401, "invalid_client")
+    assert_refused(response, dialect)
     assert "wrong-secret" not in response.text
-    assert_oauth_error(token_response(zus, "nobody", ADMIN_SECRET), 401, "invalid_client")
+    assert_refused(token_response(zus, "nobody", ADMIN_SECRET), dialect)
 
 
 def test_audience_mismatch_is_403_access_denied(zus: EmulatorServer) -> None:
@@ -492,7 +515,7 @@ def test_form_body_and_basic_auth_are_accepted(zus: EmulatorServer) -> None:
     response = requests.post(
         f"{zus.url}/oauth/token", data=form, headers={"Authorization": f"Basic {wrong}"}, timeout=TIMEOUT
     )
-    assert_oauth_error(response, 401, "invalid_client")
+    assert_refused(response)
     assert response.headers["WWW-Authenticate"].startswith("Basic")
 
 
@@ -513,7 +536,9 @@ def test_authlib_oauth2_session_obtains_a_token(zus: EmulatorServer) -> None:
 # --- hourly limit ---------------------------------------------------------------------------------
 
 
-def test_the_201st_token_request_in_an_hour_is_429(zus: EmulatorServer) -> None:
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_the_201st_token_request_in_an_hour_is_429(zus: EmulatorServer, dialect: str) -> None:
+    set_config(zus, dialect=dialect)
     with requests.Session() as session:
         body = {
             "client_id": ADMIN_ID,
@@ -525,8 +550,7 @@ def test_the_201st_token_request_in_an_hour_is_429(zus: EmulatorServer) -> None:
         assert statuses == [200] * 200
         response = session.post(f"{zus.url}/oauth/token", json=body, timeout=TIMEOUT)
     assert_oauth_error(response, 429, "too_many_requests")
-    retry_after = int(response.headers["Retry-After"])
-    assert 3500 <= retry_after <= 3600
+    assert 3500 <= wait_asked(response, dialect) <= 3601
     assert stats(zus)["tokenRequests"] == {ADMIN_ID: 200}
 
 
@@ -538,7 +562,7 @@ def test_the_limit_counts_failed_secrets_but_not_429s_and_is_per_client(zus: Emu
     assert token_response(zus, ADMIN_ID, ADMIN_SECRET).status_code == 200
     limited = token_response(zus, ADMIN_ID, ADMIN_SECRET)
     assert_oauth_error(limited, 429, "too_many_requests")
-    assert int(limited.headers["Retry-After"]) >= 1
+    assert wait_asked(limited, AUTH0) >= 1
     assert_oauth_error(token_response(zus, ADMIN_ID, "wrong"), 429, "too_many_requests")
     assert token_response(zus, other["attributes"]["clientId"], other["attributes"]["clientSecret"]).ok
     current = stats(zus)
@@ -569,7 +593,7 @@ def test_rotate_invalidates_the_old_secret_at_once(zus: EmulatorServer) -> None:
     assert rotated["attributes"]["clientId"] == cid
     new = rotated["attributes"]["clientSecret"]
     assert new != old
-    assert_oauth_error(token_response(zus, cid, old), 401, "invalid_client")
+    assert_refused(token_response(zus, cid, old))
     assert token_response(zus, cid, new).status_code == 200
     # tokens issued before the rotation stay valid until they expire
     assert requests.get(f"{zus.url}/auth/app-clients", headers=bearer(own_token), timeout=TIMEOUT).ok
@@ -579,16 +603,33 @@ def test_rotate_with_propagation_keeps_the_old_secret_for_a_while(zus: EmulatorS
     admin = token(zus)
     client = create(zus, admin, "slow-rotation")
     cid, old = client["attributes"]["clientId"], client["attributes"]["clientSecret"]
-    set_config(zus, secretPropagationSeconds=1)
+    set_config(zus, secretPropagationSeconds=1, propagationMode=OLD_THEN_NEW)
     response = requests.post(
         f"{zus.url}/auth/app-clients/{client['id']}/rotate-secret", headers=bearer(admin), timeout=TIMEOUT
     )
     new = response.json()["data"]["attributes"]["clientSecret"]
     assert token_response(zus, cid, old).status_code == 200
-    assert_oauth_error(token_response(zus, cid, new), 401, "invalid_client")
+    assert_refused(token_response(zus, cid, new))
     time.sleep(1.2)
     assert token_response(zus, cid, new).status_code == 200
-    assert_oauth_error(token_response(zus, cid, old), 401, "invalid_client")
+    assert_refused(token_response(zus, cid, old))
+
+
+def test_rotate_with_random_propagation_answers_either_secret_by_chance(zus: EmulatorServer) -> None:
+    admin = token(zus)
+    client = create(zus, admin, "auth0-rotation")
+    cid, old = client["attributes"]["clientId"], client["attributes"]["clientSecret"]
+    set_config(zus, secretPropagationSeconds=30)
+    response = requests.post(
+        f"{zus.url}/auth/app-clients/{client['id']}/rotate-secret", headers=bearer(admin), timeout=TIMEOUT
+    )
+    new = response.json()["data"]["attributes"]["clientSecret"]
+    statuses = {
+        which: {token_response(zus, cid, secret).status_code for _ in range(40)}
+        for which, secret in (("old", old), ("new", new))
+    }
+    # The same secret is accepted by one request and refused (401) by the next, whichever it is.
+    assert statuses == {"old": {200, 401}, "new": {200, 401}}
 
 
 def test_the_admin_can_rotate_itself_and_reset_restores_it(zus: EmulatorServer) -> None:
@@ -598,16 +639,53 @@ def test_the_admin_can_rotate_itself_and_reset_restores_it(zus: EmulatorServer) 
         f"{zus.url}/auth/app-clients/{admin_doc['id']}/rotate-secret", headers=bearer(token(zus)), timeout=TIMEOUT
     )
     new = response.json()["data"]["attributes"]["clientSecret"]
-    assert_oauth_error(token_response(zus, ADMIN_ID, ADMIN_SECRET), 401, "invalid_client")
+    assert_refused(token_response(zus, ADMIN_ID, ADMIN_SECRET))
     assert token_response(zus, ADMIN_ID, new).status_code == 200
     assert requests.post(f"{zus.url}/_emulator/reset", timeout=TIMEOUT).status_code == 204
     assert token_response(zus, ADMIN_ID, ADMIN_SECRET).status_code == 200
 
 
+def test_auth0_puts_rate_limit_headers_on_every_token_answer(zus: EmulatorServer) -> None:
+    set_config(zus, tokenLimitPerHour=3)
+    answers = [
+        token_response(zus, ADMIN_ID, ADMIN_SECRET),  # 200
+        token_response(zus, ADMIN_ID, "wrong"),  # 401, counted
+        token_response(zus, ADMIN_ID, ADMIN_SECRET, audience="https://api.zusapi.com"),  # 403, counted
+        token_response(zus, ADMIN_ID, ADMIN_SECRET),  # 429
+    ]
+    assert [answer.status_code for answer in answers] == [200, 401, 403, 429]
+    assert [answer.headers["x-ratelimit-remaining"] for answer in answers] == ["2", "1", "0", "0"]
+    assert {answer.headers["x-ratelimit-limit"] for answer in answers} == {"3"}
+    resets = {int(answer.headers["x-ratelimit-reset"]) for answer in answers}
+    assert len(resets) == 1  # when the first request leaves the window
+    assert 3590 <= resets.pop() - time.time() <= 3601
+    assert "Retry-After" not in answers[3].headers
+
+
+def test_rfc6749_sends_retry_after_and_no_rate_limit_headers(zus: EmulatorServer) -> None:
+    set_config(zus, dialect=RFC6749, tokenLimitPerHour=1)
+    assert token_response(zus, ADMIN_ID, ADMIN_SECRET).status_code == 200
+    limited = token_response(zus, ADMIN_ID, ADMIN_SECRET)
+    assert_oauth_error(limited, 429, "too_many_requests")
+    assert int(limited.headers["Retry-After"]) >= 3590
+    assert not [name for name in limited.headers if name.lower().startswith("x-ratelimit")]
+
+
+def test_the_global_limit_fault_is_auth0s_500_access_denied(zus: EmulatorServer) -> None:
+    set_faults(zus, globalLimit=True, retryAfter=20, paths=["/oauth/token"])
+    response = token_response(zus, ADMIN_ID, ADMIN_SECRET)
+    assert_oauth_error(response, 500, "access_denied")
+    assert response.json()["error_description"] == "Global limit has been reached"
+    assert 19 <= int(response.headers["x-ratelimit-reset"]) - time.time() <= 21
+    assert stats(zus)["tokenRequests"] == {}
+
+
 # --- faults ---------------------------------------------------------------------------------------
 
 
-def test_fault_status_applies_to_matching_paths_only(zus: EmulatorServer) -> None:
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_fault_status_applies_to_matching_paths_only(zus: EmulatorServer, dialect: str) -> None:
+    set_config(zus, dialect=dialect)
     admin = token(zus)
     set_faults(zus, status=503, paths=["/auth/app-clients"])
     response = requests.get(f"{zus.url}/auth/app-clients", headers=bearer(admin), timeout=TIMEOUT)
@@ -616,7 +694,9 @@ def test_fault_status_applies_to_matching_paths_only(zus: EmulatorServer) -> Non
     set_faults(zus, status=429, retryAfter=7, paths=["/oauth/token"])
     response = token_response(zus, ADMIN_ID, ADMIN_SECRET)
     assert_oauth_error(response, 429, "too_many_requests")
-    assert response.headers["Retry-After"] == "7"
+    assert 6 <= wait_asked(response, dialect) <= 8
+    set_faults(zus, status=401, paths=["/oauth/token"])
+    assert_refused(token_response(zus, ADMIN_ID, ADMIN_SECRET), dialect)
     set_faults(zus, status=500)
     assert_oauth_error(token_response(zus, ADMIN_ID, ADMIN_SECRET), 500, "server_error")
     assert_jsonapi_error(requests.get(f"{zus.url}/auth/roles", headers=bearer(admin), timeout=TIMEOUT), 500)
@@ -625,7 +705,15 @@ def test_fault_status_applies_to_matching_paths_only(zus: EmulatorServer) -> Non
     assert current["tokenRequests"] == {ADMIN_ID: 2}
     assert current["tokensIssued"] == 2
     got = requests.get(f"{zus.url}/_emulator/faults", timeout=TIMEOUT).json()
-    assert got == {"status": 500, "rate": 1.0, "latencyMs": 0, "paths": [], "drop": False, "retryAfter": 1}
+    assert got == {
+        "status": 500,
+        "rate": 1.0,
+        "latencyMs": 0,
+        "paths": [],
+        "drop": False,
+        "retryAfter": 1,
+        "globalLimit": False,
+    }
     set_faults(zus)
     assert requests.get(f"{zus.url}/_emulator/faults", timeout=TIMEOUT).json() == {}
     assert token_response(zus, ADMIN_ID, ADMIN_SECRET).status_code == 200
@@ -673,6 +761,8 @@ def test_fault_drop_closes_the_connection(zus: EmulatorServer) -> None:
         {"paths": "/oauth/token", "status": 500},
         {"drop": "yes"},
         {"status": 500, "drop": True},
+        {"globalLimit": True, "status": 500},
+        {"globalLimit": "yes"},
         {"rate": 0.5},
         {"bogus": 1},
         [],
@@ -693,6 +783,8 @@ def test_config_roundtrip_validation_and_reset(zus: EmulatorServer) -> None:
         "tokenLimitPerHour": 200,
         "secretPropagationSeconds": 0.0,
         "rolesAsArray": False,
+        "dialect": AUTH0,
+        "propagationMode": "random",
     }
     assert requests.get(f"{zus.url}/_emulator/config", timeout=TIMEOUT).json() == defaults
     response = requests.post(
@@ -706,6 +798,8 @@ def test_config_roundtrip_validation_and_reset(zus: EmulatorServer) -> None:
         {"tokenLimitPerHour": True},
         {"secretPropagationSeconds": -1},
         {"rolesAsArray": 1},
+        {"dialect": "auth1"},
+        {"propagationMode": "sometimes"},
         {"unknown": 1},
         [1],
     ):

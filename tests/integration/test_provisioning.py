@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from fakes import Crash, crash_at
 
+from zus_emulator.config import OLD_THEN_NEW
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
 from zus_m2m.aws.dynamo import client_key
@@ -104,15 +105,27 @@ def test_twenty_parallel_creates_in_twenty_containers_make_one_zus_client(stack:
     stack.assert_usable()
 
 
-def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_by_the_retry(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    "checkpoint",
+    [CreateCheckpoints.APP_CLIENT_CREATED, CreateCheckpoints.SECRET_RECOVERED, CreateCheckpoints.SECRET_STORED],
+)
+def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_by_the_retry(
+    stack: Stack, dialect: str, checkpoint: str
+) -> None:
+    if checkpoint == CreateCheckpoints.SECRET_RECOVERED:  # the first retry dies too, after rotating the secret
+        with pytest.raises(Crash):
+            stack.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED), claim_seconds=1.0).create_client(
+                CreateRequest(NAME)
+            )
+        time.sleep(1.0)  # the dead attempt's claim expires
     with pytest.raises(Crash):
-        stack.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED), claim_seconds=1.0).create_client(
-            CreateRequest(NAME)
-        )
+        stack.provisioning(crash_at(checkpoint), claim_seconds=1.0).create_client(CreateRequest(NAME))
     [orphan] = stack.zus_clients_named(NAME)
     assert stack.item(NAME, "record")["status"]["S"] == "creating"
-    with pytest.raises(stack.aws.secretsmanager.exceptions.ResourceNotFoundException):
-        stack.stored()
+    if checkpoint != CreateCheckpoints.SECRET_STORED:
+        with pytest.raises(stack.aws.secretsmanager.exceptions.ResourceNotFoundException):
+            stack.stored()
+    time.sleep(1.0)  # the dead attempt's claim expires
 
     record, created = stack.provisioning(claim_seconds=1.0).create_client(CreateRequest(NAME))
 
@@ -121,6 +134,32 @@ def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_by_the_ret
     assert stack.stats()["appClients"] == 2
     stack.assert_usable()
     assert stack.item(NAME, "record")["status"]["S"] == "active"
+
+
+def test_a_recovered_secret_still_taking_effect_at_zus_is_proven_patiently(stack: Stack, dialect: str) -> None:
+    # The retry of a create that died recovers the lost secret with rotate-secret; Zus refuses the new
+    # secret (and accepts the lost one) for 2 s.
+    stack.emulator("config", secretPropagationSeconds=2, propagationMode=OLD_THEN_NEW)
+    with pytest.raises(Crash):
+        stack.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED), claim_seconds=0.1).create_client(
+            CreateRequest(NAME)
+        )
+    time.sleep(0.2)  # the dead attempt's claim expires
+
+    _, created = stack.provisioning(claim_seconds=0.1).create_client(CreateRequest(NAME))
+
+    assert created is True
+    assert stack.stats()["appClients"] == 2
+    stack.assert_usable()
+
+
+def test_a_create_works_when_zus_tokens_live_no_longer_than_a_minute(stack: Stack) -> None:
+    stack.emulator("config", tokenLifetimeSeconds=60)
+
+    _, created = stack.provisioning().create_client(CreateRequest(NAME))
+
+    assert created is True
+    stack.assert_usable()
 
 
 def test_a_retry_while_the_dead_attempts_claim_is_live_answers_503_with_retry_after(stack: Stack) -> None:

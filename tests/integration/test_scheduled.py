@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fakes import crash_at
 
+from zus_emulator.config import AUTH0
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
 from zus_m2m.rotation.steps import RotationCheckpoints
+from zus_m2m.tokens.patience import Patience
 from zus_m2m.values import AWSPENDING
 
 if TYPE_CHECKING:
@@ -109,7 +111,8 @@ def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack,
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # the new secret is lost
 
-    assert stack.sweep(counting_metrics).check(CLIENT).outcome == "recovery-started"
+    # A secret stored long ago (else a refusal of a settling version is asked again, patiently)
+    assert stack.sweep(counting_metrics, settle_seconds=0).check(CLIENT).outcome == "recovery-started"
     assert counting_metrics.counts["SecretRecoveryStarted"] == 1
     stack.drive(stack.steps(), stack.started(stack.secret_id))
     stack.assert_rotated_cleanly(before)
@@ -126,6 +129,40 @@ def test_a_check_of_a_client_in_use_reuses_its_token_and_an_idle_ones_costs_one_
     assert checks == ["healthy"] * 4
     # The admin's first check minted a token (of its current version); every other check reused one.
     assert stack.stats()["tokensIssued"] == requests_before + 1
+
+
+@pytest.mark.parametrize("dialect", [AUTH0], indirect=True)  # random propagation is Auth0's
+def test_a_check_during_a_new_secrets_random_propagation_finds_it_healthy(stack: Stack) -> None:
+    stack.emulator("config", secretPropagationSeconds=30)
+    stack.drive(stack.steps(), stack.start())  # AWSCURRENT: the new secret, accepted at random for 30 s
+    sweep = stack.sweep(test_patience=Patience(seconds=30, first_pause=0.05, max_pause=0.2))
+    outcomes = []
+
+    for _ in range(8):
+        stack.table.purge(CLIENT)  # no cached token proves the version: each check asks Zus
+        outcomes.append(sweep.check(CLIENT).outcome)
+
+    assert outcomes == ["healthy"] * 8  # never a recovery rotation for a secret still settling
+    assert find_started_rotations(stack.aws.secretsmanager) == []
+
+
+def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Stack, counting_metrics) -> None:
+    before = stack.current()
+    stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # out of band: the stored secret is dead
+    now = time.time()
+    while stack.table.budget_used(CLIENT, now) < 90:  # callers spent the ordinary budget (90 of 100) on it
+        stack.table.spend_budget(CLIENT, now, 100)
+    for _ in range(6 * 3):  # six callers keep asking: our budget refuses them, Zus never sees them
+        with pytest.raises(errors.Throttled):
+            stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
+
+    check = stack.sweep(counting_metrics, settle_seconds=0).check(CLIENT)  # its health check: the reserve
+
+    assert check.outcome == "recovery-started"
+    stack.drive(stack.steps(), stack.started(stack.secret_id))  # testSecret: the reserve too
+    stack.assert_rotated_cleanly(before)
+    assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).source == "table"  # the token testSecret obtained
+    assert stack.table.budget_used(CLIENT, time.time()) == 92
 
 
 # --- the handlers, as EventBridge Scheduler and the work queue's event source invoke them ----------------

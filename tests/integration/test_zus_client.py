@@ -1,4 +1,5 @@
-"""The Zus client against the emulator over real HTTP: every call, every error mapping, retries."""
+"""The Zus client against the emulator over real HTTP: every call, every error mapping (in both dialects
+of Zus's auth server, Auth0's and RFC 6749's), retries."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import pytest
 import requests
 
+from zus_emulator.config import AUTH0, OLD_THEN_NEW
 from zus_m2m import deadline, errors
 from zus_m2m.zus.client import ZusClient
 from zus_m2m.zus.endpoints import ZusEndpoints
@@ -83,7 +85,7 @@ def test_list_follows_pages_and_delete_removes(client: ZusClient, admin_token: s
     assert "404" in str(caught.value)
 
 
-def test_rotate_secret_kills_the_old_secret_at_once(client: ZusClient, admin_token: str) -> None:
+def test_rotate_secret_kills_the_old_secret_at_once(client: ZusClient, admin_token: str, dialect: str) -> None:
     role = client.find_role("Builder Admin", admin_token)
     created = client.create_app_client("rotating", role.id, admin_token)
 
@@ -91,29 +93,31 @@ def test_rotate_secret_kills_the_old_secret_at_once(client: ZusClient, admin_tok
 
     assert rotated.client_secret != created.client_secret
     assert client.request_token(rotated.app_client.client_id, rotated.client_secret).access_token
-    with pytest.raises(errors.ZusInvalidClient) as caught:
+    with pytest.raises(errors.ZusCredentialsRefused) as caught:
         client.request_token(created.app_client.client_id, created.client_secret)
     assert caught.value.http_status == 503
+    assert caught.value.reason == {"auth0": "access_denied", "rfc6749": "invalid_client"}[dialect]
     assert created.client_secret not in str(caught.value)
+    assert "Unauthorized" not in str(caught.value)  # never the description
 
 
 def test_with_propagation_the_old_secret_works_first(zus, client: ZusClient, admin_token: str) -> None:
-    configure(zus, secretPropagationSeconds=1)
+    configure(zus, secretPropagationSeconds=1, propagationMode=OLD_THEN_NEW)
     role = client.find_role("Builder Admin", admin_token)
     created = client.create_app_client("slow-rotation", role.id, admin_token)
     rotated = client.rotate_secret(created.app_client.id, admin_token)
     client_id = created.app_client.client_id
 
     assert client.request_token(client_id, created.client_secret).access_token
-    with pytest.raises(errors.ZusInvalidClient):
+    with pytest.raises(errors.ZusCredentialsRefused):
         client.request_token(client_id, rotated.client_secret)
     time.sleep(1.2)
     assert client.request_token(client_id, rotated.client_secret).access_token
-    with pytest.raises(errors.ZusInvalidClient):
+    with pytest.raises(errors.ZusCredentialsRefused):
         client.request_token(client_id, created.client_secret)
 
 
-def test_past_the_hourly_limit_zus_answers_429_with_retry_after(zus, client: ZusClient) -> None:
+def test_past_the_hourly_limit_zus_answers_429_with_when_to_retry(zus, client: ZusClient, dialect: str) -> None:
     configure(zus, tokenLimitPerHour=3)
     for _ in range(3):
         client.request_token(ADMIN_ID, ADMIN_SECRET)
@@ -121,8 +125,49 @@ def test_past_the_hourly_limit_zus_answers_429_with_retry_after(zus, client: Zus
     with pytest.raises(errors.ZusRateLimited) as caught:
         client.request_token(ADMIN_ID, ADMIN_SECRET)
 
+    # RFC 6749: Retry-After; Auth0: no Retry-After, x-ratelimit-reset in epoch seconds
     assert caught.value.http_status == 429
     assert 3500 < caught.value.retry_after <= 3600
+    assert (caught.value.quota is not None) == (dialect == AUTH0)
+
+
+def test_auth0s_rate_limit_headers_travel_with_the_token(zus, client: ZusClient) -> None:
+    configure(zus, tokenLimitPerHour=5)
+
+    issued = [client.request_token(ADMIN_ID, ADMIN_SECRET) for _ in range(2)]
+
+    assert [token.quota.remaining for token in issued if token.quota] == [4, 3]
+    assert all(token.quota and 3590 < token.quota.reset_at - time.time() <= 3601 for token in issued)
+
+
+def test_a_reset_900_s_away_is_a_wait_of_900_s_not_a_default(zus, client: ZusClient) -> None:
+    inject(zus, status=429, retryAfter=900, paths=["/oauth/token"])
+
+    with pytest.raises(errors.ZusRateLimited) as caught:
+        client.request_token(ADMIN_ID, ADMIN_SECRET)
+
+    assert 899 <= caught.value.retry_after <= 901
+
+
+def test_auth0s_global_limit_is_throttling_not_a_server_fault_nor_refused_credentials(zus, client: ZusClient) -> None:
+    inject(zus, globalLimit=True, retryAfter=20, paths=["/oauth/token"])
+
+    with pytest.raises(errors.ZusRateLimited) as caught:
+        client.request_token(ADMIN_ID, ADMIN_SECRET)
+
+    assert caught.value.status == 500
+    assert caught.value.reason == "access_denied (global limit)"
+    assert 19 <= caught.value.retry_after <= 21
+    assert "Global limit has been reached" not in str(caught.value)  # never the description
+
+
+def test_any_other_500_on_the_token_endpoint_is_unavailable(zus, client: ZusClient) -> None:
+    inject(zus, status=500, paths=["/oauth/token"])
+
+    with pytest.raises(errors.ZusUnavailable) as caught:
+        client.request_token(ADMIN_ID, ADMIN_SECRET)
+
+    assert caught.value.retry_after == 5.0  # not x-ratelimit-reset: that is for throttling
 
 
 def test_a_care_team_user_is_forbidden_admin_calls(client: ZusClient, admin_token: str) -> None:
@@ -142,7 +187,7 @@ def test_a_bad_bearer_is_unauthorized(client: ZusClient) -> None:
         client.list_app_clients("not-a-token")
 
 
-def test_a_wrong_audience_is_forbidden(zus) -> None:
+def test_a_wrong_audience_is_forbidden(zus, dialect: str) -> None:
     endpoints = ZusEndpoints(api_base=zus.url, auth_base=zus.url, audience="https://api.zusapi.com")
     with pytest.raises(errors.ZusForbidden) as caught:
         ZusClient(endpoints).request_token(ADMIN_ID, ADMIN_SECRET)
@@ -192,13 +237,13 @@ def test_a_create_that_times_out_is_never_retried(zus, client: ZusClient, admin_
     assert stats(zus)["appClients"] == 2
 
 
-def test_a_fault_429_carries_its_retry_after(zus, client: ZusClient) -> None:
+def test_a_fault_429_carries_when_to_retry(zus, client: ZusClient, dialect: str) -> None:
     inject(zus, status=429, rate=1.0, retryAfter=7, paths=["/oauth/token"])
 
     with pytest.raises(errors.ZusRateLimited) as caught:
         client.request_token(ADMIN_ID, ADMIN_SECRET)
 
-    assert caught.value.retry_after == 7
+    assert 7 <= caught.value.retry_after <= 8  # Auth0's reset is a whole epoch second
 
 
 def test_transient_5xx_on_reads_are_absorbed_by_retries(zus, client: ZusClient, admin_token: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -213,8 +214,11 @@ class Api:
             body["roleName"] = role
         return self.call("POST", "/app-clients", json=body)
 
-    def vend(self, name: str, min_ttl: int | None = None) -> Answer:
+    def vend(self, name: str, min_ttl: int | None = None, refused: str | None = None) -> Answer:
+        """``refused``: the fingerprint of a token Zus refused (``fingerprint``)."""
         params = {} if min_ttl is None else {"minTtl": str(min_ttl)}
+        if refused is not None:
+            params["refused"] = refused
         return self.call("GET", f"/app-clients/{quote(name, safe='')}/token", params=params)
 
     def get(self, name: str) -> Answer:
@@ -225,6 +229,11 @@ class Api:
 
     def rotate(self, name: str) -> Answer:
         return self.call("POST", f"/app-clients/{quote(name, safe='')}/rotations")
+
+
+def fingerprint(access_token: str) -> str:
+    """How a caller names a token Zus refused: the first 16 hex characters of its SHA-256."""
+    return hashlib.sha256(access_token.encode()).hexdigest()[:16]
 
 
 def parallel(function: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
@@ -362,6 +371,15 @@ class Emulator:
 
     def config(self, **values: Any) -> None:
         requests.post(f"{self.url}/_emulator/config", json=values, timeout=5).raise_for_status()
+
+    @contextlib.contextmanager
+    def speaking(self, dialect: str) -> Iterator[None]:
+        """The token endpoint in ``dialect`` (auth0, rfc6749) for the block, then in Auth0's, the default."""
+        self.config(dialect=dialect)
+        try:
+            yield
+        finally:
+            self.config(dialect="auth0")
 
     def stats(self) -> dict[str, Any]:
         response = requests.get(f"{self.url}/_emulator/stats", timeout=5)

@@ -1,6 +1,6 @@
 """Bad input: the service's OpenAPI document (generated from the handlers, committed, checked for
 drift), schemathesis against the local API, and hand-written cases: oversized bodies, wrong content
-types, unicode and path-traversal names, missing and extra fields, odd ``minTtl`` values.
+types, unicode and path-traversal names, missing and extra fields, odd ``minTtl`` and ``refused`` values.
 
 Every answer: no 5xx, problem+json for every 4xx, and no answer slower than the function's timeout;
 schemathesis also checks every answer against the document (status, content type, headers, schema).
@@ -305,4 +305,26 @@ def test_oversized_bodies(ctx: Any, existing: dict[str, Any]) -> None:
 def test_min_ttl_values(ctx: Any, existing: dict[str, Any], value: str, status: int) -> None:
     answer = ctx.api.raw("GET", f"/app-clients/{existing['name']}/token?minTtl={value}")
     problems = _record("bad input: minTtl -1, 1e9, abc and others", [answer], {status}, TIMEOUTS["token"])
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("", 400),
+        ("0123456789ABCDEF", 400),
+        ("0123456789abcde", 400),
+        ("0123456789abcdef0", 400),
+        ("0123456789abcdef%20", 400),
+        ("0123456789abcdeg", 400),
+        ("0123456789abcde%00", 400),
+        ("eyJhbGciOiJIUzI1NiJ9.e30.x", 400),
+        ("0123456789abcdef", 200),  # a fingerprint, of no token: the cached token, nothing minted
+    ],
+)
+def test_refused_values(ctx: Any, existing: dict[str, Any], value: str, status: int) -> None:
+    answer = ctx.api.raw("GET", f"/app-clients/{existing['name']}/token?refused={value}")
+    problems = _record(
+        "bad input: refused in capitals, too short, a token and others", [answer], {status}, TIMEOUTS["token"]
+    )
     assert not problems, "\n".join(problems)

@@ -1,6 +1,9 @@
 """Faults: Zus failing under the service (5xx, 429, latency beyond the client's timeout, dropped
 connections, at 10 %, 30 % and 100 %) on the token endpoint and on the admin routes, and moto (AWS)
-stopped and started again mid-run.
+stopped and started again mid-run. On the token endpoint also Auth0's own refusals: credentials refused
+(401 ``access_denied``) and the tenant-wide limit (500 ``access_denied`` "Global limit has been
+reached"), each worded in the dialect Zus's auth server speaks (Auth0's; the long profile repeats the
+cases in RFC 6749's).
 
 The contract checked on every answer: while a token with time left exists, every vend call returns it
 (200); otherwise 429 or 503, problem+json with Retry-After; never a 500, never an answer slower than
@@ -43,16 +46,34 @@ def fault_spec(kind: str, read_timeout: float) -> dict[str, Any]:
         return {"latencyMs": int((read_timeout + 1.0) * 1000)}
     if kind == "drop":
         return {"drop": True}
+    if kind == "global":
+        return {"globalLimit": True, "retryAfter": 1}
     return {"status": int(kind), "retryAfter": 1}
 
 
 def label(kind: str) -> str:
-    return {"latency": "latency > timeout", "drop": "dropped connection"}.get(kind, f"HTTP {kind}")
+    special = {
+        "latency": "latency > timeout",
+        "drop": "dropped connection",
+        "401": "credentials refused (401)",
+        "global": "Auth0 global limit (500)",
+    }
+    return special.get(kind, f"HTTP {kind}")
 
 
 # The fast profile runs every kind at every rate on the token endpoint (the latency ones cost a
-# client timeout each) and a cheaper cut on the admin routes; the long profile runs everything.
-TOKEN_KINDS = profile(("500", "429", "drop", "latency"), ("500", "503", "429", "drop", "latency"))
+# client timeout each) in Auth0's dialect, and a cheaper cut on the admin routes; the long profile
+# runs everything, the token endpoint's cases in RFC 6749's dialect too (the global limit is Auth0's).
+TOKEN_KINDS = profile(
+    ("500", "429", "drop", "latency", "401", "global"), ("500", "503", "429", "drop", "latency", "401", "global")
+)
+TOKEN_CASES = [
+    (dialect, kind, rate)
+    for dialect in profile(("auth0",), ("auth0", "rfc6749"))
+    for kind in TOKEN_KINDS
+    for rate in RATES
+    if dialect == "auth0" or kind != "global"
+]
 # Latency on the admin routes is in the long profile only: a case takes up to the function's 29 s.
 ADMIN_CASES = profile(
     [("503", 0.3), ("500", 1.0), ("429", 1.0), ("drop", 0.3), ("drop", 1.0)],
@@ -77,11 +98,10 @@ def warm(ctx) -> dict[str, Any]:
 # --- the token endpoint ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rate", RATES, ids=lambda rate: f"{rate:.0%}")
-@pytest.mark.parametrize("kind", TOKEN_KINDS)
-def test_token_endpoint_faults(clean_faults, warm, kind: str, rate: float) -> None:
+@pytest.mark.parametrize(("dialect", "kind", "rate"), TOKEN_CASES, ids=[f"{d}-{k}-{r:.0%}" for d, k, r in TOKEN_CASES])
+def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate: float) -> None:
     ctx = clean_faults
-    scenario = f"faults: /oauth/token {label(kind)} at {rate:.0%}"
+    scenario = f"faults ({dialect}): /oauth/token {label(kind)} at {rate:.0%}"
     cold = [ctx.provision("cold") for _ in range(COLD_CLIENTS)]
     for record in cold:
         ctx.aws.forget_token(record["name"])  # the next vend of it needs Zus
@@ -92,7 +112,10 @@ def test_token_endpoint_faults(clean_faults, warm, kind: str, rate: float) -> No
     def vend(record: dict[str, Any]) -> tuple[dict[str, Any], Answer]:
         return record, ctx.api.vend(record["name"])
 
-    with ctx.emulator.faulted(**fault_spec(kind, VEND_READ_TIMEOUT), rate=rate, paths=["/oauth/token"]):
+    with (
+        ctx.emulator.speaking(dialect),
+        ctx.emulator.faulted(**fault_spec(kind, VEND_READ_TIMEOUT), rate=rate, paths=["/oauth/token"]),
+    ):
         answered = parallel(vend, calls, WORKERS)
 
     problems: list[str] = []

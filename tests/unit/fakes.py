@@ -10,12 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from zus_m2m import errors
+from zus_m2m.aws.token_table import ZusCount, budget_refusal
 from zus_m2m.values import (
     BudgetVerdict,
     CachedToken,
     ClientCredentials,
     ClientRecord,
     ClientView,
+    FailureCause,
     RecordItem,
     RotationFailure,
     SecretDescription,
@@ -23,7 +25,7 @@ from zus_m2m.values import (
     TokenState,
 )
 from zus_m2m.work.items import DueMark, WorkItem
-from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
+from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 ADMIN = "zus-m2m-admin"
 # Stage "test" of the service: clients' secrets are zus-m2m/test/<name>, the admin's too.
@@ -63,8 +65,9 @@ class FakeClock:
 
 
 class FakeTokenTable:
-    """Token items by client, and the active records ``view`` reads with them (``records``); with
-    ``due``, a token item's due marks there too, as DynamoTokenTable keeps them (``refresh_margin``)."""
+    """The token and budget items in memory, with DynamoTokenTable's conditions (and its budget rule),
+    and the active records ``view`` reads with them (``records``); with ``due``, a token item's due marks
+    there too, as DynamoTokenTable keeps them (``refresh_margin``)."""
 
     def __init__(self, due: FakeDueIndex | None = None, refresh_margin: float = 300.0) -> None:
         self.due = due
@@ -72,6 +75,9 @@ class FakeTokenTable:
         self.states: dict[str, TokenState] = {}
         self.budgets: dict[str, list[float]] = {}
         self.records: dict[str, ClientRecord] = {}
+        self.zus_counts: dict[str, ZusCount] = {}
+        # What an eventually consistent read still answers (DynamoDB's GetItem without ConsistentRead).
+        self.stale: dict[str, TokenState] = {}
         self.lock = threading.Lock()
         self.on_get: Callable[[str], None] | None = None
         self.views = 0
@@ -80,6 +86,8 @@ class FakeTokenTable:
         if self.on_get is not None:
             self.on_get(client)
         with self.lock:
+            if not consistent and client in self.stale:
+                return self.stale[client]
             return self.states.get(client, TokenState())
 
     def view(self, client: str) -> ClientView:
@@ -100,13 +108,13 @@ class FakeTokenTable:
             if state.token is not None and state.token.app_client_id == app_client_id:
                 self.states[client] = replace(state, token=None)
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
         with self.lock:
             state = self.states.get(client, TokenState())
             if state.lease_owner is not None and state.lease_until > now:
-                return False
+                return None
             self.states[client] = replace(state, lease_owner=owner, lease_until=until)
-            return True
+            return self.states[client]
 
     def release_lease(self, client: str, owner: str) -> None:
         with self.lock:
@@ -114,29 +122,51 @@ class FakeTokenTable:
             if state.lease_owner == owner:
                 self.states[client] = replace(state, lease_owner=None, lease_until=0.0)
 
-    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
+    def put_token(
+        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+    ) -> None:
         with self.lock:
             state = self.states.get(client, TokenState())
             stored = state.token
-            if stored is None or stored.expires_at <= token.expires_at or stored.app_client_id != token.app_client_id:
-                state = replace(state, token=token)
+            if (
+                stored is None
+                or stored.expires_at <= token.expires_at
+                or stored.app_client_id != token.app_client_id
+                or (replacing is not None and stored.access_token == replacing.access_token)
+            ):
+                state = replace(state, token=token, failures=0, failed_by=None, failed_until=0.0)
             if owner is not None and state.lease_owner == owner:
                 state = replace(state, lease_owner=None, lease_until=0.0)
             self.states[client] = state
             if self.due is not None and state.token is token:
                 self.due.token_stored(client, token.expires_at - self.refresh_margin)
 
+    def record_failure(self, client: str, owner: str, failures: int, cause: FailureCause, until: float) -> None:
+        with self.lock:
+            state = self.states.get(client, TokenState())
+            if state.lease_owner == owner:
+                self.states[client] = replace(
+                    state, failures=failures, failed_by=cause, failed_until=until, lease_owner=None, lease_until=0.0
+                )
+
     def block(self, client: str, until: float) -> None:
         with self.lock:
             self.states[client] = replace(self.states.get(client, TokenState()), blocked_until=until)
 
-    def spend_budget(self, client: str, now: float, limit: int) -> BudgetVerdict:
+    def spend_budget(self, client: str, now: float, limit: int, *, reserve: int = 0) -> BudgetVerdict:
         with self.lock:
             stamps = [s for s in self.budgets.get(client, []) if s > now - 3600]
-            if len(stamps) >= limit:
-                return BudgetVerdict(False, len(stamps), min(stamps) + 3600 - now)
+            refusal = budget_refusal(stamps, self.zus_counts.get(client), now, limit, reserve)
+            if refusal is not None:
+                return refusal
             self.budgets[client] = [*stamps, now]
             return BudgetVerdict(True, len(stamps) + 1)
+
+    def note_zus_quota(self, client: str, quota: ZusQuota, seen_at: float) -> None:
+        with self.lock:
+            known = self.zus_counts.get(client)
+            if known is None or known.seen_at <= seen_at:
+                self.zus_counts[client] = ZusCount(quota, seen_at)
 
     def budget_used(self, client: str, now: float) -> int:
         return len([s for s in self.budgets.get(client, []) if s > now - 3600])
@@ -151,6 +181,7 @@ class FakeTokenTable:
         with self.lock:
             self.states.pop(client, None)
             self.budgets.pop(client, None)
+            self.zus_counts.pop(client, None)
 
 
 class FakeSecretReader:
@@ -172,6 +203,7 @@ class FakeTokenEndpoint:
     valid_secrets: set[str] = field(default_factory=set)
     lifetime: int = 3600
     failures: list[Exception] = field(default_factory=list)
+    quota: ZusQuota | None = None
     calls: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     on_call: Callable[[], None] | None = None
@@ -186,8 +218,8 @@ class FakeTokenEndpoint:
         if failure is not None:
             raise failure
         if client_secret not in self.valid_secrets:
-            raise errors.ZusInvalidClient("token request", 401, "invalid_client")
-        return AccessToken(access_token=f"token-{count}", expires_in=self.lifetime)
+            raise errors.ZusCredentialsRefused("token request", 401, "invalid_client")
+        return AccessToken(access_token=f"token-{count}", expires_in=self.lifetime, quota=self.quota)
 
 
 class FakeMetrics:
@@ -636,10 +668,10 @@ class FakeTokenIssuer:
         self.attempts.append(client)
         if self.refusals > 0:
             self.refusals -= 1
-            raise errors.ZusInvalidClient("token request", 401, "invalid_client")
+            raise errors.ZusCredentialsRefused("token request", 401, "invalid_client")
         current = self.zus.clients.get(credentials.app_client_id)
         if current is None or current[1] != credentials.client_secret:
-            raise errors.ZusInvalidClient("token request", 401, "invalid_client")
+            raise errors.ZusCredentialsRefused("token request", 401, "invalid_client")
         self.issued.append(client)
         token = CachedToken(
             f"token-for-{client}",

@@ -7,12 +7,14 @@ import random
 import jwt
 import pytest
 
-from zus_emulator.config import EmulatorConfig, SettingsError, parse_fault
-from zus_emulator.resources import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID
+from zus_emulator.config import AUTH0, DIALECTS, OLD_THEN_NEW, RFC6749, EmulatorConfig, SettingsError, parse_fault
+from zus_emulator.resources import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID, PERMISSIONLESS_ROLE_ID
 from zus_emulator.state import EmulatorState
 from zus_emulator.tokens import BearerError, OAuthError, TokenRequest
 
 AUDIENCE = "https://api.sandbox.zusapi.com"
+# What each dialect calls a wrong secret or an unknown client.
+REFUSED = {AUTH0: "access_denied", RFC6749: "invalid_client"}
 
 
 class FakeClock:
@@ -31,9 +33,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def state(clock: FakeClock) -> EmulatorState:
-    return EmulatorState(EmulatorConfig(clock=clock, token_limit_per_hour=3))
+def state(clock: FakeClock, dialect: str) -> EmulatorState:
+    return EmulatorState(EmulatorConfig(clock=clock, token_limit_per_hour=3, dialect=dialect))
 
 
 def request(client_id: str = "local-admin", secret: str = "local-admin-secret", **overrides: str) -> TokenRequest:
@@ -53,9 +60,25 @@ def oauth_error(state: EmulatorState, req: TokenRequest) -> OAuthError:
     return caught.value
 
 
-def test_starts_with_both_roles_and_the_admin(state: EmulatorState) -> None:
-    assert [r.name for r in state.roles()] == ["Builder Admin", "Care Team User"]
+def refused(state: EmulatorState, req: TokenRequest) -> bool:
+    """Whether the token endpoint refuses the credentials, in its dialect's words."""
+    error = oauth_error(state, req)
+    return (error.status, error.code) == (401, REFUSED[state.settings.dialect])
+
+
+def wait(state: EmulatorState, error: OAuthError, client_id: str = "local-admin") -> int:
+    """The seconds a 429 asks the client to wait: Retry-After (RFC 6749), or x-ratelimit-reset (Auth0)."""
+    if state.settings.dialect == RFC6749:
+        assert error.retry_after is not None
+        return error.retry_after
+    assert error.retry_after is None  # Auth0 sends no Retry-After
+    return int(state.rate_limit_headers(client_id)["x-ratelimit-reset"]) - int(state.now())
+
+
+def test_starts_with_three_roles_and_the_admin(state: EmulatorState) -> None:
+    assert [r.name for r in state.roles()] == ["Builder Admin", "Care Team User", "Permissionless"]
     assert [r.id for r in state.roles("Care Team User")] == [CARE_TEAM_USER_ROLE_ID]
+    assert [r.id for r in state.roles("Permissionless")] == [PERMISSIONLESS_ROLE_ID]
     assert state.roles("nobody") == []
     [admin] = state.list_app_clients()
     assert admin.client_id == "local-admin"
@@ -86,13 +109,13 @@ def test_the_sliding_hour(state: EmulatorState, clock: FakeClock) -> None:
         clock.advance(10)
     # t = 30: three requests at 0, 10, 20 fill the window
     error = oauth_error(state, request())
-    assert (error.status, error.code, error.retry_after) == (429, "too_many_requests", 3570)
+    assert (error.status, error.code, wait(state, error)) == (429, "too_many_requests", 3570)
     clock.advance(3569.5)  # t = 3599.5: the request at 0 still counts
     error = oauth_error(state, request())
-    assert error.retry_after == 1  # never less than 1
+    assert wait(state, error) == 1  # never less than 1
     clock.advance(0.5)  # t = 3600: the request at 0 has left the window
     state.issue_token(request())
-    assert oauth_error(state, request()).retry_after == 10
+    assert wait(state, oauth_error(state, request())) == 10
     assert state.stats()["tokenRequests"] == {"local-admin": 3}
     assert state.stats()["rateLimited"] == 3
     clock.advance(7200)
@@ -100,9 +123,9 @@ def test_the_sliding_hour(state: EmulatorState, clock: FakeClock) -> None:
 
 
 def test_failed_secrets_count_429s_and_unknown_clients_do_not(state: EmulatorState) -> None:
-    assert oauth_error(state, request("nobody")).code == "invalid_client"
+    assert refused(state, request("nobody"))
     assert state.token_requests("nobody") == 0
-    assert oauth_error(state, request(secret="wrong")).code == "invalid_client"
+    assert refused(state, request(secret="wrong"))
     assert oauth_error(state, request(audience="https://elsewhere")).code == "access_denied"
     assert state.token_requests("local-admin") == 2
     state.issue_token(request())
@@ -115,8 +138,35 @@ def test_failed_secrets_count_429s_and_unknown_clients_do_not(state: EmulatorSta
 def test_request_validation_order(state: EmulatorState) -> None:
     assert oauth_error(state, request(grant_type="")).code == "invalid_request"
     assert oauth_error(state, request(audience="")).code == "invalid_request"
-    assert oauth_error(state, request(grant_type="password")).code == "unsupported_grant_type"
+    not_allowed = oauth_error(state, request(grant_type="password"))
+    expected = {AUTH0: (403, "unauthorized_client"), RFC6749: (400, "unsupported_grant_type")}
+    assert (not_allowed.status, not_allowed.code) == expected[state.settings.dialect]
     assert state.token_requests("local-admin") == 0
+
+
+def test_auth0_words_every_refusal_as_auth0_does(clock: FakeClock) -> None:
+    state = EmulatorState(EmulatorConfig(clock=clock, token_limit_per_hour=2))
+    assert state.settings.dialect == AUTH0  # the default
+    wrong = oauth_error(state, request(secret="wrong"))
+    assert (wrong.status, wrong.code, wrong.description) == (401, "access_denied", "Unauthorized")
+    unknown = oauth_error(state, request("nobody"))
+    assert (unknown.status, unknown.code, unknown.description) == (401, "access_denied", "Unauthorized")
+    audience = oauth_error(state, request(audience="https://elsewhere"))
+    assert (audience.status, audience.code) == (403, "access_denied")
+    limited = oauth_error(state, request())
+    assert (limited.status, limited.code, limited.retry_after) == (429, "too_many_requests", None)
+    assert state.rate_limit_headers("local-admin") == {
+        "x-ratelimit-limit": "2",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": str(int(clock.now) + 3600),
+    }
+    assert state.rate_limit_headers("nobody")["x-ratelimit-remaining"] == "2"
+
+
+def test_rfc6749_sends_no_rate_limit_headers(clock: FakeClock) -> None:
+    state = EmulatorState(EmulatorConfig(clock=clock, dialect=RFC6749))
+    state.issue_token(request())
+    assert state.rate_limit_headers("local-admin") == {}
 
 
 def test_rotation_without_propagation_swaps_at_once(state: EmulatorState) -> None:
@@ -125,29 +175,58 @@ def test_rotation_without_propagation_swaps_at_once(state: EmulatorState) -> Non
     assert rotated is not None
     new = rotated[1]
     assert new != old
-    assert oauth_error(state, request(client.client_id, old)).code == "invalid_client"
+    assert refused(state, request(client.client_id, old))
     state.issue_token(request(client.client_id, new))
     assert state.rotate_secret("unknown") is None
 
 
-def test_the_propagation_window(state: EmulatorState, clock: FakeClock) -> None:
-    state.update_settings({"secretPropagationSeconds": 30, "tokenLimitPerHour": 100})
+def test_the_propagation_window_old_then_new(state: EmulatorState, clock: FakeClock) -> None:
+    state.update_settings({"secretPropagationSeconds": 30, "tokenLimitPerHour": 100, "propagationMode": OLD_THEN_NEW})
     client, old = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
     rotated = state.rotate_secret(client.id)
     assert rotated is not None
     new = rotated[1]
     clock.advance(29.9)
     state.issue_token(request(client.client_id, old))
-    assert oauth_error(state, request(client.client_id, new)).code == "invalid_client"
+    assert refused(state, request(client.client_id, new))
     clock.advance(0.1)
     state.issue_token(request(client.client_id, new))
-    assert oauth_error(state, request(client.client_id, old)).code == "invalid_client"
+    assert refused(state, request(client.client_id, old))
+
+
+def test_the_random_propagation_window_accepts_either_secret_by_chance(clock: FakeClock) -> None:
+    state = EmulatorState(EmulatorConfig(clock=clock, token_limit_per_hour=1000), rng=random.Random(11))
+    state.update_settings({"secretPropagationSeconds": 30})
+    assert state.settings.propagation_mode == "random"  # the default
+    client, old = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
+    rotated = state.rotate_secret(client.id)
+    assert rotated is not None
+    new = rotated[1]
+
+    secrets = {"old": old, "new": new}  # named, so that a failing assertion never shows a secret
+
+    def accepted(which: str, times: int) -> int:
+        refusals: list[tuple[int, str]] = []
+        for _ in range(times):
+            try:
+                state.issue_token(request(client.client_id, secrets[which]))
+            except OAuthError as exc:
+                refusals.append((exc.status, exc.code))
+        assert set(refusals) <= {(401, "access_denied")}
+        return times - len(refusals)
+
+    # Within the window the same secret is accepted by one request and refused by the next.
+    assert 60 <= accepted("old", 200) <= 140
+    assert 60 <= accepted("new", 200) <= 140
+    clock.advance(30)
+    assert accepted("new", 20) == 20
+    assert accepted("old", 20) == 0
 
 
 def test_a_second_rotation_during_propagation_replaces_the_pending_secret(
     state: EmulatorState, clock: FakeClock
 ) -> None:
-    state.update_settings({"secretPropagationSeconds": 30, "tokenLimitPerHour": 100})
+    state.update_settings({"secretPropagationSeconds": 30, "tokenLimitPerHour": 100, "propagationMode": OLD_THEN_NEW})
     client, first = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
     second = state.rotate_secret(client.id)
     assert second is not None
@@ -156,11 +235,11 @@ def test_a_second_rotation_during_propagation_replaces_the_pending_secret(
     assert third is not None
     clock.advance(20)  # 40 s after the first rotation, 20 s after the second
     state.issue_token(request(client.client_id, first))
-    assert oauth_error(state, request(client.client_id, third[1])).code == "invalid_client"
+    assert refused(state, request(client.client_id, third[1]))
     clock.advance(10)
     state.issue_token(request(client.client_id, third[1]))
-    assert oauth_error(state, request(client.client_id, first)).code == "invalid_client"
-    assert oauth_error(state, request(client.client_id, second[1])).code == "invalid_client"
+    assert refused(state, request(client.client_id, first))
+    assert refused(state, request(client.client_id, second[1]))
 
 
 def test_deleted_clients_lose_credentials_tokens_and_counters(state: EmulatorState) -> None:
@@ -171,7 +250,7 @@ def test_deleted_clients_lose_credentials_tokens_and_counters(state: EmulatorSta
     assert not state.delete_app_client(client.id)
     with pytest.raises(BearerError):
         state.authenticate(access_token)
-    assert oauth_error(state, request(client.client_id, secret)).code == "invalid_client"
+    assert refused(state, request(client.client_id, secret))
     assert client.client_id not in state.stats()["tokenRequests"]
 
 
@@ -193,11 +272,13 @@ def test_reset_restores_the_start(state: EmulatorState) -> None:
     admin_id = state.admin_app_client_id
     state.rotate_secret(admin_id)
     state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
-    state.update_settings({"tokenLimitPerHour": 1})
+    started_with = state.settings.dialect
+    state.update_settings({"tokenLimitPerHour": 1, "dialect": next(d for d in DIALECTS if d != started_with)})
     state.set_fault({"status": 500})
     state.reset()
     assert [c.id for c in state.list_app_clients()] == [admin_id]
     assert state.settings.token_limit_per_hour == 3
+    assert state.settings.dialect == started_with
     assert state.fault is None
     state.issue_token(request())
     assert state.stats() == {
@@ -216,6 +297,8 @@ def test_reset_restores_the_start(state: EmulatorState) -> None:
         {"secretPropagationSeconds": "1"},
         {"secretPropagationSeconds": float("nan")},
         {"rolesAsArray": "true"},
+        {"dialect": "oauth1"},
+        {"propagationMode": "never"},
         {"other": True},
         "tokenLimitPerHour",
     ],
@@ -238,3 +321,7 @@ def test_fault_sampling_and_matching(clock: FakeClock) -> None:
     assert state.pick_fault("/_emulator/stats") is None
     assert state.set_fault({}) is None
     assert parse_fault({"drop": True}) is not None
+    assert parse_fault({"globalLimit": True}) is not None
+    for combined in ({"globalLimit": True, "status": 500}, {"globalLimit": True, "drop": True}):
+        with pytest.raises(SettingsError, match="cannot be combined"):
+            parse_fault(combined)

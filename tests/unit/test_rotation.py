@@ -330,7 +330,7 @@ def test_test_secret_gives_up_after_a_minute(world: World) -> None:
     world.issuer.refusals = 1000
     started = world.clock()
 
-    with pytest.raises(errors.ZusInvalidClient):
+    with pytest.raises(errors.ZusCredentialsRefused):
         steps.run("testSecret", SECRET, version)
 
     assert 50 <= world.clock() - started <= 60
@@ -357,7 +357,7 @@ def test_no_log_line_carries_a_secret(world: World, caplog: pytest.LogCaptureFix
     world.rotate()
     world.issuer.refusals = 1000
     steps, version = world.created()
-    with pytest.raises(errors.ZusInvalidClient):
+    with pytest.raises(errors.ZusCredentialsRefused):
         steps.run("testSecret", SECRET, version)
 
     text = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEndpoint, FakeTokenTable, run_now
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller
+from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
+from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import (
     AWSCURRENT,
     AWSPENDING,
@@ -22,7 +25,9 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     TokenState,
+    fingerprint,
 )
+from zus_m2m.zus.models import ZusQuota
 
 CLIENT = "billing"
 SECRET = NAMING.secret_id(CLIENT)
@@ -32,6 +37,7 @@ STRANGER = Caller("arn:aws:sts::111122223333:assumed-role/reporting/task-9", "11
 ADMIN_USER = "arn:aws:iam::111122223333:user/platform-admin"
 ADMIN_CALLER = Caller(ADMIN_USER, "111122223333")
 ACCESS = AccessPolicy.of([ADMIN_USER])
+ADMIN = NAMING.admin_client_name
 
 
 def credentials(secret: str, app_client_id: str = "app-1") -> ClientCredentials:
@@ -244,25 +250,120 @@ def test_a_zus_429_is_remembered_across_containers_until_retry_after(world: Worl
     assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"
 
 
-def test_zus_5xx_is_retried_a_bounded_number_of_times(world: World) -> None:
+def test_a_failed_request_is_one_attempt_and_every_container_backs_off_together(world: World) -> None:
     world.endpoint.failures = [errors.ZusUnavailable("token request", 503, "error")] * 2
 
-    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    with pytest.raises(errors.TemporarilyUnavailable) as first:
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    with pytest.raises(errors.TemporarilyUnavailable) as meanwhile:
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)  # another container, within the back-off
 
-    assert token.access_token == "token-3"
-    assert len(world.endpoint.calls) == 3
+    assert first.value.http_status == meanwhile.value.http_status == 503
+    assert 0.8 <= first.value.retry_after <= 1.0
+    assert 0 < meanwhile.value.retry_after <= first.value.retry_after + 1e-6
+    assert len(world.endpoint.calls) == 1  # one attempt per vend call, none during the back-off
+    assert world.stored().lease_owner is None  # released for the next caller
+    assert (world.stored().failures, world.stored().failed_by) == (1, "unavailable")
+    world.clock.now += 1.0
+    with pytest.raises(errors.TemporarilyUnavailable) as second:
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    assert 1.6 <= second.value.retry_after <= 2.0  # the pause doubles
+    world.clock.now += 2.0
+    assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-3"
+    assert world.stored().failures == 0  # Zus answered: forgotten
     assert world.table.budget_used(CLIENT, world.clock.now) == 3
 
 
-def test_zus_down_for_good_answers_503_after_the_last_attempt(world: World) -> None:
-    world.endpoint.failures = [errors.ZusUnavailable("token request", None, "timed out")] * 5
+def test_the_back_off_doubles_to_its_cap_and_a_fleet_makes_one_attempt_per_interval(world: World) -> None:
+    world.endpoint.failures = [errors.ZusUnavailable("token request", None, "timed out")] * 1000
+    containers = [world.vendor() for _ in range(8)]
+    pauses: list[float] = []
+    # 8 containers each asking every 0.1 s for 2 minutes of Zus being down
+    for tick in range(1200):
+        for vendor in containers:
+            try:
+                vendor.vend(CALLER, CLIENT, min_ttl=60)
+            except errors.TemporarilyUnavailable as exc:
+                if len(world.endpoint.calls) > len(pauses):
+                    pauses.append(exc.retry_after)
+        world.clock.now += 0.1
+        assert tick >= 0
 
-    with pytest.raises(errors.ZusUnavailable) as caught:
+    assert len(world.endpoint.calls) == len(pauses)
+    expected = [min(10.0, 2.0**n) for n in range(len(pauses))]
+    assert all(0.8 * cap <= pause <= cap for pause, cap in zip(pauses, expected, strict=True))
+    # 1 + 2 + 4 + 8 s, then one attempt per 8-10 s: 15-17 attempts in 120 s, not 9,600
+    assert 13 <= len(world.endpoint.calls) <= 17
+
+
+def test_a_long_outage_is_probed_at_half_the_ordinary_budget_per_hour() -> None:
+    policy = VendingPolicy(budget_per_hour=100, budget_reserve_percent=10)  # 90 ordinary requests an hour
+
+    pauses = [policy.backoff(failures) for failures in range(1, 200)]
+
+    assert pauses[:6] == [1, 2, 4, 8, 10, 10]
+    assert pauses[21] == 10  # 22 quick probes: a quarter of the 90
+    assert set(pauses[22:]) == {80}  # then 45 an hour
+    first_hour = sum(1 for end in itertools.accumulate(pause * 0.8 for pause in pauses) if end <= 3600)
+    assert first_hour < 90  # even at the shortest jitter, an outage alone never spends the budget
+
+
+def test_the_reserve_is_for_recovery_only() -> None:
+    world = World(VendingPolicy(budget_per_hour=10, budget_reserve_percent=20, refresh_margin=0))
+    world.table.budgets[CLIENT] = [world.clock.now - 10] * 8  # the ordinary 8 of 10 spent
+
+    with pytest.raises(errors.Throttled) as ordinary:
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    recovered = world.vendor().issue_with(CLIENT, credentials("s-current"))  # testSecret, a proof, the sweep
+
+    assert ordinary.value.http_status == 429
+    assert recovered.access_token == "token-1"
+    assert world.table.budget_used(CLIENT, world.clock.now) == 9
+
+
+def test_the_first_request_after_an_outage_may_use_the_reserve_but_not_after_refusals() -> None:
+    world = World(VendingPolicy(budget_per_hour=10, budget_reserve_percent=20))
+    world.table.budgets[CLIENT] = [world.clock.now - 10] * 7
+    world.endpoint.failures = [errors.ZusUnavailable("token request", 503, "error")]
+    with pytest.raises(errors.TemporarilyUnavailable):
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)  # the 8th and last ordinary request: Zus is down
+    world.clock.now += 10
+
+    assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"  # the 9th, from the reserve
+
+    # Refused credentials are no outage: the request after them does not touch the reserve.
+    world.table.purge(CLIENT)
+    world.table.budgets[CLIENT] = [world.clock.now - 10] * 7
+    world.endpoint.valid_secrets = set()
+    with pytest.raises(errors.TemporarilyUnavailable):
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    world.endpoint.valid_secrets = {"s-current"}
+    world.clock.now += 10
+    with pytest.raises(errors.Throttled):
         world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
-    assert caught.value.http_status == 503
-    assert len(world.endpoint.calls) == world.policy.upstream_attempts
-    assert world.stored().lease_owner is None  # released for the next caller
+
+def test_zus_counting_more_than_our_budget_stops_ordinary_requests_early() -> None:
+    # Another user of the same client: Zus says 12 requests are left, our own count says 99.
+    world = World(VendingPolicy(budget_per_hour=100, budget_reserve_percent=10, refresh_margin=0))
+    reset_at = world.clock.now + 900
+    world.endpoint.quota = ZusQuota(remaining=12, reset_at=reset_at)
+    world.endpoint.lifetime = 60
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=30)  # Zus: 12 left
+    world.endpoint.quota = None  # (answers without the headers)
+    for _ in range(2):  # two more leave 10: the reserve
+        world.clock.now += 40
+        vendor.vend(CALLER, CLIENT, min_ttl=30)
+    world.clock.now += 40
+
+    with pytest.raises(errors.Throttled) as caught:
+        vendor.vend(CALLER, CLIENT, min_ttl=30)
+
+    assert caught.value.retry_after == pytest.approx(reset_at - world.clock.now)
+    assert "Zus reports" in caught.value.detail
+    assert len(world.endpoint.calls) == 3
+    assert vendor.issue_with(CLIENT, credentials("s-current")).access_token == "token-4"  # recovery may
 
 
 def test_invalid_client_falls_back_to_the_pending_version(world: World) -> None:
@@ -323,6 +424,80 @@ def test_a_min_ttl_longer_than_zus_tokens_live_is_422(world: World) -> None:
 
     with pytest.raises(errors.UnprocessableRequest):
         world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+
+def test_a_min_ttl_beyond_the_learned_lifetime_is_422_without_asking_zus(world: World) -> None:
+    world.endpoint.lifetime = 400
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)  # learns that tokens live 400 s
+
+    for vendor in (world.vendor(), world.vendor()):  # the table tier, then a container's memory
+        for _ in range(3):
+            with pytest.raises(errors.UnprocessableRequest, match="live 400 s; minTtl 3000"):
+                vendor.vend(CALLER, CLIENT, min_ttl=3000)
+
+    assert len(world.endpoint.calls) == 1
+    assert world.table.budget_used(CLIENT, world.clock.now) == 1
+
+
+def test_the_admin_token_settles_for_half_a_lifetime_when_tokens_live_shorter(world: World) -> None:
+    world.endpoint.lifetime = 40
+    world.secrets.versions[(NAMING.secret_id(ADMIN), AWSCURRENT)] = ClientCredentials(ADMIN, "", "admin", "s-current")
+    vendor = world.vendor()
+
+    first = vendor.admin_token(min_ttl=60)
+    world.clock.now += 15
+    again = vendor.admin_token(min_ttl=60)  # 25 s left >= 20
+    world.clock.now += 10
+    renewed = vendor.admin_token(min_ttl=60)  # 15 s left < 20
+    elsewhere = world.vendor().admin_token(min_ttl=60)  # another container: the table tier, as best effort
+
+    assert first.access_token == again.access_token == "token-1"
+    assert renewed.access_token == elsewhere.access_token == "token-2"
+    with pytest.raises(errors.UnprocessableRequest):
+        vendor.vend(CALLER, CLIENT, min_ttl=60)  # a consumer's minTtl is never bent: 422
+
+
+def test_a_settling_secret_is_asked_again_alternating_versions_within_the_window() -> None:
+    # Zus accepts the old or the new secret at random while the rotated one propagates: here it refuses
+    # the first five requests, whichever secret they carry.
+    world = World()
+    world.endpoint.valid_secrets = {"s-current", "s-pending"}
+    refused = errors.ZusCredentialsRefused("token request", 401, "access_denied")
+    world.endpoint.failures = [refused] * 5
+    world.secrets.versions[(SECRET, AWSPENDING)] = replace(credentials("s-pending"), stored_at=world.clock.now - 5)
+    started = world.clock.now
+
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    assert token.access_token == "token-6"
+    # One of each, then every stored version in turn (AWSPENDING first) until one is accepted.
+    assert world.endpoint.calls == ["s-current", "s-pending", "s-pending", "s-current", "s-pending", "s-current"]
+    assert world.clock.now - started < world.policy.retry_window_seconds
+
+
+def test_versions_that_settled_long_ago_are_tried_once_each(world: World) -> None:
+    world.endpoint.valid_secrets = set()
+    world.secrets.versions[(SECRET, AWSPREVIOUS)] = replace(credentials("s-old"), stored_at=world.clock.now - 86400)
+
+    with pytest.raises(errors.TemporarilyUnavailable) as caught:
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    assert world.endpoint.calls == ["s-current", "s-old"]
+    assert "every stored secret version" in caught.value.detail
+    assert world.stored().failed_by == "refused"
+
+
+def test_a_throttled_answer_is_never_refused_credentials(world: World) -> None:
+    world.secrets.versions[(SECRET, AWSPENDING)] = credentials("s-pending")
+    world.endpoint.failures = [errors.ZusRateLimited("token request", 500, "access_denied (global limit)", 900)]
+
+    with pytest.raises(errors.TemporarilyUnavailable) as caught:
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    assert caught.value.retry_after == 900
+    assert world.endpoint.calls == ["s-current"]  # no fallback to other versions
+    assert world.stored().blocked_until == world.clock.now + 900
+    assert world.stored().failures == 0
 
 
 def test_pre_refresh_renews_a_token_that_will_enter_the_margin_within_the_horizon(world: World) -> None:
@@ -561,3 +736,123 @@ def test_past_half_the_bound_the_record_is_read_again_off_the_callers_path(world
     # what it read applies at once: the removed consumer is refused before the bound
     with pytest.raises(errors.Forbidden):
         vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+
+# --- a token Zus refused (?refused=<fingerprint>): replaced once for every container ------------------------
+
+
+def test_a_refused_token_is_replaced_once_and_every_container_then_gets_the_new_one(world: World) -> None:
+    a, b = world.vendor(), world.vendor()
+    refused = a.vend(CALLER, CLIENT, min_ttl=60)
+    assert b.vend(CALLER, CLIENT, min_ttl=60) == refused  # both hold it: b in memory, from the table
+
+    replaced = a.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+    from_b = b.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)  # b reports it too
+    from_c = world.vendor().vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+
+    assert replaced.access_token == from_b.access_token == from_c.access_token == "token-2"
+    assert (replaced.source, from_b.source, from_c.source) == ("zus", "table", "table")
+    assert len(world.endpoint.calls) == 2  # the first token, and one replacement
+    assert world.stored().token == replaced
+    assert b.vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"  # the refused one left b's memory
+    assert world.metrics.counts["RefusedTokenReported"] == 3
+    assert world.metrics.counts["RefusedTokenReplaced"] == 1
+
+
+def test_a_fingerprint_of_another_token_gets_the_current_one_without_a_mint(world: World) -> None:
+    vendor = world.vendor()
+    current = vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+    for container in (vendor, world.vendor()):  # from memory, and from the table
+        assert container.vend(CALLER, CLIENT, min_ttl=60, refused=fingerprint("some-other-token")) == current
+
+    assert len(world.endpoint.calls) == 1
+    assert world.metrics.counts["RefusedTokenReplaced"] == 0
+
+
+def test_the_lease_holder_reads_the_item_again_and_serves_a_replacement_stored_meanwhile(world: World) -> None:
+    # Given a container that still holds the refused token, and an eventually consistent read that still
+    # answers it, while another container already stored its replacement
+    vendor = world.vendor()
+    refused = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.table.stale[CLIENT] = world.stored()
+    replacement = CachedToken("token-elsewhere", "Bearer", world.clock.now + 3600, "app-1")
+    world.table.put_token(CLIENT, replacement, owner=None)
+
+    # When it is reported refused here, the lease's consistent read finds the replacement: no mint
+    token = vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+
+    assert (token.access_token, token.source) == ("token-elsewhere", "lease-wait")
+    assert len(world.endpoint.calls) == 1
+    assert world.stored().lease_owner is None
+
+
+def test_a_refused_token_is_replaced_even_when_it_expires_later_than_the_new_one(world: World) -> None:
+    world.endpoint.lifetime = 600  # Zus now issues shorter-lived tokens than the one it refused
+    long_lived = CachedToken("long-lived", "Bearer", world.clock.now + 3000, "app-1")
+    world.table.put_token(CLIENT, long_lived, owner=None)
+
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60, refused=long_lived.fingerprint)
+
+    assert token.access_token == "token-1"
+    assert world.stored().token == token  # not kept for expiring later: it was refused
+
+
+def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
+    # Real time and threads: 20 containers report the same refused token at once; Zus answers slowly.
+    world = World()
+
+    def container() -> TokenVendor:
+        return TokenVendor(
+            world.table, world.secrets, world.endpoint, NAMING, world.metrics, run_in_background=run_now, access=ACCESS
+        )
+
+    refused = container().vend(CALLER, CLIENT, min_ttl=60)
+    world.endpoint.on_call = lambda: time.sleep(0.2)
+    start = threading.Barrier(20)
+
+    def report() -> str:
+        vendor = container()
+        start.wait()
+        return vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint).access_token
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        tokens = list(pool.map(lambda _: report(), range(20)))
+
+    assert tokens == ["token-2"] * 20
+    assert len(world.endpoint.calls) == 2
+
+
+def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_with_that_token() -> None:
+    world = World(VendingPolicy(budget_per_hour=10, budget_reserve_percent=20))
+    vendor = world.vendor()
+    refused = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.table.budgets[CLIENT] = [world.clock.now] * 8  # the ordinary 8 of 10 spent: 2 kept for recovery
+
+    with pytest.raises(errors.Throttled) as caught:
+        vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+
+    assert caught.value.http_status == 429
+    assert world.table.budget_used(CLIENT, world.clock.now) == 8
+    assert world.stored().token == refused  # only a new token replaces it; a caller that did not report it
+    assert world.vendor().vend(CALLER, CLIENT, min_ttl=60) == refused  # still gets it meanwhile
+
+
+def test_another_container_drops_a_replaced_token_when_it_reads_the_record_again(world: World) -> None:
+    # Given a container holding T in memory, and T replaced in the table by a token that expires earlier
+    holder = world.vendor()
+    refused = holder.vend(CALLER, CLIENT, min_ttl=60)
+    world.endpoint.lifetime = 600
+    replaced = world.vendor().vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
+    assert replaced.expires_at < refused.expires_at
+
+    # When the holder reads the record again off its callers' path (past half the bound)
+    world.clock.now += world.policy.revalidate_seconds / 2
+    world.jobs.clear()
+    assert holder.vend(CALLER, CLIENT, min_ttl=60) == refused  # still served meanwhile
+    for job in world.jobs:
+        job()
+
+    # Then it serves the table's token from memory, not the refused one it held
+    token = holder.vend(CALLER, CLIENT, min_ttl=60)
+    assert (token.access_token, token.source) == (replaced.access_token, "memory")

@@ -1,8 +1,10 @@
 """Fixtures of the client's tests.
 
 The unit tests need nothing here. The integration tests run the whole local stack (``make dev``) as a
-subprocess on free ports through the end-to-end suite's own ``start_stack``, and sign their requests with
-static fake AWS credentials (set by the repository's test conftest, whose report masking applies here too).
+subprocess on free ports through the end-to-end suite's own ``start_stack``, and sign their requests as the
+stack's local admin or local consumer: the IAM users it makes in moto, whose keys it writes to a shared
+credentials file (``StackProcess.credentials_file``, one profile each). The repository's test conftest sets
+fake AWS credentials in the environment (an explicit profile outranks them) and masks test reports.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import botocore.session
 import pytest
 from client_support import RecordingServer
+
+from zus_local.local_principals import ADMIN_USER as ADMIN_PROFILE
+from zus_local.local_principals import CONSUMER_USER as CONSUMER_PROFILE
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 
@@ -44,6 +50,33 @@ def local_stack() -> Iterator[Any]:
         yield stack
     finally:
         assert stack.terminate(timeout=15) == 0, stack.output
+
+
+def signer(stack: Any, profile: str) -> botocore.session.Session:
+    """A botocore session signing as ``profile`` of the stack's credentials file (what
+    ``AWS_SHARED_CREDENTIALS_FILE`` names), in the stack's region."""
+    session = botocore.session.Session(profile=profile)
+    session.set_config_variable("credentials_file", str(stack.credentials_file))
+    session.set_config_variable("region", "us-east-1")
+    return session
+
+
+@pytest.fixture(scope="session")
+def admin_session(local_stack: Any) -> botocore.session.Session:
+    """Signs as the stack's admin (``AdminPrincipals``): every route but the token route's answers."""
+    return signer(local_stack, ADMIN_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def consumer_session(local_stack: Any) -> botocore.session.Session:
+    """Signs as the stack's consumer: the token route of the clients that name it."""
+    return signer(local_stack, CONSUMER_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def consumer_arn(local_stack: Any) -> str:
+    """The local consumer's IAM user, as the stack made it in moto."""
+    return str(local_stack.client("iam").get_user(UserName=CONSUMER_PROFILE)["User"]["Arn"])
 
 
 @pytest.fixture

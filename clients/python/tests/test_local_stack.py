@@ -1,11 +1,14 @@
-"""The client against the whole local stack (``make dev``: the local API, the real handlers, moto and the Zus
-emulator) over HTTP, signed with the static fake AWS credentials the test environment sets.
+"""The client against the whole local stack (``make dev``: the local API with API Gateway's IAM authorizer,
+the real handlers, moto and the Zus emulator) over HTTP, signed as the stack's local admin (managing
+clients) and local consumer (their tokens), from the credentials file the stack wrote.
 
-Token-route calls are counted from the stack's own console, one line per request it served.
+Token-route calls are counted from the stack's own console, one line per request it served; token
+requests at Zus from the emulator's ``/_emulator/stats``.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import subprocess
@@ -13,6 +16,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +26,20 @@ import requests
 from client_support import FakeClock, RecordingTransport, wait_until
 
 import zus_m2m_client
-from zus_m2m_client import SigV4Transport, TokenProvider, ZusAuth, ZusM2MApi
+from zus_local.local_principals import ADMIN_USER as ADMIN_PROFILE
+from zus_local.local_principals import CONSUMER_USER as CONSUMER_PROFILE
+from zus_m2m_client import SigV4Transport, TokenProvider, ZusAuth, ZusM2MApi, fingerprint
 
 JSON_API = "application/vnd.api+json"
 THREADS, CALLS_EACH = 50, 20
+REPORTERS = 20
 
 
 def console_lines(stack: Any) -> list[str]:
     """The stack's console once every request answered so far has its line: a request sent now is
     answered after them, and its line (written before its answer) follows theirs."""
     sentinel = f"/app-clients/sentinel-{uuid.uuid4().hex[:12]}"
-    requests.get(stack.api + sentinel, timeout=10)
+    stack.admin.get(stack.api + sentinel, timeout=10)  # signed: the admin's 404 for a name that does not exist
     wait_until(lambda: any(f" {sentinel}  404" in line for line in stack.lines), "the sentinel's console line")
     return list(stack.lines)
 
@@ -41,15 +48,21 @@ def token_route_calls(stack: Any, name: str) -> int:
     return sum(f"GET    /app-clients/{name}/token  " in line for line in console_lines(stack))
 
 
+def token_requests_at_zus(stack: Any, record: Mapping[str, Any]) -> int:
+    stats = requests.get(f"{stack.zus}/_emulator/stats", timeout=5).json()
+    return int(stats["tokenRequests"].get(record["clientId"], 0))
+
+
 @pytest.fixture
-def managed(local_stack: Any) -> Iterator[Any]:
-    """Creates managed clients by name through the signed API; deletes them after the test."""
-    api = ZusM2MApi(local_stack.api)
+def managed(local_stack: Any, admin_session: botocore.session.Session, consumer_arn: str) -> Iterator[Any]:
+    """Creates managed clients by name through the API, as the local admin, with the local consumer as
+    their consumer; deletes them after the test."""
+    api = ZusM2MApi(local_stack.api, session=admin_session)
     created: list[str] = []
 
     def create(name: str) -> dict[str, Any]:
         created.append(name)
-        return api.create_client(name)
+        return api.create_client(name, consumers=[consumer_arn])
 
     yield create
     for name in created:
@@ -61,10 +74,12 @@ def emulator_client_url(stack: Any, record: Mapping[str, Any]) -> str:
     return f"{stack.zus}/auth/app-clients/{record['appClientId']}"
 
 
-def test_a_fleet_of_threads_costs_one_token_route_call(local_stack: Any, managed: Any) -> None:
+def test_a_fleet_of_threads_costs_one_token_route_call(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session
+) -> None:
     name = "client-fleet"
     url = emulator_client_url(local_stack, managed(name))
-    auth = ZusAuth(TokenProvider(local_stack.api, name))
+    auth = ZusAuth(TokenProvider(local_stack.api, name, session=consumer_session))
     start = threading.Barrier(THREADS)
     statuses: list[int] = []
 
@@ -80,10 +95,14 @@ def test_a_fleet_of_threads_costs_one_token_route_call(local_stack: Any, managed
     for thread in threads:
         thread.join(60)
     assert statuses == [200] * THREADS * CALLS_EACH
-    assert token_route_calls(local_stack, name) == 1
+    calls = token_route_calls(local_stack, name)
+    print(f"{THREADS} threads x {CALLS_EACH} calls: {calls} token route call(s) seen by the API")
+    assert calls == 1
 
 
-def test_a_token_zus_refuses_is_reported_replaced_and_the_request_sent_again(local_stack: Any, managed: Any) -> None:
+def test_a_token_zus_refuses_is_reported_replaced_and_the_request_sent_again(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session
+) -> None:
     """The process holds a token past its expiry at Zus (its clock stood still, as on a suspended host)."""
     name = "client-refused"
     managed("client-refused-warm-up")  # provisioning caches the admin's token, good for an hour
@@ -91,7 +110,7 @@ def test_a_token_zus_refuses_is_reported_replaced_and_the_request_sent_again(loc
     assert configured.status_code == 200, configured.text
     try:
         url = emulator_client_url(local_stack, managed(name))  # its tokens live 5 s
-        route = RecordingTransport(SigV4Transport(local_stack.api))
+        route = RecordingTransport(SigV4Transport(local_stack.api, session=consumer_session))
         provider = TokenProvider(local_stack.api, name, min_ttl=3, refresh_margin=0, transport=route, clock=FakeClock())
         auth = ZusAuth(provider)
         with requests.Session() as http:
@@ -113,30 +132,116 @@ def test_a_token_zus_refuses_is_reported_replaced_and_the_request_sent_again(loc
         requests.post(f"{local_stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 3600}, timeout=5)
 
 
-def test_no_token_or_credential_in_debug_logs(local_stack: Any, managed: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_token_or_credential_in_debug_logs(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
-    session = botocore.session.Session()
-    session.set_credentials("AKIDLOGLEAKTEST", "log-leak-secret-key", "log-leak-session-token")
-    session.set_config_variable("region", "us-east-1")
-    provider = TokenProvider(local_stack.api, "client-logs", session=session)
+    provider = TokenProvider(local_stack.api, "client-logs", session=consumer_session)
     url = emulator_client_url(local_stack, managed("client-logs"))
     assert requests.get(url, auth=ZusAuth(provider), timeout=10).status_code == 200
+    held = provider.get_token()
+    provider.report_refused(held.access_token)  # the report is logged too, by fingerprint
+    assert provider.get_token().fingerprint != held.fingerprint
     assert "/app-clients/client-logs/token?minTtl=300" in caplog.text  # the requests were logged
+    assert f"refused={held.fingerprint}" in caplog.text
+    credentials = consumer_session.get_credentials()
+    assert credentials is not None
     for secret in (
+        held.access_token,
         provider.get_token().access_token,
-        "AKIDLOGLEAKTEST",
-        "log-leak-secret-key",
-        "log-leak-session-token",
+        credentials.access_key,
+        credentials.secret_key,
     ):
         assert secret not in caplog.text
+
+
+# --- a token Zus refused, replaced once for every process (issue 13) --------------------------------------
+
+
+def test_two_processes_reporting_one_refused_token_cause_one_mint(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session
+) -> None:
+    """Providers A and B (two processes) hold T; Zus refuses T to both."""
+    name = "client-refused-twice"
+    record = managed(name)
+    a, b = (TokenProvider(local_stack.api, name, session=consumer_session) for _ in range(2))
+    held = a.get_token()
+    assert b.get_token().access_token == held.access_token
+    before = token_requests_at_zus(local_stack, record)
+
+    a.report_refused(held.access_token)
+    replaced = a.get_token()
+    assert replaced.fingerprint != held.fingerprint
+    assert token_requests_at_zus(local_stack, record) - before == 1
+
+    b.report_refused(held.access_token)
+    assert b.get_token().access_token == replaced.access_token
+    assert token_requests_at_zus(local_stack, record) - before == 1
+
+    # A report naming a token that is not the cached one (T, already replaced; one never seen) answers the
+    # cached token unchanged, and mints nothing.
+    route = ZusM2MApi(local_stack.api, session=consumer_session)
+    for named in (held.fingerprint, fingerprint("a token the service never vended")):
+        assert route.token(name, refused=named).access_token == replaced.access_token
+    assert token_requests_at_zus(local_stack, record) - before == 1
+
+
+def test_twenty_processes_reporting_one_refused_token_at_once_cause_one_mint(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session
+) -> None:
+    name = "client-refused-fleet"
+    record = managed(name)
+    providers = [TokenProvider(local_stack.api, name, session=consumer_session) for _ in range(REPORTERS)]
+    (held,) = {provider.get_token().access_token for provider in providers}
+    before = token_requests_at_zus(local_stack, record)
+    start = threading.Barrier(REPORTERS)
+
+    def report(provider: TokenProvider) -> str:
+        start.wait()
+        provider.report_refused(held)
+        return provider.get_token().access_token
+
+    with ThreadPoolExecutor(max_workers=REPORTERS) as pool:
+        replaced = set(pool.map(report, providers))
+
+    mints = token_requests_at_zus(local_stack, record) - before
+    print(f"{REPORTERS} concurrent reports of one refused token: {mints} token request(s) at Zus")
+    assert mints == 1
+    assert len(replaced) == 1
+    assert held not in replaced
 
 
 # --- the CLI, as an operator runs it ----------------------------------------------------------------------
 
 
-def cli(stack: Any, *argv: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def profile_environment(stack: Any, profile: str | None = ADMIN_PROFILE) -> dict[str, str]:
+    """The environment of an operator whose shared credentials file is the stack's, signing as ``profile``
+    (AWS_PROFILE; None: no profile), in the stack's region; none of the test session's fake credentials."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(stack.credentials_file),
+        AWS_CONFIG_FILE=str(stack.credentials_file.with_name("no-config")),
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    if profile is not None:
+        env["AWS_PROFILE"] = profile
+    return env
+
+
+def stack_keys(stack: Any, profile: str) -> tuple[str, str]:
+    """The access key id and secret key of ``profile`` in the stack's credentials file."""
+    parsed = configparser.ConfigParser()
+    parsed.read(stack.credentials_file)
+    return parsed[profile]["aws_access_key_id"], parsed[profile]["aws_secret_access_key"]
+
+
+def cli(
+    stack: Any, *argv: str, profile: str = ADMIN_PROFILE, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``zus-m2m`` in a subprocess, signing as ``profile`` of the stack's credentials file unless ``env`` is given."""
     source = str(Path(zus_m2m_client.__file__).parents[1])  # the package, installed or not
-    environment = {**(env if env is not None else os.environ), "ZUS_M2M_API_URL": stack.api}
+    environment = {**(env if env is not None else profile_environment(stack, profile)), "ZUS_M2M_API_URL": stack.api}
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source, environment.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "zus_m2m_client", *argv],
@@ -148,12 +253,12 @@ def cli(stack: Any, *argv: str, env: Mapping[str, str] | None = None) -> subproc
     )
 
 
-def test_cli_create_list_show_token_rotate_delete(local_stack: Any) -> None:
+def test_cli_create_list_show_token_rotate_delete(local_stack: Any, consumer_arn: str) -> None:
     name = "cli-flow"
-    created = cli(local_stack, "clients", "create", name)
+    created = cli(local_stack, "clients", "create", name, "--consumer", consumer_arn)
     assert created.returncode == 0, created.stderr
     record = json.loads(created.stdout)
-    assert record["name"] == name
+    assert (record["name"], record["consumers"]) == (name, [consumer_arn])
     assert "clientSecret" not in created.stdout
 
     listed = cli(local_stack, "clients", "list", "--output", "table")
@@ -163,11 +268,13 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any) -> None:
     shown = cli(local_stack, "clients", "show", name)
     assert json.loads(shown.stdout)["appClientId"] == record["appClientId"]
 
-    token = cli(local_stack, "token", name, "--min-ttl", "120")
+    token = cli(local_stack, "token", name, "--min-ttl", "120", profile=CONSUMER_PROFILE)
     assert token.returncode == 0, token.stderr
     assert (token.stdout.count("\n"), token.stdout.count("."), token.stderr) == (1, 2, "")  # one JWT, nothing else
     bearer = {"Authorization": f"Bearer {token.stdout.strip()}"}
     assert requests.get(emulator_client_url(local_stack, record), headers=bearer, timeout=10).status_code == 200
+    as_admin = cli(local_stack, "token", name)  # an admin is not a consumer
+    assert (as_admin.returncode, as_admin.stdout) == (4, "")
 
     rotated = cli(local_stack, "clients", "rotate", name)
     assert (rotated.returncode, json.loads(rotated.stdout)["rotation"]) == (0, "started")
@@ -181,6 +288,36 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any) -> None:
     assert gone.stderr == f"zus-m2m: 404 Not Found: no managed app client named '{name}'\n"
 
 
+def test_cli_grant_and_revoke_change_who_gets_the_token(local_stack: Any, managed: Any, consumer_arn: str) -> None:
+    name = "cli-grants"
+    managed(name)
+    role = "arn:aws:iam::123456789012:role/billing"
+
+    def patches() -> int:
+        return sum(f"PATCH  /app-clients/{name}  200" in line for line in console_lines(local_stack))
+
+    granted = cli(local_stack, "clients", "grant", name, role)
+    assert granted.returncode == 0, granted.stderr
+    assert sorted(json.loads(granted.stdout)["consumers"]) == sorted([consumer_arn, role])
+    again = cli(local_stack, "clients", "grant", name, role)  # already granted: a GET, no PATCH
+    assert again.returncode == 0, again.stderr
+    assert sorted(json.loads(again.stdout)["consumers"]) == sorted([consumer_arn, role])
+    assert patches() == 1
+
+    revoked = cli(local_stack, "clients", "revoke", name, consumer_arn)
+    assert revoked.returncode == 0, revoked.stderr
+    assert json.loads(revoked.stdout)["consumers"] == [role]
+    assert patches() == 2
+    refused = cli(local_stack, "token", name, profile=CONSUMER_PROFILE)
+    assert (refused.returncode, refused.stdout) == (4, "")
+    assert refused.stderr.startswith("zus-m2m: 403 Forbidden: ")
+
+    regranted = cli(local_stack, "clients", "grant", name, consumer_arn)
+    assert sorted(json.loads(regranted.stdout)["consumers"]) == sorted([consumer_arn, role])
+    token = cli(local_stack, "token", name, profile=CONSUMER_PROFILE)  # a consumer just granted: at once
+    assert (token.returncode, token.stdout.count(".")) == (0, 2), token.stderr
+
+
 def test_cli_errors_are_one_line_with_their_exit_code(local_stack: Any) -> None:
     unknown = cli(local_stack, "clients", "grant", "no-such-client", "arn:aws:iam::123456789012:role/billing")
     assert (unknown.returncode, unknown.stdout) == (3, "")
@@ -192,13 +329,17 @@ def test_cli_errors_are_one_line_with_their_exit_code(local_stack: Any) -> None:
 
     role = cli(local_stack, "clients", "create", "cli-bad-role", "--role", "Janitor")
     assert role.returncode == 1
-    assert role.stderr.startswith("zus-m2m: 422 Unprocessable Content: Zus has no role named 'Janitor'")
+    assert role.stderr.startswith("zus-m2m: 422 Unprocessable Content: role 'Janitor' is not one this stack allows")
     assert role.stderr.count("\n") == 1
+
+    consumer = cli(local_stack, "clients", "list", profile=CONSUMER_PROFILE)  # API Gateway refuses it
+    assert (consumer.returncode, consumer.stdout) == (4, "")
 
 
 def test_cli_signs_with_a_named_profile(local_stack: Any, tmp_path: Path) -> None:
+    key, secret = stack_keys(local_stack, ADMIN_PROFILE)
     credentials = tmp_path / "credentials"
-    credentials.write_text("[ops]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n")
+    credentials.write_text(f"[ops]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_CONFIG_FILE=str(tmp_path / "config"))
     env["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -216,10 +357,10 @@ def test_cli_signs_with_a_named_profile(local_stack: Any, tmp_path: Path) -> Non
 
 def test_cli_debug_logs_carry_no_token_or_credential(local_stack: Any, managed: Any) -> None:
     managed("cli-debug")
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDCLIDEBUG", "AWS_SECRET_ACCESS_KEY": "cli-debug-secret"}
-    env["AWS_SESSION_TOKEN"] = "cli-debug-session-token"
+    key, secret = stack_keys(local_stack, CONSUMER_PROFILE)
+    env = {**profile_environment(local_stack, profile=None), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
     token = cli(local_stack, "--debug", "token", "cli-debug", env=env)
     assert token.returncode == 0, token.stderr
     assert "GET /app-clients/cli-debug/token?minTtl=60 HTTP/1.1" in token.stderr  # debug logging was on
-    for secret in (token.stdout.strip(), "AKIDCLIDEBUG", "cli-debug-secret", "cli-debug-session-token"):
-        assert secret not in token.stderr
+    for leaked in (token.stdout.strip(), key, secret):
+        assert leaked not in token.stderr

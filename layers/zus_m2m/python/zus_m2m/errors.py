@@ -10,7 +10,10 @@ callers build messages from operation names, statuses and error codes only.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from zus_m2m.zus.models import ZusQuota
 
 
 class ZusM2MError(Exception):
@@ -94,10 +97,16 @@ class UnknownRole(UnprocessableRequest, http_status=422, title="Unprocessable Co
 
 
 # --- errors of the Zus API, raised by the Zus client ----------------------------------------------
+#
+# The token endpoint's refusals mean one of four things, whatever dialect Zus's auth server speaks
+# (Auth0's or RFC 6749's; ``zus_m2m.zus.client`` holds the one table): refused credentials
+# (``ZusCredentialsRefused``), throttled (``ZusRateLimited``), forbidden (``ZusForbidden``), or
+# unavailable (``ZusUnavailable``). Only refused credentials say anything about a secret.
 
 
 class ZusError(TemporarilyUnavailable, http_status=503, title="Service Unavailable"):
-    """Zus answered with an error, or did not answer: the caller can only retry later."""
+    """Zus answered with an error, or did not answer: the caller can only retry later. ``quota`` is
+    what Zus said of the client's hourly token quota, when it said anything."""
 
     def __init__(
         self,
@@ -105,16 +114,21 @@ class ZusError(TemporarilyUnavailable, http_status=503, title="Service Unavailab
         status: int | None,
         reason: str,
         retry_after: float = 5.0,
+        *,
+        quota: ZusQuota | None = None,
     ) -> None:
         where = f"HTTP {status}" if status is not None else "no response"
         super().__init__(f"Zus {operation} failed ({where}): {reason}", retry_after)
         self.operation = operation
         self.status = status
         self.reason = reason
+        self.quota = quota
 
 
-class ZusInvalidClient(ZusError, http_status=503, title="Service Unavailable"):
-    """401 ``invalid_client`` from the token endpoint: the client id or secret is not (or no longer) valid."""
+class ZusCredentialsRefused(ZusError, http_status=503, title="Service Unavailable"):
+    """The token endpoint refused the client id or secret: 401 ``invalid_client`` (RFC 6749) or 401
+    ``access_denied`` (Auth0). The secret is not, not yet (a rotated secret still propagating), or no
+    longer valid."""
 
 
 class ZusUnauthorized(ZusError, http_status=503, title="Service Unavailable"):
@@ -122,7 +136,9 @@ class ZusUnauthorized(ZusError, http_status=503, title="Service Unavailable"):
 
 
 class ZusForbidden(ZusError, http_status=503, title="Service Unavailable"):
-    """403: the credentials are valid but lack the role (e.g. a Care Team User on an admin call)."""
+    """403: the credentials are valid but may not do this: an admin call without the Builder Admin role,
+    or a token request for a grant type or an audience the client may not use. A configuration error,
+    never a reason to rotate a secret."""
 
 
 class ZusNotFound(ZusError, http_status=503, title="Service Unavailable"):
@@ -138,7 +154,8 @@ class ZusBadRequest(ZusError, http_status=503, title="Service Unavailable"):
 
 
 class ZusRateLimited(ZusError, http_status=429, title="Too Many Requests"):
-    """429 from Zus; ``retry_after`` is what Zus asked for, in seconds."""
+    """Zus throttled us: a 429, or Auth0's tenant-wide limit (a 500 ``access_denied`` "Global limit has
+    been reached"). ``retry_after``: the seconds Zus asked us to wait. Never refused credentials."""
 
 
 class ZusUnavailable(ZusError, http_status=503, title="Service Unavailable"):

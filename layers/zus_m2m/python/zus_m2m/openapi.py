@@ -19,6 +19,7 @@ from typing import Any
 from zus_m2m import problem
 from zus_m2m.access import MAX_PRINCIPALS, PRINCIPAL_REGEX
 from zus_m2m.validation import CLIENT_NAME_REGEX
+from zus_m2m.values import FINGERPRINT_REGEX
 
 PARAMETERS_EXTENSION = "x-zus-m2m-parameters"
 JSON = "application/json"
@@ -170,6 +171,16 @@ MIN_TTL: dict[str, Any] = {
     "required": False,
     "description": "seconds the token must still be valid for",
     "schema": {"type": "integer", "minimum": 0, "maximum": 3000, "default": 60},
+}
+REFUSED: dict[str, Any] = {
+    "name": "refused",
+    "in": "query",
+    "required": False,
+    "description": (
+        "the fingerprint (the first 16 hex characters of its SHA-256) of a token Zus refused: if it is the"
+        " cached token, one new token replaces it for every caller; otherwise the cached token is returned"
+    ),
+    "schema": {"type": "string", "pattern": FINGERPRINT_REGEX},
 }
 LIMIT: dict[str, Any] = {
     "name": "limit",

@@ -16,13 +16,14 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     ClientView,
+    FailureCause,
     RecordItem,
     RotationFailure,
     SecretDescription,
     TokenState,
 )
 from zus_m2m.work.items import DueMark, WorkItem
-from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
+from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -91,14 +92,17 @@ class TokenTable(Protocol):
         """The client's active record and its token item, read together (consistently)."""
         ...
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
-        """Take the fetch lease if nobody holds a live one. True when taken."""
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
+        """Take the fetch lease if nobody holds a live one: the item as it is now, or None if not taken."""
         ...
 
     def release_lease(self, client: str, owner: str) -> None: ...
 
-    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
-        """Store a token (unless a later-expiring one of the same app client is there) and release
+    def put_token(
+        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+    ) -> None:
+        """Store a token (unless a later-expiring one of the same app client is there; ``replacing``, a
+        token Zus refused, is replaced whatever its expiry), forget failed attempts, and release
         ``owner``'s lease."""
         ...
 
@@ -106,12 +110,22 @@ class TokenTable(Protocol):
         """Remove the cached token if it is still the one minted for ``app_client_id`` (a deleted client's)."""
         ...
 
+    def record_failure(self, client: str, owner: str, failures: int, cause: FailureCause, until: float) -> None:
+        """As ``owner`` of the lease: remember the failed attempt (nobody asks again before ``until``) and
+        release the lease, in one write."""
+        ...
+
     def block(self, client: str, until: float) -> None:
         """Remember that Zus asked us not to request tokens for ``client`` before ``until``."""
         ...
 
-    def spend_budget(self, client: str, now: float, limit: int) -> BudgetVerdict:
-        """Count one token request in the rolling hour, atomically, unless ``limit`` is reached."""
+    def spend_budget(self, client: str, now: float, limit: int, *, reserve: int = 0) -> BudgetVerdict:
+        """Count one token request in the rolling hour, atomically, unless ``limit - reserve`` are spent
+        or Zus's last report of its own count leaves ``reserve`` or fewer."""
+        ...
+
+    def note_zus_quota(self, client: str, quota: ZusQuota, seen_at: float) -> None:
+        """Remember what Zus said of the client's hourly quota (for ``spend_budget``)."""
         ...
 
     def budget_used(self, client: str, now: float) -> int: ...

@@ -29,6 +29,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str | None] = {
     "ZUS_AUDIENCE": "",
     "TOKEN_REFRESH_MARGIN_SECONDS": "300",
     "TOKEN_BUDGET_PER_HOUR": "100",
+    "TOKEN_BUDGET_RESERVE_PERCENT": "10",
     "ROTATION_INTERVAL_DAYS": "30",
     "SECRET_RECOVERY_WINDOW_DAYS": "7",
     "ROTATION_FUNCTION_ARN": "",
@@ -56,6 +57,9 @@ class Settings:
     zus: ZusEndpoints
     token_refresh_margin_seconds: int
     token_budget_per_hour: int
+    # The percentage of the budget only recovery may spend (testSecret, proofs, the sweep, the first
+    # request after an outage).
+    token_budget_reserve_percent: int
     rotation_interval_days: int
     secret_recovery_window_days: int
     rotation_function_arn: str
@@ -85,6 +89,7 @@ class Settings:
 
         margin = integer("TOKEN_REFRESH_MARGIN_SECONDS", 0, 3000)
         budget = integer("TOKEN_BUDGET_PER_HOUR", 1, 200)
+        reserve_percent = integer("TOKEN_BUDGET_RESERVE_PERCENT", 0, 50)
         rotation_days = integer("ROTATION_INTERVAL_DAYS", 1, 365)
         recovery_days = integer("SECRET_RECOVERY_WINDOW_DAYS", 7, 30)
         rotation_gap = integer("ROTATION_REQUEST_MIN_GAP_SECONDS", 0, 86400)
@@ -122,6 +127,7 @@ class Settings:
             zus=endpoints,
             token_refresh_margin_seconds=margin,
             token_budget_per_hour=budget,
+            token_budget_reserve_percent=reserve_percent,
             rotation_interval_days=rotation_days,
             secret_recovery_window_days=recovery_days,
             rotation_function_arn=values["ROTATION_FUNCTION_ARN"] or "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from zus_m2m.errors import InvalidRequest
+from zus_m2m.values import FINGERPRINT_REGEX
 
 # "." and ".." are excluded: clients and gateways collapse them as dot-segments in a URL path (RFC 3986),
 # so a client so named could never be addressed as /app-clients/{name}.
@@ -29,3 +30,14 @@ def integer_in_range(field_name: str, raw: str | None, default: int, low: int, h
     if not low <= number <= high:
         raise InvalidRequest(f"{field_name} must be an integer between {low} and {high}, got {number}")
     return number
+
+
+def token_fingerprint(field_name: str, raw: str | None) -> str | None:
+    """A query-string token fingerprint (16 lowercase hex characters, ``values.fingerprint``); absent: None."""
+    if raw is None:
+        return None
+    if not re.fullmatch(FINGERPRINT_REGEX, raw):
+        raise InvalidRequest(
+            f"{field_name} must be a token's fingerprint: the first 16 lowercase hex characters of its SHA-256"
+        )
+    return raw

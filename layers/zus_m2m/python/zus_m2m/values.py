@@ -7,6 +7,7 @@ collaborators that produce and store them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,9 @@ class ClientCredentials:
     # The Secrets Manager version these credentials were read from ("" when not read from a version):
     # not part of the stored JSON. A token minted with them names it (``CachedToken.secret_version``).
     version_id: str = field(default="", compare=False)
+    # When Secrets Manager stored this version (its CreatedDate), if known; not part of the document.
+    # A version stored moments ago may still be propagating at Zus.
+    stored_at: float | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -70,9 +74,11 @@ class ClientCredentials:
         )
 
     @classmethod
-    def from_json(cls, text: str, secret_id: str, version_id: str = "") -> ClientCredentials:
-        """Parse a stored secret (of version ``version_id``). Errors name the secret and the missing
-        fields, never a value."""
+    def from_json(
+        cls, text: str, secret_id: str, version_id: str = "", stored_at: float | None = None
+    ) -> ClientCredentials:
+        """Parse a stored secret (of version ``version_id``, stored at ``stored_at``). Errors name the
+        secret and the missing fields, never a value."""
         try:
             document: Any = json.loads(text)
         except ValueError as exc:
@@ -91,11 +97,17 @@ class ClientCredentials:
             role_name=str(document.get("roleName", "")),
             audience=str(document.get("audience", "")),
             version_id=version_id,
+            stored_at=stored_at,
         )
 
     def with_secret(self, client_secret: str) -> ClientCredentials:
         """The same client with another secret (not yet stored: of no version)."""
-        return replace(self, client_secret=client_secret, version_id="")
+        return replace(self, client_secret=client_secret, version_id="", stored_at=None)
+
+    def unsettled_for(self, now: float, settle_seconds: float) -> float:
+        """Seconds until this version is ``settle_seconds`` old (0: settled, or its age unknown): until
+        then Zus may not accept it everywhere yet (Auth0 takes up to 30 s to propagate a rotated secret)."""
+        return 0.0 if self.stored_at is None else max(0.0, self.stored_at + settle_seconds - now)
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,14 @@ class RotationFailure:
 # memory: this container; table: DynamoDB; lease-wait: DynamoDB after waiting for another fetch.
 TokenSource = Literal["memory", "table", "lease-wait", "zus"]
 
+# How a caller names a token Zus refused (``?refused=``): the first 16 hex characters of its SHA-256.
+FINGERPRINT_REGEX = r"^[0-9a-f]{16}$"
+
+
+def fingerprint(access_token: str) -> str:
+    """What names a token without revealing it (the client library computes the same)."""
+    return hashlib.sha256(access_token.encode()).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class CachedToken:
@@ -192,23 +212,52 @@ class CachedToken:
     # The version of the client's secret the token was minted with ("" if unknown): a token minted with
     # the AWSCURRENT version proves that version works, so a health check needs no token of its own.
     secret_version: str = field(default="", compare=False)
+    # Seconds Zus said it lives (``expires_in``) when it issued it; 0: unknown.
+    lifetime: float = field(default=0.0, compare=False)
 
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now
 
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.access_token)
+
+    def outlives(self, min_ttl: float) -> bool:
+        """Whether a token like this one, fresh, can have ``min_ttl`` seconds left (unknown: yes)."""
+        return not self.lifetime or min_ttl <= self.lifetime
+
+
+# Why the last upstream attempt failed (docs/design.md, the token item's ``failedBy``).
+FailureCause = Literal["unavailable", "refused", "forbidden"]
+
 
 @dataclass(frozen=True)
 class TokenState:
-    """The token item of one client: its token, its single-flight lease, and a Zus 429 block."""
+    """The token item of one client: its token, its single-flight lease, a Zus 429 block, and the
+    memory of failed upstream attempts every container backs off by."""
 
     token: CachedToken | None = None
     lease_owner: str | None = None
     lease_until: float = 0.0
     blocked_until: float = 0.0
     last_requested_at: float = 0.0
+    # Consecutive failed upstream attempts, the last one's cause, and until when nobody asks again.
+    failures: int = 0
+    failed_by: FailureCause | None = None
+    failed_until: float = 0.0
 
     def lease_held(self, now: float) -> bool:
         return self.lease_owner is not None and self.lease_until > now
+
+    def paused_until(self, now: float) -> float:
+        """Until when no container may ask Zus for this client's token (a 429, or a back-off), or 0."""
+        until = max(self.blocked_until, self.failed_until)
+        return until if until > now else 0.0
+
+    @property
+    def after_outage(self) -> bool:
+        """The last attempt found Zus unavailable: the next one is a recovery, which may use the reserve."""
+        return self.failures > 0 and self.failed_by == "unavailable"
 
 
 @dataclass(frozen=True)
@@ -227,6 +276,8 @@ class BudgetVerdict:
     allowed: bool
     used: int
     retry_after: float = 0.0
+    # Refused because Zus reported fewer requests left than our own count allows.
+    by_zus: bool = False
 
 
 # --- provisioning -------------------------------------------------------------------------------

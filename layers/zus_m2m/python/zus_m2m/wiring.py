@@ -41,7 +41,8 @@ from zus_m2m.ports import (
     no_checkpoint,
 )
 from zus_m2m.settings import Settings
-from zus_m2m.tokens.vendor import TokenVendor, VendingPolicy
+from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.zus.endpoints import ZusEndpoints
 from zus_m2m.zus.models import AccessToken
 
@@ -69,7 +70,8 @@ AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standar
 # VendingPolicy.retry_window_seconds into a vend call, so one that Zus leaves hanging answers 503 in
 # about 7 s.
 TOKEN_VENDING_ZUS_TIMEOUT = (1.0, 3.0)
-# An admin token must outlive the admin calls made with it (rotate-secret: seconds).
+# An admin token must outlive the admin calls made with it (rotate-secret: seconds); where tokens live
+# no longer than this, the vendor settles for one with half a lifetime left.
 ADMIN_TOKEN_MIN_TTL = 60
 
 
@@ -149,6 +151,7 @@ class VendedAdminTokens:
         self._name = admin_client_name
 
     def bearer(self) -> str:
+        # Best effort: where Zus's tokens live no longer than ADMIN_TOKEN_MIN_TTL, a fresh one must do.
         return self._vendor.admin_token(ADMIN_TOKEN_MIN_TTL).access_token
 
 
@@ -195,7 +198,7 @@ def provisioning_use_cases(
     from zus_m2m.provisioning.start_rotation import StartRotation
 
     admin = BootstrapAdmin(ports.zus, ports.admin_tokens, policy.admin_client_name)
-    keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy)
+    keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy, clock=clock, sleep=sleep)
     queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, clock=clock)
     return Provisioning(
         create_client=CreateClient(
@@ -244,9 +247,9 @@ class Container:
             refresh_margin=self.settings.token_refresh_margin_seconds,
         )
 
-    def token_vendor(self, endpoint: TokenEndpoint | None = None) -> TokenVendor:
+    def token_vendor(self, endpoint: TokenEndpoint | None = None, policy: VendingPolicy | None = None) -> TokenVendor:
         """Tokens from ``endpoint``; by default the vending function's Zus client, built at its first
-        token request, with timeouts that fit the function's 10 s."""
+        token request, with timeouts that fit the function's 10 s. ``policy``: by default the settings'."""
         settings = self.settings
         return TokenVendor(
             table=self.token_table(),
@@ -254,9 +257,11 @@ class Container:
             endpoint=endpoint or self._zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
             naming=settings.secret_naming,
             metrics=self._metrics,
-            policy=VendingPolicy(
+            policy=policy
+            or VendingPolicy(
                 refresh_margin=settings.token_refresh_margin_seconds,
                 budget_per_hour=settings.token_budget_per_hour,
+                budget_reserve_percent=settings.token_budget_reserve_percent,
                 revalidate_seconds=settings.memory_revalidation_seconds,
             ),
             access=self.access,

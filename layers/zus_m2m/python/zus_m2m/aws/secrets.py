@@ -70,7 +70,13 @@ class SecretsManagerStore:
         response = self._absent_as_none(operation, lambda: self._sm.get_secret_value(SecretId=secret_id, **version))
         # A version with no value (a rotation's new version before createSecret) answers no value.
         text = response.get("SecretString") if response is not None else None
-        return ClientCredentials.from_json(text, secret_id, str(response.get("VersionId") or "")) if text else None
+        if not text:
+            return None
+        created = response.get("CreatedDate")
+        stored_at = created.timestamp() if isinstance(created, datetime) else None
+        return ClientCredentials.from_json(
+            text, secret_id, version_id=str(response.get("VersionId") or ""), stored_at=stored_at
+        )
 
     def _absent_as_none(self, operation: str, request: Callable[[], Any]) -> Any:
         return answer_or_none(operation, request, none_when=_ABSENT)

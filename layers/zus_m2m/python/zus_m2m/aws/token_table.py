@@ -1,4 +1,5 @@
-"""The DynamoDB tier of token vending: token items, single-flight leases and rolling-hour budgets.
+"""The DynamoDB tier of token vending: token items (with their single-flight lease and the memory of
+failed upstream attempts) and rolling-hour budgets (with what Zus last said of its own count).
 
 Item shapes are in docs/design.md. All writes that decide something (who fetches, whether the
 budget allows one more request) are conditional writes, so they are atomic across containers. A token
@@ -9,14 +10,15 @@ record names now.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast, get_args
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
 from zus_m2m.aws.client_records import RECORD, consumers_of_item
 from zus_m2m.aws.dynamo import DUE_AT, DUE_KIND, TableKeys, number, number_of, string, string_of
 from zus_m2m.errors import StoreUnavailable
-from zus_m2m.values import BudgetVerdict, CachedToken, ClientView, TokenState
+from zus_m2m.values import BudgetVerdict, CachedToken, ClientView, FailureCause, TokenState
 from zus_m2m.work.items import REFRESH
+from zus_m2m.zus.models import ZusQuota
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -27,31 +29,11 @@ _BUDGET_ATTEMPTS = 10
 
 TOKEN = "token"
 # What vending needs of the two items: of the record, its state, app client and consumers; of the token
-# item, the token and the lease (fewer attributes read are a faster query).
+# item, the token, the lease and the memory of failed attempts (fewer attributes read are a faster query).
 _VIEW = (
-    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, leaseOwner, leaseUntil, "
-    "blockedUntil, lastRequestedAt"
+    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, leaseOwner, "
+    "leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil"
 )
-
-
-def _token_state(item: dict[str, Any]) -> TokenState:
-    token = None
-    if "accessToken" in item:
-        token_type = string_of(item, "tokenType")
-        token = CachedToken(
-            access_token=item["accessToken"]["S"],
-            token_type="Bearer" if token_type is None else token_type,
-            expires_at=number_of(item, "expiresAt"),
-            app_client_id=string_of(item, "appClientId") or "",
-            secret_version=string_of(item, "secretVersion") or "",
-        )
-    return TokenState(
-        token=token,
-        lease_owner=string_of(item, "leaseOwner"),
-        lease_until=number_of(item, "leaseUntil"),
-        blocked_until=number_of(item, "blockedUntil"),
-        last_requested_at=number_of(item, "lastRequestedAt"),
-    )
 
 
 class DynamoTokenTable:
@@ -99,14 +81,20 @@ class DynamoTokenTable:
             token=_token_state(by_kind.get(TOKEN, {})),
         )
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> bool:
-        return self._conditional_update(
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
+        answer = answer_or_none(
             "taking the fetch lease",
-            client,
-            "SET leaseOwner = :owner, leaseUntil = :until",
-            "attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
-            {":owner": string(owner), ":until": number(until), ":now": number(now)},
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=self._keys.key(client, TOKEN),
+                UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
+                ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
+                ExpressionAttributeValues={":owner": string(owner), ":until": number(until), ":now": number(now)},
+                ReturnValues="ALL_NEW",
+            ),
+            none_when=CONDITION_FAILED,
         )
+        return None if answer is None else _token_state(answer.get("Attributes", {}))
 
     def release_lease(self, client: str, owner: str) -> None:
         self._conditional_update(
@@ -117,21 +105,31 @@ class DynamoTokenTable:
             {":owner": string(owner)},
         )
 
-    def put_token(self, client: str, token: CachedToken, owner: str | None) -> None:
+    def put_token(
+        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+    ) -> None:
         # A later-expiring token of the same app client already stored wins: two fetchers never
-        # replace newer with older. A token of another (deleted) client is always replaced. The item's
-        # next pre-refresh moves with the token it holds.
+        # replace newer with older. A token of another (deleted) client is always replaced, and so is
+        # the refused token ``replacing`` names (whatever its expiry). Zus answered: the memory of failed
+        # attempts is cleared in the same write. The item's next pre-refresh moves with the token it holds.
+        condition = (
+            "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
+            "OR appClientId <> :app"
+        )
+        refused = {":refused": string(replacing.access_token)} if replacing is not None else {}
         self._conditional_update(
             "storing a token",
             client,
-            "SET accessToken = :token, tokenType = :type, expiresAt = :expires, appClientId = :app, "
-            f"secretVersion = :version, #ttl = :ttl, {DUE_AT} = :due",
-            "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
-            "OR appClientId <> :app",
+            "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
+            f" appClientId = :app, secretVersion = :version, #ttl = :ttl, {DUE_AT} = :due"
+            " REMOVE failures, failedBy, failedUntil",
+            f"{condition} OR accessToken = :refused" if replacing is not None else condition,
             {
+                **refused,
                 ":token": string(token.access_token),
                 ":type": string(token.token_type),
                 ":expires": number(token.expires_at),
+                ":lifetime": number(token.lifetime),
                 ":app": string(token.app_client_id),
                 ":version": string(token.secret_version),
                 ":ttl": number(int(token.expires_at) + 1),
@@ -147,9 +145,24 @@ class DynamoTokenTable:
         self._conditional_update(
             "discarding another client's token",
             client,
-            "REMOVE accessToken, tokenType, expiresAt, appClientId",
+            "REMOVE accessToken, tokenType, expiresAt, tokenLifetime, appClientId, secretVersion",
             f"attribute_exists(accessToken) AND {condition}",
             {":app": string(app_client_id)} if app_client_id else {},
+        )
+
+    def record_failure(self, client: str, owner: str, failures: int, cause: FailureCause, until: float) -> None:
+        # One write, and only by the lease's holder: the failure memory, and the lease given back.
+        self._conditional_update(
+            "recording a failed token request",
+            client,
+            "SET failures = :failures, failedBy = :cause, failedUntil = :until REMOVE leaseOwner, leaseUntil",
+            "leaseOwner = :owner",
+            {
+                ":failures": number(failures),
+                ":cause": string(cause),
+                ":until": number(until),
+                ":owner": string(owner),
+            },
         )
 
     def block(self, client: str, until: float) -> None:
@@ -175,12 +188,15 @@ class DynamoTokenTable:
     def budget_used(self, client: str, now: float) -> int:
         return len(self._budget(client, now)[0])
 
-    def spend_budget(self, client: str, now: float, limit: int) -> BudgetVerdict:
-        """Optimistic concurrency on a version number: read, prune the hour, write back if unchanged."""
+    def spend_budget(self, client: str, now: float, limit: int, *, reserve: int = 0) -> BudgetVerdict:
+        """Optimistic concurrency on a version number: read, prune the hour, write back if unchanged.
+        Refused when ``limit - reserve`` requests were sent in the last hour, or when Zus's own count
+        (its last report, less what we sent since) leaves ``reserve`` or fewer."""
         for _ in range(_BUDGET_ATTEMPTS):
-            stamps, version = self._budget(client, now)
-            if len(stamps) >= limit:
-                return BudgetVerdict(False, len(stamps), retry_after=max(1.0, min(stamps) + HOUR - now))
+            stamps, version, zus = self._budget(client, now)
+            refusal = budget_refusal(stamps, zus, now, limit, reserve)
+            if refusal is not None:
+                return refusal
             written = self._conditional_update(
                 "spending the token budget",
                 client,
@@ -199,14 +215,29 @@ class DynamoTokenTable:
                 return BudgetVerdict(True, len(stamps) + 1)
         raise StoreUnavailable("spending the token budget failed: too much contention")
 
-    def _budget(self, client: str, now: float) -> tuple[list[float], int]:
+    def note_zus_quota(self, client: str, quota: ZusQuota, seen_at: float) -> None:
+        # Kept only if newer than what is there: answers can arrive out of order.
+        self._conditional_update(
+            "recording Zus's token quota",
+            client,
+            "SET zusRemaining = :remaining, zusResetAt = :reset, zusSeenAt = :seen",
+            "attribute_not_exists(zusSeenAt) OR zusSeenAt <= :seen",
+            {":remaining": number(quota.remaining), ":reset": number(quota.reset_at), ":seen": number(seen_at)},
+            kind="budget",
+        )
+
+    def _budget(self, client: str, now: float) -> tuple[list[float], int, ZusCount | None]:
         with translated("reading the token budget"):
             item = self._db.get_item(
                 TableName=self._table, Key=self._keys.key(client, "budget"), ConsistentRead=True
             ).get("Item", {})
         stamps = [float(entry["N"]) for entry in item.get("requests", {}).get("L", [])]
         stamps = [stamp for stamp in stamps if stamp > now - HOUR]
-        return stamps, int(number_of(item, "version"))
+        zus = None
+        if "zusSeenAt" in item:
+            quota = ZusQuota(int(number_of(item, "zusRemaining")), number_of(item, "zusResetAt"))
+            zus = ZusCount(quota, number_of(item, "zusSeenAt"))
+        return stamps, int(number_of(item, "version")), zus
 
     def _set_time(self, operation: str, client: str, attribute: str, at: float) -> None:
         with translated(operation):
@@ -244,3 +275,52 @@ class DynamoTokenTable:
             none_when=CONDITION_FAILED,
         )
         return answer is not None
+
+
+class ZusCount(NamedTuple):
+    """Zus's last report of a client's quota, and when it was seen."""
+
+    quota: ZusQuota
+    seen_at: float
+
+
+def budget_refusal(
+    stamps: list[float], zus: ZusCount | None, now: float, limit: int, reserve: int
+) -> BudgetVerdict | None:
+    """Why one more request may not be sent now (a refused verdict), or None when it may: ``stamps`` are
+    the last hour's requests; ``reserve`` of the ``limit`` is kept for recovery (0: spend it)."""
+    allowance = max(0, limit - reserve)
+    if len(stamps) >= allowance:
+        # The next slot opens when enough of the oldest requests leave the hour.
+        leaving = sorted(stamps)[len(stamps) - allowance] if allowance else now
+        return BudgetVerdict(False, len(stamps), retry_after=max(1.0, leaving + HOUR - now))
+    if zus is not None and zus.quota.reset_at > now:
+        left = zus.quota.remaining - sum(1 for stamp in stamps if stamp > zus.seen_at)
+        if left <= reserve:
+            return BudgetVerdict(False, len(stamps), retry_after=max(1.0, zus.quota.reset_at - now), by_zus=True)
+    return None
+
+
+def _token_state(item: dict[str, Any]) -> TokenState:
+    token = None
+    if "accessToken" in item:
+        token_type = string_of(item, "tokenType")
+        token = CachedToken(
+            access_token=item["accessToken"]["S"],
+            token_type="Bearer" if token_type is None else token_type,
+            expires_at=number_of(item, "expiresAt"),
+            app_client_id=string_of(item, "appClientId") or "",
+            lifetime=number_of(item, "tokenLifetime"),
+            secret_version=string_of(item, "secretVersion") or "",
+        )
+    cause = string_of(item, "failedBy")
+    return TokenState(
+        token=token,
+        lease_owner=string_of(item, "leaseOwner"),
+        lease_until=number_of(item, "leaseUntil"),
+        blocked_until=number_of(item, "blockedUntil"),
+        last_requested_at=number_of(item, "lastRequestedAt"),
+        failures=int(number_of(item, "failures")),
+        failed_by=cast(FailureCause, cause) if cause in get_args(FailureCause) else None,
+        failed_until=number_of(item, "failedUntil"),
+    )

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zus_m2m.tokens.patience import Patience
 from zus_m2m.values import DEFAULT_ROLE, SecretNaming
+
+# A new or recovered secret may take a while to take effect at Zus; the proof keeps asking this long.
+PROVE_PATIENCE = Patience(seconds=20.0)
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class ProvisioningPolicy:
     # A create we gave up on (a timeout) may still land at Zus for as long as the Zus client waits for
     # an answer (3 s connect + 10 s read); until then a retry that finds no client must not make one.
     create_settle_seconds: float = 15.0
+    # Never past the invocation's deadline (tokens.patience).
+    prove_patience: Patience = PROVE_PATIENCE
 
     @property
     def admin_client_name(self) -> str:

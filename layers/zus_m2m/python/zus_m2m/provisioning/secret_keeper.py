@@ -4,12 +4,14 @@ the client is retired."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from zus_m2m import errors
-from zus_m2m.ports import SecretStore, TokenIssuer, ZusAdmin
+from zus_m2m.ports import Clock, SecretStore, Sleep, TokenIssuer, ZusAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
+from zus_m2m.tokens.patience import issue_patiently
 from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, SecretDescription
 from zus_m2m.zus.models import AppClient
 
@@ -27,6 +29,9 @@ class SecretKeeper:
     zus: ZusAdmin
     issuer: TokenIssuer
     policy: ProvisioningPolicy
+    _: KW_ONLY
+    clock: Clock = time.time
+    sleep: Sleep = time.sleep
 
     def stored_secret(self, name: str, app_client: AppClient) -> str | None:
         """The secret an interrupted create stored for ``app_client`` before it died, if it is there."""
@@ -85,12 +90,15 @@ class SecretKeeper:
 
     def prove(self, name: str, app_client: AppClient) -> None:
         """The guide's steps 3-4 with what Secrets Manager now holds: a token from the stored secret
-        (through token vending, so it is cached rather than wasted), then a read of the client with it."""
+        (through token vending, so it is cached rather than wasted; patiently, as a secret Zus has just
+        made may take a while to take effect), then a read of the client with it."""
         secret_id = self.policy.naming.secret_id(name)
         stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
         if stored is None or stored.app_client_id != app_client.id:
             raise errors.StoreUnavailable(f"the secret {secret_id} does not hold the new client's credentials yet")
-        token = self.issuer.issue_with(stored.name, stored)
+        token = issue_patiently(
+            self.issuer, stored.name, stored, self.policy.prove_patience, clock=self.clock, sleep=self.sleep
+        )
         read = self.zus.get_app_client(app_client.id, token.access_token)
         if read.id != app_client.id or read.client_id != app_client.client_id:
             raise errors.ZusError("get app client", 200, "the app client read back is not the one created")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zus_m2m.tokens.patience import Patience
 from zus_m2m.values import SecretDescription, SecretNaming
+
+# Longer than the 30 s Auth0 documents for a rotated secret to take effect everywhere.
+TEST_PATIENCE = Patience(seconds=60.0)
 
 
 @dataclass(frozen=True)
@@ -13,11 +17,12 @@ class RotationPolicy:
     rotation_function_arn: str = ""
     # A secret whose last rotation (or creation) is older than this is due.
     rotation_interval: float = 30 * 86400.0
-    # How long testSecret keeps retrying invalid_client: a rotated secret can take time to take effect
-    # (Auth0, which Zus's token endpoint resembles, documents up to 30 s).
-    test_patience: float = 60.0
-    first_test_pause: float = 1.0
-    max_test_pause: float = 8.0
+    # How long testSecret, and the sweep's check of a settling version, keep retrying refused
+    # credentials: a rotated secret takes time to take effect (Auth0, which Zus's auth server is,
+    # documents up to 30 s, during which requests are accepted or refused at random).
+    test_patience: Patience = TEST_PATIENCE
+    # A version stored less than this ago may still be settling at Zus.
+    settle_seconds: float = 60.0
     # A rotation in progress whose secret has not changed for this long died; the sweep repairs it.
     # Secrets Manager finishes a healthy rotation within minutes (four invocations of at most 120 s).
     stuck_after: float = 15 * 60.0

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Any
 
 from zus_m2m import errors
 from zus_m2m.ports import Clock, MetricsSink, RotationFailures, SecretStore, TokenIssuer
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.steps import FINISH_SECRET, RotationSteps, RotationTarget
+from zus_m2m.tokens.patience import issue_patiently
 from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, RotationFailure
 
 logger = logging.getLogger(__name__)
@@ -79,17 +80,22 @@ class RotationRepair:
 
     def first_working(self, target: RotationTarget, stages: tuple[str, ...]) -> str | None:
         """The first stage whose secret Zus accepts (the token it yields is cached), or None if Zus
-        refuses every one with invalid_client. Other errors (Zus down, budget spent) propagate: they
-        say nothing about the secret."""
+        refuses every one; a version still settling at Zus is asked patiently. Other errors (Zus down,
+        throttled, forbidden, budget spent) propagate: they say nothing about the secret."""
         tried: set[str] = set()
         for stage in stages:
             credentials = self.store.read(target.secret_id, stage, fresh=True)
             if credentials is None or credentials.client_secret in tried:
                 continue
             tried.add(credentials.client_secret)
+            # Until the version has settled, and never longer than testSecret would wait.
+            unsettled = credentials.unsettled_for(self.clock(), self.policy.settle_seconds)
+            patience = replace(self.policy.test_patience, seconds=min(unsettled, self.policy.test_patience.seconds))
             try:
-                self.issuer.issue_with(target.client, credentials)
-            except errors.ZusInvalidClient:
+                issue_patiently(
+                    self.issuer, target.client, credentials, patience, clock=self.clock, sleep=self.steps.sleep
+                )
+            except errors.ZusCredentialsRefused:
                 continue
             return stage
         return None

@@ -11,7 +11,7 @@ passes one shared guard (``RotationSteps._guard``). Locally the local stack play
 Zus rotates a secret in one call that answers with the new secret, shown once, and the old secret may
 die at once (or live on while the new one propagates). So ``createSecret`` stores the new secret as
 AWSPENDING immediately after Zus answers; token vending keeps working in between because cached tokens
-stay valid and the vendor falls back to AWSPENDING / AWSPREVIOUS on ``invalid_client``.
+stay valid and the vendor falls back to AWSPENDING / AWSPREVIOUS on refused credentials.
 
 Every read here names a stage or a version and is fresh (never the store's short cache): a step
 acts on what Secrets Manager holds now.
@@ -31,7 +31,6 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.backoff import backoff
 from zus_m2m.ports import (
     AdminTokens,
     Checkpoint,
@@ -45,7 +44,8 @@ from zus_m2m.ports import (
     no_checkpoint,
 )
 from zus_m2m.rotation.policy import RotationPolicy
-from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, RotationFailure, SecretDescription
+from zus_m2m.tokens.patience import issue_patiently
+from zus_m2m.values import AWSCURRENT, AWSPENDING, RotationFailure, SecretDescription
 
 logger = logging.getLogger(__name__)
 
@@ -210,26 +210,13 @@ class RotationSteps:
             # RotateImmediately false), which invokes only testSecret. Nothing was rotated to test;
             # finishSecret refuses to promote a version without a value.
             return "nothing-to-test"
-        self._issue_patiently(target, pending)
+        # Through the vendor, so that the token is cached (the test costs no extra token request later),
+        # patiently: the new secret may take a while to take effect at Zus.
+        issue_patiently(
+            self.issuer, target.client, pending, self.policy.test_patience, clock=self.clock, sleep=self.sleep
+        )
         self.checkpoint(RotationCheckpoints.TESTED)
         return "tested"
-
-    def _issue_patiently(self, target: RotationTarget, credentials: ClientCredentials) -> None:
-        """Obtain a token with the credentials, through the vendor so that it is cached (the test costs
-        no extra token request), retrying invalid_client with backoff for up to ``test_patience`` s."""
-        deadline = self.clock() + self.policy.test_patience
-        for pause in backoff(self.policy.first_test_pause, self.policy.max_test_pause):
-            try:
-                self.issuer.issue_with(target.client, credentials)
-                return
-            except errors.ZusInvalidClient:
-                if self.clock() + pause > deadline:
-                    raise
-                logger.info(
-                    "the new secret is not accepted yet; retrying",
-                    extra={"client": target.client, "pause": pause},
-                )
-                self.sleep(pause)
 
     def _finish_secret(self, target: RotationTarget, version_id: str) -> str:
         outcome = "already-current"

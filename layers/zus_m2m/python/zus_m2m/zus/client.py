@@ -5,14 +5,21 @@ Retries come from urllib3's ``Retry`` mounted on the session: connection failure
 every call (the request never reached Zus), while read timeouts and 502/503/504 are retried only for
 GET and DELETE. A create, a rotate-secret or a token request is never retried blindly: the caller
 decides, because each one changes state at Zus or spends the client's hourly token allowance.
+
+The token endpoint's refusals are classified by meaning, in one table for both dialects Zus's auth
+server may speak (Auth0's and RFC 6749's): refused credentials, throttled, forbidden, unavailable
+(``_OAUTH_MEANINGS``). How long to wait comes from ``Retry-After``, else (throttled) from Auth0's
+``x-ratelimit-reset``, else a default; what Zus says of the client's hourly quota
+(``x-ratelimit-remaining``) travels with the token or the error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,6 +28,7 @@ from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from zus_m2m import deadline, errors
+from zus_m2m.ports import Clock
 from zus_m2m.zus.endpoints import (
     APP_CLIENT_PATH,
     APP_CLIENTS_PATH,
@@ -28,7 +36,7 @@ from zus_m2m.zus.endpoints import (
     ROTATE_SECRET_PATH,
     ZusEndpoints,
 )
-from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role
+from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 JSON_API: Final = "application/vnd.api+json"
 DEFAULT_TIMEOUT: Final = (3.05, 10.0)  # (connect, read) seconds
@@ -36,6 +44,33 @@ _MAX_PAGES: Final = 100
 # A Zus call given less than this would almost surely time out: better not to start it.
 _MIN_ATTEMPT_SECONDS: Final = 0.5
 
+# Waits, in seconds: without any word from Zus, and the longest any answer can ask for (its quota is
+# per rolling hour; a reset further out is a malformed header, not a reason to stop for longer).
+DEFAULT_THROTTLE_WAIT: Final = 60.0
+DEFAULT_RETRY_WAIT: Final = 5.0
+MAX_WAIT: Final = 3600.0
+
+
+class _Meaning(NamedTuple):
+    status: int
+    error: str | None  # the OAuth ``error`` code; None: any
+    meaning: type[errors.ZusError]
+    # A phrase the ``error_description`` must hold (case-insensitive); the description itself is never
+    # kept or logged: it may echo what was sent.
+    phrase: str = ""
+
+
+# What the token endpoint's OAuth error documents mean, whichever dialect Zus's auth server speaks.
+_OAUTH_MEANINGS: Final[tuple[_Meaning, ...]] = (
+    _Meaning(401, "invalid_client", errors.ZusCredentialsRefused),  # RFC 6749 5.2
+    _Meaning(401, "access_denied", errors.ZusCredentialsRefused),  # Auth0: a wrong secret or an unknown client
+    _Meaning(403, "unauthorized_client", errors.ZusForbidden),  # Auth0: a grant type the client may not use
+    _Meaning(403, "access_denied", errors.ZusForbidden),  # an audience the client may not use
+    _Meaning(429, None, errors.ZusRateLimited),  # too_many_requests: the client's hourly quota
+    _Meaning(500, "access_denied", errors.ZusRateLimited, "global limit"),  # Auth0: the tenant-wide limit
+)
+
+# Every other error answer (the API's JSON:API errors among them), by status; 5xx: ZusUnavailable.
 _ERRORS_BY_STATUS: Final[Mapping[int, type[errors.ZusError]]] = {
     400: errors.ZusBadRequest,
     401: errors.ZusUnauthorized,
@@ -81,10 +116,12 @@ class ZusClient:
         endpoints: ZusEndpoints,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        clock: Clock = time.time,
     ) -> None:
         self.endpoints = endpoints
         self._session = session or build_session()
         self._timeout = timeout
+        self._clock = clock
 
     # --- OAuth -------------------------------------------------------------------------------
 
@@ -96,12 +133,14 @@ class ZusClient:
             "audience": self.endpoints.audience,
             "grant_type": "client_credentials",
         }
-        document = self._call("token request", "POST", self.endpoints.token_url, json=body)
+        response = self._send("token request", "POST", self.endpoints.token_url, json=body)
+        document = _document("token request", response)
         try:
             return AccessToken(
                 access_token=str(document["access_token"]),
                 expires_in=int(document["expires_in"]),
                 token_type=str(document.get("token_type", "Bearer")),
+                quota=_quota(response),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.ZusError("token request", 200, "the response has no usable access_token") from exc
@@ -184,6 +223,19 @@ class ZusClient:
         json: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        return _document(operation, self._send(operation, method, url, bearer, json=json, params=params))
+
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        bearer: str | None = None,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """The answer of a call that succeeded (2xx/3xx); an error answer raises its ZusError."""
         headers = {"Accept": "application/json"} if bearer is None else {"Accept": JSON_API}
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
@@ -195,16 +247,20 @@ class ZusClient:
         except requests.RequestException as exc:
             raise errors.ZusUnavailable(operation, None, _transport_failure(exc)) from exc
         if response.status_code >= 400:
-            raise _error_for(operation, response)
-        if response.status_code == 204 or not response.content:
-            return {}
-        try:
-            document = response.json()
-        except ValueError as exc:
-            raise errors.ZusError(operation, response.status_code, "the response is not JSON") from exc
-        if not isinstance(document, dict):
-            raise errors.ZusError(operation, response.status_code, "the response is not a JSON object")
-        return document
+            raise _error_for(operation, response, self._clock())
+        return response
+
+
+def _document(operation: str, response: requests.Response) -> dict[str, Any]:
+    if response.status_code == 204 or not response.content:
+        return {}
+    try:
+        document = response.json()
+    except ValueError as exc:
+        raise errors.ZusError(operation, response.status_code, "the response is not JSON") from exc
+    if not isinstance(document, dict):
+        raise errors.ZusError(operation, response.status_code, "the response is not a JSON object")
+    return document
 
 
 def _attempts(retry: Retry | None, method: str) -> int:
@@ -221,24 +277,49 @@ def _transport_failure(exc: requests.RequestException) -> str:
     return "timed out" if timed_out else "connection failed"
 
 
-def _error_for(operation: str, response: requests.Response) -> errors.ZusError:
+def _error_for(operation: str, response: requests.Response, now: float) -> errors.ZusError:
     status = response.status_code
-    reason = _reason(response)
-    retry_after = _retry_after(response)
-    if status == 401 and reason == "invalid_client":
-        return errors.ZusInvalidClient(operation, status, reason, retry_after)
-    error_class = _ERRORS_BY_STATUS.get(status, errors.ZusUnavailable if status >= 500 else errors.ZusError)
-    return error_class(operation, status, reason, retry_after)
+    body = _json_or_none(response)
+    code, description = _oauth_error(body)
+    meaning = next(
+        (
+            rule
+            for rule in _OAUTH_MEANINGS
+            if code is not None
+            and rule.status == status
+            and rule.error in (None, code)
+            and rule.phrase.lower() in description.lower()
+        ),
+        None,
+    )
+    if meaning is not None:
+        error_class = meaning.meaning
+        reason = f"{code} ({meaning.phrase})" if meaning.phrase else str(code)
+    else:
+        error_class = _ERRORS_BY_STATUS.get(status, errors.ZusUnavailable if status >= 500 else errors.ZusError)
+        reason = code if code is not None else _reason(body, response)
+    quota = _quota(response)
+    wait = _wait(response, throttled=issubclass(error_class, errors.ZusRateLimited), quota=quota, now=now)
+    return error_class(operation, status, reason, wait, quota=quota)
 
 
-def _reason(response: requests.Response) -> str:
-    """The error code or JSON:API titles and pointers; never a description that might echo input."""
+def _json_or_none(response: requests.Response) -> Any:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        return response.reason or "error"
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return str(body["error"])
+        return None
+
+
+def _oauth_error(body: Any) -> tuple[str | None, str]:
+    """An OAuth error document's ``error`` code and ``error_description`` (None, "" for other bodies)."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return None, ""
+    description = body.get("error_description")
+    return str(body["error"]), description if isinstance(description, str) else ""
+
+
+def _reason(body: Any, response: requests.Response) -> str:
+    """JSON:API titles and pointers, or the HTTP reason; never a description that might echo input."""
     if isinstance(body, dict) and isinstance(body.get("errors"), list):
         parts = []
         for error in body["errors"]:
@@ -249,12 +330,30 @@ def _reason(response: requests.Response) -> str:
     return response.reason or "error"
 
 
-def _retry_after(response: requests.Response) -> float:
+def _wait(response: requests.Response, *, throttled: bool, quota: ZusQuota | None, now: float) -> float:
+    """Seconds to wait before asking again: ``Retry-After``; else, when throttled, until Auth0's
+    ``x-ratelimit-reset``; else a default. At least 1 s, at most an hour."""
+    wait = DEFAULT_THROTTLE_WAIT if throttled else DEFAULT_RETRY_WAIT
     header = response.headers.get("Retry-After")
+    parsed: float | None = None
     if header:
-        with contextlib.suppress(InvalidHeader):  # a malformed header falls back to the default
-            return max(1.0, float(Retry().parse_retry_after(header)))
-    return 60.0 if response.status_code == 429 else 5.0
+        with contextlib.suppress(InvalidHeader):  # a malformed header falls back to what follows
+            parsed = float(Retry().parse_retry_after(header))
+    if parsed is not None:
+        wait = parsed
+    elif throttled and quota is not None:
+        wait = quota.reset_at - now
+    return min(MAX_WAIT, max(1.0, wait))
+
+
+def _quota(response: requests.Response) -> ZusQuota | None:
+    """Auth0's ``x-ratelimit-remaining`` and ``x-ratelimit-reset`` (epoch seconds), when both parse."""
+    try:
+        remaining = int(response.headers["x-ratelimit-remaining"])
+        reset_at = float(response.headers["x-ratelimit-reset"])
+    except (KeyError, ValueError):
+        return None
+    return ZusQuota(remaining=remaining, reset_at=reset_at) if math.isfinite(reset_at) else None
 
 
 def _resources(document: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

@@ -32,9 +32,19 @@ class AppClientSecret:
 
 
 @dataclass(frozen=True)
+class ZusQuota:
+    """What Zus says of a client's hourly token quota (Auth0's ``x-ratelimit-*`` headers): how many
+    token requests it still accepts, until ``reset_at`` (epoch seconds)."""
+
+    remaining: int
+    reset_at: float
+
+
+@dataclass(frozen=True)
 class AccessToken:
     """A client-credentials token; ``expires_in`` is seconds from when Zus issued it."""
 
     access_token: str = field(repr=False)
     expires_in: int
     token_type: str = "Bearer"
+    quota: ZusQuota | None = None

@@ -1,0 +1,56 @@
+"""How token vending behaves: margins, the budget and its reserve, the lease, back-off after failures,
+patience with settling secrets, and how long a container trusts what it remembers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class VendingPolicy:
+    refresh_margin: float = 300.0
+    budget_per_hour: int = 100
+    # Of the budget, the part only recovery may spend: testSecret, provisioning's proof, the sweep's
+    # health check and repair, and the first token request after Zus was unavailable. Ordinary vending
+    # stops that many short, so failures alone never lock a client out.
+    budget_reserve_percent: int = 10
+    # Longer than one token request can take (3 s connect + 10 s read, twice), so a live holder keeps it.
+    lease_seconds: float = 30.0
+    # How long a caller waits for another caller's fetch before answering 503.
+    wait_seconds: float = 3.0
+    # After a failed upstream attempt no container asks Zus again for this client for a while: the
+    # first pause, doubling (jittered) per consecutive failure up to the second, so a fleet makes one
+    # attempt per interval and sees Zus back within ``max_backoff``. A long outage (more consecutive
+    # failures than a quarter of the ordinary budget) is then probed at half the budget per hour, so
+    # failures alone never spend it.
+    first_backoff: float = 1.0
+    max_backoff: float = 10.0
+    # A secret version stored less than this ago may still be propagating at Zus (Auth0 documents up
+    # to 30 s, during which one request may accept a secret and the next refuse it): while one is,
+    # refused credentials are asked again, alternating the stored versions, within the retry window.
+    settle_seconds: float = 60.0
+    # No refused-credentials retry starts later than this after the vend call began (a caller that
+    # waited for the lease and took it over included), and a vend call sends at most ``refused_attempts``
+    # token requests: with the vending function's Zus timeouts (wiring.TOKEN_VENDING_ZUS_TIMEOUT)
+    # every vend call answers well inside the function's 10 s.
+    retry_window_seconds: float = 4.0
+    refused_attempts: int = 16
+    # How often a container records that a client is in use (for the scheduled pre-refresh).
+    mark_interval: float = 60.0
+    # How long a container trusts the record it read (consumers, app client id): past half of it, a
+    # background job reads it again while callers are served; past all of it, the caller's call does.
+    revalidate_seconds: float = 5.0
+
+    @property
+    def budget_reserve(self) -> int:
+        """The reserve in whole requests (rounded down: a budget of a few requests keeps none)."""
+        return self.budget_per_hour * self.budget_reserve_percent // 100
+
+    def backoff(self, failures: int) -> float:
+        """The pause, before jitter, after the ``failures``-th consecutive failed attempt."""
+        allowance = max(1, self.budget_per_hour - self.budget_reserve)
+        if failures <= allowance // 4:
+            return min(self.max_backoff, self.first_backoff * 2.0 ** (failures - 1))
+        return max(self.max_backoff, HOUR / (allowance / 2))

@@ -1,0 +1,174 @@
+"""The single flight: one caller across every container asks Zus for a client's token at a time.
+
+The caller that takes the token item's lease (a conditional write) fetches (``tokens.upstream``) and
+stores the token; everyone else waits a bounded time for the item it writes. Nobody asks Zus while the
+item says to pause: Zus's 429 (``blockedUntil``) or the back-off after failed attempts
+(``failedUntil``).
+
+A token Zus refused (a caller names it by fingerprint) is replaced the same way: whoever takes the lease
+reads the item consistently; if it still holds the refused token, it mints one new token and stores it
+with a write that replaces the refused token whatever its expiry; if another caller replaced it
+already, that token is served. Every other caller waits for the new token: one mint for the fleet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import replace
+
+from zus_m2m import errors
+from zus_m2m.backoff import backoff
+from zus_m2m.ports import Clock, MetricsSink, Sleep, TokenTable
+from zus_m2m.tokens.background import quietly
+from zus_m2m.tokens.memory import MemoryTier, bound
+from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.upstream import UpstreamTokens
+from zus_m2m.values import CachedToken, TokenState
+
+logger = logging.getLogger(__name__)
+
+
+class SingleFlight:
+    def __init__(
+        self,
+        table: TokenTable,
+        upstream: UpstreamTokens,
+        memory: MemoryTier,
+        metrics: MetricsSink,
+        policy: VendingPolicy,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._table = table
+        self._upstream = upstream
+        self._memory = memory
+        self._metrics = metrics
+        self.policy = policy
+        self._clock = clock
+        self._sleep = sleep
+        # This container's name as a lease holder.
+        self._owner = f"{uuid.uuid4()}"
+
+    def fetch_or_wait(
+        self,
+        client: str,
+        min_ttl: float,
+        state: TokenState,
+        started: float,
+        binding: str | None,
+        refused: str | None = None,
+    ) -> CachedToken:
+        """A token with ``min_ttl`` left, of ``binding`` (None: any, for the bootstrap admin) and not the
+        one ``refused`` names: from the item ``state`` or as it changes while this caller waits, or
+        fetched by this caller as the lease's holder."""
+        deadline = started + self.policy.wait_seconds
+        for pause in backoff(0.025, 0.2):
+            now = self._clock()
+            token = _current(state.token, binding, refused)
+            if token is not None and token.seconds_left(now) >= min_ttl:
+                self._memory.remember(client, token)
+                return replace(token, source="lease-wait")
+            if state.paused_until(now):
+                raise paused(client, state, now, min_ttl)
+            if not state.lease_held(now):
+                held = self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
+                if held is not None:
+                    return self._fetch_as_holder(client, min_ttl, held, started, binding, refused)
+            if now + pause > deadline:
+                raise errors.TemporarilyUnavailable(
+                    f"another caller is fetching a token for {client!r}; retry shortly", retry_after=1.0
+                )
+            self._metrics.count("LeaseWait")
+            self._sleep(pause)
+            state = self._table.get(client, consistent=True)
+        raise AssertionError("unreachable: backoff never ends")
+
+    def _fetch_as_holder(
+        self, client: str, min_ttl: float, held: TokenState, started: float, binding: str | None, refused: str | None
+    ) -> CachedToken:
+        """With the lease, and the item as the lease write left it (read consistently): another holder
+        may have just stored a token (one that replaced the refused one, too) or a failure, in which case
+        nobody asks Zus now. A token minted here replaces the refused one if the item still holds it."""
+        now = self._clock()
+        token = _current(held.token, binding, refused)
+        if token is not None and token.seconds_left(now) >= min_ttl:
+            quietly(lambda: self._table.release_lease(client, self._owner))
+            self._memory.remember(client, token)
+            return replace(token, source="lease-wait")
+        if held.paused_until(now):
+            quietly(lambda: self._table.release_lease(client, self._owner))
+            raise paused(client, held, now, min_ttl)
+        stored = held.token
+        replacing = stored if stored is not None and stored.fingerprint == refused else None
+        return self._fetch_under_lease(client, held, binding, started, replacing)
+
+    def refresh(self, client: str, horizon: float = 0.0) -> bool:
+        """Renew the client's token if it enters the refresh margin within ``horizon`` seconds and
+        nobody else is renewing it (nor backing off). Used by refresh-ahead (horizon 0) and by the
+        scheduled pre-refresh. True when this call fetched a token.
+        """
+        now = self._clock()
+        state = self._table.get(client, consistent=True)
+        if self._fresh_enough(client, state, now, horizon):
+            return False
+        if state.paused_until(now) or state.lease_held(now):
+            return False
+        held = self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
+        if held is None:
+            return False
+        if self._fresh_enough(client, held, now, horizon) or held.paused_until(now):
+            quietly(lambda: self._table.release_lease(client, self._owner))
+            return False
+        self._fetch_under_lease(client, held, binding=None)
+        return True
+
+    def _fresh_enough(self, client: str, state: TokenState, now: float, horizon: float) -> bool:
+        if state.token is not None and state.token.seconds_left(now) >= self.policy.refresh_margin + horizon:
+            self._memory.remember(client, state.token)  # another container already renewed it
+            return True
+        return False
+
+    # --- talking to Zus ------------------------------------------------------------------------
+
+    def _fetch_under_lease(
+        self,
+        client: str,
+        state: TokenState,
+        binding: str | None,
+        started: float | None = None,
+        replacing: CachedToken | None = None,
+    ) -> CachedToken:
+        try:
+            token = self._upstream.fetch(client, state, binding, started)
+        except errors.ZusError as exc:
+            raise self._upstream.failed(client, self._owner, state, exc) from exc
+        except BaseException:
+            quietly(lambda: self._table.release_lease(client, self._owner))
+            raise
+        self._memory.remember(client, token)
+        self._table.put_token(client, token, self._owner, replacing=replacing)
+        if replacing is not None:
+            self._metrics.count("RefusedTokenReplaced")
+            logger.info("a token Zus refused was replaced", extra={"client": client})
+        return token
+
+
+def _current(token: CachedToken | None, binding: str | None, refused: str | None) -> CachedToken | None:
+    """``token`` if it is of ``binding`` (None: any) and not the one ``refused`` names."""
+    token = bound(token, binding)
+    return None if token is None or token.fingerprint == refused else token
+
+
+def paused(client: str, state: TokenState, now: float, min_ttl: float) -> errors.TemporarilyUnavailable:
+    """The answer while nobody may ask Zus: after a 429 (``blockedUntil``) or failed attempts."""
+    wait = state.paused_until(now) - now
+    if state.blocked_until > now:
+        why = "Zus asked us to pause token requests"
+    else:
+        why = f"Zus failed {state.failures} token request(s) in a row ({state.failed_by}); backing off"
+    return errors.TemporarilyUnavailable(
+        f"{why} for {client!r}; no cached token has {min_ttl:.0f} s left", retry_after=wait
+    )
