@@ -258,7 +258,7 @@ def test_an_idle_client_leaves_the_index_without_a_token_request(world: World) -
 def test_a_refresh_zus_refuses_now_is_acknowledged_and_due_again_once_its_claim_lapses(world: World) -> None:
     world.in_use(expires_in=300 + 60)
     world.dispatch().run(REFRESH)
-    world.endpoint.failures = [errors.ZusUnavailable("token request", 503, "down")] * 3
+    world.endpoint.failures = [errors.ZusUnavailable("token request", 503, "down")]
 
     assert world.deliver() == ["failed"]
     assert world.metrics.counts["WorkFailed"] == 1
