@@ -154,7 +154,11 @@ def servers() -> Iterator[tuple[str, str]]:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # moto holding a large table can be slow to stop
+                process.kill()
+                process.wait()
 
 
 def environment(moto: str, zus: str, queue_url: str, margin: int) -> dict[str, str]:
@@ -500,15 +504,16 @@ def main() -> None:
             for job in jobs:
                 phases.append(bench.run(job, cycle))
                 print(phases[-1].line(), flush=True)
-        timeouts = bench.timeouts
-        table_items = bench.table_items()
+        figures = summary(args, population, phases, bench.timeouts, seed_seconds)
+        # What one run of the scan this replaces read, every minute: the whole table.
+        figures["table_items"] = bench.table_items()
         # The client refreshed first: its token is one Zus (the emulator) minted, its budget spent once
-        sizes = bench.item_sizes(min(population.refresh_due, key=population.refresh_due.__getitem__))
+        figures["item_bytes"] = bench.item_sizes(min(population.refresh_due, key=population.refresh_due.__getitem__))
+        # Reported before the servers stop: nothing measured is lost to a slow shutdown.
+        report(args, figures)
 
-    figures = summary(args, population, phases, timeouts, seed_seconds)
-    # What one run of the scan this replaces read, every minute: the whole table.
-    figures["table_items"] = table_items
-    figures["item_bytes"] = sizes
+
+def report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     print()
     for name, value in figures.items():
         if not isinstance(value, dict | list):
