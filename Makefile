@@ -26,7 +26,7 @@ BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
 .PHONY: test-313 dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens outage-drill openapi soak client-wheel
+	bench-tokens bench-scale cost outage-drill openapi soak client-wheel
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -129,6 +129,15 @@ clean:
 bench-tokens: $(STAMP)
 	$(BIN)/python scripts/bench_tokens.py $(ARGS)
 
+# Scheduled work of N clients (default 1,000; ARGS="--clients 10000") on moto and the emulator: an hour of
+# one-minute cycles; ARGS="--record" also writes its figures to docs/bench/scale.json (make cost reads them).
+bench-scale: $(STAMP)
+	$(BIN)/python scripts/bench_scale.py $(ARGS)
+
+# docs/cost.md: the monthly cost of N clients x M vend calls/s, from docs/prices.json, template.yaml and the
+# benchmarks' recorded figures (docs/bench/*.json); a test fails when it drifts.
+cost: $(STAMP)
+	$(BIN)/python scripts/cost_model.py $(ARGS)
 # A 40 s outage of Zus's token endpoint under 8 callers at 1 request/s: what it costs (docs/reliability.md).
 outage-drill: $(STAMP)
 	$(BIN)/python scripts/outage_drill.py $(ARGS)

@@ -11,7 +11,11 @@ reads the record again every MEMORY_REVALIDATION_SECONDS, and those reads count 
 too. Cold start is measured in fresh processes: importing the vend handler module (its module-level
 init included) next to a baseline that only imports boto3 and creates the same boto3 clients.
 
-Prints a table, and as its last line one JSON object with every figure.
+Then the bytes each vend call logs at the template's INFO level (its audit line and its EMF metrics
+document, what CloudWatch Logs ingests), in one more fresh process.
+
+Prints a table, and as its last line one JSON object with every figure; ``--record`` also writes it to
+docs/bench/tokens.json, which ``make cost`` reads.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ CLIENT = "bench-client"
 TABLE = "zus-m2m-bench"
 # The caller of events/apigw_get_token.json is a session of this role: the bench client's consumer.
 CONSUMER = "arn:aws:iam::123456789012:role/billing-service"
+RECORD = ROOT / "docs" / "bench" / "tokens.json"
 
 
 def free_port() -> int:
@@ -257,6 +262,29 @@ print(time.perf_counter() - started)
 """
 
 
+LOG_PROBE = f"""
+import importlib.util, json, sys
+sys.path.insert(0, {str(ROOT / "scripts")!r})
+from bench_tokens import token_event, CLIENT
+from zus_local.lambda_context import LocalLambdaContext
+spec = importlib.util.spec_from_file_location("token_vending_app", {str(HANDLER)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+event = token_event(CLIENT, 1)
+for _ in range(int(sys.argv[1])):
+    module.lambda_handler(event, LocalLambdaContext("TokenVendingFunction", timeout_seconds=10))
+"""
+
+
+def log_bytes_per_call(env: dict[str, str], calls: int) -> float:
+    """What one vend call writes to stdout (its log group on Lambda) at the template's INFO level."""
+    process_env = {**os.environ, **env, "POWERTOOLS_LOG_LEVEL": "INFO"}
+    out = subprocess.run(
+        [sys.executable, "-c", LOG_PROBE, str(calls)], env=process_env, capture_output=True, check=True
+    )
+    return len(out.stdout) / calls
+
+
 def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
     """Median seconds to import and init the handler, and the boto3-only baseline, alternating runs."""
     handler, baseline = [], []
@@ -280,6 +308,7 @@ def main() -> None:
     parser.add_argument("--min-ttl", type=int, default=1)
     parser.add_argument("--cold-runs", type=int, default=7)
     parser.add_argument("--think-ms", type=float, default=20.0, help="each caller's pause between calls")
+    parser.add_argument("--record", action="store_true", help=f"also write the JSON to {RECORD.relative_to(ROOT)}")
     args = parser.parse_args()
     os.environ.update({k: v for k, v in environment("", "", args.margin).items() if k.startswith("AWS_") and v})
 
@@ -315,6 +344,7 @@ def main() -> None:
         stats = requests.get(f"{zus}/_emulator/stats", timeout=5).json()
         print(f"measuring cold start ({args.cold_runs} fresh processes each) ...", flush=True)
         cold_handler, cold_baseline = cold_start(env, args.cold_runs)
+        log_bytes = log_bytes_per_call(env, 200)
 
     latencies: dict[str, list[float]] = {"memory": [], "table": [], "lease-wait": [], "zus": []}
     failures: dict[str, int] = {}
@@ -353,6 +383,7 @@ def main() -> None:
     figures["cold_start_handler_ms"] = round(cold_handler * 1000, 1)
     figures["cold_start_baseline_ms"] = round(cold_baseline * 1000, 1)
     figures["cold_start_ratio"] = round(cold_handler / cold_baseline, 3)
+    figures["log_bytes_per_vend_call"] = round(log_bytes, 1)
 
     errors = [
         line for path in log_dir.glob("*.log") for line in path.read_text().splitlines() if '"level":"ERROR"' in line
@@ -373,6 +404,9 @@ def main() -> None:
     for name, value in figures.items():
         if not isinstance(value, dict):
             print(f"{name:<34} {value!s:>12}   {targets.get(name, '')}")
+    if args.record:
+        RECORD.parent.mkdir(parents=True, exist_ok=True)
+        RECORD.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     print(json.dumps(figures, sort_keys=True))
 
 

@@ -1,7 +1,8 @@
 """Scheduled jobs, invoked by EventBridge Scheduler with the schedule's Input as the event:
-``{"job": "pre-refresh"}`` (every minute), ``{"job": "rotation-repair"}`` (every two minutes: the
-rotation failures the rotation function recorded) and ``{"job": "rotation-sweep"}`` (hourly), see
-template.yaml.
+``{"job": "pre-refresh"}`` (every minute: hands the clients whose tokens are due for a refresh to the
+work queue), ``{"job": "rotation-sweep"}`` (every five minutes: hands out the clients whose rotation
+check is due) and ``{"job": "rotation-repair"}`` (every two minutes: the rotation failures the rotation
+function recorded), see template.yaml. The worker function does the per-client work.
 """
 
 from __future__ import annotations
@@ -14,37 +15,19 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from zus_m2m import errors, logs, wiring
 from zus_m2m.settings import Settings
+from zus_m2m.work.items import REFRESH, ROTATION
 
 logger = logs.function_logger("scheduled")
 metrics = Metrics()
 settings = Settings.from_env()
 container = wiring.Container(settings, metrics)
-vendor = container.token_vendor()
-token_pre_refresh = container.token_pre_refresh(vendor)
-sweep = container.rotation_sweep(vendor)
-repair = sweep.repair
-
-# The pre-refresh schedule runs every minute (template.yaml); renew what enters the refresh margin
-# before the next run, with half a minute to spare for a late or slow run.
-PRE_REFRESH_HORIZON_SECONDS = 90.0
-
-
-def pre_refresh() -> Mapping[str, Any]:
-    return token_pre_refresh.run(horizon=PRE_REFRESH_HORIZON_SECONDS)
-
-
-def rotation_sweep() -> Mapping[str, Any]:
-    return sweep.run()
-
-
-def rotation_repair() -> Mapping[str, Any]:
-    return repair.run()
-
+dispatch = container.work_dispatch()
+repair = container.rotation_repair()
 
 JOBS: Mapping[str, Callable[[], Mapping[str, Any]]] = {
-    "pre-refresh": pre_refresh,
-    "rotation-repair": rotation_repair,
-    "rotation-sweep": rotation_sweep,
+    "pre-refresh": lambda: dispatch.run(REFRESH),
+    "rotation-repair": lambda: repair.run(),
+    "rotation-sweep": lambda: dispatch.run(ROTATION),
 }
 
 

@@ -8,19 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from zus_local.cfn_yaml import load_template
+from zus_local.template_model import QueueSpec
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 def table_definition(name: str, template: Path = TEMPLATE) -> dict[str, Any]:
-    """The DynamoDB table exactly as template.yaml declares it, so local tables cannot drift."""
+    """The DynamoDB table exactly as template.yaml declares it (its indexes too), so local tables cannot
+    drift."""
     table = load_template(template)["Resources"]["Table"]["Properties"]
-    return {
+    definition = {
         "TableName": name,
         "KeySchema": table["KeySchema"],
         "AttributeDefinitions": table["AttributeDefinitions"],
         "BillingMode": table["BillingMode"],
     }
+    indexes = [
+        {key: index[key] for key in ("IndexName", "KeySchema", "Projection")}
+        for index in table.get("GlobalSecondaryIndexes", [])
+    ]
+    return {**definition, "GlobalSecondaryIndexes": indexes} if indexes else definition
 
 
 def create_table(dynamodb: Any, name: str) -> None:
@@ -30,6 +37,30 @@ def create_table(dynamodb: Any, name: str) -> None:
     except dynamodb.exceptions.ResourceInUseException:
         return
     dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def create_queues(sqs: Any, queues: Mapping[str, QueueSpec], time_scale: float = 1.0) -> dict[str, str]:
+    """The template's queues (dead-letter targets first, so that redrive policies can name them), with
+    their visibility timeouts divided by ``time_scale`` (as the local stack divides its schedules' rates);
+    idempotent by name. Returns each queue's URL by logical id."""
+    urls: dict[str, str] = {}
+    targets = [name for name, spec in queues.items() if spec.dead_letter_queue is None]
+    for logical_id in [*targets, *(name for name in queues if name not in targets)]:
+        spec = queues[logical_id]
+        attributes = {
+            "VisibilityTimeout": str(max(1, round(spec.visibility_timeout / time_scale))),
+            "MessageRetentionPeriod": str(spec.message_retention),
+        }
+        if spec.dead_letter_queue is not None:
+            target = queues[spec.dead_letter_queue]
+            redrive = {"deadLetterTargetArn": target.arn, "maxReceiveCount": spec.max_receive_count}
+            attributes["RedrivePolicy"] = json.dumps(redrive)
+        try:
+            urls[logical_id] = str(sqs.create_queue(QueueName=spec.name, Attributes=attributes)["QueueUrl"])
+        except sqs.exceptions.QueueNameExists:
+            urls[logical_id] = str(sqs.get_queue_url(QueueName=spec.name)["QueueUrl"])
+            sqs.set_queue_attributes(QueueUrl=urls[logical_id], Attributes=attributes)
+    return urls
 
 
 def store_admin_secret(

@@ -30,7 +30,8 @@ def banner(stack: LocalStack, elapsed: float) -> str:
     )
     lines = [
         f"zus-m2m local stack ({options.template.name}: {len(model.functions)} functions, "
-        f"{len(model.routes)} routes, {len(model.schedules)} schedules)",
+        f"{len(model.routes)} routes, {len(model.schedules)} schedules, {len(model.subscriptions)} queue"
+        f"{'s' if len(model.subscriptions) != 1 else ''})",
         f"  local API     {api}",
         f"  Zus           {zus}",
         f"  AWS           {aws}",
@@ -43,6 +44,17 @@ def banner(stack: LocalStack, elapsed: float) -> str:
         lines.append(f"  schedules     {every}{scale}")
     elif model.schedules:
         lines.append("  schedules     off (--schedule-scale 0)")
+    for poller in stack.pollers:
+        queue, subscription = poller.queue, poller.subscription
+        dead_letters = (
+            f"; dead letters to {model.queues[queue.dead_letter_queue].name} after {queue.max_receive_count} receives"
+            if queue.dead_letter_queue
+            else ""
+        )
+        lines.append(
+            f"  queue         {queue.name} -> {subscription.function} (batches of {subscription.batch_size}, "
+            f"visibility {_seconds(queue.visibility_timeout / (options.schedule_scale or 1))}{dead_letters})"
+        )
     if stack.player is not None:
         lines.append("  rotations     played here: Secrets Manager's four steps through the rotation function")
     if model.ignored_events:

@@ -2,7 +2,8 @@
 
 With moto, the stack owns AWS: the template's resources get local stand-ins decided before the template
 is resolved (``stand_ins``), and ``set_up`` makes them real afterwards: the table gets the name the
-stack chose, the KMS key is known by its alias (created here), a rotation function is registered in
+stack chose, the queues theirs (visibility timeouts scaled like the schedules), the KMS key is known by
+its alias (created here), a rotation function is registered in
 moto under the ARN the model gives it, the bootstrap admin secret is stored, and the local admin and
 consumer (``local_principals``) get their IAM users and keys. A real account is only checked, never
 written to at start; there the local API checks signatures of the environment's own credentials only.
@@ -23,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from zus_emulator.http_server import local_url
 from zus_local.admin_secret import AdminClientRefused, store_bootstrap_admin
 from zus_local.apigw import LOCAL_API_ID
-from zus_local.aws_setup import create_kms_key, create_table
+from zus_local.aws_setup import create_kms_key, create_queues, create_table
 from zus_local.iam_authorizer import EnvironmentSigner, MotoSigners, Signer, Signers
 from zus_local.lambda_runtime import applied_environment
 from zus_local.local_principals import (
@@ -64,6 +65,8 @@ class LocalAws:
         self.admin_secret_name = ""
         self.notes: list[str] = []
         self.principals: list[LocalPrincipal] = []
+        # Each queue's URL in moto, by logical id.
+        self.queue_urls: dict[str, str] = {}
         self._caller: tuple[str, str] = ("", "")  # a real account's: the environment's ARN and user id
 
     def client(self, service: str) -> Any:
@@ -145,6 +148,8 @@ class LocalAws:
                 create_kms_key(self.client("kms"), options.kms_alias(key), f"{options.stack_name} {key} (local)")
             for index, table in enumerate(model.tables):
                 create_table(self.client("dynamodb"), options.table_for(index, table))
+            scale = options.schedule_scale if options.schedule_scale > 0 else 1.0
+            self.queue_urls = create_queues(self.client("sqs"), model.queues, scale)
             for function in model.rotation_functions:
                 arn = model.functions[function].arn
                 registered = register_rotation_function(self.endpoint, arn, options.region)

@@ -1,5 +1,5 @@
-"""The local stack: moto, the Zus emulator, the local API, the scheduler and the rotation player,
-started in order and stopped in reverse, all owned by this process (moto is its child).
+"""The local stack: moto, the Zus emulator, the local API, the scheduler, the queue pollers and the
+rotation player, started in order and stopped in reverse, all owned by this process (moto is its child).
 
 Modes, per side: AWS is moto started here (default), a moto already running (``aws_endpoint`` a URL),
 or the real account of the environment (``aws_endpoint=""``); Zus is the emulator started here
@@ -33,6 +33,7 @@ from zus_local.local_api import LocalApi
 from zus_local.local_aws import LocalAws
 from zus_local.moto_process import MotoProcess
 from zus_local.options import StackError, StackOptions
+from zus_local.queue_poller import QueuePoller
 from zus_local.rotation_player import RotationPlayer
 from zus_local.scheduler import Scheduler
 from zus_local.stand_ins import TemplateError
@@ -69,6 +70,7 @@ class LocalStack:
         self.emulator: EmulatorServer | None = None
         self.runtime: LambdaRuntime | None = None
         self.scheduler: Scheduler | None = None
+        self.pollers: list[QueuePoller] = []
         self.player: RotationPlayer | None = None
         self.zus_api_base = options.zus_api_base
         self.zus_auth_base = options.zus_auth_base
@@ -119,6 +121,7 @@ class LocalStack:
             self.scheduler = Scheduler(model.schedules, self._invoke, self.console, options.schedule_scale).start()
             self._on_stop(self.scheduler.stop)
         if options.uses_moto:
+            self._start_queue_pollers(model)
             self._start_rotation_player(model)
 
     def _resolve_template(self) -> TemplateModel:
@@ -212,6 +215,23 @@ class LocalStack:
     def _invoke(self, function: str, event: Any) -> Invocation:
         assert self.runtime is not None
         return self.runtime.invoke(function, event)
+
+    def _start_queue_pollers(self, model: TemplateModel) -> None:
+        """Each SQS event source of the template, played against its queue in moto."""
+        sqs = self.aws.client("sqs")
+        for subscription in model.subscriptions:
+            poller = QueuePoller(
+                sqs,
+                subscription,
+                model.queues[subscription.queue],
+                self.aws.queue_urls[subscription.queue],
+                self._invoke,
+                self.console,
+                region=self.options.region,
+                concurrency=self.options.concurrency,
+            ).start()
+            self.pollers.append(poller)
+            self._on_stop(poller.stop)
 
     def _start_rotation_player(self, model: TemplateModel) -> None:
         def function_for_arn(arn: str) -> str | None:

@@ -1,4 +1,5 @@
-"""What the local stack runs, read from template.yaml: functions, HTTP API routes, schedules, environments.
+"""What the local stack runs, read from template.yaml: functions, HTTP API routes, schedules, queues and the
+functions they feed (SQS event sources), environments.
 
 ``load_model(path, context)`` parses the SAM template (``cfn_yaml``) and resolves what each function
 runs with (``intrinsics``) for the deployment ``context`` describes, resources standing in locally
@@ -10,16 +11,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from zus_local.cfn_yaml import load_template
 from zus_local.intrinsics import NO_VALUE, Resolver
-from zus_local.stand_ins import KMS_KEY, SERVERLESS_FUNCTION, TABLE, ResolveContext, TemplateError
+from zus_local.stand_ins import KMS_KEY, SERVERLESS_FUNCTION, SQS_QUEUE, TABLE, ResolveContext, TemplateError
 
 __all__ = [
     "FunctionSpec",
+    "QueueSpec",
+    "QueueSubscription",
     "Route",
     "Schedule",
     "TemplateModel",
@@ -148,6 +151,34 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class QueueSpec:
+    """One ``AWS::SQS::Queue``: its name and ARN, the attributes SQS's redelivery depends on, and the
+    queue its redrive policy moves a message to after ``max_receive_count`` receives."""
+
+    logical_id: str
+    name: str
+    arn: str
+    visibility_timeout: int = 30
+    message_retention: int = 345600
+    dead_letter_queue: str | None = None
+    max_receive_count: int = 0
+
+
+@dataclass(frozen=True)
+class QueueSubscription:
+    """One ``SQS`` event: Lambda's event source mapping polling ``queue`` for ``function``, in batches of
+    at most ``batch_size``, with at most ``maximum_concurrency`` invocations at once; with
+    ``report_batch_item_failures`` the function answers which messages failed."""
+
+    function: str
+    event: str
+    queue: str
+    batch_size: int = 10
+    maximum_concurrency: int = 2
+    report_batch_item_failures: bool = False
+
+
+@dataclass(frozen=True)
 class TemplateModel:
     functions: Mapping[str, FunctionSpec]
     routes: tuple[Route, ...]
@@ -156,6 +187,8 @@ class TemplateModel:
     rotation_functions: tuple[str, ...]
     tables: tuple[str, ...]
     kms_keys: tuple[str, ...]
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
+    subscriptions: tuple[QueueSubscription, ...] = ()
     # Events of kinds the local stack does not play, as "Function.Event (Type)".
     ignored_events: tuple[str, ...] = ()
 
@@ -167,7 +200,9 @@ class TemplateModel:
         functions: dict[str, FunctionSpec] = {}
         routes: list[Route] = []
         schedules: list[Schedule] = []
+        subscriptions: list[QueueSubscription] = []
         ignored: list[str] = []
+        queues = _queues(resources, resolver)
         for logical_id, resource in resources.items():
             if not isinstance(resource, dict) or resource.get("Type") != SERVERLESS_FUNCTION:
                 continue
@@ -184,6 +219,10 @@ class TemplateModel:
                     schedule = _schedule(logical_id, event_name, event_properties, resolver)
                     if schedule is not None:
                         schedules.append(schedule)
+                elif kind == "SQS":
+                    subscription = _subscription(logical_id, event_name, event_properties, resolver, queues)
+                    if subscription is not None:
+                        subscriptions.append(subscription)
                 else:
                     ignored.append(f"{logical_id}.{event_name} ({kind})")
         seen: dict[str, str] = {}
@@ -200,6 +239,8 @@ class TemplateModel:
             rotation_functions=tuple(name for name in invoked_by_secrets_manager(template) if name in functions),
             tables=logical_ids(template, TABLE),
             kms_keys=logical_ids(template, KMS_KEY),
+            queues=queues,
+            subscriptions=tuple(subscriptions),
             ignored_events=tuple(ignored),
         )
 
@@ -308,6 +349,68 @@ def _schedule(function: str, event: str, properties: Mapping[str, Any], resolver
     name = resolver.resolve_text(properties["Name"], f"{where} Name") if "Name" in properties else f"{function}{event}"
     return Schedule(
         name=name, event=event, function=function, expression=expression, interval_seconds=interval, input=payload
+    )
+
+
+def _queues(resources: Mapping[str, Any], resolver: Resolver) -> dict[str, QueueSpec]:
+    """Every queue of the template, its redrive policy's target named by logical id."""
+    found: dict[str, QueueSpec] = {}
+    redrives: dict[str, Any] = {}
+    for logical_id, resource in resources.items():
+        if _type(resource) != SQS_QUEUE:
+            continue
+        if "Condition" in resource and not resolver.condition(str(resource["Condition"])):
+            continue
+        properties = resource.get("Properties") or {}
+        where = f"queue {logical_id}"
+        found[logical_id] = QueueSpec(
+            logical_id=logical_id,
+            name=resolver.resource_name(logical_id),
+            arn=resolver.get_att(logical_id, "Arn"),
+            visibility_timeout=int(
+                resolver.resolve_text(properties.get("VisibilityTimeout", 30), f"{where} VisibilityTimeout")
+            ),
+            message_retention=int(
+                resolver.resolve_text(
+                    properties.get("MessageRetentionPeriod", 345600), f"{where} MessageRetentionPeriod"
+                )
+            ),
+        )
+        if "RedrivePolicy" in properties:
+            redrives[logical_id] = resolver.resolve(properties["RedrivePolicy"])
+    by_arn = {spec.arn: name for name, spec in found.items()}
+    for logical_id, redrive in redrives.items():
+        if isinstance(redrive, str):
+            redrive = json.loads(redrive)
+        target = by_arn.get(str(redrive.get("deadLetterTargetArn", "")))
+        if target is None:
+            raise TemplateError(f"queue {logical_id}: its RedrivePolicy names no queue of this template")
+        found[logical_id] = replace(
+            found[logical_id], dead_letter_queue=target, max_receive_count=int(redrive.get("maxReceiveCount", 0))
+        )
+    return found
+
+
+def _subscription(
+    function: str, event: str, properties: Mapping[str, Any], resolver: Resolver, queues: Mapping[str, QueueSpec]
+) -> QueueSubscription | None:
+    where = f"SQS event {function}.{event}"
+    if not resolver.boolean(properties.get("Enabled", True)):
+        return None
+    arn = resolver.resolve_text(properties.get("Queue", ""), f"{where} Queue")
+    queue = next((name for name, spec in queues.items() if spec.arn == arn), None)
+    if queue is None:
+        raise TemplateError(f"{where}: the local stack polls this template's queues only, not {arn}")
+    scaling = resolver.resolve(properties.get("ScalingConfig") or {})
+    responses = resolver.resolve(properties.get("FunctionResponseTypes") or [])
+    return QueueSubscription(
+        function=function,
+        event=event,
+        queue=queue,
+        batch_size=int(resolver.resolve_text(properties.get("BatchSize", 10), f"{where} BatchSize")),
+        # Lambda's default without a ScalingConfig is up to 1,000; locally the runtime's containers bound it.
+        maximum_concurrency=int(scaling.get("MaximumConcurrency", 1000)),
+        report_batch_item_failures="ReportBatchItemFailures" in responses,
     )
 
 

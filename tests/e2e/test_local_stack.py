@@ -227,7 +227,8 @@ def test_zus_asking_for_15_minutes_is_a_retry_after_of_15_minutes(stack: StackPr
 
 def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProcess) -> None:
     """Tokens that live 392 s enter the refresh margin (300 s) plus the job's 90 s horizon 2 s after
-    they are issued; the pre-refresh schedule (every second here) renews them without any caller."""
+    they are issued; the pre-refresh schedule (every second here) hands the client to the work queue and
+    the worker renews its token, without any caller."""
     api, name = stack.api, "e2e-prefresh"
     config = requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 392}, timeout=5)
     assert config.status_code < 300, config.text
@@ -249,10 +250,40 @@ def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProces
         wait_until(renewed, 20, "the pre-refresh schedule to renew the cached token")
         stats = requests.get(f"{stack.zus}/_emulator/stats", timeout=5).json()
         assert stats["tokenRequests"][client_id] >= 2
-        assert any("schedule zus-m2m-local-pre-refresh (pre-refresh)  ok" in line for line in stack.lines)
+        # Through the work queue: the job handed it out (with the bootstrap admin's token, also in use),
+        # the queue's event source invoked the worker
+        handed_out = re.compile(r"schedule zus-m2m-local-pre-refresh \(pre-refresh\)  ok .* dispatched=[1-9]")
+        assert any(handed_out.search(line) for line in stack.lines)
+        worked = re.compile(r"queue zus-m2m-local-work  \d+ messages? -> WorkerFunction  ok")
+        assert any(worked.search(line) for line in stack.lines)
     finally:
         requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 3600}, timeout=5)
         stack.admin.delete(f"{api}/app-clients/{name}", timeout=30)
+
+
+def test_a_new_clients_rotation_check_flows_through_the_work_queue(stack: StackProcess) -> None:
+    """A new client's record is due for its first rotation check at once; the rotation sweep (every 5 s
+    here) hands it to the work queue, the worker checks it (healthy: the token the create cached proves
+    its secret) and schedules the next check an hour on (a minute here, scaled as the schedules are not:
+    the record's dueAt is real time)."""
+    api, name = stack.api, "e2e-checked"
+    dynamodb = stack.client("dynamodb")
+    created = stack.admin.post(
+        f"{api}/app-clients", json={"name": name, "consumers": [consumer_arn(stack)]}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    key = {"pk": {"S": f"client#{name}"}, "sk": {"S": "record"}}
+    created_at = float(created.json()["createdAt"])
+
+    def checked() -> float | None:
+        item = dynamodb.get_item(TableName="zus-m2m-local", Key=key, ConsistentRead=True)["Item"]
+        due_at = float(item["dueAt"]["N"])
+        return due_at if due_at > created_at + 3000 else None
+
+    next_check = wait_until(checked, 30, "the worker to check the new client and schedule its next check")
+    assert next_check <= time.time() + 3600
+    assert any("schedule zus-m2m-local-rotation-sweep (rotation-sweep)  ok" in line for line in stack.lines)
+    assert stack.admin.delete(f"{api}/app-clients/{name}", timeout=30).status_code == 204
 
 
 def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(stack: StackProcess, capsys) -> None:

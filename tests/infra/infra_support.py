@@ -26,6 +26,7 @@ FUNCTIONS = {
     "ProvisioningFunction": "provisioning",
     "RotationFunction": "rotation",
     "ScheduledFunction": "scheduled",
+    "WorkerFunction": "worker",
 }
 
 IAM_POLICY_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")

@@ -54,7 +54,7 @@ def test_the_vending_role_cannot_read_the_bootstrap_admins_secret(
         )
         == "allowed"
     )
-    for role in ("ProvisioningRole", "RotationRole", "ScheduledRole"):
+    for role in ("ProvisioningRole", "RotationRole", "ScheduledRole", "WorkerRole"):
         assert (
             role_decision(stack_template, role, "secretsmanager:GetSecretValue", admin_arn, parameters=parameters)
             == "allowed"
@@ -82,13 +82,32 @@ def test_the_vending_role_cannot_touch_the_bootstrap_admins_items(stack_template
     assert decision("Scan") != "allowed"  # no partition: nothing to scope, so never granted
     for action in ("GetItem", "UpdateItem", "Query"):
         assert decision(action, "client#billing-service") == "allowed", action
-    # provisioning and rotation keep the admin's token in its partition
-    for role in ("ProvisioningRole", "RotationRole", "ScheduledRole"):
+    # provisioning, rotation and scheduled work keep the admin's token in its partition
+    for role in ("ProvisioningRole", "RotationRole", "ScheduledRole", "WorkerRole"):
         context = {"dynamodb:LeadingKeys": [f"admin#{admin_name}"]}
         assert (
             role_decision(stack_template, role, "dynamodb:UpdateItem", table, parameters=parameters, context=context)
             == "allowed"
         ), role
+
+
+def test_only_the_scheduled_jobs_read_the_due_index_and_only_they_and_the_worker_its_queue(
+    stack_template: dict[str, Any],
+) -> None:
+    parameters = DEPLOYMENTS["default admin secret"][0]
+    resolver = Resolver(stack_template, ResolveContext(region=REGION, account_id=ACCOUNT, parameters=parameters))
+    index = f"{resolver.get_att('Table', 'Arn')}/index/due"
+    queue = resolver.get_att("WorkQueue", "Arn")
+    roles = ("TokenVendingRole", "ProvisioningRole", "RotationRole", "ScheduledRole", "WorkerRole")
+
+    def decision(role: str, action: str, resource: str) -> str:
+        # A query of the index names a partition of the index (a kind of work), never client#*.
+        context = {"dynamodb:LeadingKeys": ["refresh"]}
+        return role_decision(stack_template, role, action, resource, parameters=parameters, context=context)
+
+    assert {role for role in roles if decision(role, "dynamodb:Query", index) == "allowed"} == {"ScheduledRole"}
+    assert {role for role in roles if decision(role, "sqs:SendMessage", queue) == "allowed"} == {"ScheduledRole"}
+    assert {role for role in roles if decision(role, "sqs:ReceiveMessage", queue) == "allowed"} == {"WorkerRole"}
 
 
 # --- route ARNs: the outputs, docs/security.md and the local signers --------------------------------------
@@ -147,7 +166,11 @@ def test_the_local_signers_policies_use_the_outputs_patterns(template: dict[str,
 
 
 def test_denied_calls_of_both_api_functions_feed_one_metric_with_an_alarm(template: dict[str, Any]) -> None:
-    filters = resources_of_type(template, "AWS::Logs::MetricFilter")
+    filters = {
+        name: f
+        for name, f in resources_of_type(template, "AWS::Logs::MetricFilter").items()
+        if f["Properties"]["MetricTransformations"][0]["MetricName"] == "DeniedCalls"
+    }
     groups = {f["Properties"]["LogGroupName"]["Ref"] for f in filters.values()}
     assert groups == {"TokenVendingLogGroup", "ProvisioningLogGroup"}
     for metric_filter in filters.values():
@@ -155,13 +178,16 @@ def test_denied_calls_of_both_api_functions_feed_one_metric_with_an_alarm(templa
         assert props["FilterPattern"] == f'{{ $.audit.outcome = "{audit.outcome(errors.Forbidden.http_status)}" }}'
         [transformation] = props["MetricTransformations"]
         assert (transformation["MetricNamespace"], transformation["MetricName"]) == ("ZusM2M", "DeniedCalls")
-        assert transformation["Dimensions"] == [{"Key": "service", "Value": "$.service"}]
+        # No dimensions: a filter's dimension values come from the line, whose "service" is the function's
+        # Logger's (zus-m2m-token-vending), which the alarm would have to name once per function.
+        assert "Dimensions" not in transformation
     [alarm] = [
         a["Properties"]
         for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
         if a["Properties"]["MetricName"] == "DeniedCalls"
     ]
     assert alarm["Namespace"] == "ZusM2M"
+    assert "Dimensions" not in alarm  # the very metric the filters publish
     assert alarm["Statistic"] == "Sum"
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 

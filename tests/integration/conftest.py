@@ -7,6 +7,8 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +17,12 @@ from aws_lambda_powertools import Metrics
 
 from zus_emulator import EmulatorConfig, EmulatorServer
 from zus_emulator.config import AUTH0, DIALECTS
-from zus_local.aws_setup import store_admin_secret
+from zus_local.aws_setup import create_queues, store_admin_secret
+from zus_local.lambda_context import LocalLambdaContext
+from zus_local.queue_poller import handled, sqs_event
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
+from zus_local.stand_ins import ResolveContext
+from zus_local.template_model import load_model
 from zus_m2m import errors, wiring
 from zus_m2m.access import Caller
 from zus_m2m.aws.client_records import DynamoClientRecords
@@ -32,6 +38,8 @@ from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, ClientRecord
 from zus_m2m.zus.client import ZusClient
 from zus_m2m.zus.models import AppClient
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 # --- Zus emulator ---------------------------------------------------------------------------------
 
@@ -230,12 +238,20 @@ class Deployment:
         return self.new_container(metrics).rotation_steps()
 
     def sweep(self, metrics: Metrics | None = None, **policy: Any) -> RotationSweep:
-        """A new container of the scheduled function: its rotation sweep."""
+        """A new container of the worker function: its rotation check."""
         sweep = self.new_container(metrics).rotation_sweep()
         if policy:  # the sweep's, and its repair's (which checks which secret works)
             sweep.policy = dataclasses.replace(sweep.policy, **policy)
             sweep.repair.policy = dataclasses.replace(sweep.repair.policy, **policy)
         return sweep
+
+    def work_queue(self) -> WorkQueue:
+        """The template's work queue and its dead letters, made in moto; the scheduled function finds it
+        by WORK_QUEUE_URL."""
+        queue = WorkQueue.made_in(self.aws)
+        self.environment["WORK_QUEUE_URL"] = queue.url
+        self.settings = Settings.from_env(self.environment)
+        return queue
 
     def stats(self) -> dict[str, Any]:
         return dict(requests.get(f"{self.zus.url}/_emulator/stats", timeout=5).json())
@@ -400,3 +416,41 @@ def busy_rotation_stack(aws, zus, rotation_function_arn, dialect: str) -> Rotati
 @pytest.fixture
 def counting_metrics() -> CountingMetrics:
     return CountingMetrics()
+
+
+# --- the work queue: the template's queues in moto, delivered to the worker as Lambda's SQS event source --
+
+
+@dataclass
+class WorkQueue:
+    """The work queue (and its dead letters) as template.yaml declares them, in moto, for stack
+    ``zus-m2m-test``; ``deliver`` plays one poll of Lambda's event source mapping."""
+
+    sqs: Any
+    url: str
+    dead_letters_url: str
+    arn: str
+
+    @classmethod
+    def made_in(cls, aws: Any) -> WorkQueue:
+        context = ResolveContext(
+            stack_name="zus-m2m-test", parameters={"AdminPrincipals": Deployment.ADMIN_PRINCIPAL}, refs={"Table": "t"}
+        )
+        queues = load_model(TEMPLATE, context).queues
+        sqs = aws.client("sqs")
+        urls = create_queues(sqs, {name: queues[name] for name in ("WorkQueue", "WorkDeadLetterQueue")}, 360.0)
+        return cls(sqs, urls["WorkQueue"], urls["WorkDeadLetterQueue"], queues["WorkQueue"].arn)
+
+    def receive(self, url: str | None = None) -> list[dict[str, Any]]:
+        answer = self.sqs.receive_message(QueueUrl=url or self.url, MaxNumberOfMessages=10, AttributeNames=["All"])
+        return list(answer.get("Messages", []))
+
+    def deliver(self, handler: Any, messages: list[dict[str, Any]] | None = None) -> tuple[list[str], Any]:
+        """The worker handler invoked with a batch of the queue's messages, the handled ones deleted as
+        Lambda does; the bodies delivered, and the handler's answer."""
+        batch = self.receive() if messages is None else messages
+        answer = handler.lambda_handler(sqs_event(batch, self.arn, "us-east-1"), LocalLambdaContext("worker", 60))
+        done = handled(batch, answer, report_failures=True)
+        for message in done:
+            self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return [message["Body"] for message in batch], answer

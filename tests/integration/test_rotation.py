@@ -255,11 +255,11 @@ def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) 
             traffic.drive(steps, rotation, retries=2)
         traffic.stage = "gave up"
         traffic.vend()
-        report = stack.sweep(stuck_after=0).run()
+        check = stack.sweep(stuck_after=0).check(stack.CLIENT)
         traffic.stage = "swept"
         traffic.vend()
 
-    assert report["secrets"][stack.secret_id] == "rolled-forward"
+    assert check.outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
     assert traffic.failures == []
     assert traffic.calls["gave up"] >= 1
@@ -286,11 +286,11 @@ def test_zus_rotated_and_secrets_manager_gave_up_with_the_new_secret_in_awspendi
             stack.zus_client.request_token(before.client_id, before.client_secret)
         for _ in range(3):
             traffic.vend()
-        report = stack.sweep(stuck_after=0).run()
+        check = stack.sweep(stuck_after=0).check(stack.CLIENT)
         traffic.stage = "swept"
         traffic.vend()
 
-    assert report["secrets"][stack.secret_id] == "rolled-forward"
+    assert check.outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
     assert stack.current().client_secret == pending.client_secret  # the stranded secret, now AWSCURRENT
     assert traffic.failures == []

@@ -1,5 +1,7 @@
-"""The scheduled function against moto server and the Zus emulator: the rotation sweep and repair, and
-the handler's dispatch of both jobs as EventBridge Scheduler invokes it."""
+"""Scheduled work against moto server and the Zus emulator: a client's rotation check, the repair job, and
+the handlers as Lambda invokes them: the scheduled function as EventBridge Scheduler does (handing due
+work to the work queue in moto), the worker as the queue's event source does (partial batch failures,
+redelivery, the dead letters)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fakes import crash_at
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from conftest import RotationStack as Stack
 
 CLIENT = "billing-service"
+ADMIN = "zus-m2m-admin"
 ADMIN_SECRET = "zus-m2m/test/zus-m2m-admin"
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -37,29 +41,36 @@ def stack(rotation_stack: Stack) -> Stack:
     return rotation_stack
 
 
+def wait_for(find: Callable[[], list[Any]], what: str, timeout: float = 15.0) -> list[Any]:
+    """What ``find`` returns once it returns something (polling, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def started_secrets(stack: Stack) -> set[str]:
     """Names of the secrets with a rotation started and not yet driven."""
     describe = stack.aws.secretsmanager.describe_secret
     return {describe(SecretId=arn)["Name"] for arn, _ in find_started_rotations(stack.aws.secretsmanager)}
 
 
-def test_a_sweep_of_healthy_clients_starts_nothing(stack: Stack) -> None:
-    report = stack.sweep().run()
+def test_a_check_of_a_healthy_client_starts_nothing(stack: Stack) -> None:
+    checks = {client: stack.sweep().check(client) for client in (CLIENT, ADMIN)}
 
-    assert report == {
-        "checked": 2,
-        "counts": {"healthy": 2},
-        "secrets": {stack.secret_id: "healthy", ADMIN_SECRET: "healthy"},
-    }
+    assert {client: check.outcome for client, check in checks.items()} == {CLIENT: "healthy", ADMIN: "healthy"}
     assert find_started_rotations(stack.aws.secretsmanager) == []
 
 
 def test_due_clients_get_a_rotation_started_and_it_completes(stack: Stack) -> None:
     before = {secret: stack.current(secret) for secret in (stack.secret_id, ADMIN_SECRET)}
 
-    report = stack.sweep(rotation_interval=0).run()
+    outcomes = [stack.sweep(rotation_interval=0).check(client).outcome for client in (CLIENT, ADMIN)]
 
-    assert report["counts"] == {"rotation-started": 2}
+    assert outcomes == ["rotation-started", "rotation-started"]
     assert started_secrets(stack) == {stack.secret_id, ADMIN_SECRET}
     for rotation in find_started_rotations(stack.aws.secretsmanager):
         stack.drive(stack.steps(), rotation)
@@ -70,9 +81,9 @@ def test_due_clients_get_a_rotation_started_and_it_completes(stack: Stack) -> No
 def test_a_rotation_in_progress_is_not_started_again(stack: Stack) -> None:
     _, version = stack.start()
 
-    report = stack.sweep(rotation_interval=0).run()
+    check = stack.sweep(rotation_interval=0).check(CLIENT)
 
-    assert report["secrets"] == {stack.secret_id: "in-progress", ADMIN_SECRET: "rotation-started"}
+    assert check.outcome == "in-progress"
     assert stack.stages()[version] == [AWSPENDING]  # the same rotation, not a new one
 
 
@@ -81,9 +92,7 @@ def test_a_stuck_rotation_is_rolled_forward(stack: Stack) -> None:
     arn, version = stack.start()
     stack.steps().run("createSecret", arn, version)  # ... and the rotation died here
 
-    report = stack.sweep(stuck_after=0).run()
-
-    assert report["secrets"][stack.secret_id] == "rolled-forward"
+    assert stack.sweep(stuck_after=0).check(CLIENT).outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
 
 
@@ -91,9 +100,7 @@ def test_a_rotation_that_died_before_storing_anything_is_restarted(stack: Stack)
     before = stack.current()
     _, stuck = stack.start()
 
-    report = stack.sweep(stuck_after=0).run()
-
-    assert report["secrets"][stack.secret_id] == "rotation-restarted"
+    assert stack.sweep(stuck_after=0).check(CLIENT).outcome == "rotation-restarted"
     arn, version = stack.started(stack.secret_id)
     assert version != stuck
     stack.drive(stack.steps(), (arn, version))
@@ -103,9 +110,9 @@ def test_a_rotation_that_died_before_storing_anything_is_restarted(stack: Stack)
 def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack, counting_metrics) -> None:
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # the new secret is lost
-    report = stack.sweep(counting_metrics, settle_seconds=0).run()  # a secret stored long ago
 
-    assert report["secrets"][stack.secret_id] == "recovery-started"
+    # A secret stored long ago (else a refusal of a settling version is asked again, patiently)
+    assert stack.sweep(counting_metrics, settle_seconds=0).check(CLIENT).outcome == "recovery-started"
     assert counting_metrics.counts["SecretRecoveryStarted"] == 1
     stack.drive(stack.steps(), stack.started(stack.secret_id))
     stack.assert_rotated_cleanly(before)
@@ -113,14 +120,28 @@ def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack,
     assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).access_token
 
 
+def test_a_check_of_a_client_in_use_reuses_its_token_and_an_idle_ones_costs_one_request(stack: Stack) -> None:
+    stack.vendor().vend(stack.CONSUMER, CLIENT, 60)  # in use: a token of the current version is cached
+    requests_before = stack.stats()["tokensIssued"]
+
+    checks = [stack.sweep().check(client).outcome for client in (CLIENT, ADMIN, CLIENT, ADMIN)]
+
+    assert checks == ["healthy"] * 4
+    # The admin's first check minted a token (of its current version); every other check reused one.
+    assert stack.stats()["tokensIssued"] == requests_before + 1
+
+
 @pytest.mark.long
 @pytest.mark.parametrize("dialect", [AUTH0], indirect=True)  # random propagation is Auth0's
-def test_a_sweep_during_a_new_secrets_random_propagation_finds_it_healthy(stack: Stack) -> None:
+def test_a_check_during_a_new_secrets_random_propagation_finds_it_healthy(stack: Stack) -> None:
     stack.emulator("config", secretPropagationSeconds=30)
     stack.drive(stack.steps(), stack.start())  # AWSCURRENT: the new secret, accepted at random for 30 s
     sweep = stack.sweep(test_patience=Patience(seconds=30, first_pause=0.05, max_pause=0.2))
+    outcomes = []
 
-    outcomes = [sweep.run()["secrets"][stack.secret_id] for _ in range(8)]
+    for _ in range(8):
+        stack.table.purge(CLIENT)  # no cached token proves the version: each check asks Zus
+        outcomes.append(sweep.check(CLIENT).outcome)
 
     assert outcomes == ["healthy"] * 8  # never a recovery rotation for a secret still settling
     assert find_started_rotations(stack.aws.secretsmanager) == []
@@ -136,51 +157,125 @@ def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Sta
         with pytest.raises(errors.Throttled):
             stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
 
-    report = stack.sweep(counting_metrics, settle_seconds=0).run()  # the sweep's health check: the reserve
+    check = stack.sweep(counting_metrics, settle_seconds=0).check(CLIENT)  # its health check: the reserve
 
-    assert report["secrets"][stack.secret_id] == "recovery-started"
+    assert check.outcome == "recovery-started"
     stack.drive(stack.steps(), stack.started(stack.secret_id))  # testSecret: the reserve too
     stack.assert_rotated_cleanly(before)
     assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).source == "table"  # the token testSecret obtained
     assert stack.table.budget_used(CLIENT, time.time()) == 92
 
 
-# --- the handler, as EventBridge Scheduler invokes it ----------------------------------------------------
+# --- the handlers, as EventBridge Scheduler and the work queue's event source invoke them ----------------
 
 
-def test_the_scheduled_handler_dispatches_both_jobs(stack: Stack, load_function) -> None:
-    handler = load_function("scheduled", stack.lambda_environment())
+def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_once(stack: Stack, load_function) -> None:
+    queue = stack.work_queue()
+    scheduled = load_function("scheduled", stack.lambda_environment())
+    worker = load_function("worker", stack.lambda_environment())
     context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
     # A client in use whose token enters the refresh margin before the next run
     stack.emulator("config", tokenLifetimeSeconds=350)
     first = stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
     stack.table.mark_requested(CLIENT, time.time())
 
-    refreshed = handler.lambda_handler(json.loads((EVENTS / "scheduler_pre_refresh.json").read_text()), context)
-    swept = handler.lambda_handler(json.loads((EVENTS / "scheduler_rotation_sweep.json").read_text()), context)
+    refresh = scheduled.lambda_handler(json.loads((EVENTS / "scheduler_pre_refresh.json").read_text()), context)
+    again = scheduled.lambda_handler(json.loads((EVENTS / "scheduler_pre_refresh.json").read_text()), context)
+    delivered, answer = queue.deliver(worker)
 
-    assert refreshed == {"job": "pre-refresh", "report": {"considered": 1, "refreshed": 1, "failed": 0}}
+    assert refresh == {
+        "job": "pre-refresh",
+        "report": {"due": 1, "dispatched": 1, "taken": 0, "unsent": 0, "capped": 0},
+    }
+    assert again["report"]["due"] == 0  # claimed: not handed out twice
+    assert [json.loads(body)["client"] for body in delivered] == [CLIENT]
+    assert answer == {"batchItemFailures": []}
     token = stack.table.get(CLIENT, consistent=True).token
     assert token is not None
     assert token.access_token != first.access_token
-    assert swept["job"] == "rotation-sweep"
-    assert swept["report"]["secrets"] == {stack.secret_id: "healthy", ADMIN_SECRET: "healthy"}
+
+    # The rotation sweep: the client's record (due at once) and the bootstrap admin (enlisted)
+    swept = scheduled.lambda_handler(json.loads((EVENTS / "scheduler_rotation_sweep.json").read_text()), context)
+    delivered, answer = queue.deliver(worker)
+
+    assert swept["report"] | {"enlisted": 1} == {
+        "due": 2,
+        "dispatched": 2,
+        "taken": 0,
+        "unsent": 0,
+        "capped": 0,
+        "enlisted": 1,
+    }
+    assert sorted(json.loads(body)["client"] for body in delivered) == sorted([CLIENT, ADMIN])
+    assert answer == {"batchItemFailures": []}
+    assert scheduled.lambda_handler({"job": "rotation-sweep"}, context)["report"]["due"] == 0  # next in an hour
     with pytest.raises(errors.InvalidRequest, match="unknown scheduled job 'rotate-everything'"):
-        handler.lambda_handler({"job": "rotate-everything"}, context)
+        scheduled.lambda_handler({"job": "rotate-everything"}, context)
     with pytest.raises(errors.InvalidRequest, match="unknown scheduled job None"):
-        handler.lambda_handler({}, context)
+        scheduled.lambda_handler({}, context)
 
 
-def test_the_sweep_event_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function) -> None:
-    handler = load_function("scheduled", stack.lambda_environment())
-    handler.sweep.policy = dataclasses.replace(handler.sweep.policy, rotation_interval=0)
+def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function) -> None:
+    queue = stack.work_queue()
+    scheduled = load_function("scheduled", stack.lambda_environment())
+    worker = load_function("worker", stack.lambda_environment())
+    worker.work.sweep.policy = dataclasses.replace(worker.work.sweep.policy, rotation_interval=0)
 
-    swept = handler.lambda_handler({"job": "rotation-sweep"}, LocalLambdaContext("zus-m2m-scheduled"))
+    scheduled.lambda_handler({"job": "rotation-sweep"}, LocalLambdaContext("zus-m2m-scheduled", 300))
+    queue.deliver(worker)
 
-    assert swept["report"]["counts"] == {"rotation-started": 2}
     assert started_secrets(stack) == {stack.secret_id, ADMIN_SECRET}
     description = stack.aws.secretsmanager.describe_secret(SecretId=ADMIN_SECRET)
     assert description["RotationLambdaARN"] == stack.settings.rotation_function_arn
+
+
+def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed(stack: Stack, load_function) -> None:
+    worker = load_function("worker", stack.lambda_environment())
+    event = json.loads((EVENTS / "sqs_work_queue.json").read_text())
+    [record] = event["Records"]
+    assert json.loads(record["body"])["client"] == CLIENT
+
+    # billing-service has no token item yet (nobody asked for its token): no refresh of it is due
+    answer = worker.lambda_handler(event, LocalLambdaContext("zus-m2m-worker", 60))
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    stack.vendor().vend(stack.CONSUMER, CLIENT, 60)  # now it has one, due at another time: superseded
+    assert worker.lambda_handler(event, LocalLambdaContext("zus-m2m-worker", 60)) == {"batchItemFailures": []}
+
+
+def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the_dead_letters(
+    stack: Stack, load_function
+) -> None:
+    queue = stack.work_queue()
+    scheduled = load_function("scheduled", stack.lambda_environment())
+    worker = load_function("worker", stack.lambda_environment())
+    stack.emulator("config", tokenLifetimeSeconds=350)
+    stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
+    stack.table.mark_requested(CLIENT, time.time())
+    scheduled.lambda_handler({"job": "pre-refresh"}, LocalLambdaContext("zus-m2m-scheduled", 300))
+    [message] = queue.receive()
+    poison = {"kind": "refresh", "client": "nobody", "dueAt": 1.0}
+    queue.sqs.send_message(QueueUrl=queue.url, MessageBody=json.dumps(poison))
+    tokens_before = stack.stats()["tokensIssued"]
+
+    # The same message twice (a worker that timed out after the work): the work is done once
+    _, first = queue.deliver(worker, [message])
+    _, second = queue.deliver(worker, [message])
+
+    assert first == second == {"batchItemFailures": []}
+    assert stack.stats()["tokensIssued"] == tokens_before + 1
+    # The poisoned one: refused at each of its three receives, then SQS moves it to the dead letters
+    for _ in range(3):
+        [received] = wait_for(queue.receive, "the poisoned message to come back after its visibility timeout")
+        _, answer = queue.deliver(worker, [received])
+        assert answer == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
+
+    def dead_letters() -> list[dict[str, Any]]:
+        assert queue.receive() == []  # SQS moves it when a receive finds it past maxReceiveCount
+        return queue.receive(queue.dead_letters_url)
+
+    [dead] = wait_for(dead_letters, "the message in the dead-letter queue")
+    assert json.loads(dead["Body"]) == poison
 
 
 # --- a failed rotation step, recorded by the rotation function and repaired by the repair job --------------

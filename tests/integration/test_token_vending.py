@@ -17,6 +17,7 @@ from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import CachedToken, fingerprint
+from zus_m2m.work.items import REFRESH
 
 if TYPE_CHECKING:
     from conftest import VendingStack as Stack
@@ -158,18 +159,26 @@ def test_the_budget_is_counted_in_the_table_across_containers(stack: Stack) -> N
     assert stack.table.budget_used(CLIENT, time.time()) == 3
 
 
-def test_pre_refresh_renews_a_recently_used_token_before_the_margin(stack: Stack) -> None:
+def test_a_token_in_use_is_due_for_its_pre_refresh_and_its_renewal_moves_it_on(stack: Stack) -> None:
     stack.emulator("config", tokenLifetimeSeconds=400)
     vendor = stack.vendor(VendingPolicy(refresh_margin=300))
     first = vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60)
-    stack.table.mark_requested(CLIENT, time.time())
+    index = stack.new_container().due_index()
+    stack.table.mark_requested(CLIENT, time.time())  # the vend did too, in the background
+    [due] = index.due(REFRESH, time.time() + 3600, 10)
+    assert (due.client, due.due_at) == (CLIENT, pytest.approx(first.expires_at - 300, abs=0.01))
 
-    report = TokenPreRefresh(stack.table, stack.vendor(VendingPolicy(refresh_margin=300))).run(horizon=120)
+    # A 400 s token's margin is half its life (200 s): it enters it within a horizon of 250 s
+    renewed = TokenPreRefresh(stack.vendor(VendingPolicy(refresh_margin=300)), horizon=250).refresh(CLIENT)
 
-    assert report == {"considered": 1, "refreshed": 1, "failed": 0}
+    assert renewed is True
     state = stack.table.get(CLIENT, consistent=True)
     assert state.token is not None
     assert state.token.access_token != first.access_token
+    versions = stack.aws.secretsmanager.describe_secret(SecretId=stack.secret_id)["VersionIdsToStages"]
+    assert versions[state.token.secret_version] == ["AWSCURRENT"]  # the version that minted it
+    [moved] = index.due(REFRESH, time.time() + 3600, 10)  # its next pre-refresh moved with it
+    assert moved.due_at == pytest.approx(state.token.expires_at - 300, abs=0.01)
 
 
 # --- failures are remembered, not retried by everyone (issue 17) ---------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from zus_m2m import errors
@@ -24,6 +24,7 @@ from zus_m2m.values import (
     SecretNaming,
     TokenState,
 )
+from zus_m2m.work.items import DueMark, WorkItem
 from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 ADMIN = "zus-m2m-admin"
@@ -65,9 +66,12 @@ class FakeClock:
 
 class FakeTokenTable:
     """The token and budget items in memory, with DynamoTokenTable's conditions (and its budget rule),
-    and the active records ``view`` reads with them (``records``)."""
+    and the active records ``view`` reads with them (``records``); with ``due``, a token item's due marks
+    there too, as DynamoTokenTable keeps them (``refresh_margin``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, due: FakeDueIndex | None = None, refresh_margin: float = 300.0) -> None:
+        self.due = due
+        self.refresh_margin = refresh_margin
         self.states: dict[str, TokenState] = {}
         self.budgets: dict[str, list[float]] = {}
         self.records: dict[str, ClientRecord] = {}
@@ -134,6 +138,8 @@ class FakeTokenTable:
             if owner is not None and state.lease_owner == owner:
                 state = replace(state, lease_owner=None, lease_until=0.0)
             self.states[client] = state
+            if self.due is not None and state.token is token:
+                self.due.token_stored(client, token.expires_at - self.refresh_margin)
 
     def record_failure(self, client: str, owner: str, failures: int, cause: FailureCause, until: float) -> None:
         with self.lock:
@@ -168,9 +174,8 @@ class FakeTokenTable:
     def mark_requested(self, client: str, now: float) -> None:
         with self.lock:
             self.states[client] = replace(self.states.get(client, TokenState()), last_requested_at=now)
-
-    def requested_since(self, since: float) -> list[str]:
-        return sorted(c for c, s in self.states.items() if s.last_requested_at >= since)
+            if self.due is not None:
+                self.due.token_used(client, now)
 
     def purge(self, client: str) -> None:
         with self.lock:
@@ -415,7 +420,7 @@ class FakeSecretStore:
         if secret is None or secret.deleted:
             return None
         found = self._stage(secret, stage)
-        return found[1] if found else None
+        return replace(found[1], version_id=found[0]) if found and found[1] else None
 
     def create(self, name, credentials, *, kms_key_id, tags, idempotency_key):
         with self.lock:
@@ -496,7 +501,7 @@ class FakeSecretStore:
     def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
         secret = self.secrets.get(secret_id)
         entry = secret.versions.get(version_id) if secret is not None else None
-        return entry[0] if entry is not None else None
+        return replace(entry[0], version_id=version_id) if entry is not None and entry[0] else None
 
     def put_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
         self.calls.append(("put_pending", secret_id))
@@ -551,15 +556,6 @@ class FakeSecretStore:
         if secret.deleted or secret.rotation_arn is None:
             raise errors.StoreUnavailable("cancelling a rotation failed: InvalidRequestException")
         secret.rotation_arn = None
-
-    def list_managed(self, stage: str) -> list[SecretDescription]:
-        found = []
-        for name, secret in self.secrets.items():
-            if secret.tags.get("zus-m2m:managed") == "true" and secret.tags.get("zus-m2m:stage") == stage:
-                description = self.describe(name)
-                if description is not None and not description.deleted:
-                    found.append(description)
-        return found
 
     def pending_version(self, secret_id: str) -> str | None:
         description = self.describe(secret_id)
@@ -658,13 +654,15 @@ class FakeZusAdmin:
 
 @dataclass
 class FakeTokenIssuer:
-    """Token vending's issue_with against FakeZusAdmin: a token only for the client's current secret;
-    ``refusals`` makes it refuse that many requests first (a secret still propagating at Zus)."""
+    """Token vending's issue_with against FakeZusAdmin: a token only for the client's current secret,
+    cached in ``tokens`` when given (with the secret version that minted it); ``refusals`` makes it
+    refuse that many requests first (a secret still propagating at Zus)."""
 
     zus: FakeZusAdmin
     issued: list[str] = field(default_factory=list)
     refusals: int = 0
     attempts: list[str] = field(default_factory=list)
+    tokens: FakeTokenTable | None = None
 
     def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken:
         self.attempts.append(client)
@@ -675,7 +673,16 @@ class FakeTokenIssuer:
         if current is None or current[1] != credentials.client_secret:
             raise errors.ZusCredentialsRefused("token request", 401, "invalid_client")
         self.issued.append(client)
-        return CachedToken(f"token-for-{client}", "Bearer", self.zus.clock() + 3600)
+        token = CachedToken(
+            f"token-for-{client}",
+            "Bearer",
+            self.zus.clock() + 3600,
+            credentials.app_client_id,
+            secret_version=credentials.version_id,
+        )
+        if self.tokens is not None:
+            self.tokens.put_token(client, token, None)
+        return token
 
 
 @dataclass
@@ -704,7 +711,7 @@ class FakeDeployment:
         self.zus = FakeZusAdmin(clock=self.clock)
         self.secrets = FakeSecretStore(self.clock)
         self.tokens = FakeTokenTable()
-        self.issuer = FakeTokenIssuer(self.zus)
+        self.issuer = FakeTokenIssuer(self.zus, tokens=self.tokens)
         self.admin_tokens = FakeAdminTokens(self.zus)
         self.failures = FakeRotationFailures()
         self.metrics = FakeMetrics()
@@ -726,3 +733,84 @@ class FakeDeployment:
             idempotency_key=f"{name}-v1",
         )
         return credentials
+
+
+# --- scheduled work -----------------------------------------------------------------------------
+
+
+class FakeDueIndex:
+    """Due marks by (kind, client), with DynamoDueIndex's conditions; ``read`` counts the items ``due``
+    read, ``unlisted`` the records ``backfill`` would find (a page at a time)."""
+
+    def __init__(self) -> None:
+        self.marks: dict[tuple[str, str], DueMark] = {}
+        self.read = 0
+        self.unlisted: list[str] = []
+
+    def put(self, kind: str, client: str, due_at: float | None, last_requested_at: float = 0.0) -> WorkItem:
+        self.marks[(kind, client)] = DueMark(kind if due_at is not None else None, due_at, last_requested_at)
+        return WorkItem(kind, client, due_at or 0.0)
+
+    def due(self, kind: str, until: float, limit: int) -> list[WorkItem]:
+        found = sorted(
+            (mark.due_at, client)
+            for (of, client), mark in self.marks.items()
+            if of == kind and mark.kind == kind and mark.due_at is not None and mark.due_at <= until
+        )[:limit]
+        self.read += len(found)
+        return [WorkItem(kind, client, due_at) for due_at, client in found]
+
+    def claim(self, item: WorkItem, until: float) -> WorkItem | None:
+        claimed = WorkItem(item.kind, item.client, round(until, 3))
+        return claimed if self.reschedule(item, claimed.due_at) else None
+
+    def mark(self, kind: str, client: str) -> DueMark | None:
+        return self.marks.get((kind, client))
+
+    def token_stored(self, client: str, due_at: float) -> None:
+        """FakeTokenTable.put_token: the item's next refresh moves with the token."""
+        mark = self.marks.get(("refresh", client), DueMark(None, None))
+        self.marks[("refresh", client)] = replace(mark, due_at=due_at)
+
+    def token_used(self, client: str, now: float) -> None:
+        """FakeTokenTable.mark_requested: a client in use is in the index."""
+        mark = self.marks.get(("refresh", client), DueMark(None, None))
+        self.marks[("refresh", client)] = replace(mark, kind="refresh", last_requested_at=now)
+
+    def reschedule(self, item: WorkItem, at: float) -> bool:
+        mark = self.marks.get((item.kind, item.client))
+        if mark is None or not mark.holds(item):
+            return False
+        self.marks[(item.kind, item.client)] = replace(mark, due_at=at)
+        return True
+
+    def retire(self, item: WorkItem, idle_before: float) -> bool:
+        mark = self.marks.get((item.kind, item.client))
+        if mark is None or not mark.holds(item) or mark.last_requested_at >= idle_before:
+            return False
+        self.marks[(item.kind, item.client)] = replace(mark, kind=None)
+        return True
+
+    def enlist(self, kind: str, client: str, at: float) -> bool:
+        mark = self.marks.get((kind, client))
+        if mark is not None and mark.kind is not None:
+            return False
+        self.marks[(kind, client)] = DueMark(kind, at, mark.last_requested_at if mark else 0.0)
+        return True
+
+    def backfill(self, at: float, page_size: int) -> int:
+        page, self.unlisted = self.unlisted[:page_size], self.unlisted[page_size:]
+        return sum(self.enlist("rotation", client, at) for client in page)
+
+
+class FakeWorkQueue:
+    """The work queue: every item sent, in order; ``refuse`` names clients whose messages are not taken."""
+
+    def __init__(self) -> None:
+        self.sent: list[WorkItem] = []
+        self.refuse: set[str] = set()
+
+    def send(self, items: Sequence[WorkItem]) -> list[WorkItem]:
+        unsent = [item for item in items if item.client in self.refuse]
+        self.sent.extend(item for item in items if item.client not in self.refuse)
+        return unsent

@@ -11,7 +11,7 @@ from zus_m2m import errors
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
-from zus_m2m.rotation.sweep import RotationSweep
+from zus_m2m.rotation.sweep import RotationCheck, RotationSweep
 from zus_m2m.values import (
     AWSCURRENT,
     AWSPENDING,
@@ -65,7 +65,7 @@ class World(FakeDeployment):
         )
 
     def sweep(self) -> RotationSweep:
-        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, clock=self.clock)
+        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, self.tokens, clock=self.clock)
 
     def start(self, name: str = CLIENT) -> str:
         self.secrets.start_rotation(self.secret_id(name), FUNCTION_ARN)
@@ -366,91 +366,132 @@ def test_no_log_line_carries_a_secret(world: World, caplog: pytest.LogCaptureFix
         assert secret not in text
 
 
-# --- the sweep ----------------------------------------------------------------------------------------
+# --- a client's rotation check (the sweep's per-client work) -------------------------------------------
 
 
-def test_the_sweep_leaves_a_healthy_client_alone_and_caches_its_token(world: World) -> None:
-    report = world.sweep().run()
+def test_a_check_leaves_a_healthy_client_alone_caches_its_token_and_comes_back_within_the_interval(
+    world: World,
+) -> None:
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"] == {SECRET: "healthy", ADMIN_SECRET: "absent"}
+    assert check == RotationCheck("healthy", world.clock.now + world.policy.check_interval)
     assert world.secrets.rotations_started == []
     assert world.issuer.issued == [CLIENT]
+    assert world.tokens.get(CLIENT).token is not None  # cached, with the version that minted it
 
 
-def test_the_sweep_starts_a_due_rotation_with_the_rotation_function(world: World) -> None:
+def test_a_check_with_a_valid_token_of_the_current_version_costs_no_token_request(world: World) -> None:
+    world.sweep().check(CLIENT)  # an idle client: its check mints one token
+    world.clock.now += 1800  # the token has half an hour left
+
+    again = world.sweep().check(CLIENT)
+
+    assert again.outcome == "healthy"
+    assert world.issuer.attempts == [CLIENT]  # the cached token proves the current version works
+    assert world.metrics.counts["HealthCheckTokenReused"] == 1
+
+
+def test_a_token_of_another_version_or_an_expired_one_proves_nothing(world: World) -> None:
+    world.sweep().check(CLIENT)
+    world.rotate()  # AWSCURRENT is another version now; the rotation's test cached a token of it
+    world.tokens.states.clear()
+
+    world.sweep().check(CLIENT)
+    world.clock.now += 3600  # that token expired
+    world.sweep().check(CLIENT)
+
+    assert world.issuer.attempts.count(CLIENT) == 3 + 1  # three checks' tokens and the rotation's test
+
+
+def test_a_check_starts_a_due_rotation_with_the_rotation_function_and_looks_again_when_it_could_be_stuck(
+    world: World,
+) -> None:
     world.clock.now += 30 * 86400
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "rotation-started"
+    assert check == RotationCheck("rotation-started", world.clock.now + world.policy.stuck_after)
     assert world.secrets.rotations_started == [(SECRET, FUNCTION_ARN)]
 
 
-def test_the_sweep_visits_the_bootstrap_admin(world: World) -> None:
+def test_a_healthy_check_comes_back_when_the_rotation_is_due_if_that_is_sooner(world: World) -> None:
+    world.clock.now += 30 * 86400 - 600
+
+    check = world.sweep().check(CLIENT)
+
+    assert check.outcome == "healthy"
+    assert check.next_check_at == world.secrets.secrets[SECRET].created + 30 * 86400
+
+
+def test_the_bootstrap_admins_check_rotates_its_secret(world: World) -> None:
     world.add_client(ADMIN, tags={})
     world.clock.now += 30 * 86400
 
-    report = world.sweep().run()
-
-    assert report["secrets"] == {SECRET: "rotation-started", ADMIN_SECRET: "rotation-started"}
-    assert report["counts"] == {"rotation-started": 2}
+    assert world.sweep().check(ADMIN).outcome == "rotation-started"
+    assert world.secrets.rotations_started == [(ADMIN_SECRET, FUNCTION_ARN)]
 
 
-def test_the_sweep_never_starts_a_rotation_in_progress(world: World) -> None:
+def test_a_client_without_a_secret_is_absent_and_looked_at_again_later(world: World) -> None:
+    check = world.sweep().check("gone")
+
+    assert check == RotationCheck("absent", world.clock.now + world.policy.check_interval)
+
+
+def test_a_check_never_starts_a_rotation_in_progress(world: World) -> None:
     world.clock.now += 30 * 86400
     version = world.start()
     world.clock.now += 60
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "in-progress"
+    assert check.outcome == "in-progress"
     assert world.secrets.pending_version(SECRET) == version
     assert len(world.secrets.rotations_started) == 1
 
 
-def test_the_sweep_rolls_a_stuck_rotation_forward_when_its_secret_works(world: World) -> None:
+def test_a_check_rolls_a_stuck_rotation_forward_when_its_secret_works(world: World) -> None:
     version = world.start()
     world.steps().run("createSecret", SECRET, version)  # ... and the rotation died here
     world.clock.now += 16 * 60
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "rolled-forward"
+    assert check.outcome == "rolled-forward"
     assert world.stages() == {"billing-v1": [AWSPREVIOUS], version: [AWSCURRENT]}
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret()  # type: ignore[union-attr]
 
 
-def test_the_sweep_restarts_a_rotation_that_died_before_storing_anything(world: World) -> None:
+def test_a_check_restarts_a_rotation_that_died_before_storing_anything(world: World) -> None:
     stuck = world.start()
     world.clock.now += 16 * 60
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "rotation-restarted"
+    assert check.outcome == "rotation-restarted"
     restarted = world.secrets.pending_version(SECRET)
     assert restarted not in (None, stuck)
     assert stuck not in world.stages()  # its label is gone
 
 
-def test_the_sweep_restarts_a_rotation_whose_pending_secret_zus_refuses_while_the_current_works(world: World) -> None:
+def test_a_check_restarts_a_rotation_whose_pending_secret_zus_refuses_while_the_current_works(world: World) -> None:
     version = world.start()
     world.store_a_pending_secret_zus_never_held(version)
     world.clock.now += 16 * 60
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "rotation-restarted"
+    assert check.outcome == "rotation-restarted"
     restarted = world.secrets.pending_version(SECRET)
     assert restarted not in (None, version)
     assert world.stages() == {"billing-v1": [AWSCURRENT], restarted: [AWSPENDING]}  # the stale one has no label
 
 
-def test_the_sweep_starts_a_recovery_rotation_for_a_lost_secret(world: World) -> None:
+def test_a_check_starts_a_recovery_rotation_for_a_lost_secret(world: World) -> None:
     world.zus.rotate_secret(world.app_ids[CLIENT], world.zus.admin_token)  # the new secret was lost
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "recovery-started"
+    assert check.outcome == "recovery-started"
     assert world.metrics.counts["SecretRecoveryStarted"] == 1
     version = world.secrets.pending_version(SECRET)
     assert version is not None
@@ -460,48 +501,44 @@ def test_the_sweep_starts_a_recovery_rotation_for_a_lost_secret(world: World) ->
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret()  # type: ignore[union-attr]
 
 
-def test_the_sweep_recovers_when_only_the_previous_secret_still_works(world: World) -> None:
+def test_a_check_recovers_when_only_the_previous_secret_still_works(world: World) -> None:
     world.rotate()
+    world.tokens.states.clear()  # no cached token of the current version to prove it
     previous = world.stored(AWSPREVIOUS)
     assert previous is not None
     world.zus.clients[world.app_ids[CLIENT]] = (world.zus.clients[world.app_ids[CLIENT]][0], previous.client_secret)
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "recovery-started"
+    assert check.outcome == "recovery-started"
     assert world.metrics.counts["SecretRecoveryStarted"] == 1
 
 
-def test_the_sweep_recovers_a_stuck_rotation_whose_every_secret_is_refused(world: World) -> None:
+def test_a_check_recovers_a_stuck_rotation_whose_every_secret_is_refused(world: World) -> None:
     version = world.start()
     world.store_a_pending_secret_zus_never_held(version)
     world.zus.rotate_secret(world.app_ids[CLIENT], world.zus.admin_token)
     world.clock.now += 16 * 60
 
-    report = world.sweep().run()
+    check = world.sweep().check(CLIENT)
 
-    assert report["secrets"][SECRET] == "recovery-started"
+    assert check.outcome == "recovery-started"
     assert world.secrets.pending_version(SECRET) not in (None, version)
 
 
-def test_zus_down_during_the_sweep_fails_that_client_only(world: World) -> None:
-    world.add_client("other")
+def test_zus_down_fails_the_check_and_starts_nothing(world: World) -> None:
     world.clock.now += 30 * 86400
-    world.issuer.refusals = 0
-    failing = world.issuer.issue_with
+    world.zus.fail["token"] = []
 
-    def down_for_billing(client: str, credentials: ClientCredentials) -> CachedToken:
-        if client == CLIENT:
-            raise errors.ZusUnavailable("version request", 503, "Service Unavailable")
-        return failing(client, credentials)
+    def down(client: str, credentials: ClientCredentials) -> CachedToken:
+        raise errors.ZusUnavailable("token request", 503, "Service Unavailable")
 
-    world.issuer.issue_with = down_for_billing  # type: ignore[method-assign]
+    world.issuer.issue_with = down  # type: ignore[method-assign]
 
-    report = world.sweep().run()
-
-    assert report["secrets"] == {SECRET: "failed", world.secret_id("other"): "rotation-started", ADMIN_SECRET: "absent"}
+    with pytest.raises(errors.ZusUnavailable):
+        world.sweep().check(CLIENT)
     assert world.metrics.counts["SecretRecoveryStarted"] == 0
-    assert world.secrets.rotations_started == [(world.secret_id("other"), FUNCTION_ARN)]
+    assert world.secrets.rotations_started == []
 
 
 # --- recorded failures and the repair job --------------------------------------------------------------

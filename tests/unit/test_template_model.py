@@ -10,7 +10,7 @@ import pytest
 from zus_local.cfn_yaml import loads
 from zus_local.intrinsics import Resolver
 from zus_local.stand_ins import ResolveContext, TemplateError
-from zus_local.template_model import Route, TemplateModel, load_model, parse_rate
+from zus_local.template_model import QueueSubscription, Route, TemplateModel, load_model, parse_rate
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -76,9 +76,58 @@ def test_schedules_come_with_their_input_and_interval(model: TemplateModel) -> N
         {"job": "pre-refresh"},
     )
     sweep = schedules["zus-m2m-local-rotation-sweep"]
-    assert (sweep.interval_seconds, sweep.input) == (3600.0, {"job": "rotation-sweep"})
+    assert (sweep.interval_seconds, sweep.input) == (300.0, {"job": "rotation-sweep"})
     repair = schedules["zus-m2m-local-rotation-repair"]
     assert (repair.interval_seconds, repair.input) == (120.0, {"job": "rotation-repair"})
+
+
+def test_queues_and_the_function_each_feeds_come_with_what_redelivery_depends_on(model: TemplateModel) -> None:
+    work, dead_letters = model.queues["WorkQueue"], model.queues["WorkDeadLetterQueue"]
+    assert (work.name, work.visibility_timeout, work.dead_letter_queue, work.max_receive_count) == (
+        "zus-m2m-local-work",
+        360,
+        "WorkDeadLetterQueue",
+        3,
+    )
+    assert work.arn == "arn:aws:sqs:us-east-1:123456789012:zus-m2m-local-work"
+    assert (dead_letters.name, dead_letters.dead_letter_queue) == ("zus-m2m-local-work-dlq", None)
+    assert model.subscriptions == (
+        QueueSubscription(
+            function="WorkerFunction",
+            event="WorkQueue",
+            queue="WorkQueue",
+            batch_size=10,
+            maximum_concurrency=4,
+            report_batch_item_failures=True,
+        ),
+    )
+    assert model.functions["ScheduledFunction"].environment["WORK_QUEUE_URL"] == (
+        "https://sqs.us-east-1.amazonaws.com/123456789012/zus-m2m-local-work"
+    )
+
+
+def test_an_sqs_event_of_a_queue_the_template_does_not_have_is_refused(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text("def lambda_handler(event, context):\n    return None\n")
+    template.write_text(
+        """
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.13
+      Handler: app.lambda_handler
+      CodeUri: fn/
+      Events:
+        Elsewhere:
+          Type: SQS
+          Properties:
+            Queue: arn:aws:sqs:us-east-1:123456789012:someone-elses
+"""
+    )
+    with pytest.raises(TemplateError, match="polls this template's queues only"):
+        load_model(template, local_context())
 
 
 def test_functions_get_globals_and_their_own_environment_resolved(model: TemplateModel) -> None:

@@ -41,7 +41,14 @@ ADMIN = NAMING.admin_client_name
 
 
 def credentials(secret: str, app_client_id: str = "app-1") -> ClientCredentials:
-    return ClientCredentials(name=CLIENT, app_client_id=app_client_id, client_id="cid-1", client_secret=secret)
+    """A version of the secret as read from the store: secret ``s-x`` is version ``v-x``."""
+    return ClientCredentials(
+        name=CLIENT,
+        app_client_id=app_client_id,
+        client_id="cid-1",
+        client_secret=secret,
+        version_id=secret.replace("s-", "v-", 1),
+    )
 
 
 def record(
@@ -76,9 +83,9 @@ class World:
             access=ACCESS,
         )
 
-    def pre_refresh(self, horizon: float) -> dict[str, int]:
-        """The scheduled pre-refresh, in a new container."""
-        return TokenPreRefresh(self.table, self.vendor(), clock=self.clock).run(horizon=horizon)
+    def pre_refresh(self, horizon: float) -> TokenPreRefresh:
+        """The pre-refresh of one client at a time, in a new container (the worker's)."""
+        return TokenPreRefresh(self.vendor(), horizon=horizon, clock=self.clock)
 
     def stored(self) -> TokenState:
         return self.table.states.get(CLIENT, TokenState())
@@ -510,20 +517,20 @@ def test_a_throttled_answer_is_never_refused_credentials(world: World) -> None:
     assert world.stored().failures == 0
 
 
-def test_pre_refresh_renews_recently_used_tokens_that_will_enter_the_margin(world: World) -> None:
-    # Given two clients in use: one renews within the next run, the other does not
+def test_pre_refresh_renews_a_token_that_will_enter_the_margin_within_the_horizon(world: World) -> None:
+    # Given two clients in use: one enters the margin within the horizon, the other does not
     world.secrets.versions[(NAMING.secret_id("fresh"), AWSCURRENT)] = credentials("s-current")
     world.table.records["fresh"] = record("fresh")
     vendor = world.vendor(background=run_now)
     vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3000  # 600 s left: outside the 300 s margin, inside it in 400 s
     vendor.vend(CALLER, "fresh", min_ttl=60)
+    pre_refresh = world.pre_refresh(horizon=400)
 
-    report = world.pre_refresh(horizon=400)
-
-    assert report == {"considered": 2, "refreshed": 1, "failed": 0}
+    assert (pre_refresh.refresh(CLIENT), pre_refresh.refresh("fresh")) == (True, False)
     assert world.stored().token is not None
     assert world.stored().token.seconds_left(world.clock.now) == pytest.approx(3600)
+    assert world.stored().token.secret_version == "v-current"  # the version that minted it
 
 
 def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:
@@ -532,11 +539,19 @@ def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:
     vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3500
 
-    assert world.pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 1}
+    with pytest.raises(errors.Throttled):
+        world.pre_refresh(horizon=60).refresh(CLIENT)
     world.table.budgets.clear()
     world.table.acquire_lease(CLIENT, "other", world.clock.now, world.clock.now + 30)
-    assert world.pre_refresh(horizon=60) == {"considered": 1, "refreshed": 0, "failed": 0}
+    assert world.pre_refresh(horizon=60).refresh(CLIENT) is False
     assert len(world.endpoint.calls) == 1
+
+
+def test_a_client_is_idle_an_hour_after_its_token_was_last_asked_for(world: World) -> None:
+    pre_refresh = world.pre_refresh(horizon=90)
+
+    assert not pre_refresh.idle(world.clock.now - 3599)
+    assert pre_refresh.idle(world.clock.now - 3601)
 
 
 def test_fifty_threads_at_once_cause_one_upstream_request() -> None:

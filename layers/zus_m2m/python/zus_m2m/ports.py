@@ -7,7 +7,7 @@ implements the token ports, and unit tests implement them in memory. The values 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from zus_m2m.values import (
@@ -22,6 +22,7 @@ from zus_m2m.values import (
     SecretDescription,
     TokenState,
 )
+from zus_m2m.work.items import DueMark, WorkItem
 from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 Clock = Callable[[], float]
@@ -129,9 +130,9 @@ class TokenTable(Protocol):
 
     def budget_used(self, client: str, now: float) -> int: ...
 
-    def mark_requested(self, client: str, now: float) -> None: ...
-
-    def requested_since(self, since: float) -> list[str]: ...
+    def mark_requested(self, client: str, now: float) -> None:
+        """Remember that ``client`` is in use (for the pre-refresh: its token item joins the due index)."""
+        ...
 
     def purge(self, client: str) -> None: ...
 
@@ -155,8 +156,6 @@ class SecretStore(SecretReader, Protocol):
     def read_version(self, secret_id: str, version_id: str) -> ClientCredentials | None:
         """The credentials of one version, or None if it does not exist or holds no value."""
         ...
-
-    def list_managed(self, stage: str) -> list[SecretDescription]: ...
 
     def create(
         self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], idempotency_key: str
@@ -283,4 +282,54 @@ class ClientRecords(Protocol):
 
     def delete(self, name: str) -> None:
         """Remove a deleting item."""
+        ...
+
+
+# --- scheduled work -----------------------------------------------------------------------------
+
+
+class DueIndex(Protocol):
+    """The table's items that are due for scheduled work, by kind (``zus_m2m.work.items``): a token item of
+    a client in use (refresh), a record item (rotation check). Every write is conditional on the item
+    still being due as the caller saw it."""
+
+    def due(self, kind: str, until: float, limit: int) -> list[WorkItem]:
+        """Up to ``limit`` items of ``kind`` due at or before ``until``, the longest due first: a query of
+        the index that reads those items only."""
+        ...
+
+    def claim(self, item: WorkItem, until: float) -> WorkItem | None:
+        """Move the item's ``dueAt`` to ``until`` if it is still ``item.due_at`` (the work is handed out,
+        and due again at ``until`` unless done by then): the item as claimed, or None if it moved."""
+        ...
+
+    def mark(self, kind: str, client: str) -> DueMark | None:
+        """The due marks of the client's item of that kind, read consistently; None if there is no item."""
+        ...
+
+    def reschedule(self, item: WorkItem, at: float) -> bool:
+        """The item's next ``dueAt``, if it still holds ``item``; False if it moved on."""
+        ...
+
+    def retire(self, item: WorkItem, idle_before: float) -> bool:
+        """Take a token item out of the index (its client went idle), unless it was used at or after
+        ``idle_before`` or no longer holds ``item``. True when taken out."""
+        ...
+
+    def enlist(self, kind: str, client: str, at: float) -> bool:
+        """Put the client's item in the index, due at ``at``, unless it is in already (True when put)."""
+        ...
+
+    def backfill(self, at: float, page_size: int) -> int:
+        """Enlist, due at ``at``, active record items written before the index existed: one page of the
+        table per call, from where the last call stopped; how many were enlisted (0 for good once the
+        whole table was read)."""
+        ...
+
+
+class WorkQueue(Protocol):
+    """The queue that hands due work to the worker function: one message per item."""
+
+    def send(self, items: Sequence[WorkItem]) -> list[WorkItem]:
+        """Send every item (in batches); the items that could not be sent."""
         ...

@@ -41,6 +41,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str | None] = {
     # How long a container serves a client's token from memory before it checks the client's record
     # again: a revoked consumer, or a deleted or re-created client, stops being served within this bound.
     "MEMORY_REVALIDATION_SECONDS": "5",
+    # The queue the scheduled jobs hand due work to (set on the scheduled function only).
+    "WORK_QUEUE_URL": "",
 }
 
 
@@ -65,6 +67,7 @@ class Settings:
     allowed_zus_roles: tuple[str, ...]
     rotation_request_min_gap_seconds: int
     memory_revalidation_seconds: int
+    work_queue_url: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +135,7 @@ class Settings:
             allowed_zus_roles=roles,
             rotation_request_min_gap_seconds=rotation_gap,
             memory_revalidation_seconds=revalidation,
+            work_queue_url=values["WORK_QUEUE_URL"] or "",
         )
 
     @property

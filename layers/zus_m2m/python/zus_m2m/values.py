@@ -53,6 +53,9 @@ class ClientCredentials:
     role_id: str = ""
     role_name: str = ""
     audience: str = ""
+    # The Secrets Manager version these credentials were read from ("" when not read from a version):
+    # not part of the stored JSON. A token minted with them names it (``CachedToken.secret_version``).
+    version_id: str = field(default="", compare=False)
     # When Secrets Manager stored this version (its CreatedDate), if known; not part of the document.
     # A version stored moments ago may still be propagating at Zus.
     stored_at: float | None = field(default=None, compare=False, repr=False)
@@ -71,8 +74,11 @@ class ClientCredentials:
         )
 
     @classmethod
-    def from_json(cls, text: str, secret_id: str, stored_at: float | None = None) -> ClientCredentials:
-        """Parse a stored secret. Errors name the secret and the missing fields, never a value."""
+    def from_json(
+        cls, text: str, secret_id: str, version_id: str = "", stored_at: float | None = None
+    ) -> ClientCredentials:
+        """Parse a stored secret (of version ``version_id``, stored at ``stored_at``). Errors name the
+        secret and the missing fields, never a value."""
         try:
             document: Any = json.loads(text)
         except ValueError as exc:
@@ -90,11 +96,13 @@ class ClientCredentials:
             role_id=str(document.get("roleId", "")),
             role_name=str(document.get("roleName", "")),
             audience=str(document.get("audience", "")),
+            version_id=version_id,
             stored_at=stored_at,
         )
 
     def with_secret(self, client_secret: str) -> ClientCredentials:
-        return replace(self, client_secret=client_secret, stored_at=None)
+        """The same client with another secret (not yet stored: of no version)."""
+        return replace(self, client_secret=client_secret, version_id="", stored_at=None)
 
     def unsettled_for(self, now: float, settle_seconds: float) -> float:
         """Seconds until this version is ``settle_seconds`` old (0: settled, or its age unknown): until
@@ -201,6 +209,9 @@ class CachedToken:
     app_client_id: str = ""
     # Which tier served this copy; not part of the token's identity.
     source: TokenSource = field(default="zus", compare=False)
+    # The version of the client's secret the token was minted with ("" if unknown): a token minted with
+    # the AWSCURRENT version proves that version works, so a health check needs no token of its own.
+    secret_version: str = field(default="", compare=False)
     # Seconds Zus said it lives (``expires_in``) when it issued it; 0: unknown.
     lifetime: float = field(default=0.0, compare=False)
 

@@ -22,6 +22,7 @@ from botocore.config import Config
 
 from zus_m2m import deadline, logs
 from zus_m2m.access import AccessPolicy
+from zus_m2m.aws.due_index import DynamoDueIndex
 from zus_m2m.aws.dynamo import TableKeys
 from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.token_table import DynamoTokenTable
@@ -58,7 +59,8 @@ if TYPE_CHECKING:
     from zus_m2m.rotation.repair import RotationRepair
     from zus_m2m.rotation.steps import RotationSteps
     from zus_m2m.rotation.sweep import RotationSweep
-    from zus_m2m.tokens.pre_refresh import TokenPreRefresh
+    from zus_m2m.work.dispatch import DueWorkDispatch
+    from zus_m2m.work.worker import ScheduledWork
     from zus_m2m.zus.client import ZusClient
 
 # Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
@@ -213,8 +215,8 @@ def provisioning_use_cases(
 
 class Container:
     """What one Lambda container builds from the settings: its AWS and Zus clients, and on request
-    the token vendor (and its scheduled pre-refresh), the provisioning use cases, or the rotation
-    steps and sweep."""
+    the token vendor, the provisioning use cases, the rotation steps and repair, or scheduled work
+    (its dispatch and its worker). ``clock``: the time every part goes by (the benchmarks set it)."""
 
     def __init__(
         self,
@@ -223,18 +225,27 @@ class Container:
         *,
         dynamodb: DynamoDBClient | None = None,
         secretsmanager: SecretsManagerClient | None = None,
+        sqs: Any = None,
         zus: ZusClient | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.settings = settings
         self._metrics = PowertoolsMetrics(metrics)
         self._dynamodb = dynamodb or aws_client("dynamodb")
         self._secretsmanager = secretsmanager or aws_client("secretsmanager")
+        self._sqs = sqs
         self._zus = zus
+        self._clock = clock
         self.access = AccessPolicy.of(settings.admin_principals)
         self._keys = TableKeys(settings.admin_client_name)
 
     def token_table(self) -> DynamoTokenTable:
-        return DynamoTokenTable(self._dynamodb, self.settings.table_name, self._keys)
+        return DynamoTokenTable(
+            self._dynamodb,
+            self.settings.table_name,
+            self._keys,
+            refresh_margin=self.settings.token_refresh_margin_seconds,
+        )
 
     def token_vendor(self, endpoint: TokenEndpoint | None = None, policy: VendingPolicy | None = None) -> TokenVendor:
         """Tokens from ``endpoint``; by default the vending function's Zus client, built at its first
@@ -254,13 +265,8 @@ class Container:
                 revalidate_seconds=settings.memory_revalidation_seconds,
             ),
             access=self.access,
+            clock=self._clock,
         )
-
-    def token_pre_refresh(self, vendor: TokenVendor) -> TokenPreRefresh:
-        """The scheduled pre-refresh, renewing through ``vendor``."""
-        from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-
-        return TokenPreRefresh(self.token_table(), vendor)
 
     def provisioning(self, checkpoint: Checkpoint = no_checkpoint) -> Provisioning:
         """Admin calls use a Builder Admin token vended from the bootstrap secret; the new client's
@@ -315,6 +321,7 @@ class Container:
                 rotation_interval=settings.rotation_interval_days * 86400.0,
             ),
             metrics=self._metrics,
+            clock=self._clock,
         )
 
     def rotation_repair(self, vendor: TokenVendor | None = None) -> RotationRepair:
@@ -324,14 +331,44 @@ class Container:
 
         vendor = vendor or self.token_vendor(self._zus_admin)
         steps = self.rotation_steps(vendor)
-        return RotationRepair(steps.store, steps, vendor, steps.failures, steps.policy, self._metrics)
+        return RotationRepair(
+            steps.store, steps, vendor, steps.failures, steps.policy, self._metrics, clock=self._clock
+        )
 
     def rotation_sweep(self, vendor: TokenVendor | None = None) -> RotationSweep:
-        """The sweep, with the repair it repairs a long-stuck rotation with; both share ``vendor``."""
+        """A client's rotation check, with the repair it repairs a long-stuck rotation with; both share
+        ``vendor``, whose cached tokens prove a secret works."""
         from zus_m2m.rotation.sweep import RotationSweep
 
         repair = self.rotation_repair(vendor)
-        return RotationSweep(repair.store, repair, repair.policy, self._metrics)
+        return RotationSweep(repair.store, repair, repair.policy, self._metrics, self.token_table(), clock=self._clock)
+
+    def due_index(self) -> DynamoDueIndex:
+        return DynamoDueIndex(self._dynamodb, self.settings.table_name, self._keys)
+
+    def work_dispatch(self) -> DueWorkDispatch:
+        """The scheduled jobs' dispatch of due work to the work queue (``WORK_QUEUE_URL``)."""
+        from zus_m2m.aws.work_queue import SqsWorkQueue
+        from zus_m2m.work.dispatch import DueWorkDispatch
+
+        queue = SqsWorkQueue(self._sqs or aws_client("sqs"), self.settings.work_queue_url)
+        return DueWorkDispatch(
+            self.due_index(), queue, self._metrics, self.settings.admin_client_name, clock=self._clock
+        )
+
+    def scheduled_work(self) -> ScheduledWork:
+        """The worker: one client's refresh or rotation check per message, both through one vendor."""
+        from zus_m2m.tokens.pre_refresh import TokenPreRefresh
+        from zus_m2m.work.worker import ScheduledWork
+
+        vendor = self.token_vendor(self._zus_admin)
+        return ScheduledWork(
+            self.due_index(),
+            TokenPreRefresh(vendor, clock=self._clock),
+            self.rotation_sweep(vendor),
+            self._metrics,
+            clock=self._clock,
+        )
 
     @functools.cached_property
     def _zus_admin(self) -> ZusClient:

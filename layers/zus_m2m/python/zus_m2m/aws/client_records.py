@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
-from zus_m2m.aws.dynamo import TableKeys, client_key, number, number_of, string, string_of
+from zus_m2m.aws.dynamo import DUE_AT, DUE_KIND, TableKeys, client_key, number, number_of, string, string_of
 from zus_m2m.errors import InvalidRequest
 from zus_m2m.values import ClientRecord, RecordItem, Status
+from zus_m2m.work.items import ROTATION
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -222,6 +223,9 @@ class DynamoClientRecords:
             "secretArn": string(record.secret_arn),
             "createdAt": number(record.created_at),
             "consumers": _string_list(record.consumers),
+            # In the due index from the start: its first rotation check is due at once.
+            DUE_KIND: string(ROTATION),
+            DUE_AT: number(record.created_at),
         }
         return self._conditional(
             "writing a client record",

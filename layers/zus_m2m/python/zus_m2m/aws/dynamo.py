@@ -11,6 +11,12 @@ CLIENT_PARTITION = "client#"
 # touch (template.yaml scopes it to client#* with dynamodb:LeadingKeys).
 ADMIN_PARTITION = "admin#"
 
+# The sparse global secondary index of due work (template.yaml's Table): only items that carry both
+# attributes are in it. ``dueKind`` is the kind of work (``zus_m2m.work.items``), ``dueAt`` when it is due.
+DUE_INDEX = "due"
+DUE_KIND = "dueKind"
+DUE_AT = "dueAt"
+
 
 def client_key(client: str, kind: str) -> dict[str, Any]:
     """The key of one of a managed client's items: ``kind`` is ``token``, ``budget`` or ``record``."""

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from zus_m2m.aws._errors import answer_or_none, error_code, translated
 from zus_m2m.errors import ResourceConflict
 from zus_m2m.ports import Clock
-from zus_m2m.values import AWSCURRENT, AWSPENDING, MANAGED_TAG, STAGE_TAG, ClientCredentials, SecretDescription
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, SecretDescription
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
@@ -61,20 +61,6 @@ class SecretsManagerStore:
         )
         return None if response is None else _description(response)
 
-    def list_managed(self, stage: str) -> list[SecretDescription]:
-        """Every secret this stage of the service manages, found by its tags."""
-        found: list[SecretDescription] = []
-        with translated("listing managed secrets"):
-            pages = self._sm.get_paginator("list_secrets").paginate(
-                Filters=[{"Key": "tag-key", "Values": [MANAGED_TAG]}, {"Key": "tag-value", "Values": ["true"]}]
-            )
-            for page in pages:
-                for entry in page.get("SecretList", []):
-                    description = _description(entry)
-                    if description.tags.get(MANAGED_TAG) == "true" and description.tags.get(STAGE_TAG) == stage:
-                        found.append(description)
-        return found
-
     def forget(self, secret_id: str) -> None:
         with self._lock:
             for key in [key for key in self._cache if key[0] == secret_id]:
@@ -88,7 +74,9 @@ class SecretsManagerStore:
             return None
         created = response.get("CreatedDate")
         stored_at = created.timestamp() if isinstance(created, datetime) else None
-        return ClientCredentials.from_json(text, secret_id, stored_at)
+        return ClientCredentials.from_json(
+            text, secret_id, version_id=str(response.get("VersionId") or ""), stored_at=stored_at
+        )
 
     def _absent_as_none(self, operation: str, request: Callable[[], Any]) -> Any:
         return answer_or_none(operation, request, none_when=_ABSENT)
@@ -202,13 +190,7 @@ def _description(response: Any) -> SecretDescription:
         name=response["Name"],
         tags={tag["Key"]: tag["Value"] for tag in response.get("Tags", [])},
         rotation_enabled=bool(response.get("RotationEnabled", False)),
-        # DescribeSecret names the map VersionIdsToStages; ListSecrets names it SecretVersionsToStages.
-        versions={
-            version: list(stages)
-            for version, stages in (
-                response.get("VersionIdsToStages") or response.get("SecretVersionsToStages") or {}
-            ).items()
-        },
+        versions={version: list(stages) for version, stages in (response.get("VersionIdsToStages") or {}).items()},
         last_rotated=_timestamp(response.get("LastRotatedDate")),
         next_rotation=_timestamp(response.get("NextRotationDate")),
         created=_timestamp(response.get("CreatedDate")),

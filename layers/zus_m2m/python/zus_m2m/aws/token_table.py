@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast, get_args
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
 from zus_m2m.aws.client_records import RECORD, consumers_of_item
-from zus_m2m.aws.dynamo import TableKeys, number, number_of, string, string_of
+from zus_m2m.aws.dynamo import DUE_AT, DUE_KIND, TableKeys, number, number_of, string, string_of
 from zus_m2m.errors import StoreUnavailable
 from zus_m2m.values import BudgetVerdict, CachedToken, ClientView, FailureCause, TokenState
+from zus_m2m.work.items import REFRESH
 from zus_m2m.zus.models import ZusQuota
 
 if TYPE_CHECKING:
@@ -36,10 +37,17 @@ _VIEW = (
 
 
 class DynamoTokenTable:
-    def __init__(self, dynamodb: DynamoDBClient, table_name: str, keys: TableKeys) -> None:
+    """``refresh_margin``: a stored token is due for the pre-refresh this long before it expires (its
+    ``dueAt``); the item is in the due index while its client is in use (``dueKind``, set by
+    ``mark_requested``; docs/design.md)."""
+
+    def __init__(
+        self, dynamodb: DynamoDBClient, table_name: str, keys: TableKeys, *, refresh_margin: float = 300.0
+    ) -> None:
         self._db = dynamodb
         self._table = table_name
         self._keys = keys
+        self._refresh_margin = refresh_margin
 
     def get(self, client: str, *, consistent: bool = False) -> TokenState:
         with translated("reading the token cache"):
@@ -103,7 +111,7 @@ class DynamoTokenTable:
         # A later-expiring token of the same app client already stored wins: two fetchers never
         # replace newer with older. A token of another (deleted) client is always replaced, and so is
         # the refused token ``replacing`` names (whatever its expiry). Zus answered: the memory of failed
-        # attempts is cleared in the same write.
+        # attempts is cleared in the same write. The item's next pre-refresh moves with the token it holds.
         condition = (
             "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
             "OR appClientId <> :app"
@@ -113,7 +121,8 @@ class DynamoTokenTable:
             "storing a token",
             client,
             "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
-            " appClientId = :app, #ttl = :ttl REMOVE failures, failedBy, failedUntil",
+            f" appClientId = :app, secretVersion = :version, #ttl = :ttl, {DUE_AT} = :due"
+            " REMOVE failures, failedBy, failedUntil",
             f"{condition} OR accessToken = :refused" if replacing is not None else condition,
             {
                 **refused,
@@ -122,7 +131,9 @@ class DynamoTokenTable:
                 ":expires": number(token.expires_at),
                 ":lifetime": number(token.lifetime),
                 ":app": string(token.app_client_id),
+                ":version": string(token.secret_version),
                 ":ttl": number(int(token.expires_at) + 1),
+                ":due": number(token.expires_at - self._refresh_margin),
             },
             names={"#ttl": "ttl"},
         )
@@ -134,7 +145,7 @@ class DynamoTokenTable:
         self._conditional_update(
             "discarding another client's token",
             client,
-            "REMOVE accessToken, tokenType, expiresAt, tokenLifetime, appClientId",
+            "REMOVE accessToken, tokenType, expiresAt, tokenLifetime, appClientId, secretVersion",
             f"attribute_exists(accessToken) AND {condition}",
             {":app": string(app_client_id)} if app_client_id else {},
         )
@@ -158,23 +169,14 @@ class DynamoTokenTable:
         self._set_time("recording a Zus rate limit", client, "blockedUntil", until)
 
     def mark_requested(self, client: str, now: float) -> None:
-        self._set_time("recording token use", client, "lastRequestedAt", now)
-
-    def requested_since(self, since: float) -> list[str]:
-        # A scan is fine at the scale of one team's app clients (a few items each).
-        clients: list[str] = []
-        with translated("listing recently used clients"):
-            for page in self._db.get_paginator("scan").paginate(
+        # In use: the item joins the due index (at the dueAt its token gave it), for the pre-refresh.
+        with translated("recording token use"):
+            self._db.update_item(
                 TableName=self._table,
-                FilterExpression="sk = :token AND lastRequestedAt >= :since",
-                ExpressionAttributeValues={":token": string("token"), ":since": number(since)},
-                ProjectionExpression="pk",
-            ):
-                for item in page.get("Items", []):
-                    client = self._keys.client_of(item["pk"]["S"])
-                    if client is not None:
-                        clients.append(client)
-        return sorted(set(clients))
+                Key=self._keys.key(client, TOKEN),
+                UpdateExpression=f"SET lastRequestedAt = :at, {DUE_KIND} = :kind",
+                ExpressionAttributeValues={":at": number(now), ":kind": string(REFRESH)},
+            )
 
     def purge(self, client: str) -> None:
         with translated("purging cached tokens"):
@@ -309,6 +311,7 @@ def _token_state(item: dict[str, Any]) -> TokenState:
             expires_at=number_of(item, "expiresAt"),
             app_client_id=string_of(item, "appClientId") or "",
             lifetime=number_of(item, "tokenLifetime"),
+            secret_version=string_of(item, "secretVersion") or "",
         )
     cause = string_of(item, "failedBy")
     return TokenState(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zus_m2m.tokens.patience import Patience
-from zus_m2m.values import SecretNaming
+from zus_m2m.values import SecretDescription, SecretNaming
 
 # Longer than the 30 s Auth0 documents for a rotated secret to take effect everywhere.
 TEST_PATIENCE = Patience(seconds=60.0)
@@ -26,3 +26,12 @@ class RotationPolicy:
     # A rotation in progress whose secret has not changed for this long died; the sweep repairs it.
     # Secrets Manager finishes a healthy rotation within minutes (four invocations of at most 120 s).
     stuck_after: float = 15 * 60.0
+    # How often a client's rotation check runs when nothing is due sooner: it proves the current secret
+    # works (free when a token minted with it is cached) and finds a lost one.
+    check_interval: float = 3600.0
+
+    def rotation_due_at(self, description: SecretDescription) -> float:
+        """When the secret is due for rotation: its last rotation (or creation) plus the interval; 0 if
+        Secrets Manager knows neither."""
+        since = description.last_rotated or description.created
+        return 0.0 if since is None else since + self.rotation_interval

@@ -1,22 +1,36 @@
-"""The scheduled sweep: visit every managed secret of this stage and the bootstrap admin's, repair a
-rotation stuck for long (``zus_m2m.rotation.repair``: one whose failure was never recorded, e.g. a
-function that timed out), recover a lost secret, and start a rotation that is due. Never starts one
-that is in progress."""
+"""The rotation check of one client: repair a rotation stuck for long (``zus_m2m.rotation.repair``: one
+whose failure was never recorded, e.g. a function that timed out), recover a lost secret, start a
+rotation that is due, and say when to look at the client again. Never starts one that is in progress.
+The rotation sweep finds the clients whose check is due (``zus_m2m.work.dispatch``); the worker runs this
+for each of them (``zus_m2m.work.worker``).
+
+The health check costs no token request when a token minted with the AWSCURRENT version is cached and
+still valid: that token proves the version works (token vending records the version that minted each
+token). So a client in use is checked for free, and an idle one costs one token request per
+``check_interval``."""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
 
-from zus_m2m import errors
-from zus_m2m.ports import Clock, MetricsSink, SecretStore
+from zus_m2m.ports import Clock, MetricsSink, SecretStore, TokenTable
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
-from zus_m2m.values import AWSCURRENT, AWSPREVIOUS
+from zus_m2m.rotation.steps import RotationTarget
+from zus_m2m.values import AWSCURRENT, AWSPREVIOUS, SecretDescription
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RotationCheck:
+    """What a client's check did (``healthy``, ``rotation-started``, ``in-progress``, a repair's outcome,
+    ``recovery-started`` or ``absent``) and when the next one is due."""
+
+    outcome: str
+    next_check_at: float
 
 
 @dataclass(eq=False)
@@ -25,37 +39,26 @@ class RotationSweep:
     repair: RotationRepair
     policy: RotationPolicy
     metrics: MetricsSink
+    tokens: TokenTable
     _: KW_ONLY
     clock: Clock = time.time
 
-    def run(self) -> dict[str, Any]:
-        """Returns a report (the handler logs it): the outcome per secret, by name, and counts per outcome."""
-        outcomes: dict[str, str] = {}
-        for secret_name in self._secret_names():
-            try:
-                outcome = self._visit(secret_name)
-            except errors.ZusM2MError as exc:
-                outcome = "failed"
-                self.metrics.count("RotationFailed")
-                logger.warning("rotation sweep failed", extra={"secret": secret_name, "reason": exc.detail})
-            outcomes[secret_name] = outcome
-        counts: dict[str, int] = {}
-        for outcome in outcomes.values():
-            counts[outcome] = counts.get(outcome, 0) + 1
-        return {"checked": len(outcomes), "counts": counts, "secrets": outcomes}
-
-    def _secret_names(self) -> list[str]:
-        naming = self.policy.naming
-        names = [description.name for description in self.store.list_managed(naming.stage)]
-        if naming.admin_secret_name and naming.admin_secret_name not in names:
-            names.append(naming.admin_secret_name)
-        return names
-
-    def _visit(self, secret_name: str) -> str:
-        # Describe afresh: a listing may be stale, and Secrets Manager's ListSecrets lags.
-        description = self.store.describe(secret_name)
+    def check(self, client: str) -> RotationCheck:
+        """Check the client's secret; ZusM2MError if that failed (the check stays due)."""
+        # Describe afresh: what the secret is now decides.
+        description = self.store.describe(self.policy.naming.secret_id(client))
+        now = self.clock()
         if description is None or description.deleted:
-            return "absent"
+            return RotationCheck("absent", now + self.policy.check_interval)
+        outcome = self._visit(description)
+        if outcome == "healthy":
+            next_check = min(now + self.policy.check_interval, self.policy.rotation_due_at(description))
+        else:
+            # A rotation is moving: look again once it would count as stuck.
+            next_check = now + self.policy.stuck_after
+        return RotationCheck(outcome, next_check)
+
+    def _visit(self, description: SecretDescription) -> str:
         target = self.repair.steps.target_of(description)
         now = self.clock()
         if description.rotation_in_progress:
@@ -66,13 +69,28 @@ class RotationSweep:
             if now - changed < self.policy.stuck_after:
                 return "in-progress"
             return self.repair.repair(target)
-        working = self.repair.first_working(target, (AWSCURRENT, AWSPREVIOUS))
+        if self._current_proven(target, description, now):
+            working: str | None = AWSCURRENT
+        else:
+            working = self.repair.first_working(target, (AWSCURRENT, AWSPREVIOUS))
         if working != AWSCURRENT:
             reason = "current secret refused" if working else "every version refused"
             return self.repair.recover(target, reason)
-        since = description.last_rotated or description.created
-        if since is None or now - since >= self.policy.rotation_interval:
+        if now >= self.policy.rotation_due_at(description):
             self.repair.start(target)
             logger.info("rotation started: due", extra={"client": target.client})
             return "rotation-started"
         return "healthy"
+
+    def _current_proven(self, target: RotationTarget, description: SecretDescription, now: float) -> bool:
+        """A cached token minted with the AWSCURRENT version, still valid: proof that the version works."""
+        current = description.version_at(AWSCURRENT)
+        token = self.tokens.get(target.client).token
+        proven = (
+            current is not None
+            and token is not None
+            and token.secret_version == current
+            and token.seconds_left(now) > 0
+        )
+        self.metrics.count("HealthCheckTokenReused" if proven else "HealthCheckTokenRequested")
+        return proven

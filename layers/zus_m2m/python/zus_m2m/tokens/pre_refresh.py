@@ -1,35 +1,35 @@
-"""The scheduled pre-refresh (every minute): renew the tokens of clients in use before they enter the
-refresh margin, so that their callers keep being served from the cache."""
+"""The pre-refresh of one client's token: renew the token of a client in use before it enters the refresh
+margin, so that its callers keep being served from the cache. The pre-refresh job finds the clients whose
+tokens are due (``zus_m2m.work.dispatch``); the worker runs this for each of them (``zus_m2m.work.worker``)."""
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import KW_ONLY, dataclass
 
-from zus_m2m import errors
-from zus_m2m.ports import Clock, TokenTable
+from zus_m2m.ports import Clock
 from zus_m2m.tokens.vendor import TokenVendor
 
-logger = logging.getLogger(__name__)
+# The pre-refresh job runs every minute (template.yaml); it hands out what enters the refresh margin
+# before the next run, with half a minute to spare for a late or slow run (and the queue's delay).
+HORIZON_SECONDS = 90.0
+# A client whose token was asked for within this long is in use; an idle one is no longer pre-refreshed.
+RECENT_SECONDS = 3600.0
 
 
 @dataclass(eq=False)
 class TokenPreRefresh:
-    table: TokenTable
     vendor: TokenVendor
     _: KW_ONLY
+    horizon: float = HORIZON_SECONDS
+    recent: float = RECENT_SECONDS
     clock: Clock = time.time
 
-    def run(self, horizon: float, recent: float = 3600.0) -> dict[str, int]:
-        """Renew the tokens of clients used within ``recent`` seconds that enter the margin before the
-        next run, ``horizon`` seconds from now; a report of how many were considered, refreshed, failed."""
-        report = {"considered": 0, "refreshed": 0, "failed": 0}
-        for client in self.table.requested_since(self.clock() - recent):
-            report["considered"] += 1
-            try:
-                report["refreshed"] += self.vendor.refresh(client, horizon)
-            except errors.ZusM2MError as exc:
-                report["failed"] += 1
-                logger.warning("pre-refresh failed", extra={"client": client, "reason": exc.detail})
-        return report
+    def idle(self, last_requested_at: float) -> bool:
+        """Nobody asked for the client's token within ``recent`` seconds."""
+        return last_requested_at < self.clock() - self.recent
+
+    def refresh(self, client: str) -> bool:
+        """Renew the client's token if it enters the margin within ``horizon`` seconds and nobody else is
+        renewing it (``TokenVendor.refresh``, under the fetch lease). True when this call fetched one."""
+        return self.vendor.refresh(client, self.horizon)

@@ -168,6 +168,7 @@ class UpstreamTokens:
             now + issued.expires_in,
             credentials.app_client_id,
             lifetime=float(issued.expires_in),
+            secret_version=credentials.version_id,
         )
 
     def failed(

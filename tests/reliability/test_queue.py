@@ -1,0 +1,180 @@
+"""The work queue: redelivered and poisoned messages, on a local stack of their own whose event source
+mapping plays SQS's redelivery against moto (``zus_local.queue_poller``), at ``--schedule-scale 120``: the
+work queue's 360 s visibility timeout is 3 s, so a refused message reaches the dead-letter queue after
+its three receives within seconds.
+
+* **Redelivered**: a message delivered several times, copies at once included (SQS delivers at least
+  once, and again after a worker that timed out), does its work once: one token request to Zus for a
+  refresh, one for an idle client's rotation check, and every copy is acknowledged.
+* **Poisoned**: a message that names no work of this stack (not JSON, not the dispatcher's shape, an
+  unknown kind, a client with no items) is refused at each receive and, after the third, sits in the
+  dead-letter queue; the worker never fails as a whole (no crash loop), and good work sent with the
+  poison is done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from reliability_stack import MotoControl, start_reliability_stack
+from reliability_support import RESULTS, Api, Aws, Emulator, unique
+
+STACK = "zus-m2m-queue"
+COPIES = 5
+
+
+@pytest.fixture(scope="module")
+def queue_stack() -> Iterator[tuple[Any, MotoControl]]:
+    moto = MotoControl()
+    stack = None
+    try:
+        stack = start_reliability_stack(moto, "--schedule-scale", "120", "--stack-name", STACK)
+        yield stack, moto
+    finally:
+        if stack is not None:
+            stack.terminate(timeout=20)
+        moto.close()
+
+
+class Queues:
+    def __init__(self, endpoint: str) -> None:
+        self.sqs = boto3.client(
+            "sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="l", aws_secret_access_key="l"
+        )
+        self.work = self.sqs.get_queue_url(QueueName=f"{STACK}-work")["QueueUrl"]
+        self.dead = self.sqs.get_queue_url(QueueName=f"{STACK}-work-dlq")["QueueUrl"]
+
+    def send(self, bodies: list[str]) -> None:
+        entries = [{"Id": str(index), "MessageBody": body} for index, body in enumerate(bodies)]
+        answer = self.sqs.send_message_batch(QueueUrl=self.work, Entries=entries)
+        assert not answer.get("Failed"), answer["Failed"]
+
+    def count(self, url: str) -> int:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        return sum(int(attributes[name]) for name in names)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every message in the dead-letter queue, left there (visible again a moment later)."""
+        answer = self.sqs.receive_message(
+            QueueUrl=self.dead, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["All"]
+        )
+        return list(answer.get("Messages", []))
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def item(aws: Aws, name: str, kind: str) -> dict[str, Any]:
+    key = {"pk": {"S": f"client#{name}"}, "sk": {"S": kind}}
+    return dict(aws.dynamodb.get_item(TableName=aws.table, Key=key, ConsistentRead=True)["Item"])
+
+
+def message(kind: str, name: str, due_at: str) -> str:
+    return json.dumps({"kind": kind, "client": name, "dueAt": float(due_at)})
+
+
+def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -> None:
+    stack, moto = queue_stack
+    api, emulator, aws = Api(stack.api, stack.credentials_file), Emulator(stack.zus), Aws(moto.url, STACK)
+    queues = Queues(moto.url)
+    row = RESULTS.row(f"queue: the same message {COPIES} times at once (a refresh, an idle client's check)")
+    refreshed, checked = unique("redelivered"), unique("rechecked")
+    # The refreshed client's token (from its create) has less than the margin and the horizon left
+    emulator.config(tokenLifetimeSeconds=380)
+    try:
+        assert api.create(refreshed).status == 201
+    finally:
+        emulator.config(tokenLifetimeSeconds=3600)
+    assert api.create(checked).status == 201
+    client_ids = {name: api.get(name).json()["clientId"] for name in (refreshed, checked)}
+    for name in (refreshed, checked):  # each one's first check, at once; the next in an hour
+        wait_until(lambda name=name: float(item(aws, name, "record")["dueAt"]["N"]) > time.time() + 3000, "a check")
+    # ... in use, and due for its refresh only in 50 minutes (so that no pre-refresh run hands it out
+    # meanwhile: the copies below are its only messages)
+    aws.dynamodb.update_item(
+        TableName=aws.table,
+        Key={"pk": {"S": f"client#{refreshed}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET lastRequestedAt = :now, dueKind = :refresh, dueAt = :later",
+        ExpressionAttributeValues={
+            ":now": {"N": str(time.time())},
+            ":refresh": {"S": "refresh"},
+            ":later": {"N": str(round(time.time() + 3000, 3))},
+        },
+    )
+    aws.forget_token(checked)  # idle: its check must mint a token
+    before = emulator.stats()["tokenRequests"]
+    started = len(stack.lines)
+
+    queues.send([message("refresh", refreshed, item(aws, refreshed, "token")["dueAt"]["N"])] * COPIES)
+    queues.send([message("rotation", checked, item(aws, checked, "record")["dueAt"]["N"])] * COPIES)
+    wait_until(lambda: queues.count(queues.work) == 0, "every copy to be acknowledged")
+
+    after = emulator.stats()["tokenRequests"]
+    done = {name: after.get(client_ids[name], 0) - before.get(client_ids[name], 0) for name in client_ids}
+    batches = [line for line in stack.lines[started:] if "-> WorkerFunction" in line]
+    row.requests += 2 * COPIES
+    row.successes += 2 * COPIES - queues.count(queues.dead)
+    row.violations += sum(abs(count - 1) for count in done.values()) + queues.count(queues.dead)
+    row.violations += sum(1 for line in batches if "failed" in line)
+    assert done == {refreshed: 1, checked: 1}
+    assert queues.count(queues.dead) == 0
+    assert not [line for line in batches if "failed" in line]
+    token = item(aws, refreshed, "token")
+    assert float(token["expiresAt"]["N"]) > time.time() + 3000  # renewed (an hour's token)
+    assert float(token["dueAt"]["N"]) == pytest.approx(float(token["expiresAt"]["N"]) - 300)
+
+
+def test_poisoned_messages_reach_the_dead_letters_and_good_work_goes_on(queue_stack) -> None:
+    stack, moto = queue_stack
+    api, aws, queues = Api(stack.api, stack.credentials_file), Aws(moto.url, STACK), Queues(moto.url)
+    row = RESULTS.row("queue: poisoned messages (malformed, unknown kind, unknown client)")
+    good = unique("beside-poison")
+    assert api.create(good).status == 201
+    wait_until(lambda: float(item(aws, good, "record")["dueAt"]["N"]) > time.time() + 3000, "its first check")
+    first_check = float(item(aws, good, "record")["dueAt"]["N"])
+    poison = [
+        "not json",
+        json.dumps({"kind": "refresh", "client": good}),
+        json.dumps({"kind": "refresh", "client": good, "dueAt": 1.0, "more": True}),
+        json.dumps({"kind": "rotate-everything", "client": good, "dueAt": 1.0}),
+        json.dumps({"kind": "rotation", "client": "nobody-here", "dueAt": 1.0}),
+        json.dumps({"kind": "refresh", "client": "../../etc", "dueAt": 1.0}),
+    ]
+    good_body = message("rotation", good, item(aws, good, "record")["dueAt"]["N"])
+    started = len(stack.lines)
+
+    queues.send([*poison, good_body])
+
+    def all_dead() -> list[dict[str, Any]]:
+        dead = queues.dead_letters()
+        return dead if sorted(m["Body"] for m in dead) == sorted(poison) else []
+
+    dead = wait_until(all_dead, "the poisoned messages in the dead-letter queue")
+    wait_until(lambda: queues.count(queues.work) == 0, "the work queue to drain")
+    lines = stack.lines[started:]
+    batches = [line for line in lines if "-> WorkerFunction" in line]
+    receives = {m["Body"]: int(m["Attributes"]["ApproximateReceiveCount"]) for m in dead}
+    crashed = [line for line in batches if "failed (" in line]
+    good_done = float(item(aws, good, "record")["dueAt"]["N"]) > first_check  # checked again: the next moved on
+    row.requests += len(poison) + 1
+    row.successes += int(good_done)
+    row.errors["dead-lettered"] += len(dead)
+    row.violations += len(crashed) + int(not good_done) + sum(1 for count in receives.values() if count < 3)
+    assert not crashed, crashed  # refused messages, never a failed invocation
+    assert all(count >= 3 for count in receives.values()), receives  # each one had its three receives
+    assert good_done
+    # ... and only the dead letters stay: emptied here, so that the session ends as it began
+    queues.sqs.purge_queue(QueueUrl=queues.dead)
