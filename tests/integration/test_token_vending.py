@@ -164,7 +164,8 @@ def test_pre_refresh_renews_a_recently_used_token_before_the_margin(stack: Stack
     first = vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60)
     stack.table.mark_requested(CLIENT, time.time())
 
-    report = TokenPreRefresh(stack.table, stack.vendor(VendingPolicy(refresh_margin=300))).run(horizon=120)
+    # A 400 s token's margin is half its life (200 s): it enters it within a horizon of 250 s
+    report = TokenPreRefresh(stack.table, stack.vendor(VendingPolicy(refresh_margin=300))).run(horizon=250)
 
     assert report == {"considered": 1, "refreshed": 1, "failed": 0}
     state = stack.table.get(CLIENT, consistent=True)
