@@ -166,7 +166,7 @@ def test_a_token_in_use_is_due_for_its_pre_refresh_and_its_renewal_moves_it_on(s
     index = stack.new_container().due_index()
     stack.table.mark_requested(CLIENT, time.time())  # the vend did too, in the background
     [due] = index.due(REFRESH, time.time() + 3600, 10)
-    assert (due.client, due.due_at) == (CLIENT, pytest.approx(first.expires_at - 300, abs=0.01))
+    assert (due.client, due.due_at) == (CLIENT, pytest.approx(first.expires_at - 200, abs=0.01))
 
     # A 400 s token's margin is half its life (200 s): it enters it within a horizon of 250 s
     renewed = TokenPreRefresh(stack.vendor(VendingPolicy(refresh_margin=300)), horizon=250).refresh(CLIENT)
