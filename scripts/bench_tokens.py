@@ -298,6 +298,25 @@ def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
     return statistics.median(handler), statistics.median(baseline)
 
 
+def gathered(
+    collected: list[dict[str, Any]],
+) -> tuple[dict[str, list[float]], dict[str, int], list[float], float]:
+    """The containers' results together: latencies by tier, failures by status, bare GetItem timings,
+    and the seconds from the first container's first call to the last one's last."""
+    latencies: dict[str, list[float]] = {"memory": [], "table": [], "lease-wait": [], "zus": []}
+    failures: dict[str, int] = {}
+    get_item: list[float] = []
+    windows = [result["window"] for result in collected if "window" in result]
+    for result in collected:
+        get_item.extend(result.get("get_item", []))
+        for tier, values in result.get("latencies", {}).items():
+            latencies[tier].extend(values)
+        for status, count in result.get("failures", {}).items():
+            failures[status] = failures.get(status, 0) + count
+    vend_seconds = max(end for _, end in windows) - min(start for start, _ in windows)
+    return latencies, failures, get_item, vend_seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=8)
@@ -346,17 +365,7 @@ def main() -> None:
         cold_handler, cold_baseline = cold_start(env, args.cold_runs)
         log_bytes = log_bytes_per_call(env, 200)
 
-    latencies: dict[str, list[float]] = {"memory": [], "table": [], "lease-wait": [], "zus": []}
-    failures: dict[str, int] = {}
-    get_item: list[float] = []
-    windows = [result["window"] for result in collected if "window" in result]
-    vend_seconds = max(end for _, end in windows) - min(start for start, _ in windows)
-    for result in collected:
-        get_item.extend(result.get("get_item", []))
-        for tier, values in result.get("latencies", {}).items():
-            latencies[tier].extend(values)
-        for status, count in result.get("failures", {}).items():
-            failures[status] = failures.get(status, 0) + count
+    latencies, failures, get_item, vend_seconds = gathered(collected)
     upstream = int(stats["tokenRequests"].get(client_id, 0))
     # The fewest token requests that keep a token with more than the margin left for the whole run.
     minimum = math.ceil(vend_seconds / (args.lifetime - args.margin))

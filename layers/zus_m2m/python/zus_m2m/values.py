@@ -222,6 +222,12 @@ class CachedToken:
     def fingerprint(self) -> str:
         return fingerprint(self.access_token)
 
+    def refresh_margin(self, margin: float) -> float:
+        """How long before expiry this token is due for renewal: ``margin``, or half its life if that is
+        shorter. A token that lives no longer than the margin would otherwise be due from the moment it
+        is minted, and every renewal would start the next: token requests until the budget is spent."""
+        return min(margin, self.lifetime / 2) if self.lifetime else margin
+
     def outlives(self, min_ttl: float) -> bool:
         """Whether a token like this one, fresh, can have ``min_ttl`` seconds left (unknown: yes)."""
         return not self.lifetime or min_ttl <= self.lifetime

@@ -37,9 +37,9 @@ _VIEW = (
 
 
 class DynamoTokenTable:
-    """``refresh_margin``: a stored token is due for the pre-refresh this long before it expires (its
-    ``dueAt``); the item is in the due index while its client is in use (``dueKind``, set by
-    ``mark_requested``; docs/design.md)."""
+    """``refresh_margin``: a stored token is due for the pre-refresh this long before it expires, or half
+    its life before if that is shorter (its ``dueAt``); the item is in the due index while its client is
+    in use (``dueKind``, set by ``mark_requested``; docs/design.md)."""
 
     def __init__(
         self, dynamodb: DynamoDBClient, table_name: str, keys: TableKeys, *, refresh_margin: float = 300.0
@@ -133,7 +133,7 @@ class DynamoTokenTable:
                 ":app": string(token.app_client_id),
                 ":version": string(token.secret_version),
                 ":ttl": number(int(token.expires_at) + 1),
-                ":due": number(token.expires_at - self._refresh_margin),
+                ":due": number(token.expires_at - token.refresh_margin(self._refresh_margin)),
             },
             names={"#ttl": "ttl"},
         )

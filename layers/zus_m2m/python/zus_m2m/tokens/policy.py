@@ -46,11 +46,7 @@ class VendingPolicy:
     revalidate_seconds: float = 5.0
 
     def margin_for(self, token: CachedToken) -> float:
-        """The refresh margin of ``token``: ``refresh_margin``, or half its lifetime if that is shorter.
-        A token that lives no longer than the margin would otherwise be due for renewal from the moment it
-        is minted, and every renewal would start the next: a stream of token requests until the budget
-        is spent."""
-        return min(self.refresh_margin, token.lifetime / 2) if token.lifetime else self.refresh_margin
+        return token.refresh_margin(self.refresh_margin)
 
     @property
     def budget_reserve(self) -> int:
