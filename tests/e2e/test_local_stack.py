@@ -226,11 +226,11 @@ def test_zus_asking_for_15_minutes_is_a_retry_after_of_15_minutes(stack: StackPr
 
 
 def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProcess) -> None:
-    """Tokens that live 392 s enter the refresh margin (300 s) plus the job's 90 s horizon 2 s after
-    they are issued; the pre-refresh schedule (every second here) hands the client to the work queue and
-    the worker renews its token, without any caller."""
+    """Tokens that live 184 s (their refresh margin: half their life, 92 s) enter the margin plus the
+    job's 90 s horizon 2 s after they are issued; the pre-refresh schedule (every second here) hands the
+    client to the work queue and the worker renews its token, without any caller."""
     api, name = stack.api, "e2e-prefresh"
-    config = requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 392}, timeout=5)
+    config = requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 184}, timeout=5)
     assert config.status_code < 300, config.text
     try:
         created = stack.admin.post(

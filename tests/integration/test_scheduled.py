@@ -175,7 +175,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
     worker = load_function("worker", stack.lambda_environment())
     context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
     # A client in use whose token enters the refresh margin before the next run
-    stack.emulator("config", tokenLifetimeSeconds=350)
+    stack.emulator("config", tokenLifetimeSeconds=180)  # its margin: half its life, 90 s
     first = stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
     stack.table.mark_requested(CLIENT, time.time())
 
@@ -249,7 +249,7 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
     queue = stack.work_queue()
     scheduled = load_function("scheduled", stack.lambda_environment())
     worker = load_function("worker", stack.lambda_environment())
-    stack.emulator("config", tokenLifetimeSeconds=350)
+    stack.emulator("config", tokenLifetimeSeconds=180)  # its margin: half its life, 90 s
     stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
     stack.table.mark_requested(CLIENT, time.time())
     scheduled.lambda_handler({"job": "pre-refresh"}, LocalLambdaContext("zus-m2m-scheduled", 300))

@@ -178,7 +178,7 @@ def test_a_token_in_use_is_due_for_its_pre_refresh_and_its_renewal_moves_it_on(s
     versions = stack.aws.secretsmanager.describe_secret(SecretId=stack.secret_id)["VersionIdsToStages"]
     assert versions[state.token.secret_version] == ["AWSCURRENT"]  # the version that minted it
     [moved] = index.due(REFRESH, time.time() + 3600, 10)  # its next pre-refresh moved with it
-    assert moved.due_at == pytest.approx(state.token.expires_at - 300, abs=0.01)
+    assert moved.due_at == pytest.approx(state.token.expires_at - 200, abs=0.01)
 
 
 # --- failures are remembered, not retried by everyone (issue 17) ---------------------------------------
