@@ -343,15 +343,28 @@ def render(inputs: Inputs) -> str:
         "|---:|---:|---:|---:|---:|---|",
     ]
     instances = assumption("instances_per_client")
+    rows: list[tuple[float, float, float]] = []
     for clients in CLIENTS:
         for rate in RATES:
             ours = total(zus_m2m(inputs, clients, rate))
             minting = sum(every_service_mints(inputs, clients, rate).values())
             proxy = sum(caching_proxy(inputs, clients, rate).values())
+            rows.append((ours, minting, proxy))
             zus = f"{clients * per_client_hour:,.0f}, {clients * instances:,.0f}, {clients:,}"
             lines.append(f"| {clients:,} | {rate} | {money(ours)} | {money(minting)} | {money(proxy)} | {zus} |")
+    cheapest = [min(range(3), key=row.__getitem__) for row in rows]
+    proxy_fixed = sum(caching_proxy(inputs, 0, 0).values())
+    low, high = RATES[0], RATES[-1]
+    proxy_per_million = (sum(caching_proxy(inputs, 0, high).values()) - sum(caching_proxy(inputs, 0, low).values())) / (
+        (high - low) * SECONDS_PER_MONTH / 1e6
+    )
     reference = zus_m2m(inputs, *REFERENCE)
     per_million = sum(reference["vend path"].values()) / (REFERENCE[1] * SECONDS_PER_MONTH / 1e6)
+    first, second = sorted(reference["vend path"].items(), key=lambda item: -item[1])[:2]
+    monitoring = (
+        reference["fixed"]["CloudWatch: custom metrics, alarms, dashboard"]
+        + reference["vend path"]["X-Ray traces (Tracing: Active, default sampling)"]
+    )
     scheduled_10k = sum(zus_m2m(inputs, 10_000, 1)["scheduled work"].values())
     lines += [
         "",
@@ -368,21 +381,30 @@ def render(inputs: Inputs) -> str:
         "",
         "## Reading the table",
         "",
-        "* **Per call, the API in front dominates**: API Gateway's $1.00 per million requests, Lambda's $0.20",
-        "  per million, the audit line and X-Ray's sampled traces; the vend call's own compute is a fraction of",
-        "  that. **Per client, the secret dominates**: $0.40 a month in every option.",
+        f"* **Per call**, the largest lines are {first[0]} ({money(first[1])}) and {second[0]}"
+        f" ({money(second[1])}) at {REFERENCE[0]:,} x {REFERENCE[1]};",
+        "  the vend call's own compute is a fraction of them (the use marks are a token item write per client,",
+        "  container and minute of use). **Per client, the secret dominates**: $0.40 a month in every option.",
         f"* **A million vend calls** cost {money(per_million)} on the vend path (at {REFERENCE[1]} calls a second: the",
         "  lines of the vend path group below, per million calls).",
         "* **Scheduled work grows with clients, not calls**, and stays small: "
         f"{money(scheduled_10k)} a month for 10,000 clients",
         "  (the worker, the scheduled jobs, their DynamoDB writes, Secrets Manager reads, SQS and logs).",
-        "* **(a) every service mints its own token** costs least in dollars and most in everything else: each",
+        f"* **(a) every service mints its own token** is the cheapest in {cheapest.count(1)} of the {len(rows)} rows"
+        " (no API in",
+        "  front; it pays per instance: each reads the secret every hour) and costs most in everything else: each",
         "  instance holds the client secret (every instance's role can read it; a rotation must reach all of",
         "  them), nothing records who got a token, and token requests grow with instances, not clients: Zus",
         "  answers 429 past 200 token requests an hour for one app client, that is past about 200 instances of",
         "  one client's services minting hourly (fewer with restarts and autoscaling, which mint again).",
-        "* **(b) a caching proxy** costs about the same at 1 and at 500 calls a second (its containers and load",
-        "  balancer run all the time), so it is the cheaper one from some tens of calls a second on; but it is a",
+        f"* **(b) a caching proxy** costs {money(proxy_fixed)} a month before its first call (two always-on"
+        f" containers and a",
+        f"  load balancer) and {money(proxy_per_million)} a million calls after that; it is the cheapest in"
+        f" {cheapest.count(2)} of the {len(rows)}",
+        f"  rows and cheaper than zus-m2m in {sum(proxy < ours for ours, _, proxy in rows)}. Its column counts"
+        " no monitoring (this stack's",
+        f"  metrics, alarms, dashboard and traces are {money(monitoring)} of the {REFERENCE[0]:,} x {REFERENCE[1]}"
+        " total), and it is a",
         "  service to build and run: availability across zones, who may get which token, the audit trail,",
         "  rotation and its repair, patching. At hundreds of calls a second, this stack's vend path is the",
         "  part to move behind a container (the scheduled work and rotation stay as they are).",
