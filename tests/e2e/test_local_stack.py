@@ -15,6 +15,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -786,6 +787,19 @@ def test_schedules_fire_with_their_input_scaled(in_process: _InProcess) -> None:
     assert any({"job": "tick"} in module.calls for module in modules)
 
 
+def _exit_status(pid: int, within: float) -> int:
+    """The wait status of child ``pid`` once it exits; if it has not within ``within`` seconds (the test
+    failed before it could stop it), its process group is killed first, so a failure never hangs the run."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+        if reaped:
+            return status
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
+
+
 def _read_until(fd: int, output: bytearray, done: Callable[[], bool], timeout: float) -> None:
     """Read a pty's output into ``output`` until ``done()`` or its end (``timeout`` only guards a hang)."""
     deadline = time.monotonic() + timeout
@@ -812,14 +826,14 @@ def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
         os.execvpe("make", command, env)
     output = bytearray()
     try:
-        _read_until(fd, output, lambda: b"ready in " in output, 60)
+        _read_until(fd, output, lambda: b"ready in " in output, 120)
         assert b"ready in " in output, output.decode(errors="replace")
 
         os.write(fd, b"\x03")  # Ctrl-C: the terminal sends SIGINT to its foreground process group
 
         _read_until(fd, output, lambda: False, 30)
     finally:
-        _, status = os.waitpid(pid, 0)
+        status = _exit_status(pid, within=30)
         os.close(fd)
     text = output.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 0, text
