@@ -787,17 +787,14 @@ def test_schedules_fire_with_their_input_scaled(in_process: _InProcess) -> None:
     assert any({"job": "tick"} in module.calls for module in modules)
 
 
-def _exit_status(pid: int, within: float) -> int:
-    """The wait status of child ``pid`` once it exits; if it has not within ``within`` seconds (the test
-    failed before it could stop it), its process group is killed first, so a failure never hangs the run."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        reaped, status = os.waitpid(pid, os.WNOHANG)
-        if reaped:
-            return status
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
+def _exit_code(process: subprocess.Popen[bytes], within: float) -> int:
+    """``process``'s exit code once it exits; if it has not within ``within`` seconds (the test failed
+    before it could stop it), its process group is killed first, so a failure never hangs the run."""
+    try:
+        return process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
 
 
 def _read_until(fd: int, output: bytearray, done: Callable[[], bool], timeout: float) -> None:
@@ -814,16 +811,23 @@ def _read_until(fd: int, output: bytearray, done: Callable[[], bool], timeout: f
             output.extend(chunk)
 
 
-@pytest.mark.skipif(shutil.which("make") is None or not hasattr(os, "openpty"), reason="needs make and a pty")
+@pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("setsid") is None or not hasattr(os, "openpty"),
+    reason="needs make, setsid and a pty",
+)
 def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
     # make dev in a terminal of its own (a pty), with this venv's Python and no install step
     ports = [free_port() for _ in range(3)]
     args = f"--api-port {ports[0]} --moto-port {ports[1]} --zus-port {ports[2]} --schedule-scale 0"
     command = ["make", "-s", "-C", str(ROOT), "dev", "STAMP=", f"BIN={Path(sys.executable).parent}", f"ARGS={args}"]
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ZUS_M2M_", "MAKE"))}
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec make, as a shell would in that terminal
-        os.execvpe("make", command, env)
+    # Started as a shell would in that terminal: a session of its own whose controlling terminal is the
+    # pty (setsid --ctty). Not pty.fork(): a fork of this multi-threaded process can deadlock before exec.
+    fd, terminal = pty.openpty()
+    make = subprocess.Popen(
+        ["setsid", "--ctty", "--wait", *command], stdin=terminal, stdout=terminal, stderr=terminal, env=env
+    )
+    os.close(terminal)
     output = bytearray()
     try:
         _read_until(fd, output, lambda: b"ready in " in output, 120)
@@ -833,10 +837,10 @@ def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
 
         _read_until(fd, output, lambda: False, 30)
     finally:
-        status = _exit_status(pid, within=30)
+        code = _exit_code(make, within=30)
         os.close(fd)
     text = output.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert code == 0, text
     assert "stopped" in text
     assert "Error" not in text
     assert "Interrupt" not in text
