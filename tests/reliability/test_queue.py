@@ -92,8 +92,9 @@ def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -
     queues = Queues(moto.url)
     row = RESULTS.row(f"queue: the same message {COPIES} times at once (a refresh, an idle client's check)")
     refreshed, checked = unique("redelivered"), unique("rechecked")
-    # The refreshed client's token (from its create) has less than the margin and the horizon left
-    emulator.config(tokenLifetimeSeconds=380)
+    # The refreshed client's token (from its create) has less than the margin (half its life: 90 s) and
+    # the horizon left
+    emulator.config(tokenLifetimeSeconds=180)
     try:
         assert api.create(refreshed).status == 201
     finally:
