@@ -22,19 +22,15 @@ docs/bench/scale.json, which ``make cost`` reads.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +39,7 @@ from typing import Any
 import boto3
 import requests
 from aws_lambda_powertools import Metrics
+from bench_servers import servers
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -112,53 +109,6 @@ class Counts:
 
     def calls_of(self, service: str) -> dict[str, int]:
         return {name.split(":", 1)[1]: n for name, n in sorted(self.calls.items()) if name.startswith(f"{service}:")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            requests.get(url, timeout=1)
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up within {seconds:.0f} s")
-
-
-@contextlib.contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    moto_port, zus_port = free_port(), free_port()
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "zus_local.moto_process", "--port", str(moto_port), "--parent", str(os.getpid())],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-m", "zus_emulator", "--port", str(zus_port), "--quiet"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
-    try:
-        moto, zus = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{zus_port}"
-        wait_for(f"{moto}/moto-api/")
-        wait_for(f"{zus}/_emulator/stats")
-        yield moto, zus
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # moto holding a large table can be slow to stop
-                process.kill()
-                process.wait()
 
 
 def environment(moto: str, zus: str, queue_url: str, margin: int) -> dict[str, str]:

@@ -21,25 +21,23 @@ docs/bench/tokens.json, which ``make cost`` reads.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import math
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import requests
+from bench_servers import servers
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = ROOT / "functions" / "token_vending" / "app.py"
@@ -49,49 +47,6 @@ TABLE = "zus-m2m-bench"
 # The caller of events/apigw_get_token.json is a session of this role: the bench client's consumer.
 CONSUMER = "arn:aws:iam::123456789012:role/billing-service"
 RECORD = ROOT / "docs" / "bench" / "tokens.json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            requests.get(url, timeout=1)
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up within {seconds:.0f} s")
-
-
-@contextlib.contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    moto_port, zus_port = free_port(), free_port()
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "zus_local.moto_process", "--port", str(moto_port), "--parent", str(os.getpid())],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-m", "zus_emulator", "--port", str(zus_port), "--quiet"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
-    try:
-        moto, zus = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{zus_port}"
-        wait_for(f"{moto}/moto-api/")
-        wait_for(f"{zus}/_emulator/stats")
-        yield moto, zus
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
 
 
 def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
