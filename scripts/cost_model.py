@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "local"), str(ROOT / "layers" / "zus_m2m" / "python")]
 
 from zus_local.cfn_yaml import load_template  # noqa: E402
-from zus_local.template_model import parse_rate  # noqa: E402
+from zus_local.event_sources import parse_rate  # noqa: E402
 
 PRICES = ROOT / "docs" / "prices.json"
 TOKENS = ROOT / "docs" / "bench" / "tokens.json"

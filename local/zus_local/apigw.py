@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from zus_local.template_model import Route
+from zus_local.event_sources import Route
 
 PROBLEM_JSON = "application/problem+json"
 # Content types API Gateway passes as text; anything else arrives base64-encoded.

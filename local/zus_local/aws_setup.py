@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from zus_local.cfn_yaml import load_template
-from zus_local.template_model import QueueSpec
+from zus_local.event_sources import QueueSpec
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 from zus_emulator.http_server import BodyError, LocalHTTPServer, RequestHandler, local_url
 from zus_local.apigw import HttpRequest, HttpResponse, InvalidFunctionResponse, build_event, map_response, problem
 from zus_local.console import Console
+from zus_local.event_sources import Route
 from zus_local.iam_authorizer import IamAuthorizer, Refused, gateway_answer
 from zus_local.lambda_runtime import LambdaRuntime
-from zus_local.template_model import Route, TemplateModel
+from zus_local.template_model import TemplateModel
 
 # A body the local API reads at most (API Gateway's payload limit is 10 MB).
 MAX_BODY_BYTES = 10 * 1024 * 1024

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from zus_local.console import Console
+from zus_local.event_sources import Schedule
 from zus_local.lambda_runtime import Invocation
-from zus_local.template_model import Schedule
 
 Invoke = Callable[[str, Any], Invocation]
 

@@ -14,9 +14,9 @@ import pytest
 
 from zus_local.aws_setup import create_queues
 from zus_local.console import Console
+from zus_local.event_sources import QueueSpec, QueueSubscription
 from zus_local.lambda_runtime import Invocation
 from zus_local.queue_poller import QueuePoller
-from zus_local.template_model import QueueSpec, QueueSubscription
 
 QUEUES = {
     "Work": QueueSpec("Work", "poller-work", "arn:aws:sqs:us-east-1:123456789012:poller-work", 1, 3600, "Dead", 2),

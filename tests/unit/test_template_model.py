@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from zus_local.cfn_yaml import loads
+from zus_local.event_sources import QueueSubscription, Route, parse_rate
 from zus_local.intrinsics import Resolver
 from zus_local.stand_ins import ResolveContext, TemplateError
-from zus_local.template_model import QueueSubscription, Route, TemplateModel, load_model, parse_rate
+from zus_local.template_model import TemplateModel, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
