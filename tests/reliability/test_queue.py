@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 from reliability_stack import MotoControl, start_reliability_stack
-from reliability_support import RESULTS, Api, Aws, Emulator, unique
+from reliability_support import RESULTS, Api, Aws, Emulator, Row, SystemCheck, unique
 
 STACK = "zus-m2m-queue"
 COPIES = 5
@@ -82,6 +82,15 @@ def item(aws: Aws, name: str, kind: str) -> dict[str, Any]:
     return dict(aws.dynamodb.get_item(TableName=aws.table, Key=key, ConsistentRead=True)["Item"])
 
 
+def system_intact(row: Row, api: Api, emulator: Emulator, aws: Aws) -> None:
+    """The whole-system check on this test's own stack (every client asked Zus for a token): what it
+    finds is the row's data lost."""
+    problems = SystemCheck(emulator, aws).run(api.deleted, thorough=True).problems
+    row.integrity_checked += 1
+    row.data_lost += len(problems)
+    assert problems == []
+
+
 def message(kind: str, name: str, due_at: str) -> str:
     return json.dumps({"kind": kind, "client": name, "dueAt": float(due_at)})
 
@@ -136,11 +145,13 @@ def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -
     token = item(aws, refreshed, "token")
     assert float(token["expiresAt"]["N"]) > time.time() + 3000  # renewed (an hour's token)
     assert float(token["dueAt"]["N"]) == pytest.approx(float(token["expiresAt"]["N"]) - 300)
+    system_intact(row, api, emulator, aws)
 
 
 def test_poisoned_messages_reach_the_dead_letters_and_good_work_goes_on(queue_stack) -> None:
     stack, moto = queue_stack
     api, aws, queues = Api(stack.api, stack.credentials_file), Aws(moto.url, STACK), Queues(moto.url)
+    emulator = Emulator(stack.zus)
     row = RESULTS.row("queue: poisoned messages (malformed, unknown kind, unknown client)")
     good = unique("beside-poison")
     assert api.create(good).status == 201
@@ -179,3 +190,4 @@ def test_poisoned_messages_reach_the_dead_letters_and_good_work_goes_on(queue_st
     assert good_done
     # ... and only the dead letters stay: emptied here, so that the session ends as it began
     queues.sqs.purge_queue(QueueUrl=queues.dead)
+    system_intact(row, api, emulator, aws)
