@@ -25,7 +25,7 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: test-313 dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
+.PHONY: test-313 test-rest dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
 	bench-tokens bench-scale cost outage-drill openapi soak client-wheel
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -96,14 +96,20 @@ $(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 	$(VENV313)/bin/python -m pip install --quiet --no-deps -e . -e clients/python
 	@touch $@
 
-# On 3.13 in Auth0's dialect only and without the tests that wait out a 20-30 s window: the full run on
-# $(PYTHON) has both dialects and every test.
+# Every test runs once (tests/conftest.py, ZUS_TEST_PART): the service's unit, integration and e2e tests
+# on 3.13 in Auth0's dialect, without the tests that wait out a 20-30 s window; the rest on $(PYTHON). The
+# suites whose tests are independent run on XDIST workers; the reliability suite (one results table, a
+# whole-system check at its end) runs alone.
+XDIST ?= 3
 test-313: $(STAMP313) build
-	ZUS_TEST_DIALECTS=auth0 $(VENV313)/bin/pytest -q -p no:cacheprovider -m "not long" \
-		tests/unit tests/integration tests/e2e clients/python/tests
+	ZUS_TEST_PART=lambda $(VENV313)/bin/pytest -q -p no:cacheprovider -n $(XDIST) tests/unit tests/integration tests/e2e
 
-test: lint typecheck validate build test-313 client-wheel $(CLIENT_STAMP)
-	ZUS_PYTHON313="$(PY313)" $(BIN)/pytest
+test-rest: $(STAMP) $(CLIENT_STAMP) validate build client-wheel
+	ZUS_TEST_PART=rest ZUS_PYTHON313="$(PY313)" $(BIN)/pytest -q -p no:cacheprovider -n $(XDIST) \
+		--ignore=tests/reliability
+	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
+
+test: lint typecheck validate build test-313 test-rest
 
 # One suite at a time. The infra suite checks the translated template and the build too.
 unit integration e2e: $(STAMP)

@@ -54,7 +54,11 @@ def _uv(*arguments: str, stdin: str | None = None) -> str:
 
 
 def main() -> int:
-    lock = _uv("pyproject.toml", "--extra", "dev", "--universal", "--no-header")
+    # uv keeps the versions an existing output file pins (a package is re-pinned only when pyproject.toml
+    # no longer allows its pin): the lock's diff is what changed. `--upgrade` re-pins everything.
+    upgrade = ["--upgrade"] if "--upgrade" in sys.argv[1:] else []
+    _uv("pyproject.toml", "--extra", "dev", "--universal", "--no-header", "--output-file", str(LOCK), *upgrade)
+    lock = LOCK.read_text(encoding="utf-8").removeprefix(LOCK_HEADER)
     LOCK.write_text(LOCK_HEADER + lock, encoding="utf-8")
     layer = _uv(
         "-",

@@ -220,10 +220,11 @@ def test_a_crash_after_any_external_call_is_repaired_by_secrets_managers_retry(s
     PENDING_STORED on, Zus refuses the old secret (it dies at once here), so a call succeeds only if
     the vendor picks AWSPENDING, then the new AWSCURRENT. A crash right after Zus rotated loses the new
     secret (createSecret's retry rotates again): there Zus keeps the old secret while the new one
-    propagates (2 s, the old one alone meanwhile), as Auth0 does, else no stored secret would work."""
+    propagates (5 s, the old one alone meanwhile: a loaded machine took over 2 s to retry), as Auth0
+    does, else no stored secret would work."""
     crash_before_stored = checkpoint == RotationCheckpoints.ZUS_ROTATED
     if crash_before_stored:
-        stack.emulator("config", secretPropagationSeconds=2, propagationMode=OLD_THEN_NEW)
+        stack.emulator("config", secretPropagationSeconds=5, propagationMode=OLD_THEN_NEW)
     before = stack.current()
     rotation = stack.start()
     steps = stack.steps()
