@@ -30,6 +30,17 @@ class ConfigurationError(ZusM2MError):
     exit_code = 9
 
 
+class TokenRefusedError(ZusM2MError):
+    """Zus kept refusing the client's fresh tokens: no replacement is asked for before ``retry_after``
+    seconds (the back-off that keeps a refused client from spending its hourly token budget)."""
+
+    exit_code = 4
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class ZusM2MApiError(ZusM2MError):
     """The API answered with an error (or, for ``TransportError``, did not answer at all)."""
 
