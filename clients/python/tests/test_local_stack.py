@@ -338,7 +338,7 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any, consumer_arn
     wait_until(lambda: any(finished in line for line in local_stack.lines), "the rotation to finish", interval=0.2)
 
     deleted = cli(local_stack, "clients", "delete", name)
-    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert (deleted.returncode, json.loads(deleted.stdout), deleted.stderr) == (0, {"name": name, "deleted": True}, "")
     gone = cli(local_stack, "clients", "show", name)
     assert (gone.returncode, gone.stdout) == (3, "")
     assert gone.stderr == f"zus-m2m: 404 Not Found: no managed app client named '{name}'\n"
@@ -390,6 +390,8 @@ def test_cli_errors_are_one_line_with_their_exit_code(local_stack: Any) -> None:
 
     consumer = cli(local_stack, "clients", "list", profile=CONSUMER_PROFILE)  # API Gateway refuses it
     assert (consumer.returncode, consumer.stdout) == (4, "")
+    assert consumer.stderr.startswith("zus-m2m: 403 Forbidden: User: arn:aws:iam::123456789012:user/")
+    assert "is not authorized to perform: execute-api:Invoke" in consumer.stderr
 
 
 def test_cli_signs_with_a_named_profile(local_stack: Any, tmp_path: Path) -> None:
