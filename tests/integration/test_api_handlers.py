@@ -17,6 +17,7 @@ import requests
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_m2m.aws.page_tokens import KmsPageTokens
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
@@ -101,8 +102,7 @@ def environment(deployment: Deployment, monkeypatch) -> Deployment:
     """The provisioning function's environment, pointed at moto and the emulator; the admin's secret stored."""
     for key, value in {**deployment.lambda_environment(), "POWERTOOLS_LOG_LEVEL": "DEBUG"}.items():
         monkeypatch.setenv(key, value)
-    for variable in ("ROTATION_FUNCTION_ARN", "KMS_KEY_ID"):
-        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("ROTATION_FUNCTION_ARN", raising=False)
     return deployment
 
 
@@ -658,9 +658,9 @@ def test_the_list_comes_in_pages_of_records_with_an_opaque_next_token(api: Api, 
         ({"limit": "0"}, "limit must be an integer between 1 and 100"),
         ({"limit": "101"}, "limit must be an integer between 1 and 100"),
         ({"limit": "ten"}, "limit must be an integer between 1 and 100"),
-        ({"nextToken": "not-a-token"}, "nextToken is not a token this service gave out"),
-        ({"nextToken": "eyJway"}, "nextToken is not a token this service gave out"),  # cut short
-        ({"nextToken": "eyJwayI6IHsiUyI6IDF9LCAic2siOiB7IlMiOiAicmVjb3JkIn19"}, "nextToken is not"),  # pk a number
+        ({"nextToken": "not-a-token"}, "nextToken was not issued by this service"),
+        ({"nextToken": "eyJway"}, "nextToken was not issued by this service"),  # cut short
+        ({"nextToken": "eyJwayI6IHsiUyI6IDF9LCAic2siOiB7IlMiOiAicmVjb3JkIn19"}, "nextToken was not"),  # pk a number
         ({"nextToken": ""}, "nextToken must be the nextToken of a previous page"),
         ({"limit": "5", "Limit": "6"}, "unknown query parameter 'Limit'"),
     ],
@@ -674,6 +674,35 @@ def test_bad_or_tampered_page_parameters_are_400(api: Api, environment: Deployme
 
     assert_problem(status, headers, body, 400)
     assert expected in body["detail"]
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_forged_or_edited_next_tokens_are_400_not_a_shifted_page(api: Api, environment: Deployment) -> None:
+    """What the issue forged (a record key in base64, ``client#a``, ``admin#zus-m2m-admin``), a real
+    token edited by one character, and a token sealed for another table: each a 400, none a page."""
+    seed_records(environment, ["a", "b", "c"])
+    _, _, page = api(with_query(event("apigw_list_clients"), limit="1"))
+    real = page["nextToken"]
+    flipped = real[:-10] + ("A" if real[-10] != "A" else "B") + real[-9:]  # in the sealed text
+    other_table = KmsPageTokens(environment.aws.client("kms"), environment.kms_key_id, "another-table").seal("a")
+    forged = [
+        _b64('{"pk":{"S":"client#a"},"sk":{"S":"record"}}'),
+        _b64("client#a"),
+        _b64("admin#zus-m2m-admin"),
+        "client#a",
+        flipped,
+        other_table,
+    ]
+    for token in forged:
+        status, headers, body = api(with_query(event("apigw_list_clients"), nextToken=token))
+        assert_problem(status, headers, body, 400)
+        assert body["detail"].startswith("nextToken was not issued by this service"), body
+    status, _, second = api(with_query(event("apigw_list_clients"), limit="1", nextToken=real))
+    assert status == 200
+    assert [record["name"] for record in second["appClients"]] == ["b"]
 
 
 # --- the token route ---------------------------------------------------------------------------------

@@ -250,17 +250,15 @@ class FakeClientRecords:
             return self.items.get(name)
 
     def list_page(self, limit: int, after: str | None):
-        """Pages in name order; a token is the name the next page starts after."""
+        """Pages in name order, each after the last name of the one before."""
         with self.lock:
             active = sorted(
                 (i.record for i in self.items.values() if i.status == "active" and i.record),
                 key=lambda r: r.name,
             )
-        if after is not None and not after.startswith("after:"):
-            raise errors.InvalidRequest("nextToken is not a token this service gave out")
-        rest = [r for r in active if after is None or r.name > after.removeprefix("after:")]
+        rest = [r for r in active if after is None or r.name > after]
         page = rest[:limit]
-        return page, f"after:{page[-1].name}" if len(rest) > limit else None
+        return page, page[-1].name if len(rest) > limit else None
 
     def claim(self, name, role_name, consumers, owner, now, until, *, previous_owner):
         with self.lock:
@@ -814,3 +812,15 @@ class FakeWorkQueue:
         unsent = [item for item in items if item.client in self.refuse]
         self.sent.extend(item for item in items if item.client not in self.refuse)
         return unsent
+
+
+class FakePageTokens:
+    """Page tokens sealed by a prefix: ``sealed:<position>``; anything else was not issued here."""
+
+    def seal(self, position: str) -> str:
+        return f"sealed:{position}"
+
+    def open(self, token: str) -> str:
+        if not token.startswith("sealed:"):
+            raise errors.InvalidRequest("nextToken was not issued by this service")
+        return token.removeprefix("sealed:")

@@ -394,6 +394,24 @@ def test_cli_errors_are_one_line_with_their_exit_code(local_stack: Any) -> None:
     assert "is not authorized to perform: execute-api:Invoke" in consumer.stderr
 
 
+def test_cli_and_list_clients_list_every_page(
+    local_stack: Any, managed: Any, admin_session: botocore.session.Session
+) -> None:
+    names = [f"cli-page-{n}" for n in range(5)]
+    for name in names:
+        managed(name)
+    every = [c["name"] for c in ZusM2MApi(local_stack.api, session=admin_session).list_clients(page_size=2)]
+    assert set(names) <= set(every)
+    before = sum(" /app-clients?" in line or "GET    /app-clients  200" in line for line in console_lines(local_stack))
+    listed = cli(local_stack, "clients", "list", "--page-size", "2")
+    assert listed.returncode == 0, listed.stderr
+    assert [c["name"] for c in json.loads(listed.stdout)["appClients"]] == every
+    pages = sum(" /app-clients?" in line or "GET    /app-clients  200" in line for line in console_lines(local_stack))
+    assert pages - before >= 3  # every page, until one's nextToken is null
+    limited = cli(local_stack, "clients", "list", "--page-size", "2", "--limit", "3")
+    assert [c["name"] for c in json.loads(limited.stdout)["appClients"]] == every[:3]
+
+
 def test_cli_signs_with_a_named_profile(local_stack: Any, tmp_path: Path) -> None:
     key, secret = stack_keys(local_stack, ADMIN_PROFILE)
     credentials = tmp_path / "credentials"
