@@ -687,6 +687,15 @@ def in_process(tmp_path: Path, moto_endpoint: str) -> Iterator[_InProcess]:
         api.stop()
 
 
+@pytest.mark.parametrize("method", ["QUERY", "FOO", "PROPFIND", "M-SEARCH", "query", "X_Y", "TRACE"])
+def test_any_method_no_route_has_is_api_gateways_404(in_process: _InProcess, method: str) -> None:
+    for session in (requests.Session(), in_process.session):  # unsigned and signed
+        response = session.request(method, f"{in_process.api.url}/items/a", timeout=5)
+        assert response.status_code == 404, (method, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json() == {"message": "Not Found"}
+
+
 def test_handlers_get_an_http_api_v2_event_and_a_lambda_context(in_process: _InProcess) -> None:
     assert "GREETING" not in os.environ  # applied while the handler imported, not left behind
     response = in_process.session.post(
