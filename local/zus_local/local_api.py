@@ -148,7 +148,7 @@ class _Handler(RequestHandler):
         try:
             body = self.read_body(MAX_BODY_BYTES)
         except BodyError as exc:
-            self._send(problem(400, "Bad Request", exc.detail, "bad-request"))
+            self._send(problem(400, "Bad Request", exc.detail, "invalid-request"))
             return
         request = HttpRequest(
             method=self.command,

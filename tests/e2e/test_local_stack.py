@@ -696,6 +696,21 @@ def test_any_method_no_route_has_is_api_gateways_404(in_process: _InProcess, met
         assert response.json() == {"message": "Not Found"}
 
 
+def test_a_body_the_local_api_cannot_read_is_the_services_one_kind_of_400(in_process: _InProcess) -> None:
+    """A bad Content-Length: the same problem type as every other 400 of the service (invalid-request)."""
+    with socket.create_connection(("127.0.0.1", in_process.api.port), timeout=5) as connection:
+        connection.sendall(b"POST /items/a HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert json.loads(body)["type"] == "urn:zus-m2m:problem:invalid-request"
+
+
 def test_handlers_get_an_http_api_v2_event_and_a_lambda_context(in_process: _InProcess) -> None:
     assert "GREETING" not in os.environ  # applied while the handler imported, not left behind
     response = in_process.session.post(

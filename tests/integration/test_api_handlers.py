@@ -241,6 +241,22 @@ def test_patch_refuses_a_bad_list_naming_the_entry_and_changes_nothing(api: Api)
     assert_problem(*api(for_name("apigw_update_client", "zus-m2m-admin")), 409)
 
 
+@pytest.mark.parametrize("name", ["ZUS-M2M-ADMIN", "Billing-Service"])
+def test_a_name_in_another_case_is_400_nothing_made_and_the_one_kind_of_bad_request(api: Api, zus, name: str) -> None:
+    """Names are lower case: the protected admin's name (or a client's) cannot be had again in capitals."""
+    api(event("apigw_create_client"))  # billing-service
+    before = requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["appClients"]
+
+    status, headers, body = api(create_event({"name": name, "consumers": [CONSUMER_ROLE]}))
+
+    assert_problem(status, headers, body, 400)
+    assert body["type"] == "urn:zus-m2m:problem:invalid-request"
+    assert body["detail"].endswith(f"(names are lower case: {name.lower()!r})")
+    assert requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["appClients"] == before
+    for template in ("apigw_get_client", "apigw_update_client", "apigw_delete_client"):
+        assert api(for_name(template, name))[0] == 400
+
+
 def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
     """A secret's versions and their stages (moto reports the time of the listing as each CreatedDate)."""
     listed = aws.secretsmanager.list_secret_version_ids(SecretId=secret_arn)["Versions"]

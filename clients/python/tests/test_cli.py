@@ -105,6 +105,7 @@ def test_a_throttled_answer_says_when_to_retry(capsys: pytest.CaptureFixture[str
     [
         ["clients", "grant", "billing", "role/billing"],
         ["clients", "show", "a/b"],
+        ["clients", "create", "ZUS-M2M-ADMIN"],  # names are lower case (the service says 400)
         ["token", "billing", "--min-ttl", "3001"],
         ["clients", "frobnicate"],
         ["token"],

@@ -21,15 +21,15 @@ import botocore.session
 from zus_m2m_client.errors import ZusM2MApiError, error_from_response
 from zus_m2m_client.transport import HttpResponse, SigV4Transport, Transport
 
-_CLIENT_NAME = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")
+_CLIENT_NAME = re.compile(r"(?!\.{1,2}$)[a-z0-9._-]{1,64}")
 MAX_MIN_TTL = 3000  # the token route's upper bound for minTtl
 MAX_PAGE_SIZE = 100  # GET /app-clients?limit=
 
 
 def validate_client_name(name: str) -> str:
-    """A managed client's name: 1-64 characters of ``A-Za-z0-9._-`` (not ``.`` or ``..``)."""
+    """A managed client's name: 1-64 characters of ``a-z0-9._-`` (lower case; not ``.`` or ``..``)."""
     if not isinstance(name, str) or not _CLIENT_NAME.fullmatch(name):
-        raise ValueError(f"a client name is 1-64 characters of A-Za-z0-9._- (not '.' or '..'), not {name!r}")
+        raise ValueError(f"a client name is 1-64 characters of a-z0-9._- (lower case; not '.' or '..'), not {name!r}")
     return name
 
 
