@@ -18,8 +18,8 @@ CLIENT_NAME_PATTERN = re.compile(CLIENT_NAME_REGEX)
 def client_name(value: object) -> str:
     """An app client name: 1-64 characters of ``a-z0-9._-``, other than "." and ".."."""
     if not isinstance(value, str) or not CLIENT_NAME_PATTERN.fullmatch(value):
-        upper = isinstance(value, str) and CLIENT_NAME_PATTERN.fullmatch(value.lower()) is not None
-        hint = f" (names are lower case: {value.lower()!r})" if upper else ""
+        lower = value.lower() if isinstance(value, str) else None
+        hint = f" (names are lower case: {lower!r})" if lower and CLIENT_NAME_PATTERN.fullmatch(lower) else ""
         raise InvalidRequest(
             f"name must be 1-64 characters of a-z, 0-9, '.', '_' or '-' (lower case), and not '.' or '..'{hint}"
         )
