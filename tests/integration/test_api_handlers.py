@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -490,8 +491,7 @@ def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, caps
 @pytest.fixture
 def api_with_rotation(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch) -> Iterator[Api]:
     monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
-    # A repair request counts against the gap between rotation requests like a new rotation; these
-    # tests start a rotation and repair it at once.
+    # These tests start a rotation, repair it, then start the next at once (within the default gap).
     monkeypatch.setenv("ROTATION_REQUEST_MIN_GAP_SECONDS", "0")
     yield Api(load_function("provisioning", {}))
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
@@ -528,6 +528,64 @@ def test_an_admin_forces_the_repair_of_a_stuck_rotation(api_with_rotation: Api, 
     versions = environment.aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
     assert versions[version] == ["AWSCURRENT"]
     assert api(rotations_event("{}"))[0] == 202  # and the next rotation can start
+
+
+@pytest.fixture
+def api_with_the_default_gap(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch):
+    """The provisioning function with the stack's default gap between rotation requests (5 minutes)."""
+    monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
+    monkeypatch.delenv("ROTATION_REQUEST_MIN_GAP_SECONDS", raising=False)
+    yield Api(load_function("provisioning", {}))
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
+        logging.getLogger(name).handlers.clear()
+
+
+def test_the_advised_repair_works_at_once_and_has_its_own_guard(
+    api_with_the_default_gap: Api, environment: Deployment
+) -> None:
+    """A rotation requested, stuck after createSecret: the 409's advice (repair) is followed at once, within
+    the 5-minute gap between rotation requests; a second repair right after is 429, and so is a new
+    rotation (its gap still runs)."""
+    api = api_with_the_default_gap
+    api(event("apigw_create_client"))
+    assert api(event("apigw_start_rotation"))[0] == 202
+    [(arn, version)] = find_started_rotations(environment.aws.secretsmanager)
+    environment.steps().run("createSecret", arn, version)
+    status, headers, refused = api(rotations_event(None))
+    assert_problem(status, headers, refused, 409)
+    assert '{"repair": true} to repair it now (one repair at a time, at most one every 30 s)' in refused["detail"]
+
+    status, _, repaired = api(rotations_event('{"repair": true}'))
+
+    assert (status, repaired.get("rotation")) == (202, "rolled-forward"), repaired
+    versions = environment.aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    assert versions[version] == ["AWSCURRENT"]
+    # a new rotation: still within the gap of the one requested above
+    status, headers, throttled = api(rotations_event("{}"))
+    assert_problem(status, headers, throttled, 429)
+    assert 290 <= int(headers["retry-after"]) <= 300
+
+
+def test_a_storm_of_repairs_is_one_repair(api_with_the_default_gap: Api, environment: Deployment) -> None:
+    api = api_with_the_default_gap
+    api(event("apigw_create_client"))
+    assert api(event("apigw_start_rotation"))[0] == 202
+    [(arn, version)] = find_started_rotations(environment.aws.secretsmanager)
+    environment.steps().run("createSecret", arn, version)
+    environment.aws.dynamodb.update_item(  # a repair in flight (another container's), its lease still running
+        TableName=environment.aws.table_name,
+        Key={"pk": {"S": f"client#{NAME}"}, "sk": {"S": "record"}},
+        UpdateExpression="SET lastRepairRequestedAt = :long_ago, repairInFlightUntil = :later",
+        ExpressionAttributeValues={":long_ago": {"N": "1"}, ":later": {"N": str(time.time() + 45)}},
+    )
+
+    status, headers, body = api(rotations_event('{"repair": true}'))
+
+    assert_problem(status, headers, body, 429)
+    assert "in flight or was requested less than 30 s ago" in body["detail"]
+    assert 40 <= int(headers["retry-after"]) <= 45
+    stages = environment.aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    assert stages[version] == ["AWSPENDING"]  # nothing repaired
 
 
 # --- strict input: query strings and bodies ---------------------------------------------------

@@ -243,6 +243,7 @@ class FakeClientRecords:
     def __init__(self) -> None:
         self.items: dict[str, RecordItem] = {}
         self.rotation_requests: dict[str, float] = {}
+        self.repair_requests: dict[str, tuple[float, float | None]] = {}  # last requested, in flight until
         self.lock = threading.Lock()
 
     def get(self, name: str):
@@ -330,6 +331,22 @@ class FakeClientRecords:
                 return last + min_gap - now
             self.rotation_requests[name] = now
             return 0.0
+
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        with self.lock:
+            if name != ADMIN and name not in self.items:
+                return None
+            last, until = self.repair_requests.get(name, (None, None))
+            waits = [w for w in ((last + min_gap - now) if last is not None else 0, (until or now) - now) if w > 0]
+            if waits:
+                return max(waits)
+            self.repair_requests[name] = (now, now + lease)
+            return 0.0
+
+    def finish_repair(self, name: str, at: float) -> None:
+        with self.lock:
+            if self.repair_requests.get(name, (None, None))[0] == at:
+                self.repair_requests[name] = (at, None)
 
     def forget_rotation_request(self, name: str, at: float) -> None:
         with self.lock:

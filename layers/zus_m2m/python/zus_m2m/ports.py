@@ -275,6 +275,16 @@ class ClientRecords(Protocol):
         """Take back the request noted at ``at`` (the rotation did not start)."""
         ...
 
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        """Note a repair requested at ``now``, in flight until ``now + lease``, unless one is in flight or
+        was noted less than ``min_gap`` seconds ago: 0 when noted, else the seconds until one may be;
+        None when the client has no record."""
+        ...
+
+    def finish_repair(self, name: str, at: float) -> None:
+        """The repair noted at ``at`` is over (whatever its outcome): no longer in flight."""
+        ...
+
     def mark_deleting(self, name: str) -> bool:
         """Active (or already deleting) → deleting; False if the item is in another state."""
         ...

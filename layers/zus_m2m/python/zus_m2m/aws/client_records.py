@@ -260,6 +260,50 @@ class DynamoClientRecords:
             return None
         return max(0.001, number_of(item, "lastRotationRequestedAt") + min_gap - now)
 
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        must_exist = "" if name == self._keys.admin_client_name else "attribute_exists(pk) AND "
+        key = self._keys.key(name, RECORD)
+        noted = answer_or_none(
+            "noting a repair request",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET lastRepairRequestedAt = :now, repairInFlightUntil = :until",
+                ConditionExpression=(
+                    f"{must_exist}(attribute_not_exists(repairInFlightUntil) OR repairInFlightUntil <= :now) AND "
+                    "(attribute_not_exists(lastRepairRequestedAt) OR lastRepairRequestedAt <= :cutoff)"
+                ),
+                ExpressionAttributeValues={
+                    ":now": number(now),
+                    ":until": number(now + lease),
+                    ":cutoff": number(now - min_gap),
+                },
+            ),
+            none_when=CONDITION_FAILED,
+        )
+        if noted is not None:
+            return 0.0
+        with translated("reading a repair request"):
+            item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        waits = [number_of(item, "lastRepairRequestedAt") + min_gap - now]
+        if "repairInFlightUntil" in item:
+            waits.append(number_of(item, "repairInFlightUntil") - now)
+        return max(0.001, *waits)
+
+    def finish_repair(self, name: str, at: float) -> None:
+        self._conditional(
+            "finishing a repair request",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=self._keys.key(name, RECORD),
+                UpdateExpression="REMOVE repairInFlightUntil",
+                ConditionExpression="lastRepairRequestedAt = :at",
+                ExpressionAttributeValues={":at": number(at)},
+            ),
+        )
+
     def forget_rotation_request(self, name: str, at: float) -> None:
         self._conditional(
             "forgetting a rotation request",
