@@ -508,6 +508,43 @@ def test_curls_own_sigv4_with_the_keys_file_as_the_banner_says(stack: StackProce
     assert stack.admin.delete(f"{stack.api}/app-clients/{name}", timeout=30).status_code == 204
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl (7.75 or later) for --aws-sigv4")
+def test_the_banners_commands_run_as_printed(stack_factory: Callable[..., StackProcess], tmp_path: Path) -> None:
+    """Each command under "Try:", copied from the banner into a shell whose environment names no AWS
+    region or credentials (a fresh terminal): the curl lines answer 201, 200 and 202; the AWS CLI line
+    (run when an ``aws`` is installed) names the consumer."""
+    stack = stack_factory(["--schedule-scale", "0"])
+    lines = stack.lines[stack.lines.index("Try:") + 1 :]
+    lines = lines[: lines.index("")]
+    commands = [line.strip() for line in lines if line.startswith("  ")]
+    source, curls, aws = commands[0], [c for c in commands if c.startswith("curl ")], commands[-1]
+    assert (source[:2], len(curls), " aws " in aws) == (". ", 3, True), commands
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ZUS_M2M_"))}
+    env["HOME"] = str(tmp_path)  # no ~/.aws of this machine
+
+    def shell(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", f"{source} && {command}"], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    answers = []
+    for command in curls:
+        ran = shell(command.replace("curl -s ", "curl -s -w '\\n%{http_code}' ", 1))
+        assert ran.returncode == 0, (command, ran.stderr)
+        body, _, status = ran.stdout.rpartition("\n")
+        answers.append((int(status), json.loads(body)))
+    assert [status for status, _ in answers] == [201, 200, 202], answers
+    assert (answers[0][1]["name"], answers[1][1]["token_type"], answers[2][1]["rotation"]) == (
+        "billing-service",
+        "Bearer",
+        "started",
+    )
+    if shutil.which("aws") is not None:
+        ran = shell(aws)
+        assert ran.returncode == 0, (aws, ran.stderr)
+        assert json.loads(ran.stdout)["Arn"] == consumer_arn(stack)
+
+
 def test_the_audit_lines_of_a_create_a_vend_and_a_denied_vend(stack_factory: Callable[..., StackProcess]) -> None:
     """With --verbose the handlers' INFO lines, the audit lines among them, reach the stack's output."""
     verbose = stack_factory(["--verbose", "--schedule-scale", "0"])
