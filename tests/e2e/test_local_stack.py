@@ -907,6 +907,24 @@ def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
     assert "Interrupt" not in text
 
 
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_without_a_terminal_the_stack_exits_0_after_a_signal_to_its_process_group(
+    stack_factory: Callable[..., StackProcess], signal_number: int
+) -> None:
+    """What a process manager or CI does (no terminal): the signal to the whole process group of the
+    stack (python -m zus_local, as docs/contract.md tells supervisors to run it); it stops what it
+    started and exits 0. (make itself, signalled, always dies of the signal: see README.)"""
+    stack = stack_factory(["--schedule-scale", "0"])
+    os.killpg(stack.process.pid, signal_number)
+    code = _exit_code(stack.process, within=30)
+    assert code == 0, stack.output
+    assert "stopped" in stack.lines
+    for port in stack.ports:  # everything it started is gone: nothing listens on its ports
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+            probe.bind(("127.0.0.1", port))
+
+
 def test_an_assumed_roles_temporary_credentials_sign_as_the_role_session(
     in_process: _InProcess, moto_endpoint: str
 ) -> None:
