@@ -184,14 +184,12 @@ class TokenProvider:
             retry_after=wait,
         )
 
-    def _margin(self) -> float:
-        """The refresh margin: at most half the token's lifetime (none before a token is seen)."""
-        return min(self.refresh_margin, self._lifetime / 2)
-
     def _window(self) -> float:
-        """Seconds left under which the held token is refreshed ahead: ``min_ttl`` plus the margin, but
-        not more than a token of the known lifetime keeps for that long (else every call would refresh)."""
-        return min(self.min_ttl + self._margin(), max(self.min_ttl, self._lifetime / 2))
+        """Seconds left under which the held token is refreshed ahead (and what the route is asked for):
+        ``min_ttl`` plus the margin, the margin being ``refresh_margin`` but at most what leaves half the
+        token's known lifetime (none before a token is seen), so a token that lives shorter than the
+        margin is neither refused (422) nor refreshed on every call."""
+        return min(self.min_ttl + self.refresh_margin, max(self.min_ttl, self._lifetime / 2))
 
     def _usable(self) -> AccessToken | None:
         held = self._held
