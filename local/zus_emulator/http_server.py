@@ -122,7 +122,13 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         self.handle_request()
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+    def __getattr__(self, name: str) -> Any:
+        # Every method a client sends (QUERY, TRACE, PROPFIND, FOO, ...) reaches the server's own routing,
+        # which answers it as that server does (API Gateway's 404, the emulator's 404 or 405), never
+        # http.server's 501 for a method it has no do_ attribute for.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -88,7 +88,7 @@ def try_it(api: str, region: str, stack: LocalStack) -> list[str]:
         f"  curl -s {sign} {admin_user} -X POST {api}/app-clients/billing-service/rotations",
         "or from any AWS SDK or the AWS CLI (moto's IAM at the AWS address above):",
         f"  AWS_SHARED_CREDENTIALS_FILE={stack.options.credentials_file} aws --profile {consumer.profile} "
-        f"--endpoint-url {stack.aws.endpoint} sts get-caller-identity",
+        f"--region {region} --endpoint-url {stack.aws.endpoint} sts get-caller-identity",
     ]
 
 

@@ -144,18 +144,11 @@ class _Handler(RequestHandler):
     sys_version = ""
     server: _Server
 
-    def __getattr__(self, name: str) -> Any:
-        # Every method a client sends (TRACE, PROPFIND, …) is routed, and answered 404 as API Gateway
-        # does for a method no route has, instead of http.server's HTML 501.
-        if name.startswith("do_"):
-            return self._dispatch
-        raise AttributeError(name)
-
     def handle_request(self) -> None:
         try:
             body = self.read_body(MAX_BODY_BYTES)
         except BodyError as exc:
-            self._send(problem(400, "Bad Request", exc.detail, "bad-request"))
+            self._send(problem(400, "Bad Request", exc.detail, "invalid-request"))
             return
         request = HttpRequest(
             method=self.command,

@@ -508,6 +508,43 @@ def test_curls_own_sigv4_with_the_keys_file_as_the_banner_says(stack: StackProce
     assert stack.admin.delete(f"{stack.api}/app-clients/{name}", timeout=30).status_code == 204
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl (7.75 or later) for --aws-sigv4")
+def test_the_banners_commands_run_as_printed(stack_factory: Callable[..., StackProcess], tmp_path: Path) -> None:
+    """Each command under "Try:", copied from the banner into a shell whose environment names no AWS
+    region or credentials (a fresh terminal): the curl lines answer 201, 200 and 202; the AWS CLI line
+    (run when an ``aws`` is installed) names the consumer."""
+    stack = stack_factory(["--schedule-scale", "0"])
+    lines = stack.lines[stack.lines.index("Try:") + 1 :]
+    lines = lines[: lines.index("")]
+    commands = [line.strip() for line in lines if line.startswith("  ")]
+    source, curls, aws = commands[0], [c for c in commands if c.startswith("curl ")], commands[-1]
+    assert (source[:2], len(curls), " aws " in aws) == (". ", 3, True), commands
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ZUS_M2M_"))}
+    env["HOME"] = str(tmp_path)  # no ~/.aws of this machine
+
+    def shell(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", f"{source} && {command}"], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    answers = []
+    for command in curls:
+        ran = shell(command.replace("curl -s ", "curl -s -w '\\n%{http_code}' ", 1))
+        assert ran.returncode == 0, (command, ran.stderr)
+        body, _, status = ran.stdout.rpartition("\n")
+        answers.append((int(status), json.loads(body)))
+    assert [status for status, _ in answers] == [201, 200, 202], answers
+    assert (answers[0][1]["name"], answers[1][1]["token_type"], answers[2][1]["rotation"]) == (
+        "billing-service",
+        "Bearer",
+        "started",
+    )
+    if shutil.which("aws") is not None:
+        ran = shell(aws)
+        assert ran.returncode == 0, (aws, ran.stderr)
+        assert json.loads(ran.stdout)["Arn"] == consumer_arn(stack)
+
+
 def test_the_audit_lines_of_a_create_a_vend_and_a_denied_vend(stack_factory: Callable[..., StackProcess]) -> None:
     """With --verbose the handlers' INFO lines, the audit lines among them, reach the stack's output."""
     verbose = stack_factory(["--verbose", "--schedule-scale", "0"])
@@ -687,6 +724,30 @@ def in_process(tmp_path: Path, moto_endpoint: str) -> Iterator[_InProcess]:
         api.stop()
 
 
+@pytest.mark.parametrize("method", ["QUERY", "FOO", "PROPFIND", "M-SEARCH", "query", "X_Y", "TRACE"])
+def test_any_method_no_route_has_is_api_gateways_404(in_process: _InProcess, method: str) -> None:
+    for session in (requests.Session(), in_process.session):  # unsigned and signed
+        response = session.request(method, f"{in_process.api.url}/items/a", timeout=5)
+        assert response.status_code == 404, (method, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json() == {"message": "Not Found"}
+
+
+def test_a_body_the_local_api_cannot_read_is_the_services_one_kind_of_400(in_process: _InProcess) -> None:
+    """A bad Content-Length: the same problem type as every other 400 of the service (invalid-request)."""
+    with socket.create_connection(("127.0.0.1", in_process.api.port), timeout=5) as connection:
+        connection.sendall(b"POST /items/a HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert json.loads(body)["type"] == "urn:zus-m2m:problem:invalid-request"
+
+
 def test_handlers_get_an_http_api_v2_event_and_a_lambda_context(in_process: _InProcess) -> None:
     assert "GREETING" not in os.environ  # applied while the handler imported, not left behind
     response = in_process.session.post(
@@ -844,6 +905,24 @@ def test_ctrl_c_in_a_terminal_stops_make_dev_with_status_0() -> None:
     assert "stopped" in text
     assert "Error" not in text
     assert "Interrupt" not in text
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_without_a_terminal_the_stack_exits_0_after_a_signal_to_its_process_group(
+    stack_factory: Callable[..., StackProcess], signal_number: int
+) -> None:
+    """What a process manager or CI does (no terminal): the signal to the whole process group of the
+    stack (python -m zus_local, as docs/contract.md tells supervisors to run it); it stops what it
+    started and exits 0. (make itself, signalled, always dies of the signal: see README.)"""
+    stack = stack_factory(["--schedule-scale", "0"])
+    os.killpg(stack.process.pid, signal_number)
+    code = _exit_code(stack.process, within=30)
+    assert code == 0, stack.output
+    assert "stopped" in stack.lines
+    for port in stack.ports:  # everything it started is gone: nothing listens on its ports
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+            probe.bind(("127.0.0.1", port))
 
 
 def test_an_assumed_roles_temporary_credentials_sign_as_the_role_session(

@@ -29,6 +29,7 @@ from infra_support import (
 )
 
 from zus_m2m.aws.dynamo import DUE_AT, DUE_INDEX, DUE_KIND
+from zus_m2m.aws.page_tokens import PURPOSE as PAGE_TOKEN_PURPOSE
 from zus_m2m.settings import ENVIRONMENT_VARIABLES
 from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -87,6 +88,9 @@ TABLE_ACTIONS = {
     "ScheduledRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"},
     "WorkerRole": {"GetItem", "PutItem", "UpdateItem", "DeleteItem"},
 }
+# KMS use is granted by the key policy, per role, through the services; besides, the provisioning role
+# seals and opens GET /app-clients' page tokens itself, under their encryption context only.
+KMS_ACTIONS = {"ProvisioningRole": {"Encrypt", "Decrypt"}}
 QUEUE_ACTIONS = {
     "ScheduledRole": {"SendMessage"},  # the work queue, and the schedule dead-letter queue Lambda checks
     "WorkerRole": {"ReceiveMessage", "DeleteMessage", "GetQueueAttributes"},
@@ -469,7 +473,25 @@ def test_each_function_has_only_the_data_plane_actions_it_uses(
     assert granted["secretsmanager"] == SECRET_ACTIONS[role]
     assert granted["dynamodb"] == TABLE_ACTIONS[role]
     assert granted["sqs"] == QUEUE_ACTIONS.get(role, set())
-    assert granted["kms"] == set()  # KMS use is granted by the key policy, per role
+    assert granted["kms"] == KMS_ACTIONS.get(role, set())
+
+
+def test_the_page_token_grant_names_the_stack_key_and_its_encryption_context(template: dict[str, Any]) -> None:
+    [statement] = [
+        s for s in statements_for_role(template, "ProvisioningRole") if any(a.startswith("kms:") for a in s.actions)
+    ]
+    document = next(
+        entry
+        for entry in template["Resources"]["ProvisioningDataPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        if entry.get("Sid") == "SealListPageTokens"
+    )
+    assert statement.resources == [{"Fn::GetAtt": ["KmsKey", "Arn"]}]
+    assert document["Condition"] == {
+        "StringEquals": {
+            "kms:EncryptionContext:zus-m2m:purpose": PAGE_TOKEN_PURPOSE,
+            "kms:EncryptionContext:zus-m2m:table": {"Ref": "Table"},
+        }
+    }
 
 
 def test_secret_permissions_stay_under_the_stage_prefix(template: dict[str, Any]) -> None:

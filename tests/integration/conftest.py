@@ -138,7 +138,10 @@ class Deployment:
     def __init__(self, aws, zus, **environment: str) -> None:
         self.aws = aws
         self.zus = zus
+        # The stack's key (template.yaml's KmsKey): secrets and the list's page tokens are sealed with it.
+        self.kms_key_id = aws.client("kms").create_key(Description="zus-m2m test")["KeyMetadata"]["Arn"]
         self.environment = {
+            "KMS_KEY_ID": self.kms_key_id,
             "TABLE_NAME": aws.table_name,
             "ADMIN_SECRET_NAME": self.ADMIN_SECRET,
             "STAGE": "test",
@@ -218,6 +221,7 @@ class Deployment:
             metrics or Metrics(namespace="ZusM2MTest", service="test"),
             dynamodb=self.aws.client("dynamodb"),
             secretsmanager=self.aws.client("secretsmanager"),
+            kms=self.aws.client("kms"),
             zus=ZusClient(self.settings.zus, timeout=(1.0, 2.0)),
         )
 

@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +18,7 @@ import requests
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_m2m.aws.page_tokens import KmsPageTokens
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
@@ -101,8 +103,7 @@ def environment(deployment: Deployment, monkeypatch) -> Deployment:
     """The provisioning function's environment, pointed at moto and the emulator; the admin's secret stored."""
     for key, value in {**deployment.lambda_environment(), "POWERTOOLS_LOG_LEVEL": "DEBUG"}.items():
         monkeypatch.setenv(key, value)
-    for variable in ("ROTATION_FUNCTION_ARN", "KMS_KEY_ID"):
-        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("ROTATION_FUNCTION_ARN", raising=False)
     return deployment
 
 
@@ -239,6 +240,22 @@ def test_patch_refuses_a_bad_list_naming_the_entry_and_changes_nothing(api: Api)
     assert api(event("apigw_get_client"))[2]["consumers"] == [CONSUMER_ROLE]
     assert_problem(*api(for_name("apigw_update_client", "nobody")), 404)
     assert_problem(*api(for_name("apigw_update_client", "zus-m2m-admin")), 409)
+
+
+@pytest.mark.parametrize("name", ["ZUS-M2M-ADMIN", "Billing-Service"])
+def test_a_name_in_another_case_is_400_nothing_made_and_the_one_kind_of_bad_request(api: Api, zus, name: str) -> None:
+    """Names are lower case: the protected admin's name (or a client's) cannot be had again in capitals."""
+    api(event("apigw_create_client"))  # billing-service
+    before = requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["appClients"]
+
+    status, headers, body = api(create_event({"name": name, "consumers": [CONSUMER_ROLE]}))
+
+    assert_problem(status, headers, body, 400)
+    assert body["type"] == "urn:zus-m2m:problem:invalid-request"
+    assert body["detail"].endswith(f"(names are lower case: {name.lower()!r})")
+    assert requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["appClients"] == before
+    for template in ("apigw_get_client", "apigw_update_client", "apigw_delete_client"):
+        assert api(for_name(template, name))[0] == 400
 
 
 def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
@@ -474,8 +491,7 @@ def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, caps
 @pytest.fixture
 def api_with_rotation(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch) -> Iterator[Api]:
     monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
-    # A repair request counts against the gap between rotation requests like a new rotation; these
-    # tests start a rotation and repair it at once.
+    # These tests start a rotation, repair it, then start the next at once (within the default gap).
     monkeypatch.setenv("ROTATION_REQUEST_MIN_GAP_SECONDS", "0")
     yield Api(load_function("provisioning", {}))
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
@@ -512,6 +528,64 @@ def test_an_admin_forces_the_repair_of_a_stuck_rotation(api_with_rotation: Api, 
     versions = environment.aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
     assert versions[version] == ["AWSCURRENT"]
     assert api(rotations_event("{}"))[0] == 202  # and the next rotation can start
+
+
+@pytest.fixture
+def api_with_the_default_gap(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch):
+    """The provisioning function with the stack's default gap between rotation requests (5 minutes)."""
+    monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
+    monkeypatch.delenv("ROTATION_REQUEST_MIN_GAP_SECONDS", raising=False)
+    yield Api(load_function("provisioning", {}))
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("zus_m2m")]:
+        logging.getLogger(name).handlers.clear()
+
+
+def test_the_advised_repair_works_at_once_and_has_its_own_guard(
+    api_with_the_default_gap: Api, environment: Deployment
+) -> None:
+    """A rotation requested, stuck after createSecret: the 409's advice (repair) is followed at once, within
+    the 5-minute gap between rotation requests; a second repair right after is 429, and so is a new
+    rotation (its gap still runs)."""
+    api = api_with_the_default_gap
+    api(event("apigw_create_client"))
+    assert api(event("apigw_start_rotation"))[0] == 202
+    [(arn, version)] = find_started_rotations(environment.aws.secretsmanager)
+    environment.steps().run("createSecret", arn, version)
+    status, headers, refused = api(rotations_event(None))
+    assert_problem(status, headers, refused, 409)
+    assert '{"repair": true} to repair it now (one repair at a time, at most one every 30 s)' in refused["detail"]
+
+    status, _, repaired = api(rotations_event('{"repair": true}'))
+
+    assert (status, repaired.get("rotation")) == (202, "rolled-forward"), repaired
+    versions = environment.aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    assert versions[version] == ["AWSCURRENT"]
+    # a new rotation: still within the gap of the one requested above
+    status, headers, throttled = api(rotations_event("{}"))
+    assert_problem(status, headers, throttled, 429)
+    assert 290 <= int(headers["retry-after"]) <= 300
+
+
+def test_a_storm_of_repairs_is_one_repair(api_with_the_default_gap: Api, environment: Deployment) -> None:
+    api = api_with_the_default_gap
+    api(event("apigw_create_client"))
+    assert api(event("apigw_start_rotation"))[0] == 202
+    [(arn, version)] = find_started_rotations(environment.aws.secretsmanager)
+    environment.steps().run("createSecret", arn, version)
+    environment.aws.dynamodb.update_item(  # a repair in flight (another container's), its lease still running
+        TableName=environment.aws.table_name,
+        Key={"pk": {"S": f"client#{NAME}"}, "sk": {"S": "record"}},
+        UpdateExpression="SET lastRepairRequestedAt = :long_ago, repairInFlightUntil = :later",
+        ExpressionAttributeValues={":long_ago": {"N": "1"}, ":later": {"N": str(time.time() + 45)}},
+    )
+
+    status, headers, body = api(rotations_event('{"repair": true}'))
+
+    assert_problem(status, headers, body, 429)
+    assert "in flight or was requested less than 30 s ago" in body["detail"]
+    assert 40 <= int(headers["retry-after"]) <= 45
+    stages = environment.aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    assert stages[version] == ["AWSPENDING"]  # nothing repaired
 
 
 # --- strict input: query strings and bodies ---------------------------------------------------
@@ -658,9 +732,9 @@ def test_the_list_comes_in_pages_of_records_with_an_opaque_next_token(api: Api, 
         ({"limit": "0"}, "limit must be an integer between 1 and 100"),
         ({"limit": "101"}, "limit must be an integer between 1 and 100"),
         ({"limit": "ten"}, "limit must be an integer between 1 and 100"),
-        ({"nextToken": "not-a-token"}, "nextToken is not a token this service gave out"),
-        ({"nextToken": "eyJway"}, "nextToken is not a token this service gave out"),  # cut short
-        ({"nextToken": "eyJwayI6IHsiUyI6IDF9LCAic2siOiB7IlMiOiAicmVjb3JkIn19"}, "nextToken is not"),  # pk a number
+        ({"nextToken": "not-a-token"}, "nextToken was not issued by this service"),
+        ({"nextToken": "eyJway"}, "nextToken was not issued by this service"),  # cut short
+        ({"nextToken": "eyJwayI6IHsiUyI6IDF9LCAic2siOiB7IlMiOiAicmVjb3JkIn19"}, "nextToken was not"),  # pk a number
         ({"nextToken": ""}, "nextToken must be the nextToken of a previous page"),
         ({"limit": "5", "Limit": "6"}, "unknown query parameter 'Limit'"),
     ],
@@ -674,6 +748,35 @@ def test_bad_or_tampered_page_parameters_are_400(api: Api, environment: Deployme
 
     assert_problem(status, headers, body, 400)
     assert expected in body["detail"]
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_forged_or_edited_next_tokens_are_400_not_a_shifted_page(api: Api, environment: Deployment) -> None:
+    """What the issue forged (a record key in base64, ``client#a``, ``admin#zus-m2m-admin``), a real
+    token edited by one character, and a token sealed for another table: each a 400, none a page."""
+    seed_records(environment, ["a", "b", "c"])
+    _, _, page = api(with_query(event("apigw_list_clients"), limit="1"))
+    real = page["nextToken"]
+    flipped = real[:-10] + ("A" if real[-10] != "A" else "B") + real[-9:]  # in the sealed text
+    other_table = KmsPageTokens(environment.aws.client("kms"), environment.kms_key_id, "another-table").seal("a")
+    forged = [
+        _b64('{"pk":{"S":"client#a"},"sk":{"S":"record"}}'),
+        _b64("client#a"),
+        _b64("admin#zus-m2m-admin"),
+        "client#a",
+        flipped,
+        other_table,
+    ]
+    for token in forged:
+        status, headers, body = api(with_query(event("apigw_list_clients"), nextToken=token))
+        assert_problem(status, headers, body, 400)
+        assert body["detail"].startswith("nextToken was not issued by this service"), body
+    status, _, second = api(with_query(event("apigw_list_clients"), limit="1", nextToken=real))
+    assert status == 200
+    assert [record["name"] for record in second["appClients"]] == ["b"]
 
 
 # --- the token route ---------------------------------------------------------------------------------

@@ -456,6 +456,15 @@ def test_create_malformed_json_is_400_and_wrong_media_type_is_415(zus: EmulatorS
     assert response.status_code == 201
 
 
+@pytest.mark.parametrize("method", ["QUERY", "FOO", "PROPFIND", "M-SEARCH"])
+def test_any_method_is_routed_404_or_405_never_http_servers_501(zus: EmulatorServer, method: str) -> None:
+    """http.server answers a method it has no do_ attribute for with 501; every local server routes it."""
+    known = requests.request(method, f"{zus.url}/auth/app-clients", timeout=TIMEOUT)
+    assert_jsonapi_error(known, 405)
+    assert "GET" in known.headers["Allow"]
+    assert_jsonapi_error(requests.request(method, f"{zus.url}/no/such/route", timeout=TIMEOUT), 404)
+
+
 def test_unknown_route_is_404_and_wrong_method_is_405(zus: EmulatorServer) -> None:
     assert_jsonapi_error(requests.get(f"{zus.url}/nope", timeout=TIMEOUT), 404)
     response = requests.put(f"{zus.url}/auth/app-clients", timeout=TIMEOUT)

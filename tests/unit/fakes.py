@@ -243,6 +243,7 @@ class FakeClientRecords:
     def __init__(self) -> None:
         self.items: dict[str, RecordItem] = {}
         self.rotation_requests: dict[str, float] = {}
+        self.repair_requests: dict[str, tuple[float, float | None]] = {}  # last requested, in flight until
         self.lock = threading.Lock()
 
     def get(self, name: str):
@@ -250,17 +251,15 @@ class FakeClientRecords:
             return self.items.get(name)
 
     def list_page(self, limit: int, after: str | None):
-        """Pages in name order; a token is the name the next page starts after."""
+        """Pages in name order, each after the last name of the one before."""
         with self.lock:
             active = sorted(
                 (i.record for i in self.items.values() if i.status == "active" and i.record),
                 key=lambda r: r.name,
             )
-        if after is not None and not after.startswith("after:"):
-            raise errors.InvalidRequest("nextToken is not a token this service gave out")
-        rest = [r for r in active if after is None or r.name > after.removeprefix("after:")]
+        rest = [r for r in active if after is None or r.name > after]
         page = rest[:limit]
-        return page, f"after:{page[-1].name}" if len(rest) > limit else None
+        return page, page[-1].name if len(rest) > limit else None
 
     def claim(self, name, role_name, consumers, owner, now, until, *, previous_owner):
         with self.lock:
@@ -332,6 +331,22 @@ class FakeClientRecords:
                 return last + min_gap - now
             self.rotation_requests[name] = now
             return 0.0
+
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        with self.lock:
+            if name != ADMIN and name not in self.items:
+                return None
+            last, until = self.repair_requests.get(name, (None, None))
+            waits = [w for w in ((last + min_gap - now) if last is not None else 0, (until or now) - now) if w > 0]
+            if waits:
+                return max(waits)
+            self.repair_requests[name] = (now, now + lease)
+            return 0.0
+
+    def finish_repair(self, name: str, at: float) -> None:
+        with self.lock:
+            if self.repair_requests.get(name, (None, None))[0] == at:
+                self.repair_requests[name] = (at, None)
 
     def forget_rotation_request(self, name: str, at: float) -> None:
         with self.lock:
@@ -814,3 +829,15 @@ class FakeWorkQueue:
         unsent = [item for item in items if item.client in self.refuse]
         self.sent.extend(item for item in items if item.client not in self.refuse)
         return unsent
+
+
+class FakePageTokens:
+    """Page tokens sealed by a prefix: ``sealed:<position>``; anything else was not issued here."""
+
+    def seal(self, position: str) -> str:
+        return f"sealed:{position}"
+
+    def open(self, token: str) -> str:
+        if not token.startswith("sealed:"):
+            raise errors.InvalidRequest("nextToken was not issued by this service")
+        return token.removeprefix("sealed:")

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fakes import ADMIN, Crash, FakeClientRecords, FakeDeployment, crash_at
+from fakes import ADMIN, Crash, FakeClientRecords, FakeDeployment, FakePageTokens, crash_at
 
 from zus_m2m import errors
 from zus_m2m.ports import no_checkpoint
@@ -38,7 +38,9 @@ class World(FakeDeployment):
         )
 
     def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
-        ports = ProvisioningPorts(self.records, self.secrets, self.tokens, self.zus, self.issuer, self.admin_tokens)
+        ports = ProvisioningPorts(
+            self.records, self.secrets, self.tokens, self.zus, self.issuer, self.admin_tokens, FakePageTokens()
+        )
         rotation = RotationPolicy(self.naming, self.policy.rotation_function_arn)
         steps = RotationSteps(
             self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, rotation, self.metrics

@@ -19,6 +19,14 @@ def test_other_names_are_400_naming_the_rule(name: object) -> None:
     assert "1-64 characters" in caught.value.detail
 
 
+@pytest.mark.parametrize("name", ["ZUS-M2M-ADMIN", "Zus-M2M-Admin", "Billing-Service", "A"])
+def test_names_are_lower_case_so_uniqueness_is_case_insensitive(name: str) -> None:
+    """The protected admin's name, or any name, cannot come back in another case beside itself."""
+    with pytest.raises(errors.InvalidRequest) as caught:
+        validation.client_name(name)
+    assert caught.value.detail.endswith(f"(names are lower case: {name.lower()!r})")
+
+
 @pytest.mark.parametrize(("raw", "expected"), [(None, 60), ("0", 0), ("3000", 3000), (" 42 ", 42)])
 def test_min_ttl_in_range(raw: str | None, expected: int) -> None:
     assert validation.integer_in_range("minTtl", raw, 60, 0, 3000) == expected

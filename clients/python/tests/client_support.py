@@ -197,6 +197,7 @@ class FakeApi:
     def __init__(self, *names: str) -> None:
         self.clients: dict[str, dict[str, object]] = {name: self._record(name) for name in names}
         self.calls: list[tuple[str, str, object]] = []
+        self.queries: list[dict[str, str]] = []
         self.script: deque[HttpResponse] = deque()  # answered first, whatever the route
 
     @staticmethod
@@ -207,6 +208,7 @@ class FakeApi:
         self, method: str, path: str, *, query: Mapping[str, str] | None = None, body: object = None
     ) -> HttpResponse:
         self.calls.append((method, path, body))
+        self.queries.append(dict(query or {}))
         if self.script:
             return self.script.popleft()
         parts = path.strip("/").split("/")
@@ -214,13 +216,20 @@ class FakeApi:
             assert isinstance(body, dict)
             self.clients[body["name"]] = self._record(body["name"], body.get("consumers", ()))
             return self._json(201, self.clients[body["name"]])
-        if (method, parts) == ("GET", ["app-clients"]):
-            return self._json(200, {"appClients": list(self.clients.values())})
+        if (method, parts) == ("GET", ["app-clients"]):  # pages as the service's: limit, an opaque nextToken
+            query = dict(query or {})
+            limit, start = int(query.get("limit", "50")), int(query.get("nextToken", "p0")[1:])
+            records = sorted(self.clients.values(), key=lambda record: str(record["name"]))
+            following = f"p{start + limit}" if start + limit < len(records) else None
+            return self._json(200, {"appClients": records[start : start + limit], "nextToken": following})
         record = self.clients.get(parts[1]) if len(parts) > 1 else None
         if record is None:
             return problem(404, f"no managed app client named {parts[-1]!r}")
         if method == "GET" and len(parts) == 2:
             return self._json(200, record)
+        if method == "DELETE" and len(parts) == 2:
+            del self.clients[parts[1]]
+            return HttpResponse(204)
         if method == "PATCH" and len(parts) == 2:
             assert isinstance(body, dict)
             record["consumers"] = body["consumers"]

@@ -211,6 +211,62 @@ def test_twenty_processes_reporting_one_refused_token_at_once_cause_one_mint(
     assert held not in replaced
 
 
+# --- Zus refusing every fresh token for a while: the client backs off (issue 20) ---------------------------
+
+
+def test_zus_refusing_fresh_tokens_costs_a_few_tokens_and_the_first_call_after_it_answers(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session, admin_session: botocore.session.Session
+) -> None:
+    """Two threads call the Zus API through one provider while Zus answers 401 to every token (four
+    rounds of calls, the provider's clock 5 s on after each: a 20 s refusal); then Zus recovers."""
+    name = "client-refused-outage"
+    record = managed(name)
+    url = emulator_client_url(local_stack, record)
+    clock = FakeClock()
+    provider = TokenProvider(local_stack.api, name, session=consumer_session, clock=clock, sleep=clock.sleep)
+    auth = ZusAuth(provider)
+    assert requests.get(url, auth=auth, timeout=10).status_code == 200
+    before = token_requests_at_zus(local_stack, record)
+    outcomes: list[str] = []
+    fault = {"status": 401, "paths": [f"/auth/app-clients/{record['appClientId']}"]}
+    requests.post(f"{local_stack.zus}/_emulator/faults", json=fault, timeout=5).raise_for_status()
+    try:
+
+        def caller() -> None:
+            with requests.Session() as http:
+                for _ in range(10):
+                    try:
+                        outcomes.append(str(http.get(url, auth=auth, timeout=10).status_code))
+                    except zus_m2m_client.TokenRefusedError:
+                        outcomes.append("TokenRefusedError")
+
+        for _ in range(4):
+            threads = [threading.Thread(target=caller) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            clock.advance(5)
+    finally:
+        requests.post(f"{local_stack.zus}/_emulator/faults", json={}, timeout=5).raise_for_status()
+    minted = token_requests_at_zus(local_stack, record) - before
+    budget = ZusM2MApi(local_stack.api, session=admin_session).get_client(name)["budget"]
+    try:
+        first = requests.get(url, auth=auth, timeout=10).status_code
+    except zus_m2m_client.TokenRefusedError as backing_off:  # the client waits out its back-off, then calls
+        clock.advance(backing_off.retry_after)
+        first = requests.get(url, auth=auth, timeout=10).status_code
+    print(
+        f"Zus refusing every token, 2 threads x 10 calls x 4 rounds: {minted} token(s) minted, budget "
+        f"{budget['usedLastHour']} of {budget['limit']} used, {outcomes.count('401')} x 401, "
+        f"{outcomes.count('TokenRefusedError')} x TokenRefusedError; first call after recovery: {first}"
+    )
+    assert len(outcomes) == 80
+    assert minted <= 5, outcomes
+    assert budget["usedLastHour"] <= 10
+    assert first == 200
+
+
 # --- the CLI, as an operator runs it ----------------------------------------------------------------------
 
 
@@ -282,7 +338,7 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any, consumer_arn
     wait_until(lambda: any(finished in line for line in local_stack.lines), "the rotation to finish", interval=0.2)
 
     deleted = cli(local_stack, "clients", "delete", name)
-    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert (deleted.returncode, json.loads(deleted.stdout), deleted.stderr) == (0, {"name": name, "deleted": True}, "")
     gone = cli(local_stack, "clients", "show", name)
     assert (gone.returncode, gone.stdout) == (3, "")
     assert gone.stderr == f"zus-m2m: 404 Not Found: no managed app client named '{name}'\n"
@@ -334,6 +390,26 @@ def test_cli_errors_are_one_line_with_their_exit_code(local_stack: Any) -> None:
 
     consumer = cli(local_stack, "clients", "list", profile=CONSUMER_PROFILE)  # API Gateway refuses it
     assert (consumer.returncode, consumer.stdout) == (4, "")
+    assert consumer.stderr.startswith("zus-m2m: 403 Forbidden: User: arn:aws:iam::123456789012:user/")
+    assert "is not authorized to perform: execute-api:Invoke" in consumer.stderr
+
+
+def test_cli_and_list_clients_list_every_page(
+    local_stack: Any, managed: Any, admin_session: botocore.session.Session
+) -> None:
+    names = [f"cli-page-{n}" for n in range(5)]
+    for name in names:
+        managed(name)
+    every = [c["name"] for c in ZusM2MApi(local_stack.api, session=admin_session).list_clients(page_size=2)]
+    assert set(names) <= set(every)
+    before = sum(" /app-clients?" in line or "GET    /app-clients  200" in line for line in console_lines(local_stack))
+    listed = cli(local_stack, "clients", "list", "--page-size", "2")
+    assert listed.returncode == 0, listed.stderr
+    assert [c["name"] for c in json.loads(listed.stdout)["appClients"]] == every
+    pages = sum(" /app-clients?" in line or "GET    /app-clients  200" in line for line in console_lines(local_stack))
+    assert pages - before >= 3  # every page, until one's nextToken is null
+    limited = cli(local_stack, "clients", "list", "--page-size", "2", "--limit", "3")
+    assert [c["name"] for c in json.loads(limited.stdout)["appClients"]] == every[:3]
 
 
 def test_cli_signs_with_a_named_profile(local_stack: Any, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from zus_m2m_client import (
     NotFoundError,
     ThrottledError,
     TokenProvider,
+    TokenRefusedError,
     TransportError,
     UnavailableError,
     ZusM2MApiError,
@@ -76,12 +77,39 @@ def test_fingerprint_is_the_first_16_hex_characters_of_sha256() -> None:
     assert fingerprint("abc") == "ba7816bf8f01cfea"
 
 
-def test_the_token_is_kept_and_asked_for_with_room_for_the_refresh_window(route: FakeTokenRoute) -> None:
+def test_the_token_is_kept_and_asked_for_with_room_for_the_refresh_window(
+    route: FakeTokenRoute, clock: FakeClock
+) -> None:
     provider = provider_for(route, min_ttl=60, refresh_margin=240.5)
     first = provider.get_token()
     assert provider.get_token() is first
     assert first.access_token == "token-1"
-    assert route.calls == [{"minTtl": "301"}]
+    clock.advance(3600 - 300)  # in the refresh window of a token known to live an hour
+    provider.get_token()
+    assert route.calls == [{"minTtl": "60"}, {"minTtl": "301"}]
+
+
+class ShortLivedTokenRoute(FakeTokenRoute):
+    """The token route of a Zus whose tokens live ``lifetime`` seconds: a minTtl above that is 422."""
+
+    def request(self, method: str, path: str, *, query=None, body=None):  # type: ignore[no-untyped-def]
+        if int((query or {}).get("minTtl", "0")) > self.lifetime:
+            with self._lock:
+                self.calls.append(dict(query or {}))
+            return problem(422, f"tokens from Zus live {self.lifetime} s; minTtl {query['minTtl']} cannot be met")
+        return super().request(method, path, query=query, body=body)
+
+
+def test_the_default_margin_is_at_most_half_a_short_tokens_life(clock: FakeClock) -> None:
+    """Tokens living 90 s, the provider's defaults (min_ttl 60, margin 240): no 422, one fetch per token."""
+    route = ShortLivedTokenRoute(clock, lifetime=90)
+    provider = TokenProvider(API, "billing", transport=route, clock=clock, sleep=clock.sleep)
+    seen = []
+    for _ in range(90):  # 90 s of a call a second
+        seen.append(provider.get_token().access_token)
+        clock.advance(1)
+    assert all(int(call["minTtl"]) <= 90 for call in route.calls), route.calls
+    assert len(set(seen)) == len(route.calls) <= 3, route.calls
 
 
 def test_a_token_is_handed_out_until_min_ttl_before_expiry(route: FakeTokenRoute, clock: FakeClock) -> None:
@@ -301,3 +329,31 @@ def test_no_token_in_reprs_errors_or_debug_logs(
     assert "token-1" not in shown
     assert "token-2" not in shown
     assert "failed (503 Test Problem: Zus is down)" in caplog.text
+
+
+def test_refused_fresh_tokens_are_replaced_after_a_growing_back_off(route: FakeTokenRoute, clock: FakeClock) -> None:
+    provider = provider_for(route)
+    first = provider.get_token()
+    provider.report_refused(first.access_token)
+    provider.report_refused(first.access_token)  # a second thread's report of the same token counts once
+    second = provider.get_token()  # the first refusal is replaced at once
+    assert len(route.calls) == 2
+    waits = []
+    refused = second
+    for _ in range(4):  # each fresh token refused too: the back-off doubles (with jitter)
+        provider.report_refused(refused.access_token)
+        with pytest.raises(TokenRefusedError) as raised:
+            provider.get_token()
+        assert "Zus refused the last" in str(raised.value)
+        waits.append(raised.value.retry_after)
+        calls = len(route.calls)
+        clock.advance(raised.value.retry_after / 2)
+        with pytest.raises(TokenRefusedError):
+            provider.get_token()  # still backing off: the route is not asked
+        assert len(route.calls) == calls
+        clock.advance(raised.value.retry_after / 2 + 0.001)
+        refused = provider.get_token()
+        assert len(route.calls) == calls + 1
+    ceilings = [2, 4, 8, 16]  # the jitter takes each wait to between half its ceiling and the ceiling
+    assert all(ceiling / 2 <= wait <= ceiling for wait, ceiling in zip(waits, ceilings, strict=True)), waits
+    assert len(route.calls) == 6  # six tokens for six refusals, not one per request

@@ -8,10 +8,11 @@ the token route.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +21,15 @@ import botocore.session
 from zus_m2m_client.errors import ZusM2MApiError, error_from_response
 from zus_m2m_client.transport import HttpResponse, SigV4Transport, Transport
 
-_CLIENT_NAME = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")
+_CLIENT_NAME = re.compile(r"(?!\.{1,2}$)[a-z0-9._-]{1,64}")
 MAX_MIN_TTL = 3000  # the token route's upper bound for minTtl
+MAX_PAGE_SIZE = 100  # GET /app-clients?limit=
 
 
 def validate_client_name(name: str) -> str:
-    """A managed client's name: 1-64 characters of ``A-Za-z0-9._-`` (not ``.`` or ``..``)."""
+    """A managed client's name: 1-64 characters of ``a-z0-9._-`` (lower case; not ``.`` or ``..``)."""
     if not isinstance(name, str) or not _CLIENT_NAME.fullmatch(name):
-        raise ValueError(f"a client name is 1-64 characters of A-Za-z0-9._- (not '.' or '..'), not {name!r}")
+        raise ValueError(f"a client name is 1-64 characters of a-z0-9._- (lower case; not '.' or '..'), not {name!r}")
     return name
 
 
@@ -85,12 +87,38 @@ class ZusM2MApi:
             body["consumers"] = list(consumers)
         return self._object(self._call("POST", "/app-clients", body=body))
 
-    def list_clients(self) -> list[dict[str, Any]]:
-        answer = self._object(self._call("GET", "/app-clients"))
+    def list_clients(self, *, limit: int | None = None, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every managed client (at most ``limit``), read ``page_size`` at a time (default: the API's page)."""
+        if limit is not None and limit < 0:
+            raise ValueError("limit is a number of clients >= 0")
+        return list(itertools.islice(self.iter_clients(page_size=page_size), limit))
+
+    def iter_clients(self, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every managed client, a page at a time: the next page is asked for when this one is used up."""
+        next_token: str | None = None
+        while True:
+            clients, next_token = self.list_page(page_size=page_size, next_token=next_token)
+            yield from clients
+            if next_token is None:
+                return
+
+    def list_page(
+        self, *, page_size: int | None = None, next_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of clients and the ``nextToken`` of the next (None on the last)."""
+        query: dict[str, str] = {}
+        if page_size is not None:
+            if not 1 <= page_size <= MAX_PAGE_SIZE:
+                raise ValueError(f"page_size is 1 to {MAX_PAGE_SIZE}")
+            query["limit"] = str(page_size)
+        if next_token is not None:
+            query["nextToken"] = next_token
+        answer = self._object(self._call("GET", "/app-clients", query=query))
         clients = answer.get("appClients")
-        if not isinstance(clients, list):
-            raise _unexpected(200, "GET /app-clients answered without an appClients list")
-        return clients
+        following = answer.get("nextToken")
+        if not isinstance(clients, list) or not isinstance(following, str | None):
+            raise _unexpected(200, "GET /app-clients answered without an appClients list and a nextToken")
+        return clients, following or None
 
     def get_client(self, name: str) -> dict[str, Any]:
         return self._object(self._call("GET", _client_path(name)))

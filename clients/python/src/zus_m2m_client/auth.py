@@ -2,7 +2,9 @@
 
 On a 401 it reports the refused token, takes the next one and sends a copy of the request once more
 (the way requests' own digest auth answers its challenge); the retried answer is returned whatever it
-is, so a request is sent at most twice.
+is, so a request is sent at most twice. When the provider has no next token to give (it is backing off
+because Zus keeps refusing fresh ones), the 401 is returned as it is, and the next request raises the
+provider's ``TokenRefusedError`` without being sent.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from requests.auth import AuthBase
 from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
 
 from zus_m2m_client.api import AccessToken, fingerprint
+from zus_m2m_client.errors import ZusM2MError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,13 @@ class ZusAuth(AuthBase):
         if refused is None:
             return response
         self.provider.report_refused(refused)
-        fresh = self.provider.get_token()
+        try:
+            fresh = self.provider.get_token()
+        except ZusM2MError as exc:
+            logger.warning(
+                "Zus refused token %s and no other one was vended (%s); not retrying", fingerprint(refused), exc
+            )
+            return response
         if fresh.access_token == refused:
             logger.warning("Zus refused token %s and no other one was vended; not retrying", fingerprint(refused))
             return response

@@ -1,7 +1,8 @@
 """``zus-m2m``: the operators' command line for a zus-m2m deployment, in the AWS CLI's habits.
 
 Requests are signed with the AWS credentials of ``--profile`` (or botocore's default chain). Results
-print as JSON (``--output json``, the default) or as a table; ``token`` prints the access token alone.
+print as JSON (``--output json``, the default) or as a table; ``token`` prints the access token alone
+unless ``--output`` is given.
 An error prints one line on stderr and exits with its class's code (see ``--help``).
 """
 
@@ -18,11 +19,11 @@ from typing import Any
 
 import botocore.session
 
-from zus_m2m_client.api import MAX_MIN_TTL, ZusM2MApi, validate_client_name
-from zus_m2m_client.errors import ZusM2MError
+from zus_m2m_client.api import MAX_MIN_TTL, MAX_PAGE_SIZE, ZusM2MApi, validate_client_name
+from zus_m2m_client.errors import ConfigurationError, ZusM2MError
 from zus_m2m_client.output import CLIENT_COLUMNS, as_json, as_table
 from zus_m2m_client.tokens import TokenProvider
-from zus_m2m_client.transport import SigV4Transport, Transport
+from zus_m2m_client.transport import SigV4Transport, Transport, normalize_api_url
 
 PROG = "zus-m2m"
 API_URL_VARIABLE = "ZUS_M2M_API_URL"
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None, *, transport: Transport | None = Non
     api_url = args.api_url or os.environ.get(API_URL_VARIABLE)
     if not api_url:
         parser.error(f"--api-url is required (or set {API_URL_VARIABLE})")
+    try:
+        api_url = normalize_api_url(api_url)
+    except ConfigurationError as exc:
+        parser.error(f"--api-url {api_url!r}: {exc}")
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -90,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(anywhere, defaults=False)
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
 
-    clients = commands.add_parser("clients", parents=[anywhere], help="create, list, show, grant, rotate, delete")
+    clients = commands.add_parser(
+        "clients", parents=[anywhere], help="create, list, show, grant, revoke, rotate, delete"
+    )
     actions = clients.add_subparsers(metavar="ACTION", required=True)
     create = actions.add_parser("create", parents=[anywhere], help="provision a Zus app client")
     create.add_argument("name", metavar="NAME", type=_client_name)
@@ -99,14 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--consumer",
         metavar="ARN",
         dest="consumers",
-        action="extend",
-        nargs="+",
+        action="append",  # one ARN each: `--consumer ARN NAME` leaves NAME to the positional
         type=_arn,
         default=[],
         help="an IAM principal allowed to get its tokens (repeatable)",
     )
     create.set_defaults(command=_create)
-    actions.add_parser("list", parents=[anywhere], help="every managed client").set_defaults(command=_list)
+    listing = actions.add_parser("list", parents=[anywhere], help="every managed client (every page)")
+    listing.add_argument("--limit", metavar="N", type=_count(1, None), help="at most N clients")
+    listing.add_argument(
+        "--page-size",
+        metavar="N",
+        type=_count(1, MAX_PAGE_SIZE),
+        help=f"clients per request (1-{MAX_PAGE_SIZE}; default: the API's, 50)",
+    )
+    listing.set_defaults(command=_list)
     for name, help_text, command in (
         ("show", "one client: record, rotations, cached token expiry, budget", _show),
         ("rotate", "start a rotation of its secret", _rotate),
@@ -149,7 +163,12 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument(
         "--region", default=default(None), help="the region to sign for (default: the URL's, else the profile's)"
     )
-    parser.add_argument("--output", choices=("json", "table"), default=default("json"), help="default: json")
+    parser.add_argument(
+        "--output",
+        choices=("json", "table"),
+        default=default(None),
+        help="default: json (token: the token alone, unless --output is given)",
+    )
     parser.add_argument(
         "--debug", action="store_true", default=default(False), help="log to stderr (never tokens or credentials)"
     )
@@ -168,6 +187,15 @@ def _arn(value: str) -> str:
     return value
 
 
+def _count(low: int, high: int | None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or int(value) < low or (high is not None and int(value) > high):
+            raise argparse.ArgumentTypeError(f"a number from {low}{f' to {high}' if high else ' up'}, not {value!r}")
+        return int(value)
+
+    return parse
+
+
 def _min_ttl(value: str) -> int:
     if not value.isdigit() or int(value) > MAX_MIN_TTL:
         raise argparse.ArgumentTypeError(f"seconds from 0 to {MAX_MIN_TTL}, not {value!r}")
@@ -181,13 +209,17 @@ def _render(args: argparse.Namespace, result: dict[str, Any]) -> str:
     return as_table(result, ()) if args.output == "table" else as_json(result)
 
 
+# What `show` adds to a client's record; a grant or revoke prints the record alone, changed or not.
+_DETAILS = ("lastRotation", "nextRotation", "token", "budget")
+
+
 def _create(args: argparse.Namespace, api_url: str, transport: Transport) -> str:
     api = ZusM2MApi(api_url, transport=transport)
     return _render(args, api.create_client(args.name, role_name=args.role, consumers=args.consumers))
 
 
 def _list(args: argparse.Namespace, api_url: str, transport: Transport) -> str:
-    clients = ZusM2MApi(api_url, transport=transport).list_clients()
+    clients = ZusM2MApi(api_url, transport=transport).list_clients(limit=args.limit, page_size=args.page_size)
     return as_table(clients, CLIENT_COLUMNS) if args.output == "table" else as_json({"appClients": clients})
 
 
@@ -199,8 +231,9 @@ def _rotate(args: argparse.Namespace, api_url: str, transport: Transport) -> str
     return _render(args, ZusM2MApi(api_url, transport=transport).start_rotation(args.name))
 
 
-def _delete(args: argparse.Namespace, api_url: str, transport: Transport) -> None:
+def _delete(args: argparse.Namespace, api_url: str, transport: Transport) -> str:
     ZusM2MApi(api_url, transport=transport).delete_client(args.name)
+    return _render(args, {"name": args.name, "deleted": True})
 
 
 def _grant(args: argparse.Namespace, api_url: str, transport: Transport) -> str:
@@ -221,10 +254,19 @@ def _change_consumers(args: argparse.Namespace, api: ZusM2MApi, *, add: bool) ->
         ([*current, args.arn] if args.arn not in current else current) if add else [c for c in current if c != args.arn]
     )
     if wanted == current:
-        return _render(args, record)
+        return _render(args, {key: value for key, value in record.items() if key not in _DETAILS})
     return _render(args, api.set_consumers(args.name, wanted))
 
 
 def _token(args: argparse.Namespace, api_url: str, transport: Transport) -> str:
     provider = TokenProvider(api_url, args.name, min_ttl=args.min_ttl, refresh_margin=0, transport=transport)
-    return provider.get_token().access_token
+    token = provider.get_token()
+    if args.output is None:
+        return token.access_token
+    document = {
+        "access_token": token.access_token,
+        "token_type": token.token_type,
+        "expires_in": token.expires_in,
+        "expires_at": token.expires_at,
+    }
+    return _render(args, document)

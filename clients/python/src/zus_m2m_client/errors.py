@@ -30,6 +30,17 @@ class ConfigurationError(ZusM2MError):
     exit_code = 9
 
 
+class TokenRefusedError(ZusM2MError):
+    """Zus kept refusing the client's fresh tokens: no replacement is asked for before ``retry_after``
+    seconds (the back-off that keeps a refused client from spending its hourly token budget)."""
+
+    exit_code = 4
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class ZusM2MApiError(ZusM2MError):
     """The API answered with an error (or, for ``TransportError``, did not answer at all)."""
 
@@ -154,8 +165,10 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
             title = document["title"]
         if isinstance(document.get("type"), str) and document["type"]:
             problem_type = document["type"]
-    elif document is not None and isinstance(document.get("message"), str):
-        detail = document["message"]  # API Gateway's answers (IAM refusals, throttling, unknown routes)
+    elif document is not None and isinstance(document.get("message", document.get("Message")), str):
+        # API Gateway's own answers: {"message"} (a bad signature, throttling, an unknown route) and
+        # {"Message"} (an IAM policy that does not allow execute-api:Invoke, with the reason)
+        detail = document.get("message", document.get("Message"))
     else:
         detail = f"the API answered {status} without a problem document"
     return error_class(status)(

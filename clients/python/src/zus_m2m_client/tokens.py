@@ -1,15 +1,23 @@
 """``TokenProvider``: a process's Zus access token for one managed client, fetched from zus-m2m.
 
 The token is kept in the process and handed out while it has at least ``min_ttl`` seconds left. Once
-it has less than ``min_ttl + refresh_margin`` left, the first caller to notice fetches the next one
+it has less than ``min_ttl + margin`` left, the first caller to notice fetches the next one
 while every other caller keeps using the current one; when there is no usable token, one caller fetches
 and the others wait for it (single flight). Lifetimes are timed on the monotonic clock from the answer's
 ``expires_in``, so a host whose wall clock is wrong neither hands out a stale token nor asks for a new
 one on every call. 429 and 503 answers are retried after their Retry-After within ``max_wait`` seconds.
 
+The margin is ``refresh_margin`` (default 240 s) but at most half the token's lifetime (the longest
+``expires_in`` seen), as the service's own; the route is asked for no more than a token of that lifetime
+can have left, so short-lived tokens are neither refused (422) nor fetched on every call.
+
 When Zus refuses a token anyway (revoked, or the host slept past its expiry), ``report_refused`` drops
 it, and the next fetch names it (``?refused=<fingerprint>``) so the service replaces it once for the
-whole fleet.
+whole fleet. Each token counts once however many threads report it. The first refused token is replaced
+at once; when its replacement is refused too, Zus is refusing fresh tokens (a revoked client, an outage
+of its authorizer), and the next replacement waits an exponential back-off with jitter (2 s, 4 s, ...
+up to ``MAX_REFUSAL_BACKOFF``), ``get_token`` raising ``TokenRefusedError`` meanwhile; so a client
+that Zus keeps refusing spends a few tokens of its hourly budget, not all of it.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +34,14 @@ from dataclasses import dataclass
 import botocore.session
 
 from zus_m2m_client.api import MAX_MIN_TTL, AccessToken, ZusM2MApi, fingerprint, validate_client_name
-from zus_m2m_client.errors import ThrottledError, TransportError, UnavailableError, ZusM2MApiError, ZusM2MError
+from zus_m2m_client.errors import (
+    ThrottledError,
+    TokenRefusedError,
+    TransportError,
+    UnavailableError,
+    ZusM2MApiError,
+    ZusM2MError,
+)
 from zus_m2m_client.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -34,6 +50,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_RETRY_WAIT = 1.0
 # At most one refresh-ahead attempt per this many seconds, so a failing route is not asked on every call.
 MIN_REFRESH_INTERVAL = 10.0
+DEFAULT_REFRESH_MARGIN = 240.0
+# Back-off after the second refused token in a row: doubles from the first up to the cap, each with jitter.
+FIRST_REFUSAL_BACKOFF = 2.0
+MAX_REFUSAL_BACKOFF = 300.0
+# A refusal this long after the previous one starts a new count (the earlier trouble is over).
+REFUSAL_MEMORY = 2 * MAX_REFUSAL_BACKOFF
+_REMEMBERED_REFUSALS = 64
 
 
 @dataclass(frozen=True)
@@ -61,7 +84,7 @@ class TokenProvider:
         session: botocore.session.Session | None = None,
         region: str | None = None,
         min_ttl: float = 60.0,
-        refresh_margin: float = 240.0,
+        refresh_margin: float = DEFAULT_REFRESH_MARGIN,
         max_wait: float = 20.0,
         transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -76,7 +99,7 @@ class TokenProvider:
         self.refresh_margin = refresh_margin
         self.max_wait = max_wait
         self._api = ZusM2MApi(api_url, session=session, region=region, transport=transport)
-        self._refresh_window = min_ttl + refresh_margin
+        self._lifetime = 0.0  # the longest expires_in seen: the token's lifetime, as far as is known
         self._clock = clock
         self._sleep = sleep
         self._changed = threading.Condition()
@@ -86,6 +109,10 @@ class TokenProvider:
         self._failure: BaseException | None = None  # how the last fetch failed, if it did
         self._refused: str | None = None  # fingerprint the next fetch names as refused
         self._next_refresh_at = -math.inf
+        self._reported: list[str] = []  # fingerprints reported refused (recent ones): each counts once
+        self._refusals = 0  # tokens refused in a row
+        self._last_refusal_at = -math.inf
+        self._replace_after = -math.inf  # no replacement fetch before this (back-off)
 
     def __repr__(self) -> str:
         return (
@@ -100,12 +127,14 @@ class TokenProvider:
                 now = self._clock()
                 held = self._held
                 if held is not None and held.seconds_left(now) >= self.min_ttl:
-                    if self._fetching or held.seconds_left(now) >= self._refresh_window or now < self._next_refresh_at:
+                    if self._fetching or held.seconds_left(now) >= self._window() or now < self._next_refresh_at:
                         return held.token
                     self._fetching = True
                     ahead = True  # this caller refreshes; the others keep using the held token meanwhile
                     break
                 if not self._fetching:
+                    if now < self._replace_after:
+                        raise self._refused_error(now)
                     self._fetching = True
                     ahead = False
                     break
@@ -117,17 +146,50 @@ class TokenProvider:
         return self._lead(ahead=ahead)
 
     def report_refused(self, access_token: str) -> None:
-        """Zus refused ``access_token``: stop handing it out and ask the service to replace it."""
+        """Zus refused ``access_token``: stop handing it out and ask the service to replace it (at once
+        the first time, after a back-off when its replacement is refused too)."""
         refused = fingerprint(access_token)
         with self._changed:
             held = self._held
-            if held is not None and held.token.fingerprint != refused:
-                return  # already replaced (another thread reported it first)
+            if refused in self._reported or (held is not None and held.token.fingerprint != refused):
+                return  # reported already, or already replaced (another thread reported it first)
+            self._reported = [*self._reported[-(_REMEMBERED_REFUSALS - 1) :], refused]
+            now = self._clock()
+            self._refusals = 1 if now - self._last_refusal_at > REFUSAL_MEMORY else self._refusals + 1
+            self._last_refusal_at = now
+            if self._refusals > 1:
+                ceiling = min(MAX_REFUSAL_BACKOFF, FIRST_REFUSAL_BACKOFF * 2.0 ** (self._refusals - 2))
+                self._replace_after = now + ceiling * random.uniform(0.5, 1.0)  # jitter, not a secret
             self._held = None
             self._refused = refused
-        logger.info(
-            "Zus refused token %s of client %s; the next fetch asks for a replacement", refused, self.client_name
+            refusals, wait = self._refusals, max(0.0, self._replace_after - now)
+        if refusals == 1:
+            logger.info(
+                "Zus refused token %s of client %s; the next fetch asks for a replacement", refused, self.client_name
+            )
+        else:
+            logger.warning(
+                "Zus refused token %s of client %s, the %d. in a row; the next replacement in %.1f s",
+                refused,
+                self.client_name,
+                refusals,
+                wait,
+            )
+
+    def _refused_error(self, now: float) -> TokenRefusedError:
+        wait = self._replace_after - now
+        return TokenRefusedError(
+            f"Zus refused the last {self._refusals} tokens of client {self.client_name!r} (revoked, or Zus is "
+            f"refusing its tokens); the next replacement is asked for in {wait:.0f} s",
+            retry_after=wait,
         )
+
+    def _window(self) -> float:
+        """Seconds left under which the held token is refreshed ahead (and what the route is asked for):
+        ``min_ttl`` plus the margin, the margin being ``refresh_margin`` but at most what leaves half the
+        token's known lifetime (none before a token is seen), so a token that lives shorter than the
+        margin is neither refused (422) nor refreshed on every call."""
+        return min(self.min_ttl + self.refresh_margin, max(self.min_ttl, self._lifetime / 2))
 
     def _usable(self) -> AccessToken | None:
         held = self._held
@@ -164,7 +226,7 @@ class TokenProvider:
                 refused = self._refused
             asked_at = self._clock()
             try:
-                token = self._api.token(self.client_name, min_ttl=math.ceil(self._refresh_window), refused=refused)
+                token = self._api.token(self.client_name, min_ttl=math.ceil(self._window()), refused=refused)
             except (ThrottledError, UnavailableError, TransportError) as exc:
                 wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_WAIT
                 if not retry or self._clock() + wait > give_up_at:
@@ -178,6 +240,7 @@ class TokenProvider:
                     continue
                 self._refused = None  # named, or a newer token is in hand: nothing left to report
                 self._held = _Held(token, asked_at + token.expires_in)
+                self._lifetime = max(self._lifetime, float(token.expires_in))
                 self._next_refresh_at = self._clock() + MIN_REFRESH_INTERVAL
             logger.debug(
                 "token %s for client %s fetched, %d s left", token.fingerprint, self.client_name, token.expires_in

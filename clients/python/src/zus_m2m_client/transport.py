@@ -63,7 +63,9 @@ def normalize_api_url(api_url: str) -> str:
     parts = urlsplit(api_url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query or parts.fragment:
         raise ConfigurationError(
-            "the API URL must look like https://<api-id>.execute-api.<region>.amazonaws.com[/base-path]"
+            "the API URL is http(s)://host[:port][/base-path] (a deployment's "
+            "https://<api-id>.execute-api.<region>.amazonaws.com, make dev's http://127.0.0.1:3000), "
+            "without user, query or fragment"
         )
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 

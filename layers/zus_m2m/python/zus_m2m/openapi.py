@@ -162,7 +162,7 @@ NAME: dict[str, Any] = {
     "name": "name",
     "in": "path",
     "required": True,
-    "description": "the app client's name: 1-64 characters of A-Za-z0-9._-, other than '.' and '..'",
+    "description": "the app client's name: 1-64 characters of a-z0-9._- (lower case), other than '.' and '..'",
     "schema": {"type": "string", "pattern": CLIENT_NAME_REGEX},
 }
 MIN_TTL: dict[str, Any] = {

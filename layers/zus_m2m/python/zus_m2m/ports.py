@@ -224,9 +224,8 @@ class ClientRecords(Protocol):
         ...
 
     def list_page(self, limit: int, after: str | None) -> tuple[list[ClientRecord], str | None]:
-        """Up to ``limit`` active records after the page ``after`` names (an opaque token this returned
-        before; None: from the start), and the token of the next page (None: no more). A token it did
-        not make is InvalidRequest."""
+        """Up to ``limit`` active records after the record named ``after`` (None: from the start), and
+        the name the next page starts after (None: no more)."""
         ...
 
     def claim(
@@ -274,6 +273,16 @@ class ClientRecords(Protocol):
 
     def forget_rotation_request(self, name: str, at: float) -> None:
         """Take back the request noted at ``at`` (the rotation did not start)."""
+        ...
+
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        """Note a repair requested at ``now``, in flight until ``now + lease``, unless one is in flight or
+        was noted less than ``min_gap`` seconds ago: 0 when noted, else the seconds until one may be;
+        None when the client has no record."""
+        ...
+
+    def finish_repair(self, name: str, at: float) -> None:
+        """The repair noted at ``at`` is over (whatever its outcome): no longer in flight."""
         ...
 
     def mark_deleting(self, name: str) -> bool:
@@ -332,4 +341,16 @@ class WorkQueue(Protocol):
 
     def send(self, items: Sequence[WorkItem]) -> list[WorkItem]:
         """Send every item (in batches); the items that could not be sent."""
+        ...
+
+
+class PageTokens(Protocol):
+    """A list's position as the opaque, tamper-evident ``nextToken`` a client sends back."""
+
+    def seal(self, position: str) -> str:
+        """The token of ``position``."""
+        ...
+
+    def open(self, token: str) -> str:
+        """The position ``token`` was sealed from; InvalidRequest if this service did not issue it."""
         ...

@@ -8,15 +8,21 @@ from zus_m2m.errors import InvalidRequest
 from zus_m2m.values import FINGERPRINT_REGEX
 
 # "." and ".." are excluded: clients and gateways collapse them as dot-segments in a URL path (RFC 3986),
-# so a client so named could never be addressed as /app-clients/{name}.
-CLIENT_NAME_REGEX = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$"
+# so a client so named could never be addressed as /app-clients/{name}. Names are lower case, so that
+# uniqueness (records, secrets, the protected bootstrap admin's name) is case-insensitive everywhere:
+# no `ZUS-M2M-ADMIN` beside `zus-m2m-admin`, no `Billing` beside `billing`.
+CLIENT_NAME_REGEX = r"^(?!\.{1,2}$)[a-z0-9._-]{1,64}$"
 CLIENT_NAME_PATTERN = re.compile(CLIENT_NAME_REGEX)
 
 
 def client_name(value: object) -> str:
-    """An app client name: 1-64 characters of ``A-Za-z0-9._-``, other than "." and ".."."""
+    """An app client name: 1-64 characters of ``a-z0-9._-``, other than "." and ".."."""
     if not isinstance(value, str) or not CLIENT_NAME_PATTERN.fullmatch(value):
-        raise InvalidRequest("name must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-', and not '.' or '..'")
+        lower = value.lower() if isinstance(value, str) else None
+        hint = f" (names are lower case: {lower!r})" if lower and CLIENT_NAME_PATTERN.fullmatch(lower) else ""
+        raise InvalidRequest(
+            f"name must be 1-64 characters of a-z, 0-9, '.', '_' or '-' (lower case), and not '.' or '..'{hint}"
+        )
     return value
 
 

@@ -32,6 +32,7 @@ from zus_m2m.ports import (
     ClientRecords,
     Clock,
     MetricsSink,
+    PageTokens,
     SecretStore,
     Sleep,
     TokenEndpoint,
@@ -165,6 +166,7 @@ class ProvisioningPorts:
     zus: ZusAdmin
     issuer: TokenIssuer
     admin_tokens: AdminTokens
+    page_tokens: PageTokens
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def provisioning_use_cases(
 
     admin = BootstrapAdmin(ports.zus, ports.admin_tokens, policy.admin_client_name)
     keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy, clock=clock, sleep=sleep)
-    queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, clock=clock)
+    queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, ports.page_tokens, clock=clock)
     return Provisioning(
         create_client=CreateClient(
             ports.records, admin, keeper, policy, metrics, clock=clock, sleep=sleep, checkpoint=checkpoint
@@ -226,6 +228,7 @@ class Container:
         dynamodb: DynamoDBClient | None = None,
         secretsmanager: SecretsManagerClient | None = None,
         sqs: Any = None,
+        kms: Any = None,
         zus: ZusClient | None = None,
         clock: Clock = time.time,
     ) -> None:
@@ -234,6 +237,7 @@ class Container:
         self._dynamodb = dynamodb or aws_client("dynamodb")
         self._secretsmanager = secretsmanager or aws_client("secretsmanager")
         self._sqs = sqs
+        self._kms = kms
         self._zus = zus
         self._clock = clock
         self.access = AccessPolicy.of(settings.admin_principals)
@@ -272,6 +276,7 @@ class Container:
         """Admin calls use a Builder Admin token vended from the bootstrap secret; the new client's
         proof goes through the vendor, so its token is cached."""
         from zus_m2m.aws.client_records import DynamoClientRecords
+        from zus_m2m.aws.page_tokens import KmsPageTokens
         from zus_m2m.provisioning.policy import ProvisioningPolicy
 
         settings = self.settings
@@ -283,6 +288,7 @@ class Container:
             zus=self._zus_admin,
             issuer=vendor,
             admin_tokens=VendedAdminTokens(vendor, settings.admin_client_name),
+            page_tokens=KmsPageTokens(self._kms or aws_client("kms"), settings.kms_key_id, settings.table_name),
         )
         policy = ProvisioningPolicy(
             naming=settings.secret_naming,

@@ -9,15 +9,11 @@ of its own partition, ``admin#<name>``).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
 from zus_m2m.aws.dynamo import DUE_AT, DUE_KIND, TableKeys, client_key, number, number_of, string, string_of
-from zus_m2m.errors import InvalidRequest
 from zus_m2m.values import ClientRecord, RecordItem, Status
 from zus_m2m.work.items import ROTATION
 
@@ -28,37 +24,6 @@ RECORD = "record"
 # "name" and "status" are DynamoDB reserved words.
 _NAMES = {"#name": "name", "#status": "status"}
 _STATUSES: tuple[Status, ...] = ("creating", "active", "deleting")
-# DynamoDB's limits on a partition and a sort key value.
-_KEY_LIMITS = {"pk": 2048, "sk": 1024}
-
-
-def encode_page_token(key: dict[str, Any]) -> str:
-    """A scan position (an item's key) as an opaque token: URL-safe base64 of its JSON."""
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> dict[str, Any]:
-    """The scan position a token names; anything but a token ``encode_page_token`` made (a key of
-    this table: string pk and sk, nothing else) is InvalidRequest."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)), object_pairs_hook=dict)
-    except (ValueError, binascii.Error, RecursionError):
-        key = None
-    valid = (
-        isinstance(key, dict)
-        and set(key) == set(_KEY_LIMITS)
-        and all(
-            isinstance(value, dict)
-            and set(value) == {"S"}
-            and isinstance(value["S"], str)
-            and 0 < len(value["S"]) <= _KEY_LIMITS[name]
-            for name, value in key.items()
-        )
-    )
-    if not valid:
-        raise InvalidRequest("nextToken is not a token this service gave out (use a previous page's nextToken)")
-    assert isinstance(key, dict)  # valid says so
-    return key
 
 
 def consumers_of_item(item: dict[str, Any]) -> tuple[str, ...]:
@@ -118,9 +83,8 @@ class DynamoClientRecords:
 
     def list_page(self, limit: int, after: str | None) -> tuple[list[ClientRecord], str | None]:
         # A scan in the table's order (a few items per client), each request reading about a page of
-        # clients, until the page is full; its token is the key of its last record, after which the
-        # next page's scan resumes.
-        start = decode_page_token(after) if after is not None else None
+        # clients, until the page is full; the next page's scan resumes after its last record's key.
+        start = client_key(after, RECORD) if after is not None else None
         found: list[ClientRecord] = []
         request: dict[str, Any] = {
             "TableName": self._table,
@@ -143,7 +107,7 @@ class DynamoClientRecords:
                     found.append(record)
                     if len(found) == limit:
                         more = index < len(items) - 1 or "LastEvaluatedKey" in page
-                        return found, encode_page_token(client_key(record.name, RECORD)) if more else None
+                        return found, record.name if more else None
                 start = page.get("LastEvaluatedKey")
                 if start is None:
                     return found, None
@@ -295,6 +259,50 @@ class DynamoClientRecords:
         if item is None:
             return None
         return max(0.001, number_of(item, "lastRotationRequestedAt") + min_gap - now)
+
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        must_exist = "" if name == self._keys.admin_client_name else "attribute_exists(pk) AND "
+        key = self._keys.key(name, RECORD)
+        noted = answer_or_none(
+            "noting a repair request",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET lastRepairRequestedAt = :now, repairInFlightUntil = :until",
+                ConditionExpression=(
+                    f"{must_exist}(attribute_not_exists(repairInFlightUntil) OR repairInFlightUntil <= :now) AND "
+                    "(attribute_not_exists(lastRepairRequestedAt) OR lastRepairRequestedAt <= :cutoff)"
+                ),
+                ExpressionAttributeValues={
+                    ":now": number(now),
+                    ":until": number(now + lease),
+                    ":cutoff": number(now - min_gap),
+                },
+            ),
+            none_when=CONDITION_FAILED,
+        )
+        if noted is not None:
+            return 0.0
+        with translated("reading a repair request"):
+            item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        waits = [number_of(item, "lastRepairRequestedAt") + min_gap - now]
+        if "repairInFlightUntil" in item:
+            waits.append(number_of(item, "repairInFlightUntil") - now)
+        return max(0.001, *waits)
+
+    def finish_repair(self, name: str, at: float) -> None:
+        self._conditional(
+            "finishing a repair request",
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key=self._keys.key(name, RECORD),
+                UpdateExpression="REMOVE repairInFlightUntil",
+                ConditionExpression="lastRepairRequestedAt = :at",
+                ExpressionAttributeValues={":at": number(at)},
+            ),
+        )
 
     def forget_rotation_request(self, name: str, at: float) -> None:
         self._conditional(

@@ -24,6 +24,10 @@ class ProvisioningPolicy:
     allowed_roles: tuple[str, ...] = (DEFAULT_ROLE, "Care Team User")
     # The least time between two rotations requested on demand of one client.
     rotation_request_min_gap_seconds: float = 300.0
+    # A repair on request ({"repair": true}) is exempt from that gap, with a guard of its own: one repair of a
+    # client in flight at a time (its lease outlives the function's 29 s timeout), at least this far apart.
+    repair_request_min_gap_seconds: float = 30.0
+    repair_lease_seconds: float = 60.0
     # Longer than the function's timeout (29 s), so a live creator always keeps its claim.
     claim_seconds: float = 40.0
     # How long an identical request waits for the claim's holder before answering 503.

@@ -9,7 +9,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import ClientRecords, Clock, SecretStore, TokenTable
+from zus_m2m.ports import ClientRecords, Clock, PageTokens, SecretStore, TokenTable
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.values import AWSCURRENT, ClientRecord
 
@@ -20,6 +20,7 @@ class ClientQueries:
     secrets: SecretStore
     tokens: TokenTable
     policy: ProvisioningPolicy
+    page_tokens: PageTokens
     _: KW_ONLY
     clock: Clock = time.time
 
@@ -31,10 +32,12 @@ class ClientQueries:
         """Up to ``limit`` records (``get`` shows a client's details; the list reads records only),
         sorted by name within the page, and the token of the next page (None on the last). The
         bootstrap admin, which has no record, is on the first page besides them."""
-        records, next_token = self.records.list_page(limit, after)
+        position = self.page_tokens.open(after) if after is not None else None
+        records, next_position = self.records.list_page(limit, position)
         admin = self._admin_record() if after is None else None
         if admin is not None and all(record.name != admin.name for record in records):
             records.append(admin)
+        next_token = self.page_tokens.seal(next_position) if next_position is not None else None
         return sorted(records, key=lambda record: record.name), next_token
 
     def record(self, name: str) -> ClientRecord:
