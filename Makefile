@@ -36,9 +36,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-# Re-pin every dependency (newest versions pyproject.toml allows) and regenerate the layer's requirements.
+# Pin what pyproject.toml asks for (keeping the current pins it still allows; ARGS=--upgrade re-pins
+# everything to the newest versions) and regenerate the layer's requirements.
 lock: $(STAMP)
-	$(BIN)/python scripts/lock.py
+	$(BIN)/python scripts/lock.py $(ARGS)
 
 $(SAM_STAMP): requirements/sam.txt
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
