@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 import requests
 from bench_servers import servers
-from bench_tokens import CLIENT, CONSUMER, environment, load_handler, percentile, provision
+from bench_tokens import CLIENT, environment, load_handler, percentile, provision, token_event
 
 # us-east-1 list prices: Lambda on arm64 per GB-second and per request, SQS standard per request.
 LAMBDA_GB_SECOND = 0.0000133334
@@ -50,8 +50,8 @@ def main() -> None:
     parser.add_argument("--zus-latency-ms", type=int, default=150)
     args = parser.parse_args()
     with servers() as (moto, zus):
-        provision(moto, zus, lifetime=3600)
         os.environ.update(environment(moto, zus, margin=300))
+        provision(moto, zus, lifetime=3600)
         if args.zus_latency_ms:
             fault = {"latencyMs": args.zus_latency_ms, "paths": ["/oauth/token"]}
             requests.post(f"{zus}/_emulator/faults", json=fault, timeout=5).raise_for_status()
@@ -61,7 +61,7 @@ def main() -> None:
         from zus_m2m.access import Caller
 
         vendor = module.vendor
-        caller = Caller(CONSUMER)
+        caller = Caller(token_event(CLIENT, 60)["requestContext"]["authorizer"]["iam"]["userArn"])
         vendor.vend(caller, CLIENT, 60)  # the container's first call: the token, in memory
         figures: dict[str, list[float]] = {"memory": [], "in_invocation": [], "hand_off": []}
         message = json.dumps({"kind": "refresh", "client": CLIENT, "dueAt": round(time.time(), 3)})

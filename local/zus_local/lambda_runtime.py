@@ -128,8 +128,12 @@ class _Environment:
         self._started = time.monotonic()
         assert self.process.stdout is not None
         assert self.process.stderr is not None
-        for stream, error in ((self.process.stdout, False), (self.process.stderr, True)):
-            threading.Thread(target=self._relay, args=(stream, error), name=f"env-{self.pid}-out", daemon=True).start()
+        self._relays = [
+            threading.Thread(target=self._relay, args=(stream, error), name=f"env-{self.pid}-out", daemon=True)
+            for stream, error in ((self.process.stdout, False), (self.process.stderr, True))
+        ]
+        for relay in self._relays:
+            relay.start()
 
     # --- the invoker's side ------------------------------------------------------------------------
 
@@ -205,6 +209,8 @@ class _Environment:
             self.process.kill()
             self.process.wait(timeout=STOP_SECONDS)
         self._server.stop_serving()
+        for relay in self._relays:  # its last lines, before anything is said about its end
+            relay.join(timeout=1.0)
 
     def _thaw(self) -> None:
         if self._frozen:
@@ -213,12 +219,12 @@ class _Environment:
             self._frozen = False
 
     def _relay(self, stream: IO[bytes], error: bool) -> None:
-        """The process's output, line by line, through the stack's console (EMF documents only when
-        verbose; the client's own record of a handler error too, as the invoker prints that error)."""
+        """The process's output, line by line, through the stack's console; EMF documents and the
+        client's own record of an error (which the invoker reports itself) only when verbose."""
         runtime = self.function.runtime
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            if not runtime.verbose and (is_metrics_document(line) or (line.startswith("[ERROR] ") and "\r" in line)):
+            if not runtime.verbose and (is_metrics_document(line) or _client_error_record(line)):
                 continue
             if error:
                 runtime.console.error(line)
@@ -477,6 +483,12 @@ class LambdaRuntime:
                         f"{function.spec.logical_id}: environment pid {environment.pid} reaped "
                         f"after {self.idle_seconds:g} s idle"
                     )
+
+
+def _client_error_record(line: str) -> bool:
+    """awslambdaric's text record of an init or invocation error (its lines joined by CR), or the
+    warning it prints before an init error's."""
+    return (line.startswith("[ERROR] ") and "\r" in line) or "LAMBDA_WARNING: Unhandled exception" in line
 
 
 def _error_line(body: bytes, error_type: str) -> str:

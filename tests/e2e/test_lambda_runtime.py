@@ -200,12 +200,15 @@ def test_a_crashed_environment_is_replaced_by_a_fresh_one(runtime: LambdaRuntime
 
 def test_an_init_error_stops_warm_up_with_one_line_naming_the_function(tmp_path: Path) -> None:
     model = load_model(write_functions(tmp_path, BROKEN_CODE), ResolveContext(stack_name="rt"))
-    runtime = LambdaRuntime(model, console=Console(io.StringIO(), io.StringIO()))
+    out, err = io.StringIO(), io.StringIO()
+    runtime = LambdaRuntime(model, console=Console(out, err))
 
     with pytest.raises(FunctionLoadError) as caught:
         runtime.warm_up()
 
     assert str(caught.value) == "WorkFunction: init failed: KeyError: 'A_SETTING_NOBODY_SET'"
+    # the runtime client's own record of it (a warning, a trace) is not repeated on the console
+    assert (out.getvalue(), err.getvalue()) == ("", "")
 
 
 def test_api_gateway_answers_a_lambda_timeout_with_its_500(tmp_path: Path, moto_endpoint: str) -> None:
@@ -292,6 +295,47 @@ def test_each_request_line_names_its_environments_process_and_whether_it_was_a_c
     assert (status, cold) == (200, "cold")
     assert cold_pid != warm_pid
     assert is_environment(cold_pid) or process_state(cold_pid) == "-"  # reaped again already, at most
+
+
+def test_refresh_ahead_is_done_when_its_caller_is_answered_and_its_environment_frozen(
+    stack_factory: Callable[..., StackProcess],
+) -> None:
+    # Given tokens that live 10 s, due for renewal in their last 5 s, and one vend environment
+    lifetime, margin = 10, 5
+    stack = stack_factory(
+        ["--schedule-scale", "0", "--concurrency", "1", "--env", f"TOKEN_REFRESH_MARGIN_SECONDS={margin}"]
+    )
+    config = {"tokenLifetimeSeconds": lifetime}
+    requests.post(f"{stack.zus}/_emulator/config", json=config, timeout=5).raise_for_status()
+    name = "refreshed-in-the-call"
+    created = stack.admin.post(
+        f"{stack.api}/app-clients", json={"name": name, "consumers": [arn_of(stack, CONSUMER_USER)]}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    table = stack.client("dynamodb")
+    key = {"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}}
+
+    def stored() -> dict[str, Any]:
+        item = table.get_item(TableName="zus-m2m-local", Key=key, ConsistentRead=True)["Item"]
+        return {"expiresAt": float(item["expiresAt"]["N"]), "leaseOwner": item.get("leaseOwner")}
+
+    first = stored()  # provisioning's proof
+    wait_until(lambda: first["expiresAt"] - time.time() < margin - 1, 10, "the token to enter its margin")
+    # and Zus answering token requests 1.5 s late
+    fault = {"latencyMs": 1500, "paths": ["/oauth/token"]}
+    requests.post(f"{stack.zus}/_emulator/faults", json=fault, timeout=5).raise_for_status()
+
+    # When a caller finds it due
+    path = f"/app-clients/{name}/token"
+    answered = stack.consumer.get(f"{stack.api}{path}?minTtl=1", timeout=15)
+    assert answered.status_code == 200, answered.status_code
+
+    # Then its environment renewed it before answering: nothing was left for a frozen environment
+    [(_, pid, _)] = wait_until(lambda: request_lines(stack, "GET", path), 5, "the request line")
+    wait_until(lambda: process_state(pid) == "T", 10, "the vend environment to be frozen")
+    renewed = stored()
+    assert renewed["expiresAt"] > first["expiresAt"]
+    assert renewed["leaseOwner"] is None
 
 
 @pytest.mark.long
