@@ -175,12 +175,14 @@ class _Environment:
             self._request = None
         if outcome is not None:
             return outcome
-        code = self.process.poll()
+        code, stopped = self.process.poll(), self._closed
         self.close()
         if code is not None:
             raise FunctionError(
                 name, "Runtime.ExitError", f"its environment (pid {self.pid}) exited with status {code}"
             )
+        if stopped:
+            raise FunctionError(name, "Runtime.Stopped", "the local stack is stopping")
         raise FunctionTimeout(name, "Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds")
 
     @property
@@ -316,8 +318,13 @@ class _Function:
             while not self._idle and self._count >= self.runtime.concurrency:
                 self._available.wait()
             found = self._idle.pop() if self._idle else None
-            if found is None:
+            dead = found if found is not None and not found.alive else None
+            if dead is not None:  # ended while idle (killed from outside): a new one takes its slot
+                found = None
+            elif found is None:
                 self._count += 1
+        if dead is not None:
+            dead.close()
         cold = found is None
         try:
             if found is None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -196,6 +198,17 @@ def test_a_crashed_environment_is_replaced_by_a_fresh_one(runtime: LambdaRuntime
     assert after.cold_start
     assert after.pid != before.pid
     assert is_environment(after.pid)
+
+
+def test_an_idle_environment_killed_from_outside_is_replaced_at_the_next_invocation(runtime: LambdaRuntime) -> None:
+    before = runtime.invoke("WorkFunction", {})
+    os.kill(before.pid, signal.SIGKILL)
+    wait_until(lambda: process_state(before.pid) in ("-", "Z"), 10, "the environment to die")
+
+    after = runtime.invoke("WorkFunction", {})
+
+    assert after.cold_start
+    assert after.pid != before.pid
 
 
 def test_an_init_error_stops_warm_up_with_one_line_naming_the_function(tmp_path: Path) -> None:
