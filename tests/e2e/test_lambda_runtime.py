@@ -59,6 +59,14 @@ def handler(event, context):
                 time.sleep(0.01)
 
         threading.Thread(target=tick, daemon=True).start()
+    if action == "see-it-tick":
+        # The thread left by an earlier invocation writes while this one runs (within its 1 s timeout).
+        start = open(event["file"]).read().count("\\n")
+        for _ in range(80):
+            if open(event["file"]).read().count("\\n") > start:
+                return {"ticked": True}
+            time.sleep(0.01)
+        return {"ticked": False}
     return {"pid": os.getpid(), "statusCode": 200, "body": json.dumps({"pid": os.getpid()})}
 """
 
@@ -155,10 +163,10 @@ def test_a_thread_left_running_after_the_response_stalls_while_the_environment_i
     assert ticks.read_text() == frozen_at
     assert process_state(first.pid) == "T"
 
-    # Its next invocation thaws it: the thread goes on
-    second = runtime.invoke("WorkFunction", {})
+    # Its next invocation thaws it: the thread goes on while that invocation runs
+    second = runtime.invoke("WorkFunction", {"action": "see-it-tick", "file": str(ticks)})
     assert (second.pid, second.cold_start) == (first.pid, False)
-    wait_until(lambda: len(ticks.read_text()) > len(frozen_at), 10, "the thread to go on")
+    assert second.result == {"ticked": True}
 
 
 def test_with_no_freeze_the_thread_runs_on(tmp_path: Path) -> None:
