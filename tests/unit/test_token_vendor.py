@@ -196,6 +196,20 @@ def test_refresh_ahead_renews_once_however_many_callers_of_many_containers_find_
     assert all(vendor.vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2" for vendor in containers)
 
 
+def test_a_container_that_reads_another_containers_recent_mark_does_not_write_its_own(world: World) -> None:
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    marked = world.clock.now
+
+    world.clock.now += world.policy.mark_interval - 1
+    other = world.vendor()
+    other.vend(CALLER, CLIENT, min_ttl=60)  # a table-tier hit: its read shows the mark
+    assert world.stored().last_requested_at == marked
+
+    world.clock.now += world.policy.revalidate_seconds  # the record and the mark, read again
+    other.vend(CALLER, CLIENT, min_ttl=60)
+    assert world.stored().last_requested_at == world.clock.now
+
+
 def test_the_in_use_mark_is_written_in_the_call_once_a_mark_interval(world: World) -> None:
     vendor = world.vendor()
     vendor.vend(CALLER, CLIENT, min_ttl=60)

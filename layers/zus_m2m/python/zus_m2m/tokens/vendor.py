@@ -108,11 +108,11 @@ class TokenVendor:
             served, min_ttl = self._hit(client, known.token, min_ttl, now, "memory", refused=refused)
             if served is not None:
                 return served
-            state = self._table.get(client)
+            state = self._read(client, self._table.get(client))
         else:
             view = self._table.view(client)
             known = self._authorized(caller, client, self._revalidated(client, view, now))
-            state = view.token
+            state = self._read(client, view.token)
         token = bound(state.token, known.app_client_id)
         served, min_ttl = self._hit(client, token, min_ttl, now, "table", refused=refused)
         if served is not None:
@@ -128,7 +128,7 @@ class TokenVendor:
         served, min_ttl = self._hit(client, self._memory.unbound(client), min_ttl, now, "memory", best_effort=True)
         if served is not None:
             return served
-        state = self._table.get(client)
+        state = self._read(client, self._table.get(client))
         served, min_ttl = self._hit(client, state.token, min_ttl, now, "table", best_effort=True)
         if served is not None:
             return served
@@ -216,8 +216,16 @@ class TokenVendor:
             quietly(lambda: self.refresh(client))
         self._mark_in_use(client, now)
 
+    def _read(self, client: str, state: TokenState) -> TokenState:
+        """``state`` as just read: an in-use mark another container wrote spares this one writing its own
+        within ``mark_interval``."""
+        if state.last_requested_at > self._marked_at.get(client, 0.0):
+            self._marked_at[client] = state.last_requested_at
+        return state
+
     def _mark_in_use(self, client: str, now: float) -> None:
-        """One write per client and ``mark_interval`` from this container, in the call."""
+        """A write, in the call, when neither this container nor (as last read) another marked the client
+        within ``mark_interval``: about one a minute per client for the fleet."""
         if now - self._marked_at.get(client, 0.0) >= self.policy.mark_interval:
             self._marked_at[client] = now
             quietly(lambda: self._table.mark_requested(client, now))
