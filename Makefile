@@ -26,7 +26,7 @@ BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
 .PHONY: test-313 test-rest dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens bench-scale cost outage-drill openapi soak client-wheel
+	bench-tokens bench-refresh-ahead bench-scale cost outage-drill openapi soak client-wheel
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -36,9 +36,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-# Re-pin every dependency (newest versions pyproject.toml allows) and regenerate the layer's requirements.
+# Pin what pyproject.toml asks for (keeping the current pins it still allows; ARGS=--upgrade re-pins
+# everything to the newest versions) and regenerate the layer's requirements.
 lock: $(STAMP)
-	$(BIN)/python scripts/lock.py
+	$(BIN)/python scripts/lock.py $(ARGS)
 
 $(SAM_STAMP): requirements/sam.txt
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
@@ -134,6 +135,11 @@ clean:
 # Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
 bench-tokens: $(STAMP)
 	$(BIN)/python scripts/bench_tokens.py $(ARGS)
+
+# What refresh-ahead costs the caller that renews the token in its invocation, against handing the renewal
+# to the work queue (docs/design.md, Refresh-ahead); ARGS="--zus-latency-ms 300" for a slower Zus.
+bench-refresh-ahead: $(STAMP)
+	$(BIN)/python scripts/bench_refresh_ahead.py $(ARGS)
 
 # Scheduled work of N clients (default 1,000; ARGS="--clients 10000") on moto and the emulator: an hour of
 # one-minute cycles; ARGS="--record" also writes its figures to docs/bench/scale.json (make cost reads them).

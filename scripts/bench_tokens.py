@@ -2,14 +2,15 @@
 
 Starts moto server and the Zus emulator as their own processes on 127.0.0.1, provisions one app
 client (its record naming the event's caller, events/apigw_get_token.json, as a consumer), then runs N
-processes (each one simulated container with its own memory tier) of M threads calling the real vend
-handler with that event (API Gateway's IAM authorizer context included) for about a minute, with
-short-lived tokens so that refreshes happen. New containers join every second; each one's first vend
-is a DynamoDB-tier hit (one query: the client's record and token item), timed next to a bare boto3
-GetItem of the token item in the same thread, so both meet the same load; the containers' memory tier
-reads the record again every MEMORY_REVALIDATION_SECONDS, and those reads count as DynamoDB-tier hits
-too. Cold start is measured in fresh processes: importing the vend handler module (its module-level
-init included) next to a baseline that only imports boto3 and creates the same boto3 clients.
+processes (each one simulated container with its own memory tier, serving one invocation at a time as
+Lambda does) of M threads calling the real vend handler with that event (API Gateway's IAM authorizer
+context included) for about a minute, with short-lived tokens so that refreshes happen. New containers
+join every second; each one's first vend is a DynamoDB-tier hit (one query: the client's record and
+token item), timed next to a bare boto3 GetItem of the token item in the same thread, so both meet the
+same load; the containers' memory tier reads the record again every MEMORY_REVALIDATION_SECONDS, and
+those reads count as DynamoDB-tier hits too. Cold start is measured in fresh processes: importing the
+vend handler module (its module-level init included) next to a baseline that only imports boto3 and
+creates the same boto3 clients.
 
 Then the bytes each vend call logs at the template's INFO level (its audit line and its EMF metrics
 document, what CloudWatch Logs ingests), in one more fresh process.
@@ -131,7 +132,9 @@ def token_event(client: str, min_ttl: int) -> dict[str, Any]:
 def container(
     env: dict[str, str], threads: int, seconds: float, min_ttl: int, think: float, log_path: str, results: Any
 ) -> None:
-    """One simulated Lambda container: the handler module loaded once, called from several threads.
+    """One simulated Lambda container: the handler module loaded once, called from several threads, one
+    invocation at a time (as Lambda runs them; the handlers keep per-invocation state in the process);
+    each call's latency is its invocation's, not its wait for the container.
 
     A scale-out thread also starts a new container every second (a fresh module instance, its own
     empty memory tier) and times its first vend: the DynamoDB tier's hit, on warm connections.
@@ -147,14 +150,16 @@ def container(
     failures: dict[str, int] = {}
     window = [math.inf, 0.0]
     lock = threading.Lock()
+    invocation = threading.Lock()
     deadline = time.monotonic() + seconds
 
     def call(handler: Any, record: bool = True) -> None:
         context = LocalLambdaContext(function_name="TokenVendingFunction", timeout_seconds=10)
-        started_at = time.time()
-        started = time.perf_counter()
-        response = handler.lambda_handler(event, context)
-        elapsed = (time.perf_counter() - started) * 1000
+        with invocation:
+            started_at = time.time()
+            started = time.perf_counter()
+            response = handler.lambda_handler(event, context)
+            elapsed = (time.perf_counter() - started) * 1000
         if not record:
             return
         with lock:
@@ -183,7 +188,8 @@ def container(
             time.sleep(1.0)
             fresh = load_handler()
             # Warm its connections with an unknown client (403), as a container's earlier work would.
-            fresh.lambda_handler(token_event("bench-warm-up", min_ttl), LocalLambdaContext("TokenVendingFunction"))
+            with invocation:
+                fresh.lambda_handler(token_event("bench-warm-up", min_ttl), LocalLambdaContext("TokenVendingFunction"))
             call(fresh)
             started = time.perf_counter()
             dynamodb.get_item(TableName=TABLE, Key=key)

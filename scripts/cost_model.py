@@ -54,7 +54,7 @@ ASSUMPTIONS: Mapping[str, tuple[float, str]] = {
     "due_changes_per_item": (3, "the dispatcher's claim, the worker's take, the work's next dueAt"),
     "event_source_polls_per_minute": (15, "Lambda's SQS event source: 5 pollers, 20 s long polls, when idle"),
     "rotation_step_seconds": (0.2, "one of the rotation function's four steps (the local stack prints 6-50 ms)"),
-    "marks_per_client_minute": (1, "a container records a client's use at most once a minute (mark_interval)"),
+    "marks_per_client_minute": (1, "a client's use is recorded at most about once a minute (mark_interval)"),
     "xray_reservoir_per_second": (1, "X-Ray's default sampling rule: the first request each second"),
     "xray_sample_rate": (0.05, "... and 5 % of the rest"),
     "instances_per_client": (4, "(a): the service instances that use one app client (each mints its own)"),

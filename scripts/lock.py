@@ -3,7 +3,10 @@
 * ``requirements/lock.txt``: the runtime and dev dependencies of pyproject.toml, resolved once for
   every Python the project supports (3.11 here, 3.13 on Lambda) and every platform (environment
   markers where they differ), each pinned with the hashes of its files. The venvs install from it
-  with ``pip install --require-hashes``.
+  with ``pip install --require-hashes``. The pins of the current lock are kept where pyproject.toml
+  still allows them (uv prefers the versions of an existing output file), so adding a dependency
+  changes only its own pins and its dependencies'; ``make lock ARGS=--upgrade`` re-pins everything to
+  the newest versions allowed.
 * ``layers/zus_m2m/python/requirements.txt``: what ``sam build`` installs into the Lambda layer: the
   runtime dependencies less the ones Lambda's Python provides, resolved for the layer's Python and
   architecture and constrained to the lock's versions, with hashes.
@@ -13,8 +16,10 @@ tests/infra/test_lock.py fails when either file drifts from pyproject.toml or fr
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -53,13 +58,18 @@ def _uv(*arguments: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def main() -> int:
-    # uv keeps the versions an existing output file pins (a package is re-pinned only when pyproject.toml
-    # no longer allows its pin): the lock's diff is what changed. `--upgrade` re-pins everything.
-    upgrade = ["--upgrade"] if "--upgrade" in sys.argv[1:] else []
-    _uv("pyproject.toml", "--extra", "dev", "--universal", "--no-header", "--output-file", str(LOCK), *upgrade)
-    lock = LOCK.read_text(encoding="utf-8").removeprefix(LOCK_HEADER)
-    LOCK.write_text(LOCK_HEADER + lock, encoding="utf-8")
+def _lock(upgrade: bool) -> str:
+    """The lock's pins, resolved with the current lock's versions preferred (unless ``upgrade``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / LOCK.name
+        if LOCK.exists() and not upgrade:
+            shutil.copyfile(LOCK, output)
+        _uv("pyproject.toml", "--extra", "dev", "--universal", "--no-header", "--output-file", str(output))
+        return output.read_text(encoding="utf-8").removeprefix(LOCK_HEADER)
+
+
+def main(argv: list[str]) -> int:
+    LOCK.write_text(LOCK_HEADER + _lock(upgrade="--upgrade" in argv), encoding="utf-8")
     layer = _uv(
         "-",
         "--constraint",
@@ -78,4 +88,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -35,7 +35,7 @@ def parse_event(event: Any) -> tuple[str, str, str]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics, logger)
+@wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     step, secret_id, version_id = parse_event(event)
     logger.append_keys(step=step, secret=secret_id, version=version_id)

@@ -32,7 +32,7 @@ JOBS: Mapping[str, Callable[[], Mapping[str, Any]]] = {
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics, logger)
+@wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job = event.get("job") if isinstance(event, dict) else None
     run = JOBS.get(job) if isinstance(job, str) else None

@@ -50,6 +50,6 @@ def get_token(name: str) -> Response[str]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics, logger)
+@wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

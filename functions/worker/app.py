@@ -29,7 +29,7 @@ def record_handler(record: SQSRecord) -> str:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@wiring.invocation(metrics, logger)
+@wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     answer = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     return dict(answer)

@@ -126,7 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="[AWS_REGION] %(default)s",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=4, help="containers per function at most (default %(default)s)"
+        "--concurrency", type=int, default=4, help="execution environments per function at most (default %(default)s)"
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="end an execution environment idle this long (default %(default)g; 0: never)",
+    )
+    parser.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="debugging only: do not freeze environments between invocations (Lambda always does)",
     )
     parser.add_argument(
         "--verbose", action="store_true", help="also the handlers' INFO logs and metrics, and the emulator's requests"
@@ -191,6 +204,6 @@ if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Everything this process started is stopped; handler-owned worker threads (the token vendors'
-    # background pools) may still sit in a network call to the moto that just stopped. Do not wait.
+    # Everything this process started is stopped; a thread of a library (e.g. boto3's) may still sit
+    # in a network call to the moto that just stopped. Do not wait for it.
     os._exit(code)

@@ -38,6 +38,17 @@ def banner(stack: LocalStack, elapsed: float) -> str:
         f"  table         {options.table}"
         + (f"; bootstrap admin secret {stack.aws.admin_secret_name}" if stack.aws.admin_secret_name else ""),
     ]
+    if stack.runtime is not None:
+        runtime = stack.runtime
+        lines.append(
+            f"  functions     one process per execution environment (awslambdaric), up to {runtime.concurrency} "
+            f"per function, {'frozen between invocations' if runtime.freeze else 'NOT frozen (--no-freeze)'}, "
+            + (f"ended after {_seconds(runtime.idle_seconds)} idle:" if runtime.idle_seconds else "never ended:")
+        )
+        lines.extend(
+            f"                {function:<24} pid {pid}, init {init_ms:.0f} ms"
+            for function, pid, init_ms in runtime.idle_environments()
+        )
     if stack.scheduler is not None:
         every = ", ".join(f"{s.name} every {_seconds(stack.scheduler.interval(s))}" for s in stack.scheduler.schedules)
         scale = f" (--schedule-scale {options.schedule_scale:g})" if options.schedule_scale != 1 else ""

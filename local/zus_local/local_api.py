@@ -5,14 +5,15 @@ handler as API Gateway would hand it (``apigw``), and the handler's answer sent 
 A request goes through ``LocalApi.handle``: route selection (most specific route wins; an unmatched
 path or method, whatever the method, gets API Gateway's 404 ``{"message":"Not Found"}``), the
 authorizer, the event, the invocation, the response mapping. A handler that raises answers 500 with a
-problem document and no trace; the trace goes to the stack's stderr. One line per request: method,
-path, status, latency. Never a body or a header.
+problem document and no trace; the trace goes to the stack's stderr. An invocation that outlives the
+function's timeout answers as API Gateway answers for a Lambda timeout: 500 ``{"message":"Internal
+Server Error"}``. One line per request: method, path, status, latency, and the environment that served
+it (pid, cold or warm, the invocation's duration). Never a body or a header.
 """
 
 from __future__ import annotations
 
 import time
-import traceback
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from zus_local.apigw import HttpRequest, HttpResponse, InvalidFunctionResponse, 
 from zus_local.console import Console
 from zus_local.event_sources import Route
 from zus_local.iam_authorizer import IamAuthorizer, Refused, gateway_answer
-from zus_local.lambda_runtime import LambdaRuntime
+from zus_local.lambda_runtime import FunctionError, FunctionLoadError, FunctionTimeout, Invocation, LambdaRuntime
 from zus_local.template_model import TemplateModel
 
 # A body the local API reads at most (API Gateway's payload limit is 10 MB).
@@ -77,13 +78,15 @@ class LocalApi:
         started = time.perf_counter()
         path = urlsplit(request.target).path or "/"
         request_id = str(uuid.uuid4())
-        response = self._answer(request, path, request_id)
+        served: list[Invocation] = []
+        response = self._answer(request, path, request_id, served)
         elapsed = (time.perf_counter() - started) * 1000
         response = HttpResponse(response.status, [*response.headers, ("Apigw-Requestid", request_id)], response.body)
-        self.console.line(f"{request.method:<6} {path}  {response.status}  {elapsed:.0f} ms")
+        environment = f"  ({served[0].describe()})" if served else ""
+        self.console.line(f"{request.method:<6} {path}  {response.status}  {elapsed:.0f} ms{environment}")
         return response
 
-    def _answer(self, request: HttpRequest, path: str, request_id: str) -> HttpResponse:
+    def _answer(self, request: HttpRequest, path: str, request_id: str, served: list[Invocation]) -> HttpResponse:
         """Route selection, then the authorizer, then the event for the route, then the invocation."""
         assert self.model is not None
         assert self.authorizer is not None
@@ -103,26 +106,24 @@ class LocalApi:
             account_id=self.authorizer.account_id,
             request_id=request_id,
         )
-        return self._invoke(route, event, request_id)
+        return self._invoke(route, event, request_id, served)
 
-    def _invoke(self, route: Route, event: dict[str, Any], request_id: str) -> HttpResponse:
-        """The handler's answer to ``event``, as API Gateway maps it; 500 if it raises or answers nonsense."""
-        assert self.model is not None
+    def _invoke(self, route: Route, event: dict[str, Any], request_id: str, served: list[Invocation]) -> HttpResponse:
+        """The handler's answer to ``event``, as API Gateway maps it; 500 if it raises, times out or
+        answers nonsense. ``served``: the invocation, appended."""
         assert self.runtime is not None
         try:
             invocation = self.runtime.invoke(route.function, event, request_id=request_id)
-        except Exception as exc:
-            trace = "".join(traceback.format_exception(exc))
-            self.console.error(f"{route.function} failed on {route.route_key} (request {request_id}):\n{trace}")
+        except FunctionTimeout as exc:
+            self.console.error(f"{exc} (request {request_id}); its environment was discarded")
+            return gateway_answer(500, "InternalServerErrorException", {"message": "Internal Server Error"})
+        except (FunctionError, FunctionLoadError) as exc:
+            report = exc.report() if isinstance(exc, FunctionError) else str(exc)
+            self.console.error(f"{route.function} failed on {route.route_key} (request {request_id}):\n{report}")
             return problem(
                 500, "Internal Server Error", "the function failed; see the local stack's output", "internal-error"
             )
-        if invocation.timed_out:
-            spec = self.model.functions[route.function]
-            self.console.error(
-                f"{route.function} ran {invocation.duration_ms / 1000:.1f} s, past its {spec.timeout_seconds:.0f} s "
-                "timeout: Lambda would have stopped it"
-            )
+        served.append(invocation)
         try:
             return map_response(invocation.result)
         except InvalidFunctionResponse as exc:

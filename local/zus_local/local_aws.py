@@ -15,7 +15,8 @@ principal in a real account, unless ``--param`` gives it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -26,7 +27,6 @@ from zus_local.admin_secret import AdminClientRefused, store_bootstrap_admin
 from zus_local.apigw import LOCAL_API_ID
 from zus_local.aws_setup import create_kms_key, create_queues, create_table
 from zus_local.iam_authorizer import EnvironmentSigner, MotoSigners, Signer, Signers
-from zus_local.lambda_runtime import applied_environment
 from zus_local.local_principals import (
     ADMIN_USER,
     LocalPrincipal,
@@ -44,6 +44,25 @@ from zus_m2m.settings import Settings
 MOTO_ACCOUNT = "123456789012"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
 ADMIN_PRINCIPALS_PARAMETER = "AdminPrincipals"
+
+
+@contextlib.contextmanager
+def applied_environment(variables: Mapping[str, str | None]) -> Iterator[None]:
+    """``variables`` in ``os.environ`` for the duration (None: unset), then the previous values back."""
+    saved = {name: os.environ.get(name) for name in variables}
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _as_principal(caller_arn: str) -> str:
@@ -73,8 +92,9 @@ class LocalAws:
         return boto3.client(service, region_name=self.options.region, endpoint_url=self.endpoint or None)  # type: ignore[call-overload]
 
     def environment(self) -> contextlib.AbstractContextManager[None]:
-        """This process's AWS settings, which the handlers' boto3 clients read, for the duration: moto
-        and fake credentials (so nothing can reach a real account), or the environment's real account."""
+        """This process's AWS settings, which its boto3 clients and the functions' environments read, for
+        the duration: moto and fake credentials (so nothing can reach a real account), or the
+        environment's real account."""
         region = self.options.region
         variables: dict[str, str | None] = {"AWS_DEFAULT_REGION": region, "AWS_REGION": region}
         if self.endpoint:

@@ -35,6 +35,10 @@ class StackOptions:
     region: str = "us-east-1"
     schedule_scale: float = 1.0  # 0: no schedules
     concurrency: int = 4
+    # Environments are frozen between invocations, as on Lambda (False: only to debug).
+    freeze: bool = True
+    # An environment idle this long is ended (the next invocation is a cold start); 0: never.
+    idle_seconds: float = 300.0
     verbose: bool = False
     # The bootstrap admin client: the emulator's (it starts with it), or, with another Zus, the
     # operator's (the guide's steps 1-3); stored as the admin secret in moto. Empty: none stored.

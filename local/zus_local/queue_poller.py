@@ -7,7 +7,8 @@ timeout has passed, and moto's redrive policy moves one received ``maxReceiveCou
 dead-letter queue, as SQS does.
 
 Polls are short (moto serves one request at a time: a long poll would hold every other request up),
-with a pause while the queue is empty. One line per batch: queue, messages, function, outcome, duration.
+with a pause while the queue is empty. One line per batch: queue, messages, function, outcome, and the
+environment (pid, cold or warm) with the invocation's duration.
 """
 
 from __future__ import annotations
@@ -151,5 +152,5 @@ class QueuePoller:
             self._sqs.delete_message_batch(QueueUrl=self._url, Entries=entries)
         failed = len(messages) - len(done)
         outcome = "ok" if not failed else f"{len(done)} ok, {failed} failed"
-        self._console.line(f"{label}  {outcome}  {invocation.duration_ms:.0f} ms")
+        self._console.line(f"{label}  {outcome}  {invocation.describe()}")
         return True

@@ -3,7 +3,8 @@ with the schedule's ``Input`` as the event, every ``rate(...)`` interval divided
 
 As with a ``rate`` schedule, the first run comes one interval after the start; a run that overlaps
 the next tick delays it rather than running twice at once (runs missed meanwhile are skipped). One
-line per run: schedule name, job, outcome and duration, and the run's numeric report if it has one.
+line per run: schedule name, job, outcome, the environment (pid, cold or warm) and duration, and the
+run's numeric report if it has one.
 """
 
 from __future__ import annotations
@@ -89,5 +90,5 @@ class Scheduler:
             self._console.error("".join(traceback.format_exception(exc)))
             return False
         numbers = summary(invocation.result)
-        self._console.line(f"{label}  ok  {invocation.duration_ms:.0f} ms" + (f"  {numbers}" if numbers else ""))
+        self._console.line(f"{label}  ok  {invocation.describe()}" + (f"  {numbers}" if numbers else ""))
         return True

@@ -19,14 +19,12 @@ import errno
 import logging
 import os
 import socket
-import sys
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from zus_emulator import EmulatorConfig, EmulatorServer
 from zus_local.cfn_yaml import load_template
-from zus_local.console import Console, FilteredStdout
+from zus_local.console import Console
 from zus_local.iam_authorizer import IamAuthorizer
 from zus_local.lambda_runtime import FunctionLoadError, Invocation, LambdaRuntime
 from zus_local.local_api import LocalApi
@@ -92,7 +90,6 @@ class LocalStack:
     def _start(self) -> None:
         options = self.options
         self._running.enter_context(self.aws.environment())
-        self._running.enter_context(self._filtered_stdout())
         self.model = model = self._resolve_template()
         if options.schedule_scale < 0:
             raise StackError("--schedule-scale must be positive (or 0 for no schedules)")
@@ -109,7 +106,12 @@ class LocalStack:
             region=options.region,
             account_id=self.aws.account_id,
             concurrency=options.concurrency,
+            console=self.console,
+            verbose=options.verbose,
+            freeze=options.freeze,
+            idle_seconds=options.idle_seconds,
         )
+        self._on_stop(self.runtime.stop)
         self._quiet_libraries()
         try:
             self.runtime.warm_up()
@@ -193,24 +195,14 @@ class LocalStack:
         if not self.options.verbose:
             # One line per request: the handlers' INFO logs are for --verbose.
             overrides["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+            # Powertools warns when an invocation recorded no metric (e.g. a 404); harmless locally.
+            overrides["PYTHONWARNINGS"] = "ignore:No application metrics to publish:UserWarning"
         overrides.update(self.options.environment)
         return overrides
-
-    @contextlib.contextmanager
-    def _filtered_stdout(self) -> Iterator[None]:
-        saved = sys.stdout
-        sys.stdout = FilteredStdout(self.console, keep_metrics=self.options.verbose)
-        try:
-            yield
-        finally:
-            sys.stdout = saved
 
     def _quiet_libraries(self) -> None:
         # The rotation player prints one line per step itself; the module's own warnings would repeat them.
         logging.getLogger("zus_local.secrets_manager_rotation").setLevel(logging.CRITICAL)
-        if not self.options.verbose:
-            # Powertools warns when an invocation recorded no metric (e.g. a 404); harmless locally.
-            warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
     def _invoke(self, function: str, event: Any) -> Invocation:
         assert self.runtime is not None

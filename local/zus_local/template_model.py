@@ -22,6 +22,7 @@ from zus_local.stand_ins import KMS_KEY, SERVERLESS_FUNCTION, SQS_QUEUE, TABLE, 
 __all__ = ["FunctionSpec", "TemplateModel", "invoked_by_secrets_manager", "load_model", "logical_ids"]
 
 SECRETS_MANAGER_PRINCIPAL = "secretsmanager.amazonaws.com"
+SERVERLESS_LAYER = "AWS::Serverless::LayerVersion"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class FunctionSpec:
     memory_mb: int
     log_group: str
     environment: Mapping[str, str]
+    # The folders of the function's layers (in order): on Lambda their content is under /opt.
+    layer_dirs: tuple[Path, ...] = ()
 
     @property
     def module_path(self) -> Path:
@@ -81,7 +84,9 @@ class TemplateModel:
             if "Condition" in resource and not resolver.condition(str(resource["Condition"])):
                 continue
             own_properties = resource.get("Properties") or {}
-            functions[logical_id] = _function_spec(logical_id, own_properties, globals_function, resolver, root)
+            functions[logical_id] = _function_spec(
+                logical_id, own_properties, globals_function, resolver, root, resources
+            )
             for event_name, event in ((resource.get("Properties") or {}).get("Events") or {}).items():
                 kind = str((event or {}).get("Type", ""))
                 event_properties = (event or {}).get("Properties") or {}
@@ -147,6 +152,7 @@ def _function_spec(
     globals_function: Mapping[str, Any],
     resolver: Resolver,
     root: Path,
+    resources: Mapping[str, Any],
 ) -> FunctionSpec:
     where = f"function {logical_id}"
     properties = {**globals_function, **own_properties}
@@ -186,10 +192,24 @@ def _function_spec(
         memory_mb=int(resolver.resolve_text(properties.get("MemorySize", 128), f"{where} MemorySize")),
         log_group=log_group,
         environment=environment,
+        layer_dirs=_layer_dirs(properties.get("Layers") or [], resources, root),
     )
     if not spec.module_path.is_file():
         raise TemplateError(f"{where}: handler module {spec.module_path} does not exist")
     return spec
+
+
+def _layer_dirs(layers: Any, resources: Mapping[str, Any], root: Path) -> tuple[Path, ...]:
+    """The local folders of the layers a function names with ``!Ref`` to a LayerVersion of the template
+    (a layer ARN from elsewhere has no local content)."""
+    found: list[Path] = []
+    for layer in layers if isinstance(layers, list) else []:
+        ref = layer.get("Ref") if isinstance(layer, dict) else None
+        resource = resources.get(ref) if isinstance(ref, str) else None
+        content = ((resource or {}).get("Properties") or {}).get("ContentUri") if isinstance(resource, dict) else None
+        if _type(resource) == SERVERLESS_LAYER and isinstance(content, str):
+            found.append((root / content).resolve())
+    return tuple(found)
 
 
 def _route(function: str, event: str, properties: Mapping[str, Any], resolver: Resolver) -> Route:

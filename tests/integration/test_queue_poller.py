@@ -42,7 +42,7 @@ class Function:
         if self.broken:
             raise RuntimeError("the function crashed")
         failures = [{"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"] in self.failing]
-        return Invocation({"batchItemFailures": failures}, 1.0, False, "request", False)
+        return Invocation({"batchItemFailures": failures}, 1.0, False, "request", 1)
 
 
 @pytest.fixture

@@ -345,7 +345,7 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
     stack = busy_rotation_stack
     stack.emulator("config", secretPropagationSeconds=PROPAGATION, tokenLifetimeSeconds=60, tokenLimitPerHour=10_000)
     before = stack.current()
-    # Refresh-ahead off (it would mint in the background); a budget for about 400 token requests.
+    # Refresh-ahead off (only the callers' own misses mint); a budget for about 400 token requests.
     policy = VendingPolicy(refresh_margin=0, budget_per_hour=1000)
     containers = [stack.vendor(policy) for _ in range(4)]
     answers: list[tuple[float, str]] = []  # (when the call started, the tier that answered)

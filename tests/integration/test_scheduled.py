@@ -6,10 +6,7 @@ redelivery, the dead letters)."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -339,44 +336,3 @@ def test_a_step_that_fails_then_succeeds_on_secrets_managers_retry_leaves_nothin
 
     stack.assert_rotated_cleanly(before)
     assert stack.new_container().rotation_repair().run()["failures"] == 0
-
-
-# --- the scheduled function's log lines, with other functions in the same process ---------------------
-
-
-def test_a_scheduled_job_logs_under_its_own_function_name_beside_another_function(stack: Stack, load_function) -> None:
-    # Given the scheduled and the provisioning function in one process (as the local stack runs them),
-    # and a scheduled job that is still running while a provisioning request is served
-    scheduled = load_function("scheduled", stack.lambda_environment())
-    provisioning = load_function("provisioning", stack.lambda_environment())
-    output = io.StringIO()  # what both functions print (a Logger loaded before keeps its first stream)
-    streams = [handler.setStream(output) for module in (scheduled, provisioning) for handler in module.logger.handlers]
-    inside, served = threading.Event(), threading.Event()
-    repair_run = scheduled.repair.run
-
-    def held_run() -> dict:
-        inside.set()
-        assert served.wait(timeout=10)
-        logging.getLogger("zus_m2m.rotation.repair").warning("a line of the shared package")
-        return repair_run()
-
-    scheduled.repair.run = held_run
-    job = threading.Thread(
-        target=scheduled.lambda_handler, args=(REPAIR, LocalLambdaContext("stack-ScheduledFunction", 300))
-    )
-    job.start()
-    assert inside.wait(timeout=10)
-    request = json.loads((EVENTS / "apigw_list_clients.json").read_text())
-    provisioning.lambda_handler(request, LocalLambdaContext("stack-ProvisioningFunction", 29))
-    served.set()
-    job.join(timeout=10)
-    for handler, stream in zip(scheduled.logger.handlers + provisioning.logger.handlers, streams, strict=True):
-        handler.setStream(stream)
-
-    # Then the job's lines, its handler's and the shared package's, name the scheduled function
-    lines = [json.loads(line) for line in output.getvalue().splitlines() if line.startswith('{"level"')]
-    job_lines = [
-        line for line in lines if line["message"] in ("a line of the shared package", "scheduled job finished")
-    ]
-    assert len(job_lines) == 2
-    assert {line["function_name"] for line in job_lines} == {"stack-ScheduledFunction"}

@@ -230,10 +230,6 @@ class FakeMetrics:
         self.counts[name] += value
 
 
-def run_now(job: Callable[[], None]) -> None:
-    job()
-
-
 # --- provisioning -------------------------------------------------------------------------------
 
 

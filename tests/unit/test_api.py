@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +30,6 @@ def event_for(name: str, query: str) -> dict[str, Any]:
     event["rawQueryString"] = f"q={query}"
     event["queryStringParameters"] = {"q": query}
     return event
-
-
-def test_concurrent_requests_on_one_resolver_each_see_their_own_event_and_arguments() -> None:
-    # Given a route that both requests are inside at the same moment, having both been routed (their
-    # route arguments stored by Powertools) before either handler is called
-    app = api.resolver()
-    both_routed, both_inside = threading.Barrier(2), threading.Barrier(2)
-
-    def after_routing(resolver: Any, next_middleware: Any) -> Any:
-        both_routed.wait(timeout=5)
-        return next_middleware(resolver)
-
-    @app.get("/items/<name>", middlewares=[after_routing])
-    def item(name: str) -> Response[str]:
-        both_inside.wait(timeout=5)
-        return api.json_response(200, {"name": name, "q": app.current_event.get_query_string_value("q")})
-
-    # When two threads resolve different requests at once
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        answers = list(pool.map(lambda n: app.resolve(event_for(n, f"query-{n}"), None), ["a", "b"]))
-
-    # Then each answer is built from its own request
-    assert [json.loads(answer["body"]) for answer in answers] == [
-        {"name": "a", "q": "query-a"},
-        {"name": "b", "q": "query-b"},
-    ]
 
 
 def test_a_service_error_becomes_problem_json_with_retry_after() -> None:

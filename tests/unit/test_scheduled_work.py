@@ -54,7 +54,6 @@ class World(FakeDeployment):
             access=AccessPolicy.of([]),
             clock=self.clock,
             sleep=self.clock.sleep,
-            run_in_background=lambda job: job(),
         )
         steps = RotationSteps(
             self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, self.policy, self.metrics

@@ -5,12 +5,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEndpoint, FakeTokenTable, run_now
+from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEndpoint, FakeTokenTable
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller
@@ -64,12 +63,11 @@ class World:
         self.secrets = FakeSecretReader()
         self.endpoint = FakeTokenEndpoint(valid_secrets={"s-current"})
         self.metrics = FakeMetrics()
-        self.jobs: list[Callable[[], None]] = []
         self.policy = policy or VendingPolicy(refresh_margin=300, budget_per_hour=100, wait_seconds=2.0)
         self.secrets.versions[(SECRET, AWSCURRENT)] = credentials("s-current")
         self.table.records[CLIENT] = record()
 
-    def vendor(self, *, background: Callable[[Callable[[], None]], None] | None = None) -> TokenVendor:
+    def vendor(self) -> TokenVendor:
         return TokenVendor(
             self.table,
             self.secrets,
@@ -79,7 +77,6 @@ class World:
             policy=self.policy,
             clock=self.clock,
             sleep=self.clock.sleep,
-            run_in_background=background or self.jobs.append,
             access=ACCESS,
         )
 
@@ -131,24 +128,35 @@ def test_a_token_with_less_than_min_ttl_left_is_replaced(world: World) -> None:
     assert token.seconds_left(world.clock.now) == pytest.approx(3600)
 
 
-def test_refresh_ahead_serves_the_current_token_and_renews_off_the_callers_path(world: World) -> None:
+def test_refresh_ahead_renews_the_token_in_the_call_that_finds_it_inside_the_margin(world: World) -> None:
     # Given a token inside the refresh margin but with more than minTtl left
     vendor = world.vendor()
     vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3600 - 200
-    world.jobs.clear()
 
     # When a caller asks
     token = vendor.vend(CALLER, CLIENT, min_ttl=60)
 
-    # Then it gets the current token at once, and a background job renews it
+    # Then it is served the token it found, renewed before the call returned (nothing is left for
+    # after the answer: Lambda freezes the environment then), and the lease is given back
     assert token.access_token == "token-1"
-    assert len(world.endpoint.calls) == 1
-    for job in world.jobs:
-        job()
     assert len(world.endpoint.calls) == 2
     assert world.stored().token is not None
     assert world.stored().token.access_token == "token-2"
+    assert world.stored().lease_owner is None
+    assert vendor.vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"
+
+
+def test_a_failed_refresh_ahead_still_serves_the_token_it_found(world: World) -> None:
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += 3600 - 200
+    world.endpoint.valid_secrets.clear()  # Zus now refuses the client's credentials
+
+    token = vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+    assert token.access_token == "token-1"
+    assert len(world.endpoint.calls) > 1
 
 
 def test_tokens_that_live_shorter_than_the_margin_are_renewed_at_half_their_life(world: World) -> None:
@@ -157,30 +165,63 @@ def test_tokens_that_live_shorter_than_the_margin_are_renewed_at_half_their_life
     vendor = world.vendor()
     vendor.vend(CALLER, CLIENT, min_ttl=10)
 
-    # When callers are served through the token's life, every background job run as it comes
+    # When callers are served through the token's life
     for _ in range(50):
         world.clock.now += 1.0
         vendor.vend(CALLER, CLIENT, min_ttl=0)
-        while world.jobs:
-            world.jobs.pop(0)()
 
     # Then the token was renewed once its life was half over, and then again: not on every call
     assert len(world.endpoint.calls) == 2
 
 
-def test_refresh_ahead_starts_one_job_per_client_at_a_time(world: World) -> None:
+def test_refresh_ahead_renews_once_however_many_callers_of_many_containers_find_the_token_due(
+    world: World,
+) -> None:
+    # Given three containers that read the record and the token just before it enters the margin
+    containers = [world.vendor() for _ in range(3)]
+    for vendor in containers:
+        vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += 3600 - 301
+    for vendor in containers:
+        vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+    # When, within the revalidation window, each finds the token it remembers inside the margin
+    world.clock.now += 2
+    for _ in range(5):
+        for vendor in containers:
+            vendor.vend(CALLER, CLIENT, min_ttl=60)
+
+    # Then one of them renewed it, and the others took the renewed token from the table
+    assert len(world.endpoint.calls) == 2
+    assert all(vendor.vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2" for vendor in containers)
+
+
+def test_a_container_that_reads_another_containers_recent_mark_does_not_write_its_own(world: World) -> None:
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    marked = world.clock.now
+
+    world.clock.now += world.policy.mark_interval - 1
+    other = world.vendor()
+    other.vend(CALLER, CLIENT, min_ttl=60)  # a table-tier hit: its read shows the mark
+    assert world.stored().last_requested_at == marked
+
+    world.clock.now += world.policy.revalidate_seconds  # the record and the mark, read again
+    other.vend(CALLER, CLIENT, min_ttl=60)
+    assert world.stored().last_requested_at == world.clock.now
+
+
+def test_the_in_use_mark_is_written_in_the_call_once_a_mark_interval(world: World) -> None:
     vendor = world.vendor()
     vendor.vend(CALLER, CLIENT, min_ttl=60)
-    world.clock.now += 3600 - 200
-    world.jobs.clear()
+    assert world.stored().last_requested_at == world.clock.now  # written before the call returned
 
-    for _ in range(5):
-        vendor.vend(CALLER, CLIENT, min_ttl=60)
-    for job in world.jobs:
-        job()
-
-    assert len(world.jobs) == 2  # one refresh and one use mark, however many callers
-    assert len(world.endpoint.calls) == 2
+    marked = world.clock.now
+    world.clock.now += world.policy.mark_interval - 1
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    assert world.stored().last_requested_at == marked
+    world.clock.now += 1
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    assert world.stored().last_requested_at == world.clock.now
 
 
 def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World) -> None:
@@ -521,7 +562,7 @@ def test_pre_refresh_renews_a_token_that_will_enter_the_margin_within_the_horizo
     # Given two clients in use: one enters the margin within the horizon, the other does not
     world.secrets.versions[(NAMING.secret_id("fresh"), AWSCURRENT)] = credentials("s-current")
     world.table.records["fresh"] = record("fresh")
-    vendor = world.vendor(background=run_now)
+    vendor = world.vendor()
     vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3000  # 600 s left: outside the 300 s margin, inside it in 400 s
     vendor.vend(CALLER, "fresh", min_ttl=60)
@@ -535,7 +576,7 @@ def test_pre_refresh_renews_a_token_that_will_enter_the_margin_within_the_horizo
 
 def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:
     world = World(VendingPolicy(budget_per_hour=1))
-    vendor = world.vendor(background=run_now)
+    vendor = world.vendor()
     vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.clock.now += 3500
 
@@ -564,7 +605,7 @@ def test_fifty_threads_at_once_cause_one_upstream_request() -> None:
     start = threading.Barrier(50)
 
     def one_container() -> str:
-        vendor = TokenVendor(table, secrets, endpoint, NAMING, FakeMetrics(), run_in_background=run_now, access=ACCESS)
+        vendor = TokenVendor(table, secrets, endpoint, NAMING, FakeMetrics(), access=ACCESS)
         start.wait()
         return vendor.vend(CALLER, CLIENT, min_ttl=60).access_token
 
@@ -673,7 +714,7 @@ def test_a_deleted_client_stops_being_served_within_the_bound(world: World) -> N
 
 def test_a_recreated_client_never_gets_the_deleted_clients_token(world: World) -> None:
     # Given a container that served the first client of the name, whose token is still in the table
-    vendor = world.vendor(background=run_now)
+    vendor = world.vendor()
     old = vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.valid_secrets.add("s-new")
 
@@ -701,8 +742,6 @@ def test_a_table_token_of_another_app_client_is_discarded_not_served(world: Worl
     token = vendor.vend(CALLER, CLIENT, min_ttl=60)
 
     assert token.access_token == "token-1"
-    for job in world.jobs:
-        job()
     stored = world.stored().token
     assert stored is not None
     assert stored.access_token == "token-1"
@@ -733,26 +772,6 @@ def test_an_account_root_consumer_covers_every_principal_of_that_account(world: 
     assert world.vendor().vend(STRANGER, CLIENT, min_ttl=60).access_token == "token-1"
     with pytest.raises(errors.Forbidden):
         world.vendor().vend(Caller("arn:aws:sts::444455556666:assumed-role/billing-service/x"), CLIENT, min_ttl=60)
-
-
-def test_past_half_the_bound_the_record_is_read_again_off_the_callers_path(world: World) -> None:
-    vendor = world.vendor()
-    vendor.vend(CALLER, CLIENT, min_ttl=60)
-    world.jobs.clear()
-    world.clock.now += world.policy.revalidate_seconds / 2
-
-    # Callers are still served from memory, and one background job reads the record again
-    for _ in range(3):
-        assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "memory"
-    assert world.table.views == 1
-    world.table.records[CLIENT] = record(consumers=("arn:aws:iam::111122223333:role/reporting",))
-    for job in world.jobs:
-        job()
-    assert world.table.views == 2
-
-    # what it read applies at once: the removed consumer is refused before the bound
-    with pytest.raises(errors.Forbidden):
-        vendor.vend(CALLER, CLIENT, min_ttl=60)
 
 
 # --- a token Zus refused (?refused=<fingerprint>): replaced once for every container ------------------------
@@ -820,9 +839,7 @@ def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
     world = World()
 
     def container() -> TokenVendor:
-        return TokenVendor(
-            world.table, world.secrets, world.endpoint, NAMING, world.metrics, run_in_background=run_now, access=ACCESS
-        )
+        return TokenVendor(world.table, world.secrets, world.endpoint, NAMING, world.metrics, access=ACCESS)
 
     refused = container().vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.on_call = lambda: time.sleep(0.2)
@@ -863,13 +880,13 @@ def test_another_container_drops_a_replaced_token_when_it_reads_the_record_again
     replaced = world.vendor().vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
     assert replaced.expires_at < refused.expires_at
 
-    # When the holder reads the record again off its callers' path (past half the bound)
-    world.clock.now += world.policy.revalidate_seconds / 2
-    world.jobs.clear()
-    assert holder.vend(CALLER, CLIENT, min_ttl=60) == refused  # still served meanwhile
-    for job in world.jobs:
-        job()
+    assert holder.vend(CALLER, CLIENT, min_ttl=60) == refused  # served from memory within the bound
 
-    # Then it serves the table's token from memory, not the refused one it held
+    # When the holder's next call past the bound reads the record (and the token item) again
+    world.clock.now += world.policy.revalidate_seconds
     token = holder.vend(CALLER, CLIENT, min_ttl=60)
-    assert (token.access_token, token.source) == (replaced.access_token, "memory")
+
+    # Then it serves the table's token, and from memory after that, never the refused one it held
+    assert (token.access_token, token.source) == (replaced.access_token, "table")
+    again = holder.vend(CALLER, CLIENT, min_ttl=60)
+    assert (again.access_token, again.source) == (replaced.access_token, "memory")

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import re
-import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -227,53 +226,18 @@ def _unexpected_error(error: Exception) -> Response[str]:
     return problem_response(500, "Internal Server Error", "an unexpected error occurred", "internal-error")
 
 
-class _Request(threading.local):
-    """The request one thread is resolving, and what its route adds to its audit line."""
-
-    event: Any = None
-    lambda_context: Any = None
-
-    def __init__(self) -> None:
-        self.context: dict[str, Any] = {}
-        self.audit: dict[str, Any] = {}
-
-
-def _per_thread(name: str) -> Any:
-    """A resolver attribute kept in the resolver's ``_Request`` instead of on the resolver."""
-    return property(
-        lambda resolver: getattr(resolver._request, name),
-        lambda resolver, value: setattr(resolver._request, name, value),
-    )
-
-
-class ThreadSafeHttpResolver(APIGatewayHttpResolver):
-    """Powertools' HTTP API resolver with the request being resolved kept per thread.
-
-    Powertools keeps the current event and Lambda context on its ``BaseRouter`` class and the route
-    arguments (``context``) on the instance: right for Lambda, which runs one invocation per container
-    at a time, but the local stack and the benchmarks call handlers from several threads of one
-    process. Powertools 3 has no hook for this (its ASGI ``HttpResolverLocal`` keeps per-request state
-    the same way, with properties over these attributes), so these three attributes read and write a
-    thread-local instead, and ``resolve`` sets the two that Powertools sets on the class.
-
-    ``resolve`` writes the call's audit line once it is answered (``zus_m2m.audit``); routes add to it
-    with ``audit_detail``.
-    """
-
-    current_event = _per_thread("event")
-    lambda_context = _per_thread("lambda_context")
-    context = _per_thread("context")
+class AuditedHttpResolver(APIGatewayHttpResolver):
+    """Powertools' HTTP API resolver, writing each call's audit line once it is answered
+    (``zus_m2m.audit``); routes add to it with ``audit_detail``. One call at a time, as on Lambda."""
 
     def __init__(self, **options: Any) -> None:
-        self._request = _Request()
         super().__init__(**options)
+        self._audit: dict[str, Any] = {}
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        self.current_event = self._to_proxy_event(dict(event))
-        self.lambda_context = context
-        self._request.audit = {}
+        self._audit = {}
         response = super().resolve(event, context)
-        details = dict(self._request.audit)
+        details = dict(self._audit)
         kind = _problem_kind(response)
         if kind is not None:
             details["problem"] = kind
@@ -282,12 +246,12 @@ class ThreadSafeHttpResolver(APIGatewayHttpResolver):
 
     def audit_detail(self, **details: Any) -> None:
         """Add to this call's audit line (never a token or a secret)."""
-        self._request.audit.update(details)
+        self._audit.update(details)
 
 
-def resolver() -> ThreadSafeHttpResolver:
+def resolver() -> AuditedHttpResolver:
     """An HTTP API (payload 2.0) router whose every error answer is problem+json, auditing every call."""
-    app = ThreadSafeHttpResolver()
+    app = AuditedHttpResolver()
     app.exception_handler(ZusM2MError)(_known_error)
     app.exception_handler(Exception)(_unexpected_error)
 

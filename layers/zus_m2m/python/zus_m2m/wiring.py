@@ -9,18 +9,17 @@ whose cold start matters most, never imports them (nor requests, until its first
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
-from zus_m2m import deadline, logs
+from zus_m2m import deadline
 from zus_m2m.access import AccessPolicy
 from zus_m2m.aws.due_index import DynamoDueIndex
 from zus_m2m.aws.dynamo import TableKeys
@@ -81,11 +80,6 @@ def aws_client(service: str) -> Any:
     return boto3.client(service, config=AWS_CONFIG)  # type: ignore[call-overload]
 
 
-# Powertools keeps one metric set per process and neither its add nor its flush is thread-safe;
-# on Lambda one invocation runs at a time, but the local stack, the benchmarks and this package's
-# background refreshes add metrics from several threads.
-_METRICS_LOCK = threading.Lock()
-
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -96,25 +90,22 @@ class PowertoolsMetrics:
         self._metrics = metrics
 
     def count(self, name: str, value: float = 1.0) -> None:
-        with _METRICS_LOCK:
-            self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
-def invocation(metrics: Metrics, logger: Logger) -> Callable[[Handler], Handler]:
-    """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``), logs the
-    package's lines through the function's ``logger`` (``zus_m2m.logs``) and publishes its metrics
-    after: ``@metrics.log_metrics``, made safe for several threads at once."""
+def invocation(metrics: Metrics) -> Callable[[Handler], Handler]:
+    """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``) and
+    publishes its metrics after, as ``@metrics.log_metrics`` does, unless it recorded none."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
             try:
-                with logs.invocation_logger(logger), deadline.within(context.get_remaining_time_in_millis() / 1000):
+                with deadline.within(context.get_remaining_time_in_millis() / 1000):
                     return handler(event, context)
             finally:
-                with _METRICS_LOCK:
-                    if metrics.metric_set:  # a request refused before any metric: nothing to publish
-                        metrics.flush_metrics()
+                if metrics.metric_set:  # a request refused before any metric: nothing to publish
+                    metrics.flush_metrics()
 
         return invoke
 
@@ -135,12 +126,10 @@ class FirstUseZusClient:
         self._endpoints = endpoints
         self._timeout = timeout
         self._client: ZusClient | None = None
-        self._lock = threading.Lock()
 
     def request_token(self, client_id: str, client_secret: str) -> AccessToken:
-        with self._lock:
-            if self._client is None:
-                self._client = zus_client(self._endpoints, self._timeout)
+        if self._client is None:
+            self._client = zus_client(self._endpoints, self._timeout)
         return self._client.request_token(client_id, client_secret)
 
 

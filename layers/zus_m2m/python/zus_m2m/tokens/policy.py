@@ -41,8 +41,8 @@ class VendingPolicy:
     refused_attempts: int = 16
     # How often a container records that a client is in use (for the scheduled pre-refresh).
     mark_interval: float = 60.0
-    # How long a container trusts the record it read (consumers, app client id): past half of it, a
-    # background job reads it again while callers are served; past all of it, the caller's call does.
+    # How long a container trusts the record it read (consumers, app client id): past it, the next
+    # caller's call reads it again before it is used.
     revalidate_seconds: float = 5.0
 
     def margin_for(self, token: CachedToken) -> float:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from zus_m2m import errors
 from zus_m2m.backoff import backoff
 from zus_m2m.ports import Clock, MetricsSink, Sleep, TokenTable
-from zus_m2m.tokens.background import quietly
+from zus_m2m.tokens.best_effort import quietly
 from zus_m2m.tokens.memory import MemoryTier, bound
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.upstream import UpstreamTokens

@@ -18,7 +18,7 @@ import time
 from zus_m2m import errors
 from zus_m2m.backoff import backoff
 from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
-from zus_m2m.tokens.background import quietly
+from zus_m2m.tokens.best_effort import quietly
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.values import (
     AWSCURRENT,

@@ -8,9 +8,16 @@ item it writes, and nobody asks Zus while the item says to back off.
 Who gets a token, and which: the memory tier keeps, with each client's token, the client's record as
 last read (its consumers and its Zus app client id). A caller is served only if it is one of the
 consumers, and only a token minted for the app client the record names. The record is read again, in
-the same query as the token item, once it is ``revalidate_seconds`` old: a consumer removed, or a
-client deleted or re-created under its name, stops being served within that bound. The bootstrap
-admin client's token is never vended; provisioning and rotation get it through ``admin_token``.
+the same query as the token item, by the first call that finds it ``revalidate_seconds`` old, before
+it is used: a consumer removed, or a client deleted or re-created under its name, stops being served
+within that bound. The bootstrap admin client's token is never vended; provisioning and rotation get
+it through ``admin_token``.
+
+Nothing is left for after the answer: Lambda freezes the environment once the handler returns, so a
+thread left running would stall with a lease held or a request in flight. The call that finds the
+token inside its refresh margin renews it before answering (refresh-ahead; docs/design.md says why in
+the invocation rather than through the work queue), and in-use marks are written in the call; both
+are best effort (``tokens.best_effort``): their failure never fails the call.
 
 A ``min_ttl`` longer than Zus's tokens live (learned from the last one) is 422 without asking Zus;
 ``admin_token`` settles for half a lifetime instead.
@@ -25,7 +32,7 @@ from dataclasses import replace
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller, refused_token
 from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
-from zus_m2m.tokens.background import BackgroundWork, Runner, background_runner
+from zus_m2m.tokens.best_effort import quietly
 from zus_m2m.tokens.memory import KnownClient, MemoryTier, bound
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.single_flight import SingleFlight
@@ -58,7 +65,6 @@ class TokenVendor:
         access: AccessPolicy,
         clock: Clock = time.time,
         sleep: Sleep = time.sleep,
-        run_in_background: Runner | None = None,
     ) -> None:
         self._table = table
         self._secrets = secrets
@@ -72,7 +78,6 @@ class TokenVendor:
         )
         self._memory = MemoryTier(naming.admin_client_name)
         self._flight = SingleFlight(table, self._upstream, self._memory, metrics, self.policy, clock=clock, sleep=sleep)
-        self._background = BackgroundWork(run_in_background or background_runner())
         self._marked_at: dict[str, float] = {}
 
     # --- the vending path ---------------------------------------------------------------------
@@ -100,17 +105,14 @@ class TokenVendor:
             and self._access.may_get_token(caller, remembered.consumers)
         ):
             known = remembered
-            if age >= self.policy.revalidate_seconds / 2:
-                # Read the record again off the callers' path before the bound, once per container.
-                self._background.submit_once(f"{client}\nrecord", lambda: self._revalidate(client))
             served, min_ttl = self._hit(client, known.token, min_ttl, now, "memory", refused=refused)
             if served is not None:
                 return served
-            state = self._table.get(client)
+            state = self._read(client, self._table.get(client))
         else:
             view = self._table.view(client)
             known = self._authorized(caller, client, self._revalidated(client, view, now))
-            state = view.token
+            state = self._read(client, view.token)
         token = bound(state.token, known.app_client_id)
         served, min_ttl = self._hit(client, token, min_ttl, now, "table", refused=refused)
         if served is not None:
@@ -126,7 +128,7 @@ class TokenVendor:
         served, min_ttl = self._hit(client, self._memory.unbound(client), min_ttl, now, "memory", best_effort=True)
         if served is not None:
             return served
-        state = self._table.get(client)
+        state = self._read(client, self._table.get(client))
         served, min_ttl = self._hit(client, state.token, min_ttl, now, "table", best_effort=True)
         if served is not None:
             return served
@@ -184,24 +186,18 @@ class TokenVendor:
     ) -> CachedToken:
         self._metrics.count("TokenMiss")
         token = self._flight.fetch_or_wait(client, min_ttl, state, started, binding, refused)
-        self._mark_in_background(client, self._clock())
+        self._mark_in_use(client, self._clock())
         if token.seconds_left(self._clock()) < min_ttl and not best_effort:
             raise _unsatisfiable(token.lifetime, min_ttl)
         return token
 
-    def _revalidate(self, client: str) -> None:
-        """Read the client's record and token item again (a background job): what a caller is served
-        from memory is never older than the revalidation bound, and callers do not wait for the read."""
-        started = self._clock()
-        self._revalidated(client, self._table.view(client), started)
-
     def _revalidated(self, client: str, view: ClientView, now: float) -> KnownClient | None:
         """What the record just read says, remembered; a token of another app client than the record's
-        is never kept, and is removed from the table off the caller's path."""
+        is never kept, and is removed from the table (best effort: it is never served anyway)."""
         stale = view.token.token
         if stale is not None and stale.app_client_id != view.app_client_id:
             self._metrics.count("StaleTokenDiscarded")
-            self._background.submit(lambda: self._table.discard_token(client, stale.app_client_id))
+            quietly(lambda: self._table.discard_token(client, stale.app_client_id))
         return self._memory.learn(client, view, now)
 
     def _authorized(self, caller: Caller, client: str, known: KnownClient | None) -> KnownClient:
@@ -214,15 +210,25 @@ class TokenVendor:
         raise refused_token(caller, client)
 
     def _after_hit(self, client: str, token: CachedToken, now: float) -> None:
-        """Refresh ahead of expiry off the caller's path; record use for the scheduled pre-refresh."""
+        """Refresh ahead of expiry (this call renews the token it serves, unless another caller is
+        renewing it); record use for the scheduled pre-refresh."""
         if token.seconds_left(now) < self.policy.margin_for(token):
-            self._background.submit_once(client, lambda: self.refresh(client))
-        self._mark_in_background(client, now)
+            quietly(lambda: self.refresh(client))
+        self._mark_in_use(client, now)
 
-    def _mark_in_background(self, client: str, now: float) -> None:
+    def _read(self, client: str, state: TokenState) -> TokenState:
+        """``state`` as just read: an in-use mark another container wrote spares this one writing its own
+        within ``mark_interval``."""
+        if state.last_requested_at > self._marked_at.get(client, 0.0):
+            self._marked_at[client] = state.last_requested_at
+        return state
+
+    def _mark_in_use(self, client: str, now: float) -> None:
+        """A write, in the call, when neither this container nor (as last read) another marked the client
+        within ``mark_interval``: about one a minute per client for the fleet."""
         if now - self._marked_at.get(client, 0.0) >= self.policy.mark_interval:
             self._marked_at[client] = now
-            self._background.submit(lambda: self._table.mark_requested(client, now))
+            quietly(lambda: self._table.mark_requested(client, now))
 
     # --- refreshing and issuing ------------------------------------------------------------------
 
