@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 CLIENT_STAMP := $(VENV)/.installed-client
 CLIENT_DIST := .aws-sam/client-dist
+# The TypeScript client's npm dependencies (`npm ci`), installed again only when package-lock.json changes.
+TS_CLIENT := clients/typescript
+TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 
 # The infrastructure tools each live in their own venv (they pin their own boto3), made once per clone.
 SAM_VENV := .venv-sam
@@ -26,7 +29,7 @@ BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
 .PHONY: test-313 test-rest dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens bench-scale cost outage-drill openapi soak client-wheel
+	bench-tokens bench-scale cost outage-drill openapi soak client-wheel ts-deps ts-test
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -99,15 +102,16 @@ $(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 # Every test runs once (tests/conftest.py, ZUS_TEST_PART): the service's unit, integration and e2e tests
 # on 3.13 in Auth0's dialect, without the tests that wait out a 20-30 s window; the rest on $(PYTHON). The
 # suites whose tests are independent run on XDIST workers; the reliability suite (one results table, a
-# whole-system check at its end) runs alone.
+# whole-system check at its end) runs alone, and so do the TypeScript client's tests (their summary printed).
 XDIST ?= 3
 test-313: $(STAMP313) build
 	ZUS_TEST_PART=lambda $(VENV313)/bin/pytest -q -p no:cacheprovider -n $(XDIST) tests/unit tests/integration tests/e2e
 
-test-rest: $(STAMP) $(CLIENT_STAMP) validate build client-wheel
+test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
 	ZUS_TEST_PART=rest ZUS_PYTHON313="$(PY313)" $(BIN)/pytest -q -p no:cacheprovider -n $(XDIST) \
-		--ignore=tests/reliability
+		--ignore=tests/reliability --ignore=clients/python/tests/test_typescript_client.py
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
+	$(TS_TEST)
 
 test: lint typecheck validate build test-313 test-rest
 
@@ -128,8 +132,23 @@ client-wheel: $(STAMP)
 	rm -rf $(CLIENT_DIST)
 	$(BIN)/python -m pip wheel --quiet --no-deps clients/python -w $(CLIENT_DIST)
 
+# The TypeScript client (clients/typescript, @zus-m2m/client): its tests (node's test runner) against the
+# local stack, driven by clients/python/tests/test_typescript_client.py; printed (-s): node's summary lines
+# and the fleet's vend calls.
+TS_TEST := $(BIN)/pytest -q -p no:cacheprovider -s clients/python/tests/test_typescript_client.py
+$(TS_STAMP): $(TS_CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: the TypeScript client needs Node 20 or later"; exit 1; }
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund
+	@touch $@
+
+ts-deps: $(TS_STAMP)
+
+ts-test: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP)
+	$(TS_TEST)
+
 clean:
-	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam \
+		$(TS_CLIENT)/node_modules $(TS_CLIENT)/dist
 
 # Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
 bench-tokens: $(STAMP)

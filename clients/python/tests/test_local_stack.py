@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import botocore.session
 import pytest
 import requests
-from client_support import FakeClock, RecordingTransport, wait_until
+from client_support import FakeClock, RecordingTransport, console_lines, token_route_calls, wait_until
 
 import zus_m2m_client
 from zus_local.local_principals import ADMIN_USER as ADMIN_PROFILE
@@ -33,19 +32,6 @@ from zus_m2m_client import SigV4Transport, TokenProvider, ZusAuth, ZusM2MApi, fi
 JSON_API = "application/vnd.api+json"
 THREADS, CALLS_EACH = 50, 20
 REPORTERS = 20
-
-
-def console_lines(stack: Any) -> list[str]:
-    """The stack's console once every request answered so far has its line: a request sent now is
-    answered after them, and its line (written before its answer) follows theirs."""
-    sentinel = f"/app-clients/sentinel-{uuid.uuid4().hex[:12]}"
-    stack.admin.get(stack.api + sentinel, timeout=10)  # signed: the admin's 404 for a name that does not exist
-    wait_until(lambda: any(f" {sentinel}  404" in line for line in stack.lines), "the sentinel's console line")
-    return list(stack.lines)
-
-
-def token_route_calls(stack: Any, name: str) -> int:
-    return sum(f"GET    /app-clients/{name}/token  " in line for line in console_lines(stack))
 
 
 def token_requests_at_zus(stack: Any, record: Mapping[str, Any]) -> int:
