@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,22 +37,6 @@ REPORTERS = 20
 def token_requests_at_zus(stack: Any, record: Mapping[str, Any]) -> int:
     stats = requests.get(f"{stack.zus}/_emulator/stats", timeout=5).json()
     return int(stats["tokenRequests"].get(record["clientId"], 0))
-
-
-@pytest.fixture
-def managed(local_stack: Any, admin_session: botocore.session.Session, consumer_arn: str) -> Iterator[Any]:
-    """Creates managed clients by name through the API, as the local admin, with the local consumer as
-    their consumer; deletes them after the test."""
-    api = ZusM2MApi(local_stack.api, session=admin_session)
-    created: list[str] = []
-
-    def create(name: str) -> dict[str, Any]:
-        created.append(name)
-        return api.create_client(name, consumers=[consumer_arn])
-
-    yield create
-    for name in created:
-        api.delete_client(name)
 
 
 def emulator_client_url(stack: Any, record: Mapping[str, Any]) -> str:
