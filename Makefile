@@ -29,7 +29,7 @@ BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
 .PHONY: test-313 test-rest dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens bench-scale cost outage-drill openapi soak client-wheel ts-deps ts-test
+	bench-tokens bench-scale cost outage-drill openapi soak client-wheel ts-deps ts-test package
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -66,10 +66,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # cfn-lint and `sam validate --lint` on template.yaml; checkov on template.yaml and on the
-# CloudFormation the SAM transform expands it into (offline), so generated resources are checked too.
+# CloudFormation the SAM transform expands it into (offline), so generated resources are checked too;
+# the Serverless Application Repository metadata as SAR takes it, its version pyproject.toml's.
 validate: $(VALIDATE_STAMP)
 
-$(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py $(SAM_STAMP) $(CHECKOV_STAMP)
+$(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py \
+		scripts/check_sar_metadata.py pyproject.toml LICENSE README.md $(SAM_STAMP) $(CHECKOV_STAMP)
+	$(SAM_VENV)/bin/python scripts/check_sar_metadata.py template.yaml
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
 	$(SAM_VENV)/bin/python scripts/translate_template.py template.yaml $(TRANSLATED)
@@ -84,6 +87,20 @@ build: $(BUILD_OUTPUT)
 $(BUILD_OUTPUT): $(BUILD_INPUTS) | python313 $(SAM_STAMP)
 	PATH="$(PY313_PREFIX)/bin:$$PATH" $(SAM_VENV)/bin/sam build --template-file template.yaml
 	@touch $@
+
+# The packaged template `sam publish` sends to the Serverless Application Repository (docs/deploy.md):
+# the build's code, LICENSE and README.md uploaded to the S3 bucket SAR_BUCKET (in SAR_REGION; its policy
+# lets serverlessrepo.amazonaws.com read the objects), the template rewritten to point at them.
+SAR_BUCKET ?=
+SAR_REGION ?= us-east-1
+PACKAGED := .aws-sam/packaged.yaml
+package: validate build
+	@test -n "$(SAR_BUCKET)" || { echo "SAR_BUCKET is not set: make package SAR_BUCKET=<bucket> (docs/deploy.md)"; exit 1; }
+	@! grep -q 'SourceCodeUrl: https://source.invalid/' template.yaml || \
+		{ echo "template.yaml's SourceCodeUrl is a placeholder: set it to the public repository's URL"; exit 1; }
+	$(SAM_VENV)/bin/sam package --template-file $(BUILD_OUTPUT) --s3-bucket $(SAR_BUCKET) \
+		--s3-prefix zus-m2m --region $(SAR_REGION) --output-template-file $(PACKAGED)
+	@echo "publish it: $(SAM_VENV)/bin/sam publish --template $(PACKAGED) --region $(SAR_REGION)"
 
 python313:
 	@test -x "$(PY313)" || { echo "Python 3.13 is missing: sam build needs it (pyenv install 3.13.0, or set PY313_PREFIX)"; exit 1; }
