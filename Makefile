@@ -119,7 +119,8 @@ $(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 # Every test runs once (tests/conftest.py, ZUS_TEST_PART): the service's unit, integration and e2e tests
 # on 3.13 in Auth0's dialect, without the tests that wait out a 20-30 s window; the rest on $(PYTHON). The
 # suites whose tests are independent run on XDIST workers; the reliability suite (one results table, a
-# whole-system check at its end) runs alone, and so do the TypeScript client's tests (their summary printed).
+# whole-system check at its end) runs alone and last; the TypeScript client's tests run alone before it
+# (their summary printed).
 XDIST ?= 3
 test-313: $(STAMP313) build
 	ZUS_TEST_PART=lambda $(VENV313)/bin/pytest -q -p no:cacheprovider -n $(XDIST) tests/unit tests/integration tests/e2e
@@ -127,8 +128,8 @@ test-313: $(STAMP313) build
 test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
 	ZUS_TEST_PART=rest ZUS_PYTHON313="$(PY313)" $(BIN)/pytest -q -p no:cacheprovider -n $(XDIST) \
 		--ignore=tests/reliability --ignore=clients/python/tests/test_typescript_client.py
-	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 	$(TS_TEST)
+	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
 test: lint typecheck validate build test-313 test-rest
 
