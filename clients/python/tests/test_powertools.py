@@ -16,7 +16,8 @@ import requests
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from client_support import token_route_calls, wait_until
 
-from zus_m2m_client import ForbiddenError
+from zus_local.local_principals import CONSUMER_USER as CONSUMER_PROFILE
+from zus_m2m_client import ForbiddenError, powertools
 from zus_m2m_client.powertools import ZusTokenProvider
 
 
@@ -118,3 +119,22 @@ def test_the_package_imports_without_powertools() -> None:
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert "pip install 'zus-m2m-client[powertools]'" in run.stdout
+
+
+def test_get_token_uses_the_api_in_the_environment(
+    local_stack: Any, managed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a Lambda function would: the API's URL and the role's credentials from the environment."""
+    record = managed("pt-default")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(local_stack.credentials_file))
+    monkeypatch.setenv("AWS_PROFILE", CONSUMER_PROFILE)
+    monkeypatch.delenv(powertools.API_URL_ENV, raising=False)
+    with pytest.raises(GetParameterError, match="ZUS_M2M_API_URL is not set"):
+        powertools.get_token("pt-default")
+    monkeypatch.setenv(powertools.API_URL_ENV, local_stack.api)
+    token = powertools.get_token("pt-default", max_age=60)
+    assert powertools.get_token("pt-default", max_age=60) == token
+    assert answers_at_zus(local_stack, record, token) == 200
+    assert token_route_calls(local_stack, "pt-default") == 1
