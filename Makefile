@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 CLIENT_STAMP := $(VENV)/.installed-client
 CLIENT_DIST := .aws-sam/client-dist
+# The TypeScript client's npm dependencies (`npm ci`), installed again only when package-lock.json changes.
+TS_CLIENT := clients/typescript
+TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 
 # The infrastructure tools each live in their own venv (they pin their own boto3), made once per clone.
 SAM_VENV := .venv-sam
@@ -26,7 +29,7 @@ BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
 .PHONY: test-313 test-rest dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens bench-refresh-ahead bench-scale cost outage-drill openapi soak client-wheel
+	bench-tokens bench-refresh-ahead bench-scale cost outage-drill openapi soak client-wheel ts-deps ts-test package
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -64,10 +67,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # cfn-lint and `sam validate --lint` on template.yaml; checkov on template.yaml and on the
-# CloudFormation the SAM transform expands it into (offline), so generated resources are checked too.
+# CloudFormation the SAM transform expands it into (offline), so generated resources are checked too;
+# the Serverless Application Repository metadata as SAR takes it, its version pyproject.toml's.
 validate: $(VALIDATE_STAMP)
 
-$(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py $(SAM_STAMP) $(CHECKOV_STAMP)
+$(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py \
+		scripts/check_sar_metadata.py pyproject.toml LICENSE README.md $(SAM_STAMP) $(CHECKOV_STAMP)
+	$(SAM_VENV)/bin/python scripts/check_sar_metadata.py template.yaml
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
 	$(SAM_VENV)/bin/python scripts/translate_template.py template.yaml $(TRANSLATED)
@@ -82,6 +88,20 @@ build: $(BUILD_OUTPUT)
 $(BUILD_OUTPUT): $(BUILD_INPUTS) | python313 $(SAM_STAMP)
 	PATH="$(PY313_PREFIX)/bin:$$PATH" $(SAM_VENV)/bin/sam build --template-file template.yaml
 	@touch $@
+
+# The packaged template `sam publish` sends to the Serverless Application Repository (docs/deploy.md):
+# the build's code, LICENSE and README.md uploaded to the S3 bucket SAR_BUCKET (in SAR_REGION; its policy
+# lets serverlessrepo.amazonaws.com read the objects), the template rewritten to point at them.
+SAR_BUCKET ?=
+SAR_REGION ?= us-east-1
+PACKAGED := .aws-sam/packaged.yaml
+package: validate build
+	@test -n "$(SAR_BUCKET)" || { echo "SAR_BUCKET is not set: make package SAR_BUCKET=<bucket> (docs/deploy.md)"; exit 1; }
+	@! grep -q 'SourceCodeUrl: https://source.invalid/' template.yaml || \
+		{ echo "template.yaml's SourceCodeUrl is a placeholder: set it to the public repository's URL"; exit 1; }
+	$(SAM_VENV)/bin/sam package --template-file $(BUILD_OUTPUT) --s3-bucket $(SAR_BUCKET) \
+		--s3-prefix zus-m2m --region $(SAR_REGION) --output-template-file $(PACKAGED)
+	@echo "publish it: $(SAM_VENV)/bin/sam publish --template $(PACKAGED) --region $(SAR_REGION)"
 
 python313:
 	@test -x "$(PY313)" || { echo "Python 3.13 is missing: sam build needs it (pyenv install 3.13.0, or set PY313_PREFIX)"; exit 1; }
@@ -100,14 +120,16 @@ $(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 # Every test runs once (tests/conftest.py, ZUS_TEST_PART): the service's unit, integration and e2e tests
 # on 3.13 in Auth0's dialect, without the tests that wait out a 20-30 s window; the rest on $(PYTHON). The
 # suites whose tests are independent run on XDIST workers; the reliability suite (one results table, a
-# whole-system check at its end) runs alone.
+# whole-system check at its end) runs alone and last; the TypeScript client's tests run alone before it
+# (their summary printed).
 XDIST ?= 3
 test-313: $(STAMP313) build
 	ZUS_TEST_PART=lambda $(VENV313)/bin/pytest -q -p no:cacheprovider -n $(XDIST) tests/unit tests/integration tests/e2e
 
-test-rest: $(STAMP) $(CLIENT_STAMP) validate build client-wheel
+test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
 	ZUS_TEST_PART=rest ZUS_PYTHON313="$(PY313)" $(BIN)/pytest -q -p no:cacheprovider -n $(XDIST) \
-		--ignore=tests/reliability
+		--ignore=tests/reliability --ignore=clients/python/tests/test_typescript_client.py
+	$(TS_TEST)
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
 test: lint typecheck validate build test-313 test-rest
@@ -129,8 +151,23 @@ client-wheel: $(STAMP)
 	rm -rf $(CLIENT_DIST)
 	$(BIN)/python -m pip wheel --quiet --no-deps clients/python -w $(CLIENT_DIST)
 
+# The TypeScript client (clients/typescript, @zus-m2m/client): its tests (node's test runner) against the
+# local stack, driven by clients/python/tests/test_typescript_client.py; printed (-s): node's summary lines
+# and the fleet's vend calls.
+TS_TEST := $(BIN)/pytest -q -p no:cacheprovider -s clients/python/tests/test_typescript_client.py
+$(TS_STAMP): $(TS_CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: the TypeScript client needs Node 20 or later"; exit 1; }
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund
+	@touch $@
+
+ts-deps: $(TS_STAMP)
+
+ts-test: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP)
+	$(TS_TEST)
+
 clean:
-	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam \
+		$(TS_CLIENT)/node_modules $(TS_CLIENT)/dist
 
 # Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
 bench-tokens: $(STAMP)

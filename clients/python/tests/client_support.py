@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from zus_m2m_client import AccessToken, HttpResponse, Transport, TransportError, fingerprint
 
@@ -257,3 +259,16 @@ class RecordingTransport:
     ) -> HttpResponse:
         self.queries.append(dict(query or {}))
         return self.inner.request(method, path, query=query, body=body)
+
+
+def console_lines(stack: Any) -> list[str]:
+    """The stack's console once every request answered so far has its line: a request sent now is
+    answered after them, and its line (written before its answer) follows theirs."""
+    sentinel = f"/app-clients/sentinel-{uuid.uuid4().hex[:12]}"
+    stack.admin.get(stack.api + sentinel, timeout=10)  # signed: the admin's 404 for a name that does not exist
+    wait_until(lambda: any(f" {sentinel}  404" in line for line in stack.lines), "the sentinel's console line")
+    return list(stack.lines)
+
+
+def token_route_calls(stack: Any, name: str) -> int:
+    return sum(f"GET    /app-clients/{name}/token  " in line for line in console_lines(stack))

@@ -22,6 +22,7 @@ from client_support import RecordingServer
 
 from zus_local.local_principals import ADMIN_USER as ADMIN_PROFILE
 from zus_local.local_principals import CONSUMER_USER as CONSUMER_PROFILE
+from zus_m2m_client import ZusM2MApi
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 
@@ -83,3 +84,19 @@ def consumer_arn(local_stack: Any) -> str:
 def recording_server() -> Iterator[RecordingServer]:
     with RecordingServer() as server:
         yield server
+
+
+@pytest.fixture
+def managed(local_stack: Any, admin_session: botocore.session.Session, consumer_arn: str) -> Iterator[Any]:
+    """Creates managed clients by name through the API, as the local admin, with the local consumer as
+    their consumer; deletes them after the test."""
+    api = ZusM2MApi(local_stack.api, session=admin_session)
+    created: list[str] = []
+
+    def create(name: str) -> dict[str, Any]:
+        created.append(name)
+        return api.create_client(name, consumers=[consumer_arn])
+
+    yield create
+    for name in created:
+        api.delete_client(name)

@@ -14,8 +14,7 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import botocore.session
 import pytest
 import requests
-from client_support import FakeClock, RecordingTransport, wait_until
+from client_support import FakeClock, RecordingTransport, console_lines, token_route_calls, wait_until
 
 import zus_m2m_client
 from zus_local.local_principals import ADMIN_USER as ADMIN_PROFILE
@@ -35,38 +34,9 @@ THREADS, CALLS_EACH = 50, 20
 REPORTERS = 20
 
 
-def console_lines(stack: Any) -> list[str]:
-    """The stack's console once every request answered so far has its line: a request sent now is
-    answered after them, and its line (written before its answer) follows theirs."""
-    sentinel = f"/app-clients/sentinel-{uuid.uuid4().hex[:12]}"
-    stack.admin.get(stack.api + sentinel, timeout=10)  # signed: the admin's 404 for a name that does not exist
-    wait_until(lambda: any(f" {sentinel}  404" in line for line in stack.lines), "the sentinel's console line")
-    return list(stack.lines)
-
-
-def token_route_calls(stack: Any, name: str) -> int:
-    return sum(f"GET    /app-clients/{name}/token  " in line for line in console_lines(stack))
-
-
 def token_requests_at_zus(stack: Any, record: Mapping[str, Any]) -> int:
     stats = requests.get(f"{stack.zus}/_emulator/stats", timeout=5).json()
     return int(stats["tokenRequests"].get(record["clientId"], 0))
-
-
-@pytest.fixture
-def managed(local_stack: Any, admin_session: botocore.session.Session, consumer_arn: str) -> Iterator[Any]:
-    """Creates managed clients by name through the API, as the local admin, with the local consumer as
-    their consumer; deletes them after the test."""
-    api = ZusM2MApi(local_stack.api, session=admin_session)
-    created: list[str] = []
-
-    def create(name: str) -> dict[str, Any]:
-        created.append(name)
-        return api.create_client(name, consumers=[consumer_arn])
-
-    yield create
-    for name in created:
-        api.delete_client(name)
 
 
 def emulator_client_url(stack: Any, record: Mapping[str, Any]) -> str:
