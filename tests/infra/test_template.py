@@ -116,6 +116,7 @@ PARAMETERS = {
     "AllowedZusRoles",
     "RotationRequestMinGapSeconds",
     "MemoryRevalidationSeconds",
+    "RefusedReplacementMinGapSeconds",
     "AdminSecretName",
     "RotationIntervalDays",
     "TokenRefreshMarginSeconds",
@@ -302,6 +303,7 @@ def test_settings_come_from_the_stack(template: dict[str, Any]) -> None:
         "SECRET_RECOVERY_WINDOW_DAYS": "SecretRecoveryWindowDays",
         "ROTATION_REQUEST_MIN_GAP_SECONDS": "RotationRequestMinGapSeconds",
         "MEMORY_REVALIDATION_SECONDS": "MemoryRevalidationSeconds",
+        "REFUSED_REPLACEMENT_MIN_GAP_SECONDS": "RefusedReplacementMinGapSeconds",
     }.items():
         assert env[name] == {"Ref": parameter}
     for name, parameter in {"ADMIN_PRINCIPALS": "AdminPrincipals", "ALLOWED_ZUS_ROLES": "AllowedZusRoles"}.items():

@@ -17,6 +17,7 @@ import requests
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
+from zus_m2m.aws.dynamo import client_key
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
@@ -728,7 +729,7 @@ def token_requests_at_zus(zus) -> int:
 
 
 def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_names_the_fingerprint(
-    api: Api, token_api: Api, zus, audited: AuditLines
+    api: Api, token_api: Api, zus, audited: AuditLines, environment: Deployment
 ) -> None:
     api(event("apigw_create_client"))
     _, _, cached = token_api(event("apigw_get_token"))
@@ -736,16 +737,34 @@ def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_nam
     before = token_requests_at_zus(zus)
     audited.events.clear()
 
+    # Minted a moment ago: the report is ignored, and the audit line says so
+    status, _, body = token_api(with_query(event("apigw_get_token"), refused=refused))
+    assert (status, body["access_token"]) == (200, cached["access_token"])
+    assert token_requests_at_zus(zus) == before
+    # Once the token is older than 10 s (its stored lifetime says it was minted 11 s earlier), it is replaced
+    aws = environment.aws
+    aws.dynamodb.update_item(
+        TableName=aws.table_name,
+        Key=client_key("billing-service", "token"),
+        UpdateExpression="SET tokenLifetime = tokenLifetime + :older",
+        ExpressionAttributeValues={":older": {"N": "11"}},
+    )
     status, headers, body = token_api(with_query(event("apigw_get_token"), refused=refused))
 
     assert status == 200, body
     assert body["access_token"] != cached["access_token"]
     assert headers["x-token-source"] == "zus"
     assert token_requests_at_zus(zus) - before == 1
-    [line] = audited.events
-    assert (line["refusedToken"], line["outcome"]) == (refused, "allowed")
-    assert cached["access_token"] not in json.dumps(line)
-    assert body["access_token"] not in json.dumps(line)
+    ignored, replaced = audited.events
+    assert (ignored["refusedToken"], ignored["refusedReport"], ignored["outcome"]) == (refused, "ignored", "allowed")
+    assert (replaced["refusedToken"], replaced["refusedReport"], replaced["outcome"]) == (
+        refused,
+        "replaced",
+        "allowed",
+    )
+    for line in audited.events:
+        assert cached["access_token"] not in json.dumps(line)
+        assert body["access_token"] not in json.dumps(line)
 
 
 @pytest.mark.parametrize(

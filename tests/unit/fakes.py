@@ -135,6 +135,8 @@ class FakeTokenTable:
                 or (replacing is not None and stored.access_token == replacing.access_token)
             ):
                 state = replace(state, token=token, failures=0, failed_by=None, failed_until=0.0)
+                if replacing is not None:
+                    state = replace(state, refused_replaced_at=token.expires_at - token.lifetime)
             if owner is not None and state.lease_owner == owner:
                 state = replace(state, lease_owner=None, lease_until=0.0)
             self.states[client] = state

@@ -41,6 +41,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str | None] = {
     # How long a container serves a client's token from memory before it checks the client's record
     # again: a revoked consumer, or a deleted or re-created client, stops being served within this bound.
     "MEMORY_REVALIDATION_SECONDS": "5",
+    # A client's token is replaced on a report that Zus refused it at most once per this many seconds.
+    "REFUSED_REPLACEMENT_MIN_GAP_SECONDS": "60",
     # The queue the scheduled jobs hand due work to (set on the scheduled function only).
     "WORK_QUEUE_URL": "",
 }
@@ -67,6 +69,7 @@ class Settings:
     allowed_zus_roles: tuple[str, ...]
     rotation_request_min_gap_seconds: int
     memory_revalidation_seconds: int
+    refused_replacement_min_gap_seconds: int
     work_queue_url: str
 
     @classmethod
@@ -94,6 +97,7 @@ class Settings:
         recovery_days = integer("SECRET_RECOVERY_WINDOW_DAYS", 7, 30)
         rotation_gap = integer("ROTATION_REQUEST_MIN_GAP_SECONDS", 0, 86400)
         revalidation = integer("MEMORY_REVALIDATION_SECONDS", 0, 60)
+        refused_gap = integer("REFUSED_REPLACEMENT_MIN_GAP_SECONDS", 10, 3600)
         admins: tuple[str, ...] = ()
         if values["ADMIN_PRINCIPALS"] is not None:
             try:
@@ -135,6 +139,7 @@ class Settings:
             allowed_zus_roles=roles,
             rotation_request_min_gap_seconds=rotation_gap,
             memory_revalidation_seconds=revalidation,
+            refused_replacement_min_gap_seconds=refused_gap,
             work_queue_url=values["WORK_QUEUE_URL"] or "",
         )
 

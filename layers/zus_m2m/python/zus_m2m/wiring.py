@@ -263,6 +263,7 @@ class Container:
                 budget_per_hour=settings.token_budget_per_hour,
                 budget_reserve_percent=settings.token_budget_reserve_percent,
                 revalidate_seconds=settings.memory_revalidation_seconds,
+                refused_replacement_min_gap=settings.refused_replacement_min_gap_seconds,
             ),
             access=self.access,
             clock=self._clock,
