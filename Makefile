@@ -13,6 +13,9 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+PARLIAMENT_VENV := .venv-parliament
+PARLIAMENT_STAMP := $(PARLIAMENT_VENV)/.installed
+POLICIES := .aws-sam/policies
 export SAM_CLI_TELEMETRY := 0
 
 # `sam build` needs the Lambda runtime's Python (3.13) on PATH; the machine image ships it under pyenv.
@@ -52,6 +55,12 @@ $(CHECKOV_STAMP): requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
 	@touch $@
 
+$(PARLIAMENT_STAMP): requirements/parliament.txt
+	@test -x $(PARLIAMENT_VENV)/bin/python || $(PYTHON) -m venv $(PARLIAMENT_VENV)
+	$(PARLIAMENT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PARLIAMENT_VENV)/bin/python -m pip install --quiet -r requirements/parliament.txt
+	@touch $@
+
 dev: $(STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m zus_local $(ARGS)
 
@@ -63,16 +72,25 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # cfn-lint and `sam validate --lint` on template.yaml; checkov on template.yaml and on the
-# CloudFormation the SAM transform expands it into (offline), so generated resources are checked too.
+# CloudFormation the SAM transform expands it into (offline), so generated resources are checked too;
+# parliament on every IAM policy of the stack, resolved as deployed (scripts/export_policies.py): the
+# roles' policies, the table's and the key's, and the one the code puts on every client secret.
 validate: $(VALIDATE_STAMP)
 
-$(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py $(SAM_STAMP) $(CHECKOV_STAMP)
+$(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py \
+		scripts/export_policies.py scripts/parliament-key-policy.yaml layers/zus_m2m/python/zus_m2m/secret_policy.py \
+		$(SAM_STAMP) $(CHECKOV_STAMP) $(PARLIAMENT_STAMP) $(STAMP)
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
 	$(SAM_VENV)/bin/python scripts/translate_template.py template.yaml $(TRANSLATED)
 	$(SAM_VENV)/bin/cfn-lint $(TRANSLATED)
 	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --skip-download --compact --quiet \
 		-f template.yaml -f $(TRANSLATED)
+	$(BIN)/python scripts/export_policies.py template.yaml $(POLICIES)
+	$(PARLIAMENT_VENV)/bin/parliament --directory $(POLICIES) --include_policy_extension .json \
+		--exclude_pattern '.*/key-policy/.*' </dev/null
+	$(PARLIAMENT_VENV)/bin/parliament --config scripts/parliament-key-policy.yaml \
+		--directory $(POLICIES)/key-policy --include_policy_extension .json </dev/null
 	@touch $@
 
 # Rebuilt only when template.yaml, functions/ or layers/ change.
@@ -123,7 +141,7 @@ client-wheel: $(STAMP)
 	$(BIN)/python -m pip wheel --quiet --no-deps clients/python -w $(CLIENT_DIST)
 
 clean:
-	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) $(PARLIAMENT_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
 
 # Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
 bench-tokens: $(STAMP)

@@ -70,12 +70,21 @@ SECRET_ACTIONS = {
         "CancelRotateSecret",  # deleting a client stops its rotation, whatever state it is in
         "UpdateSecretVersionStage",
         "ListSecretVersionIds",
+        "PutResourcePolicy",  # every secret it creates gets the stack's resource policy (secret_policy.py)
     },
     "RotationRole": {"GetSecretValue", "DescribeSecret", "PutSecretValue", "UpdateSecretVersionStage"},
     # Repairs (the repair job's; the worker's in rotation checks): reads, a roll-forward's label moves and
     # rotation starts. Neither ever stores a value (createSecret is the rotation function's).
     "ScheduledRole": {"GetSecretValue", "DescribeSecret", "UpdateSecretVersionStage", "RotateSecret"},
-    "WorkerRole": {"GetSecretValue", "DescribeSecret", "UpdateSecretVersionStage", "RotateSecret"},
+    # ... and a rotation check puts the resource policy on a secret that lacks it.
+    "WorkerRole": {
+        "GetSecretValue",
+        "DescribeSecret",
+        "UpdateSecretVersionStage",
+        "RotateSecret",
+        "GetResourcePolicy",
+        "PutResourcePolicy",
+    },
 }
 TABLE_ACTIONS = {
     # Query: a client's record and token item in one round trip (tokens/vendor.py).
@@ -114,6 +123,7 @@ PARAMETERS = {
     "ZusEnvironment",
     "AdminPrincipals",
     "AllowedZusRoles",
+    "BreakGlassPrincipals",
     "RotationRequestMinGapSeconds",
     "MemoryRevalidationSeconds",
     "RefusedReplacementMinGapSeconds",
@@ -129,6 +139,7 @@ PARAMETERS = {
 
 OUTPUTS = {
     "ApiUrl",
+    "StackRoleArns",
     "TableName",
     "TokenVendingFunctionArn",
     "ProvisioningFunctionArn",
@@ -533,17 +544,28 @@ def test_kms_key_rotates_and_its_policy_names_only_the_account_the_roles_and_ser
     assert key["Properties"]["EnableKeyRotation"] is True
     assert key["DeletionPolicy"] == "Retain"
     roles = {json.dumps({"Fn::GetAtt": [role, "Arn"]}) for role in ROLES.values()}
-    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+    account = json.dumps({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"})
+    for entry in key["Properties"]["KeyPolicy"]["Statement"]:
+        # The break-glass statement exists only when BreakGlassPrincipals names someone.
+        statement = entry["Fn::If"][1] if "Fn::If" in entry else entry
         principal = statement["Principal"]
         assert principal != "*"
         for aws in as_list(principal.get("AWS", [])):
             text = json.dumps(aws)
-            assert text in roles or text == json.dumps({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"})
-        if "AWS" in principal and statement["Action"] != "kms:*":
-            # The function roles use the key only through the services that hold their data.
-            assert "kms:ViaService" in statement["Condition"]["StringEquals"], statement["Sid"]
+            assert text in roles or text == account or aws == {"Ref": "BreakGlassPrincipals"}, statement["Sid"]
+        uses = any(a.startswith(("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")) for a in statement["Action"])
+        if "AWS" in principal and uses:
+            # Roles use the key only through the services that hold their data, or in one encryption context.
+            keys = statement["Condition"]["StringEquals"]
+            assert "kms:ViaService" in keys or "kms:EncryptionContext:zus-m2m:purpose" in keys, statement["Sid"]
         if "Service" in principal:
             assert statement.get("Condition"), statement["Sid"]
+    # The account administers the key (and lets AWS services attach it): it never uses it.
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+        if json.dumps(statement.get("Principal", {}).get("AWS")) == account:
+            used = {"kms:*", "kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*"} & set(statement["Action"])
+            assert not used, statement["Sid"]
+            assert not any(a.startswith(("kms:GenerateDataKey", "kms:Create*")) for a in statement["Action"])
 
 
 def test_secrets_manager_may_invoke_the_rotation_function(template: dict[str, Any]) -> None:
@@ -584,10 +606,11 @@ def test_translated_schedules_target_the_function_with_retry_and_dead_letter(tra
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}, name
 
 
-def test_dead_letter_queue_is_encrypted_with_the_stack_key(template: dict[str, Any]) -> None:
+def test_dead_letter_queue_is_encrypted(template: dict[str, Any]) -> None:
+    # By SQS's own key: it holds schedule payloads only, and its writers need no use of the stack key.
     queue = template["Resources"]["ScheduleDeadLetterQueue"]
     assert queue["Type"] == "AWS::SQS::Queue"
-    assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "KmsKey"}
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
 
 
 # -------------------------------------------------------------------------- logs, alarms, outputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -818,6 +819,7 @@ def test_a_fingerprint_of_another_token_gets_the_current_one_without_a_mint(worl
 def test_the_lease_holder_reads_the_item_again_and_serves_a_replacement_stored_meanwhile(world: World) -> None:
     # Given a container that still holds the refused token, and an eventually consistent read that still
     # answers it, while another container already stored its replacement
+    world.policy = dataclasses.replace(world.policy, refused_min_token_age=0.0)  # reported a moment after minting
     vendor = world.vendor()
     refused = vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.table.stale[CLIENT] = world.stored()
@@ -849,7 +851,14 @@ def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
 
     def container() -> TokenVendor:
         return TokenVendor(
-            world.table, world.secrets, world.endpoint, NAMING, world.metrics, run_in_background=run_now, access=ACCESS
+            world.table,
+            world.secrets,
+            world.endpoint,
+            NAMING,
+            world.metrics,
+            VendingPolicy(refused_min_token_age=0.0),  # the reported token was minted a moment ago
+            run_in_background=run_now,
+            access=ACCESS,
         )
 
     refused = container().vend(CALLER, CLIENT, min_ttl=60)
@@ -886,6 +895,7 @@ def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_
 
 def test_another_container_drops_a_replaced_token_when_it_reads_the_record_again(world: World) -> None:
     # Given a container holding T in memory, and T replaced in the table by a token that expires earlier
+    world.policy = dataclasses.replace(world.policy, refused_min_token_age=0.0)  # reported a moment after minting
     holder = world.vendor()
     refused = holder.vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.lifetime = 600

@@ -292,6 +292,7 @@ class Container:
             recovery_window_days=settings.secret_recovery_window_days,
             rotation_interval_days=settings.rotation_interval_days,
             rotation_function_arn=settings.rotation_function_arn,
+            secret_policy=settings.secret_policy,
             token_budget_per_hour=settings.token_budget_per_hour,
             allowed_roles=settings.allowed_zus_roles,
             rotation_request_min_gap_seconds=settings.rotation_request_min_gap_seconds,
@@ -319,6 +320,7 @@ class Container:
             policy=RotationPolicy(
                 naming=settings.secret_naming,
                 rotation_function_arn=settings.rotation_function_arn,
+                secret_policy=settings.secret_policy,
                 rotation_interval=settings.rotation_interval_days * 86400.0,
             ),
             metrics=self._metrics,

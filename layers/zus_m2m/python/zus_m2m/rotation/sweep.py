@@ -19,6 +19,7 @@ from zus_m2m.ports import Clock, MetricsSink, SecretStore, TokenTable
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationTarget
+from zus_m2m.secret_policy import same_policy
 from zus_m2m.values import AWSCURRENT, AWSPREVIOUS, SecretDescription
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class RotationSweep:
         now = self.clock()
         if description is None or description.deleted:
             return RotationCheck("absent", now + self.policy.check_interval)
+        self._guard(description.name)
         outcome = self._visit(description)
         if outcome == "healthy":
             next_check = min(now + self.policy.check_interval, self.policy.rotation_due_at(description))
@@ -57,6 +59,15 @@ class RotationSweep:
             # A rotation is moving: look again once it would count as stuck.
             next_check = now + self.policy.stuck_after
         return RotationCheck(outcome, next_check)
+
+    def _guard(self, secret_id: str) -> None:
+        """Put the stack's resource policy on a secret that lacks it (created before the stack had one,
+        or a provisioning that died between creating the secret and guarding it) or holds another."""
+        wanted = self.policy.secret_policy
+        if wanted and not same_policy(self.store.resource_policy(secret_id), wanted):
+            self.store.put_resource_policy(secret_id, wanted)
+            self.metrics.count("SecretPolicyPut")
+            logger.info("the secret's resource policy was put", extra={"secret": secret_id})
 
     def _visit(self, description: SecretDescription) -> str:
         target = self.repair.steps.target_of(description)
