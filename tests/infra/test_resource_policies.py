@@ -6,6 +6,7 @@ policies (their published documents in ``aws_managed_policies/``)."""
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -230,3 +231,40 @@ def test_the_table_policy_keeps_a_role_out_when_its_arn_is_not_listed(template: 
     other = stack.role("TokenVendingRole").replace("TokenVendingRole", "TokenVendingRole-of-another-stack")
     identity = stack.identity("TokenVendingRole")
     assert stack.on_table(other, identity, "GetItem", "client#billing-service") == "denied"
+
+
+# --- what the code calls, read from the adapters ------------------------------------------------------------
+
+ADAPTERS = Path(__file__).resolve().parents[2] / "layers" / "zus_m2m" / "python" / "zus_m2m" / "aws"
+# The adapters' boto3 clients, by the attribute that holds them.
+CLIENTS = {"_sm": "secretsmanager", "_db": "dynamodb"}
+# Actions IAM checks for a call besides the call's own: CreateSecret with Tags needs TagResource.
+IMPLIED = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}}
+
+
+def boto3_calls() -> set[str]:
+    """Every Secrets Manager and DynamoDB operation the adapters call, as IAM actions."""
+    calls: set[str] = set()
+    for module in ADAPTERS.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            owner = node.func.value
+            if isinstance(owner, ast.Attribute) and owner.attr in CLIENTS:
+                operation = node.func.attr
+                if operation == "get_paginator":  # the paginated operation, named by its first argument
+                    [argument, *_] = node.args
+                    assert isinstance(argument, ast.Constant), f"{module.name}: a paginator of what?"
+                    operation = str(argument.value)
+                action = f"{CLIENTS[owner.attr]}:{''.join(p.title() for p in operation.split('_'))}"
+                calls |= {action, *IMPLIED.get(action, set())}
+    return calls
+
+
+def test_the_roles_are_granted_exactly_the_secret_and_table_calls_the_code_makes() -> None:
+    calls = boto3_calls()
+    granted = {f"secretsmanager:{action}" for actions in SECRET_ACTIONS.values() for action in actions}
+    granted |= {f"dynamodb:{action}" for actions in TABLE_ACTIONS.values() for action in actions}
+    assert "secretsmanager:GetSecretValue" in calls  # the walk found the adapters' calls
+    assert sorted(granted - calls) == [], "granted, never called"
+    assert sorted(calls - granted) == [], "called, never granted"

@@ -69,7 +69,6 @@ SECRET_ACTIONS = {
         "RotateSecret",
         "CancelRotateSecret",  # deleting a client stops its rotation, whatever state it is in
         "UpdateSecretVersionStage",
-        "ListSecretVersionIds",
         "PutResourcePolicy",  # every secret it creates gets the stack's resource policy (secret_policy.py)
     },
     "RotationRole": {"GetSecretValue", "DescribeSecret", "PutSecretValue", "UpdateSecretVersionStage"},
