@@ -33,7 +33,9 @@ app.use(middlewares=[api.admin_only(container.access)])
 def create_app_client() -> Response[str]:
     event = app.current_event
     api.query_parameters(event)
-    request = api.parse_create_request(api.body_text(event), event.headers.get("content-type"))
+    request = api.parse_create_request(
+        api.body_text(event), event.headers.get("content-type"), api.stack_account(event)
+    )
     app.audit_detail(client=request.name)
     record, created = provisioning.create_client(request)
     logger.info("create answered", extra={"client": record.name, "new_client": created})
@@ -81,7 +83,9 @@ def get_app_client(name: str) -> Response[str]:
 def update_app_client(name: str) -> Response[str]:
     event = app.current_event
     api.query_parameters(event)
-    consumers = api.parse_consumers_update(api.body_text(event), event.headers.get("content-type"))
+    consumers = api.parse_consumers_update(
+        api.body_text(event), event.headers.get("content-type"), api.stack_account(event)
+    )
     record = provisioning.update_consumers(validation.client_name(name), consumers)
     return api.json_response(200, record.to_json())
 

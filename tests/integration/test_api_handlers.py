@@ -242,6 +242,30 @@ def test_patch_refuses_a_bad_list_naming_the_entry_and_changes_nothing(api: Api)
     assert_problem(*api(for_name("apigw_update_client", "zus-m2m-admin")), 409)
 
 
+@pytest.mark.parametrize("route", ["apigw_create_client", "apigw_update_client"])
+def test_a_consumer_of_another_account_is_a_400_that_says_why_and_changes_nothing(api: Api, route: str) -> None:
+    if route == "apigw_update_client":
+        api(event("apigw_create_client"))
+    other = "arn:aws:iam::444455556666:role/billing-service"
+    body = {"consumers": [CONSUMER_ROLE, other]}
+    if route == "apigw_create_client":
+        body["name"] = "billing-service"
+
+    status, headers, problem = api(event(route, body=json.dumps(body)))
+
+    assert_problem(status, headers, problem, 400)
+    assert problem["detail"] == (
+        f"consumers[1]: {other!r} is in account 444455556666, not this stack's (123456789012): an HTTP API has "
+        "no resource policy, so a principal of another account can never call it; list a role of this account "
+        "that the other account's service assumes (docs/security.md)"
+    )
+    shown = api(event("apigw_get_client"))
+    if route == "apigw_update_client":
+        assert shown[2]["consumers"] == [CONSUMER_ROLE]
+    else:
+        assert shown[0] == 404
+
+
 def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
     """A secret's versions and their stages (moto reports the time of the listing as each CreatedDate)."""
     listed = aws.secretsmanager.list_secret_version_ids(SecretId=secret_arn)["Versions"]
