@@ -129,7 +129,7 @@ def via(service: str) -> dict[str, list[str]]:
     return {"kms:ViaService": [f"{service}.{REGION}.amazonaws.com"]}
 
 
-SECRETS = ("zus-m2m/sandbox/billing-service", f"zus-m2m/sandbox/{ADMIN_CLIENT}")
+SECRETS = ("zus-m2m/zus-m2m-local/sandbox/billing-service", f"zus-m2m/zus-m2m-local/sandbox/{ADMIN_CLIENT}")
 
 
 # --- principals of the account with AWS's managed policies -------------------------------------------------
@@ -268,3 +268,37 @@ def test_the_roles_are_granted_exactly_the_secret_and_table_calls_the_code_makes
     assert "secretsmanager:GetSecretValue" in calls  # the walk found the adapters' calls
     assert sorted(granted - calls) == [], "granted, never called"
     assert sorted(calls - granted) == [], "called, never granted"
+
+
+# --- two stacks of one Stage in one account ------------------------------------------------------------------
+
+
+def stack_named(template: dict[str, Any], name: str) -> Deployed:
+    context = ResolveContext(region=REGION, account_id=ACCOUNT, stack_name=name, parameters={"AdminPrincipals": ADMINS})
+    return Deployed(Resolver(template, context), template)
+
+
+def secret_name(stack: Deployed, client: str) -> str:
+    """Where the stack's functions look for a client's secret (SecretNaming, from their environment)."""
+    environment = function_environment(stack.template, "TokenVendingFunction")
+    if client == ADMIN_CLIENT:
+        return stack.resolver.resolve_text(environment["ADMIN_SECRET_NAME"], "ADMIN_SECRET_NAME")
+    prefix = stack.resolver.resolve_text(environment["SECRET_PREFIX"], "SECRET_PREFIX")
+    return f"{prefix}/{stack.resolver.resolve_text(environment['STAGE'], 'STAGE')}/{client}"
+
+
+@pytest.mark.parametrize("role", ROLES.values())
+def test_a_stacks_roles_are_granted_no_secret_of_another_stack_of_the_same_stage(
+    template: dict[str, Any], role: str
+) -> None:
+    ours, theirs = stack_named(template, "team-a"), stack_named(template, "team-b")
+    arn, identity = ours.role(role), ours.identity(role)
+
+    def granted(action: str, name: str) -> Decision:  # the role's own policies: no resource policy is involved
+        return decide(Request(arn, f"secretsmanager:{action}", ours.secret(name)), identity)
+
+    assert granted("GetSecretValue", secret_name(ours, "billing-service")) == "allowed"
+    for client in ("billing-service", ADMIN_CLIENT):
+        assert secret_name(ours, client) != secret_name(theirs, client)
+        for action in SECRET_ACTIONS[role]:
+            assert granted(action, secret_name(theirs, client)) == "not-allowed", (action, client)

@@ -485,7 +485,7 @@ def test_each_function_has_only_the_data_plane_actions_it_uses(
 
 
 def test_secret_permissions_stay_under_the_stage_prefix(template: dict[str, Any]) -> None:
-    prefix = "secret:zus-m2m/${Stage}/*"
+    prefix = "secret:zus-m2m/${AWS::StackName}/${Stage}/*"
     for statement in iam_statements(template):
         if not any(a.startswith("secretsmanager:") for a in statement.actions):
             continue

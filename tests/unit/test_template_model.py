@@ -137,7 +137,7 @@ def test_functions_get_globals_and_their_own_environment_resolved(model: Templat
     assert env["TABLE_NAME"] == "zus-m2m-local"
     assert env["STAGE"] == "sandbox"
     assert env["KMS_KEY_ID"] == KMS_ARN
-    assert env["ADMIN_SECRET_NAME"] == "zus-m2m/sandbox/zus-m2m-admin"
+    assert env["ADMIN_SECRET_NAME"] == "zus-m2m/zus-m2m-local/sandbox/zus-m2m-admin"
     assert env["ZUS_API_BASE_URL"] == "https://api.sandbox.zusapi.com"
     assert env["ZUS_AUTH_BASE_URL"] == "https://auth.sandbox.zusapi.com"
     assert env["ZUS_AUDIENCE"] == "https://api.sandbox.zusapi.com"

@@ -278,7 +278,7 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any, consumer_arn
 
     rotated = cli(local_stack, "clients", "rotate", name)
     assert (rotated.returncode, json.loads(rotated.stdout)["rotation"]) == (0, "started")
-    finished = f"rotation zus-m2m/sandbox/{name}  finishSecret  ok"
+    finished = f"rotation zus-m2m/zus-m2m-local/sandbox/{name}  finishSecret  ok"
     wait_until(lambda: any(finished in line for line in local_stack.lines), "the rotation to finish", interval=0.2)
 
     deleted = cli(local_stack, "clients", "delete", name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from zus_m2m.access import principal_list
 from zus_m2m.errors import ConfigurationError, InvalidRequest
 from zus_m2m.secret_policy import StackRoles, secret_policy_text
+from zus_m2m.validation import CLIENT_NAME_PATTERN
 from zus_m2m.values import SecretNaming
 from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -115,6 +116,7 @@ class Settings:
             if not admins and not problems:
                 problems.append("ADMIN_PRINCIPALS must name at least one IAM principal")
         stack_roles, break_glass = _secret_principals(values, problems)
+        problems += _admin_secret_collision(values)
         roles = tuple(_listed(values["ALLOWED_ZUS_ROLES"] or ""))
         if not roles:
             problems.append("ALLOWED_ZUS_ROLES must name at least one Zus role")
@@ -182,6 +184,21 @@ def _secret_principals(
     except InvalidRequest as exc:
         problems.append(exc.detail)
         return stack_roles, ()
+
+
+def _admin_secret_collision(values: Mapping[str, str | None]) -> list[str]:
+    """Why ADMIN_SECRET_NAME may not be used: a managed client's secret could take that name (a create of
+    that client would overwrite the admin's secret, a delete would schedule its deletion)."""
+    prefix = f"{(values['SECRET_PREFIX'] or '').strip('/')}/{values['STAGE']}/"
+    name, admin = values["ADMIN_SECRET_NAME"] or "", values["ADMIN_CLIENT_NAME"] or ""
+    client = name.removeprefix(prefix)
+    if not name.startswith(prefix) or client == admin or not CLIENT_NAME_PATTERN.fullmatch(client):
+        return []
+    return [
+        f"ADMIN_SECRET_NAME {name!r} is the secret name a client named {client!r} would take "
+        f"({prefix}<client name>); name the admin secret outside {prefix}, or leave AdminSecretName empty "
+        f"for {prefix}{admin}"
+    ]
 
 
 def _listed(value: str) -> list[str]:
