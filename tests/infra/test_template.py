@@ -159,6 +159,7 @@ ALARMED_METRICS = {
     "TokenBudgetExhausted",
     "InvalidClientExhausted",
     "SecretRecoveryStarted",
+    "SecretChangedAtZus",  # a secret refused outside our rotations (rotation/sweep.py)
     "DeniedCalls",  # from the audit lines, through metric filters (test_access.py)
 }
 

@@ -130,6 +130,7 @@ def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack,
     # A secret stored long ago (else a refusal of a settling version is asked again, patiently)
     assert stack.sweep(counting_metrics, settle_seconds=0).check(CLIENT).outcome == "recovery-started"
     assert counting_metrics.counts["SecretRecoveryStarted"] == 1
+    assert counting_metrics.counts["SecretChangedAtZus"] == 1  # refused outside any rotation of ours
     stack.drive(stack.steps(), stack.started(stack.secret_id))
     stack.assert_rotated_cleanly(before)
     stack.table.purge(CLIENT)
