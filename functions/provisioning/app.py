@@ -59,6 +59,16 @@ def list_app_clients() -> Response[str]:
 
 
 @app.get(
+    "/app-clients-drift",
+    summary="Drift from Zus: app clients there this stack does not manage, managed clients missing there",
+    **openapi.operation(ok={200: ("the drift", "AppClientDrift")}, errors=(400, 403, 503)),
+)
+def app_clients_drift() -> Response[str]:
+    api.query_parameters(app.current_event)
+    return api.json_response(200, provisioning.drift.report().to_json())
+
+
+@app.get(
     "/app-clients/<name>",
     summary="One managed app client: record, rotations, cached token expiry, hourly budget",
     **openapi.operation(

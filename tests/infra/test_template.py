@@ -40,6 +40,7 @@ CONTRACT = ROOT / "docs" / "contract.md"
 ROUTES = {
     ("POST", "/app-clients"): "ProvisioningFunction",
     ("GET", "/app-clients"): "ProvisioningFunction",
+    ("GET", "/app-clients-drift"): "ProvisioningFunction",
     ("GET", "/app-clients/{name}"): "ProvisioningFunction",
     ("PATCH", "/app-clients/{name}"): "ProvisioningFunction",
     ("DELETE", "/app-clients/{name}"): "ProvisioningFunction",

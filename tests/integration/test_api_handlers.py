@@ -266,6 +266,36 @@ def test_a_consumer_of_another_account_is_a_400_that_says_why_and_changes_nothin
         assert shown[0] == 404
 
 
+def test_drift_lists_app_clients_at_zus_not_managed_here_and_managed_ones_missing_there(
+    api: Api, environment: Deployment
+) -> None:
+    _, _, managed = api(event("apigw_create_client"))
+    _, _, gone = api(event("apigw_create_client", body=json.dumps({"name": "reporting-service"})))
+    drift_event = event("apigw_list_clients", rawPath="/app-clients-drift", routeKey="GET /app-clients-drift")
+    drift_event["requestContext"]["routeKey"] = "GET /app-clients-drift"
+    drift_event["requestContext"]["http"]["path"] = "/app-clients-drift"
+    assert api(drift_event)[2] == {"unmanagedAtZus": [], "missingAtZus": []}  # the bootstrap admin is managed too
+
+    # Behind the stack's back, with a Builder Admin token: a client made at Zus, a managed one deleted there
+    zus, bearer = environment.zus_client, environment.admin_token
+    role = zus.find_role("Builder Admin", bearer)
+    made = zus.create_app_client("made-at-zus", role.id, bearer).app_client
+    zus.delete_app_client(gone["appClientId"], bearer)
+
+    status, _, drift = api(drift_event)
+
+    assert status == 200
+    assert drift == {
+        "unmanagedAtZus": [
+            {"appClientId": made.id, "clientId": made.client_id, "name": "made-at-zus", "roleId": role.id}
+        ],
+        "missingAtZus": [
+            {"name": "reporting-service", "appClientId": gone["appClientId"], "clientId": gone["clientId"]}
+        ],
+    }
+    assert managed["appClientId"] not in json.dumps(drift)
+
+
 def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
     """A secret's versions and their stages (moto reports the time of the listing as each CreatedDate)."""
     listed = aws.secretsmanager.list_secret_version_ids(SecretId=secret_arn)["Versions"]

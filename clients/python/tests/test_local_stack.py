@@ -288,6 +288,36 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any, consumer_arn
     assert gone.stderr == f"zus-m2m: 404 Not Found: no managed app client named '{name}'\n"
 
 
+def test_cli_drift_lists_what_a_builder_admin_token_changed_at_zus_behind_the_stacks_back(
+    local_stack: Any, managed: Any
+) -> None:
+    from zus_m2m.zus.client import ZusClient
+    from zus_m2m.zus.endpoints import ZusEndpoints
+
+    record = managed("cli-drift")
+    zus = ZusClient(ZusEndpoints(local_stack.zus, local_stack.zus, "https://api.sandbox.zusapi.com"))
+    bearer = zus.request_token("local-admin", "local-admin-secret").access_token  # the emulator's admin
+    made = zus.create_app_client("made-at-zus", zus.find_role("Builder Admin", bearer).id, bearer).app_client
+    zus.delete_app_client(record["appClientId"], bearer)
+    try:
+        as_json = cli(local_stack, "clients", "drift")
+        as_table = cli(local_stack, "clients", "drift", "--output", "table")
+    finally:
+        zus.delete_app_client(made.id, bearer)
+
+    assert as_json.returncode == 0, as_json.stderr
+    drift = json.loads(as_json.stdout)
+    assert made.id in [client["appClientId"] for client in drift["unmanagedAtZus"]]
+    assert record["appClientId"] not in [client["appClientId"] for client in drift["unmanagedAtZus"]]
+    assert {"name": "cli-drift", "appClientId": record["appClientId"], "clientId": record["clientId"]} in drift[
+        "missingAtZus"
+    ]
+    header, *rows = as_table.stdout.splitlines()
+    assert header.split() == ["DRIFT", "NAME", "APP", "CLIENT", "CLIENT", "ID"]
+    assert any(row.startswith("unmanaged at Zus  made-at-zus ") for row in rows), rows
+    assert any(row.startswith("missing at Zus    cli-drift ") for row in rows), rows
+
+
 def test_cli_grant_and_revoke_change_who_gets_the_token(local_stack: Any, managed: Any, consumer_arn: str) -> None:
     name = "cli-grants"
     managed(name)

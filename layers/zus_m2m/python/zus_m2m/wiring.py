@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
     from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
+    from zus_m2m.provisioning.drift import Drift
     from zus_m2m.provisioning.policy import ProvisioningPolicy
     from zus_m2m.provisioning.queries import ClientQueries
     from zus_m2m.provisioning.retire import RetireClient
@@ -176,6 +177,7 @@ class Provisioning:
     retire_client: RetireClient
     start_rotation: StartRotation
     update_consumers: UpdateConsumers
+    drift: Drift
 
 
 def provisioning_use_cases(
@@ -192,6 +194,7 @@ def provisioning_use_cases(
     from zus_m2m.provisioning.admin import BootstrapAdmin
     from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
+    from zus_m2m.provisioning.drift import Drift
     from zus_m2m.provisioning.queries import ClientQueries
     from zus_m2m.provisioning.retire import RetireClient
     from zus_m2m.provisioning.secret_keeper import SecretKeeper
@@ -210,6 +213,7 @@ def provisioning_use_cases(
         ),
         start_rotation=StartRotation(queries, ports.records, ports.secrets, repair, policy, metrics, clock=clock),
         update_consumers=UpdateConsumers(ports.records, policy, metrics),
+        drift=Drift(queries, admin),
     )
 
 
