@@ -463,7 +463,8 @@ class Aws:
         self.records = DynamoClientRecords(self.dynamodb, table, TableKeys("zus-m2m-admin"))
 
     def secret_id(self, name: str) -> str:
-        return f"zus-m2m/{self.stage}/{name}"
+        # zus-m2m/<stack name>/<stage>/<name>; the local stack names its table after the stack.
+        return f"zus-m2m/{self.table}/{self.stage}/{name}"
 
     def active_records(self) -> list[ClientRecord]:
         found: list[ClientRecord] = []
