@@ -42,6 +42,7 @@ def test_every_http_api_event_is_a_route(model: TemplateModel) -> None:
         "GET /app-clients/{name}/token": "TokenVendingFunction",
         "POST /app-clients": "ProvisioningFunction",
         "GET /app-clients": "ProvisioningFunction",
+        "GET /app-clients-drift": "ProvisioningFunction",
         "GET /app-clients/{name}": "ProvisioningFunction",
         "PATCH /app-clients/{name}": "ProvisioningFunction",
         "DELETE /app-clients/{name}": "ProvisioningFunction",
