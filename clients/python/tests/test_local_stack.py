@@ -53,6 +53,17 @@ def token_requests_at_zus(stack: Any, record: Mapping[str, Any]) -> int:
     return int(stats["tokenRequests"].get(record["clientId"], 0))
 
 
+def minted_long_ago(stack: Any, name: str) -> None:
+    """The client's cached token, as if Zus had minted it 11 s earlier (its stored lifetime says so): the
+    service never replaces a token younger than 10 s on a report (issue 22), and tests wait on no clock."""
+    stack.client("dynamodb").update_item(
+        TableName="zus-m2m-local",  # the local stack's table, named after the stack
+        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET tokenLifetime = tokenLifetime + :older",
+        ExpressionAttributeValues={":older": {"N": "11"}},
+    )
+
+
 @pytest.fixture
 def managed(local_stack: Any, admin_session: botocore.session.Session, consumer_arn: str) -> Iterator[Any]:
     """Creates managed clients by name through the API, as the local admin, with the local consumer as
@@ -140,6 +151,7 @@ def test_no_token_or_credential_in_debug_logs(
     url = emulator_client_url(local_stack, managed("client-logs"))
     assert requests.get(url, auth=ZusAuth(provider), timeout=10).status_code == 200
     held = provider.get_token()
+    minted_long_ago(local_stack, "client-logs")
     provider.report_refused(held.access_token)  # the report is logged too, by fingerprint
     assert provider.get_token().fingerprint != held.fingerprint
     assert "/app-clients/client-logs/token?minTtl=300" in caplog.text  # the requests were logged
@@ -167,6 +179,7 @@ def test_two_processes_reporting_one_refused_token_cause_one_mint(
     a, b = (TokenProvider(local_stack.api, name, session=consumer_session) for _ in range(2))
     held = a.get_token()
     assert b.get_token().access_token == held.access_token
+    minted_long_ago(local_stack, name)
     before = token_requests_at_zus(local_stack, record)
 
     a.report_refused(held.access_token)
@@ -193,6 +206,7 @@ def test_twenty_processes_reporting_one_refused_token_at_once_cause_one_mint(
     record = managed(name)
     providers = [TokenProvider(local_stack.api, name, session=consumer_session) for _ in range(REPORTERS)]
     (held,) = {provider.get_token().access_token for provider in providers}
+    minted_long_ago(local_stack, name)
     before = token_requests_at_zus(local_stack, record)
     start = threading.Barrier(REPORTERS)
 
@@ -209,6 +223,25 @@ def test_twenty_processes_reporting_one_refused_token_at_once_cause_one_mint(
     assert mints == 1
     assert len(replaced) == 1
     assert held not in replaced
+
+
+def test_thirty_chained_reports_by_one_consumer_cost_at_most_two_token_requests(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session
+) -> None:
+    """Each report names the token the previous answer gave, every token old enough to be replaced: only
+    RefusedReplacementMinGapSeconds (60 s) keeps the chain from minting one token per report (issue 22)."""
+    name = "client-refused-chain"
+    record = managed(name)
+    route = ZusM2MApi(local_stack.api, session=consumer_session)
+    held = route.token(name)
+    before = token_requests_at_zus(local_stack, record) - 1  # the first token, minted for ``held``
+    for _ in range(30):
+        minted_long_ago(local_stack, name)
+        held = route.token(name, refused=held.fingerprint)
+
+    requests_at_zus = token_requests_at_zus(local_stack, record) - before
+    print(f"30 chained reports by one consumer: {requests_at_zus} token request(s) at Zus")
+    assert requests_at_zus <= 2
 
 
 # --- the CLI, as an operator runs it ----------------------------------------------------------------------
