@@ -479,6 +479,20 @@ class Aws:
         """Delete the client's cached token item (its lease and block too): the next vend goes to Zus."""
         self.dynamodb.delete_item(TableName=self.table, Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}})
 
+    def replaceable_on_report(self, name: str) -> None:
+        """The client's cached token as if Zus minted it 11 s ago and no report replaced one for a minute:
+        the service replaces a reported token only then (issue 22). No token item: nothing to change."""
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+                UpdateExpression="SET tokenLifetime = tokenLifetime + :older REMOVE refusedReplacedAt",
+                ConditionExpression="attribute_exists(accessToken) AND attribute_exists(tokenLifetime)",
+                ExpressionAttributeValues={":older": {"N": "11"}},
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            pass
+
     def token_item(self, name: str) -> dict[str, Any] | None:
         key = {"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}}
         return self.dynamodb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
