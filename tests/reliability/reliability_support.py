@@ -482,7 +482,7 @@ class Aws:
     def replaceable_on_report(self, name: str) -> None:
         """The client's cached token as if Zus minted it 11 s ago and no report replaced one for a minute:
         the service replaces a reported token only then (issue 22). No token item: nothing to change."""
-        try:
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
             self.dynamodb.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
@@ -490,8 +490,6 @@ class Aws:
                 ConditionExpression="attribute_exists(accessToken) AND attribute_exists(tokenLifetime)",
                 ExpressionAttributeValues={":older": {"N": "11"}},
             )
-        except self.dynamodb.exceptions.ConditionalCheckFailedException:
-            pass
 
     def token_item(self, name: str) -> dict[str, Any] | None:
         key = {"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}}
