@@ -16,6 +16,9 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+PARLIAMENT_VENV := .venv-parliament
+PARLIAMENT_STAMP := $(PARLIAMENT_VENV)/.installed
+POLICIES := .aws-sam/policies
 export SAM_CLI_TELEMETRY := 0
 
 # `sam build` needs the Lambda runtime's Python (3.13) on PATH; the machine image ships it under pyenv.
@@ -56,6 +59,12 @@ $(CHECKOV_STAMP): requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
 	@touch $@
 
+$(PARLIAMENT_STAMP): requirements/parliament.txt
+	@test -x $(PARLIAMENT_VENV)/bin/python || $(PYTHON) -m venv $(PARLIAMENT_VENV)
+	$(PARLIAMENT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PARLIAMENT_VENV)/bin/python -m pip install --quiet -r requirements/parliament.txt
+	@touch $@
+
 dev: $(STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m zus_local $(ARGS)
 
@@ -68,11 +77,15 @@ typecheck: $(STAMP)
 
 # cfn-lint and `sam validate --lint` on template.yaml; checkov on template.yaml and on the
 # CloudFormation the SAM transform expands it into (offline), so generated resources are checked too;
-# the Serverless Application Repository metadata as SAR takes it, its version pyproject.toml's.
+# the Serverless Application Repository metadata as SAR takes it, its version pyproject.toml's; parliament on
+# every IAM policy of the stack, resolved as deployed (scripts/export_policies.py): the roles' policies, the
+# table's and the key's, and the one the code puts on every client secret.
 validate: $(VALIDATE_STAMP)
 
 $(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py local/zus_local/cfn_yaml.py \
-		scripts/check_sar_metadata.py pyproject.toml LICENSE README.md $(SAM_STAMP) $(CHECKOV_STAMP)
+		scripts/check_sar_metadata.py pyproject.toml LICENSE README.md \
+		scripts/export_policies.py scripts/parliament-key-policy.yaml layers/zus_m2m/python/zus_m2m/secret_policy.py \
+		$(SAM_STAMP) $(CHECKOV_STAMP) $(PARLIAMENT_STAMP) $(STAMP)
 	$(SAM_VENV)/bin/python scripts/check_sar_metadata.py template.yaml
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
@@ -80,6 +93,11 @@ $(VALIDATE_STAMP): template.yaml samconfig.toml scripts/translate_template.py lo
 	$(SAM_VENV)/bin/cfn-lint $(TRANSLATED)
 	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --skip-download --compact --quiet \
 		-f template.yaml -f $(TRANSLATED)
+	$(BIN)/python scripts/export_policies.py template.yaml $(POLICIES)
+	$(PARLIAMENT_VENV)/bin/parliament --directory $(POLICIES) --include_policy_extension .json \
+		--exclude_pattern '.*/key-policy/.*' </dev/null
+	$(PARLIAMENT_VENV)/bin/parliament --config scripts/parliament-key-policy.yaml \
+		--directory $(POLICIES)/key-policy --include_policy_extension .json </dev/null
 	@touch $@
 
 # Rebuilt only when template.yaml, functions/ or layers/ change.
@@ -166,8 +184,8 @@ ts-test: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP)
 	$(TS_TEST)
 
 clean:
-	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam \
-		$(TS_CLIENT)/node_modules $(TS_CLIENT)/dist
+	rm -rf $(VENV) $(VENV313) $(SAM_VENV) $(CHECKOV_VENV) $(PARLIAMENT_VENV) .pytest_cache .mypy_cache .ruff_cache \
+		.aws-sam $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist
 
 # Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
 bench-tokens: $(STAMP)

@@ -33,7 +33,9 @@ app.use(middlewares=[api.admin_only(container.access)])
 def create_app_client() -> Response[str]:
     event = app.current_event
     api.query_parameters(event)
-    request = api.parse_create_request(api.body_text(event), event.headers.get("content-type"))
+    request = api.parse_create_request(
+        api.body_text(event), event.headers.get("content-type"), api.stack_account(event)
+    )
     app.audit_detail(client=request.name)
     record, created = provisioning.create_client(request)
     logger.info("create answered", extra={"client": record.name, "new_client": created})
@@ -54,6 +56,16 @@ def list_app_clients() -> Response[str]:
     page = api.parse_page_request(app.current_event)
     records, next_token = provisioning.queries.list_page(page.limit, page.next_token)
     return api.json_response(200, {"appClients": [record.to_json() for record in records], "nextToken": next_token})
+
+
+@app.get(
+    "/app-clients-drift",
+    summary="Drift from Zus: app clients there this stack does not manage, managed clients missing there",
+    **openapi.operation(ok={200: ("the drift", "AppClientDrift")}, errors=(400, 403, 503)),
+)
+def app_clients_drift() -> Response[str]:
+    api.query_parameters(app.current_event)
+    return api.json_response(200, provisioning.drift.report().to_json())
 
 
 @app.get(
@@ -81,7 +93,9 @@ def get_app_client(name: str) -> Response[str]:
 def update_app_client(name: str) -> Response[str]:
     event = app.current_event
     api.query_parameters(event)
-    consumers = api.parse_consumers_update(api.body_text(event), event.headers.get("content-type"))
+    consumers = api.parse_consumers_update(
+        api.body_text(event), event.headers.get("content-type"), api.stack_account(event)
+    )
     record = provisioning.update_consumers(validation.client_name(name), consumers)
     return api.json_response(200, record.to_json())
 

@@ -38,6 +38,9 @@ def get_token(name: str) -> Response[str]:
         app.audit_detail(refusedToken=refused)  # a fingerprint: it names the token without revealing it
     token = vendor.vend(api.caller_of(event), validation.client_name(name), min_ttl, refused)
     app.audit_detail(tokenExpiresAt=int(token.expires_at))
+    if refused is not None:
+        # The reported token itself comes back when the report was ignored (replaced too recently).
+        app.audit_detail(refusedReport="ignored" if token.fingerprint == refused else "replaced")
     expires_in = int(token.seconds_left(time.time()))
     body = {
         "access_token": token.access_token,

@@ -5,7 +5,8 @@ Per request, in API Gateway's order and with its answers (403 and a JSON ``messa
 malformed one, or one scoped to another service or region → ``IncompleteSignatureException``; an
 ``X-Amz-Date`` more than 5 minutes off → ``Signature expired`` / ``Signature not yet current``; an
 access key IAM does not know (or a bad session token) → ``The security token included in the request is
-invalid.``; a signature that does not recompute → the signature-mismatch message; and last the signer's
+invalid.``; a signature that does not recompute, or a session token sent but not signed → the
+signature-mismatch message; and last the signer's
 identity policies, which must allow ``execute-api:Invoke`` on the route's ARN
 (``arn:aws:execute-api:<region>:<account>:local/$default/<METHOD>/<path>``). What passes becomes
 ``requestContext.authorizer.iam``.
@@ -270,7 +271,10 @@ class IamAuthorizer:
             ) from None
         if signer is None:
             raise _refused("UnrecognizedClientException", INVALID_TOKEN)
-        if not self._signature_holds(request, signer, timestamp, signed, parts["Signature"], headers):
+        # API Gateway computes the signature over the session token: one sent beside the signature,
+        # unsigned, never matches (whatever the headers that were signed say).
+        unsigned_token = token is not None and "x-amz-security-token" not in signed
+        if unsigned_token or not self._signature_holds(request, signer, timestamp, signed, parts["Signature"], headers):
             raise _refused("InvalidSignatureException", SIGNATURE_MISMATCH)
         if signer.evaluate_policies:
             self._check_policies(signer, request.method, path)

@@ -197,7 +197,7 @@ def test_provision_token_rotate_delete(stack: StackProcess, dialect: str) -> Non
     time.sleep(0.2)
     output = stack.output
     assert f"POST   /app-clients/{name}/rotations  202" in output
-    assert f"rotation zus-m2m/sandbox/{name}  finishSecret  ok" in output
+    assert f"rotation zus-m2m/zus-m2m-local/sandbox/{name}  finishSecret  ok" in output
     for secret in (current["clientSecret"], previous["clientSecret"], access_token, "local-admin-secret"):
         assert secret not in output
 

@@ -23,7 +23,7 @@ from zus_m2m.access import parse_principal
 ADMIN = "arn:aws:iam::123456789012:role/platform-admin"
 # The bootstrap admin secret where the stack looks for it: the default name, or the operator's own.
 DEPLOYMENTS = {
-    "default admin secret": ({"AdminPrincipals": ADMIN}, "zus-m2m/sandbox/zus-m2m-admin"),
+    "default admin secret": ({"AdminPrincipals": ADMIN}, "zus-m2m/zus-m2m-local/sandbox/zus-m2m-admin"),
     "own admin secret name": ({"AdminPrincipals": ADMIN, "AdminSecretName": "ops/zus-admin"}, "ops/zus-admin"),
 }
 SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{{}}-AbCdEf"
@@ -47,7 +47,7 @@ def test_the_vending_role_cannot_read_the_bootstrap_admins_secret(
         decision = role_decision(stack_template, "TokenVendingRole", action, admin_arn, parameters=parameters)
         assert decision != "allowed", action
     # ... while it reads every managed client's secret, and provisioning and rotation the admin's
-    client_arn = SECRET_ARN.format("zus-m2m/sandbox/billing-service")
+    client_arn = SECRET_ARN.format("zus-m2m/zus-m2m-local/sandbox/billing-service")
     assert (
         role_decision(
             stack_template, "TokenVendingRole", "secretsmanager:GetSecretValue", client_arn, parameters=parameters

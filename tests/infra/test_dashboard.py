@@ -202,6 +202,7 @@ def test_every_price_has_a_date_a_unit_and_a_source() -> None:
 def test_the_code_counts_the_metrics_the_alarms_watch() -> None:
     emitted = COST_MODEL.emitted_metric_names()
     assert {"RotationFailed", "TokenBudgetExhausted", "InvalidClientExhausted", "SecretRecoveryStarted"} <= emitted
+    assert "SecretChangedAtZus" in emitted
     assert {"TokensPreRefreshed", "HealthCheckTokenReused", "RefreshesDispatched"} <= emitted  # by lookup, not literal
 
 

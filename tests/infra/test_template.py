@@ -41,6 +41,7 @@ CONTRACT = ROOT / "docs" / "contract.md"
 ROUTES = {
     ("POST", "/app-clients"): "ProvisioningFunction",
     ("GET", "/app-clients"): "ProvisioningFunction",
+    ("GET", "/app-clients-drift"): "ProvisioningFunction",
     ("GET", "/app-clients/{name}"): "ProvisioningFunction",
     ("PATCH", "/app-clients/{name}"): "ProvisioningFunction",
     ("DELETE", "/app-clients/{name}"): "ProvisioningFunction",
@@ -70,13 +71,21 @@ SECRET_ACTIONS = {
         "RotateSecret",
         "CancelRotateSecret",  # deleting a client stops its rotation, whatever state it is in
         "UpdateSecretVersionStage",
-        "ListSecretVersionIds",
+        "PutResourcePolicy",  # every secret it creates gets the stack's resource policy (secret_policy.py)
     },
     "RotationRole": {"GetSecretValue", "DescribeSecret", "PutSecretValue", "UpdateSecretVersionStage"},
     # Repairs (the repair job's; the worker's in rotation checks): reads, a roll-forward's label moves and
     # rotation starts. Neither ever stores a value (createSecret is the rotation function's).
     "ScheduledRole": {"GetSecretValue", "DescribeSecret", "UpdateSecretVersionStage", "RotateSecret"},
-    "WorkerRole": {"GetSecretValue", "DescribeSecret", "UpdateSecretVersionStage", "RotateSecret"},
+    # ... and a rotation check puts the resource policy on a secret that lacks it.
+    "WorkerRole": {
+        "GetSecretValue",
+        "DescribeSecret",
+        "UpdateSecretVersionStage",
+        "RotateSecret",
+        "GetResourcePolicy",
+        "PutResourcePolicy",
+    },
 }
 TABLE_ACTIONS = {
     # Query: a client's record and token item in one round trip (tokens/vendor.py).
@@ -118,8 +127,10 @@ PARAMETERS = {
     "ZusEnvironment",
     "AdminPrincipals",
     "AllowedZusRoles",
+    "BreakGlassPrincipals",
     "RotationRequestMinGapSeconds",
     "MemoryRevalidationSeconds",
+    "RefusedReplacementMinGapSeconds",
     "AdminSecretName",
     "RotationIntervalDays",
     "TokenRefreshMarginSeconds",
@@ -132,6 +143,7 @@ PARAMETERS = {
 
 OUTPUTS = {
     "ApiUrl",
+    "StackRoleArns",
     "TableName",
     "TokenVendingFunctionArn",
     "ProvisioningFunctionArn",
@@ -152,6 +164,7 @@ ALARMED_METRICS = {
     "TokenBudgetExhausted",
     "InvalidClientExhausted",
     "SecretRecoveryStarted",
+    "SecretChangedAtZus",  # a secret refused outside our rotations (rotation/sweep.py)
     "DeniedCalls",  # from the audit lines, through metric filters (test_access.py)
 }
 
@@ -306,6 +319,7 @@ def test_settings_come_from_the_stack(template: dict[str, Any]) -> None:
         "SECRET_RECOVERY_WINDOW_DAYS": "SecretRecoveryWindowDays",
         "ROTATION_REQUEST_MIN_GAP_SECONDS": "RotationRequestMinGapSeconds",
         "MEMORY_REVALIDATION_SECONDS": "MemoryRevalidationSeconds",
+        "REFUSED_REPLACEMENT_MIN_GAP_SECONDS": "RefusedReplacementMinGapSeconds",
     }.items():
         assert env[name] == {"Ref": parameter}
     for name, parameter in {"ADMIN_PRINCIPALS": "AdminPrincipals", "ALLOWED_ZUS_ROLES": "AllowedZusRoles"}.items():
@@ -495,7 +509,7 @@ def test_the_page_token_grant_names_the_stack_key_and_its_encryption_context(tem
 
 
 def test_secret_permissions_stay_under_the_stage_prefix(template: dict[str, Any]) -> None:
-    prefix = "secret:zus-m2m/${Stage}/*"
+    prefix = "secret:zus-m2m/${AWS::StackName}/${Stage}/*"
     for statement in iam_statements(template):
         if not any(a.startswith("secretsmanager:") for a in statement.actions):
             continue
@@ -553,17 +567,28 @@ def test_kms_key_rotates_and_its_policy_names_only_the_account_the_roles_and_ser
     assert key["Properties"]["EnableKeyRotation"] is True
     assert key["DeletionPolicy"] == "Retain"
     roles = {json.dumps({"Fn::GetAtt": [role, "Arn"]}) for role in ROLES.values()}
-    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+    account = json.dumps({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"})
+    for entry in key["Properties"]["KeyPolicy"]["Statement"]:
+        # The break-glass statement exists only when BreakGlassPrincipals names someone.
+        statement = entry["Fn::If"][1] if "Fn::If" in entry else entry
         principal = statement["Principal"]
         assert principal != "*"
         for aws in as_list(principal.get("AWS", [])):
             text = json.dumps(aws)
-            assert text in roles or text == json.dumps({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"})
-        if "AWS" in principal and statement["Action"] != "kms:*":
-            # The function roles use the key only through the services that hold their data.
-            assert "kms:ViaService" in statement["Condition"]["StringEquals"], statement["Sid"]
+            assert text in roles or text == account or aws == {"Ref": "BreakGlassPrincipals"}, statement["Sid"]
+        uses = any(a.startswith(("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")) for a in statement["Action"])
+        if "AWS" in principal and uses:
+            # Roles use the key only through the services that hold their data, or in one encryption context.
+            keys = statement["Condition"]["StringEquals"]
+            assert "kms:ViaService" in keys or "kms:EncryptionContext:zus-m2m:purpose" in keys, statement["Sid"]
         if "Service" in principal:
             assert statement.get("Condition"), statement["Sid"]
+    # The account administers the key (and lets AWS services attach it): it never uses it.
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+        if json.dumps(statement.get("Principal", {}).get("AWS")) == account:
+            used = {"kms:*", "kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*"} & set(statement["Action"])
+            assert not used, statement["Sid"]
+            assert not any(a.startswith(("kms:GenerateDataKey", "kms:Create*")) for a in statement["Action"])
 
 
 def test_secrets_manager_may_invoke_the_rotation_function(template: dict[str, Any]) -> None:
@@ -604,10 +629,11 @@ def test_translated_schedules_target_the_function_with_retry_and_dead_letter(tra
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}, name
 
 
-def test_dead_letter_queue_is_encrypted_with_the_stack_key(template: dict[str, Any]) -> None:
+def test_dead_letter_queue_is_encrypted(template: dict[str, Any]) -> None:
+    # By SQS's own key: it holds schedule payloads only, and its writers need no use of the stack key.
     queue = template["Resources"]["ScheduleDeadLetterQueue"]
     assert queue["Type"] == "AWS::SQS::Queue"
-    assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "KmsKey"}
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
 
 
 # -------------------------------------------------------------------------- logs, alarms, outputs

@@ -134,6 +134,11 @@ class Deployment:
     ADMIN_CALLER = Caller("arn:aws:sts::123456789012:assumed-role/platform-admin/alice", "123456789012")
     CONSUMER_ROLE = "arn:aws:iam::123456789012:role/billing-service"
     CONSUMER = Caller("arn:aws:sts::123456789012:assumed-role/billing-service/task-1", "123456789012")
+    # The function roles a client secret's resource policy names (template.yaml's STACK_ROLE_ARNS).
+    STACK_ROLE_ARNS = ",".join(
+        f"{name}=arn:aws:iam::123456789012:role/zus-m2m-test-{name}"
+        for name in ("token-vending", "provisioning", "rotation", "scheduled", "worker")
+    )
 
     def __init__(self, aws, zus, **environment: str) -> None:
         self.aws = aws
@@ -148,6 +153,7 @@ class Deployment:
             "ZUS_API_BASE_URL": zus.url,
             "ZUS_AUTH_BASE_URL": zus.url,
             "ADMIN_PRINCIPALS": self.ADMIN_PRINCIPAL,
+            "STACK_ROLE_ARNS": self.STACK_ROLE_ARNS,
             **environment,
         }
         self.settings = Settings.from_env(self.environment)

@@ -19,6 +19,7 @@ import requests
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
 from zus_m2m.aws.page_tokens import KmsPageTokens
+from zus_m2m.aws.dynamo import client_key
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
@@ -256,6 +257,60 @@ def test_a_name_in_another_case_is_400_nothing_made_and_the_one_kind_of_bad_requ
     assert requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["appClients"] == before
     for template in ("apigw_get_client", "apigw_update_client", "apigw_delete_client"):
         assert api(for_name(template, name))[0] == 400
+
+
+@pytest.mark.parametrize("route", ["apigw_create_client", "apigw_update_client"])
+def test_a_consumer_of_another_account_is_a_400_that_says_why_and_changes_nothing(api: Api, route: str) -> None:
+    if route == "apigw_update_client":
+        api(event("apigw_create_client"))
+    other = "arn:aws:iam::444455556666:role/billing-service"
+    body = {"consumers": [CONSUMER_ROLE, other]}
+    if route == "apigw_create_client":
+        body["name"] = "billing-service"
+
+    status, headers, problem = api(event(route, body=json.dumps(body)))
+
+    assert_problem(status, headers, problem, 400)
+    assert problem["detail"] == (
+        f"consumers[1]: {other!r} is in account 444455556666, not this stack's (123456789012): an HTTP API has "
+        "no resource policy, so a principal of another account can never call it; list a role of this account "
+        "that the other account's service assumes (docs/security.md)"
+    )
+    shown = api(event("apigw_get_client"))
+    if route == "apigw_update_client":
+        assert shown[2]["consumers"] == [CONSUMER_ROLE]
+    else:
+        assert shown[0] == 404
+
+
+def test_drift_lists_app_clients_at_zus_not_managed_here_and_managed_ones_missing_there(
+    api: Api, environment: Deployment
+) -> None:
+    _, _, managed = api(event("apigw_create_client"))
+    _, _, gone = api(event("apigw_create_client", body=json.dumps({"name": "reporting-service"})))
+    drift_event = event("apigw_list_clients", rawPath="/app-clients-drift", routeKey="GET /app-clients-drift")
+    drift_event["requestContext"]["routeKey"] = "GET /app-clients-drift"
+    drift_event["requestContext"]["http"]["path"] = "/app-clients-drift"
+    assert api(drift_event)[2] == {"unmanagedAtZus": [], "missingAtZus": []}  # the bootstrap admin is managed too
+
+    # Behind the stack's back, with a Builder Admin token: a client made at Zus, a managed one deleted there
+    zus, bearer = environment.zus_client, environment.admin_token
+    role = zus.find_role("Builder Admin", bearer)
+    made = zus.create_app_client("made-at-zus", role.id, bearer).app_client
+    zus.delete_app_client(gone["appClientId"], bearer)
+
+    status, _, drift = api(drift_event)
+
+    assert status == 200
+    assert drift == {
+        "unmanagedAtZus": [
+            {"appClientId": made.id, "clientId": made.client_id, "name": "made-at-zus", "roleId": role.id}
+        ],
+        "missingAtZus": [
+            {"name": "reporting-service", "appClientId": gone["appClientId"], "clientId": gone["clientId"]}
+        ],
+    }
+    assert managed["appClientId"] not in json.dumps(drift)
 
 
 def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
@@ -831,7 +886,7 @@ def token_requests_at_zus(zus) -> int:
 
 
 def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_names_the_fingerprint(
-    api: Api, token_api: Api, zus, audited: AuditLines
+    api: Api, token_api: Api, zus, audited: AuditLines, environment: Deployment
 ) -> None:
     api(event("apigw_create_client"))
     _, _, cached = token_api(event("apigw_get_token"))
@@ -839,16 +894,34 @@ def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_nam
     before = token_requests_at_zus(zus)
     audited.events.clear()
 
+    # Minted a moment ago: the report is ignored, and the audit line says so
+    status, _, body = token_api(with_query(event("apigw_get_token"), refused=refused))
+    assert (status, body["access_token"]) == (200, cached["access_token"])
+    assert token_requests_at_zus(zus) == before
+    # Once the token is older than 10 s (its stored lifetime says it was minted 11 s earlier), it is replaced
+    aws = environment.aws
+    aws.dynamodb.update_item(
+        TableName=aws.table_name,
+        Key=client_key("billing-service", "token"),
+        UpdateExpression="SET tokenLifetime = tokenLifetime + :older",
+        ExpressionAttributeValues={":older": {"N": "11"}},
+    )
     status, headers, body = token_api(with_query(event("apigw_get_token"), refused=refused))
 
     assert status == 200, body
     assert body["access_token"] != cached["access_token"]
     assert headers["x-token-source"] == "zus"
     assert token_requests_at_zus(zus) - before == 1
-    [line] = audited.events
-    assert (line["refusedToken"], line["outcome"]) == (refused, "allowed")
-    assert cached["access_token"] not in json.dumps(line)
-    assert body["access_token"] not in json.dumps(line)
+    ignored, replaced = audited.events
+    assert (ignored["refusedToken"], ignored["refusedReport"], ignored["outcome"]) == (refused, "ignored", "allowed")
+    assert (replaced["refusedToken"], replaced["refusedReport"], replaced["outcome"]) == (
+        refused,
+        "replaced",
+        "allowed",
+    )
+    for line in audited.events:
+        assert cached["access_token"] not in json.dumps(line)
+        assert body["access_token"] not in json.dumps(line)
 
 
 @pytest.mark.parametrize(

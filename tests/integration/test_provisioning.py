@@ -35,6 +35,16 @@ def stack(provisioning_stack: Stack) -> Stack:
     return provisioning_stack
 
 
+def test_a_created_secret_gets_the_stacks_resource_policy_before_it_is_used(stack: Stack) -> None:
+    stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
+
+    stored = stack.aws.secretsmanager.get_resource_policy(SecretId="zus-m2m/test/billing-service")
+    assert json.loads(stored["ResourcePolicy"]) == json.loads(stack.settings.secret_policy)
+    readers = json.loads(stored["ResourcePolicy"])["Statement"][0]
+    assert readers["Action"] == ["secretsmanager:GetSecretValue"]
+    assert len(readers["Condition"]["StringNotEquals"]["aws:PrincipalArn"]) == 5  # the function roles
+
+
 def test_the_guides_flow_end_to_end(stack: Stack) -> None:
     record, created = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
 

@@ -62,6 +62,22 @@ def test_a_check_of_a_healthy_client_starts_nothing(stack: Stack) -> None:
     assert find_started_rotations(stack.aws.secretsmanager) == []
 
 
+def test_a_check_puts_the_resource_policy_on_secrets_that_lack_it_once(stack: Stack, counting_metrics) -> None:
+    def policy(secret_id: str) -> str | None:
+        return stack.aws.secretsmanager.get_resource_policy(SecretId=secret_id).get("ResourcePolicy")
+
+    secrets = (stack.settings.secret_naming.secret_id(CLIENT), ADMIN_SECRET)
+    assert [policy(secret) for secret in secrets] == [None, None]  # stored as an operator stores them
+
+    for _ in range(2):
+        for client in (CLIENT, ADMIN):
+            stack.sweep(counting_metrics).check(client)
+
+    for secret in secrets:
+        assert json.loads(policy(secret) or "{}") == json.loads(stack.settings.secret_policy), secret
+    assert counting_metrics.counts["SecretPolicyPut"] == 2  # once each: the second checks found it there
+
+
 def test_due_clients_get_a_rotation_started_and_it_completes(stack: Stack) -> None:
     before = {secret: stack.current(secret) for secret in (stack.secret_id, ADMIN_SECRET)}
 
@@ -111,6 +127,7 @@ def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack,
     # A secret stored long ago (else a refusal of a settling version is asked again, patiently)
     assert stack.sweep(counting_metrics, settle_seconds=0).check(CLIENT).outcome == "recovery-started"
     assert counting_metrics.counts["SecretRecoveryStarted"] == 1
+    assert counting_metrics.counts["SecretChangedAtZus"] == 1  # refused outside any rotation of ours
     stack.drive(stack.steps(), stack.started(stack.secret_id))
     stack.assert_rotated_cleanly(before)
     stack.table.purge(CLIENT)

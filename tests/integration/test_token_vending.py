@@ -282,7 +282,8 @@ def test_another_user_spending_the_clients_zus_quota_stops_ordinary_requests_bef
 
 def test_twenty_reports_of_one_refused_token_from_four_containers_mint_one_token(auth0_vending_stack: Stack) -> None:
     stack = auth0_vending_stack
-    containers = [stack.vendor() for _ in range(4)]
+    # The reported token was minted a moment ago: replaceable here whatever its age.
+    containers = [stack.vendor(VendingPolicy(refused_min_token_age=0.0)) for _ in range(4)]
     refused = {container.vend(stack.CONSUMER, CLIENT, min_ttl=60).access_token for container in containers}
     assert len(refused) == 1  # each container holds it in memory
     (token,) = refused
@@ -303,9 +304,47 @@ def test_twenty_reports_of_one_refused_token_from_four_containers_mint_one_token
     assert stored is not None
     assert {stored.access_token} == replaced
     # a late report of the same token gets the replacement, from any container, and mints nothing
-    late = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60, refused=fingerprint(token))
+    late = stack.vendor(VendingPolicy(refused_min_token_age=0.0)).vend(
+        stack.CONSUMER, CLIENT, min_ttl=60, refused=fingerprint(token)
+    )
     assert {late.access_token} == replaced
     assert stack.upstream_requests() - before == 1
+
+
+def chained_reports(stack: Stack, policy: VendingPolicy, reports: int) -> list[str]:
+    """One consumer's chain: each call reports the token the previous call answered, as a caller whose
+    every token Zus refuses would; the answers, in order."""
+    vendor = stack.vendor(policy)
+    held = vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60).access_token
+    answers = []
+    for _ in range(reports):
+        held = vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60, refused=fingerprint(held)).access_token
+        answers.append(held)
+    return answers
+
+
+def test_thirty_chained_reports_by_one_consumer_cost_at_most_two_token_requests(auth0_vending_stack: Stack) -> None:
+    # Token age is no obstacle here (0 s): only the gap between replacements limits the chain.
+    stack = auth0_vending_stack
+
+    answers = chained_reports(stack, VendingPolicy(refused_min_token_age=0.0), 30)
+
+    assert stack.upstream_requests() <= 2, f"{stack.upstream_requests()} token requests at Zus for 30 reports"
+    assert len(set(answers)) == 1  # one replacement, then the reports are ignored and it is answered
+    stored = stack.table.get(CLIENT, consistent=True)
+    assert stored.token is not None
+    assert {stored.token.access_token} == set(answers)
+    assert stored.refused_replaced_at > 0
+
+
+def test_a_token_younger_than_ten_seconds_is_never_replaced_on_a_report(auth0_vending_stack: Stack) -> None:
+    # No gap between replacements (0 s): only the token's age keeps the chain from minting.
+    stack = auth0_vending_stack
+
+    answers = chained_reports(stack, VendingPolicy(refused_replacement_min_gap=0.0), 30)
+
+    assert stack.upstream_requests() == 1, f"{stack.upstream_requests()} token requests at Zus for 30 reports"
+    assert len(set(answers)) == 1
 
 
 def test_a_report_naming_another_token_gets_the_cached_one_and_mints_nothing(auth0_vending_stack: Stack) -> None:
@@ -343,7 +382,8 @@ def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_st
     stack = auth0_vending_stack
     stack.emulator("config", tokenLimitPerHour=10_000)  # the budget, not Zus, is the limit here
     budget = 10
-    policy = VendingPolicy(budget_per_hour=budget)
+    # Reports unlimited (no gap, any age): each one is a try at the budget.
+    policy = VendingPolicy(budget_per_hour=budget, refused_replacement_min_gap=0.0, refused_min_token_age=0.0)
     containers = 16
     vendors = [stack.vendor(policy) for _ in range(containers)]
     start = threading.Barrier(containers)

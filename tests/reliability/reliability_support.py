@@ -463,7 +463,8 @@ class Aws:
         self.records = DynamoClientRecords(self.dynamodb, table, TableKeys("zus-m2m-admin"))
 
     def secret_id(self, name: str) -> str:
-        return f"zus-m2m/{self.stage}/{name}"
+        # zus-m2m/<stack name>/<stage>/<name>; the local stack names its table after the stack.
+        return f"zus-m2m/{self.table}/{self.stage}/{name}"
 
     def active_records(self) -> list[ClientRecord]:
         found: list[ClientRecord] = []
@@ -477,6 +478,18 @@ class Aws:
     def forget_token(self, name: str) -> None:
         """Delete the client's cached token item (its lease and block too): the next vend goes to Zus."""
         self.dynamodb.delete_item(TableName=self.table, Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}})
+
+    def replaceable_on_report(self, name: str) -> None:
+        """The client's cached token as if Zus minted it 11 s ago and no report replaced one for a minute:
+        the service replaces a reported token only then (issue 22). No token item: nothing to change."""
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+                UpdateExpression="SET tokenLifetime = tokenLifetime + :older REMOVE refusedReplacedAt",
+                ConditionExpression="attribute_exists(accessToken) AND attribute_exists(tokenLifetime)",
+                ExpressionAttributeValues={":older": {"N": "11"}},
+            )
 
     def token_item(self, name: str) -> dict[str, Any] | None:
         key = {"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}}

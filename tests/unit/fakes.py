@@ -135,6 +135,8 @@ class FakeTokenTable:
                 or (replacing is not None and stored.access_token == replacing.access_token)
             ):
                 state = replace(state, token=token, failures=0, failed_by=None, failed_until=0.0)
+                if replacing is not None:
+                    state = replace(state, refused_replaced_at=token.expires_at - token.lifetime)
             if owner is not None and state.lease_owner == owner:
                 state = replace(state, lease_owner=None, lease_until=0.0)
             self.states[client] = state
@@ -419,6 +421,7 @@ class FakeSecretStore:
         self.lock = threading.Lock()
         self.changed: dict[str, float] = {}
         self.rotation_count = 0
+        self.policies: dict[str, str] = {}
 
     def _stage(self, secret: FakeSecret, stage: str) -> tuple[str, ClientCredentials | None] | None:
         for version, (credentials, stages) in secret.versions.items():
@@ -486,6 +489,13 @@ class FakeSecretStore:
         secret = self.secrets[secret_id]
         secret.deleted = False
         secret.recovery_window_days = None
+
+    def resource_policy(self, secret_id: str) -> str | None:
+        return self.policies.get(secret_id)
+
+    def put_resource_policy(self, secret_id: str, policy: str) -> None:
+        self.calls.append(("put_resource_policy", secret_id))
+        self.policies[secret_id] = policy
 
     def configure_rotation(self, secret_id: str, rotation_function_arn: str, interval_days: int) -> None:
         self.calls.append(("configure_rotation", secret_id))

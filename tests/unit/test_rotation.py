@@ -487,18 +487,29 @@ def test_a_check_restarts_a_rotation_whose_pending_secret_zus_refuses_while_the_
 
 
 def test_a_check_starts_a_recovery_rotation_for_a_lost_secret(world: World) -> None:
+    world.clock.now += world.policy.settle_seconds  # stored long ago
     world.zus.rotate_secret(world.app_ids[CLIENT], world.zus.admin_token)  # the new secret was lost
 
     check = world.sweep().check(CLIENT)
 
     assert check.outcome == "recovery-started"
     assert world.metrics.counts["SecretRecoveryStarted"] == 1
+    assert world.metrics.counts["SecretChangedAtZus"] == 1  # no rotation of ours stored the refused secret
     version = world.secrets.pending_version(SECRET)
     assert version is not None
     steps = world.steps()
     for step in STEPS:
         steps.run(step, SECRET, version)
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret()  # type: ignore[union-attr]
+
+
+def test_a_refusal_of_a_secret_stored_moments_ago_is_recovered_but_not_called_changed_at_zus(world: World) -> None:
+    world.zus.rotate_secret(world.app_ids[CLIENT], world.zus.admin_token)  # within the settling time
+
+    check = world.sweep().check(CLIENT)
+
+    assert check.outcome == "recovery-started"
+    assert world.metrics.counts["SecretChangedAtZus"] == 0
 
 
 def test_a_check_recovers_when_only_the_previous_secret_still_works(world: World) -> None:

@@ -42,6 +42,7 @@ def test_every_http_api_event_is_a_route(model: TemplateModel) -> None:
         "GET /app-clients/{name}/token": "TokenVendingFunction",
         "POST /app-clients": "ProvisioningFunction",
         "GET /app-clients": "ProvisioningFunction",
+        "GET /app-clients-drift": "ProvisioningFunction",
         "GET /app-clients/{name}": "ProvisioningFunction",
         "PATCH /app-clients/{name}": "ProvisioningFunction",
         "DELETE /app-clients/{name}": "ProvisioningFunction",
@@ -137,7 +138,7 @@ def test_functions_get_globals_and_their_own_environment_resolved(model: Templat
     assert env["TABLE_NAME"] == "zus-m2m-local"
     assert env["STAGE"] == "sandbox"
     assert env["KMS_KEY_ID"] == KMS_ARN
-    assert env["ADMIN_SECRET_NAME"] == "zus-m2m/sandbox/zus-m2m-admin"
+    assert env["ADMIN_SECRET_NAME"] == "zus-m2m/zus-m2m-local/sandbox/zus-m2m-admin"
     assert env["ZUS_API_BASE_URL"] == "https://api.sandbox.zusapi.com"
     assert env["ZUS_AUTH_BASE_URL"] == "https://auth.sandbox.zusapi.com"
     assert env["ZUS_AUDIENCE"] == "https://api.sandbox.zusapi.com"

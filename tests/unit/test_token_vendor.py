@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -781,6 +782,7 @@ def test_a_refused_token_is_replaced_once_and_every_container_then_gets_the_new_
     a, b = world.vendor(), world.vendor()
     refused = a.vend(CALLER, CLIENT, min_ttl=60)
     assert b.vend(CALLER, CLIENT, min_ttl=60) == refused  # both hold it: b in memory, from the table
+    world.clock.now += world.policy.refused_min_token_age  # a token this young is never replaced
 
     replaced = a.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
     from_b = b.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)  # b reports it too
@@ -793,6 +795,33 @@ def test_a_refused_token_is_replaced_once_and_every_container_then_gets_the_new_
     assert b.vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"  # the refused one left b's memory
     assert world.metrics.counts["RefusedTokenReported"] == 3
     assert world.metrics.counts["RefusedTokenReplaced"] == 1
+
+
+def test_a_chain_of_reports_replaces_the_token_once_per_gap_and_never_a_young_one(world: World) -> None:
+    vendor = world.vendor()
+    held = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    policy = world.policy
+
+    # A token younger than refused_min_token_age is kept: the report gets it back
+    world.clock.now += policy.refused_min_token_age - 1
+    assert vendor.vend(CALLER, CLIENT, min_ttl=60, refused=held.fingerprint) == held
+    assert world.metrics.counts["RefusedReportIgnored"] == 1
+
+    # Old enough: replaced once; each report of the replacement within the gap gets the replacement
+    world.clock.now += 1
+    replaced = vendor.vend(CALLER, CLIENT, min_ttl=60, refused=held.fingerprint)
+    assert replaced.access_token == "token-2"
+    for _ in range(30):
+        world.clock.now += 1
+        assert vendor.vend(CALLER, CLIENT, min_ttl=60, refused=replaced.fingerprint) == replaced
+    assert len(world.endpoint.calls) == 2
+    assert world.metrics.counts["RefusedReportIgnored"] == 31
+    assert world.stored().refused_replaced_at == world.clock.now - 30
+
+    # Past the gap, a report replaces it again
+    world.clock.now = world.stored().refused_replaced_at + policy.refused_replacement_min_gap
+    assert vendor.vend(CALLER, CLIENT, min_ttl=60, refused=replaced.fingerprint).access_token == "token-3"
+    assert world.metrics.counts["RefusedTokenReplaced"] == 2
 
 
 def test_a_fingerprint_of_another_token_gets_the_current_one_without_a_mint(world: World) -> None:
@@ -809,6 +838,7 @@ def test_a_fingerprint_of_another_token_gets_the_current_one_without_a_mint(worl
 def test_the_lease_holder_reads_the_item_again_and_serves_a_replacement_stored_meanwhile(world: World) -> None:
     # Given a container that still holds the refused token, and an eventually consistent read that still
     # answers it, while another container already stored its replacement
+    world.policy = dataclasses.replace(world.policy, refused_min_token_age=0.0)  # reported a moment after minting
     vendor = world.vendor()
     refused = vendor.vend(CALLER, CLIENT, min_ttl=60)
     world.table.stale[CLIENT] = world.stored()
@@ -839,7 +869,15 @@ def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
     world = World()
 
     def container() -> TokenVendor:
-        return TokenVendor(world.table, world.secrets, world.endpoint, NAMING, world.metrics, access=ACCESS)
+        return TokenVendor(
+            world.table,
+            world.secrets,
+            world.endpoint,
+            NAMING,
+            world.metrics,
+            VendingPolicy(refused_min_token_age=0.0),  # the reported token was minted a moment ago
+            access=ACCESS,
+        )
 
     refused = container().vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.on_call = lambda: time.sleep(0.2)
@@ -861,6 +899,7 @@ def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_
     world = World(VendingPolicy(budget_per_hour=10, budget_reserve_percent=20))
     vendor = world.vendor()
     refused = vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += world.policy.refused_min_token_age
     world.table.budgets[CLIENT] = [world.clock.now] * 8  # the ordinary 8 of 10 spent: 2 kept for recovery
 
     with pytest.raises(errors.Throttled) as caught:
@@ -874,6 +913,7 @@ def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_
 
 def test_another_container_drops_a_replaced_token_when_it_reads_the_record_again(world: World) -> None:
     # Given a container holding T in memory, and T replaced in the table by a token that expires earlier
+    world.policy = dataclasses.replace(world.policy, refused_min_token_age=0.0)  # reported a moment after minting
     holder = world.vendor()
     refused = holder.vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.lifetime = 600

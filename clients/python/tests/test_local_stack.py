@@ -39,6 +39,17 @@ def token_requests_at_zus(stack: Any, record: Mapping[str, Any]) -> int:
     return int(stats["tokenRequests"].get(record["clientId"], 0))
 
 
+def minted_long_ago(stack: Any, name: str) -> None:
+    """The client's cached token, as if Zus had minted it 11 s earlier (its stored lifetime says so): the
+    service never replaces a token younger than 10 s on a report (issue 22), and tests wait on no clock."""
+    stack.client("dynamodb").update_item(
+        TableName="zus-m2m-local",  # the local stack's table, named after the stack
+        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET tokenLifetime = tokenLifetime + :older",
+        ExpressionAttributeValues={":older": {"N": "11"}},
+    )
+
+
 def emulator_client_url(stack: Any, record: Mapping[str, Any]) -> str:
     """A Zus API route any valid bearer token may read: the app client itself."""
     return f"{stack.zus}/auth/app-clients/{record['appClientId']}"
@@ -110,6 +121,7 @@ def test_no_token_or_credential_in_debug_logs(
     url = emulator_client_url(local_stack, managed("client-logs"))
     assert requests.get(url, auth=ZusAuth(provider), timeout=10).status_code == 200
     held = provider.get_token()
+    minted_long_ago(local_stack, "client-logs")
     provider.report_refused(held.access_token)  # the report is logged too, by fingerprint
     assert provider.get_token().fingerprint != held.fingerprint
     assert "/app-clients/client-logs/token?minTtl=300" in caplog.text  # the requests were logged
@@ -137,6 +149,7 @@ def test_two_processes_reporting_one_refused_token_cause_one_mint(
     a, b = (TokenProvider(local_stack.api, name, session=consumer_session) for _ in range(2))
     held = a.get_token()
     assert b.get_token().access_token == held.access_token
+    minted_long_ago(local_stack, name)
     before = token_requests_at_zus(local_stack, record)
 
     a.report_refused(held.access_token)
@@ -163,6 +176,7 @@ def test_twenty_processes_reporting_one_refused_token_at_once_cause_one_mint(
     record = managed(name)
     providers = [TokenProvider(local_stack.api, name, session=consumer_session) for _ in range(REPORTERS)]
     (held,) = {provider.get_token().access_token for provider in providers}
+    minted_long_ago(local_stack, name)
     before = token_requests_at_zus(local_stack, record)
     start = threading.Barrier(REPORTERS)
 
@@ -237,6 +251,25 @@ def test_zus_refusing_fresh_tokens_costs_a_few_tokens_and_the_first_call_after_i
     assert first == 200
 
 
+def test_thirty_chained_reports_by_one_consumer_cost_at_most_two_token_requests(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session
+) -> None:
+    """Each report names the token the previous answer gave, every token old enough to be replaced: only
+    RefusedReplacementMinGapSeconds (60 s) keeps the chain from minting one token per report (issue 22)."""
+    name = "client-refused-chain"
+    record = managed(name)
+    route = ZusM2MApi(local_stack.api, session=consumer_session)
+    held = route.token(name)
+    before = token_requests_at_zus(local_stack, record) - 1  # the first token, minted for ``held``
+    for _ in range(30):
+        minted_long_ago(local_stack, name)
+        held = route.token(name, refused=held.fingerprint)
+
+    requests_at_zus = token_requests_at_zus(local_stack, record) - before
+    print(f"30 chained reports by one consumer: {requests_at_zus} token request(s) at Zus")
+    assert requests_at_zus <= 2
+
+
 # --- the CLI, as an operator runs it ----------------------------------------------------------------------
 
 
@@ -304,7 +337,7 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any, consumer_arn
 
     rotated = cli(local_stack, "clients", "rotate", name)
     assert (rotated.returncode, json.loads(rotated.stdout)["rotation"]) == (0, "started")
-    finished = f"rotation zus-m2m/sandbox/{name}  finishSecret  ok"
+    finished = f"rotation zus-m2m/zus-m2m-local/sandbox/{name}  finishSecret  ok"
     wait_until(lambda: any(finished in line for line in local_stack.lines), "the rotation to finish", interval=0.2)
 
     deleted = cli(local_stack, "clients", "delete", name)
@@ -312,6 +345,36 @@ def test_cli_create_list_show_token_rotate_delete(local_stack: Any, consumer_arn
     gone = cli(local_stack, "clients", "show", name)
     assert (gone.returncode, gone.stdout) == (3, "")
     assert gone.stderr == f"zus-m2m: 404 Not Found: no managed app client named '{name}'\n"
+
+
+def test_cli_drift_lists_what_a_builder_admin_token_changed_at_zus_behind_the_stacks_back(
+    local_stack: Any, managed: Any
+) -> None:
+    from zus_m2m.zus.client import ZusClient
+    from zus_m2m.zus.endpoints import ZusEndpoints
+
+    record = managed("cli-drift")
+    zus = ZusClient(ZusEndpoints(local_stack.zus, local_stack.zus, "https://api.sandbox.zusapi.com"))
+    bearer = zus.request_token("local-admin", "local-admin-secret").access_token  # the emulator's admin
+    made = zus.create_app_client("made-at-zus", zus.find_role("Builder Admin", bearer).id, bearer).app_client
+    zus.delete_app_client(record["appClientId"], bearer)
+    try:
+        as_json = cli(local_stack, "clients", "drift")
+        as_table = cli(local_stack, "clients", "drift", "--output", "table")
+    finally:
+        zus.delete_app_client(made.id, bearer)
+
+    assert as_json.returncode == 0, as_json.stderr
+    drift = json.loads(as_json.stdout)
+    assert made.id in [client["appClientId"] for client in drift["unmanagedAtZus"]]
+    assert record["appClientId"] not in [client["appClientId"] for client in drift["unmanagedAtZus"]]
+    assert {"name": "cli-drift", "appClientId": record["appClientId"], "clientId": record["clientId"]} in drift[
+        "missingAtZus"
+    ]
+    header, *rows = as_table.stdout.splitlines()
+    assert header.split() == ["DRIFT", "NAME", "APP", "CLIENT", "CLIENT", "ID"]
+    assert any(row.startswith("unmanaged at Zus  made-at-zus ") for row in rows), rows
+    assert any(row.startswith("missing at Zus    cli-drift ") for row in rows), rows
 
 
 def test_cli_grant_and_revoke_change_who_gets_the_token(local_stack: Any, managed: Any, consumer_arn: str) -> None:

@@ -120,6 +120,10 @@ class ZusM2MApi:
             raise _unexpected(200, "GET /app-clients answered without an appClients list and a nextToken")
         return clients, following or None
 
+    def drift(self) -> dict[str, Any]:
+        """The app clients at Zus the deployment does not manage, and its clients missing at Zus."""
+        return self._object(self._call("GET", "/app-clients-drift"))
+
     def get_client(self, name: str) -> dict[str, Any]:
         return self._object(self._call("GET", _client_path(name)))
 

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"clients per request (1-{MAX_PAGE_SIZE}; default: the API's, 50)",
     )
     listing.set_defaults(command=_list)
+    drift = actions.add_parser("drift", parents=[anywhere], help="app clients at Zus not managed here, and the reverse")
+    drift.set_defaults(command=_drift)
     for name, help_text, command in (
         ("show", "one client: record, rotations, cached token expiry, budget", _show),
         ("rotate", "start a rotation of its secret", _rotate),
@@ -221,6 +223,18 @@ def _create(args: argparse.Namespace, api_url: str, transport: Transport) -> str
 def _list(args: argparse.Namespace, api_url: str, transport: Transport) -> str:
     clients = ZusM2MApi(api_url, transport=transport).list_clients(limit=args.limit, page_size=args.page_size)
     return as_table(clients, CLIENT_COLUMNS) if args.output == "table" else as_json({"appClients": clients})
+
+
+def _drift(args: argparse.Namespace, api_url: str, transport: Transport) -> str:
+    """Both lists; as a table, one row per app client with the side it is missing from."""
+    drift = ZusM2MApi(api_url, transport=transport).drift()
+    if args.output != "table":
+        return as_json(drift)
+    rows = [{"drift": "unmanaged at Zus", **client} for client in drift.get("unmanagedAtZus", [])]
+    rows += [{"drift": "missing at Zus", **client} for client in drift.get("missingAtZus", [])]
+    return as_table(
+        rows, (("DRIFT", "drift"), ("NAME", "name"), ("APP CLIENT", "appClientId"), ("CLIENT ID", "clientId"))
+    )
 
 
 def _show(args: argparse.Namespace, api_url: str, transport: Transport) -> str:

@@ -98,9 +98,10 @@ def parse_principal(arn: str) -> Principal:
     return Principal(match["kind"], match["partition"], match["account"], name=match["name"], arn=arn)
 
 
-def principal_list(values: object, field: str) -> tuple[str, ...]:
+def principal_list(values: object, field: str, *, account: str = "") -> tuple[str, ...]:
     """A list of principal ARNs as given (``field`` names it in errors): each checked, duplicates
-    dropped, sorted, so that two lists of the same principals compare equal."""
+    dropped, sorted, so that two lists of the same principals compare equal. With ``account`` (the
+    stack's), a principal of another account is refused: it could never call the API."""
     if not isinstance(values, list):
         raise InvalidRequest(f"{field} must be a list of IAM principal ARNs")
     if len(values) > MAX_PRINCIPALS:
@@ -109,9 +110,15 @@ def principal_list(values: object, field: str) -> tuple[str, ...]:
         if not isinstance(value, str):
             raise InvalidRequest(f"{field}[{index}] must be a string, got {type(value).__name__}")
         try:
-            parse_principal(value)
+            principal = parse_principal(value)
         except InvalidRequest as exc:
             raise InvalidRequest(f"{field}[{index}]: {exc.detail}") from None
+        if account and principal.account != account:
+            raise InvalidRequest(
+                f"{field}[{index}]: {value!r} is in account {principal.account}, not this stack's ({account}): "
+                "an HTTP API has no resource policy, so a principal of another account can never call it; "
+                "list a role of this account that the other account's service assumes (docs/security.md)"
+            )
     return tuple(sorted(set(values)))
 
 

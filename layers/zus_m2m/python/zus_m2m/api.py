@@ -104,8 +104,9 @@ def _fields(document: dict[str, Any], allowed: Collection[str]) -> None:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
 
 
-def parse_create_request(body: str | None, content_type: str | None) -> CreateRequest:
-    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ..., "consumers": [...]}`` and nothing else."""
+def parse_create_request(body: str | None, content_type: str | None, account: str = "") -> CreateRequest:
+    """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ..., "consumers": [...]}`` and nothing else;
+    ``account``: the stack's, which every consumer must be of."""
     document = read_json(body, content_type)
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object with name and optionally roleName and consumers")
@@ -116,19 +117,25 @@ def parse_create_request(body: str | None, content_type: str | None) -> CreateRe
     role_name = document.get("roleName", DEFAULT_ROLE)
     if not isinstance(role_name, str) or not role_name.strip() or len(role_name) > _ROLE_NAME_MAX:
         raise InvalidRequest(f"roleName must be a non-empty string of at most {_ROLE_NAME_MAX} characters")
-    consumers = principal_list(document["consumers"], "consumers") if "consumers" in document else None
+    consumers = principal_list(document["consumers"], "consumers", account=account) if "consumers" in document else None
     return CreateRequest(name=name, role_name=role_name, consumers=consumers)
 
 
-def parse_consumers_update(body: str | None, content_type: str | None) -> tuple[str, ...]:
-    """The ``PATCH /app-clients/{name}`` body: ``{"consumers": [...]}``, the list that replaces the client's."""
+def parse_consumers_update(body: str | None, content_type: str | None, account: str = "") -> tuple[str, ...]:
+    """The ``PATCH /app-clients/{name}`` body: ``{"consumers": [...]}``, the list that replaces the client's;
+    ``account``: the stack's, which every consumer must be of."""
     document = read_json(body, content_type)
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object with consumers")
     _fields(document, UPDATE_FIELDS)
     if "consumers" not in document:
         raise InvalidRequest("consumers is required")
-    return principal_list(document["consumers"], "consumers")
+    return principal_list(document["consumers"], "consumers", account=account)
+
+
+def stack_account(event: BaseProxyEvent) -> str:
+    """The account the API belongs to (API Gateway's ``requestContext.accountId``): the stack's."""
+    return APIGatewayProxyEventV2(event.raw_event).request_context.account_id or ""
 
 
 def caller_of(event: BaseProxyEvent) -> Caller:

@@ -120,6 +120,42 @@ SCHEMAS: Mapping[str, dict[str, Any]] = {
         },
         "additionalProperties": False,
     },
+    "AppClientDrift": {
+        "type": "object",
+        "required": ["unmanagedAtZus", "missingAtZus"],
+        "properties": {
+            "unmanagedAtZus": {
+                "type": "array",
+                "description": "app clients at Zus that this stack does not manage",
+                "items": {
+                    "type": "object",
+                    "required": ["appClientId", "clientId", "name", "roleId"],
+                    "properties": {
+                        "appClientId": {"type": "string"},
+                        "clientId": {"type": "string"},
+                        "name": {"type": "string"},
+                        "roleId": {"type": ["string", "null"]},
+                    },
+                    "additionalProperties": False,
+                },
+            },
+            "missingAtZus": {
+                "type": "array",
+                "description": "managed clients whose app client Zus no longer has",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "appClientId", "clientId"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "appClientId": {"type": "string"},
+                        "clientId": {"type": "string"},
+                    },
+                    "additionalProperties": False,
+                },
+            },
+        },
+        "additionalProperties": False,
+    },
     "RotationRequest": {
         "type": "object",
         "properties": {

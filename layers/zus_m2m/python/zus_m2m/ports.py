@@ -192,6 +192,14 @@ class SecretStore(SecretReader, Protocol):
         """Cancel a scheduled deletion."""
         ...
 
+    def resource_policy(self, secret_id: str) -> str | None:
+        """The secret's resource policy (JSON), or None if it has none."""
+        ...
+
+    def put_resource_policy(self, secret_id: str, policy: str) -> None:
+        """Replace the secret's resource policy (Secrets Manager refuses one that grants public access)."""
+        ...
+
 
 class RotationFailures(Protocol):
     """The rotation steps that failed and are not repaired yet, at most one per client (docs/design.md)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from zus_m2m.access import principal_list
 from zus_m2m.errors import ConfigurationError, InvalidRequest
+from zus_m2m.secret_policy import StackRoles, secret_policy_text
+from zus_m2m.validation import CLIENT_NAME_PATTERN
 from zus_m2m.values import SecretNaming
 from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -41,8 +43,15 @@ ENVIRONMENT_VARIABLES: Mapping[str, str | None] = {
     # How long a container serves a client's token from memory before it checks the client's record
     # again: a revoked consumer, or a deleted or re-created client, stops being served within this bound.
     "MEMORY_REVALIDATION_SECONDS": "5",
+    # A client's token is replaced on a report that Zus refused it at most once per this many seconds.
+    "REFUSED_REPLACEMENT_MIN_GAP_SECONDS": "60",
     # The queue the scheduled jobs hand due work to (set on the scheduled function only).
     "WORK_QUEUE_URL": "",
+    # The function roles, ``token-vending=<ARN>,provisioning=<ARN>,…``: the only principals (with
+    # BREAK_GLASS_PRINCIPALS) a client secret's resource policy lets read and change it. Empty only
+    # outside a deployment (tests): then no resource policy is put.
+    "STACK_ROLE_ARNS": "",
+    "BREAK_GLASS_PRINCIPALS": "",
 }
 
 
@@ -67,7 +76,10 @@ class Settings:
     allowed_zus_roles: tuple[str, ...]
     rotation_request_min_gap_seconds: int
     memory_revalidation_seconds: int
+    refused_replacement_min_gap_seconds: int
     work_queue_url: str
+    stack_roles: StackRoles | None = None
+    break_glass_principals: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +106,7 @@ class Settings:
         recovery_days = integer("SECRET_RECOVERY_WINDOW_DAYS", 7, 30)
         rotation_gap = integer("ROTATION_REQUEST_MIN_GAP_SECONDS", 0, 86400)
         revalidation = integer("MEMORY_REVALIDATION_SECONDS", 0, 60)
+        refused_gap = integer("REFUSED_REPLACEMENT_MIN_GAP_SECONDS", 10, 3600)
         admins: tuple[str, ...] = ()
         if values["ADMIN_PRINCIPALS"] is not None:
             try:
@@ -102,6 +115,8 @@ class Settings:
                 problems.append(exc.detail)
             if not admins and not problems:
                 problems.append("ADMIN_PRINCIPALS must name at least one IAM principal")
+        stack_roles, break_glass = _secret_principals(values, problems)
+        problems += _admin_secret_collision(values)
         roles = tuple(_listed(values["ALLOWED_ZUS_ROLES"] or ""))
         if not roles:
             problems.append("ALLOWED_ZUS_ROLES must name at least one Zus role")
@@ -135,13 +150,55 @@ class Settings:
             allowed_zus_roles=roles,
             rotation_request_min_gap_seconds=rotation_gap,
             memory_revalidation_seconds=revalidation,
+            refused_replacement_min_gap_seconds=refused_gap,
             work_queue_url=values["WORK_QUEUE_URL"] or "",
+            stack_roles=stack_roles,
+            break_glass_principals=break_glass,
         )
+
+    @property
+    def secret_policy(self) -> str:
+        """The resource policy every client secret gets ("" without the stack's roles: no policy)."""
+        if self.stack_roles is None:
+            return ""
+        return secret_policy_text(self.stack_roles, self.break_glass_principals)
 
     @property
     def secret_naming(self) -> SecretNaming:
         """Where each client's secret lives: ``<prefix>/<stage>/<name>``, the bootstrap admin's aside."""
         return SecretNaming(self.secret_prefix, self.stage, self.admin_client_name, self.admin_secret_name)
+
+
+def _secret_principals(
+    values: Mapping[str, str | None], problems: list[str]
+) -> tuple[StackRoles | None, tuple[str, ...]]:
+    """STACK_ROLE_ARNS and BREAK_GLASS_PRINCIPALS, what is wrong with them added to ``problems``."""
+    stack_roles = None
+    if values["STACK_ROLE_ARNS"]:
+        try:
+            stack_roles = StackRoles.parse(values["STACK_ROLE_ARNS"] or "")
+        except ValueError as exc:
+            problems.append(str(exc))
+    try:
+        return stack_roles, principal_list(_listed(values["BREAK_GLASS_PRINCIPALS"] or ""), "BREAK_GLASS_PRINCIPALS")
+    except InvalidRequest as exc:
+        problems.append(exc.detail)
+        return stack_roles, ()
+
+
+def _admin_secret_collision(values: Mapping[str, str | None]) -> list[str]:
+    """Why ADMIN_SECRET_NAME may not be used: a managed client's secret could take that name (a create of
+    that client would overwrite the admin's secret, a delete would schedule its deletion)."""
+    prefix = f"{(values['SECRET_PREFIX'] or '').strip('/')}/{values['STAGE']}/"
+    name, admin = values["ADMIN_SECRET_NAME"] or "", values["ADMIN_CLIENT_NAME"] or ""
+    client = name.removeprefix(prefix)
+    if not name.startswith(prefix) or client == admin or not CLIENT_NAME_PATTERN.fullmatch(client):
+        return []
+    return [
+        f"ADMIN_SECRET_NAME {name!r} is the secret name a client named {client!r} would take "
+        f"({prefix}<client name>); name the admin secret outside {prefix}, or leave AdminSecretName empty "
+        f"for {prefix}{admin}"
+    ]
 
 
 def _listed(value: str) -> list[str]:

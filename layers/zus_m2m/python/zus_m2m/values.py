@@ -228,6 +228,11 @@ class CachedToken:
         is minted, and every renewal would start the next: token requests until the budget is spent."""
         return min(margin, self.lifetime / 2) if self.lifetime else margin
 
+    @property
+    def minted_at(self) -> float | None:
+        """When Zus issued it (None: its lifetime is unknown)."""
+        return self.expires_at - self.lifetime if self.lifetime else None
+
     def outlives(self, min_ttl: float) -> bool:
         """Whether a token like this one, fresh, can have ``min_ttl`` seconds left (unknown: yes)."""
         return not self.lifetime or min_ttl <= self.lifetime
@@ -251,6 +256,9 @@ class TokenState:
     failures: int = 0
     failed_by: FailureCause | None = None
     failed_until: float = 0.0
+    # When a token a caller reported as refused was last replaced (0: never): the next report within
+    # ``VendingPolicy.refused_replacement_min_gap`` is ignored, so chained reports cannot spend the budget.
+    refused_replaced_at: float = 0.0
 
     def lease_held(self, now: float) -> bool:
         return self.lease_owner is not None and self.lease_until > now

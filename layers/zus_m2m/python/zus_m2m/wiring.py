@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
     from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
+    from zus_m2m.provisioning.drift import Drift
     from zus_m2m.provisioning.policy import ProvisioningPolicy
     from zus_m2m.provisioning.queries import ClientQueries
     from zus_m2m.provisioning.retire import RetireClient
@@ -167,6 +168,7 @@ class Provisioning:
     retire_client: RetireClient
     start_rotation: StartRotation
     update_consumers: UpdateConsumers
+    drift: Drift
 
 
 def provisioning_use_cases(
@@ -183,6 +185,7 @@ def provisioning_use_cases(
     from zus_m2m.provisioning.admin import BootstrapAdmin
     from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
+    from zus_m2m.provisioning.drift import Drift
     from zus_m2m.provisioning.queries import ClientQueries
     from zus_m2m.provisioning.retire import RetireClient
     from zus_m2m.provisioning.secret_keeper import SecretKeeper
@@ -201,6 +204,7 @@ def provisioning_use_cases(
         ),
         start_rotation=StartRotation(queries, ports.records, ports.secrets, repair, policy, metrics, clock=clock),
         update_consumers=UpdateConsumers(ports.records, policy, metrics),
+        drift=Drift(queries, admin),
     )
 
 
@@ -256,6 +260,7 @@ class Container:
                 budget_per_hour=settings.token_budget_per_hour,
                 budget_reserve_percent=settings.token_budget_reserve_percent,
                 revalidate_seconds=settings.memory_revalidation_seconds,
+                refused_replacement_min_gap=settings.refused_replacement_min_gap_seconds,
             ),
             access=self.access,
             clock=self._clock,
@@ -286,6 +291,7 @@ class Container:
             recovery_window_days=settings.secret_recovery_window_days,
             rotation_interval_days=settings.rotation_interval_days,
             rotation_function_arn=settings.rotation_function_arn,
+            secret_policy=settings.secret_policy,
             token_budget_per_hour=settings.token_budget_per_hour,
             allowed_roles=settings.allowed_zus_roles,
             rotation_request_min_gap_seconds=settings.rotation_request_min_gap_seconds,
@@ -313,6 +319,7 @@ class Container:
             policy=RotationPolicy(
                 naming=settings.secret_naming,
                 rotation_function_arn=settings.rotation_function_arn,
+                secret_policy=settings.secret_policy,
                 rotation_interval=settings.rotation_interval_days * 86400.0,
             ),
             metrics=self._metrics,

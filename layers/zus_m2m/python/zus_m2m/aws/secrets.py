@@ -169,6 +169,15 @@ class SecretsManagerStore:
             self._sm.restore_secret(SecretId=secret_id)
         self.forget(secret_id)
 
+    def resource_policy(self, secret_id: str) -> str | None:
+        with translated("reading a secret's resource policy"):
+            policy = self._sm.get_resource_policy(SecretId=secret_id).get("ResourcePolicy")
+        return str(policy) if policy else None
+
+    def put_resource_policy(self, secret_id: str, policy: str) -> None:
+        with translated("putting a secret's resource policy"):
+            self._sm.put_resource_policy(SecretId=secret_id, ResourcePolicy=policy, BlockPublicPolicy=True)
+
     def _put(self, operation: str, secret_id: str, credentials: ClientCredentials, version_id: str, stage: str) -> None:
         with translated(operation):
             self._sm.put_secret_value(

@@ -32,7 +32,7 @@ TOKEN = "token"
 # item, the token, the lease and the memory of failed attempts (fewer attributes read are a faster query).
 _VIEW = (
     "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, leaseOwner, "
-    "leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil"
+    "leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt"
 )
 
 
@@ -116,13 +116,19 @@ class DynamoTokenTable:
             "attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
             "OR appClientId <> :app"
         )
-        refused = {":refused": string(replacing.access_token)} if replacing is not None else {}
+        # A replacement of a refused token is remembered (when it was minted): the next report within
+        # the policy's gap is ignored (tokens/single_flight.py).
+        refused: dict[str, Any] = {}
+        if replacing is not None:
+            minted = token.expires_at - token.lifetime
+            refused = {":refused": string(replacing.access_token), ":replaced": number(minted)}
         self._conditional_update(
             "storing a token",
             client,
             "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
             f" appClientId = :app, secretVersion = :version, #ttl = :ttl, {DUE_AT} = :due"
-            " REMOVE failures, failedBy, failedUntil",
+            + (", refusedReplacedAt = :replaced" if replacing is not None else "")
+            + " REMOVE failures, failedBy, failedUntil",
             f"{condition} OR accessToken = :refused" if replacing is not None else condition,
             {
                 **refused,
@@ -323,4 +329,5 @@ def _token_state(item: dict[str, Any]) -> TokenState:
         failures=int(number_of(item, "failures")),
         failed_by=cast(FailureCause, cause) if cause in get_args(FailureCause) else None,
         failed_until=number_of(item, "failedUntil"),
+        refused_replaced_at=number_of(item, "refusedReplacedAt"),
     )

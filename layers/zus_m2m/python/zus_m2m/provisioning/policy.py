@@ -19,6 +19,8 @@ class ProvisioningPolicy:
     recovery_window_days: int = 7
     rotation_interval_days: int = 30
     rotation_function_arn: str = ""
+    # The resource policy each client secret gets (zus_m2m.secret_policy; "": none).
+    secret_policy: str = ""
     token_budget_per_hour: int = 100
     # The Zus roles admins may give clients (the stack's AllowedZusRoles).
     allowed_roles: tuple[str, ...] = (DEFAULT_ROLE, "Care Team User")

@@ -49,25 +49,34 @@ class SecretKeeper:
         secret_id = self.policy.naming.secret_id(credentials.name)
         description = self.secrets.describe(secret_id)
         if description is None:
-            return self.secrets.create(
+            arn = self.secrets.create(
                 secret_id,
                 credentials,
                 kms_key_id=self.policy.kms_key_id,
                 tags=self.policy.naming.tags(credentials.name),
                 idempotency_key=idempotency_key(credentials.name, credentials.app_client_id),
             )
+            # Before anything reads it: only the stack's roles read or change the value from now on.
+            self.guard(secret_id)
+            return arn
         if description.deleted:
             # A client of the same name was deleted within the recovery window: reuse its secret, without
             # a rotation its deletion left behind (one that raced the delete, or a delete made before
             # deletes cancelled rotations): that would refuse the new client's rotation configuration.
             self.secrets.restore(secret_id)
             self.cancel_rotation(description)
-        else:
+        self.guard(secret_id)
+        if not description.deleted:
             stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
             if stored == credentials:
                 return description.arn
         self.secrets.put_current(secret_id, credentials, str(uuid.uuid4()))
         return description.arn
+
+    def guard(self, secret_id: str) -> None:
+        """Put the stack's resource policy on the secret (zus_m2m.secret_policy), if the stack has one."""
+        if self.policy.secret_policy:
+            self.secrets.put_resource_policy(secret_id, self.policy.secret_policy)
 
     def configure_rotation(self, name: str) -> None:
         """Put the secret under scheduled rotation, when the stack has a rotation function."""

@@ -15,6 +15,8 @@ TEST_PATIENCE = Patience(seconds=60.0)
 class RotationPolicy:
     naming: SecretNaming
     rotation_function_arn: str = ""
+    # The resource policy a check puts on a secret that lacks it (zus_m2m.secret_policy; "": none).
+    secret_policy: str = ""
     # A secret whose last rotation (or creation) is older than this is due.
     rotation_interval: float = 30 * 86400.0
     # How long testSecret, and the sweep's check of a settling version, keep retrying refused

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zus_m2m.values import CachedToken
+from zus_m2m.values import CachedToken, TokenState
 
 HOUR = 3600.0
 
@@ -39,6 +39,11 @@ class VendingPolicy:
     # every vend call answers well inside the function's 10 s.
     retry_window_seconds: float = 4.0
     refused_attempts: int = 16
+    # A token reported as refused (``?refused=``) is replaced at most once per this many seconds per
+    # client, and never while younger than ``refused_min_token_age``: each report of the token a caller
+    # holds now would otherwise mint another, and a chain of reports would spend the hourly budget.
+    refused_replacement_min_gap: float = 60.0
+    refused_min_token_age: float = 10.0
     # How often a container records that a client is in use (for the scheduled pre-refresh).
     mark_interval: float = 60.0
     # How long a container trusts the record it read (consumers, app client id): past it, the next
@@ -47,6 +52,15 @@ class VendingPolicy:
 
     def margin_for(self, token: CachedToken) -> float:
         return token.refresh_margin(self.refresh_margin)
+
+    def ignores_refused_report(self, state: TokenState, now: float) -> bool:
+        """Whether a report that ``state``'s token was refused must leave it in place: it is too young,
+        or the client's token was replaced on a report too recently."""
+        token = state.token
+        minted = token.minted_at if token is not None else None
+        if minted is not None and now - minted < self.refused_min_token_age:
+            return True
+        return now - state.refused_replaced_at < self.refused_replacement_min_gap
 
     @property
     def budget_reserve(self) -> int:

@@ -9,6 +9,9 @@ A token Zus refused (a caller names it by fingerprint) is replaced the same way:
 reads the item consistently; if it still holds the refused token, it mints one new token and stores it
 with a write that replaces the refused token whatever its expiry; if another caller replaced it
 already, that token is served. Every other caller waits for the new token: one mint for the fleet.
+A report is ignored (the reported token is served, ``RefusedReportIgnored``) while that token is younger
+than ``refused_min_token_age`` or the client's token was replaced on a report less than
+``refused_replacement_min_gap`` ago: a chain of reports mints one token, not one per report.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class SingleFlight:
         one ``refused`` names: from the item ``state`` or as it changes while this caller waits, or
         fetched by this caller as the lease's holder."""
         deadline = started + self.policy.wait_seconds
+        refused = self._still_refused(client, state, refused)
         for pause in backoff(0.025, 0.2):
             now = self._clock()
             token = _current(state.token, binding, refused)
@@ -93,6 +97,7 @@ class SingleFlight:
         may have just stored a token (one that replaced the refused one, too) or a failure, in which case
         nobody asks Zus now. A token minted here replaces the refused one if the item still holds it."""
         now = self._clock()
+        refused = self._still_refused(client, held, refused)
         token = _current(held.token, binding, refused)
         if token is not None and token.seconds_left(now) >= min_ttl:
             quietly(lambda: self._table.release_lease(client, self._owner))
@@ -104,6 +109,18 @@ class SingleFlight:
         stored = held.token
         replacing = stored if stored is not None and stored.fingerprint == refused else None
         return self._fetch_under_lease(client, held, binding, started, replacing)
+
+    def _still_refused(self, client: str, state: TokenState, refused: str | None) -> str | None:
+        """``refused``, unless the report names ``state``'s token and the policy says to keep it (then
+        None: that token is served as any other)."""
+        token = state.token
+        if refused is None or token is None or token.fingerprint != refused:
+            return refused
+        if not self.policy.ignores_refused_report(state, self._clock()):
+            return refused
+        self._metrics.count("RefusedReportIgnored")
+        logger.info("a report of a refused token was ignored: replaced too recently", extra={"client": client})
+        return None
 
     def refresh(self, client: str, horizon: float = 0.0) -> bool:
         """Renew the client's token if it enters the refresh margin within ``horizon`` seconds and
