@@ -18,8 +18,8 @@ import requests
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
-from zus_m2m.aws.page_tokens import KmsPageTokens
 from zus_m2m.aws.dynamo import client_key
+from zus_m2m.aws.page_tokens import KmsPageTokens
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
