@@ -22,7 +22,14 @@ from typing import Any
 import botocore.session
 import pytest
 import requests
-from client_support import FakeClock, RecordingTransport, console_lines, token_route_calls, wait_until
+from client_support import (
+    FakeClock,
+    RecordingTransport,
+    console_lines,
+    minted_long_ago,
+    token_route_calls,
+    wait_until,
+)
 
 import zus_m2m_client
 from zus_local.local_principals import ADMIN_USER as ADMIN_PROFILE
@@ -37,17 +44,6 @@ REPORTERS = 20
 def token_requests_at_zus(stack: Any, record: Mapping[str, Any]) -> int:
     stats = requests.get(f"{stack.zus}/_emulator/stats", timeout=5).json()
     return int(stats["tokenRequests"].get(record["clientId"], 0))
-
-
-def minted_long_ago(stack: Any, name: str) -> None:
-    """The client's cached token, as if Zus had minted it 11 s earlier (its stored lifetime says so): the
-    service never replaces a token younger than 10 s on a report (issue 22), and tests wait on no clock."""
-    stack.client("dynamodb").update_item(
-        TableName="zus-m2m-local",  # the local stack's table, named after the stack
-        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
-        UpdateExpression="SET tokenLifetime = tokenLifetime + :older",
-        ExpressionAttributeValues={":older": {"N": "11"}},
-    )
 
 
 def emulator_client_url(stack: Any, record: Mapping[str, Any]) -> str:

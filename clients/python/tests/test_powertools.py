@@ -14,7 +14,7 @@ import botocore.session
 import pytest
 import requests
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-from client_support import token_route_calls, wait_until
+from client_support import minted_long_ago, token_route_calls, wait_until
 
 from zus_local.local_principals import CONSUMER_USER as CONSUMER_PROFILE
 from zus_m2m_client import ForbiddenError, powertools
@@ -52,6 +52,7 @@ def test_max_age_bounds_the_cache(local_stack: Any, managed: Any, consumer_sessi
     managed("pt-max-age")
     provider = tokens(local_stack, consumer_session)
     first = provider.get("pt-max-age", max_age=1)
+    minted_long_ago(local_stack, "pt-max-age")
     provider.token_provider("pt-max-age").report_refused(first)
     assert provider.get("pt-max-age", max_age=1) == first  # cached
     wait_until(lambda: provider.get("pt-max-age", max_age=1) != first, "the cached token to age out", timeout=20)
@@ -88,6 +89,7 @@ def test_a_refused_token_is_replaced_once_for_every_process(
     held = a.get("pt-refused", max_age=300)
     assert b.get("pt-refused", max_age=300) == held
     before = mints(local_stack, record)
+    minted_long_ago(local_stack, "pt-refused")
     a.report_refused("pt-refused", held)
     replaced = a.get("pt-refused", max_age=300)
     assert replaced != held
