@@ -35,6 +35,7 @@ def node_environment(stack: Any, consumer_arn: str) -> dict[str, str]:
         AWS_REGION="us-east-1",
         ZUS_M2M_TEST_API_URL=stack.api,
         ZUS_M2M_TEST_ZUS_URL=stack.zus,
+        ZUS_M2M_TEST_MOTO_URL=stack.moto,
         ZUS_M2M_TEST_ADMIN_PROFILE=ADMIN_PROFILE,
         ZUS_M2M_TEST_CONSUMER_PROFILE=CONSUMER_PROFILE,
         ZUS_M2M_TEST_CONSUMER_ARN=consumer_arn,

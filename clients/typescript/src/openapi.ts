@@ -22,6 +22,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/app-clients-drift": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Drift from Zus: app clients there this stack does not manage, managed clients missing there */
+        get: operations["app_clients_drift_app_clients_drift_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/app-clients/{name}": {
         parameters: {
             query?: never;
@@ -144,6 +161,21 @@ export interface components {
             appClients: components["schemas"]["AppClient"][];
             /** @description the next page's token; null on the last */
             nextToken: string | null;
+        };
+        AppClientDrift: {
+            /** @description app clients at Zus that this stack does not manage */
+            unmanagedAtZus: {
+                appClientId: string;
+                clientId: string;
+                name: string;
+                roleId: string | null;
+            }[];
+            /** @description managed clients whose app client Zus no longer has */
+            missingAtZus: {
+                name: string;
+                appClientId: string;
+                clientId: string;
+            }[];
         };
         RotationRequest: {
             /**
@@ -310,6 +342,63 @@ export interface operations {
             };
             /** @description well formed but impossible (an unknown role, a minTtl longer than tokens live) */
             422: {
+                headers: {
+                    /** @description always no-store */
+                    "Cache-Control"?: "no-store";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description a dependency (Zus, DynamoDB, Secrets Manager) failed or is busy; retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description always no-store */
+                    "Cache-Control"?: "no-store";
+                    /** @description seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    app_clients_drift_app_clients_drift_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the drift */
+            200: {
+                headers: {
+                    /** @description always no-store */
+                    "Cache-Control"?: "no-store";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppClientDrift"];
+                };
+            };
+            /** @description the input is malformed (a name, a query parameter or the body) or unexpected (a parameter the route does not take, a key given twice) */
+            400: {
+                headers: {
+                    /** @description always no-store */
+                    "Cache-Control"?: "no-store";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description the caller may not: only the stack's admins manage clients, only a client's consumers get its token (a caller that is not an admin gets 403 also for a client that does not exist) */
+            403: {
                 headers: {
                     /** @description always no-store */
                     "Cache-Control"?: "no-store";

@@ -23,7 +23,7 @@ import {
   fingerprint,
   zusFetch,
 } from "../src/index.js";
-import { type Stack, signedAs, stackFromEnvironment } from "./stack.js";
+import { type Stack, mintedLongAgo, signedAs, stackFromEnvironment } from "./stack.js";
 import { RecordingLogger, RecordingTransport } from "./support.js";
 
 const stack = stackFromEnvironment();
@@ -100,6 +100,7 @@ describe("against the local stack", { skip: stack ? false : "no local stack (ZUS
     const route = new RecordingTransport(signedAs(local, local.consumerProfile));
     const provider = new TokenProvider(local.api, "ts-refused", { transport: route });
     const first = await provider.getToken();
+    await mintedLongAgo(local, "ts-refused");
     // A Zus resource that refuses the first token it sees (revoked at Zus), served over real HTTP.
     const seen: string[] = [];
     const zus = await listen(
