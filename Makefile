@@ -141,7 +141,7 @@ $(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 # whole-system check at its end) runs alone and last; the TypeScript client's tests run alone before it
 # (their summary printed).
 XDIST ?= 3
-test-313: $(STAMP313) build
+test-313: $(STAMP313) $(CLIENT_STAMP) build
 	ZUS_TEST_PART=lambda $(VENV313)/bin/pytest -q -p no:cacheprovider -n $(XDIST) tests/unit tests/integration tests/e2e
 
 test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
@@ -150,7 +150,9 @@ test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
 	$(TS_TEST)
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
-test: lint typecheck validate build test-313 test-rest
+# Everything the tests use is made before the first test starts: e2e tests run `make dev`, which must find
+# its venvs up to date (two of them making a venv at once would race).
+test: lint typecheck validate build $(CLIENT_STAMP) $(TS_STAMP) client-wheel test-313 test-rest
 
 # One suite at a time. The infra suite checks the translated template and the build too.
 unit integration e2e: $(STAMP)

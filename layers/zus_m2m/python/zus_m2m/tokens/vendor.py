@@ -186,9 +186,10 @@ class TokenVendor:
     ) -> CachedToken:
         self._metrics.count("TokenMiss")
         token = self._flight.fetch_or_wait(client, min_ttl, state, started, binding, refused)
-        self._mark_in_use(client, self._clock())
+        # Judged as the token arrives: the bookkeeping write after it spends none of the caller's minTtl.
         if token.seconds_left(self._clock()) < min_ttl and not best_effort:
             raise _unsatisfiable(token.lifetime, min_ttl)
+        self._mark_in_use(client, self._clock())
         return token
 
     def _revalidated(self, client: str, view: ClientView, now: float) -> KnownClient | None:
