@@ -150,9 +150,15 @@ test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
 	$(TS_TEST)
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
-# Everything the tests use is made before the first test starts: e2e tests run `make dev`, which must find
-# its venvs up to date (two of them making a venv at once would race).
-test: lint typecheck validate build $(CLIENT_STAMP) $(TS_STAMP) client-wheel test-313 test-rest
+# Everything the tests use is made before the first test starts, side by side (the venvs, the static checks
+# and the build do not depend on each other's order; each one's output is printed whole when it ends): e2e
+# tests run `make dev`, which must find its venvs up to date (two of them making a venv at once would race).
+# Then the tests, one part after the other.
+test:
+	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck validate build $(STAMP313) $(CLIENT_STAMP) \
+		$(TS_STAMP) client-wheel
+	@$(MAKE) --no-print-directory test-313
+	@$(MAKE) --no-print-directory test-rest
 
 # One suite at a time. The infra suite checks the translated template and the build too.
 unit integration e2e: $(STAMP)
