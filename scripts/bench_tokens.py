@@ -74,7 +74,7 @@ def provision(moto: str, zus: str, lifetime: int) -> str:
     completed, as provisioning writes it) naming ``CONSUMER``. Returns its clientId."""
     from zus_local.aws_setup import create_table
     from zus_m2m.aws.client_records import DynamoClientRecords
-    from zus_m2m.aws.dynamo import TableKeys
+    from zus_m2m.aws.table import TableKeys
     from zus_m2m.values import ClientCredentials, ClientRecord
     from zus_m2m.zus.client import ZusClient
     from zus_m2m.zus.endpoints import ZusEndpoints

@@ -11,10 +11,9 @@ import pytest
 
 from zus_m2m.aws.client_records import DynamoClientRecords
 from zus_m2m.aws.due_index import DynamoDueIndex
-from zus_m2m.aws.dynamo import TableKeys, client_key
+from zus_m2m.aws.table import TableKeys, client_key
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.values import CachedToken, ClientRecord
-from zus_m2m.work.items import REFRESH, ROTATION, WorkItem
+from zus_m2m.values import REFRESH, ROTATION, CachedToken, ClientRecord, WorkItem
 
 ADMIN = "zus-m2m-admin"
 KEYS = TableKeys(ADMIN)

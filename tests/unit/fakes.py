@@ -10,22 +10,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from zus_m2m import errors
-from zus_m2m.aws.token_table import ZusCount, budget_refusal
 from zus_m2m.values import (
-    BudgetVerdict,
+    AccessToken,
+    AppClient,
+    AppClientSecret,
+    Budget,
     CachedToken,
     ClientCredentials,
     ClientRecord,
     ClientView,
+    DueMark,
     FailureCause,
     RecordItem,
+    Role,
     RotationFailure,
     SecretDescription,
     SecretNaming,
     TokenState,
+    WorkItem,
+    ZusCount,
+    ZusQuota,
 )
-from zus_m2m.work.items import DueMark, WorkItem
-from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 ADMIN = "zus-m2m-admin"
 # Stage "test" of the service: clients' secrets are zus-m2m/test/<name>, the admin's too.
@@ -76,6 +81,7 @@ class FakeTokenTable:
         self.budgets: dict[str, list[float]] = {}
         self.records: dict[str, ClientRecord] = {}
         self.zus_counts: dict[str, ZusCount] = {}
+        self.budget_versions: Counter[str] = Counter()
         # What an eventually consistent read still answers (DynamoDB's GetItem without ConsistentRead).
         self.stale: dict[str, TokenState] = {}
         self.lock = threading.Lock()
@@ -155,23 +161,24 @@ class FakeTokenTable:
         with self.lock:
             self.states[client] = replace(self.states.get(client, TokenState()), blocked_until=until)
 
-    def spend_budget(self, client: str, now: float, limit: int, *, reserve: int = 0) -> BudgetVerdict:
+    def read_budget(self, client: str, now: float) -> Budget:
         with self.lock:
-            stamps = [s for s in self.budgets.get(client, []) if s > now - 3600]
-            refusal = budget_refusal(stamps, self.zus_counts.get(client), now, limit, reserve)
-            if refusal is not None:
-                return refusal
-            self.budgets[client] = [*stamps, now]
-            return BudgetVerdict(True, len(stamps) + 1)
+            stamps = tuple(s for s in self.budgets.get(client, []) if s > now - 3600)
+            return Budget(stamps, self.budget_versions[client], self.zus_counts.get(client))
+
+    def count_request(self, client: str, budget: Budget, now: float) -> bool:
+        with self.lock:
+            if self.budget_versions[client] != budget.version:
+                return False
+            self.budgets[client] = [*budget.stamps, now]
+            self.budget_versions[client] += 1
+            return True
 
     def note_zus_quota(self, client: str, quota: ZusQuota, seen_at: float) -> None:
         with self.lock:
             known = self.zus_counts.get(client)
             if known is None or known.seen_at <= seen_at:
                 self.zus_counts[client] = ZusCount(quota, seen_at)
-
-    def budget_used(self, client: str, now: float) -> int:
-        return len([s for s in self.budgets.get(client, []) if s > now - 3600])
 
     def mark_requested(self, client: str, now: float) -> None:
         with self.lock:

@@ -20,6 +20,7 @@ from zus_m2m.provisioning.secret_keeper import idempotency_key
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationSteps
+from zus_m2m.tokens import budget
 from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, CreateRequest
 from zus_m2m.wiring import Provisioning, ProvisioningPorts, provisioning_use_cases
 
@@ -397,7 +398,7 @@ def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token
     provisioning = world.provisioning()
     record, _ = provisioning.create_client(CreateRequest(NAME))
     world.tokens.put_token(NAME, CachedToken("the-access-token", "Bearer", world.clock() + 1800), None)
-    world.tokens.spend_budget(NAME, world.clock(), 100)
+    budget.spend(world.tokens, NAME, world.clock(), 100)
 
     shown = provisioning.queries.get(NAME)
 

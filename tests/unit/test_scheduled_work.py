@@ -17,9 +17,9 @@ from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import CachedToken
+from zus_m2m.values import REFRESH, ROTATION, CachedToken, WorkItem
+from zus_m2m.work import items
 from zus_m2m.work.dispatch import DISPATCH_POLICIES, DueWorkDispatch
-from zus_m2m.work.items import REFRESH, ROTATION, WorkItem
 from zus_m2m.work.worker import ScheduledWork
 
 CLIENT = "billing"
@@ -85,7 +85,7 @@ def world() -> World:
 def test_a_work_item_travels_as_a_message_and_back() -> None:
     item = WorkItem(ROTATION, "billing-service.v2", 1_700_000_123.4567)
 
-    assert WorkItem.from_message(item.to_message()) == WorkItem(ROTATION, "billing-service.v2", 1_700_000_123.457)
+    assert items.from_message(item.to_message()) == WorkItem(ROTATION, "billing-service.v2", 1_700_000_123.457)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_a_work_item_travels_as_a_message_and_back() -> None:
 )
 def test_a_message_the_dispatcher_would_not_send_is_refused_naming_the_problem(body: str, problem: str) -> None:
     with pytest.raises(errors.InvalidRequest, match=problem):
-        WorkItem.from_message(body)
+        items.from_message(body)
 
 
 # --- the dispatch -------------------------------------------------------------------------------------

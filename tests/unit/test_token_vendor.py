@@ -14,6 +14,7 @@ from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEnd
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller
+from zus_m2m.tokens import budget
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
@@ -25,9 +26,9 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     TokenState,
+    ZusQuota,
     fingerprint,
 )
-from zus_m2m.zus.models import ZusQuota
 
 CLIENT = "billing"
 SECRET = NAMING.secret_id(CLIENT)
@@ -330,7 +331,7 @@ def test_a_failed_request_is_one_attempt_and_every_container_backs_off_together(
     world.clock.now += 2.0
     assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-3"
     assert world.stored().failures == 0  # Zus answered: forgotten
-    assert world.table.budget_used(CLIENT, world.clock.now) == 3
+    assert budget.used(world.table, CLIENT, world.clock.now) == 3
 
 
 def test_the_back_off_doubles_to_its_cap_and_a_fleet_makes_one_attempt_per_interval(world: World) -> None:
@@ -377,7 +378,7 @@ def test_the_reserve_is_for_recovery_only() -> None:
 
     assert ordinary.value.http_status == 429
     assert recovered.access_token == "token-1"
-    assert world.table.budget_used(CLIENT, world.clock.now) == 9
+    assert budget.used(world.table, CLIENT, world.clock.now) == 9
 
 
 def test_the_first_request_after_an_outage_may_use_the_reserve_but_not_after_refusals() -> None:
@@ -495,7 +496,7 @@ def test_a_min_ttl_beyond_the_learned_lifetime_is_422_without_asking_zus(world: 
                 vendor.vend(CALLER, CLIENT, min_ttl=3000)
 
     assert len(world.endpoint.calls) == 1
-    assert world.table.budget_used(CLIENT, world.clock.now) == 1
+    assert budget.used(world.table, CLIENT, world.clock.now) == 1
 
 
 def test_the_admin_token_settles_for_half_a_lifetime_when_tokens_live_shorter(world: World) -> None:
@@ -906,7 +907,7 @@ def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_
         vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
 
     assert caught.value.http_status == 429
-    assert world.table.budget_used(CLIENT, world.clock.now) == 8
+    assert budget.used(world.table, CLIENT, world.clock.now) == 8
     assert world.stored().token == refused  # only a new token replaces it; a caller that did not report it
     assert world.vendor().vend(CALLER, CLIENT, min_ttl=60) == refused  # still gets it meanwhile
 

@@ -11,19 +11,24 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from zus_m2m.values import (
-    BudgetVerdict,
+    AccessToken,
+    AppClient,
+    AppClientSecret,
+    Budget,
     CachedToken,
     ClientCredentials,
     ClientRecord,
     ClientView,
+    DueMark,
     FailureCause,
     RecordItem,
+    Role,
     RotationFailure,
     SecretDescription,
     TokenState,
+    WorkItem,
+    ZusQuota,
 )
-from zus_m2m.work.items import DueMark, WorkItem
-from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -119,16 +124,18 @@ class TokenTable(Protocol):
         """Remember that Zus asked us not to request tokens for ``client`` before ``until``."""
         ...
 
-    def spend_budget(self, client: str, now: float, limit: int, *, reserve: int = 0) -> BudgetVerdict:
-        """Count one token request in the rolling hour, atomically, unless ``limit - reserve`` are spent
-        or Zus's last report of its own count leaves ``reserve`` or fewer."""
+    def read_budget(self, client: str, now: float) -> Budget:
+        """The client's budget item, its requests cut to the last hour's (``tokens.budget`` spends it)."""
+        ...
+
+    def count_request(self, client: str, budget: Budget, now: float) -> bool:
+        """Add a request at ``now`` to ``budget`` as read: False, and nothing written, if the item
+        changed since it was read."""
         ...
 
     def note_zus_quota(self, client: str, quota: ZusQuota, seen_at: float) -> None:
-        """Remember what Zus said of the client's hourly quota (for ``spend_budget``)."""
+        """Remember what Zus said of the client's hourly quota (for the budget)."""
         ...
-
-    def budget_used(self, client: str, now: float) -> int: ...
 
     def mark_requested(self, client: str, now: float) -> None:
         """Remember that ``client`` is in use (for the pre-refresh: its token item joins the due index)."""

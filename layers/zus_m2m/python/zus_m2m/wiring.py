@@ -22,8 +22,8 @@ from botocore.config import Config
 from zus_m2m import deadline
 from zus_m2m.access import AccessPolicy
 from zus_m2m.aws.due_index import DynamoDueIndex
-from zus_m2m.aws.dynamo import TableKeys
 from zus_m2m.aws.secrets import SecretsManagerStore
+from zus_m2m.aws.table import TableKeys
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import (
     AdminTokens,
@@ -43,8 +43,8 @@ from zus_m2m.ports import (
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.vendor import TokenVendor
+from zus_m2m.values import AccessToken
 from zus_m2m.zus.endpoints import ZusEndpoints
-from zus_m2m.zus.models import AccessToken
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

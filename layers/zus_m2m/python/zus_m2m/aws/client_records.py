@@ -13,59 +13,28 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
-from zus_m2m.aws.dynamo import DUE_AT, DUE_KIND, TableKeys, client_key, number, number_of, string, string_of
-from zus_m2m.values import ClientRecord, RecordItem, Status
-from zus_m2m.work.items import ROTATION
+from zus_m2m.aws.table import (
+    ACTIVE,
+    CREATING,
+    DELETING,
+    NAMES,
+    RECORD,
+    STATUS,
+    TableKeys,
+    active_record_item,
+    client_key,
+    number,
+    number_of,
+    record_item,
+    string,
+    string_list,
+)
+from zus_m2m.values import ClientRecord, RecordItem
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-RECORD = "record"
-# "name" and "status" are DynamoDB reserved words.
-_NAMES = {"#name": "name", "#status": "status"}
-_STATUSES: tuple[Status, ...] = ("creating", "active", "deleting")
-
-
-def consumers_of_item(item: dict[str, Any]) -> tuple[str, ...]:
-    """A record item's consumers: none on an item written before consumers existed."""
-    listed = item.get("consumers", {}).get("L", [])
-    return tuple(sorted({str(entry["S"]) for entry in listed if "S" in entry}))
-
-
-def _string_list(values: tuple[str, ...]) -> dict[str, Any]:
-    return {"L": [string(value) for value in values]}
-
-
-def record_item(item: dict[str, Any]) -> RecordItem:
-    """A record item as read from the table."""
-    status = string_of(item, "status")
-    if status not in _STATUSES:
-        status = "creating"
-    name = string_of(item, "name") or ""
-    record = None
-    if status != "creating":
-        record = ClientRecord(
-            name=name,
-            app_client_id=string_of(item, "appClientId") or "",
-            client_id=string_of(item, "clientId") or "",
-            role_id=string_of(item, "roleId") or "",
-            role_name=string_of(item, "roleName") or "",
-            secret_arn=string_of(item, "secretArn") or "",
-            created_at=int(number_of(item, "createdAt")),
-            consumers=consumers_of_item(item),
-        )
-    return RecordItem(
-        name=name,
-        status=status,  # type: ignore[arg-type]  # narrowed by the membership test above
-        role_name=string_of(item, "roleName") or "",
-        record=record,
-        claim_owner=string_of(item, "claimOwner"),
-        claim_until=number_of(item, "claimUntil"),
-        claimed_at=number_of(item, "claimedAt"),
-        create_started_at=number_of(item, "createStartedAt") if "createStartedAt" in item else None,
-        app_client_id=string_of(item, "appClientId"),
-        consumers=consumers_of_item(item),
-    )
+_STATUS_NAME = {"#status": STATUS}
 
 
 class DynamoClientRecords:
@@ -89,8 +58,8 @@ class DynamoClientRecords:
         request: dict[str, Any] = {
             "TableName": self._table,
             "FilterExpression": "sk = :record AND #status = :active",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": {":record": string(RECORD), ":active": string("active")},
+            "ExpressionAttributeNames": _STATUS_NAME,
+            "ExpressionAttributeValues": {":record": string(RECORD), ":active": string(ACTIVE)},
             "ConsistentRead": True,
             "Limit": 3 * limit,
         }
@@ -132,9 +101,9 @@ class DynamoClientRecords:
         values.update(
             {
                 ":name": string(name),
-                ":creating": string("creating"),
+                ":creating": string(CREATING),
                 ":role": string(role_name),
-                ":consumers": _string_list(consumers),
+                ":consumers": string_list(consumers),
                 ":owner": string(owner),
                 ":until": number(until),
                 ":now": number(now),
@@ -154,7 +123,7 @@ class DynamoClientRecords:
                     "attempts = if_not_exists(attempts, :zero) + :one"
                 ),
                 ConditionExpression=condition,
-                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeNames=NAMES,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             ),
@@ -176,29 +145,15 @@ class DynamoClientRecords:
         )
 
     def complete(self, record: ClientRecord, owner: str) -> bool:
-        item = {
-            **client_key(record.name, RECORD),
-            "name": string(record.name),
-            "status": string("active"),
-            "appClientId": string(record.app_client_id),
-            "clientId": string(record.client_id),
-            "roleId": string(record.role_id),
-            "roleName": string(record.role_name),
-            "secretArn": string(record.secret_arn),
-            "createdAt": number(record.created_at),
-            "consumers": _string_list(record.consumers),
-            # In the due index from the start: its first rotation check is due at once.
-            DUE_KIND: string(ROTATION),
-            DUE_AT: number(record.created_at),
-        }
+        item = active_record_item(record)
         return self._conditional(
             "writing a client record",
             lambda: self._db.put_item(
                 TableName=self._table,
                 Item=item,
                 ConditionExpression="#status = :creating AND claimOwner = :owner",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":creating": string("creating"), ":owner": string(owner)},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":creating": string(CREATING), ":owner": string(owner)},
             ),
         )
 
@@ -211,8 +166,8 @@ class DynamoClientRecords:
                 ConditionExpression=(
                     "#status = :creating AND claimOwner = :owner AND attribute_not_exists(createStartedAt)"
                 ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":creating": string("creating"), ":owner": string(owner)},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":creating": string(CREATING), ":owner": string(owner)},
             ),
         )
         if not forgotten:
@@ -226,8 +181,8 @@ class DynamoClientRecords:
                 Key=client_key(name, RECORD),
                 UpdateExpression="SET consumers = :consumers",
                 ConditionExpression="#status = :active",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":consumers": _string_list(consumers), ":active": string("active")},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":consumers": string_list(consumers), ":active": string(ACTIVE)},
                 ReturnValues="ALL_NEW",
             ),
             none_when=CONDITION_FAILED,
@@ -324,8 +279,8 @@ class DynamoClientRecords:
                 Key=client_key(name, RECORD),
                 UpdateExpression="SET #status = :deleting",
                 ConditionExpression="#status IN (:active, :deleting)",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":active": string("active"), ":deleting": string("deleting")},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":active": string(ACTIVE), ":deleting": string(DELETING)},
             ),
         )
 
@@ -336,8 +291,8 @@ class DynamoClientRecords:
                 TableName=self._table,
                 Key=client_key(name, RECORD),
                 ConditionExpression="#status = :deleting",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":deleting": string("deleting")},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":deleting": string(DELETING)},
             ),
         )
 
@@ -346,7 +301,7 @@ class DynamoClientRecords:
     def _update_claim(
         self, operation: str, name: str, owner: str, update: str, values: dict[str, Any] | None = None
     ) -> bool:
-        placeholders = {":creating": string("creating"), ":owner": string(owner), **(values or {})}
+        placeholders = {":creating": string(CREATING), ":owner": string(owner), **(values or {})}
         return self._conditional(
             operation,
             lambda: self._db.update_item(
@@ -354,7 +309,7 @@ class DynamoClientRecords:
                 Key=client_key(name, RECORD),
                 UpdateExpression=update,
                 ConditionExpression="#status = :creating AND claimOwner = :owner",
-                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeNames=_STATUS_NAME,
                 ExpressionAttributeValues=placeholders,
             ),
         )

@@ -30,8 +30,7 @@ from zus_m2m.ports import Checkpoint, ClientRecords, Clock, MetricsSink, Sleep, 
 from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.secret_keeper import SecretKeeper
-from zus_m2m.values import ClientCredentials, ClientRecord, CreateRequest, RecordItem
-from zus_m2m.zus.models import AppClient, Role
+from zus_m2m.values import AppClient, ClientCredentials, ClientRecord, CreateRequest, RecordItem, Role
 
 logger = logging.getLogger(__name__)
 

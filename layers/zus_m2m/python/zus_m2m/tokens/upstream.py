@@ -18,6 +18,7 @@ import time
 from zus_m2m import errors
 from zus_m2m.backoff import backoff
 from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
+from zus_m2m.tokens import budget
 from zus_m2m.tokens.best_effort import quietly
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.values import (
@@ -29,8 +30,8 @@ from zus_m2m.values import (
     FailureCause,
     SecretNaming,
     TokenState,
+    ZusQuota,
 )
-from zus_m2m.zus.models import ZusQuota
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class UpstreamTokens:
         """One token request, within budget (``reserve`` of it kept for recovery). No retry here: a
         failure is the caller's to remember (``failed``); what Zus says of its quota is kept."""
         now = self._clock()
-        verdict = self._table.spend_budget(client, now, self._policy.budget_per_hour, reserve=reserve)
+        verdict = budget.spend(self._table, client, now, self._policy.budget_per_hour, reserve=reserve)
         self._metrics.count("BudgetUsed", verdict.used)
         if not verdict.allowed:
             self._metrics.count("TokenBudgetExhausted")

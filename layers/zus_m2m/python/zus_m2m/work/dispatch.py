@@ -18,7 +18,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from zus_m2m.ports import Clock, DueIndex, MetricsSink, WorkQueue
 from zus_m2m.tokens.pre_refresh import HORIZON_SECONDS
-from zus_m2m.work.items import REFRESH, ROTATION
+from zus_m2m.values import REFRESH, ROTATION
 
 logger = logging.getLogger(__name__)
 

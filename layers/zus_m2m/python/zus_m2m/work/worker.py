@@ -24,7 +24,8 @@ from zus_m2m import errors
 from zus_m2m.ports import Clock, DueIndex, MetricsSink
 from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-from zus_m2m.work.items import REFRESH, DueMark, WorkItem
+from zus_m2m.values import REFRESH, DueMark, WorkItem
+from zus_m2m.work import items
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class ScheduledWork:
         """Do the work a queue message names; its outcome. InvalidRequest or ResourceNotFound for a
         message that names no work of this stack (the queue's redelivery takes it to the dead letters)."""
         try:
-            item = WorkItem.from_message(body)
+            item = items.from_message(body)
             mark = self.index.mark(item.kind, item.client)
             if mark is None:
                 raise errors.ResourceNotFound(f"client {item.client!r} has no {item.kind} work in this stack")
