@@ -171,7 +171,7 @@ def test_a_token_in_use_is_due_for_its_pre_refresh_and_its_renewal_moves_it_on(s
     assert (due.client, due.due_at) == (CLIENT, pytest.approx(first.expires_at - 200, abs=0.01))
 
     # A 400 s token's margin is half its life (200 s): it enters it within a horizon of 250 s
-    renewed = TokenPreRefresh(stack.vendor(VendingPolicy(refresh_margin=300)), horizon=250).refresh(CLIENT)
+    renewed = TokenPreRefresh(stack.vendor(VendingPolicy(refresh_margin=300)).flight, horizon=250).refresh(CLIENT)
 
     assert renewed is True
     state = stack.table.get(CLIENT, consistent=True)
@@ -402,7 +402,7 @@ def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_st
                     held = vendor.vend(stack.CONSUMER, CLIENT, 60, refused=refused)
                     outcome = "token"
                 elif attempt % 3 == 1:
-                    outcome = "token" if vendor.refresh(CLIENT, horizon=7200) else "no-refresh"
+                    outcome = "token" if vendor.flight.refresh(CLIENT, horizon=7200) else "no-refresh"
                 else:
                     held = vendor.issue_with(CLIENT, stack.credentials)
                     outcome = "token"

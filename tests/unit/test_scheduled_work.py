@@ -11,13 +11,15 @@ from fakes import ADMIN, FakeDeployment, FakeDueIndex, FakeTokenEndpoint, FakeTo
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy
+from zus_m2m.ports import Runtime
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.rotation.sweep import RotationSweep
+from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import REFRESH, ROTATION, CachedToken, WorkItem
+from zus_m2m.wiring import token_vendor
 from zus_m2m.work import items
 from zus_m2m.work.dispatch import DISPATCH_POLICIES, DueWorkDispatch
 from zus_m2m.work.worker import ScheduledWork
@@ -45,22 +47,17 @@ class World(FakeDeployment):
 
     def work(self) -> ScheduledWork:
         """A new container of the worker function."""
-        vendor = TokenVendor(
-            self.tokens,
-            self.secrets,
-            self.endpoint,
-            naming=self.naming,
-            metrics=self.metrics,
-            access=AccessPolicy.of([]),
-            clock=self.clock,
-            sleep=self.clock.sleep,
-        )
+        runtime = Runtime(self.metrics, clock=self.clock, sleep=self.clock.sleep)
+        access = AccessPolicy.of([])
+        vendor = token_vendor(self.tokens, self.secrets, self.endpoint, self.naming, access, VendingPolicy(), runtime)
         steps = RotationSteps(
             self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, self.policy, self.metrics
         )
         repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, self.metrics)
         sweep = RotationSweep(self.secrets, repair, self.policy, self.metrics, self.tokens, clock=self.clock)
-        return ScheduledWork(self.due, TokenPreRefresh(vendor, clock=self.clock), sweep, self.metrics, clock=self.clock)
+        return ScheduledWork(
+            self.due, TokenPreRefresh(vendor.flight, clock=self.clock), sweep, self.metrics, clock=self.clock
+        )
 
     def in_use(self, expires_in: float) -> None:
         """The client's token (of its current secret) expires in ``expires_in`` s; it was asked for a minute ago."""
@@ -235,7 +232,7 @@ def test_copies_of_a_refresh_message_at_once_renew_once_under_the_fetch_lease(wo
 def test_a_token_renewed_meanwhile_by_a_caller_is_not_renewed_again(world: World) -> None:
     world.in_use(expires_in=300 + 60)
     world.dispatch().run(REFRESH)
-    world.work().pre_refresh.vendor.refresh(CLIENT, 120)  # a caller's refresh-ahead, before the message
+    world.work().pre_refresh.flight.refresh(CLIENT, 120)  # a caller's refresh-ahead, before the message
 
     assert world.deliver() == ["superseded"]
     assert len(world.endpoint.calls) == 1

@@ -14,6 +14,7 @@ from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEnd
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller
+from zus_m2m.ports import Runtime
 from zus_m2m.tokens import budget
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
@@ -29,6 +30,7 @@ from zus_m2m.values import (
     ZusQuota,
     fingerprint,
 )
+from zus_m2m.wiring import token_vendor
 
 CLIENT = "billing"
 SECRET = NAMING.secret_id(CLIENT)
@@ -70,21 +72,12 @@ class World:
         self.table.records[CLIENT] = record()
 
     def vendor(self) -> TokenVendor:
-        return TokenVendor(
-            self.table,
-            self.secrets,
-            self.endpoint,
-            naming=NAMING,
-            metrics=self.metrics,
-            policy=self.policy,
-            clock=self.clock,
-            sleep=self.clock.sleep,
-            access=ACCESS,
-        )
+        runtime = Runtime(self.metrics, clock=self.clock, sleep=self.clock.sleep)
+        return token_vendor(self.table, self.secrets, self.endpoint, NAMING, ACCESS, self.policy, runtime)
 
     def pre_refresh(self, horizon: float) -> TokenPreRefresh:
         """The pre-refresh of one client at a time, in a new container (the worker's)."""
-        return TokenPreRefresh(self.vendor(), horizon=horizon, clock=self.clock)
+        return TokenPreRefresh(self.vendor().flight, horizon=horizon, clock=self.clock)
 
     def stored(self) -> TokenState:
         return self.table.states.get(CLIENT, TokenState())
@@ -607,7 +600,7 @@ def test_fifty_threads_at_once_cause_one_upstream_request() -> None:
     start = threading.Barrier(50)
 
     def one_container() -> str:
-        vendor = TokenVendor(table, secrets, endpoint, NAMING, FakeMetrics(), access=ACCESS)
+        vendor = token_vendor(table, secrets, endpoint, NAMING, ACCESS, VendingPolicy(), Runtime(FakeMetrics()))
         start.wait()
         return vendor.vend(CALLER, CLIENT, min_ttl=60).access_token
 
@@ -870,15 +863,9 @@ def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
     world = World()
 
     def container() -> TokenVendor:
-        return TokenVendor(
-            world.table,
-            world.secrets,
-            world.endpoint,
-            NAMING,
-            world.metrics,
-            VendingPolicy(refused_min_token_age=0.0),  # the reported token was minted a moment ago
-            access=ACCESS,
-        )
+        # The reported token was minted a moment ago.
+        policy = VendingPolicy(refused_min_token_age=0.0)
+        return token_vendor(world.table, world.secrets, world.endpoint, NAMING, ACCESS, policy, Runtime(world.metrics))
 
     refused = container().vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.on_call = lambda: time.sleep(0.2)

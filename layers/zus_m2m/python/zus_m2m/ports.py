@@ -7,7 +7,9 @@ implements the token ports, and unit tests implement them in memory. The values 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from zus_m2m.values import (
@@ -43,6 +45,17 @@ def no_checkpoint(name: str) -> None:
 
 class MetricsSink(Protocol):
     def count(self, name: str, value: float = 1.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every flow runs with, besides its ports: where its metrics go, the time it goes by, how it
+    pauses, and the checkpoint hook. One bundle, built once in the composition root."""
+
+    metrics: MetricsSink
+    clock: Clock = time.time
+    sleep: Sleep = time.sleep
+    checkpoint: Checkpoint = no_checkpoint
 
 
 # --- Zus ----------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from zus_m2m.ports import (
     Clock,
     MetricsSink,
     PageTokens,
+    Runtime,
+    SecretReader,
     SecretStore,
     Sleep,
     TokenEndpoint,
@@ -41,9 +43,12 @@ from zus_m2m.ports import (
     no_checkpoint,
 )
 from zus_m2m.settings import Settings
+from zus_m2m.tokens.memory import MemoryTier
 from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.single_flight import SingleFlight
+from zus_m2m.tokens.upstream import UpstreamTokens
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import AccessToken
+from zus_m2m.values import AccessToken, SecretNaming
 from zus_m2m.zus.endpoints import ZusEndpoints
 
 if TYPE_CHECKING:
@@ -132,6 +137,22 @@ class FirstUseZusClient:
         if self._client is None:
             self._client = zus_client(self._endpoints, self._timeout)
         return self._client.request_token(client_id, client_secret)
+
+
+def token_vendor(
+    table: TokenTable,
+    secrets: SecretReader,
+    endpoint: TokenEndpoint,
+    naming: SecretNaming,
+    access: AccessPolicy,
+    policy: VendingPolicy,
+    runtime: Runtime,
+) -> TokenVendor:
+    """The vendor and its tiers: this container's memory, ``table``, and Zus at ``endpoint`` behind the
+    single flight's lease."""
+    upstream = UpstreamTokens(table, secrets, endpoint, naming, policy, runtime)
+    flight = SingleFlight(table, upstream, MemoryTier(naming.admin_client_name), policy, runtime)
+    return TokenVendor(flight, secrets, naming, access, runtime)
 
 
 class VendedAdminTokens:
@@ -235,7 +256,9 @@ class Container:
         self._clock = clock
         self.access = AccessPolicy.of(settings.admin_principals)
         self._keys = TableKeys(settings.admin_client_name)
+        self._runtime = Runtime(self._metrics, clock=clock)
 
+    @functools.cached_property
     def token_table(self) -> DynamoTokenTable:
         return DynamoTokenTable(
             self._dynamodb,
@@ -244,17 +267,22 @@ class Container:
             refresh_margin=self.settings.token_refresh_margin_seconds,
         )
 
+    @functools.cached_property
+    def _secrets(self) -> SecretsManagerStore:
+        """One store per container: its cache, and what invalidates it, is every user's."""
+        return SecretsManagerStore(self._secretsmanager)
+
     def token_vendor(self, endpoint: TokenEndpoint | None = None, policy: VendingPolicy | None = None) -> TokenVendor:
         """Tokens from ``endpoint``; by default the vending function's Zus client, built at its first
         token request, with timeouts that fit the function's 10 s. ``policy``: by default the settings'."""
         settings = self.settings
-        return TokenVendor(
-            table=self.token_table(),
-            secrets=SecretsManagerStore(self._secretsmanager),
-            endpoint=endpoint or self._zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
-            naming=settings.secret_naming,
-            metrics=self._metrics,
-            policy=policy
+        return token_vendor(
+            self.token_table,
+            self._secrets,
+            endpoint or self._zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
+            settings.secret_naming,
+            self.access,
+            policy
             or VendingPolicy(
                 refresh_margin=settings.token_refresh_margin_seconds,
                 budget_per_hour=settings.token_budget_per_hour,
@@ -262,9 +290,14 @@ class Container:
                 revalidate_seconds=settings.memory_revalidation_seconds,
                 refused_replacement_min_gap=settings.refused_replacement_min_gap_seconds,
             ),
-            access=self.access,
-            clock=self._clock,
+            self._runtime,
         )
+
+    @functools.cached_property
+    def _admin_vendor(self) -> TokenVendor:
+        """The vendor of provisioning, rotation and scheduled work: admin calls and their tokens use
+        the admin Zus client."""
+        return self.token_vendor(self._zus_admin)
 
     def provisioning(self, checkpoint: Checkpoint = no_checkpoint) -> Provisioning:
         """Admin calls use a Builder Admin token vended from the bootstrap secret; the new client's
@@ -274,11 +307,11 @@ class Container:
         from zus_m2m.provisioning.policy import ProvisioningPolicy
 
         settings = self.settings
-        vendor = self.token_vendor(self._zus_admin)
+        vendor = self._admin_vendor
         ports = ProvisioningPorts(
             records=DynamoClientRecords(self._dynamodb, settings.table_name, self._keys),
-            secrets=SecretsManagerStore(self._secretsmanager),
-            tokens=self.token_table(),
+            secrets=self._secrets,
+            tokens=self.token_table,
             zus=self._zus_admin,
             issuer=vendor,
             admin_tokens=VendedAdminTokens(vendor, settings.admin_client_name),
@@ -309,9 +342,9 @@ class Container:
 
         settings = self.settings
         zus = self._zus_admin
-        vendor = vendor or self.token_vendor(zus)
+        vendor = vendor or self._admin_vendor
         return RotationSteps(
-            store=SecretsManagerStore(self._secretsmanager),
+            store=self._secrets,
             zus=zus,
             issuer=vendor,
             admin=VendedAdminTokens(vendor, settings.admin_client_name),
@@ -331,7 +364,7 @@ class Container:
         share ``vendor``."""
         from zus_m2m.rotation.repair import RotationRepair
 
-        vendor = vendor or self.token_vendor(self._zus_admin)
+        vendor = vendor or self._admin_vendor
         steps = self.rotation_steps(vendor)
         return RotationRepair(
             steps.store, steps, vendor, steps.failures, steps.policy, self._metrics, clock=self._clock
@@ -343,7 +376,7 @@ class Container:
         from zus_m2m.rotation.sweep import RotationSweep
 
         repair = self.rotation_repair(vendor)
-        return RotationSweep(repair.store, repair, repair.policy, self._metrics, self.token_table(), clock=self._clock)
+        return RotationSweep(repair.store, repair, repair.policy, self._metrics, self.token_table, clock=self._clock)
 
     def due_index(self) -> DynamoDueIndex:
         return DynamoDueIndex(self._dynamodb, self.settings.table_name, self._keys)
@@ -363,10 +396,10 @@ class Container:
         from zus_m2m.tokens.pre_refresh import TokenPreRefresh
         from zus_m2m.work.worker import ScheduledWork
 
-        vendor = self.token_vendor(self._zus_admin)
+        vendor = self._admin_vendor
         return ScheduledWork(
             self.due_index(),
-            TokenPreRefresh(vendor, clock=self._clock),
+            TokenPreRefresh(vendor.flight, clock=self._clock),
             self.rotation_sweep(vendor),
             self._metrics,
             clock=self._clock,
