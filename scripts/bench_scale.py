@@ -303,7 +303,7 @@ class Bench:
         )
         # The handlers' own objects, on the bench's clock and counted clients.
         self.scheduled.dispatch = container.work_dispatch()
-        self.worker.work = container.scheduled_work()
+        self.worker.work = container.worker()
         self.queue_url = queues["WorkQueue"]
         model = load_model(TEMPLATE, template_context())
         self.timeouts = {

@@ -93,8 +93,8 @@ def test_an_idle_client_is_retired_unless_it_was_used_meanwhile(
     idle, busy = (WorkItem(REFRESH, name, NOW) for name in ("idle", "busy"))
     tokens.mark_requested("busy", NOW + 3600)  # asked for again after the worker read its item
 
-    assert index.retire(idle, idle_before=NOW + 1)
-    assert not index.retire(busy, idle_before=NOW + 1)
+    assert index.delist(idle, idle_before=NOW + 1)
+    assert not index.delist(busy, idle_before=NOW + 1)
     assert [item.client for item in index.due(REFRESH, NOW + 3600, limit=10)] == ["busy"]
     tokens.mark_requested("idle", NOW + 7200)  # used again: back in the index
     assert {item.client for item in index.due(REFRESH, NOW + 3600, limit=10)} == {"busy", "idle"}

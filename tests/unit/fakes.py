@@ -812,7 +812,7 @@ class FakeDueIndex:
         self.marks[(item.kind, item.client)] = replace(mark, due_at=at)
         return True
 
-    def retire(self, item: WorkItem, idle_before: float) -> bool:
+    def delist(self, item: WorkItem, idle_before: float) -> bool:
         mark = self.marks.get((item.kind, item.client))
         if mark is None or not mark.holds(item) or mark.last_requested_at >= idle_before:
             return False

@@ -22,7 +22,7 @@ from zus_m2m.values import REFRESH, ROTATION, CachedToken, WorkItem
 from zus_m2m.wiring import token_vendor
 from zus_m2m.work import items
 from zus_m2m.work.dispatch import DISPATCH_POLICIES, DueWorkDispatch
-from zus_m2m.work.worker import ScheduledWork
+from zus_m2m.work.worker import Worker
 
 CLIENT = "billing"
 REFRESH_POLICY = DISPATCH_POLICIES[REFRESH]
@@ -45,7 +45,7 @@ class World(FakeDeployment):
     def dispatch(self) -> DueWorkDispatch:
         return DueWorkDispatch(self.due, self.queue, self.metrics, ADMIN, clock=self.clock)
 
-    def work(self) -> ScheduledWork:
+    def work(self) -> Worker:
         """A new container of the worker function."""
         runtime = Runtime(self.metrics, clock=self.clock, sleep=self.clock.sleep)
         access = AccessPolicy.of([])
@@ -55,9 +55,7 @@ class World(FakeDeployment):
         )
         repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, self.metrics)
         sweep = RotationSweep(self.secrets, repair, self.policy, self.metrics, self.tokens, clock=self.clock)
-        return ScheduledWork(
-            self.due, TokenPreRefresh(vendor.flight, clock=self.clock), sweep, self.metrics, clock=self.clock
-        )
+        return Worker(self.due, TokenPreRefresh(vendor.flight, clock=self.clock), sweep, self.metrics, clock=self.clock)
 
     def in_use(self, expires_in: float) -> None:
         """The client's token (of its current secret) expires in ``expires_in`` s; it was asked for a minute ago."""
@@ -65,7 +63,7 @@ class World(FakeDeployment):
         self.tokens.put_token(CLIENT, token, None)
         self.tokens.mark_requested(CLIENT, self.clock.now - 60)
 
-    def deliver(self, work: ScheduledWork | None = None) -> list[str]:
+    def deliver(self, work: Worker | None = None) -> list[str]:
         """The worker takes every message sent so far (the queue keeps them: a redelivery is a second call)."""
         work = work or self.work()
         return [work.run_message(item.to_message()) for item in self.queue.sent]

@@ -348,7 +348,7 @@ class DueIndex(Protocol):
         """The item's next ``dueAt``, if it still holds ``item``; False if it moved on."""
         ...
 
-    def retire(self, item: WorkItem, idle_before: float) -> bool:
+    def delist(self, item: WorkItem, idle_before: float) -> bool:
         """Take a token item out of the index (its client went idle), unless it was used at or after
         ``idle_before`` or no longer holds ``item``. True when taken out."""
         ...

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from zus_m2m.rotation.steps import RotationSteps
     from zus_m2m.rotation.sweep import RotationSweep
     from zus_m2m.work.dispatch import DueWorkDispatch
-    from zus_m2m.work.worker import ScheduledWork
+    from zus_m2m.work.worker import Worker
     from zus_m2m.zus.client import ZusClient
 
 # Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
@@ -391,13 +391,13 @@ class Container:
             self.due_index(), queue, self._metrics, self.settings.admin_client_name, clock=self._clock
         )
 
-    def scheduled_work(self) -> ScheduledWork:
+    def worker(self) -> Worker:
         """The worker: one client's refresh or rotation check per message, both through one vendor."""
         from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-        from zus_m2m.work.worker import ScheduledWork
+        from zus_m2m.work.worker import Worker
 
         vendor = self._admin_vendor
-        return ScheduledWork(
+        return Worker(
             self.due_index(),
             TokenPreRefresh(vendor.flight, clock=self._clock),
             self.rotation_sweep(vendor),

@@ -88,9 +88,9 @@ class DynamoDueIndex:
             "rescheduling due work", item, f"SET {DUE_AT} = :next", {":next": number(at)}, holds=True
         )
 
-    def retire(self, item: WorkItem, idle_before: float) -> bool:
+    def delist(self, item: WorkItem, idle_before: float) -> bool:
         return self._conditional(
-            "retiring an idle client's refresh",
+            "delisting an idle client's refresh",
             item,
             f"REMOVE {DUE_KIND}",
             {":cutoff": number(idle_before)},

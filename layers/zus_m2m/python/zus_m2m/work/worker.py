@@ -49,7 +49,7 @@ OUTCOME_METRICS = {
 
 
 @dataclass(eq=False)
-class ScheduledWork:
+class Worker:
     index: DueIndex
     pre_refresh: TokenPreRefresh
     sweep: RotationSweep
@@ -104,7 +104,7 @@ class ScheduledWork:
     def _refresh(self, item: WorkItem, mark: DueMark) -> str:
         if self.pre_refresh.idle(mark.last_requested_at):
             # Out of the index until its token is asked for again (unless it was, just now).
-            self.index.retire(item, self.clock() - self.pre_refresh.recent)
+            self.index.delist(item, self.clock() - self.pre_refresh.recent)
             return "idle"
         # A renewed token moves the item on (put_token); one renewed by another caller already did, and
         # one that could not be renewed now (Zus's Retry-After, another caller's lease) is due again once
