@@ -40,7 +40,14 @@ class World(FakeDeployment):
 
     def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
         ports = ProvisioningPorts(
-            self.records, self.secrets, self.tokens, self.zus, self.issuer, self.admin_tokens, FakePageTokens()
+            self.records,
+            self.records,
+            self.secrets,
+            self.tokens,
+            self.zus,
+            self.issuer,
+            self.admin_tokens,
+            FakePageTokens(),
         )
         rotation = RotationPolicy(self.naming, self.policy.rotation_function_arn)
         steps = RotationSteps(

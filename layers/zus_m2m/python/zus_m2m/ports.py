@@ -244,6 +244,30 @@ class RotationFailures(Protocol):
 # --- provisioning records -----------------------------------------------------------------------
 
 
+class RequestGuards(Protocol):
+    """The rate limits of requests on demand, kept on a client's record item (the bootstrap admin's in
+    an item of its own partition): rotations at most one per gap, repairs one at a time."""
+
+    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
+        """Note a rotation requested at ``now`` unless one was noted less than ``min_gap`` seconds ago:
+        0 when noted, else the seconds until one may be; None when the client has no record."""
+        ...
+
+    def forget_rotation_request(self, name: str, at: float) -> None:
+        """Take back the request noted at ``at`` (the rotation did not start)."""
+        ...
+
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        """Note a repair requested at ``now``, in flight until ``now + lease``, unless one is in flight or
+        was noted less than ``min_gap`` seconds ago: 0 when noted, else the seconds until one may be;
+        None when the client has no record."""
+        ...
+
+    def finish_repair(self, name: str, at: float) -> None:
+        """The repair noted at ``at`` is over (whatever its outcome): no longer in flight."""
+        ...
+
+
 class ClientRecords(Protocol):
     """The record items (docs/design.md); every write that decides something is conditional."""
 
@@ -292,25 +316,6 @@ class ClientRecords(Protocol):
 
     def set_consumers(self, name: str, consumers: tuple[str, ...]) -> ClientRecord | None:
         """Replace an active record's consumers; the record as written, or None if it is not active."""
-        ...
-
-    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
-        """Note a rotation requested at ``now`` unless one was noted less than ``min_gap`` seconds ago:
-        0 when noted, else the seconds until one may be; None when the client has no record."""
-        ...
-
-    def forget_rotation_request(self, name: str, at: float) -> None:
-        """Take back the request noted at ``at`` (the rotation did not start)."""
-        ...
-
-    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
-        """Note a repair requested at ``now``, in flight until ``now + lease``, unless one is in flight or
-        was noted less than ``min_gap`` seconds ago: 0 when noted, else the seconds until one may be;
-        None when the client has no record."""
-        ...
-
-    def finish_repair(self, name: str, at: float) -> None:
-        """The repair noted at ``at`` is over (whatever its outcome): no longer in flight."""
         ...
 
     def mark_deleting(self, name: str) -> bool:

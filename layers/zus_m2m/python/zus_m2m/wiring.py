@@ -32,6 +32,7 @@ from zus_m2m.ports import (
     Clock,
     MetricsSink,
     PageTokens,
+    RequestGuards,
     Runtime,
     SecretReader,
     SecretStore,
@@ -172,6 +173,7 @@ class ProvisioningPorts:
     """What the provisioning use cases run on: AWS and Zus adapters here, fakes in unit tests."""
 
     records: ClientRecords
+    guards: RequestGuards
     secrets: SecretStore
     tokens: TokenTable
     zus: ZusAdmin
@@ -223,7 +225,7 @@ def provisioning_use_cases(
         retire_client=RetireClient(
             ports.records, admin, ports.secrets, keeper, ports.tokens, policy, metrics, checkpoint=checkpoint
         ),
-        start_rotation=StartRotation(queries, ports.records, ports.secrets, repair, policy, metrics, clock=clock),
+        start_rotation=StartRotation(queries, ports.guards, ports.secrets, repair, policy, metrics, clock=clock),
         update_consumers=UpdateConsumers(ports.records, policy, metrics),
         drift=Drift(queries, admin),
     )
@@ -304,12 +306,14 @@ class Container:
         proof goes through the vendor, so its token is cached."""
         from zus_m2m.aws.client_records import DynamoClientRecords
         from zus_m2m.aws.page_tokens import KmsPageTokens
+        from zus_m2m.aws.request_guards import DynamoRequestGuards
         from zus_m2m.provisioning.policy import ProvisioningPolicy
 
         settings = self.settings
         vendor = self._admin_vendor
         ports = ProvisioningPorts(
             records=DynamoClientRecords(self._dynamodb, settings.table_name, self._keys),
+            guards=DynamoRequestGuards(self._dynamodb, settings.table_name, self._keys),
             secrets=self._secrets,
             tokens=self.token_table,
             zus=self._zus_admin,

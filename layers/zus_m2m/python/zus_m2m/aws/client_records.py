@@ -2,9 +2,8 @@
 
 One item per name goes through ``creating`` (a claim with an owner and an expiry) → ``active`` (the
 record) → ``deleting`` → gone. Every write that decides something is conditional, so the claim is
-atomic across containers (see ``zus_m2m.provisioning.create``), and so is the rate limit of rotations
-on demand (``lastRotationRequestedAt``; the bootstrap admin, which has no record, keeps it in an item
-of its own partition, ``admin#<name>``).
+atomic across containers (see ``zus_m2m.provisioning.create``). The rate limits of requests on demand,
+on the same item, are ``aws/request_guards.py``'s.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from zus_m2m.aws.table import (
     active_record_item,
     client_key,
     number,
-    number_of,
     record_item,
     string,
     string_list,
@@ -188,88 +186,6 @@ class DynamoClientRecords:
             none_when=CONDITION_FAILED,
         )
         return None if response is None else record_item(response["Attributes"]).record
-
-    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
-        # A managed client's request is noted on its record, which must exist; the bootstrap admin's in
-        # its own partition's record item, made on its first request.
-        must_exist = "" if name == self._keys.admin_client_name else "attribute_exists(pk) AND "
-        key = self._keys.key(name, RECORD)
-        noted = answer_or_none(
-            "noting a rotation request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=key,
-                UpdateExpression="SET lastRotationRequestedAt = :now",
-                ConditionExpression=(
-                    f"{must_exist}(attribute_not_exists(lastRotationRequestedAt) OR lastRotationRequestedAt <= :cutoff)"
-                ),
-                ExpressionAttributeValues={":now": number(now), ":cutoff": number(now - min_gap)},
-            ),
-            none_when=CONDITION_FAILED,
-        )
-        if noted is not None:
-            return 0.0
-        with translated("reading a rotation request"):
-            item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
-        if item is None:
-            return None
-        return max(0.001, number_of(item, "lastRotationRequestedAt") + min_gap - now)
-
-    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
-        must_exist = "" if name == self._keys.admin_client_name else "attribute_exists(pk) AND "
-        key = self._keys.key(name, RECORD)
-        noted = answer_or_none(
-            "noting a repair request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=key,
-                UpdateExpression="SET lastRepairRequestedAt = :now, repairInFlightUntil = :until",
-                ConditionExpression=(
-                    f"{must_exist}(attribute_not_exists(repairInFlightUntil) OR repairInFlightUntil <= :now) AND "
-                    "(attribute_not_exists(lastRepairRequestedAt) OR lastRepairRequestedAt <= :cutoff)"
-                ),
-                ExpressionAttributeValues={
-                    ":now": number(now),
-                    ":until": number(now + lease),
-                    ":cutoff": number(now - min_gap),
-                },
-            ),
-            none_when=CONDITION_FAILED,
-        )
-        if noted is not None:
-            return 0.0
-        with translated("reading a repair request"):
-            item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
-        if item is None:
-            return None
-        waits = [number_of(item, "lastRepairRequestedAt") + min_gap - now]
-        if "repairInFlightUntil" in item:
-            waits.append(number_of(item, "repairInFlightUntil") - now)
-        return max(0.001, *waits)
-
-    def finish_repair(self, name: str, at: float) -> None:
-        self._conditional(
-            "finishing a repair request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(name, RECORD),
-                UpdateExpression="REMOVE repairInFlightUntil",
-                ConditionExpression="lastRepairRequestedAt = :at",
-                ExpressionAttributeValues={":at": number(at)},
-            ),
-        )
-
-    def forget_rotation_request(self, name: str, at: float) -> None:
-        self._conditional(
-            "forgetting a rotation request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(name, RECORD),
-                UpdateExpression="REMOVE lastRotationRequestedAt",
-                ConditionExpression="lastRotationRequestedAt = :at",
-                ExpressionAttributeValues={":at": number(at)},
-            ),
-        )
 
     def mark_deleting(self, name: str) -> bool:
         return self._conditional(

@@ -15,7 +15,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import ClientRecords, Clock, MetricsSink, SecretStore
+from zus_m2m.ports import Clock, MetricsSink, RequestGuards, SecretStore
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.queries import ClientQueries
 from zus_m2m.rotation.repair import RotationRepair
@@ -29,7 +29,7 @@ NEW_ROTATION = RotationRequest()
 @dataclass(eq=False)
 class StartRotation:
     queries: ClientQueries
-    records: ClientRecords
+    guards: RequestGuards
     secrets: SecretStore
     repair: RotationRepair
     policy: ProvisioningPolicy
@@ -78,9 +78,7 @@ class StartRotation:
 
     def _guarded_repair(self, name: str, description: SecretDescription, now: float) -> str:
         policy = self.policy
-        wait = self.records.request_repair(
-            name, now, policy.repair_request_min_gap_seconds, policy.repair_lease_seconds
-        )
+        wait = self.guards.request_repair(name, now, policy.repair_request_min_gap_seconds, policy.repair_lease_seconds)
         if wait is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         if wait > 0:
@@ -94,7 +92,7 @@ class StartRotation:
             outcome = self.repair.repair(self.repair.steps.target_of(description))
         finally:
             try:
-                self.records.finish_repair(name, now)
+                self.guards.finish_repair(name, now)
             except errors.ZusM2MError as exc:  # its lease runs out by itself
                 logger.warning("could not end a repair's lease", extra={"reason": exc.detail})
         logger.info("rotation repaired on request", extra={"client": name, "outcome": outcome})
@@ -102,7 +100,7 @@ class StartRotation:
 
     def _note_request(self, name: str, now: float) -> None:
         gap = self.policy.rotation_request_min_gap_seconds
-        wait = self.records.request_rotation(name, now, gap)
+        wait = self.guards.request_rotation(name, now, gap)
         if wait is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         if wait > 0:
@@ -114,6 +112,6 @@ class StartRotation:
     def _forget_request(self, name: str, at: float) -> None:
         """The rotation did not start: its request does not count against the gap."""
         try:
-            self.records.forget_rotation_request(name, at)
+            self.guards.forget_rotation_request(name, at)
         except errors.ZusM2MError as exc:
             logger.warning("could not forget a rotation request", extra={"reason": exc.detail})
