@@ -8,10 +8,9 @@ on the same item, are ``aws/request_guards.py``'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
+from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated, written
 from zus_m2m.aws.table import (
     ACTIVE,
     CREATING,
@@ -144,7 +143,7 @@ class DynamoClientRecords:
 
     def complete(self, record: ClientRecord, owner: str) -> bool:
         item = active_record_item(record)
-        return self._conditional(
+        return written(
             "writing a client record",
             lambda: self._db.put_item(
                 TableName=self._table,
@@ -156,7 +155,7 @@ class DynamoClientRecords:
         )
 
     def release(self, name: str, owner: str) -> None:
-        forgotten = self._conditional(
+        forgotten = written(
             "releasing a claim",
             lambda: self._db.delete_item(
                 TableName=self._table,
@@ -188,7 +187,7 @@ class DynamoClientRecords:
         return None if response is None else record_item(response["Attributes"]).record
 
     def mark_deleting(self, name: str) -> bool:
-        return self._conditional(
+        return written(
             "marking a client as being deleted",
             lambda: self._db.update_item(
                 TableName=self._table,
@@ -201,7 +200,7 @@ class DynamoClientRecords:
         )
 
     def delete(self, name: str) -> None:
-        self._conditional(
+        written(
             "deleting a client record",
             lambda: self._db.delete_item(
                 TableName=self._table,
@@ -218,7 +217,7 @@ class DynamoClientRecords:
         self, operation: str, name: str, owner: str, update: str, values: dict[str, Any] | None = None
     ) -> bool:
         placeholders = {":creating": string(CREATING), ":owner": string(owner), **(values or {})}
-        return self._conditional(
+        return written(
             operation,
             lambda: self._db.update_item(
                 TableName=self._table,
@@ -229,7 +228,3 @@ class DynamoClientRecords:
                 ExpressionAttributeValues=placeholders,
             ),
         )
-
-    def _conditional(self, operation: str, write: Callable[[], object]) -> bool:
-        """True when written, False when the condition did not hold."""
-        return answer_or_none(operation, write, none_when=CONDITION_FAILED) is not None

@@ -7,10 +7,9 @@ note is a conditional write, so the limits hold across containers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
+from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated, written
 from zus_m2m.aws.table import RECORD, TableKeys, number, number_of
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ class DynamoRequestGuards:
         return max(0.001, *waits)
 
     def finish_repair(self, name: str, at: float) -> None:
-        _conditional(
+        written(
             "finishing a repair request",
             lambda: self._db.update_item(
                 TableName=self._table,
@@ -94,7 +93,7 @@ class DynamoRequestGuards:
         )
 
     def forget_rotation_request(self, name: str, at: float) -> None:
-        _conditional(
+        written(
             "forgetting a rotation request",
             lambda: self._db.update_item(
                 TableName=self._table,
@@ -104,8 +103,3 @@ class DynamoRequestGuards:
                 ExpressionAttributeValues={":at": number(at)},
             ),
         )
-
-
-def _conditional(operation: str, write: Callable[[], object]) -> bool:
-    """True when written, False when the condition did not hold."""
-    return answer_or_none(operation, write, none_when=CONDITION_FAILED) is not None

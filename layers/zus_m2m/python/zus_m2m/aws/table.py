@@ -204,10 +204,25 @@ def token_state(item: Item) -> TokenState:
     )
 
 
-def token_values(token: CachedToken, refresh_margin: float) -> Item:
-    """The placeholders of a token's write (``token_table.TOKEN_SET``): the item's TTL is the token's
-    expiry, and its next pre-refresh (``dueAt``) moves with the token it holds."""
-    return {
+def token_write(token: CachedToken, refresh_margin: float, replacing: CachedToken | None) -> tuple[str, str, Item]:
+    """A token's write: its update expression, its condition and their placeholders.
+
+    A later-expiring token of the same app client already stored wins: two fetchers never replace newer
+    with older. A token of another (deleted) client is always replaced, and so is the refused token
+    ``replacing`` names (whatever its expiry); that replacement is remembered (when the new token was
+    minted, ``refusedReplacedAt``): the next report within the policy's gap is ignored
+    (tokens/single_flight.py). Zus answered: the memory of failed attempts is cleared in the same write.
+    The item's TTL is the token's expiry, and its next pre-refresh (``dueAt``) moves with the token.
+    """
+    update = (
+        "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
+        f" appClientId = :app, secretVersion = :version, #ttl = :ttl, {DUE_AT} = :due"
+    )
+    condition = (
+        "(attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
+        "OR appClientId <> :app"
+    )
+    values: Item = {
         ":token": string(token.access_token),
         ":type": string(token.token_type),
         ":expires": number(token.expires_at),
@@ -217,6 +232,11 @@ def token_values(token: CachedToken, refresh_margin: float) -> Item:
         ":ttl": number(int(token.expires_at) + 1),
         ":due": number(token.expires_at - token.refresh_margin(refresh_margin)),
     }
+    if replacing is not None:
+        update += ", refusedReplacedAt = :replaced"
+        condition += " OR accessToken = :refused"
+        values |= {":refused": string(replacing.access_token), ":replaced": number(token.expires_at - token.lifetime)}
+    return update + " REMOVE failures, failedBy, failedUntil", condition + ")", values
 
 
 def budget_of(item: Item, now: float) -> Budget:

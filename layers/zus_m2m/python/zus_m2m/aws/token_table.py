@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
+from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated, written
 from zus_m2m.aws.table import (
     ACTIVE,
     BUDGET,
-    DUE_AT,
     DUE_KIND,
     HOUR,
     RECORD,
@@ -29,7 +28,7 @@ from zus_m2m.aws.table import (
     string,
     string_of,
     token_state,
-    token_values,
+    token_write,
 )
 from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCause, TokenState, ZusQuota
 
@@ -41,12 +40,6 @@ if TYPE_CHECKING:
 _VIEW = (
     "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, leaseOwner, "
     "leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt"
-)
-
-# A token's write (``table.token_values`` gives its placeholders).
-_TOKEN_SET = (
-    "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
-    f" appClientId = :app, secretVersion = :version, #ttl = :ttl, {DUE_AT} = :due"
 )
 
 
@@ -122,25 +115,7 @@ class DynamoTokenTable:
     def put_token(
         self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
     ) -> None:
-        # A later-expiring token of the same app client already stored wins: two fetchers never
-        # replace newer with older. A token of another (deleted) client is always replaced, and so is
-        # the refused token ``replacing`` names (whatever its expiry). Zus answered: the memory of failed
-        # attempts is cleared in the same write. The item's next pre-refresh moves with the token it holds.
-        condition = (
-            "(attribute_not_exists(expiresAt) OR expiresAt <= :expires OR attribute_not_exists(appClientId) "
-            "OR appClientId <> :app" + (" OR accessToken = :refused)" if replacing is not None else ")")
-        )
-        # A replacement of a refused token is remembered (when it was minted): the next report within
-        # the policy's gap is ignored (tokens/single_flight.py).
-        values = token_values(token, self._refresh_margin)
-        update = _TOKEN_SET
-        if replacing is not None:
-            values |= {
-                ":refused": string(replacing.access_token),
-                ":replaced": number(token.expires_at - token.lifetime),
-            }
-            update += ", refusedReplacedAt = :replaced"
-        update += " REMOVE failures, failedBy, failedUntil"
+        update, condition, values = token_write(token, self._refresh_margin, replacing)
         names = {"#ttl": "ttl"}
         # The lease's holder stores its token and gives the lease back in one write; only when it no
         # longer holds the lease, or a newer token is there, do the two happen apart.
@@ -183,7 +158,13 @@ class DynamoTokenTable:
         )
 
     def block(self, client: str, until: float) -> None:
-        self._set_time("recording a Zus rate limit", client, "blockedUntil", until)
+        with translated("recording a Zus rate limit"):
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._keys.key(client, TOKEN),
+                UpdateExpression="SET blockedUntil = :at",
+                ExpressionAttributeValues={":at": number(until)},
+            )
 
     def mark_requested(self, client: str, now: float) -> None:
         # In use: the item joins the due index (at the dueAt its token gave it), for the pre-refresh.
@@ -199,8 +180,6 @@ class DynamoTokenTable:
         with translated("purging cached tokens"):
             for kind in (TOKEN, BUDGET):
                 self._db.delete_item(TableName=self._table, Key=self._keys.key(client, kind))
-
-    # --- the rolling-hour budget -----------------------------------------------------------------
 
     def read_budget(self, client: str, now: float) -> Budget:
         with translated("reading the token budget"):
@@ -237,15 +216,6 @@ class DynamoTokenTable:
             kind=BUDGET,
         )
 
-    def _set_time(self, operation: str, client: str, attribute: str, at: float) -> None:
-        with translated(operation):
-            self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(client, TOKEN),
-                UpdateExpression=f"SET {attribute} = :at",
-                ExpressionAttributeValues={":at": number(at)},
-            )
-
     def _conditional_update(
         self,
         operation: str,
@@ -258,18 +228,10 @@ class DynamoTokenTable:
         kind: str = TOKEN,
     ) -> bool:
         """True when written, False when the condition did not hold."""
-        extra: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
+        key = self._keys.key(client, kind)
+        request: dict[str, Any] = {"UpdateExpression": update, "ConditionExpression": condition}
+        if names:
+            request["ExpressionAttributeNames"] = names
         if values:
-            extra["ExpressionAttributeValues"] = values
-        answer = answer_or_none(
-            operation,
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(client, kind),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                **extra,
-            ),
-            none_when=CONDITION_FAILED,
-        )
-        return answer is not None
+            request["ExpressionAttributeValues"] = values
+        return written(operation, lambda: self._db.update_item(TableName=self._table, Key=key, **request))
