@@ -214,18 +214,17 @@ def provisioning_use_cases(
     from zus_m2m.provisioning.secret_keeper import SecretKeeper
     from zus_m2m.provisioning.start_rotation import StartRotation
 
+    runtime = Runtime(metrics, clock, sleep, checkpoint)
     admin = BootstrapAdmin(ports.zus, ports.admin_tokens, policy.admin_client_name)
     keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy, clock=clock, sleep=sleep)
     queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, ports.page_tokens, clock=clock)
     return Provisioning(
-        create_client=CreateClient(
-            ports.records, admin, keeper, policy, metrics, clock=clock, sleep=sleep, checkpoint=checkpoint
-        ),
+        create_client=CreateClient(ports.records, admin, keeper, policy, runtime),
         queries=queries,
         retire_client=RetireClient(
             ports.records, admin, ports.secrets, keeper, ports.tokens, policy, metrics, checkpoint=checkpoint
         ),
-        start_rotation=StartRotation(queries, ports.guards, ports.secrets, repair, policy, metrics, clock=clock),
+        start_rotation=StartRotation(queries, ports.guards, ports.secrets, repair, policy, runtime),
         update_consumers=UpdateConsumers(ports.records, policy, metrics),
         drift=Drift(queries, admin),
     )

@@ -10,12 +10,11 @@ time, at least ``repair_request_min_gap_seconds`` apart (another conditional wri
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import Clock, MetricsSink, RequestGuards, SecretStore
+from zus_m2m.ports import RequestGuards, Runtime, SecretStore
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.queries import ClientQueries
 from zus_m2m.rotation.repair import RotationRepair
@@ -33,9 +32,7 @@ class StartRotation:
     secrets: SecretStore
     repair: RotationRepair
     policy: ProvisioningPolicy
-    metrics: MetricsSink
-    _: KW_ONLY
-    clock: Clock = time.time
+    runtime: Runtime
 
     def __call__(self, name: str, request: RotationRequest = NEW_ROTATION) -> dict[str, Any]:
         """The client must exist (ResourceNotFound) and have no rotation requested within the minimum gap
@@ -52,7 +49,7 @@ class StartRotation:
                 f'a rotation of {name!r} is already in progress; ask with {{"repair": true}} to repair it now '
                 f"(one repair at a time, at most one every {gap:.0f} s)"
             )
-        now = self.clock()
+        now = self.runtime.clock()
         if description.rotation_in_progress:
             return {
                 "name": record.name,
@@ -72,7 +69,7 @@ class StartRotation:
 
     def _start(self, secret_id: str, name: str) -> str:
         self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
-        self.metrics.count("RotationStarted")
+        self.runtime.metrics.count("RotationStarted")
         logger.info("rotation started", extra={"client": name})
         return "started"
 
@@ -82,7 +79,7 @@ class StartRotation:
         if wait is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         if wait > 0:
-            self.metrics.count("RotationRequestThrottled")
+            self.runtime.metrics.count("RotationRequestThrottled")
             raise errors.Throttled(
                 f"a repair of {name!r}'s rotation is in flight or was requested less than "
                 f"{policy.repair_request_min_gap_seconds:.0f} s ago; retry later",
@@ -104,7 +101,7 @@ class StartRotation:
         if wait is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         if wait > 0:
-            self.metrics.count("RotationRequestThrottled")
+            self.runtime.metrics.count("RotationRequestThrottled")
             raise errors.Throttled(
                 f"a rotation of {name!r} was requested less than {gap:.0f} s ago; retry later", retry_after=wait
             )
