@@ -248,7 +248,8 @@ def log_bytes_per_call(env: dict[str, str], calls: int) -> float:
 
 def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
     """Median seconds to import and init the handler, and the boto3-only baseline, alternating runs."""
-    handler, baseline = [], []
+    handler: list[float] = []
+    baseline: list[float] = []
     process_env = {**os.environ, **env}
     for _ in range(runs):
         for code, samples in ((COLD_HANDLER, handler), (COLD_BASELINE, baseline)):
