@@ -9,7 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fakes import ADMIN, Crash, FakeClientRecords, FakeDeployment, FakePageTokens, crash_at
+from fake_deployment import FakeDeployment
+from fake_records import FakeClientRecords, FakePageTokens
+from fakes import ADMIN, Crash, crash_at
 
 from zus_m2m import errors
 from zus_m2m.ports import no_checkpoint

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fakes import ADMIN, NAMING, Crash, FakeDeployment, crash_at
+from fake_deployment import FakeDeployment
+from fakes import ADMIN, NAMING, Crash, crash_at
 
 from zus_m2m import errors
 from zus_m2m.rotation.policy import RotationPolicy

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import ADMIN, FakeDeployment, FakeDueIndex, FakeTokenEndpoint, FakeTokenTable, FakeWorkQueue
+from fake_deployment import FakeDeployment
+from fake_records import FakeDueIndex, FakeWorkQueue
+from fakes import ADMIN, FakeTokenEndpoint, FakeTokenTable
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy
