@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from fakes import ADMIN
 
@@ -28,11 +29,11 @@ class FakeClientRecords:
         self.repair_requests: dict[str, tuple[float, float | None]] = {}  # last requested, in flight until
         self.lock = threading.Lock()
 
-    def get(self, name: str):
+    def get(self, name: str) -> RecordItem | None:
         with self.lock:
             return self.items.get(name)
 
-    def list_page(self, limit: int, after: str | None):
+    def list_page(self, limit: int, after: str | None) -> tuple[list[ClientRecord], str | None]:
         """Pages in name order, each after the last name of the one before."""
         with self.lock:
             active = sorted(
@@ -43,7 +44,17 @@ class FakeClientRecords:
         page = rest[:limit]
         return page, page[-1].name if len(rest) > limit else None
 
-    def claim(self, name, role_name, consumers, owner, now, until, *, previous_owner):
+    def claim(
+        self,
+        name: str,
+        role_name: str,
+        consumers: tuple[str, ...],
+        owner: str,
+        now: float,
+        until: float,
+        *,
+        previous_owner: str | None,
+    ) -> RecordItem | None:
         with self.lock:
             item = self.items.get(name)
             if previous_owner is None:
@@ -58,7 +69,7 @@ class FakeClientRecords:
             self.items[name] = item
             return item
 
-    def _update_claim(self, name: str, owner: str, **changes) -> bool:
+    def _update_claim(self, name: str, owner: str, **changes: Any) -> bool:
         with self.lock:
             item = self.items.get(name)
             if item is None or item.status != "creating" or item.claim_owner != owner:

@@ -57,7 +57,9 @@ class FakeSecretStore:
         found = self._stage(secret, stage)
         return replace(found[1], version_id=found[0]) if found and found[1] else None
 
-    def create(self, name, credentials, *, kms_key_id, tags, idempotency_key):
+    def create(
+        self, name: str, credentials: ClientCredentials, *, kms_key_id: str, tags: dict[str, str], idempotency_key: str
+    ) -> str:
         with self.lock:
             self.calls.append(("create", name))
             if name in self.secrets:
@@ -73,7 +75,7 @@ class FakeSecretStore:
             self.secrets[name] = secret
             return secret.arn
 
-    def describe(self, secret_id: str):
+    def describe(self, secret_id: str) -> SecretDescription | None:
         secret = self.secrets.get(secret_id)
         if secret is None:
             return None

@@ -233,4 +233,4 @@ class FakeMetrics:
         self.counts: Counter[str] = Counter()
 
     def count(self, name: str, value: float = 1.0) -> None:
-        self.counts[name] += value
+        self.counts[name] += value  # type: ignore[assignment]  # a Counter of floats, as CloudWatch sums them
