@@ -14,7 +14,7 @@ from fake_records import FakeClientRecords, FakePageTokens
 from fakes import ADMIN, Crash, crash_at
 
 from zus_m2m import errors
-from zus_m2m.ports import no_checkpoint
+from zus_m2m.ports import Runtime, no_checkpoint
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.retire import RetireCheckpoints
@@ -59,7 +59,7 @@ class World(FakeDeployment):
             ports,
             self.policy,
             self.metrics,
-            repair=RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, self.metrics),
+            repair=RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, Runtime(self.metrics)),
             checkpoint=checkpoint,
             clock=clock or self.clock,
             sleep=sleep or self.clock.sleep,

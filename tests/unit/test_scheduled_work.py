@@ -55,7 +55,7 @@ class World(FakeDeployment):
         steps = RotationSteps(
             self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, self.policy, self.metrics
         )
-        repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, self.metrics)
+        repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, Runtime(self.metrics))
         sweep = RotationSweep(self.secrets, repair, self.policy, self.metrics, self.tokens, clock=self.clock)
         return Worker(self.due, TokenPreRefresh(vendor.flight, clock=self.clock), sweep, self.metrics, clock=self.clock)
 

@@ -369,9 +369,7 @@ class Container:
 
         vendor = vendor or self._admin_vendor
         steps = self.rotation_steps(vendor)
-        return RotationRepair(
-            steps.store, steps, vendor, steps.failures, steps.policy, self._metrics, clock=self._clock
-        )
+        return RotationRepair(steps.store, steps, vendor, steps.failures, steps.policy, self._runtime)
 
     def rotation_sweep(self, vendor: TokenVendor | None = None) -> RotationSweep:
         """A client's rotation check, with the repair it repairs a long-stuck rotation with; both share
