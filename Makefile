@@ -68,9 +68,11 @@ $(PARLIAMENT_STAMP): requirements/parliament.txt
 dev: $(STAMP) $(CLIENT_STAMP)
 	$(BIN)/python -m zus_local $(ARGS)
 
+# import-linter: the layers of docs/design.md's module map ([tool.importlinter] in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=.:layers/zus_m2m/python $(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -6,7 +6,7 @@ Lambda freezes an environment once its handler returns, so refresh-ahead cannot 
 provisioned client and the vend handler loaded in this process as one container, each round times:
 
 * ``memory``: a vend call served from memory (what every other caller pays);
-* ``in_invocation``: the renewal that caller runs before it answers (``TokenVendor.refresh``: a
+* ``in_invocation``: the renewal that caller runs before it answers (``SingleFlight.refresh``: a
   consistent read, the lease, Zus's token request, the write), forced due with a long horizon;
 * ``hand_off``: one SendMessage of the client's work item to a queue in moto, what that caller would
   pay instead (the worker then renews it: a second invocation, and three SQS requests).
@@ -67,7 +67,7 @@ def main() -> None:
         message = json.dumps({"kind": "refresh", "client": CLIENT, "dueAt": round(time.time(), 3)})
         for _ in range(args.rounds):
             figures["memory"].append(timed(lambda: vendor.vend(caller, CLIENT, 60)))
-            figures["in_invocation"].append(timed(lambda: vendor.refresh(CLIENT, horizon=10**6)))
+            figures["in_invocation"].append(timed(lambda: vendor.flight.refresh(CLIENT, horizon=10**6)))
             figures["hand_off"].append(timed(lambda: sqs.send_message(QueueUrl=queue, MessageBody=message)))
     renew_seconds = statistics.median(figures["in_invocation"]) / 1000
     send_seconds = statistics.median(figures["hand_off"]) / 1000

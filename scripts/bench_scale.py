@@ -146,11 +146,10 @@ def seed(args: argparse.Namespace, moto: str, zus: str, t0: float) -> tuple[Popu
     from zus_local.template_model import load_model
     from zus_m2m.aws.client_records import DynamoClientRecords
     from zus_m2m.aws.due_index import DynamoDueIndex
-    from zus_m2m.aws.dynamo import TableKeys
     from zus_m2m.aws.secrets import SecretsManagerStore
+    from zus_m2m.aws.table import TableKeys
     from zus_m2m.aws.token_table import DynamoTokenTable
-    from zus_m2m.values import CachedToken, ClientCredentials, ClientRecord, SecretNaming
-    from zus_m2m.work.items import ROTATION, WorkItem
+    from zus_m2m.values import ROTATION, CachedToken, ClientCredentials, ClientRecord, SecretNaming, WorkItem
     from zus_m2m.zus.client import ZusClient
     from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -304,7 +303,7 @@ class Bench:
         )
         # The handlers' own objects, on the bench's clock and counted clients.
         self.scheduled.dispatch = container.work_dispatch()
-        self.worker.work = container.scheduled_work()
+        self.worker.work = container.worker()
         self.queue_url = queues["WorkQueue"]
         model = load_model(TEMPLATE, template_context())
         self.timeouts = {

@@ -74,7 +74,7 @@ def provision(moto: str, zus: str, lifetime: int) -> str:
     completed, as provisioning writes it) naming ``CONSUMER``. Returns its clientId."""
     from zus_local.aws_setup import create_table
     from zus_m2m.aws.client_records import DynamoClientRecords
-    from zus_m2m.aws.dynamo import TableKeys
+    from zus_m2m.aws.table import TableKeys
     from zus_m2m.values import ClientCredentials, ClientRecord
     from zus_m2m.zus.client import ZusClient
     from zus_m2m.zus.endpoints import ZusEndpoints
@@ -248,7 +248,8 @@ def log_bytes_per_call(env: dict[str, str], calls: int) -> float:
 
 def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
     """Median seconds to import and init the handler, and the boto3-only baseline, alternating runs."""
-    handler, baseline = [], []
+    handler: list[float] = []
+    baseline: list[float] = []
     process_env = {**os.environ, **env}
     for _ in range(runs):
         for code, samples in ((COLD_HANDLER, handler), (COLD_BASELINE, baseline)):

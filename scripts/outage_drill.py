@@ -26,7 +26,8 @@ import boto3
 import requests
 
 # scripts/ is on the path when this runs as a script: the benchmark's servers and handler loading.
-from bench_tokens import CLIENT, TABLE, environment, load_handler, provision, servers, token_event
+from bench_servers import servers
+from bench_tokens import CLIENT, TABLE, environment, load_handler, provision, token_event
 
 
 def budget_stamps(moto: str) -> list[float]:

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from zus_m2m import errors, logs, wiring
 from zus_m2m.settings import Settings
-from zus_m2m.work.items import REFRESH, ROTATION
+from zus_m2m.values import REFRESH, ROTATION
 
 logger = logs.function_logger("scheduled")
 metrics = Metrics()

@@ -19,7 +19,7 @@ from zus_m2m.settings import Settings
 logger = logs.function_logger("worker")
 metrics = Metrics()
 settings = Settings.from_env()
-work = wiring.Container(settings, metrics).scheduled_work()
+work = wiring.Container(settings, metrics).worker()
 # A batch whose every message is refused is still an answer (its failures), not an error of the function.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

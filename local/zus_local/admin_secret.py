@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from zus_local.aws_setup import store_admin_secret
-from zus_m2m.aws.dynamo import TableKeys
+from zus_m2m.aws.table import TableKeys
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.errors import ZusM2MError
 from zus_m2m.settings import Settings

@@ -41,3 +41,35 @@ def test_every_path_where_a_change_goes_exists() -> None:
         and not (ROOT / "local" / "zus_local" / path).exists()
     ]
     assert missing == []
+
+
+# Each package's row of the code layout, and the folder whose modules it must name.
+LAYOUT_ROWS = {
+    "zus_m2m/aws/": PACKAGE / "aws",
+    "zus_m2m/zus/": PACKAGE / "zus",
+    "zus_m2m/tokens/": PACKAGE / "tokens",
+    "zus_m2m/provisioning/": PACKAGE / "provisioning",
+    "zus_m2m/rotation/": PACKAGE / "rotation",
+    "zus_m2m/work/": PACKAGE / "work",
+    "local/zus_emulator/": ROOT / "local" / "zus_emulator",
+    "local/zus_local/": ROOT / "local" / "zus_local",
+    "clients/python/src/zus_m2m_client/": ROOT / "clients" / "python" / "src" / "zus_m2m_client",
+}
+
+
+def test_the_code_layout_names_every_module_of_each_package() -> None:
+    # Given the code layout's rows, by the path they start with
+    rows = {
+        match.group(1): match.group(0)
+        for match in re.finditer(r"^\| `([\w./]+/)` \|.*$", _section("Code layout"), flags=re.MULTILINE)
+    }
+    missing: dict[str, list[str]] = {}
+    for row, folder in LAYOUT_ROWS.items():
+        # When a package's modules are listed (its entry points and private helpers included)
+        modules = {path.stem for path in folder.glob("*.py") if path.stem not in ("__init__", "__main__")}
+        named = set(re.findall(r"`([\w.]+?)(?:\.py)?`", rows.get(row, "")))
+        # Then its row names each of them
+        unnamed = sorted(modules - named)
+        if unnamed:
+            missing[row] = unnamed
+    assert missing == {}

@@ -28,8 +28,8 @@ from infra_support import (
     statements_for_role,
 )
 
-from zus_m2m.aws.dynamo import DUE_AT, DUE_INDEX, DUE_KIND
 from zus_m2m.aws.page_tokens import PURPOSE as PAGE_TOKEN_PURPOSE
+from zus_m2m.aws.table import DUE_AT, DUE_INDEX, DUE_KIND
 from zus_m2m.settings import ENVIRONMENT_VARIABLES
 from zus_m2m.zus.endpoints import ZusEndpoints
 

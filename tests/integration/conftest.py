@@ -26,8 +26,8 @@ from zus_local.template_model import load_model
 from zus_m2m import errors, wiring
 from zus_m2m.access import Caller
 from zus_m2m.aws.client_records import DynamoClientRecords
-from zus_m2m.aws.dynamo import TableKeys, client_key
 from zus_m2m.aws.secrets import SecretsManagerStore
+from zus_m2m.aws.table import TableKeys, client_key
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import Checkpoint, no_checkpoint
 from zus_m2m.rotation.steps import RotationSteps
@@ -35,9 +35,8 @@ from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, ClientRecord
+from zus_m2m.values import AWSCURRENT, AWSPENDING, AppClient, ClientCredentials, ClientRecord
 from zus_m2m.zus.client import ZusClient
-from zus_m2m.zus.models import AppClient
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

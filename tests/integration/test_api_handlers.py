@@ -18,8 +18,8 @@ import requests
 
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
-from zus_m2m.aws.dynamo import client_key
 from zus_m2m.aws.page_tokens import KmsPageTokens
+from zus_m2m.aws.table import client_key
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
@@ -742,7 +742,7 @@ def seed_records(environment: Deployment, names: list[str]) -> None:
     """Active records as provisioning leaves them, each with a cached token item beside it (what a scan
     of the table reads past)."""
     from zus_m2m.aws.client_records import DynamoClientRecords
-    from zus_m2m.aws.dynamo import TableKeys
+    from zus_m2m.aws.table import TableKeys
     from zus_m2m.aws.token_table import DynamoTokenTable
     from zus_m2m.values import CachedToken, ClientRecord
 

@@ -11,10 +11,9 @@ import pytest
 
 from zus_m2m.aws.client_records import DynamoClientRecords
 from zus_m2m.aws.due_index import DynamoDueIndex
-from zus_m2m.aws.dynamo import TableKeys, client_key
+from zus_m2m.aws.table import TableKeys, client_key
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.values import CachedToken, ClientRecord
-from zus_m2m.work.items import REFRESH, ROTATION, WorkItem
+from zus_m2m.values import REFRESH, ROTATION, CachedToken, ClientRecord, WorkItem
 
 ADMIN = "zus-m2m-admin"
 KEYS = TableKeys(ADMIN)
@@ -94,8 +93,8 @@ def test_an_idle_client_is_retired_unless_it_was_used_meanwhile(
     idle, busy = (WorkItem(REFRESH, name, NOW) for name in ("idle", "busy"))
     tokens.mark_requested("busy", NOW + 3600)  # asked for again after the worker read its item
 
-    assert index.retire(idle, idle_before=NOW + 1)
-    assert not index.retire(busy, idle_before=NOW + 1)
+    assert index.delist(idle, idle_before=NOW + 1)
+    assert not index.delist(busy, idle_before=NOW + 1)
     assert [item.client for item in index.due(REFRESH, NOW + 3600, limit=10)] == ["busy"]
     tokens.mark_requested("idle", NOW + 7200)  # used again: back in the index
     assert {item.client for item in index.due(REFRESH, NOW + 3600, limit=10)} == {"busy", "idle"}

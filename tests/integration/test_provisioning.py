@@ -16,7 +16,7 @@ from fakes import Crash, crash_at
 from zus_emulator.config import OLD_THEN_NEW
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
-from zus_m2m.aws.dynamo import client_key
+from zus_m2m.aws.table import client_key
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.retire import RetireCheckpoints
 from zus_m2m.tokens.vendor import TokenVendor

@@ -20,6 +20,7 @@ from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
 from zus_m2m.rotation.steps import RotationCheckpoints
+from zus_m2m.tokens import budget
 from zus_m2m.tokens.patience import Patience
 from zus_m2m.values import AWSPENDING
 
@@ -165,8 +166,8 @@ def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Sta
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # out of band: the stored secret is dead
     now = time.time()
-    while stack.table.budget_used(CLIENT, now) < 90:  # callers spent the ordinary budget (90 of 100) on it
-        stack.table.spend_budget(CLIENT, now, 100)
+    while budget.used(stack.table, CLIENT, now) < 90:  # callers spent the ordinary budget (90 of 100) on it
+        budget.spend(stack.table, CLIENT, now, 100)
     for _ in range(6 * 3):  # six callers keep asking: our budget refuses them, Zus never sees them
         with pytest.raises(errors.Throttled):
             stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
@@ -177,7 +178,7 @@ def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Sta
     stack.drive(stack.steps(), stack.started(stack.secret_id))  # testSecret: the reserve too
     stack.assert_rotated_cleanly(before)
     assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).source == "table"  # the token testSecret obtained
-    assert stack.table.budget_used(CLIENT, time.time()) == 92
+    assert budget.used(stack.table, CLIENT, time.time()) == 92
 
 
 # --- the handlers, as EventBridge Scheduler and the work queue's event source invoke them ----------------

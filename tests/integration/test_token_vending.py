@@ -12,12 +12,12 @@ import pytest
 
 from zus_emulator.config import AUTH0
 from zus_m2m import errors
-from zus_m2m.aws.dynamo import client_key
+from zus_m2m.aws.table import client_key
+from zus_m2m.tokens import budget
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import CachedToken, fingerprint
-from zus_m2m.work.items import REFRESH
+from zus_m2m.values import REFRESH, CachedToken, fingerprint
 
 if TYPE_CHECKING:
     from conftest import VendingStack as Stack
@@ -159,7 +159,7 @@ def test_the_budget_is_counted_in_the_table_across_containers(stack: Stack) -> N
     assert caught.value.http_status == 429
     assert 3590 < caught.value.retry_after <= 3600
     assert stack.upstream_requests() == 3
-    assert stack.table.budget_used(CLIENT, time.time()) == 3
+    assert budget.used(stack.table, CLIENT, time.time()) == 3
 
 
 def test_a_token_in_use_is_due_for_its_pre_refresh_and_its_renewal_moves_it_on(stack: Stack) -> None:
@@ -171,7 +171,7 @@ def test_a_token_in_use_is_due_for_its_pre_refresh_and_its_renewal_moves_it_on(s
     assert (due.client, due.due_at) == (CLIENT, pytest.approx(first.expires_at - 200, abs=0.01))
 
     # A 400 s token's margin is half its life (200 s): it enters it within a horizon of 250 s
-    renewed = TokenPreRefresh(stack.vendor(VendingPolicy(refresh_margin=300)), horizon=250).refresh(CLIENT)
+    renewed = TokenPreRefresh(stack.vendor(VendingPolicy(refresh_margin=300)).flight, horizon=250).refresh(CLIENT)
 
     assert renewed is True
     state = stack.table.get(CLIENT, consistent=True)
@@ -223,11 +223,11 @@ def test_an_outage_costs_one_token_request_per_back_off_interval_however_many_ca
         # more token requests than any back-off allows, or a minute has passed.
         while (
             stack.table.get(CLIENT, consistent=True).failures < 3
-            and stack.table.budget_used(CLIENT, time.time()) < 20
+            and budget.used(stack.table, CLIENT, time.time()) < 20
             and time.monotonic() - down < 60
         ):
             time.sleep(0.1)
-        during = stack.table.budget_used(CLIENT, time.time())
+        during = budget.used(stack.table, CLIENT, time.time())
         stack.emulator("faults")
         outage = time.monotonic() - down
         while "200" not in answers:
@@ -239,7 +239,7 @@ def test_an_outage_costs_one_token_request_per_back_off_interval_however_many_ca
 
     bound = attempts_within(outage, policy)
     assert 3 <= during <= bound  # not 3 per vend call of 8 callers
-    assert stack.table.budget_used(CLIENT, time.time()) <= bound + 1 < policy.budget_per_hour
+    assert budget.used(stack.table, CLIENT, time.time()) <= bound + 1 < policy.budget_per_hour
     assert len(answers) > 10 * bound  # while the callers kept asking
     assert set(answers) == {"503", "200"}
 
@@ -273,7 +273,7 @@ def test_another_user_spending_the_clients_zus_quota_stops_ordinary_requests_bef
     assert caught.value.http_status == 429
     assert 3500 < caught.value.retry_after <= 3601
     assert stack.upstream_requests() == 20
-    assert stack.table.budget_used(CLIENT, time.time()) == 1
+    assert budget.used(stack.table, CLIENT, time.time()) == 1
 
 
 # --- a token Zus refused, reported by fingerprint (?refused=): replaced once for the fleet -----------------
@@ -381,9 +381,9 @@ def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_st
     a 429 or 503 with a Retry-After."""
     stack = auth0_vending_stack
     stack.emulator("config", tokenLimitPerHour=10_000)  # the budget, not Zus, is the limit here
-    budget = 10
+    limit = 10
     # Reports unlimited (no gap, any age): each one is a try at the budget.
-    policy = VendingPolicy(budget_per_hour=budget, refused_replacement_min_gap=0.0, refused_min_token_age=0.0)
+    policy = VendingPolicy(budget_per_hour=limit, refused_replacement_min_gap=0.0, refused_min_token_age=0.0)
     containers = 16
     vendors = [stack.vendor(policy) for _ in range(containers)]
     start = threading.Barrier(containers)
@@ -402,7 +402,7 @@ def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_st
                     held = vendor.vend(stack.CONSUMER, CLIENT, 60, refused=refused)
                     outcome = "token"
                 elif attempt % 3 == 1:
-                    outcome = "token" if vendor.refresh(CLIENT, horizon=7200) else "no-refresh"
+                    outcome = "token" if vendor.flight.refresh(CLIENT, horizon=7200) else "no-refresh"
                 else:
                     held = vendor.issue_with(CLIENT, stack.credentials)
                     outcome = "token"
@@ -421,12 +421,12 @@ def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_st
     with ThreadPoolExecutor(max_workers=containers) as pool:
         list(pool.map(spend, range(containers)))
 
-    stored = stack.table.budget_used(CLIENT, time.time())
+    stored = budget.used(stack.table, CLIENT, time.time())
     upstream = stack.upstream_requests()
     refused = [answer for answer in answers if answer.startswith(("429", "503"))]
     assert unexpected == []
     assert len(answers) == containers * 6
-    assert upstream <= budget
+    assert upstream <= limit
     assert stored == upstream  # every request Zus saw was counted, once
-    assert upstream >= budget - policy.budget_reserve  # demand far beyond it spent the ordinary part
+    assert upstream >= limit - policy.budget_reserve  # demand far beyond it spent the ordinary part
     assert refused, "no attempt met the spent budget: nothing was contended"

@@ -34,7 +34,7 @@ from zus_local.cfn_yaml import load_template
 from zus_local.local_principals import ADMIN_USER, CONSUMER_USER, user_arn
 from zus_local.sigv4 import ExecuteApiAuth, signed_headers
 from zus_m2m.aws.client_records import DynamoClientRecords
-from zus_m2m.aws.dynamo import TableKeys
+from zus_m2m.aws.table import TableKeys
 from zus_m2m.values import ClientRecord
 
 ROOT = Path(__file__).resolve().parents[2]

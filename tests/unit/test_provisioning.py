@@ -9,10 +9,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fakes import ADMIN, Crash, FakeClientRecords, FakeDeployment, FakePageTokens, crash_at
+from fake_deployment import FakeDeployment
+from fake_records import FakeClientRecords, FakePageTokens
+from fakes import ADMIN, Crash, crash_at
 
 from zus_m2m import errors
-from zus_m2m.ports import no_checkpoint
+from zus_m2m.ports import Runtime, no_checkpoint
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.retire import RetireCheckpoints
@@ -20,6 +22,7 @@ from zus_m2m.provisioning.secret_keeper import idempotency_key
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationSteps
+from zus_m2m.tokens import budget
 from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, CreateRequest
 from zus_m2m.wiring import Provisioning, ProvisioningPorts, provisioning_use_cases
 
@@ -39,7 +42,14 @@ class World(FakeDeployment):
 
     def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
         ports = ProvisioningPorts(
-            self.records, self.secrets, self.tokens, self.zus, self.issuer, self.admin_tokens, FakePageTokens()
+            self.records,
+            self.records,
+            self.secrets,
+            self.tokens,
+            self.zus,
+            self.issuer,
+            self.admin_tokens,
+            FakePageTokens(),
         )
         rotation = RotationPolicy(self.naming, self.policy.rotation_function_arn)
         steps = RotationSteps(
@@ -49,7 +59,7 @@ class World(FakeDeployment):
             ports,
             self.policy,
             self.metrics,
-            repair=RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, self.metrics),
+            repair=RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, Runtime(self.metrics)),
             checkpoint=checkpoint,
             clock=clock or self.clock,
             sleep=sleep or self.clock.sleep,
@@ -397,7 +407,7 @@ def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token
     provisioning = world.provisioning()
     record, _ = provisioning.create_client(CreateRequest(NAME))
     world.tokens.put_token(NAME, CachedToken("the-access-token", "Bearer", world.clock() + 1800), None)
-    world.tokens.spend_budget(NAME, world.clock(), 100)
+    budget.spend(world.tokens, NAME, world.clock(), 100)
 
     shown = provisioning.queries.get(NAME)
 

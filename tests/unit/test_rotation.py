@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fakes import ADMIN, NAMING, Crash, FakeDeployment, crash_at
+from fake_deployment import FakeDeployment
+from fakes import ADMIN, NAMING, Crash, crash_at
 
 from zus_m2m import errors
+from zus_m2m.ports import Runtime
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
@@ -61,7 +63,7 @@ class World(FakeDeployment):
 
     def repair(self) -> RotationRepair:
         return RotationRepair(
-            self.secrets, self.steps(), self.issuer, self.failures, self.policy, self.metrics, clock=self.clock
+            self.secrets, self.steps(), self.issuer, self.failures, self.policy, Runtime(self.metrics, clock=self.clock)
         )
 
     def sweep(self) -> RotationSweep:

@@ -7,20 +7,24 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import ADMIN, FakeDeployment, FakeDueIndex, FakeTokenEndpoint, FakeTokenTable, FakeWorkQueue
+from fake_deployment import FakeDeployment
+from fake_records import FakeDueIndex, FakeWorkQueue
+from fakes import ADMIN, FakeTokenEndpoint, FakeTokenTable
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy
+from zus_m2m.ports import Runtime
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.rotation.sweep import RotationSweep
+from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import CachedToken
+from zus_m2m.values import REFRESH, ROTATION, CachedToken, WorkItem
+from zus_m2m.wiring import token_vendor
+from zus_m2m.work import items
 from zus_m2m.work.dispatch import DISPATCH_POLICIES, DueWorkDispatch
-from zus_m2m.work.items import REFRESH, ROTATION, WorkItem
-from zus_m2m.work.worker import ScheduledWork
+from zus_m2m.work.worker import Worker
 
 CLIENT = "billing"
 REFRESH_POLICY = DISPATCH_POLICIES[REFRESH]
@@ -43,24 +47,17 @@ class World(FakeDeployment):
     def dispatch(self) -> DueWorkDispatch:
         return DueWorkDispatch(self.due, self.queue, self.metrics, ADMIN, clock=self.clock)
 
-    def work(self) -> ScheduledWork:
+    def work(self) -> Worker:
         """A new container of the worker function."""
-        vendor = TokenVendor(
-            self.tokens,
-            self.secrets,
-            self.endpoint,
-            naming=self.naming,
-            metrics=self.metrics,
-            access=AccessPolicy.of([]),
-            clock=self.clock,
-            sleep=self.clock.sleep,
-        )
+        runtime = Runtime(self.metrics, clock=self.clock, sleep=self.clock.sleep)
+        access = AccessPolicy.of([])
+        vendor = token_vendor(self.tokens, self.secrets, self.endpoint, self.naming, access, VendingPolicy(), runtime)
         steps = RotationSteps(
             self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, self.policy, self.metrics
         )
-        repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, self.metrics)
+        repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, Runtime(self.metrics))
         sweep = RotationSweep(self.secrets, repair, self.policy, self.metrics, self.tokens, clock=self.clock)
-        return ScheduledWork(self.due, TokenPreRefresh(vendor, clock=self.clock), sweep, self.metrics, clock=self.clock)
+        return Worker(self.due, TokenPreRefresh(vendor.flight, clock=self.clock), sweep, self.metrics, clock=self.clock)
 
     def in_use(self, expires_in: float) -> None:
         """The client's token (of its current secret) expires in ``expires_in`` s; it was asked for a minute ago."""
@@ -68,7 +65,7 @@ class World(FakeDeployment):
         self.tokens.put_token(CLIENT, token, None)
         self.tokens.mark_requested(CLIENT, self.clock.now - 60)
 
-    def deliver(self, work: ScheduledWork | None = None) -> list[str]:
+    def deliver(self, work: Worker | None = None) -> list[str]:
         """The worker takes every message sent so far (the queue keeps them: a redelivery is a second call)."""
         work = work or self.work()
         return [work.run_message(item.to_message()) for item in self.queue.sent]
@@ -85,7 +82,7 @@ def world() -> World:
 def test_a_work_item_travels_as_a_message_and_back() -> None:
     item = WorkItem(ROTATION, "billing-service.v2", 1_700_000_123.4567)
 
-    assert WorkItem.from_message(item.to_message()) == WorkItem(ROTATION, "billing-service.v2", 1_700_000_123.457)
+    assert items.from_message(item.to_message()) == WorkItem(ROTATION, "billing-service.v2", 1_700_000_123.457)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +106,7 @@ def test_a_work_item_travels_as_a_message_and_back() -> None:
 )
 def test_a_message_the_dispatcher_would_not_send_is_refused_naming_the_problem(body: str, problem: str) -> None:
     with pytest.raises(errors.InvalidRequest, match=problem):
-        WorkItem.from_message(body)
+        items.from_message(body)
 
 
 # --- the dispatch -------------------------------------------------------------------------------------
@@ -235,7 +232,7 @@ def test_copies_of_a_refresh_message_at_once_renew_once_under_the_fetch_lease(wo
 def test_a_token_renewed_meanwhile_by_a_caller_is_not_renewed_again(world: World) -> None:
     world.in_use(expires_in=300 + 60)
     world.dispatch().run(REFRESH)
-    world.work().pre_refresh.vendor.refresh(CLIENT, 120)  # a caller's refresh-ahead, before the message
+    world.work().pre_refresh.flight.refresh(CLIENT, 120)  # a caller's refresh-ahead, before the message
 
     assert world.deliver() == ["superseded"]
     assert len(world.endpoint.calls) == 1

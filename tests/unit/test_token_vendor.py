@@ -14,6 +14,8 @@ from fakes import NAMING, FakeClock, FakeMetrics, FakeSecretReader, FakeTokenEnd
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller
+from zus_m2m.ports import Runtime
+from zus_m2m.tokens import budget
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
@@ -25,9 +27,10 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     TokenState,
+    ZusQuota,
     fingerprint,
 )
-from zus_m2m.zus.models import ZusQuota
+from zus_m2m.wiring import token_vendor
 
 CLIENT = "billing"
 SECRET = NAMING.secret_id(CLIENT)
@@ -69,21 +72,12 @@ class World:
         self.table.records[CLIENT] = record()
 
     def vendor(self) -> TokenVendor:
-        return TokenVendor(
-            self.table,
-            self.secrets,
-            self.endpoint,
-            naming=NAMING,
-            metrics=self.metrics,
-            policy=self.policy,
-            clock=self.clock,
-            sleep=self.clock.sleep,
-            access=ACCESS,
-        )
+        runtime = Runtime(self.metrics, clock=self.clock, sleep=self.clock.sleep)
+        return token_vendor(self.table, self.secrets, self.endpoint, NAMING, ACCESS, self.policy, runtime)
 
     def pre_refresh(self, horizon: float) -> TokenPreRefresh:
         """The pre-refresh of one client at a time, in a new container (the worker's)."""
-        return TokenPreRefresh(self.vendor(), horizon=horizon, clock=self.clock)
+        return TokenPreRefresh(self.vendor().flight, horizon=horizon, clock=self.clock)
 
     def stored(self) -> TokenState:
         return self.table.states.get(CLIENT, TokenState())
@@ -330,7 +324,7 @@ def test_a_failed_request_is_one_attempt_and_every_container_backs_off_together(
     world.clock.now += 2.0
     assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-3"
     assert world.stored().failures == 0  # Zus answered: forgotten
-    assert world.table.budget_used(CLIENT, world.clock.now) == 3
+    assert budget.used(world.table, CLIENT, world.clock.now) == 3
 
 
 def test_the_back_off_doubles_to_its_cap_and_a_fleet_makes_one_attempt_per_interval(world: World) -> None:
@@ -377,7 +371,7 @@ def test_the_reserve_is_for_recovery_only() -> None:
 
     assert ordinary.value.http_status == 429
     assert recovered.access_token == "token-1"
-    assert world.table.budget_used(CLIENT, world.clock.now) == 9
+    assert budget.used(world.table, CLIENT, world.clock.now) == 9
 
 
 def test_the_first_request_after_an_outage_may_use_the_reserve_but_not_after_refusals() -> None:
@@ -495,7 +489,7 @@ def test_a_min_ttl_beyond_the_learned_lifetime_is_422_without_asking_zus(world: 
                 vendor.vend(CALLER, CLIENT, min_ttl=3000)
 
     assert len(world.endpoint.calls) == 1
-    assert world.table.budget_used(CLIENT, world.clock.now) == 1
+    assert budget.used(world.table, CLIENT, world.clock.now) == 1
 
 
 def test_the_admin_token_settles_for_half_a_lifetime_when_tokens_live_shorter(world: World) -> None:
@@ -606,7 +600,7 @@ def test_fifty_threads_at_once_cause_one_upstream_request() -> None:
     start = threading.Barrier(50)
 
     def one_container() -> str:
-        vendor = TokenVendor(table, secrets, endpoint, NAMING, FakeMetrics(), access=ACCESS)
+        vendor = token_vendor(table, secrets, endpoint, NAMING, ACCESS, VendingPolicy(), Runtime(FakeMetrics()))
         start.wait()
         return vendor.vend(CALLER, CLIENT, min_ttl=60).access_token
 
@@ -869,15 +863,9 @@ def test_waiters_get_the_replacement_the_lease_holder_stores() -> None:
     world = World()
 
     def container() -> TokenVendor:
-        return TokenVendor(
-            world.table,
-            world.secrets,
-            world.endpoint,
-            NAMING,
-            world.metrics,
-            VendingPolicy(refused_min_token_age=0.0),  # the reported token was minted a moment ago
-            access=ACCESS,
-        )
+        # The reported token was minted a moment ago.
+        policy = VendingPolicy(refused_min_token_age=0.0)
+        return token_vendor(world.table, world.secrets, world.endpoint, NAMING, ACCESS, policy, Runtime(world.metrics))
 
     refused = container().vend(CALLER, CLIENT, min_ttl=60)
     world.endpoint.on_call = lambda: time.sleep(0.2)
@@ -906,7 +894,7 @@ def test_a_refused_report_spends_the_ordinary_budget_only_and_is_never_answered_
         vendor.vend(CALLER, CLIENT, min_ttl=60, refused=refused.fingerprint)
 
     assert caught.value.http_status == 429
-    assert world.table.budget_used(CLIENT, world.clock.now) == 8
+    assert budget.used(world.table, CLIENT, world.clock.now) == 8
     assert world.stored().token == refused  # only a new token replaces it; a caller that did not report it
     assert world.vendor().vend(CALLER, CLIENT, min_ttl=60) == refused  # still gets it meanwhile
 

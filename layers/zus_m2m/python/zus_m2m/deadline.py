@@ -2,8 +2,8 @@
 
 The handler entry (``wiring.invocation``) sets it from the Lambda context; the Zus client shortens
 its timeouts to fit what is left, and refuses to start a call that could not finish in time (a 503
-the caller retries) rather than be cut off by Lambda mid-way. Unset (background work, scripts), there
-is no deadline. A context variable keeps it per thread.
+the caller retries) rather than be cut off by Lambda mid-way. Unset (scripts, tests), there is no
+deadline. A context variable keeps it per thread.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from zus_m2m.zus.models import ZusQuota
+    from zus_m2m.values import ZusQuota
 
 
 class ZusM2MError(Exception):

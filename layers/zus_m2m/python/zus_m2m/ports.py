@@ -7,23 +7,30 @@ implements the token ports, and unit tests implement them in memory. The values 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from zus_m2m.values import (
-    BudgetVerdict,
+    AccessToken,
+    AppClient,
+    AppClientSecret,
+    Budget,
     CachedToken,
     ClientCredentials,
     ClientRecord,
     ClientView,
+    DueMark,
     FailureCause,
     RecordItem,
+    Role,
     RotationFailure,
     SecretDescription,
     TokenState,
+    WorkItem,
+    ZusQuota,
 )
-from zus_m2m.work.items import DueMark, WorkItem
-from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -38,6 +45,17 @@ def no_checkpoint(name: str) -> None:
 
 class MetricsSink(Protocol):
     def count(self, name: str, value: float = 1.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every flow runs with, besides its ports: where its metrics go, the time it goes by, how it
+    pauses, and the checkpoint hook. One bundle, built once in the composition root."""
+
+    metrics: MetricsSink
+    clock: Clock = time.time
+    sleep: Sleep = time.sleep
+    checkpoint: Checkpoint = no_checkpoint
 
 
 # --- Zus ----------------------------------------------------------------------------------------
@@ -119,16 +137,18 @@ class TokenTable(Protocol):
         """Remember that Zus asked us not to request tokens for ``client`` before ``until``."""
         ...
 
-    def spend_budget(self, client: str, now: float, limit: int, *, reserve: int = 0) -> BudgetVerdict:
-        """Count one token request in the rolling hour, atomically, unless ``limit - reserve`` are spent
-        or Zus's last report of its own count leaves ``reserve`` or fewer."""
+    def read_budget(self, client: str, now: float) -> Budget:
+        """The client's budget item, its requests cut to the last hour's (``tokens.budget`` spends it)."""
+        ...
+
+    def count_request(self, client: str, budget: Budget, now: float) -> bool:
+        """Add a request at ``now`` to ``budget`` as read: False, and nothing written, if the item
+        changed since it was read."""
         ...
 
     def note_zus_quota(self, client: str, quota: ZusQuota, seen_at: float) -> None:
-        """Remember what Zus said of the client's hourly quota (for ``spend_budget``)."""
+        """Remember what Zus said of the client's hourly quota (for the budget)."""
         ...
-
-    def budget_used(self, client: str, now: float) -> int: ...
 
     def mark_requested(self, client: str, now: float) -> None:
         """Remember that ``client`` is in use (for the pre-refresh: its token item joins the due index)."""
@@ -224,6 +244,30 @@ class RotationFailures(Protocol):
 # --- provisioning records -----------------------------------------------------------------------
 
 
+class RequestGuards(Protocol):
+    """The rate limits of requests on demand, kept on a client's record item (the bootstrap admin's in
+    an item of its own partition): rotations at most one per gap, repairs one at a time."""
+
+    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
+        """Note a rotation requested at ``now`` unless one was noted less than ``min_gap`` seconds ago:
+        0 when noted, else the seconds until one may be; None when the client has no record."""
+        ...
+
+    def forget_rotation_request(self, name: str, at: float) -> None:
+        """Take back the request noted at ``at`` (the rotation did not start)."""
+        ...
+
+    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
+        """Note a repair requested at ``now``, in flight until ``now + lease``, unless one is in flight or
+        was noted less than ``min_gap`` seconds ago: 0 when noted, else the seconds until one may be;
+        None when the client has no record."""
+        ...
+
+    def finish_repair(self, name: str, at: float) -> None:
+        """The repair noted at ``at`` is over (whatever its outcome): no longer in flight."""
+        ...
+
+
 class ClientRecords(Protocol):
     """The record items (docs/design.md); every write that decides something is conditional."""
 
@@ -274,25 +318,6 @@ class ClientRecords(Protocol):
         """Replace an active record's consumers; the record as written, or None if it is not active."""
         ...
 
-    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
-        """Note a rotation requested at ``now`` unless one was noted less than ``min_gap`` seconds ago:
-        0 when noted, else the seconds until one may be; None when the client has no record."""
-        ...
-
-    def forget_rotation_request(self, name: str, at: float) -> None:
-        """Take back the request noted at ``at`` (the rotation did not start)."""
-        ...
-
-    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
-        """Note a repair requested at ``now``, in flight until ``now + lease``, unless one is in flight or
-        was noted less than ``min_gap`` seconds ago: 0 when noted, else the seconds until one may be;
-        None when the client has no record."""
-        ...
-
-    def finish_repair(self, name: str, at: float) -> None:
-        """The repair noted at ``at`` is over (whatever its outcome): no longer in flight."""
-        ...
-
     def mark_deleting(self, name: str) -> bool:
         """Active (or already deleting) → deleting; False if the item is in another state."""
         ...
@@ -328,7 +353,7 @@ class DueIndex(Protocol):
         """The item's next ``dueAt``, if it still holds ``item``; False if it moved on."""
         ...
 
-    def retire(self, item: WorkItem, idle_before: float) -> bool:
+    def delist(self, item: WorkItem, idle_before: float) -> bool:
         """Take a token item out of the index (its client went idle), unless it was used at or after
         ``idle_before`` or no longer holds ``item``. True when taken out."""
         ...

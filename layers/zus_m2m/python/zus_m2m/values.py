@@ -2,7 +2,8 @@
 says of a secret, the provisioning record, and where a client's secret lives.
 
 Plain, immutable values with the few rules that belong to them; no I/O. ``zus_m2m.ports`` names the
-collaborators that produce and store them.
+collaborators that produce and store them. They include what Zus answers (its app clients, roles,
+tokens and quota) and the kinds of scheduled work, so that the ports need nothing above this layer.
 """
 
 from __future__ import annotations
@@ -286,6 +287,24 @@ class ClientView:
 
 
 @dataclass(frozen=True)
+class ZusCount:
+    """Zus's last report of a client's quota, and when it was seen."""
+
+    quota: ZusQuota
+    seen_at: float
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A client's budget item as read: the requests sent in the last hour (epoch seconds), the item's
+    version (for the optimistic write back) and Zus's last report of its own count."""
+
+    stamps: tuple[float, ...] = ()
+    version: int = 0
+    zus: ZusCount | None = None
+
+
+@dataclass(frozen=True)
 class BudgetVerdict:
     allowed: bool
     used: int
@@ -371,3 +390,86 @@ class RecordItem:
     @property
     def create_started(self) -> bool:
         return self.create_started_at is not None
+
+
+# --- what Zus answers (secrets and tokens are kept out of every repr) -----------------------------
+
+
+@dataclass(frozen=True)
+class Role:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AppClient:
+    """An app client as any bearer may read it (the guide's step 4): no secret."""
+
+    id: str
+    client_id: str
+    name: str
+    role_id: str | None
+    created_at: int | None
+    updated_at: int | None
+
+
+@dataclass(frozen=True)
+class AppClientSecret:
+    """An app client together with a secret Zus shows once: on create and on rotate-secret."""
+
+    app_client: AppClient
+    client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ZusQuota:
+    """What Zus says of a client's hourly token quota (Auth0's ``x-ratelimit-*`` headers): how many
+    token requests it still accepts, until ``reset_at`` (epoch seconds)."""
+
+    remaining: int
+    reset_at: float
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A client-credentials token; ``expires_in`` is seconds from when Zus issued it."""
+
+    access_token: str = field(repr=False)
+    expires_in: int
+    token_type: str = "Bearer"
+    quota: ZusQuota | None = None
+
+
+# --- scheduled work (docs/design.md, Scheduled work) ----------------------------------------------
+
+# The kinds of work: a token item of a client in use is due for its ``refresh``, a record item for its
+# ``rotation`` check.
+REFRESH = "refresh"
+ROTATION = "rotation"
+KINDS = (REFRESH, ROTATION)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One client's due work of one kind, due at ``due_at`` (epoch seconds, to the millisecond)."""
+
+    kind: str
+    client: str
+    due_at: float
+
+    def to_message(self) -> str:
+        return json.dumps({"kind": self.kind, "client": self.client, "dueAt": round(self.due_at, 3)})
+
+
+@dataclass(frozen=True)
+class DueMark:
+    """A table item's due marks, as read: the kind of work it is due for (None: not in the due index),
+    when, and for a token item when its client was last used."""
+
+    kind: str | None
+    due_at: float | None
+    last_requested_at: float = 0.0
+
+    def holds(self, item: WorkItem) -> bool:
+        """The item is still due as ``item`` says: nobody did the work or dispatched it again since."""
+        return self.kind == item.kind and self.due_at is not None and round(self.due_at, 3) == round(item.due_at, 3)

@@ -22,8 +22,8 @@ from botocore.config import Config
 from zus_m2m import deadline
 from zus_m2m.access import AccessPolicy
 from zus_m2m.aws.due_index import DynamoDueIndex
-from zus_m2m.aws.dynamo import TableKeys
 from zus_m2m.aws.secrets import SecretsManagerStore
+from zus_m2m.aws.table import TableKeys
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import (
     AdminTokens,
@@ -32,6 +32,9 @@ from zus_m2m.ports import (
     Clock,
     MetricsSink,
     PageTokens,
+    RequestGuards,
+    Runtime,
+    SecretReader,
     SecretStore,
     Sleep,
     TokenEndpoint,
@@ -41,10 +44,13 @@ from zus_m2m.ports import (
     no_checkpoint,
 )
 from zus_m2m.settings import Settings
+from zus_m2m.tokens.memory import MemoryTier
 from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.single_flight import SingleFlight
+from zus_m2m.tokens.upstream import UpstreamTokens
 from zus_m2m.tokens.vendor import TokenVendor
+from zus_m2m.values import AccessToken, SecretNaming
 from zus_m2m.zus.endpoints import ZusEndpoints
-from zus_m2m.zus.models import AccessToken
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -61,7 +67,7 @@ if TYPE_CHECKING:
     from zus_m2m.rotation.steps import RotationSteps
     from zus_m2m.rotation.sweep import RotationSweep
     from zus_m2m.work.dispatch import DueWorkDispatch
-    from zus_m2m.work.worker import ScheduledWork
+    from zus_m2m.work.worker import Worker
     from zus_m2m.zus.client import ZusClient
 
 # Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
@@ -134,6 +140,22 @@ class FirstUseZusClient:
         return self._client.request_token(client_id, client_secret)
 
 
+def token_vendor(
+    table: TokenTable,
+    secrets: SecretReader,
+    endpoint: TokenEndpoint,
+    naming: SecretNaming,
+    access: AccessPolicy,
+    policy: VendingPolicy,
+    runtime: Runtime,
+) -> TokenVendor:
+    """The vendor and its tiers: this container's memory, ``table``, and Zus at ``endpoint`` behind the
+    single flight's lease."""
+    upstream = UpstreamTokens(table, secrets, endpoint, naming, policy, runtime)
+    flight = SingleFlight(table, upstream, MemoryTier(naming.admin_client_name), policy, runtime)
+    return TokenVendor(flight, secrets, naming, access, runtime)
+
+
 class VendedAdminTokens:
     """``AdminTokens`` from token vending: the bootstrap admin's token, cached like any client's."""
 
@@ -151,6 +173,7 @@ class ProvisioningPorts:
     """What the provisioning use cases run on: AWS and Zus adapters here, fakes in unit tests."""
 
     records: ClientRecords
+    guards: RequestGuards
     secrets: SecretStore
     tokens: TokenTable
     zus: ZusAdmin
@@ -191,18 +214,17 @@ def provisioning_use_cases(
     from zus_m2m.provisioning.secret_keeper import SecretKeeper
     from zus_m2m.provisioning.start_rotation import StartRotation
 
+    runtime = Runtime(metrics, clock, sleep, checkpoint)
     admin = BootstrapAdmin(ports.zus, ports.admin_tokens, policy.admin_client_name)
     keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy, clock=clock, sleep=sleep)
     queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, ports.page_tokens, clock=clock)
     return Provisioning(
-        create_client=CreateClient(
-            ports.records, admin, keeper, policy, metrics, clock=clock, sleep=sleep, checkpoint=checkpoint
-        ),
+        create_client=CreateClient(ports.records, admin, keeper, policy, runtime),
         queries=queries,
         retire_client=RetireClient(
             ports.records, admin, ports.secrets, keeper, ports.tokens, policy, metrics, checkpoint=checkpoint
         ),
-        start_rotation=StartRotation(queries, ports.records, ports.secrets, repair, policy, metrics, clock=clock),
+        start_rotation=StartRotation(queries, ports.guards, ports.secrets, repair, policy, runtime),
         update_consumers=UpdateConsumers(ports.records, policy, metrics),
         drift=Drift(queries, admin),
     )
@@ -235,7 +257,9 @@ class Container:
         self._clock = clock
         self.access = AccessPolicy.of(settings.admin_principals)
         self._keys = TableKeys(settings.admin_client_name)
+        self._runtime = Runtime(self._metrics, clock=clock)
 
+    @functools.cached_property
     def token_table(self) -> DynamoTokenTable:
         return DynamoTokenTable(
             self._dynamodb,
@@ -244,17 +268,22 @@ class Container:
             refresh_margin=self.settings.token_refresh_margin_seconds,
         )
 
+    @functools.cached_property
+    def _secrets(self) -> SecretsManagerStore:
+        """One store per container: its cache, and what invalidates it, is every user's."""
+        return SecretsManagerStore(self._secretsmanager)
+
     def token_vendor(self, endpoint: TokenEndpoint | None = None, policy: VendingPolicy | None = None) -> TokenVendor:
         """Tokens from ``endpoint``; by default the vending function's Zus client, built at its first
         token request, with timeouts that fit the function's 10 s. ``policy``: by default the settings'."""
         settings = self.settings
-        return TokenVendor(
-            table=self.token_table(),
-            secrets=SecretsManagerStore(self._secretsmanager),
-            endpoint=endpoint or self._zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
-            naming=settings.secret_naming,
-            metrics=self._metrics,
-            policy=policy
+        return token_vendor(
+            self.token_table,
+            self._secrets,
+            endpoint or self._zus or FirstUseZusClient(settings.zus, TOKEN_VENDING_ZUS_TIMEOUT),
+            settings.secret_naming,
+            self.access,
+            policy
             or VendingPolicy(
                 refresh_margin=settings.token_refresh_margin_seconds,
                 budget_per_hour=settings.token_budget_per_hour,
@@ -262,23 +291,30 @@ class Container:
                 revalidate_seconds=settings.memory_revalidation_seconds,
                 refused_replacement_min_gap=settings.refused_replacement_min_gap_seconds,
             ),
-            access=self.access,
-            clock=self._clock,
+            self._runtime,
         )
+
+    @functools.cached_property
+    def _admin_vendor(self) -> TokenVendor:
+        """The vendor of provisioning, rotation and scheduled work: admin calls and their tokens use
+        the admin Zus client."""
+        return self.token_vendor(self._zus_admin)
 
     def provisioning(self, checkpoint: Checkpoint = no_checkpoint) -> Provisioning:
         """Admin calls use a Builder Admin token vended from the bootstrap secret; the new client's
         proof goes through the vendor, so its token is cached."""
         from zus_m2m.aws.client_records import DynamoClientRecords
         from zus_m2m.aws.page_tokens import KmsPageTokens
+        from zus_m2m.aws.request_guards import DynamoRequestGuards
         from zus_m2m.provisioning.policy import ProvisioningPolicy
 
         settings = self.settings
-        vendor = self.token_vendor(self._zus_admin)
+        vendor = self._admin_vendor
         ports = ProvisioningPorts(
             records=DynamoClientRecords(self._dynamodb, settings.table_name, self._keys),
-            secrets=SecretsManagerStore(self._secretsmanager),
-            tokens=self.token_table(),
+            guards=DynamoRequestGuards(self._dynamodb, settings.table_name, self._keys),
+            secrets=self._secrets,
+            tokens=self.token_table,
             zus=self._zus_admin,
             issuer=vendor,
             admin_tokens=VendedAdminTokens(vendor, settings.admin_client_name),
@@ -309,9 +345,9 @@ class Container:
 
         settings = self.settings
         zus = self._zus_admin
-        vendor = vendor or self.token_vendor(zus)
+        vendor = vendor or self._admin_vendor
         return RotationSteps(
-            store=SecretsManagerStore(self._secretsmanager),
+            store=self._secrets,
             zus=zus,
             issuer=vendor,
             admin=VendedAdminTokens(vendor, settings.admin_client_name),
@@ -331,11 +367,9 @@ class Container:
         share ``vendor``."""
         from zus_m2m.rotation.repair import RotationRepair
 
-        vendor = vendor or self.token_vendor(self._zus_admin)
+        vendor = vendor or self._admin_vendor
         steps = self.rotation_steps(vendor)
-        return RotationRepair(
-            steps.store, steps, vendor, steps.failures, steps.policy, self._metrics, clock=self._clock
-        )
+        return RotationRepair(steps.store, steps, vendor, steps.failures, steps.policy, self._runtime)
 
     def rotation_sweep(self, vendor: TokenVendor | None = None) -> RotationSweep:
         """A client's rotation check, with the repair it repairs a long-stuck rotation with; both share
@@ -343,7 +377,7 @@ class Container:
         from zus_m2m.rotation.sweep import RotationSweep
 
         repair = self.rotation_repair(vendor)
-        return RotationSweep(repair.store, repair, repair.policy, self._metrics, self.token_table(), clock=self._clock)
+        return RotationSweep(repair.store, repair, repair.policy, self._metrics, self.token_table, clock=self._clock)
 
     def due_index(self) -> DynamoDueIndex:
         return DynamoDueIndex(self._dynamodb, self.settings.table_name, self._keys)
@@ -358,15 +392,15 @@ class Container:
             self.due_index(), queue, self._metrics, self.settings.admin_client_name, clock=self._clock
         )
 
-    def scheduled_work(self) -> ScheduledWork:
+    def worker(self) -> Worker:
         """The worker: one client's refresh or rotation check per message, both through one vendor."""
         from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-        from zus_m2m.work.worker import ScheduledWork
+        from zus_m2m.work.worker import Worker
 
-        vendor = self.token_vendor(self._zus_admin)
-        return ScheduledWork(
+        vendor = self._admin_vendor
+        return Worker(
             self.due_index(),
-            TokenPreRefresh(vendor, clock=self._clock),
+            TokenPreRefresh(vendor.flight, clock=self._clock),
             self.rotation_sweep(vendor),
             self._metrics,
             clock=self._clock,

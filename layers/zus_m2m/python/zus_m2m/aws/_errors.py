@@ -41,3 +41,8 @@ def answer_or_none(operation: str, request: Callable[[], T], *, none_when: Colle
             if error_code(exc) in none_when:
                 return None
             raise
+
+
+def written(operation: str, write: Callable[[], object]) -> bool:
+    """A conditional write: True when written, False when its condition did not hold."""
+    return answer_or_none(operation, write, none_when=CONDITION_FAILED) is not None

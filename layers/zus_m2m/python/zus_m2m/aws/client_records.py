@@ -2,70 +2,36 @@
 
 One item per name goes through ``creating`` (a claim with an owner and an expiry) → ``active`` (the
 record) → ``deleting`` → gone. Every write that decides something is conditional, so the claim is
-atomic across containers (see ``zus_m2m.provisioning.create``), and so is the rate limit of rotations
-on demand (``lastRotationRequestedAt``; the bootstrap admin, which has no record, keeps it in an item
-of its own partition, ``admin#<name>``).
+atomic across containers (see ``zus_m2m.provisioning.create``). The rate limits of requests on demand,
+on the same item, are ``aws/request_guards.py``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
-from zus_m2m.aws.dynamo import DUE_AT, DUE_KIND, TableKeys, client_key, number, number_of, string, string_of
-from zus_m2m.values import ClientRecord, RecordItem, Status
-from zus_m2m.work.items import ROTATION
+from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated, written
+from zus_m2m.aws.table import (
+    ACTIVE,
+    CREATING,
+    DELETING,
+    NAMES,
+    RECORD,
+    STATUS,
+    TableKeys,
+    active_record_item,
+    client_key,
+    number,
+    record_item,
+    string,
+    string_list,
+)
+from zus_m2m.values import ClientRecord, RecordItem
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-RECORD = "record"
-# "name" and "status" are DynamoDB reserved words.
-_NAMES = {"#name": "name", "#status": "status"}
-_STATUSES: tuple[Status, ...] = ("creating", "active", "deleting")
-
-
-def consumers_of_item(item: dict[str, Any]) -> tuple[str, ...]:
-    """A record item's consumers: none on an item written before consumers existed."""
-    listed = item.get("consumers", {}).get("L", [])
-    return tuple(sorted({str(entry["S"]) for entry in listed if "S" in entry}))
-
-
-def _string_list(values: tuple[str, ...]) -> dict[str, Any]:
-    return {"L": [string(value) for value in values]}
-
-
-def record_item(item: dict[str, Any]) -> RecordItem:
-    """A record item as read from the table."""
-    status = string_of(item, "status")
-    if status not in _STATUSES:
-        status = "creating"
-    name = string_of(item, "name") or ""
-    record = None
-    if status != "creating":
-        record = ClientRecord(
-            name=name,
-            app_client_id=string_of(item, "appClientId") or "",
-            client_id=string_of(item, "clientId") or "",
-            role_id=string_of(item, "roleId") or "",
-            role_name=string_of(item, "roleName") or "",
-            secret_arn=string_of(item, "secretArn") or "",
-            created_at=int(number_of(item, "createdAt")),
-            consumers=consumers_of_item(item),
-        )
-    return RecordItem(
-        name=name,
-        status=status,  # type: ignore[arg-type]  # narrowed by the membership test above
-        role_name=string_of(item, "roleName") or "",
-        record=record,
-        claim_owner=string_of(item, "claimOwner"),
-        claim_until=number_of(item, "claimUntil"),
-        claimed_at=number_of(item, "claimedAt"),
-        create_started_at=number_of(item, "createStartedAt") if "createStartedAt" in item else None,
-        app_client_id=string_of(item, "appClientId"),
-        consumers=consumers_of_item(item),
-    )
+_STATUS_NAME = {"#status": STATUS}
 
 
 class DynamoClientRecords:
@@ -89,8 +55,8 @@ class DynamoClientRecords:
         request: dict[str, Any] = {
             "TableName": self._table,
             "FilterExpression": "sk = :record AND #status = :active",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": {":record": string(RECORD), ":active": string("active")},
+            "ExpressionAttributeNames": _STATUS_NAME,
+            "ExpressionAttributeValues": {":record": string(RECORD), ":active": string(ACTIVE)},
             "ConsistentRead": True,
             "Limit": 3 * limit,
         }
@@ -132,9 +98,9 @@ class DynamoClientRecords:
         values.update(
             {
                 ":name": string(name),
-                ":creating": string("creating"),
+                ":creating": string(CREATING),
                 ":role": string(role_name),
-                ":consumers": _string_list(consumers),
+                ":consumers": string_list(consumers),
                 ":owner": string(owner),
                 ":until": number(until),
                 ":now": number(now),
@@ -154,7 +120,7 @@ class DynamoClientRecords:
                     "attempts = if_not_exists(attempts, :zero) + :one"
                 ),
                 ConditionExpression=condition,
-                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeNames=NAMES,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             ),
@@ -176,34 +142,20 @@ class DynamoClientRecords:
         )
 
     def complete(self, record: ClientRecord, owner: str) -> bool:
-        item = {
-            **client_key(record.name, RECORD),
-            "name": string(record.name),
-            "status": string("active"),
-            "appClientId": string(record.app_client_id),
-            "clientId": string(record.client_id),
-            "roleId": string(record.role_id),
-            "roleName": string(record.role_name),
-            "secretArn": string(record.secret_arn),
-            "createdAt": number(record.created_at),
-            "consumers": _string_list(record.consumers),
-            # In the due index from the start: its first rotation check is due at once.
-            DUE_KIND: string(ROTATION),
-            DUE_AT: number(record.created_at),
-        }
-        return self._conditional(
+        item = active_record_item(record)
+        return written(
             "writing a client record",
             lambda: self._db.put_item(
                 TableName=self._table,
                 Item=item,
                 ConditionExpression="#status = :creating AND claimOwner = :owner",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":creating": string("creating"), ":owner": string(owner)},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":creating": string(CREATING), ":owner": string(owner)},
             ),
         )
 
     def release(self, name: str, owner: str) -> None:
-        forgotten = self._conditional(
+        forgotten = written(
             "releasing a claim",
             lambda: self._db.delete_item(
                 TableName=self._table,
@@ -211,8 +163,8 @@ class DynamoClientRecords:
                 ConditionExpression=(
                     "#status = :creating AND claimOwner = :owner AND attribute_not_exists(createStartedAt)"
                 ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":creating": string("creating"), ":owner": string(owner)},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":creating": string(CREATING), ":owner": string(owner)},
             ),
         )
         if not forgotten:
@@ -226,118 +178,36 @@ class DynamoClientRecords:
                 Key=client_key(name, RECORD),
                 UpdateExpression="SET consumers = :consumers",
                 ConditionExpression="#status = :active",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":consumers": _string_list(consumers), ":active": string("active")},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":consumers": string_list(consumers), ":active": string(ACTIVE)},
                 ReturnValues="ALL_NEW",
             ),
             none_when=CONDITION_FAILED,
         )
         return None if response is None else record_item(response["Attributes"]).record
 
-    def request_rotation(self, name: str, now: float, min_gap: float) -> float | None:
-        # A managed client's request is noted on its record, which must exist; the bootstrap admin's in
-        # its own partition's record item, made on its first request.
-        must_exist = "" if name == self._keys.admin_client_name else "attribute_exists(pk) AND "
-        key = self._keys.key(name, RECORD)
-        noted = answer_or_none(
-            "noting a rotation request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=key,
-                UpdateExpression="SET lastRotationRequestedAt = :now",
-                ConditionExpression=(
-                    f"{must_exist}(attribute_not_exists(lastRotationRequestedAt) OR lastRotationRequestedAt <= :cutoff)"
-                ),
-                ExpressionAttributeValues={":now": number(now), ":cutoff": number(now - min_gap)},
-            ),
-            none_when=CONDITION_FAILED,
-        )
-        if noted is not None:
-            return 0.0
-        with translated("reading a rotation request"):
-            item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
-        if item is None:
-            return None
-        return max(0.001, number_of(item, "lastRotationRequestedAt") + min_gap - now)
-
-    def request_repair(self, name: str, now: float, min_gap: float, lease: float) -> float | None:
-        must_exist = "" if name == self._keys.admin_client_name else "attribute_exists(pk) AND "
-        key = self._keys.key(name, RECORD)
-        noted = answer_or_none(
-            "noting a repair request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=key,
-                UpdateExpression="SET lastRepairRequestedAt = :now, repairInFlightUntil = :until",
-                ConditionExpression=(
-                    f"{must_exist}(attribute_not_exists(repairInFlightUntil) OR repairInFlightUntil <= :now) AND "
-                    "(attribute_not_exists(lastRepairRequestedAt) OR lastRepairRequestedAt <= :cutoff)"
-                ),
-                ExpressionAttributeValues={
-                    ":now": number(now),
-                    ":until": number(now + lease),
-                    ":cutoff": number(now - min_gap),
-                },
-            ),
-            none_when=CONDITION_FAILED,
-        )
-        if noted is not None:
-            return 0.0
-        with translated("reading a repair request"):
-            item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
-        if item is None:
-            return None
-        waits = [number_of(item, "lastRepairRequestedAt") + min_gap - now]
-        if "repairInFlightUntil" in item:
-            waits.append(number_of(item, "repairInFlightUntil") - now)
-        return max(0.001, *waits)
-
-    def finish_repair(self, name: str, at: float) -> None:
-        self._conditional(
-            "finishing a repair request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(name, RECORD),
-                UpdateExpression="REMOVE repairInFlightUntil",
-                ConditionExpression="lastRepairRequestedAt = :at",
-                ExpressionAttributeValues={":at": number(at)},
-            ),
-        )
-
-    def forget_rotation_request(self, name: str, at: float) -> None:
-        self._conditional(
-            "forgetting a rotation request",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(name, RECORD),
-                UpdateExpression="REMOVE lastRotationRequestedAt",
-                ConditionExpression="lastRotationRequestedAt = :at",
-                ExpressionAttributeValues={":at": number(at)},
-            ),
-        )
-
     def mark_deleting(self, name: str) -> bool:
-        return self._conditional(
+        return written(
             "marking a client as being deleted",
             lambda: self._db.update_item(
                 TableName=self._table,
                 Key=client_key(name, RECORD),
                 UpdateExpression="SET #status = :deleting",
                 ConditionExpression="#status IN (:active, :deleting)",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":active": string("active"), ":deleting": string("deleting")},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":active": string(ACTIVE), ":deleting": string(DELETING)},
             ),
         )
 
     def delete(self, name: str) -> None:
-        self._conditional(
+        written(
             "deleting a client record",
             lambda: self._db.delete_item(
                 TableName=self._table,
                 Key=client_key(name, RECORD),
                 ConditionExpression="#status = :deleting",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":deleting": string("deleting")},
+                ExpressionAttributeNames=_STATUS_NAME,
+                ExpressionAttributeValues={":deleting": string(DELETING)},
             ),
         )
 
@@ -346,19 +216,15 @@ class DynamoClientRecords:
     def _update_claim(
         self, operation: str, name: str, owner: str, update: str, values: dict[str, Any] | None = None
     ) -> bool:
-        placeholders = {":creating": string("creating"), ":owner": string(owner), **(values or {})}
-        return self._conditional(
+        placeholders = {":creating": string(CREATING), ":owner": string(owner), **(values or {})}
+        return written(
             operation,
             lambda: self._db.update_item(
                 TableName=self._table,
                 Key=client_key(name, RECORD),
                 UpdateExpression=update,
                 ConditionExpression="#status = :creating AND claimOwner = :owner",
-                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeNames=_STATUS_NAME,
                 ExpressionAttributeValues=placeholders,
             ),
         )
-
-    def _conditional(self, operation: str, write: Callable[[], object]) -> bool:
-        """True when written, False when the condition did not hold."""
-        return answer_or_none(operation, write, none_when=CONDITION_FAILED) is not None

@@ -14,16 +14,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
-from zus_m2m.aws.client_records import RECORD
-from zus_m2m.aws.dynamo import DUE_AT, DUE_INDEX, DUE_KIND, TableKeys, number, number_of, string, string_of
-from zus_m2m.aws.token_table import TOKEN
-from zus_m2m.work.items import REFRESH, ROTATION, DueMark, WorkItem
+from zus_m2m.aws.table import (
+    ACTIVE,
+    DUE_AT,
+    DUE_INDEX,
+    DUE_KIND,
+    ITEM_OF_KIND,
+    RECORD,
+    STATUS,
+    TableKeys,
+    due_mark,
+    number,
+    number_of,
+    string,
+)
+from zus_m2m.values import ROTATION, DueMark, WorkItem
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-# The item of a client that carries each kind of work.
-ITEM_OF_KIND = {REFRESH: TOKEN, ROTATION: RECORD}
 _NAMES = {"#kind": DUE_KIND, "#at": DUE_AT}
 _BACKFILL_KEY = {"pk": string("due-backfill"), "sk": string(ROTATION)}
 # What a client's item says about its work, nothing else.
@@ -72,20 +81,16 @@ class DynamoDueIndex:
             ).get("Item")
         if not found:
             return None
-        return DueMark(
-            kind=string_of(found, DUE_KIND),
-            due_at=number_of(found, DUE_AT) if DUE_AT in found else None,
-            last_requested_at=number_of(found, "lastRequestedAt"),
-        )
+        return due_mark(found)
 
     def reschedule(self, item: WorkItem, at: float) -> bool:
         return self._conditional(
             "rescheduling due work", item, f"SET {DUE_AT} = :next", {":next": number(at)}, holds=True
         )
 
-    def retire(self, item: WorkItem, idle_before: float) -> bool:
+    def delist(self, item: WorkItem, idle_before: float) -> bool:
         return self._conditional(
-            "retiring an idle client's refresh",
+            "delisting an idle client's refresh",
             item,
             f"REMOVE {DUE_KIND}",
             {":cutoff": number(idle_before)},
@@ -107,8 +112,8 @@ class DynamoDueIndex:
             "TableName": self._table,
             "FilterExpression": "sk = :record AND #status = :active AND attribute_not_exists(#kind)",
             "ProjectionExpression": "pk, sk",
-            "ExpressionAttributeNames": {"#status": "status", "#kind": DUE_KIND},
-            "ExpressionAttributeValues": {":record": string(RECORD), ":active": string("active")},
+            "ExpressionAttributeNames": {"#status": STATUS, "#kind": DUE_KIND},
+            "ExpressionAttributeValues": {":record": string(RECORD), ":active": string(ACTIVE)},
             "Limit": page_size,
         }
         if "nextPk" in cursor:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from zus_m2m.aws._errors import translated
-from zus_m2m.work.items import WorkItem
+from zus_m2m.values import WorkItem
 
 BATCH = 10
 

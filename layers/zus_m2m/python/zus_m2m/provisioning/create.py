@@ -20,18 +20,16 @@ Idempotency and crash safety rest on one DynamoDB item per name (``client#<name>
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 
 from zus_m2m import errors
 from zus_m2m.backoff import backoff
-from zus_m2m.ports import Checkpoint, ClientRecords, Clock, MetricsSink, Sleep, no_checkpoint
+from zus_m2m.ports import ClientRecords, Runtime
 from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.secret_keeper import SecretKeeper
-from zus_m2m.values import ClientCredentials, ClientRecord, CreateRequest, RecordItem
-from zus_m2m.zus.models import AppClient, Role
+from zus_m2m.values import AppClient, ClientCredentials, ClientRecord, CreateRequest, RecordItem, Role
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +51,7 @@ class CreateClient:
     admin: BootstrapAdmin
     keeper: SecretKeeper
     policy: ProvisioningPolicy
-    metrics: MetricsSink
-    _: KW_ONLY
-    clock: Clock = time.time
-    sleep: Sleep = time.sleep
-    checkpoint: Checkpoint = no_checkpoint
+    runtime: Runtime
 
     def __call__(self, request: CreateRequest) -> tuple[ClientRecord, bool]:
         """The client's record, and True when this call created it (201) or False when it existed (200)."""
@@ -69,9 +63,9 @@ class CreateClient:
             raise errors.UnprocessableRequest(f"role {role_name!r} is not one this stack allows; allowed: {allowed}")
         consumers = request.consumers or ()
         owner = str(uuid.uuid4())
-        deadline = self.clock() + self.policy.wait_seconds
+        deadline = self.runtime.clock() + self.policy.wait_seconds
         for pause in backoff(0.05, 0.5):
-            now = self.clock()
+            now = self.runtime.clock()
             item = self.records.get(name)
             claimed: RecordItem | None = None
             if item is None:
@@ -105,8 +99,8 @@ class CreateClient:
                 raise errors.TemporarilyUnavailable(
                     f"another request is creating app client {name!r}; retry shortly", retry_after=max(1.0, wait)
                 )
-            self.metrics.count("ProvisioningClaimWait")
-            self.sleep(pause)
+            self.runtime.metrics.count("ProvisioningClaimWait")
+            self.runtime.sleep(pause)
         raise AssertionError("unreachable: backoff never ends")
 
     def _create_under_claim(self, item: RecordItem, owner: str) -> ClientRecord:
@@ -121,7 +115,7 @@ class CreateClient:
 
     def _build(self, item: RecordItem, owner: str) -> ClientRecord:
         name = item.name
-        self.checkpoint(CreateCheckpoints.CLAIMED)
+        self.runtime.checkpoint(CreateCheckpoints.CLAIMED)
         admin = self.admin.bearer()
         role = self.admin.zus.find_role(item.role_name, admin)
         found = self._find_own_app_client(item, role, admin) if item.create_started else None
@@ -140,11 +134,11 @@ class CreateClient:
             audience=self.policy.audience,
         )
         arn = self.keeper.store(credentials)
-        self.checkpoint(CreateCheckpoints.SECRET_STORED)
+        self.runtime.checkpoint(CreateCheckpoints.SECRET_STORED)
         self.keeper.configure_rotation(name)
         self.keeper.prove(name, app_client)
-        self.checkpoint(CreateCheckpoints.VERIFIED)
-        created_at = app_client.created_at if isinstance(app_client.created_at, int) else int(self.clock())
+        self.runtime.checkpoint(CreateCheckpoints.VERIFIED)
+        created_at = app_client.created_at if isinstance(app_client.created_at, int) else int(self.runtime.clock())
         record = ClientRecord(
             name, app_client.id, app_client.client_id, role.id, role.name, arn, created_at, item.consumers
         )
@@ -153,7 +147,7 @@ class CreateClient:
             if current is not None and current.record is not None and current.record.app_client_id == app_client.id:
                 return current.record
             raise errors.TemporarilyUnavailable(f"lost the claim on {name!r} to another request", retry_after=1.0)
-        self.checkpoint(CreateCheckpoints.RECORD_WRITTEN)
+        self.runtime.checkpoint(CreateCheckpoints.RECORD_WRITTEN)
         logger.info("app client provisioned", extra={"client": name, "app_client_id": app_client.id})
         return record
 
@@ -161,13 +155,13 @@ class CreateClient:
         """Step 2, once: a retry whose predecessor's create may still land at Zus waits for it first."""
         name = item.name
         if item.create_started_at is not None:
-            settling = item.create_started_at + self.policy.create_settle_seconds - self.clock()
+            settling = item.create_started_at + self.policy.create_settle_seconds - self.runtime.clock()
             if settling > 0:
                 raise errors.TemporarilyUnavailable(
                     f"an earlier create of {name!r} may still be completing at Zus; retry shortly",
                     retry_after=settling,
                 )
-        if not self.records.mark_create_started(name, owner, self.clock()):
+        if not self.records.mark_create_started(name, owner, self.runtime.clock()):
             raise errors.TemporarilyUnavailable(f"lost the claim on {name!r} to another request", retry_after=1.0)
         try:
             created = self.admin.zus.create_app_client(name, role.id, admin)
@@ -175,9 +169,9 @@ class CreateClient:
             if _refused(exc):  # Zus said no: no client can land later, so no retry need wait for one
                 self.records.forget_create_started(name, owner)
             raise
-        self.checkpoint(CreateCheckpoints.APP_CLIENT_CREATED)
+        self.runtime.checkpoint(CreateCheckpoints.APP_CLIENT_CREATED)
         self.records.note_app_client(name, owner, created.app_client.id)
-        self.metrics.count("AppClientCreated")
+        self.runtime.metrics.count("AppClientCreated")
         logger.info("app client created at Zus", extra={"client": name, "app_client_id": created.app_client.id})
         return created.app_client, created.client_secret
 
@@ -209,15 +203,15 @@ class CreateClient:
                 "more than one Zus app client matches an interrupted create; adopting the earliest",
                 extra={"client": item.name, "app_client_ids": [client.id for client in candidates]},
             )
-        self.metrics.count("AppClientAdopted")
+        self.runtime.metrics.count("AppClientAdopted")
         logger.info("adopting the app client of an interrupted create", extra={"client": item.name})
         return candidates[0]
 
     def _rotated_secret(self, app_client: AppClient, admin: str) -> str:
         """An adopted client whose secret was lost: Zus shows a new one (rotate-secret needs no old one)."""
         rotated = self.admin.zus.rotate_secret(app_client.id, admin)
-        self.checkpoint(CreateCheckpoints.SECRET_RECOVERED)
-        self.metrics.count("AppClientSecretRecovered")
+        self.runtime.checkpoint(CreateCheckpoints.SECRET_RECOVERED)
+        self.runtime.metrics.count("AppClientSecretRecovered")
         logger.info("recovered an interrupted create's secret with rotate-secret", extra={"client": app_client.name})
         return rotated.client_secret
 

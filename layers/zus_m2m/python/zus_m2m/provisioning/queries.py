@@ -66,7 +66,7 @@ class ClientQueries:
             "nextRotation": next_due,
             "token": {"cached": token is not None, "expiresAt": int(token.expires_at) if token else None},
             "budget": {
-                "usedLastHour": self.tokens.budget_used(record.name, now),
+                "usedLastHour": len(self.tokens.read_budget(record.name, now).stamps),
                 "limit": self.policy.token_budget_per_hour,
             },
         }

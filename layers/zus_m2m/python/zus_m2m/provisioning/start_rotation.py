@@ -10,12 +10,11 @@ time, at least ``repair_request_min_gap_seconds`` apart (another conditional wri
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import ClientRecords, Clock, MetricsSink, SecretStore
+from zus_m2m.ports import RequestGuards, Runtime, SecretStore
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.queries import ClientQueries
 from zus_m2m.rotation.repair import RotationRepair
@@ -29,13 +28,11 @@ NEW_ROTATION = RotationRequest()
 @dataclass(eq=False)
 class StartRotation:
     queries: ClientQueries
-    records: ClientRecords
+    guards: RequestGuards
     secrets: SecretStore
     repair: RotationRepair
     policy: ProvisioningPolicy
-    metrics: MetricsSink
-    _: KW_ONLY
-    clock: Clock = time.time
+    runtime: Runtime
 
     def __call__(self, name: str, request: RotationRequest = NEW_ROTATION) -> dict[str, Any]:
         """The client must exist (ResourceNotFound) and have no rotation requested within the minimum gap
@@ -52,7 +49,7 @@ class StartRotation:
                 f'a rotation of {name!r} is already in progress; ask with {{"repair": true}} to repair it now '
                 f"(one repair at a time, at most one every {gap:.0f} s)"
             )
-        now = self.clock()
+        now = self.runtime.clock()
         if description.rotation_in_progress:
             return {
                 "name": record.name,
@@ -72,19 +69,17 @@ class StartRotation:
 
     def _start(self, secret_id: str, name: str) -> str:
         self.secrets.start_rotation(secret_id, self.policy.rotation_function_arn or None)
-        self.metrics.count("RotationStarted")
+        self.runtime.metrics.count("RotationStarted")
         logger.info("rotation started", extra={"client": name})
         return "started"
 
     def _guarded_repair(self, name: str, description: SecretDescription, now: float) -> str:
         policy = self.policy
-        wait = self.records.request_repair(
-            name, now, policy.repair_request_min_gap_seconds, policy.repair_lease_seconds
-        )
+        wait = self.guards.request_repair(name, now, policy.repair_request_min_gap_seconds, policy.repair_lease_seconds)
         if wait is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         if wait > 0:
-            self.metrics.count("RotationRequestThrottled")
+            self.runtime.metrics.count("RotationRequestThrottled")
             raise errors.Throttled(
                 f"a repair of {name!r}'s rotation is in flight or was requested less than "
                 f"{policy.repair_request_min_gap_seconds:.0f} s ago; retry later",
@@ -94,7 +89,7 @@ class StartRotation:
             outcome = self.repair.repair(self.repair.steps.target_of(description))
         finally:
             try:
-                self.records.finish_repair(name, now)
+                self.guards.finish_repair(name, now)
             except errors.ZusM2MError as exc:  # its lease runs out by itself
                 logger.warning("could not end a repair's lease", extra={"reason": exc.detail})
         logger.info("rotation repaired on request", extra={"client": name, "outcome": outcome})
@@ -102,11 +97,11 @@ class StartRotation:
 
     def _note_request(self, name: str, now: float) -> None:
         gap = self.policy.rotation_request_min_gap_seconds
-        wait = self.records.request_rotation(name, now, gap)
+        wait = self.guards.request_rotation(name, now, gap)
         if wait is None:
             raise errors.ResourceNotFound(f"no managed app client named {name!r}")
         if wait > 0:
-            self.metrics.count("RotationRequestThrottled")
+            self.runtime.metrics.count("RotationRequestThrottled")
             raise errors.Throttled(
                 f"a rotation of {name!r} was requested less than {gap:.0f} s ago; retry later", retry_after=wait
             )
@@ -114,6 +109,6 @@ class StartRotation:
     def _forget_request(self, name: str, at: float) -> None:
         """The rotation did not start: its request does not count against the gap."""
         try:
-            self.records.forget_rotation_request(name, at)
+            self.guards.forget_rotation_request(name, at)
         except errors.ZusM2MError as exc:
             logger.warning("could not forget a rotation request", extra={"reason": exc.detail})

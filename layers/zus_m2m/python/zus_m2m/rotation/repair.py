@@ -16,12 +16,11 @@ schedule interval and then acts on what Secrets Manager gave up on.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from zus_m2m import errors
-from zus_m2m.ports import Clock, MetricsSink, RotationFailures, SecretStore, TokenIssuer
+from zus_m2m.ports import RotationFailures, Runtime, SecretStore, TokenIssuer
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.steps import FINISH_SECRET, RotationSteps, RotationTarget
 from zus_m2m.tokens.patience import issue_patiently
@@ -37,9 +36,8 @@ class RotationRepair:
     issuer: TokenIssuer
     failures: RotationFailures
     policy: RotationPolicy
-    metrics: MetricsSink
-    _: KW_ONLY
-    clock: Clock = time.time
+    # Its sleep is the steps' (``steps.sleep``): one pause for the whole rotation.
+    runtime: Runtime
 
     def repair(self, target: RotationTarget) -> str:
         """Repair ``target``'s rotation in progress: ``rolled-forward``, ``rotation-restarted`` or
@@ -65,13 +63,13 @@ class RotationRepair:
                 logger.info("rotation restarted", extra={"client": target.client, "version": version})
                 outcome = "rotation-restarted"
         self.failures.clear(target.client, version)
-        self.metrics.count("RotationRepaired")
+        self.runtime.metrics.count("RotationRepaired")
         return outcome
 
     def recover(self, target: RotationTarget, reason: str) -> str:
         """Zus refuses the current secret: rotate to a new one, which needs no old secret to work."""
         self.start(target)
-        self.metrics.count("SecretRecoveryStarted")
+        self.runtime.metrics.count("SecretRecoveryStarted")
         logger.error("secret recovery started", extra={"client": target.client, "reason": reason})
         return "recovery-started"
 
@@ -89,11 +87,11 @@ class RotationRepair:
                 continue
             tried.add(credentials.client_secret)
             # Until the version has settled, and never longer than testSecret would wait.
-            unsettled = credentials.unsettled_for(self.clock(), self.policy.settle_seconds)
+            unsettled = credentials.unsettled_for(self.runtime.clock(), self.policy.settle_seconds)
             patience = replace(self.policy.test_patience, seconds=min(unsettled, self.policy.test_patience.seconds))
             try:
                 issue_patiently(
-                    self.issuer, target.client, credentials, patience, clock=self.clock, sleep=self.steps.sleep
+                    self.issuer, target.client, credentials, patience, clock=self.runtime.clock, sleep=self.steps.sleep
                 )
             except errors.ZusCredentialsRefused:
                 continue
@@ -127,7 +125,7 @@ class RotationRepair:
             # That rotation finished, or another replaced it: nothing of this failure is left.
             self.failures.clear(failure.client, failure.version)
             return "resolved"
-        now = self.clock()
+        now = self.runtime.clock()
         if failure.seen_at is None:
             self.failures.mark_seen(failure, now)
             return "waiting"

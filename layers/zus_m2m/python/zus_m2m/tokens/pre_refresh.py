@@ -8,7 +8,7 @@ import time
 from dataclasses import KW_ONLY, dataclass
 
 from zus_m2m.ports import Clock
-from zus_m2m.tokens.vendor import TokenVendor
+from zus_m2m.tokens.single_flight import SingleFlight
 
 # The pre-refresh job runs every minute (template.yaml); it hands out what enters the refresh margin
 # before the next run, with half a minute to spare for a late or slow run (and the queue's delay).
@@ -19,7 +19,7 @@ RECENT_SECONDS = 3600.0
 
 @dataclass(eq=False)
 class TokenPreRefresh:
-    vendor: TokenVendor
+    flight: SingleFlight
     _: KW_ONLY
     horizon: float = HORIZON_SECONDS
     recent: float = RECENT_SECONDS
@@ -31,5 +31,5 @@ class TokenPreRefresh:
 
     def refresh(self, client: str) -> bool:
         """Renew the client's token if it enters the margin within ``horizon`` seconds and nobody else is
-        renewing it (``TokenVendor.refresh``, under the fetch lease). True when this call fetched one."""
-        return self.vendor.refresh(client, self.horizon)
+        renewing it (under the fetch lease). True when this call fetched one."""
+        return self.flight.refresh(client, self.horizon)

@@ -17,13 +17,12 @@ than ``refused_min_token_age`` or the client's token was replaced on a report le
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import replace
 
 from zus_m2m import errors
 from zus_m2m.backoff import backoff
-from zus_m2m.ports import Clock, MetricsSink, Sleep, TokenTable
+from zus_m2m.ports import Runtime, TokenTable
 from zus_m2m.tokens.best_effort import quietly
 from zus_m2m.tokens.memory import MemoryTier, bound
 from zus_m2m.tokens.policy import VendingPolicy
@@ -34,24 +33,19 @@ logger = logging.getLogger(__name__)
 
 
 class SingleFlight:
+    """The lease over a client's token tiers: this container's ``memory``, the shared ``table`` and
+    Zus (``upstream``); the vendor serves from the same tiers."""
+
     def __init__(
-        self,
-        table: TokenTable,
-        upstream: UpstreamTokens,
-        memory: MemoryTier,
-        metrics: MetricsSink,
-        policy: VendingPolicy,
-        *,
-        clock: Clock = time.time,
-        sleep: Sleep = time.sleep,
+        self, table: TokenTable, upstream: UpstreamTokens, memory: MemoryTier, policy: VendingPolicy, runtime: Runtime
     ) -> None:
-        self._table = table
-        self._upstream = upstream
-        self._memory = memory
-        self._metrics = metrics
+        self.table = table
+        self.upstream = upstream
+        self.memory = memory
         self.policy = policy
-        self._clock = clock
-        self._sleep = sleep
+        self._metrics = runtime.metrics
+        self._clock = runtime.clock
+        self._sleep = runtime.sleep
         # This container's name as a lease holder.
         self._owner = f"{uuid.uuid4()}"
 
@@ -73,12 +67,12 @@ class SingleFlight:
             now = self._clock()
             token = _current(state.token, binding, refused)
             if token is not None and token.seconds_left(now) >= min_ttl:
-                self._memory.remember(client, token)
+                self.memory.remember(client, token)
                 return replace(token, source="lease-wait")
             if state.paused_until(now):
                 raise paused(client, state, now, min_ttl)
             if not state.lease_held(now):
-                held = self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
+                held = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
                 if held is not None:
                     return self._fetch_as_holder(client, min_ttl, held, started, binding, refused)
             if now + pause > deadline:
@@ -87,7 +81,7 @@ class SingleFlight:
                 )
             self._metrics.count("LeaseWait")
             self._sleep(pause)
-            state = self._table.get(client, consistent=True)
+            state = self.table.get(client, consistent=True)
         raise AssertionError("unreachable: backoff never ends")
 
     def _fetch_as_holder(
@@ -100,11 +94,11 @@ class SingleFlight:
         refused = self._still_refused(client, held, refused)
         token = _current(held.token, binding, refused)
         if token is not None and token.seconds_left(now) >= min_ttl:
-            quietly(lambda: self._table.release_lease(client, self._owner))
-            self._memory.remember(client, token)
+            quietly(lambda: self.table.release_lease(client, self._owner))
+            self.memory.remember(client, token)
             return replace(token, source="lease-wait")
         if held.paused_until(now):
-            quietly(lambda: self._table.release_lease(client, self._owner))
+            quietly(lambda: self.table.release_lease(client, self._owner))
             raise paused(client, held, now, min_ttl)
         stored = held.token
         replacing = stored if stored is not None and stored.fingerprint == refused else None
@@ -128,23 +122,23 @@ class SingleFlight:
         scheduled pre-refresh. True when this call fetched a token.
         """
         now = self._clock()
-        state = self._table.get(client, consistent=True)
+        state = self.table.get(client, consistent=True)
         if self._fresh_enough(client, state, now, horizon):
             return False
         if state.paused_until(now) or state.lease_held(now):
             return False
-        held = self._table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
+        held = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
         if held is None:
             return False
         if self._fresh_enough(client, held, now, horizon) or held.paused_until(now):
-            quietly(lambda: self._table.release_lease(client, self._owner))
+            quietly(lambda: self.table.release_lease(client, self._owner))
             return False
         self._fetch_under_lease(client, held, binding=None)
         return True
 
     def _fresh_enough(self, client: str, state: TokenState, now: float, horizon: float) -> bool:
         if state.token is not None and state.token.seconds_left(now) >= self.policy.margin_for(state.token) + horizon:
-            self._memory.remember(client, state.token)  # another container already renewed it
+            self.memory.remember(client, state.token)  # another container already renewed it
             return True
         return False
 
@@ -159,14 +153,17 @@ class SingleFlight:
         replacing: CachedToken | None = None,
     ) -> CachedToken:
         try:
-            token = self._upstream.fetch(client, state, binding, started)
+            token = self.upstream.fetch(client, state, binding, started)
         except errors.ZusError as exc:
-            raise self._upstream.failed(client, self._owner, state, exc) from exc
+            failed = self.upstream.failed(client, state, exc)
+            # One write, by the lease's holder: the failure memory, and the lease given back.
+            quietly(lambda: self.table.record_failure(client, self._owner, failed.failures, failed.cause, failed.until))
+            raise failed.error from exc
         except BaseException:
-            quietly(lambda: self._table.release_lease(client, self._owner))
+            quietly(lambda: self.table.release_lease(client, self._owner))
             raise
-        self._memory.remember(client, token)
-        self._table.put_token(client, token, self._owner, replacing=replacing)
+        self.memory.remember(client, token)
+        self.table.put_token(client, token, self._owner, replacing=replacing)
         if replacing is not None:
             self._metrics.count("RefusedTokenReplaced")
             logger.info("a token Zus refused was replaced", extra={"client": client})

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import random
-import time
+from typing import NamedTuple
 
 from zus_m2m import errors
 from zus_m2m.backoff import backoff
-from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
+from zus_m2m.ports import Runtime, SecretReader, TokenEndpoint, TokenTable
+from zus_m2m.tokens import budget
 from zus_m2m.tokens.best_effort import quietly
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.values import (
@@ -29,13 +30,22 @@ from zus_m2m.values import (
     FailureCause,
     SecretNaming,
     TokenState,
+    ZusQuota,
 )
-from zus_m2m.zus.models import ZusQuota
 
 logger = logging.getLogger(__name__)
 
 # The versions a rotation can leave behind, in the order most likely to work mid-rotation.
 FALLBACK_STAGES = (AWSPENDING, AWSCURRENT, AWSPREVIOUS)
+
+
+class FailedAttempt(NamedTuple):
+    """A failed token request as the token item remembers it, and the caller's answer."""
+
+    failures: int
+    cause: FailureCause
+    until: float
+    error: errors.TemporarilyUnavailable
 
 
 class UpstreamTokens:
@@ -47,20 +57,17 @@ class UpstreamTokens:
         secrets: SecretReader,
         endpoint: TokenEndpoint,
         naming: SecretNaming,
-        metrics: MetricsSink,
         policy: VendingPolicy,
-        *,
-        clock: Clock = time.time,
-        sleep: Sleep = time.sleep,
+        runtime: Runtime,
     ) -> None:
         self._table = table
         self._secrets = secrets
         self._endpoint = endpoint
         self._naming = naming
-        self._metrics = metrics
+        self._metrics = runtime.metrics
         self._policy = policy
-        self._clock = clock
-        self._sleep = sleep
+        self._clock = runtime.clock
+        self._sleep = runtime.sleep
 
     def fetch(self, client: str, state: TokenState, binding: str | None, started: float | None = None) -> CachedToken:
         """A new token of ``client`` from its stored secret, as of the item ``state``; ``binding``: the app
@@ -137,7 +144,7 @@ class UpstreamTokens:
         """One token request, within budget (``reserve`` of it kept for recovery). No retry here: a
         failure is the caller's to remember (``failed``); what Zus says of its quota is kept."""
         now = self._clock()
-        verdict = self._table.spend_budget(client, now, self._policy.budget_per_hour, reserve=reserve)
+        verdict = budget.spend(self._table, client, now, self._policy.budget_per_hour, reserve=reserve)
         self._metrics.count("BudgetUsed", verdict.used)
         if not verdict.allowed:
             self._metrics.count("TokenBudgetExhausted")
@@ -171,24 +178,22 @@ class UpstreamTokens:
             secret_version=credentials.version_id,
         )
 
-    def failed(
-        self, client: str, owner: str, state: TokenState, error: errors.ZusError
-    ) -> errors.TemporarilyUnavailable:
-        """Remember a failed attempt in the token item (and give back ``owner``'s lease), so that every
-        container backs off together; the error for the caller."""
+    def failed(self, client: str, state: TokenState, error: errors.ZusError) -> FailedAttempt:
+        """A failed attempt after the item ``state``: what to remember in the token item, so that every
+        container backs off together (the lease's holder writes it), and the error for the caller."""
         cause = _cause(error)
         failures = state.failures + 1
         now = self._clock()
         wait = self._policy.backoff(failures) * random.uniform(0.8, 1.0)  # jitter: clients do not retry in step
-        quietly(lambda: self._table.record_failure(client, owner, failures, cause, now + wait))
         self._metrics.count("UpstreamBackoff")
         logger.warning(
             "token request failed; backing off",
             extra={"client": client, "cause": cause, "failures": failures, "seconds": round(wait, 1)},
         )
-        return errors.TemporarilyUnavailable(
+        answer = errors.TemporarilyUnavailable(
             f"{error.detail}; no token request for {client!r} for {wait:.0f} s", retry_after=wait
         )
+        return FailedAttempt(failures, cause, now + wait, answer)
 
     def _note_quota(self, client: str, quota: ZusQuota | None, seen_at: float) -> None:
         if quota is not None:

@@ -26,17 +26,14 @@ A ``min_ttl`` longer than Zus's tokens live (learned from the last one) is 422 w
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller, refused_token
-from zus_m2m.ports import Clock, MetricsSink, SecretReader, Sleep, TokenEndpoint, TokenTable
+from zus_m2m.ports import Runtime, SecretReader
 from zus_m2m.tokens.best_effort import quietly
-from zus_m2m.tokens.memory import KnownClient, MemoryTier, bound
-from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.memory import KnownClient, bound
 from zus_m2m.tokens.single_flight import SingleFlight
-from zus_m2m.tokens.upstream import UpstreamTokens
 from zus_m2m.values import (
     AWSCURRENT,
     CachedToken,
@@ -50,34 +47,23 @@ from zus_m2m.values import (
 
 class TokenVendor:
     """Vends tokens (``vend``; the bootstrap admin's: ``admin_token``), renews them ahead of expiry
-    (``refresh``), and obtains one with given credentials for provisioning and rotation (``issue_with``:
-    ``TokenIssuer``)."""
+    (refresh-ahead, through ``flight``), and obtains one with given credentials for provisioning and
+    rotation (``issue_with``: ``TokenIssuer``). Its tiers are the single flight's: this container's
+    memory, the table, and Zus behind the lease (the composition root builds them, ``wiring``)."""
 
     def __init__(
-        self,
-        table: TokenTable,
-        secrets: SecretReader,
-        endpoint: TokenEndpoint,
-        naming: SecretNaming,
-        metrics: MetricsSink,
-        policy: VendingPolicy | None = None,
-        *,
-        access: AccessPolicy,
-        clock: Clock = time.time,
-        sleep: Sleep = time.sleep,
+        self, flight: SingleFlight, secrets: SecretReader, naming: SecretNaming, access: AccessPolicy, runtime: Runtime
     ) -> None:
-        self._table = table
+        self.flight = flight
+        self._table = flight.table
+        self._memory = flight.memory
+        self._upstream = flight.upstream
+        self.policy = flight.policy
         self._secrets = secrets
         self._naming = naming
         self._access = access
-        self._metrics = metrics
-        self.policy = policy or VendingPolicy()
-        self._clock = clock
-        self._upstream = UpstreamTokens(
-            table, secrets, endpoint, naming, metrics, self.policy, clock=clock, sleep=sleep
-        )
-        self._memory = MemoryTier(naming.admin_client_name)
-        self._flight = SingleFlight(table, self._upstream, self._memory, metrics, self.policy, clock=clock, sleep=sleep)
+        self._metrics = runtime.metrics
+        self._clock = runtime.clock
         self._marked_at: dict[str, float] = {}
 
     # --- the vending path ---------------------------------------------------------------------
@@ -185,7 +171,7 @@ class TokenVendor:
         refused: str | None = None,
     ) -> CachedToken:
         self._metrics.count("TokenMiss")
-        token = self._flight.fetch_or_wait(client, min_ttl, state, started, binding, refused)
+        token = self.flight.fetch_or_wait(client, min_ttl, state, started, binding, refused)
         # Judged as the token arrives: the bookkeeping write after it spends none of the caller's minTtl.
         if token.seconds_left(self._clock()) < min_ttl and not best_effort:
             raise _unsatisfiable(token.lifetime, min_ttl)
@@ -214,7 +200,7 @@ class TokenVendor:
         """Refresh ahead of expiry (this call renews the token it serves, unless another caller is
         renewing it); record use for the scheduled pre-refresh."""
         if token.seconds_left(now) < self.policy.margin_for(token):
-            quietly(lambda: self.refresh(client))
+            quietly(lambda: self.flight.refresh(client))
         self._mark_in_use(client, now)
 
     def _read(self, client: str, state: TokenState) -> TokenState:
@@ -231,13 +217,7 @@ class TokenVendor:
             self._marked_at[client] = now
             quietly(lambda: self._table.mark_requested(client, now))
 
-    # --- refreshing and issuing ------------------------------------------------------------------
-
-    def refresh(self, client: str, horizon: float = 0.0) -> bool:
-        """Renew the client's token if it enters the refresh margin within ``horizon`` seconds and
-        nobody else is renewing it (nor backing off). Used by refresh-ahead (horizon 0) and by the
-        scheduled pre-refresh. True when this call fetched a token."""
-        return self._flight.refresh(client, horizon)
+    # --- issuing ------------------------------------------------------------------
 
     def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken:
         """Obtain a token with given credentials (a new or pending secret) and cache it.

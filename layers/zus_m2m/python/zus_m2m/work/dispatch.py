@@ -18,7 +18,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from zus_m2m.ports import Clock, DueIndex, MetricsSink, WorkQueue
 from zus_m2m.tokens.pre_refresh import HORIZON_SECONDS
-from zus_m2m.work.items import REFRESH, ROTATION
+from zus_m2m.values import REFRESH, ROTATION
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class DueWorkDispatch:
     index: DueIndex
     queue: WorkQueue
     metrics: MetricsSink
-    # The bootstrap admin client: nothing writes its record item but the rotation sweep, which enlists it.
+    # The bootstrap admin client: it has no record (its record item holds only the guards of requests on
+    # demand, made on the first one), so the rotation sweep's dispatch enlists it itself.
     admin_client: str
     _: KW_ONLY
     policies: Mapping[str, DispatchPolicy] = field(default_factory=lambda: dict(DISPATCH_POLICIES))

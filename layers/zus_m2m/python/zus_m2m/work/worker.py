@@ -24,7 +24,8 @@ from zus_m2m import errors
 from zus_m2m.ports import Clock, DueIndex, MetricsSink
 from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
-from zus_m2m.work.items import REFRESH, DueMark, WorkItem
+from zus_m2m.values import REFRESH, DueMark, WorkItem
+from zus_m2m.work import items
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ OUTCOME_METRICS = {
 
 
 @dataclass(eq=False)
-class ScheduledWork:
+class Worker:
     index: DueIndex
     pre_refresh: TokenPreRefresh
     sweep: RotationSweep
@@ -60,7 +61,7 @@ class ScheduledWork:
         """Do the work a queue message names; its outcome. InvalidRequest or ResourceNotFound for a
         message that names no work of this stack (the queue's redelivery takes it to the dead letters)."""
         try:
-            item = WorkItem.from_message(body)
+            item = items.from_message(body)
             mark = self.index.mark(item.kind, item.client)
             if mark is None:
                 raise errors.ResourceNotFound(f"client {item.client!r} has no {item.kind} work in this stack")
@@ -103,7 +104,7 @@ class ScheduledWork:
     def _refresh(self, item: WorkItem, mark: DueMark) -> str:
         if self.pre_refresh.idle(mark.last_requested_at):
             # Out of the index until its token is asked for again (unless it was, just now).
-            self.index.retire(item, self.clock() - self.pre_refresh.recent)
+            self.index.delist(item, self.clock() - self.pre_refresh.recent)
             return "idle"
         # A renewed token moves the item on (put_token); one renewed by another caller already did, and
         # one that could not be renewed now (Zus's Retry-After, another caller's lease) is due again once

@@ -29,6 +29,7 @@ from urllib3.util.retry import Retry
 
 from zus_m2m import deadline, errors
 from zus_m2m.ports import Clock
+from zus_m2m.values import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 from zus_m2m.zus.endpoints import (
     APP_CLIENT_PATH,
     APP_CLIENTS_PATH,
@@ -36,7 +37,6 @@ from zus_m2m.zus.endpoints import (
     ROTATE_SECRET_PATH,
     ZusEndpoints,
 )
-from zus_m2m.zus.models import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
 
 JSON_API: Final = "application/vnd.api+json"
 DEFAULT_TIMEOUT: Final = (3.05, 10.0)  # (connect, read) seconds

@@ -1,0 +1,62 @@
+"""The token table against moto server: the lease's holder stores its token and gives the lease back in
+one write, and a holder that lost its lease still stores a newer token without touching the new lease."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from zus_m2m.aws.table import TableKeys
+from zus_m2m.aws.token_table import DynamoTokenTable
+from zus_m2m.values import CachedToken
+
+NOW = 1_800_000_000.0
+CLIENT = "billing"
+
+
+@pytest.fixture
+def tokens(aws: Any) -> DynamoTokenTable:
+    return DynamoTokenTable(aws.dynamodb, aws.table_name, TableKeys("zus-m2m-admin"))
+
+
+def writes(aws: Any, work: Any) -> int:
+    """How many UpdateItem requests ``work()`` sends."""
+    sent: list[str] = []
+
+    def count(**_: Any) -> None:
+        sent.append("UpdateItem")
+
+    aws.dynamodb.meta.events.register("after-call.dynamodb.UpdateItem", count)
+    try:
+        work()
+    finally:
+        aws.dynamodb.meta.events.unregister("after-call.dynamodb.UpdateItem", count)
+    return len(sent)
+
+
+def test_the_lease_holder_stores_its_token_and_releases_the_lease_in_one_write(
+    aws: Any, tokens: DynamoTokenTable
+) -> None:
+    # Given a holder of the fetch lease
+    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30) is not None
+    token = CachedToken("t1", "Bearer", NOW + 3600, "app-1", lifetime=3600.0)
+    # When it stores the token it fetched
+    sent = writes(aws, lambda: tokens.put_token(CLIENT, token, "me"))
+    # Then one write stored it and gave the lease back
+    state = tokens.get(CLIENT, consistent=True)
+    assert (sent, state.token, state.lease_owner) == (1, token, None)
+
+
+def test_a_holder_that_lost_its_lease_stores_its_token_and_leaves_the_new_lease(
+    aws: Any, tokens: DynamoTokenTable
+) -> None:
+    # Given a lease that expired and another container took
+    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30) is not None
+    assert tokens.acquire_lease(CLIENT, "other", NOW + 31, NOW + 61) is not None
+    token = CachedToken("t1", "Bearer", NOW + 3600, "app-1", lifetime=3600.0)
+    # When the first holder stores its token
+    tokens.put_token(CLIENT, token, "me")
+    # Then the token is stored and the other container keeps its lease
+    state = tokens.get(CLIENT, consistent=True)
+    assert (state.token, state.lease_owner) == (token, "other")
