@@ -1,0 +1,172 @@
+"""Faults on the AWS side: DynamoDB, Secrets Manager and SQS throttling (``ThrottlingException``,
+DynamoDB's ``ProvisionedThroughputExceededException``), failing (500), stalling beyond the SDK's read
+timeout, and dropping connections, at 10 %, 30 % and 100 %, injected by the AWS fault proxy
+(``zus_local.aws_fault_proxy``) the session stack's functions call moto through.
+
+* **The vend path**: cold clients (no cached token) and a warm one streamed in parallel; every answer
+  200 with a valid token, or 429/503 problem+json with Retry-After, within the function's timeout;
+  once the faults clear every client gets its token.
+* **A rotation**: requested, then its steps meet the faults; it finishes once they clear, and the
+  client's new secret mints (the system check tries every client's secret at Zus).
+* **The worker**: due work sent to the work queue while its AWS calls fail; every message is done
+  once (its client's token refreshed) or redelivered, never lost.
+
+Each case repeats its round until its fault fired (a broken injector fails it), and its row counts the
+proxy's faults fired.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from reliability_support import (
+    RESULTS,
+    TIMEOUTS,
+    Answer,
+    parallel,
+    profile,
+    token_issues,
+    until_answered,
+    violations,
+)
+from test_concurrency import current_version, wait_for_rotation
+
+from zus_local.aws_fault_proxy import AwsFault
+from zus_m2m import wiring
+
+RATES = (0.1, 0.3, 1.0)
+# The latency fault goes one second beyond the functions' boto3 read timeout.
+LATENCY_MS = int((wiring.AWS_CONFIG.read_timeout + 1.0) * 1000)
+MAX_ROUNDS = 20
+COLD_CLIENTS = profile(2, 4)
+CALLS_PER_COLD = profile(3, 8)
+WORKERS = profile(6, 12)
+# What the vend path calls: the token cache (DynamoDB) and, for a token from Zus, the client's secret.
+VEND_CASES = profile(
+    [("dynamodb", "throttle", rate) for rate in RATES] + [("secretsmanager", "500", 0.3)],
+    [
+        (service, kind, rate)
+        for service in ("dynamodb", "secretsmanager")
+        for kind in ("throttle", "provisioned", "500", "latency", "drop")
+        for rate in RATES
+        if not (kind == "provisioned" and service != "dynamodb")
+    ],
+)
+# The rotation's steps read and write the secret (Secrets Manager) and the client's record (DynamoDB).
+ROTATION_OPERATIONS = frozenset({"GetSecretValue", "PutSecretValue", "UpdateSecretVersionStage", "DescribeSecret"})
+ROTATION_CASES = profile(
+    [("secretsmanager", "throttle", 0.3), ("secretsmanager", "500", 1.0)],
+    [
+        (service, kind, rate)
+        for service in ("secretsmanager", "dynamodb")
+        for kind in ("throttle", "500", "latency", "drop")
+        for rate in RATES
+    ],
+)
+
+
+def fault(service: str, kind: str, rate: float, operations: frozenset[str] = frozenset()) -> AwsFault:
+    return AwsFault(service, kind, rate, operations, LATENCY_MS if kind == "latency" else 0)
+
+
+def case_id(service: str, kind: str, rate: float) -> str:
+    return f"{service}-{kind}-{rate:.0%}"
+
+
+@pytest.mark.parametrize(("service", "kind", "rate"), VEND_CASES, ids=[case_id(*case) for case in VEND_CASES])
+def test_vend_path_under_aws_faults(clean_faults, service: str, kind: str, rate: float) -> None:
+    ctx = clean_faults
+    scenario = f"aws faults: vend path, {service} {kind} at {rate:.0%}"
+    cold = [ctx.provision("aws-cold") for _ in range(COLD_CLIENTS)]
+
+    def vend(record: dict[str, Any]) -> tuple[dict[str, Any], Answer]:
+        return record, ctx.api.vend(record["name"])
+
+    answered: list[tuple[dict[str, Any], Answer]] = []
+    fired_before = ctx.proxy.fired(service)
+    with ctx.proxy.faulted(fault(service, kind, rate)):
+        # Each round forgets the cold clients' tokens (the next vend needs the cache, the secret and
+        # Zus) until the fault has fired.
+        for _ in range(MAX_ROUNDS):
+            for record in cold:
+                ctx.aws.forget_token(record["name"])
+            calls = [record for record in cold for _ in range(CALLS_PER_COLD)]
+            random.shuffle(calls)
+            answered += parallel(vend, calls, WORKERS)
+            if ctx.proxy.fired(service) > fired_before:
+                break
+    fired = ctx.proxy.fired(service) - fired_before
+
+    problems: list[str] = [] if fired else [f"the fault never fired ({len(answered)} vend calls)"]
+    for record, answer in answered:
+        problems += violations(answer, {200, 429, 503}, TIMEOUTS["token"])
+        if answer.status == 200:
+            problems += token_issues(answer, record["clientId"])
+    # Once the faults clear, every client gets its token.
+    recovered = [until_answered(lambda r=record: ctx.api.vend(r["name"]), {200}, 30) for record in cold]
+    problems += [f"{a.path}: {a.status} after the faults cleared" for a in recovered if a.status != 200]
+
+    row = RESULTS.row(scenario)
+    row.add([answer for _, answer in answered], bad=len(problems))
+    row.fired(fired)
+    assert not problems, "\n".join(problems[:20])
+
+
+@pytest.mark.parametrize(("service", "kind", "rate"), ROTATION_CASES, ids=[case_id(*case) for case in ROTATION_CASES])
+def test_rotation_under_aws_faults(clean_faults, service: str, kind: str, rate: float) -> None:
+    ctx = clean_faults
+    scenario = f"aws faults: rotation, {service} {kind} at {rate:.0%}"
+    record = ctx.provision("aws-rotate")
+    name = record["name"]
+    operations = ROTATION_OPERATIONS if service == "secretsmanager" else frozenset()
+    answers: list[Answer] = []
+    problems: list[str] = []
+    fired_before = ctx.proxy.fired(service)
+    # Each round requests a rotation (faults off: the request is not the subject) and turns the faults on
+    # while its steps run, until a fault hit one of them; the rotation then finishes once they clear.
+    for _ in range(MAX_ROUNDS):
+        before = current_version(ctx, name)
+        requested = until_answered(lambda: ctx.api.rotate(name), {202}, 30)
+        answers.append(requested)
+        if requested.status != 202:
+            problems.append(f"rotation request: {requested.status}")
+            break
+        with ctx.proxy.faulted(fault(service, kind, rate, operations)):
+            finished = _finished_or_faulted(ctx, name, before, service)
+        wait_for_rotation(ctx, name, before, timeout=90)
+        if ctx.proxy.fired(service) > fired_before and not finished:
+            break
+    fired = ctx.proxy.fired(service) - fired_before
+    if not fired:
+        problems.append("the fault never fired")
+    # The new secret mints: a vend with no cached token asks Zus with it.
+    ctx.aws.forget_token(name)
+    vend = until_answered(lambda: ctx.api.vend(name), {200}, 30)
+    answers.append(vend)
+    problems += violations(vend, {200}, TIMEOUTS["token"])
+    if vend.status == 200:
+        problems += token_issues(vend, record["clientId"])
+
+    row = RESULTS.row(scenario)
+    row.add(answers, bad=len(problems))
+    row.fired(fired)
+    assert not problems, "\n".join(problems[:20])
+
+
+def _finished_or_faulted(ctx, name: str, before: str, service: str) -> bool:
+    """Wait (on Secrets Manager's state and the proxy's count) until the rotation finished (True) or a
+    fault hit one of its calls, and a few more of its calls met the faults (False)."""
+    fired_at_start = ctx.proxy.fired(service)
+    seen_at_start = ctx.proxy.seen(service)
+    for _ in range(600):
+        stages = ctx.aws.secretsmanager.describe_secret(SecretId=ctx.aws.secret_id(name))["VersionIdsToStages"]
+        current = next(version for version, labels in stages.items() if "AWSCURRENT" in labels)
+        pending = any("AWSPENDING" in labels and version != current for version, labels in stages.items())
+        if current != before and not pending:
+            return True
+        if ctx.proxy.fired(service) > fired_at_start and ctx.proxy.seen(service) >= seen_at_start + 6:
+            return False
+        ctx.proxy.wait_for_request(timeout=0.5)
+    return False
