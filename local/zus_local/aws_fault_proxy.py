@@ -50,13 +50,15 @@ _INTERNAL = {"dynamodb": "InternalServerError", "secretsmanager": "InternalServi
 
 @dataclass(frozen=True)
 class AwsFault:
-    """One fault: ``kind`` on ``service``'s ``operations`` (all of them if empty) at ``rate``."""
+    """One fault: ``kind`` on ``service``'s ``operations`` (all of them if empty) at ``rate``, at most
+    ``limit`` times (0: no limit)."""
 
     service: str
     kind: str
     rate: float = 1.0
     operations: frozenset[str] = field(default_factory=frozenset)
     latency_ms: int = 0
+    limit: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -176,6 +178,7 @@ class AwsFaultProxy:
         self._lock = threading.Lock()
         self._requested = threading.Condition(self._lock)
         self._faults: tuple[AwsFault, ...] = ()
+        self._fired_by_fault: Counter[int] = Counter()  # by position in ``_faults``, for their limits
         self._fired: Counter[tuple[str, str]] = Counter()
         self._seen: Counter[tuple[str, str]] = Counter()
         self._random = random.Random(seed)
@@ -201,6 +204,7 @@ class AwsFaultProxy:
     def set_faults(self, *faults: AwsFault) -> None:
         with self._lock:
             self._faults = faults
+            self._fired_by_fault.clear()
 
     def clear_faults(self) -> None:
         self.set_faults()
@@ -218,9 +222,12 @@ class AwsFaultProxy:
         with self._lock:
             self._seen[(service, operation)] += 1
             self._requested.notify_all()
-            for fault in self._faults:
+            for index, fault in enumerate(self._faults):
+                if fault.limit and self._fired_by_fault[index] >= fault.limit:
+                    continue
                 if fault.applies(service, operation) and self._random.random() < fault.rate:
                     self._fired[(service, operation)] += 1
+                    self._fired_by_fault[index] += 1
                     return fault
         return None
 

@@ -8,8 +8,10 @@ timeout, and dropping connections, at 10 %, 30 % and 100 %, injected by the AWS 
   once the faults clear every client gets its token.
 * **A rotation**: requested, then its steps meet the faults; it finishes once they clear, and the
   client's new secret mints (the system check tries every client's secret at Zus).
-* **The worker**: due work sent to the work queue while its AWS calls fail; every message is done
-  once (its client's token refreshed) or redelivered, never lost.
+* **The rotation's memory-only window**: the AWSPENDING write failing right after Zus rotated; how long
+  until a token mints again (a note under the table).
+
+The worker's rows are in ``test_queue.py`` (its stack plays SQS's redelivery at 120 times the speed).
 
 Each case repeats its round until its fault fired (a broken injector fails it), and its row counts the
 proxy's faults fired.
@@ -18,6 +20,7 @@ proxy's faults fired.
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -181,3 +184,60 @@ def _finished_or_faulted(ctx, name: str, before: str, service: str) -> bool:
             return False
         ctx.proxy.wait_for_request(timeout=0.5)
     return False
+
+
+# --- the rotation's memory-only window --------------------------------------------------------------------
+
+
+def test_the_memory_only_window_of_a_rotation(clean_faults) -> None:
+    """Between Zus's rotate-secret answer and the AWSPENDING write the new secret exists only in the
+    rotation function's memory, and Zus has retired the old one (no propagation window here). The write
+    fails there: every attempt of the function's boto3 client (a 500 each), as a crash there would.
+    Cold vend calls (the client's token forgotten before each) probe until one mints; the window is
+    from the first failed write to that mint. Asserted: createSecret does not fail (the write is tried
+    again within the invocation, so Zus is not asked to rotate again) and tokens mint again."""
+    ctx = clean_faults
+    record = ctx.provision("aws-window")
+    name = record["name"]
+    before = current_version(ctx, name)
+    attempts = int(wiring.AWS_CONFIG.retries["max_attempts"]) + 1  # botocore's max_attempts counts retries
+    put = frozenset({"PutSecretValue"})
+    fired_before = ctx.proxy.fired("secretsmanager", put)
+    started = len(ctx.stack.lines)
+    probes: list[tuple[float, Answer]] = []
+    with ctx.proxy.faulted(AwsFault("secretsmanager", "500", 1.0, put, limit=attempts)):
+        assert ctx.api.rotate(name).status == 202
+        # The window opens when the write first fails (Zus answered just before).
+        while ctx.proxy.fired("secretsmanager", put) == fired_before:
+            ctx.proxy.wait_for_request(timeout=0.5)
+        opened = time.monotonic()
+        for _ in range(2000):
+            ctx.aws.forget_token(name)
+            answer = ctx.api.vend(name)
+            probes.append((time.monotonic(), answer))
+            if answer.status == 200:
+                break
+    minted = next((at for at, answer in probes if answer.status == 200), None)
+    wait_for_rotation(ctx, name, before, timeout=60)
+    lines = ctx.stack.lines[started:]
+    failed_creates = [line for line in lines if f"/{name}  createSecret  failed" in line]
+
+    problems: list[str] = []
+    if ctx.proxy.fired("secretsmanager", put) - fired_before < attempts:
+        problems.append("the write did not fail on every attempt of one call")
+    if minted is None:
+        problems.append(f"no token minted in {len(probes)} cold calls after the window opened")
+    problems += [f"createSecret failed (Zus is asked to rotate again): {line.strip()}" for line in failed_creates]
+    for _, answer in probes:
+        problems += violations(answer, {200, 503}, TIMEOUTS["token"])
+    window = (minted - opened) if minted is not None else float("nan")
+    refused = sum(1 for _, answer in probes if answer.status != 200)
+    RESULTS.notes.append(
+        f"rotation's memory-only window (PutSecretValue failing {attempts} times after Zus rotated): "
+        f"{window:.2f} s until a token minted, {refused} cold calls answered 503 meanwhile, "
+        f"{len(failed_creates)} createSecret invocations failed"
+    )
+    row = RESULTS.row("aws faults: rotation, the AWSPENDING write failing right after Zus rotated")
+    row.add([answer for _, answer in probes], bad=len(problems))
+    row.fired(ctx.proxy.fired("secretsmanager", put) - fired_before)
+    assert not problems, "\n".join(problems[:20])
