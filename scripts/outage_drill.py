@@ -6,8 +6,9 @@ vend handler module, its own memory tier), calling the token route at a steady r
 token endpoint fails (``/_emulator/faults``: HTTP 503) for the first ``--outage`` seconds, then Zus is
 back and the callers go on for ``--after`` seconds.
 
-Prints the token requests the service sent Zus during the outage, the hourly budget it used, and the
-seconds from Zus's return to the first 200; its last line is one JSON object with every figure.
+Prints the token requests Zus received during the outage (the emulator's count of requests its fault
+hit; the service's own budget stamps beside it), the hourly budget it used, and the seconds from
+Zus's return to the first 200; its last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def budget_stamps(moto: str) -> list[float]:
         TableName=TABLE, Key={"pk": {"S": f"client#{CLIENT}"}, "sk": {"S": "budget"}}, ConsistentRead=True
     ).get("Item", {})
     return sorted(float(entry["N"]) for entry in item.get("requests", {}).get("L", []))
+
+
+def zus_faults_fired(zus: str) -> int:
+    """The token requests the emulator's fault has hit so far (its ``/_emulator/stats``)."""
+    fired = requests.get(f"{zus}/_emulator/stats", timeout=5).json().get("faultsFired", {})
+    return sum(count for paths in fired.values() for path, count in paths.items() if path == "/oauth/token")
 
 
 def main() -> None:
@@ -75,6 +82,7 @@ def main() -> None:
                 stop.wait(max(0.0, 1 / args.rate - (time.monotonic() - started)))
 
         fault = {"status": 503, "paths": ["/oauth/token"]}
+        fired_before = zus_faults_fired(zus)
         requests.post(f"{zus}/_emulator/faults", json=fault, timeout=5).raise_for_status()
         down = time.time()
         print(
@@ -88,6 +96,8 @@ def main() -> None:
         time.sleep(args.outage)
         requests.post(f"{zus}/_emulator/faults", json={}, timeout=5).raise_for_status()
         up = time.time()
+        # Zus's own count: every token request during the outage met the fault.
+        zus_attempts = zus_faults_fired(zus) - fired_before
         time.sleep(args.after)
         stop.set()
         for thread in threads:
@@ -103,7 +113,8 @@ def main() -> None:
         "vend_calls": len(answers),
         "answers_by_status": dict(sorted(statuses.items())),
         "vend_calls_during_outage": sum(1 for at, _ in answers if at < up),
-        "upstream_attempts_during_outage": sum(1 for stamp in stamps if down <= stamp < up),
+        "upstream_attempts_during_outage": zus_attempts,
+        "budget_stamps_during_outage": sum(1 for stamp in stamps if down <= stamp < up),
         "budget_used": len(stamps),
         "budget": args.budget,
         "seconds_to_first_200_after_zus_returned": None if first_200 is None else round(first_200 - up, 1),

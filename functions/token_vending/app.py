@@ -16,7 +16,12 @@ from zus_m2m.settings import Settings
 logger = logs.function_logger("token-vending")
 metrics = Metrics()
 settings = Settings.from_env()
-vendor = wiring.Container(settings, metrics).token_vendor()
+vendor = wiring.Container(
+    settings,
+    metrics,
+    dynamodb=wiring.aws_client("dynamodb", wiring.VENDING_AWS_CONFIG),
+    secretsmanager=wiring.aws_client("secretsmanager", wiring.VENDING_AWS_CONFIG),
+).token_vendor()
 app = api.resolver()
 
 

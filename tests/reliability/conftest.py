@@ -18,6 +18,8 @@ from typing import Any
 import hypothesis.configuration
 import pytest
 
+from zus_local.aws_fault_proxy import AwsFaultProxy
+
 HERE = Path(__file__).resolve().parent
 # Hypothesis (under schemathesis) keeps a cache folder; in .pytest_cache rather than the repository root.
 hypothesis.configuration.set_hypothesis_home_dir(HERE.parents[1] / ".pytest_cache" / "hypothesis")
@@ -48,6 +50,7 @@ class Context:
 
     stack: Any
     moto: MotoControl
+    proxy: AwsFaultProxy
     api: Api
     emulator: Emulator
     aws: Aws
@@ -79,8 +82,18 @@ def moto() -> Iterator[MotoControl]:
 
 
 @pytest.fixture(scope="session")
-def stack(moto: MotoControl) -> Iterator[Any]:
-    running = start_reliability_stack(moto)
+def aws_proxy(moto: MotoControl) -> Iterator[AwsFaultProxy]:
+    """The AWS fault proxy the session stack's functions call moto through (test_aws_faults.py)."""
+    proxy = AwsFaultProxy(moto.url).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(moto: MotoControl, aws_proxy: AwsFaultProxy) -> Iterator[Any]:
+    running = start_reliability_stack(moto, functions_endpoint=aws_proxy.url)
     try:
         yield running
     finally:
@@ -89,11 +102,12 @@ def stack(moto: MotoControl) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def ctx(stack: Any, moto: MotoControl) -> Iterator[Context]:
+def ctx(stack: Any, moto: MotoControl, aws_proxy: AwsFaultProxy) -> Iterator[Context]:
     emulator, aws = Emulator(stack.zus), Aws(moto.url, "zus-m2m-local")
     context = Context(
         stack=stack,
         moto=moto,
+        proxy=aws_proxy,
         api=Api(stack.api, stack.credentials_file),
         emulator=emulator,
         aws=aws,
@@ -140,12 +154,14 @@ def system_intact(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def clean_faults(ctx: Context) -> Iterator[Context]:
-    """The session context, with no fault left behind by a failing test."""
+    """The session context, with no fault left behind by a failing test (Zus's or AWS's)."""
     ctx.emulator.clear_faults()
+    ctx.proxy.clear_faults()
     try:
         yield ctx
     finally:
         ctx.emulator.clear_faults()
+        ctx.proxy.clear_faults()
 
 
 # --- the table -----------------------------------------------------------------------------------------

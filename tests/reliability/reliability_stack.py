@@ -87,7 +87,10 @@ class MotoControl:
             self.process.wait(timeout=5)
 
 
-def start_reliability_stack(moto: MotoControl, *extra: str) -> Any:
+def start_reliability_stack(moto: MotoControl, *extra: str, functions_endpoint: str = "") -> Any:
+    """The stack on ``moto``; ``functions_endpoint`` (an ``AwsFaultProxy``'s URL) is where the functions
+    send their AWS calls instead (the stack's own setup, pollers and rotation player still call moto)."""
+    proxied = ["--env", f"AWS_ENDPOINT_URL={functions_endpoint}"] if functions_endpoint else []
     args = [
         "--aws-endpoint",
         moto.url,
@@ -100,6 +103,7 @@ def start_reliability_stack(moto: MotoControl, *extra: str) -> Any:
         # The suite rotates one client several times in a row on purpose (test_concurrency.py).
         "--param",
         "RotationRequestMinGapSeconds=0",
+        *proxied,
         *extra,
     ]
     return E2E.start_stack(args)

@@ -804,7 +804,7 @@ class Results:
                 str(total.violations),
                 fired(total.faults_fired),
                 f"{total.slowest:.2f}",
-                str(total.data_lost),
+                total_data_lost(self.rows.values()),
             )
         )
         widths = [max(len(header), *(len(line[i]) for line in lines)) for i, header in enumerate(headers)]
@@ -816,6 +816,15 @@ class Results:
         out.extend(render(line) for line in lines)
         out.extend(["", *self.notes] if self.notes else [])
         return "\n".join(out)
+
+
+def total_data_lost(rows: Iterable[Row]) -> str:
+    """The total's data lost: the sum of the checked rows, and how many rows were never checked (an
+    unchecked row is no 0)."""
+    rows = list(rows)
+    lost = sum(row.data_lost for row in rows if row.integrity_checked)
+    unchecked = sum(1 for row in rows if not row.integrity_checked)
+    return f"{lost} ({unchecked} rows unchecked)" if unchecked else str(lost)
 
 
 RESULTS = Results()

@@ -22,22 +22,28 @@ from typing import Any
 import boto3
 import pytest
 from reliability_stack import MotoControl, start_reliability_stack
-from reliability_support import RESULTS, Api, Aws, Emulator, Row, SystemCheck, unique
+from reliability_support import RESULTS, Api, Aws, Emulator, Row, SystemCheck, profile, unique
+
+from zus_local.aws_fault_proxy import AwsFault, AwsFaultProxy
 
 STACK = "zus-m2m-queue"
 COPIES = 5
 
 
 @pytest.fixture(scope="module")
-def queue_stack() -> Iterator[tuple[Any, MotoControl]]:
+def queue_stack() -> Iterator[tuple[Any, MotoControl, AwsFaultProxy]]:
     moto = MotoControl()
+    proxy = AwsFaultProxy(moto.url).start()
     stack = None
     try:
-        stack = start_reliability_stack(moto, "--schedule-scale", "120", "--stack-name", STACK)
-        yield stack, moto
+        stack = start_reliability_stack(
+            moto, "--schedule-scale", "120", "--stack-name", STACK, functions_endpoint=proxy.url
+        )
+        yield stack, moto, proxy
     finally:
         if stack is not None:
             stack.terminate(timeout=20)
+        proxy.stop()
         moto.close()
 
 
@@ -95,8 +101,99 @@ def message(kind: str, name: str, due_at: str) -> str:
     return json.dumps({"kind": kind, "client": name, "dueAt": float(due_at)})
 
 
+def due_for_refresh(api: Api, emulator: Emulator, aws: Aws, name: str) -> None:
+    """``name`` created with a short-lived token (less than the refresh margin left), in use, its
+    refresh due only in 50 minutes (no pre-refresh run hands it out meanwhile: the test's messages are
+    its only ones)."""
+    emulator.config(tokenLifetimeSeconds=180)
+    try:
+        assert api.create(name).status == 201
+    finally:
+        emulator.config(tokenLifetimeSeconds=3600)
+    wait_until(lambda: float(item(aws, name, "record")["dueAt"]["N"]) > time.time() + 3000, "its first check")
+    aws.dynamodb.update_item(
+        TableName=aws.table,
+        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET lastRequestedAt = :now, dueKind = :refresh, dueAt = :later",
+        ExpressionAttributeValues={
+            ":now": {"N": str(time.time())},
+            ":refresh": {"S": "refresh"},
+            ":later": {"N": str(round(time.time() + 3000, 3))},
+        },
+    )
+
+
+# The worker's refresh reads and writes the token item (DynamoDB) on every message; its client's
+# secret may come from the container's memory, so DynamoDB is the service every case meets.
+WORKER_CASES = profile(
+    [("dynamodb", "throttle", 0.3), ("dynamodb", "500", 1.0)],
+    [
+        ("dynamodb", kind, rate)
+        for kind in ("throttle", "provisioned", "500", "latency", "drop")
+        for rate in (0.1, 0.3, 1.0)
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("service", "kind", "rate"), WORKER_CASES, ids=[f"{s}-{k}-{r:.0%}" for s, k, r in WORKER_CASES]
+)
+def test_the_worker_under_aws_faults(queue_stack, service: str, kind: str, rate: float) -> None:
+    """Refresh work sent while the worker's AWS calls fail: the faults stay on until each message met
+    one or was done, then clear; every refresh is then done once (a message whose work failed is
+    redelivered, never dead-lettered) and the system is intact."""
+    stack, moto, proxy = queue_stack
+    api, emulator, aws, queues = (
+        Api(stack.api, stack.credentials_file),
+        Emulator(stack.zus),
+        Aws(moto.url, STACK),
+        Queues(moto.url),
+    )
+    row = RESULTS.row(f"aws faults: the worker, {service} {kind} at {rate:.0%}")
+    names = [unique("aws-worker") for _ in range(3)]
+    for name in names:
+        due_for_refresh(api, emulator, aws, name)
+    client_ids = {name: api.get(name).json()["clientId"] for name in names}
+    # The function's read timeout, plus one second (``zus_m2m.wiring.AWS_CONFIG``).
+    latency_ms = 6000 if kind == "latency" else 0
+    before = emulator.stats()["tokenRequests"]
+    fired_before = proxy.fired(service)
+    started = len(stack.lines)
+
+    def refreshed(name: str) -> bool:
+        return float(item(aws, name, "token")["expiresAt"]["N"]) > time.time() + 3000
+
+    with proxy.faulted(AwsFault(service, kind, rate, latency_ms=latency_ms)):
+        queues.send([message("refresh", name, item(aws, name, "token")["dueAt"]["N"]) for name in names])
+        # Until a fault fired and the worker finished an invocation with it (its messages done, or
+        # failed and to be received again).
+        wait_until(
+            lambda: (
+                proxy.fired(service) > fired_before
+                and any("-> WorkerFunction" in line for line in stack.lines[started:])
+            ),
+            "the faults to meet the work",
+        )
+    fired = proxy.fired(service) - fired_before
+    wait_until(lambda: queues.count(queues.work) == 0 and all(refreshed(n) for n in names), "the work to be done", 90)
+
+    after = emulator.stats()["tokenRequests"]
+    done = {name: after.get(client_ids[name], 0) - before.get(client_ids[name], 0) for name in names}
+    batches = [line for line in stack.lines[started:] if "-> WorkerFunction" in line]
+    dead = queues.count(queues.dead)
+    row.requests += len(names)
+    row.successes += sum(1 for name in names if refreshed(name))
+    row.violations += dead + sum(1 for count in done.values() if count < 1)
+    row.fired(fired)
+    assert fired > 0, "the fault never fired"
+    assert dead == 0
+    assert all(count >= 1 for count in done.values()), done
+    assert batches
+    system_intact(row, api, emulator, aws)
+
+
 def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -> None:
-    stack, moto = queue_stack
+    stack, moto, _ = queue_stack
     api, emulator, aws = Api(stack.api, stack.credentials_file), Emulator(stack.zus), Aws(moto.url, STACK)
     queues = Queues(moto.url)
     row = RESULTS.row(f"queue: the same message {COPIES} times at once (a refresh, an idle client's check)")
@@ -149,7 +246,7 @@ def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -
 
 
 def test_poisoned_messages_reach_the_dead_letters_and_good_work_goes_on(queue_stack) -> None:
-    stack, moto = queue_stack
+    stack, moto, _ = queue_stack
     api, aws, queues = Api(stack.api, stack.credentials_file), Aws(moto.url, STACK), Queues(moto.url)
     emulator = Emulator(stack.zus)
     row = RESULTS.row("queue: poisoned messages (malformed, unknown kind, unknown client)")

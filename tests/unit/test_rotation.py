@@ -300,6 +300,35 @@ def test_a_crash_after_zus_rotated_is_repaired_by_the_retry(world: World) -> Non
     assert world.stored(AWSCURRENT).client_secret == world.zus_secret() != lost  # type: ignore[union-attr]
 
 
+class FlakyStore:
+    """The fake store whose pending writes fail ``failures`` times first (a throttled Secrets Manager)."""
+
+    def __init__(self, store: object, failures: int) -> None:
+        self._store, self.failures = store, failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def put_pending(self, *arguments: object) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise errors.StoreUnavailable("storing the pending client secret failed: ThrottlingException")
+        self._store.put_pending(*arguments)  # type: ignore[attr-defined]
+
+
+def test_a_failed_pending_write_after_zus_rotated_is_tried_again_within_the_step(world: World) -> None:
+    """The new secret exists only in memory until it is stored: createSecret keeps it, and Zus is asked
+    to rotate once."""
+    version = world.start()
+    steps = world.steps()
+    steps.store = FlakyStore(world.secrets, failures=3)  # type: ignore[assignment]
+
+    assert steps.run("createSecret", SECRET, version) == "created"
+
+    assert world.rotate_calls() == 1
+    assert world.stored(AWSPENDING).client_secret == world.zus_secret()  # type: ignore[union-attr]
+
+
 def test_a_crash_after_the_stage_move_leaves_the_retry_to_remove_the_pending_label(world: World) -> None:
     version = world.start()
     steps = world.steps()

@@ -70,8 +70,13 @@ if TYPE_CHECKING:
     from zus_m2m.work.worker import Worker
     from zus_m2m.zus.client import ZusClient
 
-# Fail fast on the vending path: a slow AWS call should become a clear 503, not a Lambda timeout.
+# AWS calls of background functions (rotation, worker, dispatcher, provisioning): standard retries,
+# 3 retries after the first attempt (botocore's max_attempts counts retries), 5 s to answer.
 AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+# The vending path fails fast (docs/reliability.md, "AWS-side faults"): a stalled DynamoDB or Secrets
+# Manager call gets 1 s and one retry, so that it becomes a 503 well within the function's 10 s, not a
+# Lambda timeout (with AWS_CONFIG, four 5-s attempts: the AWS fault rows saw 500s after 10 s).
+VENDING_AWS_CONFIG = Config(connect_timeout=1, read_timeout=1, retries={"mode": "standard", "total_max_attempts": 2})
 # The token vending function has 10 s (template.yaml): a token request gets 1 s to connect (urllib3
 # retries a failed connect 3 times) and 3 s to answer, and the vendor starts no retry later than
 # VendingPolicy.retry_window_seconds into a vend call, so one that Zus leaves hanging answers 503 in
@@ -82,9 +87,9 @@ TOKEN_VENDING_ZUS_TIMEOUT = (1.0, 3.0)
 ADMIN_TOKEN_MIN_TTL = 60
 
 
-def aws_client(service: str) -> Any:
+def aws_client(service: str, config: Config = AWS_CONFIG) -> Any:
     """A boto3 client; ``AWS_ENDPOINT_URL`` (set by the local stack) points it at moto."""
-    return boto3.client(service, config=AWS_CONFIG)  # type: ignore[call-overload]
+    return boto3.client(service, config=config)  # type: ignore[call-overload]
 
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]

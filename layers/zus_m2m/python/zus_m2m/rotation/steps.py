@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
-from zus_m2m import errors
+from zus_m2m import deadline, errors
+from zus_m2m.backoff import backoff
 from zus_m2m.ports import (
     AdminTokens,
     Checkpoint,
@@ -45,7 +46,7 @@ from zus_m2m.ports import (
 )
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.tokens.patience import issue_patiently
-from zus_m2m.values import AWSCURRENT, AWSPENDING, RotationFailure, SecretDescription
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, RotationFailure, SecretDescription
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ SET_SECRET = "setSecret"
 TEST_SECRET = "testSecret"
 FINISH_SECRET = "finishSecret"
 STEPS = (CREATE_SECRET, SET_SECRET, TEST_SECRET, FINISH_SECRET)
+# How long createSecret keeps trying to store the secret Zus just answered with (within the invocation).
+PENDING_STORE_PATIENCE = 30.0
 
 
 class RotationCheckpoints:
@@ -195,9 +198,27 @@ class RotationSteps:
         rotated = self.zus.rotate_secret(current.app_client_id, self.admin.bearer())
         self.checkpoint(RotationCheckpoints.ZUS_ROTATED)
         # At once: Zus shows the new secret only in this answer, and the old one may already be dead.
-        self.store.put_pending(target.secret_id, current.with_secret(rotated.client_secret), version_id)
+        self._store_pending(target.secret_id, current.with_secret(rotated.client_secret), version_id)
         self.checkpoint(RotationCheckpoints.PENDING_STORED)
         return "created"
+
+    def _store_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
+        """Until now the new secret exists only in this invocation's memory: a failed write is tried
+        again within the invocation (the same version, so a write that landed unseen is no second
+        value) rather than left to Secrets Manager's retry of the step, which must rotate at Zus again
+        while no stored secret works."""
+        pauses = backoff(0.2, 2.0)
+        give_up_at = self.clock() + PENDING_STORE_PATIENCE
+        while True:
+            try:
+                self.store.put_pending(secret_id, credentials, version_id)
+                return
+            except errors.StoreUnavailable:
+                pause = next(pauses)
+                if min(deadline.time_left(), give_up_at - self.clock()) < pause:
+                    raise
+                logger.warning("storing the pending secret failed; trying again", extra={"secret": secret_id})
+                self.sleep(pause)
 
     def _set_secret(self, target: RotationTarget, version_id: str) -> str:
         # Zus already holds the new secret: rotate-secret in createSecret both made and set it.
