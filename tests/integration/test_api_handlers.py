@@ -561,17 +561,24 @@ def rotations_event(body: str | None, content_type: str | None = "application/js
     return request
 
 
-def test_an_admin_forces_the_repair_of_a_stuck_rotation(api_with_rotation: Api, environment: Deployment) -> None:
-    # Given a rotation whose createSecret stored the new secret, then stopped moving
-    api = api_with_rotation
+def stuck_rotation(api: Api, environment: Deployment) -> tuple[str, str, dict[str, Any]]:
+    """A client whose rotation's createSecret stored the new secret, then stopped moving: its secret's
+    ARN, the rotation's version, and the 409 a plain rotation request now gets."""
     api(event("apigw_create_client"))
     assert api(event("apigw_start_rotation"))[0] == 202
     [(arn, version)] = find_started_rotations(environment.aws.secretsmanager)
     environment.steps().run("createSecret", arn, version)
-
-    # A plain request is refused, and says how to repair
     status, headers, refused = api(rotations_event(None))
     assert_problem(status, headers, refused, 409)
+    return arn, version, refused
+
+
+def test_an_admin_forces_the_repair_of_a_stuck_rotation(api_with_rotation: Api, environment: Deployment) -> None:
+    # Given a rotation whose createSecret stored the new secret, then stopped moving
+    api = api_with_rotation
+    arn, version, refused = stuck_rotation(api, environment)
+
+    # A plain request is refused, and says how to repair
     assert '"repair": true' in refused["detail"]
 
     # When an admin asks for the repair
@@ -602,12 +609,7 @@ def test_the_advised_repair_works_at_once_and_has_its_own_guard(
     the 5-minute gap between rotation requests; a second repair right after is 429, and so is a new
     rotation (its gap still runs)."""
     api = api_with_the_default_gap
-    api(event("apigw_create_client"))
-    assert api(event("apigw_start_rotation"))[0] == 202
-    [(arn, version)] = find_started_rotations(environment.aws.secretsmanager)
-    environment.steps().run("createSecret", arn, version)
-    status, headers, refused = api(rotations_event(None))
-    assert_problem(status, headers, refused, 409)
+    arn, version, refused = stuck_rotation(api, environment)
     assert '{"repair": true} to repair it now (one repair at a time, at most one every 30 s)' in refused["detail"]
 
     status, _, repaired = api(rotations_event('{"repair": true}'))
