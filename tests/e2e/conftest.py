@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from free_ports import free_port
 
 from zus_local.local_principals import ADMIN_USER, CONSUMER_USER
 from zus_local.sigv4 import ExecuteApiAuth
@@ -24,12 +24,6 @@ from zus_local.sigv4 import ExecuteApiAuth
 READY_TIMEOUT = 30.0
 # The pre-refresh schedule is rate(1 minute): scaled by 60 it fires every second.
 SCHEDULE_SCALE = "60"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -13,7 +13,6 @@ import math
 import os
 import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 import requests
+from free_ports import free_port
 
 from zus_local.aws_setup import create_user_with_key
 from zus_local.console import Console
@@ -94,12 +94,6 @@ SETTING = os.environ["A_SETTING_NOBODY_SET"]
 def handler(event, context):
     return {}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 import requests
+from free_ports import free_port
 
 from zus_local.aws_setup import create_user_with_key
 from zus_local.console import Console
@@ -59,12 +60,6 @@ def dialect(request: pytest.FixtureRequest, stack: StackProcess) -> Iterator[str
     yield chosen
     defaults = {"dialect": "auth0", "secretPropagationSeconds": 0, "propagationMode": "random"}
     requests.post(f"{stack.zus}/_emulator/config", json=defaults, timeout=5).raise_for_status()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.2) -> Any:
