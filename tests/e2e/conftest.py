@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from free_ports import free_port
+from e2e_support import free_port
 
 from zus_local.local_principals import ADMIN_USER, CONSUMER_USER
 from zus_local.sigv4 import ExecuteApiAuth

@@ -8,6 +8,7 @@ through its signed API: a frozen vend environment and a client deleted meanwhile
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import e2e_support
 import pytest
 import requests
-from free_ports import free_port
+from e2e_support import free_port
 
 from zus_local.aws_setup import create_user_with_key
 from zus_local.console import Console
@@ -96,14 +98,8 @@ def handler(event, context):
 """
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+# An invocation's window is short: its states are polled every 50 ms.
+wait_until = functools.partial(e2e_support.wait_until, interval=0.05)
 
 
 def process_state(pid: int) -> str:

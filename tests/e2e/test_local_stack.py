@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 import requests
-from free_ports import free_port
+from e2e_support import free_port, wait_until
 
 from zus_local.aws_setup import create_user_with_key
 from zus_local.console import Console
@@ -60,16 +60,6 @@ def dialect(request: pytest.FixtureRequest, stack: StackProcess) -> Iterator[str
     yield chosen
     defaults = {"dialect": "auth0", "secretPropagationSeconds": 0, "propagationMode": "random"}
     requests.post(f"{stack.zus}/_emulator/config", json=defaults, timeout=5).raise_for_status()
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def zus_token(stack: StackProcess, client_id: str, client_secret: str) -> requests.Response:

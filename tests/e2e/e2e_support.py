@@ -1,4 +1,6 @@
-"""Ports for the servers the tests start, each checked free by binding it. Chosen below Linux's ephemeral
+"""What the e2e tests share: ports for the servers they start, and waiting on observed state.
+
+Ports are checked free by binding them. Chosen below Linux's ephemeral
 range (32768-60999), where no outgoing connection of this machine can be holding one between the check and
 the server's own bind, and in a band of their own for each pytest-xdist worker, so that two workers never
 pick the same port; a port is handed out once per process."""
@@ -8,6 +10,11 @@ from __future__ import annotations
 import os
 import random
 import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 _LOWEST = 20_000
 _BAND = 1_500  # ports per worker: eight bands end at 32000, below the ephemeral range
@@ -30,3 +37,14 @@ def free_port() -> int:
         _given.add(port)
         return port
     raise RuntimeError(f"no free port between {low} and {low + _BAND}")
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """What ``condition`` returns once it is true, polled every ``interval`` seconds (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
