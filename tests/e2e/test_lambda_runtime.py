@@ -111,6 +111,18 @@ def process_state(pid: int) -> str:
     return stat.rpartition(")")[2].split()[0]
 
 
+def has_exited(pid: int) -> bool:
+    """The whole process has ended (its parent can now reap it): gone, or a zombie whose every thread has
+    exited. A killed multi-threaded process shows its leader as a zombie while its other threads still
+    exit, and until they have, waitpid (so the runtime) still sees it running."""
+    if process_state(pid) == "-":
+        return True
+    try:
+        return process_state(pid) == "Z" and len(list(Path(f"/proc/{pid}/task").iterdir())) <= 1
+    except OSError:
+        return True
+
+
 def is_environment(pid: int) -> bool:
     try:
         return b"awslambdaric" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -201,7 +213,7 @@ def test_a_crashed_environment_is_replaced_by_a_fresh_one(runtime: LambdaRuntime
 def test_an_idle_environment_killed_from_outside_is_replaced_at_the_next_invocation(runtime: LambdaRuntime) -> None:
     before = runtime.invoke("WorkFunction", {})
     os.kill(before.pid, signal.SIGKILL)
-    wait_until(lambda: process_state(before.pid) in ("-", "Z"), 10, "the environment to die")
+    wait_until(lambda: has_exited(before.pid), 10, "the environment to die")
 
     after = runtime.invoke("WorkFunction", {})
 
