@@ -31,7 +31,7 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: test-313 test-rest dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
+.PHONY: test-313 test-rest test-parts reliability dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
 	bench-tokens bench-refresh-ahead bench-scale cost outage-drill openapi soak client-wheel ts-deps ts-test package
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -138,10 +138,11 @@ $(STAMP313): pyproject.toml clients/python/pyproject.toml $(LOCK) | python313
 	@touch $@
 
 # Every test runs once (tests/conftest.py, ZUS_TEST_PART): the service's unit, integration and e2e tests
-# on 3.13 in Auth0's dialect, without the tests that wait out a 20-30 s window; the rest on $(PYTHON). The
-# suites whose tests are independent run on XDIST workers; the reliability suite (one results table, a
-# whole-system check at its end) runs alone and last; the TypeScript client's tests run alone before it
-# (their summary printed).
+# on 3.13 in Auth0's dialect, without the tests that wait out a 20-30 s window; the rest on $(PYTHON); then
+# the TypeScript client's tests (their summary printed). The suites whose tests are independent run on XDIST
+# workers. The reliability suite (one results table, a whole-system check at its end) runs in one process
+# beside them: it spends most of its time waiting on timeouts and faults, not on the CPU. Its servers take
+# a port band of their own (tests/e2e/e2e_support.py).
 XDIST ?= 3
 test-313: $(STAMP313) $(CLIENT_STAMP) build
 	ZUS_TEST_PART=lambda $(VENV313)/bin/pytest -q -p no:cacheprovider -n $(XDIST) tests/unit tests/integration tests/e2e
@@ -150,17 +151,22 @@ test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
 	ZUS_TEST_PART=rest ZUS_PYTHON313="$(PY313)" $(BIN)/pytest -q -p no:cacheprovider -n $(XDIST) \
 		--ignore=tests/reliability --ignore=clients/python/tests/test_typescript_client.py
 	$(TS_TEST)
-	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
+
+test-parts: $(STAMP313) $(STAMP)
+	@$(MAKE) --no-print-directory test-313
+	@$(MAKE) --no-print-directory test-rest
+
+reliability: $(STAMP) $(CLIENT_STAMP) build
+	ZUS_PORT_BAND=7 $(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
 # Everything the tests use is made before the first test starts, side by side (the venvs, the static checks
 # and the build do not depend on each other's order; each one's output is printed whole when it ends): e2e
 # tests run `make dev`, which must find its venvs up to date (two of them making a venv at once would race).
-# Then the tests, one part after the other.
+# Then the tests: the parts one after the other, the reliability suite beside them.
 test:
 	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck validate build $(STAMP313) $(CLIENT_STAMP) \
 		$(TS_STAMP) client-wheel
-	@$(MAKE) --no-print-directory test-313
-	@$(MAKE) --no-print-directory test-rest
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-parts reliability
 
 # One suite at a time. The infra suite checks the translated template and the build too.
 unit integration e2e: $(STAMP)

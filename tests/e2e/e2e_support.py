@@ -3,7 +3,9 @@
 Ports are checked free by binding them. Chosen below Linux's ephemeral
 range (32768-60999), where no outgoing connection of this machine can be holding one between the check and
 the server's own bind, and in a band of their own for each pytest-xdist worker, so that two workers never
-pick the same port; a port is handed out once per process."""
+pick the same port; a run without workers takes the band after theirs, unless ``ZUS_PORT_BAND`` names one
+(`make test` gives the reliability suite, which runs beside the other parts, a band of its own). A port is
+handed out once per process."""
 
 from __future__ import annotations
 
@@ -17,14 +19,15 @@ from typing import Any
 import pytest
 
 _LOWEST = 20_000
-_BAND = 1_500  # ports per worker: eight bands end at 32000, below the ephemeral range
-_BANDS = 8
+_BAND = 1_500  # ports per band: eight bands end at 32000, below the ephemeral range
+_WORKER_BANDS = 6  # bands 0-5 for xdist workers; 6 for a run without workers; 7 for ZUS_PORT_BAND=7
 _given: set[int] = set()
 
 
 def free_port() -> int:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    low = _LOWEST + (int(worker) % _BANDS if worker.isdigit() else 0) * _BAND
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+    band = int(worker) % _WORKER_BANDS if worker.isdigit() else int(os.environ.get("ZUS_PORT_BAND", _WORKER_BANDS))
+    low = _LOWEST + band * _BAND
     for _ in range(500):
         port = random.randrange(low, low + _BAND)
         if port in _given:
