@@ -65,6 +65,7 @@ def _dialect_of(item: pytest.Item) -> str | None:
 # and captured output is masked (JWTs the emulator issues, its admin secret, any clientSecret field).
 _SENSITIVE = re.compile(
     r"eyJ[A-Za-z0-9_.-]{8,}"  # a JWT, also as pytest shortens it ("eyJhbG...c2ln")
+    r"|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"  # a JWT's tail, as pytest's diff of two shows it past their prefix
     r"|local-admin-secret"
     r"|(?P<field>clientSecret[\"']?\s*[:=]\s*[\"']?|client_secret[\"']?\s*[:=]\s*[\"']?)[^\"'\s,)&}]+"
 )

@@ -18,6 +18,7 @@ from client_support import minted_long_ago, token_route_calls, wait_until
 
 from zus_local.local_principals import CONSUMER_USER as CONSUMER_PROFILE
 from zus_m2m_client import ForbiddenError, powertools
+from zus_m2m_client.api import fingerprint
 from zus_m2m_client.powertools import ZusTokenProvider
 
 
@@ -79,6 +80,22 @@ def test_force_fetch_asks_the_token_route_again(
     assert provider.get("pt-force", max_age=300, force_fetch=True) == first  # the service's cached token
     assert provider.get("pt-force", max_age=300) == first
     assert token_route_calls(local_stack, "pt-force") == 2
+
+
+def test_a_forced_fetch_replaces_the_token_the_provider_holds(
+    local_stack: Any, managed: Any, consumer_session: botocore.session.Session
+) -> None:
+    """Another process had the token replaced: the forced fetch's answer is what later calls get, from
+    the client's TokenProvider too (max_age=0 skips Powertools' cache)."""
+    managed("pt-force-held")
+    a, b = tokens(local_stack, consumer_session), tokens(local_stack, consumer_session)
+    first = a.get("pt-force-held", max_age=0)
+    minted_long_ago(local_stack, "pt-force-held")
+    b.token_provider("pt-force-held").report_refused(first)
+    replaced = fingerprint(b.get("pt-force-held", max_age=0))
+    assert replaced != fingerprint(first)
+    assert fingerprint(a.get("pt-force-held", max_age=0, force_fetch=True)) == replaced
+    assert fingerprint(a.get("pt-force-held", max_age=0)) == replaced
 
 
 def test_a_refused_token_is_replaced_once_for_every_process(

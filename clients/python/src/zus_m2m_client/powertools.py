@@ -9,17 +9,17 @@ A ``BaseProvider`` whose parameter name is the managed client's name. Under Powe
 so a value that outlives ``max_age`` is taken from the process's token (refreshed ahead, single flight,
 Retry-After) and not from the network. A cached value never outlives its token: it is kept for
 ``max_age`` seconds or until the token has ``min_ttl`` seconds left, whichever comes first.
-``force_fetch=True`` skips both caches and asks zus-m2m's token route once more (it answers its cached
-token unless it was refused). When Zus refuses a token, ``report_refused(name, token)`` drops it from
-both caches and the next fetch names it, as ``ZusAuth`` does. Failures raise Powertools'
-``GetParameterError``, the ``ZusM2MError`` (typed, safe to log) as its ``__cause__``.
+``force_fetch=True`` skips both caches: the client's ``TokenProvider`` asks zus-m2m's token route once more
+(it answers its cached token unless it was refused) and holds the answer. When Zus refuses a token,
+``report_refused(name, token)`` drops it from both caches and the next fetch names it, as ``ZusAuth`` does.
+Failures raise Powertools' ``GetParameterError``, the ``ZusM2MError`` (typed, safe to log) as its
+``__cause__``.
 
 Powertools is imported by this module only: the rest of the package does not need it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from datetime import datetime, timedelta
@@ -38,7 +38,7 @@ except ImportError as missing:
         "zus_m2m_client.powertools needs Powertools for AWS Lambda: pip install 'zus-m2m-client[powertools]'"
     ) from missing
 
-from zus_m2m_client.api import AccessToken, ZusM2MApi, validate_client_name
+from zus_m2m_client.api import AccessToken, validate_client_name
 from zus_m2m_client.errors import ConfigurationError, ZusM2MError
 from zus_m2m_client.tokens import DEFAULT_REFRESH_MARGIN, TokenProvider
 
@@ -68,7 +68,6 @@ class ZusTokenProvider(BaseProvider):
             "refresh_margin": refresh_margin,
             "max_wait": max_wait,
         }
-        self._api = ZusM2MApi(api_url, session=session, region=region)
         self._providers: dict[str, TokenProvider] = {}
         self._lock = threading.Lock()
 
@@ -113,10 +112,7 @@ class ZusTokenProvider(BaseProvider):
         self.token_provider(name).report_refused(access_token)
 
     def _fetch(self, name: str, *, force: bool) -> AccessToken:
-        provider = self.token_provider(name)
-        if not force:
-            return provider.get_token()
-        return self._api.token(provider.client_name, min_ttl=math.ceil(provider.min_ttl))
+        return self.token_provider(name).get_token(fresh=force)
 
     def _get(self, name: str, **sdk_options: Any) -> str:
         return self._fetch(name, force=False).access_token

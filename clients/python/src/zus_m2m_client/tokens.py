@@ -120,13 +120,15 @@ class TokenProvider:
             f"min_ttl={self.min_ttl!r}, refresh_margin={self.refresh_margin!r}, max_wait={self.max_wait!r})"
         )
 
-    def get_token(self) -> AccessToken:
-        """A token with at least ``min_ttl`` seconds left; raises a ``ZusM2MError`` when none can be had."""
+    def get_token(self, *, fresh: bool = False) -> AccessToken:
+        """A token with at least ``min_ttl`` seconds left; raises a ``ZusM2MError`` when none can be had.
+        ``fresh``: ask the route even while the held token is good (or wait for a fetch under way), and hold
+        what it answers."""
         with self._changed:
             while True:
                 now = self._clock()
                 held = self._held
-                if held is not None and held.seconds_left(now) >= self.min_ttl:
+                if not fresh and held is not None and held.seconds_left(now) >= self.min_ttl:
                     if self._fetching or held.seconds_left(now) >= self._window() or now < self._next_refresh_at:
                         return held.token
                     self._fetching = True
@@ -141,6 +143,7 @@ class TokenProvider:
                 generation = self._generation
                 while self._generation == generation:
                     self._changed.wait()
+                fresh = False  # the fetch waited for is fresh enough
                 if self._failure is not None and self._usable() is None:
                     raise _for_waiter(self._failure)
         return self._lead(ahead=ahead)
