@@ -36,6 +36,7 @@ class StackProcess:
     credentials_file: Path
     lines: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    readers: list[threading.Thread] = field(default_factory=list)
 
     def signer(self, profile: str) -> ExecuteApiAuth:
         return ExecuteApiAuth.from_profile(self.credentials_file, profile)
@@ -83,12 +84,20 @@ class StackProcess:
             aws_secret_access_key="local",
         )
 
+    def drained(self) -> None:
+        """Once the process has exited: wait until its last lines are read (an exit code in hand does not
+        mean the readers have reached the end of its output)."""
+        for reader in self.readers:
+            reader.join(timeout=5)
+
     def terminate(self, timeout: float = 10.0) -> int:
         """SIGTERM, then the exit code (SIGKILL and a failure if it does not exit in time)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=timeout)
+            code = self.process.wait(timeout=timeout)
+            self.drained()
+            return code
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5)
@@ -131,13 +140,14 @@ def start_stack(args: Sequence[str] = (), *, wait: bool = True) -> StackProcess:
         start_new_session=True,
     )
     stack = StackProcess(process, *ports, credentials_file=credentials)
-    threading.Thread(target=_drain, args=(process.stdout, stack.lines), daemon=True).start()
-    threading.Thread(target=_drain, args=(process.stderr, stack.errors), daemon=True).start()
+    for stream, into in ((process.stdout, stack.lines), (process.stderr, stack.errors)):
+        stack.readers.append(threading.Thread(target=_drain, args=(stream, into), daemon=True))
+        stack.readers[-1].start()
     if wait:
         deadline = time.monotonic() + READY_TIMEOUT
         while not any(line.startswith("ready in ") for line in stack.lines):
             if process.poll() is not None:
-                time.sleep(0.2)  # let the readers catch the last lines
+                stack.drained()
                 pytest.fail(f"the local stack exited with {process.returncode} before it was ready:\n{stack.output}")
             if time.monotonic() > deadline:
                 stack.terminate()

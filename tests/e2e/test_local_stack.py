@@ -908,6 +908,7 @@ def test_without_a_terminal_the_stack_exits_0_after_a_signal_to_its_process_grou
     stack = stack_factory(["--schedule-scale", "0"])
     os.killpg(stack.process.pid, signal_number)
     code = _exit_code(stack.process, within=30)
+    stack.drained()
     assert code == 0, stack.output
     assert "stopped" in stack.lines
     for port in stack.ports:  # everything it started is gone: nothing listens on its ports
