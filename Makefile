@@ -152,21 +152,20 @@ test-rest: $(STAMP) $(CLIENT_STAMP) $(TS_STAMP) validate build client-wheel
 		--ignore=tests/reliability --ignore=clients/python/tests/test_typescript_client.py
 	$(TS_TEST)
 
-test-parts: $(STAMP313) $(STAMP)
-	@$(MAKE) --no-print-directory test-313
-	@$(MAKE) --no-print-directory test-rest
-
 reliability: $(STAMP) $(CLIENT_STAMP) build
 	ZUS_PORT_BAND=7 $(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
-# Everything the tests use is made before the first test starts, side by side (the venvs, the static checks
-# and the build do not depend on each other's order; each one's output is printed whole when it ends): e2e
-# tests run `make dev`, which must find its venvs up to date (two of them making a venv at once would race).
-# Then the tests: the parts one after the other, the reliability suite beside them.
+# Everything the parts use is made before the first of them starts, side by side (the venvs, the static
+# checks and the build do not depend on each other's order; each one's output is printed whole when it
+# ends): e2e tests run `make dev`, which must find its venvs up to date (two of them making a venv at once
+# would race). Then the parts one after the other; the reliability suite starts as soon as its venv and the
+# build are there, beside all of that.
+test-parts: lint typecheck validate build $(STAMP313) $(CLIENT_STAMP) $(TS_STAMP) client-wheel
+	@$(MAKE) --no-print-directory test-313
+	@$(MAKE) --no-print-directory test-rest
+
 test:
-	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck validate build $(STAMP313) $(CLIENT_STAMP) \
-		$(TS_STAMP) client-wheel
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-parts reliability
+	@$(MAKE) --no-print-directory -j4 --output-sync=target test-parts reliability
 
 # One suite at a time. The infra suite checks the translated template and the build too.
 unit integration e2e: $(STAMP)
