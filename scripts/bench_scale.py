@@ -296,9 +296,7 @@ class Bench:
         container = wiring.Container(
             Settings.from_env(env),
             self.metrics,
-            dynamodb=clients["dynamodb"],
-            secretsmanager=clients["secretsmanager"],
-            sqs=clients["sqs"],
+            aws=wiring.AwsClients(**clients),
             clock=clock,
         )
         # The handlers' own objects, on the bench's clock and counted clients.

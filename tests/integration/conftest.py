@@ -224,9 +224,11 @@ class Deployment:
         return wiring.Container(
             self.settings,
             metrics or Metrics(namespace="ZusM2MTest", service="test"),
-            dynamodb=self.aws.client("dynamodb"),
-            secretsmanager=self.aws.client("secretsmanager"),
-            kms=self.aws.client("kms"),
+            aws=wiring.AwsClients(
+                dynamodb=self.aws.client("dynamodb"),
+                secretsmanager=self.aws.client("secretsmanager"),
+                kms=self.aws.client("kms"),
+            ),
             zus=ZusClient(self.settings.zus, timeout=(1.0, 2.0)),
         )
 

@@ -99,7 +99,7 @@ class ColdTraffic:
             with self.lock if self.hold_while_unstored and step == "createSecret" else nullcontext():
                 steps.run(step, event["SecretId"], event["ClientRequestToken"])
 
-        steps.checkpoint = both(self.checkpoint, steps.checkpoint)
+        steps.runtime = dataclasses.replace(steps.runtime, checkpoint=both(self.checkpoint, steps.runtime.checkpoint))
         drive_rotation(invoke, *rotation, retries=retries, pause=0.01)
 
 
@@ -230,7 +230,9 @@ def test_a_crash_after_any_external_call_is_repaired_by_secrets_managers_retry(s
     steps = stack.steps()
 
     with cold_traffic(stack, hold_while_unstored=not crash_before_stored) as traffic:
-        steps.checkpoint = crash_at(checkpoint, error=RuntimeError, once=True)
+        steps.runtime = dataclasses.replace(
+            steps.runtime, checkpoint=crash_at(checkpoint, error=RuntimeError, once=True)
+        )
         traffic.drive(steps, rotation)
         traffic.stage = "finished"
         traffic.vend()
@@ -251,7 +253,9 @@ def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) 
 
     with cold_traffic(stack) as traffic:
         # testSecret fails on every retry
-        steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)
+        steps.runtime = dataclasses.replace(
+            steps.runtime, checkpoint=crash_at(RotationCheckpoints.TESTED, error=RuntimeError)
+        )
         with pytest.raises(RuntimeError):
             traffic.drive(steps, rotation, retries=2)
         traffic.stage = "gave up"
@@ -276,7 +280,9 @@ def test_zus_rotated_and_secrets_manager_gave_up_with_the_new_secret_in_awspendi
     steps = stack.steps()
 
     with cold_traffic(stack) as traffic:
-        steps.checkpoint = crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError)
+        steps.runtime = dataclasses.replace(
+            steps.runtime, checkpoint=crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError)
+        )
         with pytest.raises(RuntimeError):
             traffic.drive(steps, rotation, retries=0)
         traffic.stage = "gave up"
@@ -317,8 +323,11 @@ def test_a_secret_that_takes_3_s_to_take_effect_rotates_without_a_failed_vend(st
         return False
 
     with cold_traffic(stack, hold_while_unstored=False) as traffic:
-        steps.checkpoint = lambda name: (
-            old_refused_when_tested.append(old_secret_refused()) if name == RotationCheckpoints.TESTED else None
+        steps.runtime = dataclasses.replace(
+            steps.runtime,
+            checkpoint=lambda name: (
+                old_refused_when_tested.append(old_secret_refused()) if name == RotationCheckpoints.TESTED else None
+            ),
         )
         traffic.drive(steps, rotation)
 
@@ -371,7 +380,7 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
         marks.setdefault(name, time.monotonic())
 
     steps = stack.steps()
-    steps.checkpoint = mark
+    steps.runtime = dataclasses.replace(steps.runtime, checkpoint=mark)
     client_id = before.client_id
     requests_before = stack.stats()["tokenRequests"].get(client_id, 0)
     threads = [threading.Thread(target=stream, args=(vendor,)) for vendor in containers]

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -332,7 +333,9 @@ def test_a_failed_test_step_is_rolled_forward_by_the_repair_job(stack: Stack) ->
     before = stack.current()
     rotation = stack.start()
     steps = stack.steps()
-    steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)  # testSecret fails on every retry
+    steps.runtime = replace(
+        steps.runtime, checkpoint=crash_at(RotationCheckpoints.TESTED, error=RuntimeError)
+    )  # testSecret fails on every retry
     with pytest.raises(RuntimeError):
         stack.drive(steps, rotation, retries=1)
     repair = stack.new_container().rotation_repair()
@@ -348,7 +351,9 @@ def test_a_step_that_fails_then_succeeds_on_secrets_managers_retry_leaves_nothin
     before = stack.current()
     rotation = stack.start()
     steps = stack.steps()
-    steps.checkpoint = crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError, once=True)
+    steps.runtime = replace(
+        steps.runtime, checkpoint=crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError, once=True)
+    )
 
     stack.drive(steps, rotation)
 

@@ -42,28 +42,13 @@ class World(FakeDeployment):
 
     def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
         ports = ProvisioningPorts(
-            self.records,
-            self.records,
-            self.secrets,
-            self.tokens,
-            self.zus,
-            self.issuer,
-            self.admin_tokens,
-            FakePageTokens(),
+            self.records, self.records, self.secrets, self.tokens, self.admin, self.issuer, FakePageTokens()
         )
         rotation = RotationPolicy(self.naming, self.policy.rotation_function_arn)
-        steps = RotationSteps(
-            self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, rotation, self.metrics
-        )
-        return provisioning_use_cases(
-            ports,
-            self.policy,
-            self.metrics,
-            repair=RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, Runtime(self.metrics)),
-            checkpoint=checkpoint,
-            clock=clock or self.clock,
-            sleep=sleep or self.clock.sleep,
-        )
+        steps = RotationSteps(self.secrets, self.admin, self.issuer, self.failures, rotation, Runtime(self.metrics))
+        runtime = Runtime(self.metrics, clock or self.clock, sleep or self.clock.sleep, checkpoint)
+        repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, Runtime(self.metrics))
+        return provisioning_use_cases(ports, self.policy, runtime, repair=repair)
 
     def secret_id(self, name: str) -> str:
         return self.naming.secret_id(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 from fake_deployment import FakeDeployment
@@ -48,18 +49,8 @@ class World(FakeDeployment):
         return credentials
 
     def steps(self) -> RotationSteps:
-        return RotationSteps(
-            self.secrets,
-            self.zus,
-            self.issuer,
-            self.admin_tokens,
-            self.failures,
-            self.policy,
-            self.metrics,
-            clock=self.clock,
-            sleep=self.clock.sleep,
-            checkpoint=self.checkpoints.append,
-        )
+        runtime = Runtime(self.metrics, self.clock, self.clock.sleep, self.checkpoints.append)
+        return RotationSteps(self.secrets, self.admin, self.issuer, self.failures, self.policy, runtime)
 
     def repair(self) -> RotationRepair:
         return RotationRepair(
@@ -285,14 +276,14 @@ def test_an_admin_secret_without_app_client_id_is_refused_before_zus_is_asked(wo
 def test_a_crash_after_zus_rotated_is_repaired_by_the_retry(world: World) -> None:
     version = world.start()
     steps = world.steps()
-    steps.checkpoint = crash_at(RotationCheckpoints.ZUS_ROTATED)
+    steps.runtime = replace(steps.runtime, checkpoint=crash_at(RotationCheckpoints.ZUS_ROTATED))
 
     with pytest.raises(Crash):
         steps.run("createSecret", SECRET, version)
     lost = world.zus_secret()
     assert world.secrets.read_version(SECRET, version) is None
 
-    steps.checkpoint = world.checkpoints.append
+    steps.runtime = replace(steps.runtime, checkpoint=world.checkpoints.append)
     for step in STEPS:
         steps.run(step, SECRET, version)
 
@@ -321,7 +312,7 @@ def test_a_failed_pending_write_after_zus_rotated_is_tried_again_within_the_step
     to rotate once."""
     version = world.start()
     steps = world.steps()
-    steps.store = FlakyStore(world.secrets, failures=3)  # type: ignore[assignment]
+    steps.secrets = FlakyStore(world.secrets, failures=3)  # type: ignore[assignment]
 
     assert steps.run("createSecret", SECRET, version) == "created"
 
@@ -334,13 +325,13 @@ def test_a_crash_after_the_stage_move_leaves_the_retry_to_remove_the_pending_lab
     steps = world.steps()
     for step in STEPS[:3]:
         steps.run(step, SECRET, version)
-    steps.checkpoint = crash_at(RotationCheckpoints.CURRENT_MOVED)
+    steps.runtime = replace(steps.runtime, checkpoint=crash_at(RotationCheckpoints.CURRENT_MOVED))
 
     with pytest.raises(Crash):
         steps.run("finishSecret", SECRET, version)
     assert world.stages()[version] == [AWSCURRENT, AWSPENDING]
 
-    steps.checkpoint = world.checkpoints.append
+    steps.runtime = replace(steps.runtime, checkpoint=world.checkpoints.append)
     assert steps.run("finishSecret", SECRET, version) == "pending-label-removed"
     assert world.stages() == {"billing-v1": [AWSPREVIOUS], version: [AWSCURRENT]}
 

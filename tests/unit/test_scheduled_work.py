@@ -52,9 +52,7 @@ class World(FakeDeployment):
         runtime = Runtime(self.metrics, clock=self.clock, sleep=self.clock.sleep)
         access = AccessPolicy.of([])
         vendor = token_vendor(self.tokens, self.secrets, self.endpoint, self.naming, access, VendingPolicy(), runtime)
-        steps = RotationSteps(
-            self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, self.policy, self.metrics
-        )
+        steps = RotationSteps(self.secrets, self.admin, self.issuer, self.failures, self.policy, Runtime(self.metrics))
         repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, Runtime(self.metrics))
         sweep = RotationSweep(self.secrets, repair, self.policy, self.metrics, self.tokens, clock=self.clock)
         return Worker(self.due, TokenPreRefresh(vendor.flight, clock=self.clock), sweep, self.metrics, clock=self.clock)
