@@ -352,10 +352,10 @@ class RotationStack(Deployment):
 
     def __init__(self, aws, zus, rotation_function_arn: str, **environment: str) -> None:
         super().__init__(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn, **environment)
-        self.store = SecretsManagerStore(aws.secretsmanager, max_age=0)
+        self.secrets = SecretsManagerStore(aws.secretsmanager, max_age=0)
         self.app_client, credentials = self.create_zus_client(self.CLIENT)
         self.secret_id = self.settings.secret_naming.secret_id(self.CLIENT)
-        arn = self.store.create(
+        arn = self.secrets.create(
             self.secret_id,
             credentials,
             kms_key_id="",
@@ -367,7 +367,7 @@ class RotationStack(Deployment):
     def start(self, secret_id: str | None = None) -> tuple[str, str]:
         """Start a rotation as the service does; returns what Secrets Manager would invoke with."""
         secret_id = secret_id or self.secret_id
-        self.store.start_rotation(secret_id, self.settings.rotation_function_arn)
+        self.secrets.start_rotation(secret_id, self.settings.rotation_function_arn)
         return self.started(secret_id)
 
     def started(self, secret_id: str) -> tuple[str, str]:
@@ -382,7 +382,7 @@ class RotationStack(Deployment):
         drive_rotation(invoke, *rotation, retries=retries, pause=0.01)
 
     def current(self, secret_id: str | None = None) -> ClientCredentials:
-        credentials = self.store.read(secret_id or self.secret_id, AWSCURRENT, fresh=True)
+        credentials = self.secrets.read(secret_id or self.secret_id, AWSCURRENT, fresh=True)
         assert credentials is not None
         return credentials
 
@@ -405,7 +405,7 @@ class RotationStack(Deployment):
         found = self.zus_client.list_app_clients(admin.access_token)
         assert [c.client_id for c in found if c.id == current.app_client_id] == [current.client_id]
         assert len(found) == clients  # the admin and billing-service, unless a test provisioned more
-        description = self.store.describe(secret_id)
+        description = self.secrets.describe(secret_id)
         assert description is not None
         assert not description.rotation_in_progress
         assert description.version_at(AWSPENDING) is None  # the finished rotation's label was removed

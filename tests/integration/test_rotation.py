@@ -286,7 +286,7 @@ def test_zus_rotated_and_secrets_manager_gave_up_with_the_new_secret_in_awspendi
         with pytest.raises(RuntimeError):
             traffic.drive(steps, rotation, retries=0)
         traffic.stage = "gave up"
-        pending = stack.store.read_version(stack.secret_id, rotation[1])
+        pending = stack.secrets.read_version(stack.secret_id, rotation[1])
         assert pending is not None
         assert stack.stages()[rotation[1]] == [AWSPENDING]
         with pytest.raises(errors.ZusCredentialsRefused):

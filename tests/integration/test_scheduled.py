@@ -201,7 +201,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
 
     assert refresh == {
         "job": "pre-refresh",
-        "report": {"due": 1, "dispatched": 1, "taken": 0, "unsent": 0, "capped": 0},
+        "report": {"due": 1, "dispatched": 1, "superseded": 0, "unsent": 0, "capped": 0},
     }
     assert again["report"]["due"] == 0  # claimed: not handed out twice
     assert [json.loads(body)["client"] for body in delivered] == [CLIENT]
@@ -217,7 +217,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
     assert swept["report"] | {"enlisted": 1} == {
         "due": 2,
         "dispatched": 2,
-        "taken": 0,
+        "superseded": 0,
         "unsent": 0,
         "capped": 0,
         "enlisted": 1,

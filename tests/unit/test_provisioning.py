@@ -42,7 +42,7 @@ class World(FakeDeployment):
 
     def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
         ports = ProvisioningPorts(
-            self.records, self.records, self.secrets, self.tokens, self.admin, self.issuer, FakePageTokens()
+            self.records, self.records, self.secrets, self.table, self.admin, self.issuer, FakePageTokens()
         )
         rotation = RotationPolicy(self.naming, self.policy.rotation_function_arn)
         steps = RotationSteps(self.secrets, self.admin, self.issuer, self.failures, rotation, Runtime(self.metrics))
@@ -391,8 +391,8 @@ def test_no_rotation_is_configured_without_a_rotation_function(world: World) -> 
 def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token(world: World) -> None:
     provisioning = world.provisioning()
     record, _ = provisioning.create_client(CreateRequest(NAME))
-    world.tokens.put_token(NAME, CachedToken("the-access-token", "Bearer", world.clock() + 1800), None)
-    budget.spend(world.tokens, NAME, world.clock(), 100)
+    world.table.put_token(NAME, CachedToken("the-access-token", "Bearer", world.clock() + 1800), None)
+    budget.spend(world.table, NAME, world.clock(), 100)
 
     shown = provisioning.queries.get(NAME)
 
@@ -409,7 +409,7 @@ def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token
 def test_get_reports_an_expired_token_as_not_cached(world: World) -> None:
     provisioning = world.provisioning()
     provisioning.create_client(CreateRequest(NAME))
-    world.tokens.put_token(NAME, CachedToken("old", "Bearer", world.clock() - 1), None)
+    world.table.put_token(NAME, CachedToken("old", "Bearer", world.clock() - 1), None)
 
     assert provisioning.queries.get(NAME)["token"] == {"cached": False, "expiresAt": None}
 
@@ -507,7 +507,7 @@ def test_start_rotation_without_a_rotation_function_passes_none(world: World) ->
 def test_delete_removes_the_zus_client_schedules_the_secret_and_purges_tokens(world: World) -> None:
     provisioning = world.provisioning()
     provisioning.create_client(CreateRequest(NAME))
-    world.tokens.put_token(NAME, CachedToken("t", "Bearer", world.clock() + 600), None)
+    world.table.put_token(NAME, CachedToken("t", "Bearer", world.clock() + 600), None)
 
     provisioning.retire_client(NAME)
 
@@ -515,7 +515,7 @@ def test_delete_removes_the_zus_client_schedules_the_secret_and_purges_tokens(wo
     secret = world.secrets.secrets[world.secret_id(NAME)]
     assert secret.deleted is True
     assert secret.recovery_window_days == 7
-    assert NAME not in world.tokens.states
+    assert NAME not in world.table.states
     assert world.records.get(NAME) is None
     with pytest.raises(errors.ResourceNotFound):
         provisioning.retire_client(NAME)

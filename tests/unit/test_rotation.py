@@ -58,7 +58,7 @@ class World(FakeDeployment):
         )
 
     def sweep(self) -> RotationSweep:
-        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, self.tokens, clock=self.clock)
+        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, self.table, clock=self.clock)
 
     def start(self, name: str = CLIENT) -> str:
         self.secrets.start_rotation(self.secret_id(name), FUNCTION_ARN)
@@ -399,7 +399,7 @@ def test_a_check_leaves_a_healthy_client_alone_caches_its_token_and_comes_back_w
     assert check == RotationCheck("healthy", world.clock.now + world.policy.check_interval)
     assert world.secrets.rotations_started == []
     assert world.issuer.issued == [CLIENT]
-    assert world.tokens.get(CLIENT).token is not None  # cached, with the version that minted it
+    assert world.table.get(CLIENT).token is not None  # cached, with the version that minted it
 
 
 def test_a_check_with_a_valid_token_of_the_current_version_costs_no_token_request(world: World) -> None:
@@ -416,7 +416,7 @@ def test_a_check_with_a_valid_token_of_the_current_version_costs_no_token_reques
 def test_a_token_of_another_version_or_an_expired_one_proves_nothing(world: World) -> None:
     world.sweep().check(CLIENT)
     world.rotate()  # AWSCURRENT is another version now; the rotation's test cached a token of it
-    world.tokens.states.clear()
+    world.table.states.clear()
 
     world.sweep().check(CLIENT)
     world.clock.now += 3600  # that token expired
@@ -536,7 +536,7 @@ def test_a_refusal_of_a_secret_stored_moments_ago_is_recovered_but_not_called_ch
 
 def test_a_check_recovers_when_only_the_previous_secret_still_works(world: World) -> None:
     world.rotate()
-    world.tokens.states.clear()  # no cached token of the current version to prove it
+    world.table.states.clear()  # no cached token of the current version to prove it
     previous = world.stored(AWSPREVIOUS)
     assert previous is not None
     world.zus.clients[world.app_ids[CLIENT]] = (world.zus.clients[world.app_ids[CLIENT]][0], previous.client_secret)

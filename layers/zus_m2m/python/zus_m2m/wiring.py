@@ -178,7 +178,7 @@ class ProvisioningPorts:
     records: ClientRecords
     guards: RequestGuards
     secrets: SecretStore
-    tokens: TokenTable
+    table: TokenTable
     admin: BootstrapAdmin
     issuer: TokenIssuer
     page_tokens: PageTokens
@@ -210,11 +210,11 @@ def provisioning_use_cases(
 
     admin = ports.admin
     keeper = SecretKeeper(ports.secrets, admin.zus, ports.issuer, policy, clock=runtime.clock, sleep=runtime.sleep)
-    queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, ports.page_tokens, clock=runtime.clock)
+    queries = ClientQueries(ports.records, ports.secrets, ports.table, policy, ports.page_tokens, clock=runtime.clock)
     return Provisioning(
         create_client=CreateClient(ports.records, admin, keeper, policy, runtime),
         queries=queries,
-        retire_client=RetireClient(ports.records, admin, keeper, ports.tokens, policy, runtime),
+        retire_client=RetireClient(ports.records, admin, keeper, ports.table, policy, runtime),
         start_rotation=StartRotation(queries, ports.guards, ports.secrets, repair, policy, runtime),
         update_consumers=UpdateConsumers(ports.records, policy, runtime.metrics),
         drift=Drift(queries, admin),
@@ -313,7 +313,7 @@ class Container:
             records=DynamoClientRecords(self._dynamodb, settings.table_name, self._keys),
             guards=DynamoRequestGuards(self._dynamodb, settings.table_name, self._keys),
             secrets=self._secrets,
-            tokens=self.token_table,
+            table=self.token_table,
             admin=self._admin(vendor),
             issuer=vendor,
             page_tokens=KmsPageTokens(self._kms or aws_client("kms"), settings.kms_key_id, settings.table_name),

@@ -36,7 +36,7 @@ class RetireClient:
     records: ClientRecords
     admin: BootstrapAdmin
     keeper: SecretKeeper
-    tokens: TokenTable
+    table: TokenTable
     policy: ProvisioningPolicy
     runtime: Runtime
 
@@ -67,7 +67,7 @@ class RetireClient:
             if live is not None:
                 self.keeper.schedule_deletion(name)
             self.runtime.checkpoint(RetireCheckpoints.SECRET_DELETION_SCHEDULED)
-            self.tokens.purge(name)
+            self.table.purge(name)
             self.runtime.checkpoint(RetireCheckpoints.TOKENS_PURGED)
             self.records.delete(name)
         except errors.ZusM2MError as exc:

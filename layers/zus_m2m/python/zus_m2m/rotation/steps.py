@@ -177,11 +177,11 @@ class RotationSteps:
             lacks = "an AWSCURRENT value" if current is None else "appClientId"
             raise errors.ConfigurationError(f"secret {target.secret_id} lacks {lacks}; it cannot be rotated")
         # An admin can always rotate: the new secret does not depend on the old one still working, which
-        # is what recovers a lost secret. The bootstrap admin rotates its own secret with a token it
-        # obtained with its current secret (cached tokens stay valid after the rotation).
+        # is what recovers a lost secret. The bootstrap admin rotates its own secret with a token vended
+        # with its current secret (cached tokens stay valid after the rotation).
         # The token as the port gives it, not ``BootstrapAdmin.bearer``'s translation for provisioning's
         # callers: a failed step records the error the admin tokens raised.
-        rotated = self.admin.zus.rotate_secret(current.app_client_id, self.admin.tokens.bearer())
+        rotated = self.admin.zus.rotate_secret(current.app_client_id, self.admin.admin_tokens.bearer())
         self.runtime.checkpoint(RotationCheckpoints.ZUS_ROTATED)
         # At once: Zus shows the new secret only in this answer, and the old one may already be dead.
         self._store_pending(target.secret_id, current.with_secret(rotated.client_secret), version_id)

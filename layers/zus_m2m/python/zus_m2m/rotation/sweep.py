@@ -41,7 +41,7 @@ class RotationSweep:
     repair: RotationRepair
     policy: RotationPolicy
     metrics: MetricsSink
-    tokens: TokenTable
+    table: TokenTable
     _: KW_ONLY
     clock: Clock = time.time
 
@@ -111,7 +111,7 @@ class RotationSweep:
     def _current_proven(self, target: RotationTarget, description: SecretDescription, now: float) -> bool:
         """A cached token minted with the AWSCURRENT version, still valid: proof that the version works."""
         current = description.version_at(AWSCURRENT)
-        token = self.tokens.get(target.client).token
+        token = self.table.get(target.client).token
         proven = (
             current is not None
             and token is not None
