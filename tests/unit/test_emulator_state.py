@@ -274,12 +274,12 @@ def test_reset_restores_the_start(state: EmulatorState) -> None:
     state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
     started_with = state.settings.dialect
     state.update_settings({"tokenLimitPerHour": 1, "dialect": next(d for d in DIALECTS if d != started_with)})
-    state.set_fault({"status": 500})
+    state.faults.set({"status": 500})
     state.reset()
     assert [c.id for c in state.list_app_clients()] == [admin_id]
     assert state.settings.token_limit_per_hour == 3
     assert state.settings.dialect == started_with
-    assert state.fault is None
+    assert state.faults.current is None
     state.issue_token(request())
     assert state.stats() == {
         "tokenRequests": {"local-admin": 1},
@@ -313,26 +313,26 @@ def test_settings_validation(state: EmulatorState, patch: object) -> None:
 
 def test_fault_sampling_and_matching(clock: FakeClock) -> None:
     state = EmulatorState(EmulatorConfig(clock=clock), rng=random.Random(7))
-    state.set_fault({"status": 500, "rate": 0.25, "paths": ["/oauth/token"]})
-    hits = sum(state.pick_fault("/oauth/token") is not None for _ in range(4000))
+    state.faults.set({"status": 500, "rate": 0.25, "paths": ["/oauth/token"]})
+    hits = sum(state.faults.pick("/oauth/token") is not None for _ in range(4000))
     assert 800 <= hits <= 1200
-    assert state.pick_fault("/auth/roles") is None
+    assert state.faults.pick("/auth/roles") is None
     # Every hit is counted by what it does and where; misses, and paths the fault spares, are not.
     assert state.stats()["faultsFired"] == {"500": {"/oauth/token": hits}}
-    state.set_fault({"latencyMs": 5, "drop": True, "paths": ["/auth/"]})
-    state.pick_fault("/auth/roles")
-    state.pick_fault("/auth/roles")
+    state.faults.set({"latencyMs": 5, "drop": True, "paths": ["/auth/"]})
+    state.faults.pick("/auth/roles")
+    state.faults.pick("/auth/roles")
     fired = state.stats()["faultsFired"]
     assert fired["latency"] == fired["drop"] == {"/auth/roles": 2}
-    state.set_fault({"globalLimit": True})
-    state.pick_fault("/oauth/token")
+    state.faults.set({"globalLimit": True})
+    state.faults.pick("/oauth/token")
     assert state.stats()["faultsFired"]["globalLimit"] == {"/oauth/token": 1}
     state.reset()
     assert state.stats()["faultsFired"] == {}
-    state.set_fault({"latencyMs": 5})
-    assert state.pick_fault("/auth/roles") is not None
-    assert state.pick_fault("/_emulator/stats") is None
-    assert state.set_fault({}) is None
+    state.faults.set({"latencyMs": 5})
+    assert state.faults.pick("/auth/roles") is not None
+    assert state.faults.pick("/_emulator/stats") is None
+    assert state.faults.set({}) is None
     assert parse_fault({"drop": True}) is not None
     assert parse_fault({"globalLimit": True}) is not None
     for combined in ({"globalLimit": True, "status": 500}, {"globalLimit": True, "drop": True}):
