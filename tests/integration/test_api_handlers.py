@@ -23,7 +23,7 @@ from zus_m2m.aws.table import client_key
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
-    from conftest import Deployment
+    from integration_support import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "billing-service"

@@ -24,7 +24,7 @@ from zus_m2m.values import CreateRequest
 from zus_m2m.wiring import Provisioning
 
 if TYPE_CHECKING:
-    from conftest import ProvisioningStack as Stack
+    from integration_support import ProvisioningStack as Stack
 
 NAME = "billing-service"
 

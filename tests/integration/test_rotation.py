@@ -32,7 +32,7 @@ from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.values import AWSCURRENT, AWSPENDING, CreateRequest
 
 if TYPE_CHECKING:
-    from conftest import RotationStack as Stack
+    from integration_support import RotationStack as Stack
 
 CLIENT = "billing-service"
 ADMIN = "zus-m2m-admin"

@@ -8,13 +8,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from fakes import crash_at
+from integration_support import wait_until
 
 from zus_emulator.config import AUTH0
 from zus_local.lambda_context import LocalLambdaContext
@@ -26,7 +26,7 @@ from zus_m2m.tokens.patience import Patience
 from zus_m2m.values import AWSPENDING
 
 if TYPE_CHECKING:
-    from conftest import RotationStack as Stack
+    from integration_support import RotationStack as Stack
 
 CLIENT = "billing-service"
 ADMIN = "zus-m2m-admin"
@@ -38,17 +38,6 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 def stack(rotation_stack: Stack) -> Stack:
     assert (rotation_stack.CLIENT, rotation_stack.ADMIN_SECRET) == (CLIENT, ADMIN_SECRET)
     return rotation_stack
-
-
-def wait_for(find: Callable[[], list[Any]], what: str, timeout: float = 15.0) -> list[Any]:
-    """What ``find`` returns once it returns something (polling, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def started_secrets(stack: Stack) -> set[str]:
@@ -282,7 +271,9 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
     assert stack.stats()["tokensIssued"] == tokens_before + 1
     # The poisoned one: refused at each of its three receives, then SQS moves it to the dead letters
     for _ in range(3):
-        [received] = wait_for(queue.receive, "the poisoned message to come back after its visibility timeout")
+        [received] = wait_until(
+            queue.receive, "the poisoned message to come back after its visibility timeout", interval=0.1
+        )
         _, answer = queue.deliver(worker, [received])
         assert answer == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
 
@@ -290,7 +281,7 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
         assert queue.receive() == []  # SQS moves it when a receive finds it past maxReceiveCount
         return queue.receive(queue.dead_letters_url)
 
-    [dead] = wait_for(dead_letters, "the message in the dead-letter queue")
+    [dead] = wait_until(dead_letters, "the message in the dead-letter queue", interval=0.1)
     assert json.loads(dead["Body"]) == poison
 
 

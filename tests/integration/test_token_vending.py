@@ -20,7 +20,7 @@ from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import REFRESH, CachedToken, fingerprint
 
 if TYPE_CHECKING:
-    from conftest import VendingStack as Stack
+    from integration_support import VendingStack as Stack
 
 CLIENT = "billing-service"
 

@@ -4,10 +4,10 @@ of Zus's auth server, Auth0's and RFC 6749's), retries."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 import requests
+from integration_support import wait_until
 
 from zus_emulator.config import AUTH0, OLD_THEN_NEW
 from zus_m2m import deadline, errors
@@ -38,14 +38,6 @@ def inject(zus, **fault) -> None:
 
 def stats(zus) -> dict:
     return requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    """Poll an observed state (never a fixed sleep standing in for it)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the state was not reached"
-        time.sleep(0.05)
 
 
 def test_the_guides_flow_role_create_token_read(client: ZusClient, admin_token: str) -> None:
@@ -121,15 +113,15 @@ def test_with_propagation_the_old_secret_works_first(zus, client: ZusClient, adm
     assert client.request_token(client_id, created.client_secret).access_token
     with pytest.raises(errors.ZusCredentialsRefused):
         client.request_token(client_id, rotated.client_secret)
+
     # Then the new secret takes over: waited for (each try refused until then), not slept for.
-    deadline = time.monotonic() + 30
-    while True:
+    def new_secret_works() -> bool:
         try:
-            assert client.request_token(client_id, rotated.client_secret).access_token
-            break
+            return bool(client.request_token(client_id, rotated.client_secret).access_token)
         except errors.ZusCredentialsRefused:
-            assert time.monotonic() < deadline, "the new secret never took over"
-            time.sleep(0.25)
+            return False
+
+    wait_until(new_secret_works, "the new secret to take over", timeout=30, interval=0.25)
     with pytest.raises(errors.ZusCredentialsRefused):
         client.request_token(client_id, created.client_secret)
 
@@ -250,7 +242,7 @@ def test_a_create_that_times_out_is_never_retried(zus, client: ZusClient, admin_
 
     # Then Zus received exactly one create (the emulator finishes it after the delay)
     assert stats(zus)["faultsFired"] == {"latency": {"/auth/app-clients": 1}}
-    wait_until(lambda: stats(zus)["appClients"] == 2)
+    wait_until(lambda: stats(zus)["appClients"] == 2, "both app clients at Zus")
     inject(zus)
     assert stats(zus)["appClients"] == 2
 
