@@ -91,7 +91,7 @@ class Aws:
     secretsmanager: Any
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from fake_records import FakeClientRecords, FakePageTokens
 from fakes import ADMIN, Crash, crash_at
 
 from zus_m2m import errors
-from zus_m2m.ports import Runtime, no_checkpoint
+from zus_m2m.ports import Checkpoint, Clock, Runtime, Sleep, no_checkpoint
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.retire import RetireCheckpoints
@@ -23,7 +23,7 @@ from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.tokens import budget
-from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, CreateRequest
+from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, ClientRecord, CreateRequest, RecordItem
 from zus_m2m.wiring import Provisioning, ProvisioningPorts, provisioning_use_cases
 
 NAME = "billing-service"
@@ -40,7 +40,9 @@ class World(FakeDeployment):
             **policy,  # type: ignore[arg-type]
         )
 
-    def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
+    def provisioning(
+        self, checkpoint: Checkpoint = no_checkpoint, *, clock: Clock | None = None, sleep: Sleep | None = None
+    ) -> Provisioning:
         ports = ProvisioningPorts(
             self.records, self.records, self.secrets, self.table, self.admin, self.issuer, FakePageTokens()
         )
@@ -53,7 +55,17 @@ class World(FakeDeployment):
     def secret_id(self, name: str) -> str:
         return self.naming.secret_id(name)
 
-    def stored(self, name: str = NAME):
+    def item(self, name: str = NAME) -> RecordItem:
+        item = self.records.get(name)
+        assert item is not None
+        return item
+
+    def record(self, name: str = NAME) -> ClientRecord:
+        record = self.item(name).record
+        assert record is not None
+        return record
+
+    def stored(self, name: str = NAME) -> ClientCredentials | None:
         return self.secrets.read(self.secret_id(name), AWSCURRENT)
 
     def assert_usable(self, name: str = NAME) -> None:
@@ -108,7 +120,7 @@ def test_create_follows_the_guide_and_answers_the_record_without_the_secret(worl
     # verified: a token from the stored secret, then the guide's step 4 read with it
     assert world.issuer.issued == [NAME]
     assert world.zus.calls == ["role lookup", "create app client", "get app client"]
-    assert world.records.get(NAME).status == "active"
+    assert world.item().status == "active"
 
 
 def test_the_same_request_again_returns_the_same_record_and_creates_nothing(world: World) -> None:
@@ -200,7 +212,7 @@ def test_zus_refusing_the_create_is_503_with_retry_after_and_the_retry_completes
     record, created = world.provisioning().create_client(CreateRequest(NAME))
     assert created is True
     world.assert_usable()
-    assert world.records.get(NAME).record == record
+    assert world.item().record == record
 
 
 @pytest.mark.parametrize(
@@ -269,7 +281,9 @@ def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_with_rotat
 
     assert created is True
     world.assert_usable()
-    assert world.stored().client_secret != lost_secret
+    stored = world.stored()
+    assert stored is not None
+    assert stored.client_secret != lost_secret
     assert world.zus.calls.count("create app client") == 1
     assert world.zus.calls.count("rotate secret") == 1
     assert record.app_client_id == world.zus.named(NAME)[0].id
@@ -354,7 +368,7 @@ def test_twenty_parallel_identical_creates_make_one_zus_client() -> None:
     containers = [world.provisioning(clock=time.time, sleep=time.sleep) for _ in range(20)]
     start = threading.Barrier(20)
 
-    def create(provisioning: Provisioning):
+    def create(provisioning: Provisioning) -> tuple[ClientRecord, bool]:
         start.wait()
         return provisioning.create_client(CreateRequest(NAME))
 
@@ -468,7 +482,7 @@ def test_the_list_comes_in_pages_the_bootstrap_admin_on_the_first(world: World) 
     assert last is None
 
 
-def world_admin_credentials():
+def world_admin_credentials() -> ClientCredentials:
     return ClientCredentials(
         ADMIN, "app-admin", "local-admin", "local-admin-secret", "role-builder-admin", "Builder Admin"
     )
@@ -609,7 +623,7 @@ def test_a_create_stores_the_consumers_on_the_record(world: World) -> None:
     record, _ = world.provisioning().create_client(CreateRequest(NAME, consumers=(CONSUMER,)))
 
     assert record.consumers == (CONSUMER,)
-    assert world.records.get(NAME).record.consumers == (CONSUMER,)
+    assert world.record().consumers == (CONSUMER,)
     assert record.to_json()["consumers"] == [CONSUMER]
 
 
@@ -632,7 +646,7 @@ def test_a_repeated_create_with_other_consumers_is_a_conflict_and_changes_nothin
 
     assert caught.value.http_status == 409
     assert "PATCH" in caught.value.detail
-    assert world.records.get(NAME).record.consumers == (CONSUMER,)
+    assert world.record().consumers == (CONSUMER,)
 
 
 def test_a_role_the_stack_does_not_allow_is_422_before_anything_is_claimed() -> None:
@@ -653,7 +667,7 @@ def test_update_consumers_replaces_the_list(world: World) -> None:
     record = world.provisioning().update_consumers(NAME, (OTHER_CONSUMER,))
 
     assert record.consumers == (OTHER_CONSUMER,)
-    assert world.records.get(NAME).record.consumers == (OTHER_CONSUMER,)
+    assert world.record().consumers == (OTHER_CONSUMER,)
     assert world.provisioning().update_consumers(NAME, ()).consumers == ()
 
 
@@ -666,7 +680,7 @@ def test_update_consumers_of_an_unknown_a_half_made_or_the_admin_client_changes_
         world.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED)).create_client(CreateRequest(NAME))
     with pytest.raises(errors.ResourceConflict, match="being created"):
         world.provisioning().update_consumers(NAME, (CONSUMER,))
-    assert world.records.get(NAME).record is None
+    assert world.item().record is None
 
 
 def test_a_record_of_the_old_shape_has_no_consumers_until_an_admin_grants_some(world: World) -> None:

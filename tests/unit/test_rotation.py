@@ -19,6 +19,7 @@ from zus_m2m.values import (
     AWSCURRENT,
     AWSPENDING,
     AWSPREVIOUS,
+    AppClientSecret,
     CachedToken,
     ClientCredentials,
     RotationFailure,
@@ -246,7 +247,7 @@ def test_the_bootstrap_admin_rotates_with_a_token_taken_before_its_secret_change
     taken_before_rotation: list[int] = []
     rotate = world.zus.rotate_secret
 
-    def rotate_and_note(app_client_id: str, bearer: str):
+    def rotate_and_note(app_client_id: str, bearer: str) -> AppClientSecret:
         taken_before_rotation.append(world.admin_tokens.taken)
         return rotate(app_client_id, bearer)
 

@@ -38,7 +38,7 @@ class World(FakeDeployment):
         super().__init__()
         self.due = FakeDueIndex()
         self.table = FakeTokenTable(due=self.due)
-        self.issuer.tokens = self.table
+        self.issuer.table = self.table
         self.queue = FakeWorkQueue()
         self.credentials = self.add_client(CLIENT)
         self.endpoint = FakeTokenEndpoint(valid_secrets={self.credentials.client_secret})
