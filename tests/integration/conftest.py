@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 import requests
 from integration_support import (
+    Aws,
     CountingMetrics,
     Deployment,
+    LoadFunction,
     ProvisioningStack,
     RotationStack,
     VendingStack,
@@ -18,6 +22,7 @@ from integration_support import (
 
 from zus_emulator import EmulatorConfig, EmulatorServer
 from zus_emulator.config import AUTH0, DIALECTS
+from zus_local.aws_setup import create_table
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +54,7 @@ def dialect(request: pytest.FixtureRequest, zus: EmulatorServer) -> Iterator[str
 
 
 @pytest.fixture
-def rotation_function_arn(aws) -> str:
+def rotation_function_arn(aws: Aws) -> str:
     """A rotation function moto knows, so that RotateSecret leaves a value-less AWSPENDING version (the
     test then plays Secrets Manager with zus_local.secrets_manager_rotation). After the aws reset."""
     from zus_local.secrets_manager_rotation import register_rotation_function
@@ -58,7 +63,7 @@ def rotation_function_arn(aws) -> str:
 
 
 @pytest.fixture
-def load_function(monkeypatch: pytest.MonkeyPatch):
+def load_function(monkeypatch: pytest.MonkeyPatch) -> LoadFunction:
     """Import ``functions/<name>/app.py`` afresh with the given environment, as a new Lambda container
     would (its module-level settings and clients read the environment once, at import)."""
     import importlib.util
@@ -66,7 +71,7 @@ def load_function(monkeypatch: pytest.MonkeyPatch):
 
     functions = Path(__file__).resolve().parents[2] / "functions"
 
-    def load(name: str, environment: dict[str, str]):
+    def load(name: str, environment: dict[str, str]) -> Any:
         for key, value in environment.items():
             monkeypatch.setenv(key, value)
         spec = importlib.util.spec_from_file_location(f"{name}_app_{uuid.uuid4().hex}", functions / name / "app.py")
@@ -80,41 +85,41 @@ def load_function(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def deployment(aws, zus) -> Deployment:
+def deployment(aws: Aws, zus: EmulatorServer) -> Deployment:
     return Deployment(aws, zus)
 
 
 @pytest.fixture
-def provisioning_stack(aws, zus) -> ProvisioningStack:
+def provisioning_stack(aws: Aws, zus: EmulatorServer) -> ProvisioningStack:
     return ProvisioningStack(aws, zus)
 
 
 @pytest.fixture
-def provisioning_stack_with_rotation(aws, zus, rotation_function_arn: str) -> ProvisioningStack:
+def provisioning_stack_with_rotation(aws: Aws, zus: EmulatorServer, rotation_function_arn: str) -> ProvisioningStack:
     """Provisioning in a stack with a rotation function (one moto knows)."""
     return ProvisioningStack(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn)
 
 
 @pytest.fixture
-def vending_stack(aws, zus, dialect: str) -> VendingStack:
+def vending_stack(aws: Aws, zus: EmulatorServer, dialect: str) -> VendingStack:
     """In each dialect of Zus's auth server."""
     return VendingStack(aws, zus)
 
 
 @pytest.fixture
-def auth0_vending_stack(aws, zus) -> VendingStack:
+def auth0_vending_stack(aws: Aws, zus: EmulatorServer) -> VendingStack:
     """In Auth0's dialect only, for behaviour no answer of the token endpoint's dialects changes."""
     return VendingStack(aws, zus)
 
 
 @pytest.fixture
-def rotation_stack(aws, zus, rotation_function_arn, dialect: str) -> RotationStack:
+def rotation_stack(aws: Aws, zus: EmulatorServer, rotation_function_arn: str, dialect: str) -> RotationStack:
     """In each dialect of Zus's auth server."""
     return RotationStack(aws, zus, rotation_function_arn)
 
 
 @pytest.fixture
-def busy_rotation_stack(aws, zus, rotation_function_arn, dialect: str) -> RotationStack:
+def busy_rotation_stack(aws: Aws, zus: EmulatorServer, rotation_function_arn: str, dialect: str) -> RotationStack:
     """A rotation stack whose token budget is all Zus allows (200 requests an hour), for many token requests."""
     return RotationStack(aws, zus, rotation_function_arn, TOKEN_BUDGET_PER_HOUR="200")
 
@@ -122,3 +127,17 @@ def busy_rotation_stack(aws, zus, rotation_function_arn, dialect: str) -> Rotati
 @pytest.fixture
 def counting_metrics() -> CountingMetrics:
     return CountingMetrics()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str) -> Aws:
+    """A clean moto account with the service's table, for one test."""
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+    create_table(dynamodb, "zus-m2m-test")
+    return Aws(
+        endpoint=moto_endpoint,
+        table_name="zus-m2m-test",
+        dynamodb=dynamodb,
+        secretsmanager=boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name="us-east-1"),
+    )

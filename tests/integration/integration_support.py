@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3
 import pytest
 import requests
 from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
 
+from zus_emulator import EmulatorServer
 from zus_local.aws_setup import create_queues, store_admin_secret
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.queue_poller import handled, sqs_event
@@ -39,6 +42,8 @@ from zus_m2m.values import AWSCURRENT, AWSPENDING, AppClient, ClientCredentials,
 from zus_m2m.zus.client import ZusClient
 
 T = TypeVar("T")
+# The load_function fixture: functions/<name>/app.py imported afresh with an environment.
+LoadFunction = Callable[[str, dict[str, str]], Any]
 
 
 def wait_until(condition: Callable[[], T | None], what: str, timeout: float = 20.0, interval: float = 0.05) -> T:
@@ -54,6 +59,19 @@ def wait_until(condition: Callable[[], T | None], what: str, timeout: float = 20
         time.sleep(interval)
 
 
+@dataclass
+class Aws:
+    """A clean moto account with the service's table (the ``aws`` fixture)."""
+
+    endpoint: str
+    table_name: str
+    dynamodb: Any
+    secretsmanager: Any
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")  # type: ignore[call-overload]
+
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
@@ -64,8 +82,10 @@ class CountingMetrics(Metrics):
         super().__init__(namespace="ZusM2MTest", service="test")
         self.counts: Counter[str] = Counter()
 
-    def add_metric(self, name, unit, value, resolution=60) -> None:  # type: ignore[override]
-        self.counts[name] += value
+    def add_metric(
+        self, name: str, unit: MetricUnit | str, value: float, resolution: MetricResolution | int = 60
+    ) -> None:
+        self.counts[name] += int(value)
 
 
 class Deployment:
@@ -87,7 +107,7 @@ class Deployment:
         for name in ("token-vending", "provisioning", "rotation", "scheduled", "worker")
     )
 
-    def __init__(self, aws, zus, **environment: str) -> None:
+    def __init__(self, aws: Aws, zus: EmulatorServer, **environment: str) -> None:
         self.aws = aws
         self.zus = zus
         # The stack's key (template.yaml's KmsKey): secrets and the list's page tokens are sealed with it.
@@ -215,7 +235,7 @@ class Deployment:
     def stats(self) -> dict[str, Any]:
         return dict(requests.get(f"{self.zus.url}/_emulator/stats", timeout=5).json())
 
-    def emulator(self, route: str, **body) -> None:
+    def emulator(self, route: str, **body: Any) -> None:
         requests.post(f"{self.zus.url}/_emulator/{route}", json=body, timeout=5).raise_for_status()
 
 
@@ -241,11 +261,17 @@ class ProvisioningStack(Deployment):
         assert self.zus_client.get_app_client(client.id, token).id == client.id
         return stored
 
+    def record_status(self, name: str) -> str:
+        item = self.item(name, "record")
+        assert item is not None
+        return str(item["status"]["S"])
+
     def item(self, name: str, kind: str) -> dict[str, Any] | None:
         item = self.aws.dynamodb.get_item(
             TableName=self.aws.table_name, Key=client_key(name, kind), ConsistentRead=True
         )
-        return item.get("Item")
+        found: dict[str, Any] | None = item.get("Item")
+        return found
 
 
 class VendingStack(Deployment):
@@ -254,7 +280,7 @@ class VendingStack(Deployment):
 
     CLIENT = "billing-service"
 
-    def __init__(self, aws, zus) -> None:
+    def __init__(self, aws: Aws, zus: EmulatorServer) -> None:
         super().__init__(aws, zus)
         self.app_client, self.credentials = self.create_zus_client(self.CLIENT)
         self.secret_id = self.settings.secret_naming.secret_id(self.CLIENT)
@@ -270,7 +296,7 @@ class RotationStack(Deployment):
 
     CLIENT = "billing-service"
 
-    def __init__(self, aws, zus, rotation_function_arn: str, **environment: str) -> None:
+    def __init__(self, aws: Aws, zus: EmulatorServer, rotation_function_arn: str, **environment: str) -> None:
         super().__init__(aws, zus, ROTATION_FUNCTION_ARN=rotation_function_arn, **environment)
         self.secrets = SecretsManagerStore(aws.secretsmanager, max_age=0)
         self.app_client, credentials = self.create_zus_client(self.CLIENT)

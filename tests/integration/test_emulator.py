@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
-from authlib.integrations.requests_client import OAuth2Session
+from authlib.integrations.requests_client import OAuth2Session  # type: ignore[import-untyped]
 from integration_support import wait_until
 
 from zus_emulator import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID, EmulatorConfig, EmulatorServer
@@ -336,7 +336,7 @@ def test_forged_or_tampered_tokens_are_401(zus: EmulatorServer) -> None:
     tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     response = requests.get(f"{zus.url}/auth/app-clients", headers=bearer(tampered), timeout=TIMEOUT)
     assert_jsonapi_error(response, 401)
-    unsigned = jwt.encode(claims, None, algorithm="none")
+    unsigned = jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]  # deliberately unsigned
     response = requests.get(f"{zus.url}/auth/app-clients", headers=bearer(unsigned), timeout=TIMEOUT)
     assert_jsonapi_error(response, 401)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from fakes import crash_at
+from integration_support import CountingMetrics, LoadFunction
 
 from zus_emulator.config import AUTH0, OLD_THEN_NEW
 from zus_local.lambda_context import LocalLambdaContext
@@ -29,6 +30,7 @@ from zus_local.secrets_manager_rotation import drive_rotation
 from zus_m2m import errors
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
 from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import AWSCURRENT, AWSPENDING, CreateRequest
 
 if TYPE_CHECKING:
@@ -143,7 +145,9 @@ def stack(rotation_stack: Stack) -> Stack:
 # --- the steps -------------------------------------------------------------------------------------------
 
 
-def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(stack: Stack, counting_metrics) -> None:
+def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     before = stack.current()
     secret_arn, version = stack.start()
     steps = stack.steps(counting_metrics)
@@ -187,7 +191,7 @@ def test_a_stale_version_is_refused(stack: Stack) -> None:
     assert stack.stages()[second] == [AWSPENDING]  # the rotation in progress is untouched
 
 
-def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack, load_function) -> None:
+def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack, load_function: LoadFunction) -> None:
     before = stack.current()
     handler = load_function("rotation", stack.lambda_environment())
     rotation = stack.start()
@@ -361,7 +365,7 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
     failures: list[str] = []
     lock = threading.Lock()
 
-    def stream(vendor) -> None:
+    def stream(vendor: TokenVendor) -> None:
         for _ in range(50):
             started = time.monotonic()
             try:

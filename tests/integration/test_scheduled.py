@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from fakes import crash_at
-from integration_support import wait_until
+from integration_support import CountingMetrics, LoadFunction, wait_until
 
 from zus_emulator.config import AUTH0
 from zus_local.lambda_context import LocalLambdaContext
@@ -53,9 +53,12 @@ def test_a_check_of_a_healthy_client_starts_nothing(stack: Stack) -> None:
     assert find_started_rotations(stack.aws.secretsmanager) == []
 
 
-def test_a_check_puts_the_resource_policy_on_secrets_that_lack_it_once(stack: Stack, counting_metrics) -> None:
+def test_a_check_puts_the_resource_policy_on_secrets_that_lack_it_once(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     def policy(secret_id: str) -> str | None:
-        return stack.aws.secretsmanager.get_resource_policy(SecretId=secret_id).get("ResourcePolicy")
+        found: str | None = stack.aws.secretsmanager.get_resource_policy(SecretId=secret_id).get("ResourcePolicy")
+        return found
 
     secrets = (stack.settings.secret_naming.secret_id(CLIENT), ADMIN_SECRET)
     assert [policy(secret) for secret in secrets] == [None, None]  # stored as an operator stores them
@@ -111,7 +114,9 @@ def test_a_rotation_that_died_before_storing_anything_is_restarted(stack: Stack)
     stack.assert_rotated_cleanly(before)
 
 
-def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack, counting_metrics) -> None:
+def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # the new secret is lost
 
@@ -152,7 +157,9 @@ def test_a_check_during_a_new_secrets_random_propagation_finds_it_healthy(stack:
     assert find_started_rotations(stack.aws.secretsmanager) == []
 
 
-def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Stack, counting_metrics) -> None:
+def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # out of band: the stored secret is dead
     now = time.time()
@@ -174,7 +181,9 @@ def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Sta
 # --- the handlers, as EventBridge Scheduler and the work queue's event source invoke them ----------------
 
 
-def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_once(stack: Stack, load_function) -> None:
+def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_once(
+    stack: Stack, load_function: LoadFunction
+) -> None:
     queue = stack.work_queue()
     scheduled = load_function("scheduled", stack.lambda_environment())
     worker = load_function("worker", stack.lambda_environment())
@@ -220,7 +229,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
         scheduled.lambda_handler({}, context)
 
 
-def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function) -> None:
+def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function: LoadFunction) -> None:
     queue = stack.work_queue()
     scheduled = load_function("scheduled", stack.lambda_environment())
     worker = load_function("worker", stack.lambda_environment())
@@ -234,7 +243,9 @@ def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack,
     assert description["RotationLambdaARN"] == stack.settings.rotation_function_arn
 
 
-def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed(stack: Stack, load_function) -> None:
+def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed(
+    stack: Stack, load_function: LoadFunction
+) -> None:
     worker = load_function("worker", stack.lambda_environment())
     event = json.loads((EVENTS / "sqs_work_queue.json").read_text())
     [record] = event["Records"]
@@ -249,7 +260,7 @@ def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed
 
 
 def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the_dead_letters(
-    stack: Stack, load_function
+    stack: Stack, load_function: LoadFunction
 ) -> None:
     queue = stack.work_queue()
     scheduled = load_function("scheduled", stack.lambda_environment())
@@ -290,7 +301,9 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
 REPAIR = json.loads((EVENTS / "scheduler_rotation_repair.json").read_text())
 
 
-def test_a_failed_step_is_recorded_and_repaired_by_the_second_repair_run(stack: Stack, load_function) -> None:
+def test_a_failed_step_is_recorded_and_repaired_by_the_second_repair_run(
+    stack: Stack, load_function: LoadFunction
+) -> None:
     # Given a rotation whose createSecret failed for good (Zus refused rotate-secret) in the rotation function
     rotation = load_function("rotation", stack.lambda_environment())
     scheduled = load_function("scheduled", stack.lambda_environment())
