@@ -46,6 +46,12 @@ def started_secrets(stack: Stack) -> set[str]:
     return {describe(SecretId=arn)["Name"] for arn, _ in find_started_rotations(stack.aws.secretsmanager)}
 
 
+def scheduled_and_worker(stack: Stack, load_function: LoadFunction) -> tuple[Any, Any]:
+    """The scheduled jobs' function and the worker function, each as a new container loads it."""
+    environment = stack.lambda_environment()
+    return load_function("scheduled", environment), load_function("worker", environment)
+
+
 def test_a_check_of_a_healthy_client_starts_nothing(stack: Stack) -> None:
     checks = {client: stack.sweep().check(client) for client in (CLIENT, ADMIN)}
 
@@ -185,8 +191,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
     stack: Stack, load_function: LoadFunction
 ) -> None:
     queue = stack.work_queue()
-    scheduled = load_function("scheduled", stack.lambda_environment())
-    worker = load_function("worker", stack.lambda_environment())
+    scheduled, worker = scheduled_and_worker(stack, load_function)
     context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
     # A client in use whose token enters the refresh margin before the next run
     stack.emulator("config", tokenLifetimeSeconds=180)  # its margin: half its life, 90 s
@@ -231,8 +236,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
 
 def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function: LoadFunction) -> None:
     queue = stack.work_queue()
-    scheduled = load_function("scheduled", stack.lambda_environment())
-    worker = load_function("worker", stack.lambda_environment())
+    scheduled, worker = scheduled_and_worker(stack, load_function)
     worker.work.sweep.policy = dataclasses.replace(worker.work.sweep.policy, rotation_interval=0)
 
     scheduled.lambda_handler({"job": "rotation-sweep"}, LocalLambdaContext("zus-m2m-scheduled", 300))
@@ -263,8 +267,7 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
     stack: Stack, load_function: LoadFunction
 ) -> None:
     queue = stack.work_queue()
-    scheduled = load_function("scheduled", stack.lambda_environment())
-    worker = load_function("worker", stack.lambda_environment())
+    scheduled, worker = scheduled_and_worker(stack, load_function)
     stack.emulator("config", tokenLifetimeSeconds=180)  # its margin: half its life, 90 s
     stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
     stack.table.mark_requested(CLIENT, time.time())

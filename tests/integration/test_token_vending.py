@@ -157,8 +157,7 @@ def test_the_budget_is_counted_in_the_table_across_containers(stack: Stack) -> N
         stack.vendor(policy).vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     assert caught.value.http_status == 429
-    assert caught.value.retry_after is not None
-    assert 3590 < caught.value.retry_after <= 3600
+    assert 3590 < (caught.value.retry_after or 0) <= 3600
     assert stack.upstream_requests() == 3
     assert budget.used(stack.table, CLIENT, time.time()) == 3
 
@@ -273,8 +272,7 @@ def test_another_user_spending_the_clients_zus_quota_stops_ordinary_requests_bef
         stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     assert caught.value.http_status == 429
-    assert caught.value.retry_after is not None
-    assert 3500 < caught.value.retry_after <= 3601
+    assert 3500 < (caught.value.retry_after or 0) <= 3601
     assert stack.upstream_requests() == 20
     assert budget.used(stack.table, CLIENT, time.time()) == 1
 
