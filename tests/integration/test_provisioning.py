@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
-from fakes import Crash, crash_at
+from fakes import Crash, crash_at, create_at_once
 from integration_support import Aws
 
 from zus_emulator.config import OLD_THEN_NEW
@@ -21,8 +19,7 @@ from zus_m2m.aws.table import client_key
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.retire import RetireCheckpoints
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import ClientRecord, CreateRequest
-from zus_m2m.wiring import Provisioning
+from zus_m2m.values import CreateRequest
 
 if TYPE_CHECKING:
     from integration_support import ProvisioningStack as Stack
@@ -100,14 +97,7 @@ def test_the_same_name_with_another_role_is_409(stack: Stack) -> None:
 
 def test_twenty_parallel_creates_in_twenty_containers_make_one_zus_client(stack: Stack) -> None:
     containers = [stack.provisioning() for _ in range(20)]
-    start = threading.Barrier(20)
-
-    def create(provisioning: Provisioning) -> tuple[ClientRecord, bool]:
-        start.wait()
-        return provisioning.create_client(CreateRequest(NAME))
-
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(create, containers))
+    answers = create_at_once(containers, NAME)
 
     assert stack.stats()["appClients"] == 2
     assert len(stack.zus_clients_named(NAME)) == 1

@@ -104,6 +104,14 @@ class ColdTraffic:
         steps.runtime = dataclasses.replace(steps.runtime, checkpoint=both(self.checkpoint, steps.runtime.checkpoint))
         drive_rotation(invoke, *rotation, retries=retries, pause=0.01)
 
+    def give_up(self, steps: RotationSteps, rotation: tuple[str, str], failing: str, retries: int) -> None:
+        """Secrets Manager gives the rotation up: every try of the step that reaches checkpoint ``failing``
+        fails there (``retries`` retries)."""
+        steps.runtime = dataclasses.replace(steps.runtime, checkpoint=crash_at(failing, error=RuntimeError))
+        with pytest.raises(RuntimeError):
+            self.drive(steps, rotation, retries=retries)
+        self.stage = "gave up"
+
 
 def both(*hooks: Callable[[str], None]) -> Callable[[str], None]:
     def hook(name: str) -> None:
@@ -256,13 +264,7 @@ def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) 
     steps = stack.steps()
 
     with cold_traffic(stack) as traffic:
-        # testSecret fails on every retry
-        steps.runtime = dataclasses.replace(
-            steps.runtime, checkpoint=crash_at(RotationCheckpoints.TESTED, error=RuntimeError)
-        )
-        with pytest.raises(RuntimeError):
-            traffic.drive(steps, rotation, retries=2)
-        traffic.stage = "gave up"
+        traffic.give_up(steps, rotation, RotationCheckpoints.TESTED, retries=2)
         traffic.vend()
         check = stack.sweep(stuck_after=0).check(stack.CLIENT)
         traffic.stage = "swept"
@@ -284,12 +286,7 @@ def test_zus_rotated_and_secrets_manager_gave_up_with_the_new_secret_in_awspendi
     steps = stack.steps()
 
     with cold_traffic(stack) as traffic:
-        steps.runtime = dataclasses.replace(
-            steps.runtime, checkpoint=crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError)
-        )
-        with pytest.raises(RuntimeError):
-            traffic.drive(steps, rotation, retries=0)
-        traffic.stage = "gave up"
+        traffic.give_up(steps, rotation, RotationCheckpoints.PENDING_STORED, retries=0)
         pending = stack.secrets.read_version(stack.secret_id, rotation[1])
         assert pending is not None
         assert stack.stages()[rotation[1]] == [AWSPENDING]

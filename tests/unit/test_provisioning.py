@@ -4,14 +4,12 @@ vending, wired as ``zus_m2m.wiring`` wires them."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fake_deployment import FakeDeployment
 from fake_records import FakeClientRecords, FakePageTokens
-from fakes import ADMIN, Crash, crash_at
+from fakes import ADMIN, Crash, crash_at, create_at_once
 
 from zus_m2m import errors
 from zus_m2m.ports import Checkpoint, Clock, Runtime, Sleep, no_checkpoint
@@ -366,14 +364,7 @@ def test_twenty_parallel_identical_creates_make_one_zus_client() -> None:
     world = World(wait_seconds=10.0)
     world.zus.delay = 0.2  # the creator is slow, so the others really wait
     containers = [world.provisioning(clock=time.time, sleep=time.sleep) for _ in range(20)]
-    start = threading.Barrier(20)
-
-    def create(provisioning: Provisioning) -> tuple[ClientRecord, bool]:
-        start.wait()
-        return provisioning.create_client(CreateRequest(NAME))
-
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(create, containers))
+    answers = create_at_once(containers, NAME)
 
     assert len(world.zus.named(NAME)) == 1
     assert world.zus.calls.count("create app client") == 1
