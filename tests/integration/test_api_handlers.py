@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+from fakes import RECORD_FIELDS
 from integration_support import Aws, LoadFunction
 
 from zus_emulator import EmulatorServer
@@ -161,16 +162,7 @@ def test_create_answers_201_then_the_same_request_200_with_the_same_record(
     assert headers["content-type"] == "application/json"
     assert headers["location"] == "/app-clients/billing-service"
     assert headers["cache-control"] == "no-store"
-    assert set(created) == {
-        "name",
-        "appClientId",
-        "clientId",
-        "roleId",
-        "roleName",
-        "secretArn",
-        "createdAt",
-        "consumers",
-    }
+    assert set(created) == RECORD_FIELDS
     assert created["consumers"] == [CONSUMER_ROLE]
     assert created["name"] == NAME
     assert created["roleName"] == "Builder Admin"

@@ -39,6 +39,9 @@ NAMING = SecretNaming(
     prefix="zus-m2m", stage="test", admin_client_name=ADMIN, admin_secret_name=f"zus-m2m/test/{ADMIN}"
 )
 
+# A client record's JSON, as the API answers it (docs/openapi.json's AppClient): no more, no fewer.
+RECORD_FIELDS = {"name", "appClientId", "clientId", "roleId", "roleName", "secretArn", "createdAt", "consumers"}
+
 
 class Crash(BaseException):
     """The function dying (a timeout, an OOM): no except clause of the flow sees it."""

@@ -9,7 +9,7 @@ import time
 import pytest
 from fake_deployment import FakeDeployment
 from fake_records import FakeClientRecords, FakePageTokens
-from fakes import ADMIN, Crash, crash_at, create_at_once
+from fakes import ADMIN, RECORD_FIELDS, Crash, crash_at, create_at_once
 
 from zus_m2m import errors
 from zus_m2m.ports import Checkpoint, Clock, Runtime, Sleep, no_checkpoint
@@ -93,16 +93,7 @@ def test_create_follows_the_guide_and_answers_the_record_without_the_secret(worl
     assert (record.role_id, record.role_name) == ("role-builder-admin", "Builder Admin")
     assert record.secret_arn == world.secrets.secrets[world.secret_id(NAME)].arn
     assert record.created_at == int(world.clock())
-    assert set(record.to_json()) == {
-        "name",
-        "appClientId",
-        "clientId",
-        "roleId",
-        "roleName",
-        "secretArn",
-        "createdAt",
-        "consumers",
-    }
+    assert set(record.to_json()) == RECORD_FIELDS
     assert record.consumers == ()
     assert world.zus.secret_of(client.id) not in json.dumps(record.to_json())
     # stored with the stack's key, the managed tags and a deterministic request token
