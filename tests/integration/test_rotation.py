@@ -29,6 +29,7 @@ from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import drive_rotation
 from zus_m2m import errors
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
+from zus_m2m.rotation.sweep import RotationCheck
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import AWSCURRENT, AWSPENDING, CreateRequest
@@ -103,6 +104,13 @@ class ColdTraffic:
 
         steps.runtime = dataclasses.replace(steps.runtime, checkpoint=both(self.checkpoint, steps.runtime.checkpoint))
         drive_rotation(invoke, *rotation, retries=retries, pause=0.01)
+
+    def sweep(self) -> RotationCheck:
+        """The sweep's check of the client, stuck or not, then one more call."""
+        check = self.stack.sweep(stuck_after=0).check(self.stack.CLIENT)
+        self.stage = "swept"
+        self.vend()
+        return check
 
     def give_up(self, steps: RotationSteps, rotation: tuple[str, str], failing: str, retries: int) -> None:
         """Secrets Manager gives the rotation up: every try of the step that reaches checkpoint ``failing``
@@ -266,9 +274,7 @@ def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) 
     with cold_traffic(stack) as traffic:
         traffic.give_up(steps, rotation, RotationCheckpoints.TESTED, retries=2)
         traffic.vend()
-        check = stack.sweep(stuck_after=0).check(stack.CLIENT)
-        traffic.stage = "swept"
-        traffic.vend()
+        check = traffic.sweep()
 
     assert check.outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
@@ -294,9 +300,7 @@ def test_zus_rotated_and_secrets_manager_gave_up_with_the_new_secret_in_awspendi
             stack.zus_client.request_token(before.client_id, before.client_secret)
         for _ in range(3):
             traffic.vend()
-        check = stack.sweep(stuck_after=0).check(stack.CLIENT)
-        traffic.stage = "swept"
-        traffic.vend()
+        check = traffic.sweep()
 
     assert check.outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
