@@ -597,6 +597,19 @@ def test_a_failed_step_is_recorded_without_anything_secret(world: World) -> None
     assert failure.reason == "Zus rotate secret failed (HTTP 500): Internal Server Error"
 
 
+def test_without_the_admins_secret_create_secret_fails_with_the_admin_tokens_own_error(world: World) -> None:
+    # The steps take the admin's token as its port raises, not as provisioning words it for its callers.
+    version = world.start()
+    world.admin_tokens.missing = True
+
+    with pytest.raises(errors.ResourceNotFound):
+        world.steps().run("createSecret", SECRET, version)
+
+    [failure] = world.failures.list()
+    assert failure.reason == f"no managed app client named {ADMIN!r}"
+    assert world.rotate_calls() == 0
+
+
 def test_a_refused_invocation_of_a_stale_version_is_not_a_failure_to_repair(world: World) -> None:
     world.rotate()
     previous = next(v for v, stages in world.stages().items() if stages == [AWSPREVIOUS])
