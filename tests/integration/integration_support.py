@@ -253,7 +253,7 @@ class ProvisioningStack(Deployment):
         return dict(json.loads(value["SecretString"]))
 
     def assert_usable(self, name: str = CLIENT) -> dict[str, Any]:
-        """One Zus client of that name, and the stored secret obtains a token that can read it."""
+        """One Zus client of that name, and a token minted with the stored secret can read it."""
         [client] = self.zus_clients_named(name)
         stored = self.stored(name)
         assert stored["appClientId"] == client.id

@@ -173,7 +173,7 @@ def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(
     assert outcomes == ["created", "nothing-to-set", "tested", "finished"]
     stack.assert_rotated_cleanly(before)
     assert stack.stages()[version] == [AWSCURRENT]
-    # The token testSecret obtained is the cached one: a new container needs no request to Zus.
+    # The token issued for testSecret is the cached one: a new container needs no request to Zus.
     cached = stack.table.get(CLIENT, consistent=True).token
     assert cached is not None
     assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).access_token == cached.access_token
@@ -447,7 +447,7 @@ def test_the_bootstrap_admin_rotates_and_admin_calls_still_work(stack: Stack) ->
     stack.assert_rotated_cleanly(before, ADMIN_SECRET)
     assert traffic.failures == []
     assert set(traffic.calls) == {STARTED, *CHECKPOINTS}, traffic.calls
-    # A container with nothing cached obtains an admin token with the new secret, and provisioning works.
+    # A container with nothing cached is vended an admin token minted with the new secret, and provisioning works.
     stack.table.purge(ADMIN)
     record, created = stack.provisioning().create_client(CreateRequest("after-admin-rotation"))
     assert created

@@ -180,7 +180,7 @@ def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(
     assert check.outcome == "recovery-started"
     stack.drive(stack.steps(), stack.started(stack.secret_id))  # testSecret: the reserve too
     stack.assert_rotated_cleanly(before)
-    assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).source == "table"  # the token testSecret obtained
+    assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).source == "table"  # the token issued for testSecret
     assert budget.used(stack.table, CLIENT, time.time()) == 92
 
 

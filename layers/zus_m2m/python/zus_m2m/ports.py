@@ -87,7 +87,7 @@ class ZusAdmin(Protocol):
 
 
 class TokenIssuer(Protocol):
-    """Obtains a token with given credentials (a new or pending secret) and caches it, so that a
+    """Issues a token with given credentials (a new or pending secret) and caches it, so that a
     check of credentials costs no token request later (``TokenVendor`` implements it)."""
 
     def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken: ...
