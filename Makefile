@@ -74,8 +74,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	PYTHONPATH=.:layers/zus_m2m/python $(BIN)/lint-imports --no-cache
 
+# mypy strict: the files of [tool.mypy] in pyproject.toml, then each test suite on its own (every suite
+# has a conftest.py, and one run must not hold two modules of one name).
+TYPED_SUITES := tests/unit tests/integration tests/e2e tests/infra
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	@for suite in $(TYPED_SUITES); do echo "$(BIN)/mypy $$suite"; $(BIN)/mypy $$suite || exit 1; done
 
 # cfn-lint and `sam validate --lint` on template.yaml; checkov on template.yaml and on the
 # CloudFormation the SAM transform expands it into (offline), so generated resources are checked too;

@@ -39,7 +39,7 @@ from typing import Any
 import boto3
 import requests
 from aws_lambda_powertools import Metrics
-from bench_servers import servers
+from bench_servers import bench_environment, servers
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -113,22 +113,9 @@ class Counts:
 
 def environment(moto: str, zus: str, queue_url: str, margin: int) -> dict[str, str]:
     return {
-        "AWS_ENDPOINT_URL": moto,
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-        "STAGE": STAGE,
-        "ADMIN_SECRET_NAME": ADMIN_SECRET,
-        "ADMIN_PRINCIPALS": ADMIN_PRINCIPAL,
-        "ZUS_API_BASE_URL": zus,
-        "ZUS_AUTH_BASE_URL": zus,
-        "TOKEN_REFRESH_MARGIN_SECONDS": str(margin),
+        **bench_environment(moto, zus, TABLE, margin, "ERROR"),
         "WORK_QUEUE_URL": queue_url,
-        "POWERTOOLS_SERVICE_NAME": "zus-m2m",
-        "POWERTOOLS_METRICS_NAMESPACE": "ZusM2M",
         "POWERTOOLS_METRICS_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "ERROR",
     }
 
 
@@ -296,9 +283,7 @@ class Bench:
         container = wiring.Container(
             Settings.from_env(env),
             self.metrics,
-            dynamodb=clients["dynamodb"],
-            secretsmanager=clients["secretsmanager"],
-            sqs=clients["sqs"],
+            aws=wiring.AwsClients(**clients),
             clock=clock,
         )
         # The handlers' own objects, on the bench's clock and counted clients.

@@ -14,6 +14,26 @@ from collections.abc import Iterator
 import requests
 
 
+def bench_environment(moto: str, zus: str, table: str, margin: int, log_level: str) -> dict[str, str]:
+    """What template.yaml gives a function, for stage "bench" on moto and the emulator at ``zus``."""
+    return {
+        "AWS_ENDPOINT_URL": moto,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TABLE_NAME": table,
+        "STAGE": "bench",
+        "ADMIN_SECRET_NAME": "zus-m2m/bench/zus-m2m-admin",
+        "ADMIN_PRINCIPALS": "arn:aws:iam::123456789012:role/platform-admin",
+        "ZUS_API_BASE_URL": zus,
+        "ZUS_AUTH_BASE_URL": zus,
+        "TOKEN_REFRESH_MARGIN_SECONDS": str(margin),
+        "POWERTOOLS_SERVICE_NAME": "zus-m2m",
+        "POWERTOOLS_METRICS_NAMESPACE": "ZusM2M",
+        "POWERTOOLS_LOG_LEVEL": log_level,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

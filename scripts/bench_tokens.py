@@ -38,7 +38,7 @@ from typing import Any
 
 import boto3
 import requests
-from bench_servers import servers
+from bench_servers import bench_environment, servers
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = ROOT / "functions" / "token_vending" / "app.py"
@@ -51,22 +51,7 @@ RECORD = ROOT / "docs" / "bench" / "tokens.json"
 
 
 def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": moto,
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-        "STAGE": "bench",
-        "ADMIN_SECRET_NAME": "zus-m2m/bench/zus-m2m-admin",
-        "ADMIN_PRINCIPALS": "arn:aws:iam::123456789012:role/platform-admin",
-        "ZUS_API_BASE_URL": zus,
-        "ZUS_AUTH_BASE_URL": zus,
-        "TOKEN_REFRESH_MARGIN_SECONDS": str(margin),
-        "POWERTOOLS_SERVICE_NAME": "zus-m2m",
-        "POWERTOOLS_METRICS_NAMESPACE": "ZusM2M",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }
+    return bench_environment(moto, zus, TABLE, margin, "WARNING")
 
 
 def provision(moto: str, zus: str, lifetime: int) -> str:

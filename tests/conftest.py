@@ -7,14 +7,9 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
-import boto3
 import pytest
-import requests
 
-from zus_local.aws_setup import create_table
 from zus_local.moto_app import make_moto_server
 
 # Fake credentials and no profile: a test that escaped moto fails instead of touching an account.
@@ -84,17 +79,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.sections = [(title, masked(content)) for title, content in report.sections]
 
 
-@dataclass
-class Aws:
-    endpoint: str
-    table_name: str
-    dynamodb: Any
-    secretsmanager: Any
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1")
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     server = make_moto_server("127.0.0.1", 0)
@@ -104,17 +88,3 @@ def moto_endpoint() -> Iterator[str]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
-
-
-@pytest.fixture
-def aws(moto_endpoint: str) -> Aws:
-    """A clean moto account with the service's table, for one test."""
-    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
-    dynamodb = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
-    create_table(dynamodb, "zus-m2m-test")
-    return Aws(
-        endpoint=moto_endpoint,
-        table_name="zus-m2m-test",
-        dynamodb=dynamodb,
-        secretsmanager=boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name="us-east-1"),
-    )

@@ -19,8 +19,10 @@ settings = Settings.from_env()
 vendor = wiring.Container(
     settings,
     metrics,
-    dynamodb=wiring.aws_client("dynamodb", wiring.VENDING_AWS_CONFIG),
-    secretsmanager=wiring.aws_client("secretsmanager", wiring.VENDING_AWS_CONFIG),
+    aws=wiring.AwsClients(
+        dynamodb=wiring.aws_client("dynamodb", wiring.VENDING_AWS_CONFIG),
+        secretsmanager=wiring.aws_client("secretsmanager", wiring.VENDING_AWS_CONFIG),
+    ),
 ).token_vendor()
 app = api.resolver()
 

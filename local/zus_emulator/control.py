@@ -21,12 +21,12 @@ def reset(state: EmulatorState, request: Request) -> Reply:
 
 
 def get_faults(state: EmulatorState, request: Request) -> Reply:
-    return _fault_reply(state.fault)
+    return _fault_reply(state.faults.current)
 
 
 def set_faults(state: EmulatorState, request: Request) -> Reply:
     try:
-        return _fault_reply(state.set_fault(request.json()))
+        return _fault_reply(state.faults.set(request.json()))
     except SettingsError as exc:
         raise ApiError(400, str(exc)) from None
 

@@ -155,7 +155,7 @@ class _Handler(RequestHandler):
         except BodyError as exc:
             raise ApiError(exc.status, exc.detail) from None
         state = self.server.state
-        fault = state.pick_fault(path)
+        fault = state.faults.pick(path)
         if fault is not None:
             if fault.latency_ms:
                 time.sleep(fault.latency_ms / 1000)

@@ -24,11 +24,11 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from collections import Counter
 from typing import Any
 
 from . import dialects
-from .config import RANDOM, EmulatorConfig, Fault, Settings, parse_fault, parse_settings_patch
+from .config import RANDOM, EmulatorConfig, Settings, parse_settings_patch
+from .faults import FaultSwitch
 from .resources import BUILDER_ADMIN_ROLE_ID, ROLES, ROLES_BY_ID, AppClient, AppClientRegistry, Role, digest
 from .tokens import GRANT_TYPE, WINDOW_SECONDS, BearerError, OAuthError, RequestLog, TokenRequest, TokenSigner
 
@@ -66,8 +66,7 @@ class EmulatorState:
         self._requests = RequestLog()
         self._tokens_issued = 0
         self._rate_limited = 0
-        self._fault: Fault | None = None
-        self._faults_fired: dict[str, Counter[str]] = {}
+        self.faults = FaultSwitch(self._rng)
         self._settings = Settings.at_start(self.config)
 
     def reset(self) -> None:
@@ -77,14 +76,13 @@ class EmulatorState:
             self._requests.clear()
             self._tokens_issued = 0
             self._rate_limited = 0
-            self._fault = None
-            self._faults_fired = {}
+            self.faults.reset()
             self._settings = Settings.at_start(self.config)
 
     def now(self) -> float:
         return self._clock()
 
-    # -- settings and faults -----------------------------------------------------------------------
+    # -- settings ------------------------------------------------------------------------------------
 
     @property
     def settings(self) -> Settings:
@@ -95,30 +93,6 @@ class EmulatorState:
         with self._lock:
             self._settings = parse_settings_patch(patch, self._settings)
             return self._settings
-
-    @property
-    def fault(self) -> Fault | None:
-        with self._lock:
-            return self._fault
-
-    def set_fault(self, spec: object) -> Fault | None:
-        fault = parse_fault(spec)
-        with self._lock:
-            self._fault = fault
-            return fault
-
-    def pick_fault(self, path: str) -> Fault | None:
-        """The fault to apply to a request for ``path`` (sampled with the fault's rate), if any; counted
-        by kind and path (``stats()["faultsFired"]``), so a test can tell that its fault happened."""
-        with self._lock:
-            fault = self._fault
-            if fault is None or not fault.matches(path):
-                return None
-            if fault.rate < 1.0 and self._rng.random() >= fault.rate:
-                return None
-            for kind in fault.kinds():
-                self._faults_fired.setdefault(kind, Counter())[path] += 1
-            return fault
 
     # -- roles and app clients ---------------------------------------------------------------------
 
@@ -242,5 +216,5 @@ class EmulatorState:
                 "tokensIssued": self._tokens_issued,
                 "appClients": len(self._clients),
                 "rateLimited": self._rate_limited,
-                "faultsFired": {kind: dict(paths) for kind, paths in self._faults_fired.items()},
+                "faultsFired": self.faults.fired(),
             }

@@ -9,9 +9,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -75,8 +76,8 @@ class StackProcess:
     def output(self) -> str:
         return "\n".join(self.lines + self.errors)
 
-    def client(self, service: str):
-        return boto3.client(
+    def client(self, service: str) -> Any:
+        return boto3.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.moto,
             region_name="us-east-1",
@@ -104,7 +105,7 @@ class StackProcess:
             pytest.fail(f"the local stack did not exit within {timeout:.0f} s of SIGTERM:\n{self.output}")
 
 
-def _drain(stream, into: list[str]) -> None:
+def _drain(stream: Iterable[str], into: list[str]) -> None:
     for line in stream:
         into.append(line.rstrip("\n"))
 

@@ -320,6 +320,17 @@ def test_each_request_line_names_its_environments_process_and_whether_it_was_a_c
     assert is_environment(cold_pid) or process_state(cold_pid) == "-"  # reaped again already, at most
 
 
+def client_of_short_lived_tokens(stack: StackProcess, name: str, lifetime: int) -> requests.Response:
+    """Zus's tokens live ``lifetime`` s from now on; a client ``name`` of the stack's consumer, created."""
+    config = {"tokenLifetimeSeconds": lifetime}
+    requests.post(f"{stack.zus}/_emulator/config", json=config, timeout=5).raise_for_status()
+    created = stack.admin.post(
+        f"{stack.api}/app-clients", json={"name": name, "consumers": [arn_of(stack, CONSUMER_USER)]}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    return created
+
+
 def test_refresh_ahead_is_done_when_its_caller_is_answered_and_its_environment_frozen(
     stack_factory: Callable[..., StackProcess],
 ) -> None:
@@ -328,13 +339,8 @@ def test_refresh_ahead_is_done_when_its_caller_is_answered_and_its_environment_f
     stack = stack_factory(
         ["--schedule-scale", "0", "--concurrency", "1", "--env", f"TOKEN_REFRESH_MARGIN_SECONDS={margin}"]
     )
-    config = {"tokenLifetimeSeconds": lifetime}
-    requests.post(f"{stack.zus}/_emulator/config", json=config, timeout=5).raise_for_status()
     name = "refreshed-in-the-call"
-    created = stack.admin.post(
-        f"{stack.api}/app-clients", json={"name": name, "consumers": [arn_of(stack, CONSUMER_USER)]}, timeout=30
-    )
-    assert created.status_code == 201, created.text
+    client_of_short_lived_tokens(stack, name, lifetime)
     table = stack.client("dynamodb")
     key = {"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}}
 
@@ -367,13 +373,8 @@ def test_eight_callers_for_90_s_of_20_s_tokens_all_200_and_at_most_a_tenth_over_
 ) -> None:
     lifetime, margin, callers, seconds = 20, 5, 8, 90.0
     stack = stack_factory(["--schedule-scale", "0", "--env", f"TOKEN_REFRESH_MARGIN_SECONDS={margin}"])
-    config = {"tokenLifetimeSeconds": lifetime}
-    requests.post(f"{stack.zus}/_emulator/config", json=config, timeout=5).raise_for_status()
     name = "eight-callers"
-    created = stack.admin.post(
-        f"{stack.api}/app-clients", json={"name": name, "consumers": [arn_of(stack, CONSUMER_USER)]}, timeout=30
-    )
-    assert created.status_code == 201, created.text
+    created = client_of_short_lived_tokens(stack, name, lifetime)
     # Provisioning's proof minted the first token: the window starts with it.
     window_start = time.time()
     client_id = created.json()["clientId"]

@@ -73,7 +73,7 @@ def zus_token(stack: StackProcess, client_id: str, client_secret: str) -> reques
     return requests.post(f"{stack.zus}/oauth/token", json=body, timeout=5)
 
 
-def stages(sm, secret_id: str) -> dict[str, list[str]]:
+def stages(sm: Any, secret_id: str) -> dict[str, list[str]]:
     versions = sm.describe_secret(SecretId=secret_id)["VersionIdsToStages"]
     return {version: sorted(labels) for version, labels in versions.items() if labels}
 
@@ -82,8 +82,8 @@ def version_with(found: dict[str, list[str]], stage: str) -> str | None:
     return next((version for version, labels in found.items() if stage in labels), None)
 
 
-def secret_at(sm, secret_id: str, stage: str) -> dict[str, str]:
-    return json.loads(sm.get_secret_value(SecretId=secret_id, VersionStage=stage)["SecretString"])
+def secret_at(sm: Any, secret_id: str, stage: str) -> dict[str, str]:
+    return dict(json.loads(sm.get_secret_value(SecretId=secret_id, VersionStage=stage)["SecretString"]))
 
 
 def consumer_arn(stack: StackProcess) -> str:
@@ -272,7 +272,9 @@ def test_a_new_clients_rotation_check_flows_through_the_work_queue(stack: StackP
     assert stack.admin.delete(f"{api}/app-clients/{name}", timeout=30).status_code == 204
 
 
-def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(stack: StackProcess, capsys) -> None:
+def test_a_failed_rotation_step_is_repaired_by_the_repair_schedule(
+    stack: StackProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Zus refuses rotate-secret until Secrets Manager (the stack's rotation player) gives up the
     rotation; the repair schedule (rate(2 minutes), every 2 s here) repairs it: a new rotation that
     finishes. Prints the time from the failed step to its repair (a measurement, not an assertion)."""
@@ -839,7 +841,7 @@ def test_schedules_fire_with_their_input_scaled(in_process: _InProcess) -> None:
     wait_until(lambda: {"job": "tick"} in echoed_events(in_process.out), 5, "the echoed event")
 
 
-def _exit_code(process: subprocess.Popen[bytes], within: float) -> int:
+def _exit_code(process: subprocess.Popen[str] | subprocess.Popen[bytes], within: float) -> int:
     """``process``'s exit code once it exits; if it has not within ``within`` seconds (the test failed
     before it could stop it), its process group is killed first, so a failure never hangs the run."""
     try:

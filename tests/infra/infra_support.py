@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,13 @@ def function_property(template: dict[str, Any], function: str, name: str) -> Any
 
 def template_digest() -> str:
     return hashlib.sha256(TEMPLATE.read_bytes()).hexdigest()
+
+
+def import_handler(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` (a Python that imports a handler) in the handlers' environment."""
+    return subprocess.run(
+        command, env=handler_environment(), cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def handler_environment() -> dict[str, str]:

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_support import BUILD_DIR, FUNCTIONS, ROOT, function_property, handler_environment, resources_of_type
+from infra_support import (
+    BUILD_DIR,
+    FUNCTIONS,
+    ROOT,
+    function_property,
+    import_handler,
+    resources_of_type,
+)
 
 from zus_local.cfn_yaml import load_template
 
@@ -101,14 +108,8 @@ def test_handler_imports_from_the_built_function_and_layer(
     for layer in layers:
         assert (layer / "zus_m2m" / "__init__.py").is_file(), f"the layer {layer} lacks zus_m2m"
     search_path = [str(code), *map(str, layers), str(runtime_dir)]
-    result = subprocess.run(
-        [python313(), "-I", "-S", "-c", IMPORT_HANDLER, json.dumps(search_path), module, attribute],
-        env=handler_environment(),
-        cwd=code,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = import_handler(
+        [python313(), "-I", "-S", "-c", IMPORT_HANDLER, json.dumps(search_path), module, attribute], code
     )
     assert result.returncode == 0, f"{function}: {module}.{attribute} does not import from the build:\n{result.stderr}"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -22,8 +21,8 @@ from infra_support import (
     as_list,
     function_environment,
     function_property,
-    handler_environment,
     iam_statements,
+    import_handler,
     resources_of_type,
     statements_for_role,
 )
@@ -275,15 +274,7 @@ def test_handler_file_exists(function: str, folder: str) -> None:
 def test_handler_imports(function: str, folder: str) -> None:
     handler = ROOT / "functions" / folder / "app.py"
     assert handler.is_file(), f"{function}: {handler.relative_to(ROOT)} is missing"
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORT_HANDLER, str(handler.parent)],
-        env=handler_environment(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = import_handler([sys.executable, "-c", IMPORT_HANDLER, str(handler.parent)], ROOT)
     assert result.returncode == 0, f"{function}: importing {handler.relative_to(ROOT)} failed:\n{result.stderr}"
 
 

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+from fakes import RECORD_FIELDS
+from integration_support import Aws, LoadFunction
 
+from zus_emulator import EmulatorServer
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import find_started_rotations
 from zus_m2m.aws.page_tokens import KmsPageTokens
@@ -23,7 +26,7 @@ from zus_m2m.aws.table import client_key
 from zus_m2m.values import fingerprint
 
 if TYPE_CHECKING:
-    from conftest import Deployment
+    from integration_support import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "billing-service"
@@ -33,12 +36,14 @@ NOT_AN_ADMIN = "arn:aws:sts::123456789012:assumed-role/billing-service/task-1"
 
 
 def event(name: str, **changes: Any) -> dict[str, Any]:
-    loaded = json.loads((ROOT / "events" / f"{name}.json").read_text())
+    loaded: dict[str, Any] = json.loads((ROOT / "events" / f"{name}.json").read_text())
     loaded.update(changes)
     return loaded
 
 
-def create_event(body: Any = None, content_type: str | None = "application/json", raw: str | None = None) -> dict:
+def create_event(
+    body: Any = None, content_type: str | None = "application/json", raw: str | None = None
+) -> dict[str, Any]:
     created = event("apigw_create_client")
     created["body"] = raw if raw is not None else json.dumps(body)
     created["headers"] = {k: v for k, v in created["headers"].items() if k not in ("content-type", "content-length")}
@@ -100,7 +105,7 @@ class Api:
 
 
 @pytest.fixture
-def environment(deployment: Deployment, monkeypatch) -> Deployment:
+def environment(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     """The provisioning function's environment, pointed at moto and the emulator; the admin's secret stored."""
     for key, value in {**deployment.lambda_environment(), "POWERTOOLS_LOG_LEVEL": "DEBUG"}.items():
         monkeypatch.setenv(key, value)
@@ -109,7 +114,7 @@ def environment(deployment: Deployment, monkeypatch) -> Deployment:
 
 
 @pytest.fixture
-def new_container(environment: Deployment, load_function) -> Callable[[], Api]:
+def new_container(environment: Deployment, load_function: LoadFunction) -> Callable[[], Api]:
     """Loads the provisioning function afresh, as a new container's cold start does."""
     return lambda: Api(load_function("provisioning", {}))
 
@@ -123,16 +128,16 @@ def api(new_container: Callable[[], Api]) -> Iterator[Api]:
 
 
 @pytest.fixture
-def token_api(environment: Deployment, load_function, api: Api) -> Api:
+def token_api(environment: Deployment, load_function: LoadFunction, api: Api) -> Api:
     """A container of the token vending function (after the provisioning one, whose log set-up it shares)."""
     return Api(load_function("token_vending", {}), "token-vending")
 
 
-def emulator(zus, route: str, **body: Any) -> None:
+def emulator(zus: EmulatorServer, route: str, **body: Any) -> None:
     requests.post(f"{zus.url}/_emulator/{route}", json=body, timeout=5).raise_for_status()
 
 
-def app_clients_at_zus(zus) -> int:
+def app_clients_at_zus(zus: EmulatorServer) -> int:
     return int(requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["appClients"])
 
 
@@ -148,23 +153,16 @@ def assert_problem(status: int, headers: dict[str, str], body: Any, expected: in
 # --- the routes, through the events of events/ -------------------------------------------------
 
 
-def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: Api, zus, new_container) -> None:
+def test_create_answers_201_then_the_same_request_200_with_the_same_record(
+    api: Api, zus: EmulatorServer, new_container: Callable[[], Api]
+) -> None:
     status, headers, created = api(event("apigw_create_client"))
 
     assert status == 201, created
     assert headers["content-type"] == "application/json"
     assert headers["location"] == "/app-clients/billing-service"
     assert headers["cache-control"] == "no-store"
-    assert set(created) == {
-        "name",
-        "appClientId",
-        "clientId",
-        "roleId",
-        "roleName",
-        "secretArn",
-        "createdAt",
-        "consumers",
-    }
+    assert set(created) == RECORD_FIELDS
     assert created["consumers"] == [CONSUMER_ROLE]
     assert created["name"] == NAME
     assert created["roleName"] == "Builder Admin"
@@ -176,7 +174,7 @@ def test_create_answers_201_then_the_same_request_200_with_the_same_record(api: 
     assert app_clients_at_zus(zus) == 2
 
 
-def test_list_get_rotate_and_delete(api: Api, aws) -> None:
+def test_list_get_rotate_and_delete(api: Api, aws: Aws) -> None:
     _, _, created = api(event("apigw_create_client"))
 
     status, _, listed = api(event("apigw_list_clients"))
@@ -244,7 +242,9 @@ def test_patch_refuses_a_bad_list_naming_the_entry_and_changes_nothing(api: Api)
 
 
 @pytest.mark.parametrize("name", ["ZUS-M2M-ADMIN", "Billing-Service"])
-def test_a_name_in_another_case_is_400_nothing_made_and_the_one_kind_of_bad_request(api: Api, zus, name: str) -> None:
+def test_a_name_in_another_case_is_400_nothing_made_and_the_one_kind_of_bad_request(
+    api: Api, zus: EmulatorServer, name: str
+) -> None:
     """Names are lower case: the protected admin's name (or a client's) cannot be had again in capitals."""
     api(event("apigw_create_client"))  # billing-service
     before = requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["appClients"]
@@ -264,7 +264,7 @@ def test_a_consumer_of_another_account_is_a_400_that_says_why_and_changes_nothin
     if route == "apigw_update_client":
         api(event("apigw_create_client"))
     other = "arn:aws:iam::444455556666:role/billing-service"
-    body = {"consumers": [CONSUMER_ROLE, other]}
+    body: dict[str, Any] = {"consumers": [CONSUMER_ROLE, other]}
     if route == "apigw_create_client":
         body["name"] = "billing-service"
 
@@ -313,14 +313,14 @@ def test_drift_lists_app_clients_at_zus_not_managed_here_and_managed_ones_missin
     assert managed["appClientId"] not in json.dumps(drift)
 
 
-def secret_versions(aws, secret_arn: str) -> list[tuple[str, list[str]]]:
+def secret_versions(aws: Aws, secret_arn: str) -> list[tuple[str, list[str]]]:
     """A secret's versions and their stages (moto reports the time of the listing as each CreatedDate)."""
     listed = aws.secretsmanager.list_secret_version_ids(SecretId=secret_arn)["Versions"]
     return sorted((version["VersionId"], sorted(version["VersionStages"])) for version in listed)
 
 
 def test_a_caller_who_is_not_an_admin_is_refused_on_every_admin_route_and_nothing_changes(
-    api: Api, aws, zus, audited: AuditLines
+    api: Api, aws: Aws, zus: EmulatorServer, audited: AuditLines
 ) -> None:
     _, _, created = api(event("apigw_create_client"))
     versions = secret_versions(aws, created["secretArn"])
@@ -348,7 +348,7 @@ def test_a_caller_who_is_not_an_admin_is_refused_on_every_admin_route_and_nothin
     assert [line["outcome"] for line in audited.events][: len(routes)] == ["denied"] * len(routes)
 
 
-def test_a_second_rotation_within_the_minimum_gap_is_429_with_retry_after(api: Api, aws) -> None:
+def test_a_second_rotation_within_the_minimum_gap_is_429_with_retry_after(api: Api, aws: Aws) -> None:
     api(event("apigw_create_client"))
     assert api(event("apigw_start_rotation"))[0] == 202
     # moto without a rotation function finishes the rotation at once: the next one is not "in progress"
@@ -424,7 +424,9 @@ def test_a_base64_encoded_body_is_read(api: Api) -> None:
         (for_name("apigw_start_rotation", "bad$name"), "name must be"),
     ],
 )
-def test_invalid_requests_are_400_problems_naming_the_field(api: Api, zus, request_event: dict, field: str) -> None:
+def test_invalid_requests_are_400_problems_naming_the_field(
+    api: Api, zus: EmulatorServer, request_event: dict[str, Any], field: str
+) -> None:
     status, headers, body = api(request_event)
 
     assert_problem(status, headers, body, 400)
@@ -432,7 +434,7 @@ def test_invalid_requests_are_400_problems_naming_the_field(api: Api, zus, reque
     assert app_clients_at_zus(zus) == 1
 
 
-def test_an_unknown_role_is_a_422_problem_naming_it_and_the_roles(api: Api, zus) -> None:
+def test_an_unknown_role_is_a_422_problem_naming_it_and_the_roles(api: Api, zus: EmulatorServer) -> None:
     status, headers, body = api(create_event({"name": NAME, "roleName": "Janitor"}))
 
     assert_problem(status, headers, body, 422)
@@ -453,7 +455,7 @@ def test_another_role_for_an_existing_name_is_a_409_problem(api: Api) -> None:
     assert_problem(*api(create_event({"name": NAME, "roleName": "Care Team User"})), 409)
 
 
-def test_deleting_the_bootstrap_admin_is_a_409_problem(api: Api, zus) -> None:
+def test_deleting_the_bootstrap_admin_is_a_409_problem(api: Api, zus: EmulatorServer) -> None:
     assert_problem(*api(for_name("apigw_delete_client", "zus-m2m-admin")), 409)
     assert app_clients_at_zus(zus) == 1
 
@@ -461,7 +463,7 @@ def test_deleting_the_bootstrap_admin_is_a_409_problem(api: Api, zus) -> None:
 # --- dependencies failing ----------------------------------------------------------------------
 
 
-def test_zus_faults_during_create_are_503_with_retry_after_then_the_retry_is_201(api: Api, zus) -> None:
+def test_zus_faults_during_create_are_503_with_retry_after_then_the_retry_is_201(api: Api, zus: EmulatorServer) -> None:
     emulator(zus, "faults", status=503, rate=1.0, paths=["/auth/app-clients"])
 
     status, headers, body = api(event("apigw_create_client"))
@@ -478,7 +480,7 @@ def test_zus_faults_during_create_are_503_with_retry_after_then_the_retry_is_201
 
 
 def test_a_care_team_user_admin_is_a_503_problem_naming_the_forbidden_call(
-    api: Api, zus, environment: Deployment
+    api: Api, zus: EmulatorServer, environment: Deployment
 ) -> None:
     zus_client, admin_token = environment.zus_client, environment.admin_token
     role = zus_client.find_role("Care Team User", admin_token)
@@ -507,7 +509,9 @@ class EverythingLogged(logging.Handler):
         self.lines.append(json.dumps({**record.__dict__, "message": record.getMessage()}, default=str))
 
 
-def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, capsys) -> None:
+def test_no_response_or_log_line_carries_a_secret_or_a_token(
+    api: Api, aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
     logged = EverythingLogged()
     watched = [logging.getLogger(), logging.getLogger("zus-m2m-provisioning")] + [
         logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("zus_m2m")
@@ -544,7 +548,9 @@ def test_no_response_or_log_line_carries_a_secret_or_a_token(api: Api, aws, caps
 
 
 @pytest.fixture
-def api_with_rotation(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch) -> Iterator[Api]:
+def api_with_rotation(
+    environment: Deployment, load_function: LoadFunction, rotation_function_arn: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Api]:
     monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
     # These tests start a rotation, repair it, then start the next at once (within the default gap).
     monkeypatch.setenv("ROTATION_REQUEST_MIN_GAP_SECONDS", "0")
@@ -593,7 +599,9 @@ def test_an_admin_forces_the_repair_of_a_stuck_rotation(api_with_rotation: Api, 
 
 
 @pytest.fixture
-def api_with_the_default_gap(environment: Deployment, load_function, rotation_function_arn: str, monkeypatch):
+def api_with_the_default_gap(
+    environment: Deployment, load_function: LoadFunction, rotation_function_arn: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Api]:
     """The provisioning function with the stack's default gap between rotation requests (5 minutes)."""
     monkeypatch.setenv("ROTATION_FUNCTION_ARN", rotation_function_arn)
     monkeypatch.delenv("ROTATION_REQUEST_MIN_GAP_SECONDS", raising=False)
@@ -667,7 +675,7 @@ def with_query(request: dict[str, Any], **query: str) -> dict[str, Any]:
     ],
 )
 def test_every_route_refuses_a_query_parameter_it_does_not_take_naming_it(
-    api: Api, zus, load_function, template: str
+    api: Api, zus: EmulatorServer, load_function: LoadFunction, template: str
 ) -> None:
     function = Api(load_function("token_vending", {})) if template == "apigw_get_token" else api
     api(event("apigw_create_client"))
@@ -692,7 +700,9 @@ def test_every_route_refuses_a_query_parameter_it_does_not_take_naming_it(
         (rotations_event('{"repair": true, "repair": false}'), "'repair'"),
     ],
 )
-def test_a_json_key_given_twice_is_a_400_naming_it(api: Api, zus, request_event: dict, key: str) -> None:
+def test_a_json_key_given_twice_is_a_400_naming_it(
+    api: Api, zus: EmulatorServer, request_event: dict[str, Any], key: str
+) -> None:
     status, headers, body = api(request_event)
 
     assert_problem(status, headers, body, 400)
@@ -713,7 +723,7 @@ def test_a_json_key_given_twice_is_a_400_naming_it(api: Api, zus, request_event:
     ],
 )
 def test_a_rotation_body_other_than_nothing_or_repair_is_400(
-    api: Api, aws, body: str, content_type: str, expected: str
+    api: Api, aws: Aws, body: str, content_type: str, expected: str
 ) -> None:
     api(event("apigw_create_client"))
 
@@ -796,7 +806,9 @@ def test_the_list_comes_in_pages_of_records_with_an_opaque_next_token(api: Api, 
         ({"limit": "5", "Limit": "6"}, "unknown query parameter 'Limit'"),
     ],
 )
-def test_bad_or_tampered_page_parameters_are_400(api: Api, environment: Deployment, query, expected) -> None:
+def test_bad_or_tampered_page_parameters_are_400(
+    api: Api, environment: Deployment, query: dict[str, str], expected: str
+) -> None:
     seed_records(environment, ["a", "b", "c"])
     status, _, page = api(with_query(event("apigw_list_clients"), limit="1"))
     assert page["nextToken"]
@@ -861,7 +873,7 @@ def test_a_consumer_gets_the_token_and_the_audit_line_has_its_expiry_not_the_tok
 
 
 def test_a_caller_that_is_not_a_consumer_gets_a_403_problem_naming_neither_token_nor_secret(
-    api: Api, token_api: Api, aws, audited: AuditLines
+    api: Api, token_api: Api, aws: Aws, audited: AuditLines
 ) -> None:
     api(event("apigw_create_client"))
     cached = aws.dynamodb.get_item(
@@ -883,12 +895,12 @@ def test_a_caller_that_is_not_a_consumer_gets_a_403_problem_naming_neither_token
     )
 
 
-def token_requests_at_zus(zus) -> int:
+def token_requests_at_zus(zus: EmulatorServer) -> int:
     return sum(requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()["tokenRequests"].values())
 
 
 def test_a_refused_token_named_by_fingerprint_is_replaced_and_the_audit_line_names_the_fingerprint(
-    api: Api, token_api: Api, zus, audited: AuditLines, environment: Deployment
+    api: Api, token_api: Api, zus: EmulatorServer, audited: AuditLines, environment: Deployment
 ) -> None:
     api(event("apigw_create_client"))
     _, _, cached = token_api(event("apigw_get_token"))
@@ -946,7 +958,7 @@ def test_the_bootstrap_admin_client_is_never_vended_not_even_to_an_admin(token_a
 
 
 def test_a_record_written_before_consumers_existed_is_refused_until_an_admin_grants_some(
-    api: Api, token_api: Api, aws, environment: Deployment
+    api: Api, token_api: Api, aws: Aws, environment: Deployment
 ) -> None:
     # Given a client provisioned by the previous version: its record item has no consumers attribute
     app_client, credentials = environment.create_zus_client(NAME)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
+from integration_support import Aws
 
 SECRET = "zus-m2m/test/moto-app"
 FIRST = json.dumps({"clientId": "c", "clientSecret": "first"})
@@ -14,22 +16,22 @@ SECOND = json.dumps({"clientId": "c", "clientSecret": "second"})
 
 
 @pytest.fixture
-def sm(aws, rotation_function_arn: str):
+def sm(aws: Aws, rotation_function_arn: str) -> Any:
     """moto's Secrets Manager with one secret whose AWSCURRENT holds FIRST."""
     aws.secretsmanager.create_secret(Name=SECRET, SecretString=FIRST)
     return aws.secretsmanager
 
 
-def stages(sm) -> dict[str, list[str]]:
+def stages(sm: Any) -> dict[str, list[str]]:
     versions = sm.describe_secret(SecretId=SECRET)["VersionIdsToStages"]
     return {version: sorted(labels) for version, labels in versions.items() if labels}
 
 
-def version_at(sm, stage: str) -> str | None:
+def version_at(sm: Any, stage: str) -> str | None:
     return next((version for version, labels in stages(sm).items() if stage in labels), None)
 
 
-def rotate(sm, function_arn: str, **options) -> str:
+def rotate(sm: Any, function_arn: str, **options: Any) -> str:
     """RotateSecret now; returns the new AWSPENDING version."""
     sm.rotate_secret(SecretId=SECRET, RotationLambdaARN=function_arn, RotateImmediately=True, **options)
     pending = version_at(sm, "AWSPENDING")
@@ -37,7 +39,7 @@ def rotate(sm, function_arn: str, **options) -> str:
     return pending
 
 
-def finish(sm, version: str, value: str = SECOND) -> None:
+def finish(sm: Any, version: str, value: str = SECOND) -> None:
     """What createSecret and finishSecret do, leaving AWSPENDING on the new current version."""
     sm.put_secret_value(SecretId=SECRET, ClientRequestToken=version, SecretString=value, VersionStages=["AWSPENDING"])
     current = version_at(sm, "AWSCURRENT")
@@ -46,7 +48,7 @@ def finish(sm, version: str, value: str = SECOND) -> None:
     )
 
 
-def test_a_rotation_in_progress_refuses_another(sm, rotation_function_arn: str) -> None:
+def test_a_rotation_in_progress_refuses_another(sm: Any, rotation_function_arn: str) -> None:
     pending = rotate(sm, rotation_function_arn)
 
     with pytest.raises(sm.exceptions.InvalidRequestException, match="previous rotation"):
@@ -55,7 +57,9 @@ def test_a_rotation_in_progress_refuses_another(sm, rotation_function_arn: str) 
     assert version_at(sm, "AWSPENDING") == pending
 
 
-def test_a_finished_rotations_pending_label_does_not_block_the_next_rotation(sm, rotation_function_arn: str) -> None:
+def test_a_finished_rotations_pending_label_does_not_block_the_next_rotation(
+    sm: Any, rotation_function_arn: str
+) -> None:
     first = rotate(sm, rotation_function_arn)
     finish(sm, first)
     assert stages(sm)[first] == ["AWSCURRENT", "AWSPENDING"]
@@ -67,13 +71,15 @@ def test_a_finished_rotations_pending_label_does_not_block_the_next_rotation(sm,
     assert stages(sm)[second] == ["AWSPENDING"]
 
 
-def test_rotate_secret_turns_rotation_on(sm, rotation_function_arn: str) -> None:
+def test_rotate_secret_turns_rotation_on(sm: Any, rotation_function_arn: str) -> None:
     rotate(sm, rotation_function_arn)
 
     assert sm.describe_secret(SecretId=SECRET)["RotationEnabled"] is True
 
 
-def test_configuring_rotation_without_rotating_leaves_no_rotation_in_progress(sm, rotation_function_arn: str) -> None:
+def test_configuring_rotation_without_rotating_leaves_no_rotation_in_progress(
+    sm: Any, rotation_function_arn: str
+) -> None:
     before = stages(sm)
 
     sm.rotate_secret(
@@ -88,7 +94,7 @@ def test_configuring_rotation_without_rotating_leaves_no_rotation_in_progress(sm
     rotate(sm, rotation_function_arn)  # and a rotation can start
 
 
-def test_a_versions_value_never_changes(sm, rotation_function_arn: str) -> None:
+def test_a_versions_value_never_changes(sm: Any, rotation_function_arn: str) -> None:
     pending = rotate(sm, rotation_function_arn)
     put = {"SecretId": SECRET, "ClientRequestToken": pending, "VersionStages": ["AWSPENDING"]}
     sm.put_secret_value(SecretString=SECOND, **put)  # the value-less new version takes its value
@@ -100,7 +106,7 @@ def test_a_versions_value_never_changes(sm, rotation_function_arn: str) -> None:
     assert sm.get_secret_value(SecretId=SECRET, VersionId=pending)["SecretString"] == SECOND
 
 
-def test_an_unstaged_read_answers_awscurrent(sm, rotation_function_arn: str) -> None:
+def test_an_unstaged_read_answers_awscurrent(sm: Any, rotation_function_arn: str) -> None:
     pending = rotate(sm, rotation_function_arn)
     assert sm.get_secret_value(SecretId=SECRET)["SecretString"] == FIRST  # not the value-less new version
 
@@ -109,9 +115,10 @@ def test_an_unstaged_read_answers_awscurrent(sm, rotation_function_arn: str) -> 
     assert sm.get_secret_value(SecretId=SECRET)["SecretString"] == SECOND
 
 
-def test_a_new_current_version_takes_the_label_never_two_awscurrent(sm, rotation_function_arn: str) -> None:
+def test_a_new_current_version_takes_the_label_never_two_awscurrent(sm: Any, rotation_function_arn: str) -> None:
     pending = rotate(sm, rotation_function_arn)
     first = version_at(sm, "AWSCURRENT")
+    assert first is not None
 
     sm.put_secret_value(SecretId=SECRET, SecretString=SECOND)  # a new AWSCURRENT version during the rotation
 
@@ -122,7 +129,7 @@ def test_a_new_current_version_takes_the_label_never_two_awscurrent(sm, rotation
     assert sm.get_secret_value(SecretId=SECRET, VersionStage="AWSCURRENT")["SecretString"] == SECOND
 
 
-def test_a_rotation_schedules_the_next_one_from_itself(sm, rotation_function_arn: str) -> None:
+def test_a_rotation_schedules_the_next_one_from_itself(sm: Any, rotation_function_arn: str) -> None:
     sm.rotate_secret(
         SecretId=SECRET,
         RotationLambdaARN=rotation_function_arn,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
-from fakes import Crash, crash_at
+from fakes import Crash, crash_at, create_at_once
+from integration_support import Aws
 
 from zus_emulator.config import OLD_THEN_NEW
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
@@ -21,10 +20,9 @@ from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.retire import RetireCheckpoints
 from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import CreateRequest
-from zus_m2m.wiring import Provisioning
 
 if TYPE_CHECKING:
-    from conftest import ProvisioningStack as Stack
+    from integration_support import ProvisioningStack as Stack
 
 NAME = "billing-service"
 
@@ -99,14 +97,7 @@ def test_the_same_name_with_another_role_is_409(stack: Stack) -> None:
 
 def test_twenty_parallel_creates_in_twenty_containers_make_one_zus_client(stack: Stack) -> None:
     containers = [stack.provisioning() for _ in range(20)]
-    start = threading.Barrier(20)
-
-    def create(provisioning: Provisioning):
-        start.wait()
-        return provisioning.create_client(CreateRequest(NAME))
-
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(create, containers))
+    answers = create_at_once(containers, NAME)
 
     assert stack.stats()["appClients"] == 2
     assert len(stack.zus_clients_named(NAME)) == 1
@@ -131,7 +122,7 @@ def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_by_the_ret
     with pytest.raises(Crash):
         stack.provisioning(crash_at(checkpoint), claim_seconds=1.0).create_client(CreateRequest(NAME))
     [orphan] = stack.zus_clients_named(NAME)
-    assert stack.item(NAME, "record")["status"]["S"] == "creating"
+    assert stack.record_status(NAME) == "creating"
     if checkpoint != CreateCheckpoints.SECRET_STORED:
         with pytest.raises(stack.aws.secretsmanager.exceptions.ResourceNotFoundException):
             stack.stored()
@@ -143,7 +134,7 @@ def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_by_the_ret
     assert record.app_client_id == orphan.id
     assert stack.stats()["appClients"] == 2
     stack.assert_usable()
-    assert stack.item(NAME, "record")["status"]["S"] == "active"
+    assert stack.record_status(NAME) == "active"
 
 
 def test_a_recovered_secret_still_taking_effect_at_zus_is_proven_patiently(stack: Stack, dialect: str) -> None:
@@ -340,7 +331,7 @@ def test_a_deleted_name_can_be_provisioned_again_within_the_recovery_window(stac
 
 
 def test_with_a_rotation_function_create_schedules_rotation_and_a_start_leaves_it_pending(
-    aws, provisioning_stack_with_rotation: Stack, rotation_function_arn: str
+    aws: Aws, provisioning_stack_with_rotation: Stack, rotation_function_arn: str
 ) -> None:
     stack = provisioning_stack_with_rotation
     provisioning = stack.provisioning()
@@ -395,7 +386,7 @@ def test_a_client_deleted_while_its_rotation_is_stuck_can_be_created_again_at_on
     assert created is True
     assert second.app_client_id != first.app_client_id
     stack.assert_usable()
-    assert stack.item(NAME, "record")["status"]["S"] == "active"
+    assert stack.record_status(NAME) == "active"
     assert sorted(_labels(stack)) == [["AWSCURRENT"], ["AWSPREVIOUS"]]
     assert stack.aws.secretsmanager.describe_secret(SecretId="zus-m2m/test/billing-service")["RotationEnabled"]
     # ... and it rotates like any client

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import io
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from integration_support import wait_until
 
 from zus_local.aws_setup import create_queues
 from zus_local.console import Console
@@ -68,14 +68,6 @@ def polled(queues: tuple[Any, dict[str, str]]) -> Iterator[tuple[Function, io.St
     ).start()
     yield function, output
     poller.stop()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def count(sqs: Any, url: str) -> int:

@@ -22,17 +22,20 @@ from typing import TYPE_CHECKING
 
 import pytest
 from fakes import crash_at
+from integration_support import CountingMetrics, LoadFunction
 
 from zus_emulator.config import AUTH0, OLD_THEN_NEW
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import drive_rotation
 from zus_m2m import errors
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
+from zus_m2m.rotation.sweep import RotationCheck
 from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import AWSCURRENT, AWSPENDING, CreateRequest
 
 if TYPE_CHECKING:
-    from conftest import RotationStack as Stack
+    from integration_support import RotationStack as Stack
 
 CLIENT = "billing-service"
 ADMIN = "zus-m2m-admin"
@@ -99,8 +102,23 @@ class ColdTraffic:
             with self.lock if self.hold_while_unstored and step == "createSecret" else nullcontext():
                 steps.run(step, event["SecretId"], event["ClientRequestToken"])
 
-        steps.checkpoint = both(self.checkpoint, steps.checkpoint)
+        steps.runtime = dataclasses.replace(steps.runtime, checkpoint=both(self.checkpoint, steps.runtime.checkpoint))
         drive_rotation(invoke, *rotation, retries=retries, pause=0.01)
+
+    def sweep(self) -> RotationCheck:
+        """The sweep's check of the client, stuck or not, then one more call."""
+        check = self.stack.sweep(stuck_after=0).check(self.stack.CLIENT)
+        self.stage = "swept"
+        self.vend()
+        return check
+
+    def give_up(self, steps: RotationSteps, rotation: tuple[str, str], failing: str, retries: int) -> None:
+        """Secrets Manager gives the rotation up: every try of the step that reaches checkpoint ``failing``
+        fails there (``retries`` retries)."""
+        steps.runtime = dataclasses.replace(steps.runtime, checkpoint=crash_at(failing, error=RuntimeError))
+        with pytest.raises(RuntimeError):
+            self.drive(steps, rotation, retries=retries)
+        self.stage = "gave up"
 
 
 def both(*hooks: Callable[[str], None]) -> Callable[[str], None]:
@@ -143,7 +161,9 @@ def stack(rotation_stack: Stack) -> Stack:
 # --- the steps -------------------------------------------------------------------------------------------
 
 
-def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(stack: Stack, counting_metrics) -> None:
+def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     before = stack.current()
     secret_arn, version = stack.start()
     steps = stack.steps(counting_metrics)
@@ -153,7 +173,7 @@ def test_the_four_steps_in_order_rotate_the_secret_and_cache_the_new_token(stack
     assert outcomes == ["created", "nothing-to-set", "tested", "finished"]
     stack.assert_rotated_cleanly(before)
     assert stack.stages()[version] == [AWSCURRENT]
-    # The token testSecret obtained is the cached one: a new container needs no request to Zus.
+    # The token issued for testSecret is the cached one: a new container needs no request to Zus.
     cached = stack.table.get(CLIENT, consistent=True).token
     assert cached is not None
     assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).access_token == cached.access_token
@@ -187,7 +207,7 @@ def test_a_stale_version_is_refused(stack: Stack) -> None:
     assert stack.stages()[second] == [AWSPENDING]  # the rotation in progress is untouched
 
 
-def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack, load_function) -> None:
+def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack, load_function: LoadFunction) -> None:
     before = stack.current()
     handler = load_function("rotation", stack.lambda_environment())
     rotation = stack.start()
@@ -230,7 +250,9 @@ def test_a_crash_after_any_external_call_is_repaired_by_secrets_managers_retry(s
     steps = stack.steps()
 
     with cold_traffic(stack, hold_while_unstored=not crash_before_stored) as traffic:
-        steps.checkpoint = crash_at(checkpoint, error=RuntimeError, once=True)
+        steps.runtime = dataclasses.replace(
+            steps.runtime, checkpoint=crash_at(checkpoint, error=RuntimeError, once=True)
+        )
         traffic.drive(steps, rotation)
         traffic.stage = "finished"
         traffic.vend()
@@ -250,15 +272,9 @@ def test_a_rotation_that_failed_for_good_is_finished_by_the_sweep(stack: Stack) 
     steps = stack.steps()
 
     with cold_traffic(stack) as traffic:
-        # testSecret fails on every retry
-        steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)
-        with pytest.raises(RuntimeError):
-            traffic.drive(steps, rotation, retries=2)
-        traffic.stage = "gave up"
+        traffic.give_up(steps, rotation, RotationCheckpoints.TESTED, retries=2)
         traffic.vend()
-        check = stack.sweep(stuck_after=0).check(stack.CLIENT)
-        traffic.stage = "swept"
-        traffic.vend()
+        check = traffic.sweep()
 
     assert check.outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
@@ -276,20 +292,15 @@ def test_zus_rotated_and_secrets_manager_gave_up_with_the_new_secret_in_awspendi
     steps = stack.steps()
 
     with cold_traffic(stack) as traffic:
-        steps.checkpoint = crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError)
-        with pytest.raises(RuntimeError):
-            traffic.drive(steps, rotation, retries=0)
-        traffic.stage = "gave up"
-        pending = stack.store.read_version(stack.secret_id, rotation[1])
+        traffic.give_up(steps, rotation, RotationCheckpoints.PENDING_STORED, retries=0)
+        pending = stack.secrets.read_version(stack.secret_id, rotation[1])
         assert pending is not None
         assert stack.stages()[rotation[1]] == [AWSPENDING]
         with pytest.raises(errors.ZusCredentialsRefused):
             stack.zus_client.request_token(before.client_id, before.client_secret)
         for _ in range(3):
             traffic.vend()
-        check = stack.sweep(stuck_after=0).check(stack.CLIENT)
-        traffic.stage = "swept"
-        traffic.vend()
+        check = traffic.sweep()
 
     assert check.outcome == "rolled-forward"
     stack.assert_rotated_cleanly(before)
@@ -317,8 +328,11 @@ def test_a_secret_that_takes_3_s_to_take_effect_rotates_without_a_failed_vend(st
         return False
 
     with cold_traffic(stack, hold_while_unstored=False) as traffic:
-        steps.checkpoint = lambda name: (
-            old_refused_when_tested.append(old_secret_refused()) if name == RotationCheckpoints.TESTED else None
+        steps.runtime = dataclasses.replace(
+            steps.runtime,
+            checkpoint=lambda name: (
+                old_refused_when_tested.append(old_secret_refused()) if name == RotationCheckpoints.TESTED else None
+            ),
         )
         traffic.drive(steps, rotation)
 
@@ -352,7 +366,7 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
     failures: list[str] = []
     lock = threading.Lock()
 
-    def stream(vendor) -> None:
+    def stream(vendor: TokenVendor) -> None:
         for _ in range(50):
             started = time.monotonic()
             try:
@@ -371,7 +385,7 @@ def test_200_vend_calls_that_each_need_a_token_meet_a_30_s_random_propagation(bu
         marks.setdefault(name, time.monotonic())
 
     steps = stack.steps()
-    steps.checkpoint = mark
+    steps.runtime = dataclasses.replace(steps.runtime, checkpoint=mark)
     client_id = before.client_id
     requests_before = stack.stats()["tokenRequests"].get(client_id, 0)
     threads = [threading.Thread(target=stream, args=(vendor,)) for vendor in containers]
@@ -433,7 +447,7 @@ def test_the_bootstrap_admin_rotates_and_admin_calls_still_work(stack: Stack) ->
     stack.assert_rotated_cleanly(before, ADMIN_SECRET)
     assert traffic.failures == []
     assert set(traffic.calls) == {STARTED, *CHECKPOINTS}, traffic.calls
-    # A container with nothing cached obtains an admin token with the new secret, and provisioning works.
+    # A container with nothing cached is vended an admin token minted with the new secret, and provisioning works.
     stack.table.purge(ADMIN)
     record, created = stack.provisioning().create_client(CreateRequest("after-admin-rotation"))
     assert created

@@ -8,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from fakes import crash_at
+from integration_support import CountingMetrics, LoadFunction, wait_until
 
 from zus_emulator.config import AUTH0
 from zus_local.lambda_context import LocalLambdaContext
@@ -25,7 +26,7 @@ from zus_m2m.tokens.patience import Patience
 from zus_m2m.values import AWSPENDING
 
 if TYPE_CHECKING:
-    from conftest import RotationStack as Stack
+    from integration_support import RotationStack as Stack
 
 CLIENT = "billing-service"
 ADMIN = "zus-m2m-admin"
@@ -39,21 +40,16 @@ def stack(rotation_stack: Stack) -> Stack:
     return rotation_stack
 
 
-def wait_for(find: Callable[[], list[Any]], what: str, timeout: float = 15.0) -> list[Any]:
-    """What ``find`` returns once it returns something (polling, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def started_secrets(stack: Stack) -> set[str]:
     """Names of the secrets with a rotation started and not yet driven."""
     describe = stack.aws.secretsmanager.describe_secret
     return {describe(SecretId=arn)["Name"] for arn, _ in find_started_rotations(stack.aws.secretsmanager)}
+
+
+def scheduled_and_worker(stack: Stack, load_function: LoadFunction) -> tuple[Any, Any]:
+    """The scheduled jobs' function and the worker function, each as a new container loads it."""
+    environment = stack.lambda_environment()
+    return load_function("scheduled", environment), load_function("worker", environment)
 
 
 def test_a_check_of_a_healthy_client_starts_nothing(stack: Stack) -> None:
@@ -63,9 +59,12 @@ def test_a_check_of_a_healthy_client_starts_nothing(stack: Stack) -> None:
     assert find_started_rotations(stack.aws.secretsmanager) == []
 
 
-def test_a_check_puts_the_resource_policy_on_secrets_that_lack_it_once(stack: Stack, counting_metrics) -> None:
+def test_a_check_puts_the_resource_policy_on_secrets_that_lack_it_once(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     def policy(secret_id: str) -> str | None:
-        return stack.aws.secretsmanager.get_resource_policy(SecretId=secret_id).get("ResourcePolicy")
+        found: str | None = stack.aws.secretsmanager.get_resource_policy(SecretId=secret_id).get("ResourcePolicy")
+        return found
 
     secrets = (stack.settings.secret_naming.secret_id(CLIENT), ADMIN_SECRET)
     assert [policy(secret) for secret in secrets] == [None, None]  # stored as an operator stores them
@@ -121,7 +120,9 @@ def test_a_rotation_that_died_before_storing_anything_is_restarted(stack: Stack)
     stack.assert_rotated_cleanly(before)
 
 
-def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(stack: Stack, counting_metrics) -> None:
+def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # the new secret is lost
 
@@ -162,7 +163,9 @@ def test_a_check_during_a_new_secrets_random_propagation_finds_it_healthy(stack:
     assert find_started_rotations(stack.aws.secretsmanager) == []
 
 
-def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Stack, counting_metrics) -> None:
+def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(
+    stack: Stack, counting_metrics: CountingMetrics
+) -> None:
     before = stack.current()
     stack.zus_client.rotate_secret(stack.app_client.id, stack.admin_token)  # out of band: the stored secret is dead
     now = time.time()
@@ -177,17 +180,18 @@ def test_a_dead_secret_is_repaired_after_its_callers_spent_the_budget(stack: Sta
     assert check.outcome == "recovery-started"
     stack.drive(stack.steps(), stack.started(stack.secret_id))  # testSecret: the reserve too
     stack.assert_rotated_cleanly(before)
-    assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).source == "table"  # the token testSecret obtained
+    assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).source == "table"  # the token issued for testSecret
     assert budget.used(stack.table, CLIENT, time.time()) == 92
 
 
 # --- the handlers, as EventBridge Scheduler and the work queue's event source invoke them ----------------
 
 
-def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_once(stack: Stack, load_function) -> None:
+def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_once(
+    stack: Stack, load_function: LoadFunction
+) -> None:
     queue = stack.work_queue()
-    scheduled = load_function("scheduled", stack.lambda_environment())
-    worker = load_function("worker", stack.lambda_environment())
+    scheduled, worker = scheduled_and_worker(stack, load_function)
     context = LocalLambdaContext("zus-m2m-scheduled", timeout_seconds=300)
     # A client in use whose token enters the refresh margin before the next run
     stack.emulator("config", tokenLifetimeSeconds=180)  # its margin: half its life, 90 s
@@ -200,7 +204,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
 
     assert refresh == {
         "job": "pre-refresh",
-        "report": {"due": 1, "dispatched": 1, "taken": 0, "unsent": 0, "capped": 0},
+        "report": {"due": 1, "dispatched": 1, "superseded": 0, "unsent": 0, "capped": 0},
     }
     assert again["report"]["due"] == 0  # claimed: not handed out twice
     assert [json.loads(body)["client"] for body in delivered] == [CLIENT]
@@ -216,7 +220,7 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
     assert swept["report"] | {"enlisted": 1} == {
         "due": 2,
         "dispatched": 2,
-        "taken": 0,
+        "superseded": 0,
         "unsent": 0,
         "capped": 0,
         "enlisted": 1,
@@ -230,10 +234,9 @@ def test_the_scheduled_jobs_hand_due_work_to_the_queue_and_the_worker_does_it_on
         scheduled.lambda_handler({}, context)
 
 
-def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function) -> None:
+def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack, load_function: LoadFunction) -> None:
     queue = stack.work_queue()
-    scheduled = load_function("scheduled", stack.lambda_environment())
-    worker = load_function("worker", stack.lambda_environment())
+    scheduled, worker = scheduled_and_worker(stack, load_function)
     worker.work.sweep.policy = dataclasses.replace(worker.work.sweep.policy, rotation_interval=0)
 
     scheduled.lambda_handler({"job": "rotation-sweep"}, LocalLambdaContext("zus-m2m-scheduled", 300))
@@ -244,7 +247,9 @@ def test_the_sweep_starts_due_rotations_with_the_rotation_function(stack: Stack,
     assert description["RotationLambdaARN"] == stack.settings.rotation_function_arn
 
 
-def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed(stack: Stack, load_function) -> None:
+def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed(
+    stack: Stack, load_function: LoadFunction
+) -> None:
     worker = load_function("worker", stack.lambda_environment())
     event = json.loads((EVENTS / "sqs_work_queue.json").read_text())
     [record] = event["Records"]
@@ -259,11 +264,10 @@ def test_the_worker_takes_the_sample_sqs_event_and_answers_which_messages_failed
 
 
 def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the_dead_letters(
-    stack: Stack, load_function
+    stack: Stack, load_function: LoadFunction
 ) -> None:
     queue = stack.work_queue()
-    scheduled = load_function("scheduled", stack.lambda_environment())
-    worker = load_function("worker", stack.lambda_environment())
+    scheduled, worker = scheduled_and_worker(stack, load_function)
     stack.emulator("config", tokenLifetimeSeconds=180)  # its margin: half its life, 90 s
     stack.vendor().vend(stack.CONSUMER, CLIENT, 60)
     stack.table.mark_requested(CLIENT, time.time())
@@ -281,7 +285,9 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
     assert stack.stats()["tokensIssued"] == tokens_before + 1
     # The poisoned one: refused at each of its three receives, then SQS moves it to the dead letters
     for _ in range(3):
-        [received] = wait_for(queue.receive, "the poisoned message to come back after its visibility timeout")
+        [received] = wait_until(
+            queue.receive, "the poisoned message to come back after its visibility timeout", interval=0.1
+        )
         _, answer = queue.deliver(worker, [received])
         assert answer == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
 
@@ -289,7 +295,7 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
         assert queue.receive() == []  # SQS moves it when a receive finds it past maxReceiveCount
         return queue.receive(queue.dead_letters_url)
 
-    [dead] = wait_for(dead_letters, "the message in the dead-letter queue")
+    [dead] = wait_until(dead_letters, "the message in the dead-letter queue", interval=0.1)
     assert json.loads(dead["Body"]) == poison
 
 
@@ -298,7 +304,9 @@ def test_a_redelivered_message_does_its_work_once_and_a_poisoned_one_reaches_the
 REPAIR = json.loads((EVENTS / "scheduler_rotation_repair.json").read_text())
 
 
-def test_a_failed_step_is_recorded_and_repaired_by_the_second_repair_run(stack: Stack, load_function) -> None:
+def test_a_failed_step_is_recorded_and_repaired_by_the_second_repair_run(
+    stack: Stack, load_function: LoadFunction
+) -> None:
     # Given a rotation whose createSecret failed for good (Zus refused rotate-secret) in the rotation function
     rotation = load_function("rotation", stack.lambda_environment())
     scheduled = load_function("scheduled", stack.lambda_environment())
@@ -332,7 +340,9 @@ def test_a_failed_test_step_is_rolled_forward_by_the_repair_job(stack: Stack) ->
     before = stack.current()
     rotation = stack.start()
     steps = stack.steps()
-    steps.checkpoint = crash_at(RotationCheckpoints.TESTED, error=RuntimeError)  # testSecret fails on every retry
+    steps.runtime = replace(
+        steps.runtime, checkpoint=crash_at(RotationCheckpoints.TESTED, error=RuntimeError)
+    )  # testSecret fails on every retry
     with pytest.raises(RuntimeError):
         stack.drive(steps, rotation, retries=1)
     repair = stack.new_container().rotation_repair()
@@ -348,7 +358,9 @@ def test_a_step_that_fails_then_succeeds_on_secrets_managers_retry_leaves_nothin
     before = stack.current()
     rotation = stack.start()
     steps = stack.steps()
-    steps.checkpoint = crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError, once=True)
+    steps.runtime = replace(
+        steps.runtime, checkpoint=crash_at(RotationCheckpoints.PENDING_STORED, error=RuntimeError, once=True)
+    )
 
     stack.drive(steps, rotation)
 

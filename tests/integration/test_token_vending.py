@@ -20,7 +20,7 @@ from zus_m2m.tokens.vendor import TokenVendor
 from zus_m2m.values import REFRESH, CachedToken, fingerprint
 
 if TYPE_CHECKING:
-    from conftest import VendingStack as Stack
+    from integration_support import VendingStack as Stack
 
 CLIENT = "billing-service"
 
@@ -157,7 +157,7 @@ def test_the_budget_is_counted_in_the_table_across_containers(stack: Stack) -> N
         stack.vendor(policy).vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     assert caught.value.http_status == 429
-    assert 3590 < caught.value.retry_after <= 3600
+    assert 3590 < (caught.value.retry_after or 0) <= 3600
     assert stack.upstream_requests() == 3
     assert budget.used(stack.table, CLIENT, time.time()) == 3
 
@@ -168,7 +168,8 @@ def test_a_token_in_use_is_due_for_its_pre_refresh_and_its_renewal_moves_it_on(s
     first = vendor.vend(stack.CONSUMER, CLIENT, min_ttl=60)
     index = stack.new_container().due_index()  # the vend marked the client in use, in the call
     [due] = index.due(REFRESH, time.time() + 3600, 10)
-    assert (due.client, due.due_at) == (CLIENT, pytest.approx(first.expires_at - 200, abs=0.01))
+    assert due.client == CLIENT
+    assert due.due_at == pytest.approx(first.expires_at - 200, abs=0.01)
 
     # A 400 s token's margin is half its life (200 s): it enters it within a horizon of 250 s
     renewed = TokenPreRefresh(stack.vendor(VendingPolicy(refresh_margin=300)).flight, horizon=250).refresh(CLIENT)
@@ -271,7 +272,7 @@ def test_another_user_spending_the_clients_zus_quota_stops_ordinary_requests_bef
         stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     assert caught.value.http_status == 429
-    assert 3500 < caught.value.retry_after <= 3601
+    assert 3500 < (caught.value.retry_after or 0) <= 3601
     assert stack.upstream_requests() == 20
     assert budget.used(stack.table, CLIENT, time.time()) == 1
 

@@ -4,11 +4,13 @@ of Zus's auth server, Auth0's and RFC 6749's), retries."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
+from integration_support import wait_until
 
+from zus_emulator import EmulatorServer
 from zus_emulator.config import AUTH0, OLD_THEN_NEW
 from zus_m2m import deadline, errors
 from zus_m2m.zus.client import ZusClient
@@ -18,7 +20,7 @@ ADMIN_ID, ADMIN_SECRET = "local-admin", "local-admin-secret"
 
 
 @pytest.fixture
-def client(zus) -> ZusClient:
+def client(zus: EmulatorServer) -> ZusClient:
     endpoints = ZusEndpoints.for_environment("sandbox", api_base=zus.url, auth_base=zus.url)
     return ZusClient(endpoints, timeout=(1.0, 1.0))
 
@@ -28,24 +30,16 @@ def admin_token(client: ZusClient) -> str:
     return client.request_token(ADMIN_ID, ADMIN_SECRET).access_token
 
 
-def configure(zus, **settings) -> None:
+def configure(zus: EmulatorServer, **settings: Any) -> None:
     requests.post(f"{zus.url}/_emulator/config", json=settings, timeout=5).raise_for_status()
 
 
-def inject(zus, **fault) -> None:
+def inject(zus: EmulatorServer, **fault: Any) -> None:
     requests.post(f"{zus.url}/_emulator/faults", json=fault, timeout=5).raise_for_status()
 
 
-def stats(zus) -> dict:
-    return requests.get(f"{zus.url}/_emulator/stats", timeout=5).json()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    """Poll an observed state (never a fixed sleep standing in for it)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the state was not reached"
-        time.sleep(0.05)
+def stats(zus: EmulatorServer) -> dict[str, Any]:
+    return dict(requests.get(f"{zus.url}/_emulator/stats", timeout=5).json())
 
 
 def test_the_guides_flow_role_create_token_read(client: ZusClient, admin_token: str) -> None:
@@ -62,7 +56,7 @@ def test_the_guides_flow_role_create_token_read(client: ZusClient, admin_token: 
     assert isinstance(read.created_at, int)
 
 
-def test_role_lookup_accepts_a_one_element_array(zus, client: ZusClient, admin_token: str) -> None:
+def test_role_lookup_accepts_a_one_element_array(zus: EmulatorServer, client: ZusClient, admin_token: str) -> None:
     configure(zus, rolesAsArray=True)
 
     assert client.find_role("Care Team User", admin_token).name == "Care Team User"
@@ -110,7 +104,7 @@ def test_rotate_secret_kills_the_old_secret_at_once(client: ZusClient, admin_tok
     assert "Unauthorized" not in str(caught.value)  # never the description
 
 
-def test_with_propagation_the_old_secret_works_first(zus, client: ZusClient, admin_token: str) -> None:
+def test_with_propagation_the_old_secret_works_first(zus: EmulatorServer, client: ZusClient, admin_token: str) -> None:
     # Long enough that the two requests below fall within it on a loaded machine.
     configure(zus, secretPropagationSeconds=3, propagationMode=OLD_THEN_NEW)
     role = client.find_role("Builder Admin", admin_token)
@@ -121,20 +115,22 @@ def test_with_propagation_the_old_secret_works_first(zus, client: ZusClient, adm
     assert client.request_token(client_id, created.client_secret).access_token
     with pytest.raises(errors.ZusCredentialsRefused):
         client.request_token(client_id, rotated.client_secret)
+
     # Then the new secret takes over: waited for (each try refused until then), not slept for.
-    deadline = time.monotonic() + 30
-    while True:
+    def new_secret_works() -> bool:
         try:
-            assert client.request_token(client_id, rotated.client_secret).access_token
-            break
+            return bool(client.request_token(client_id, rotated.client_secret).access_token)
         except errors.ZusCredentialsRefused:
-            assert time.monotonic() < deadline, "the new secret never took over"
-            time.sleep(0.25)
+            return False
+
+    wait_until(new_secret_works, "the new secret to take over", timeout=30, interval=0.25)
     with pytest.raises(errors.ZusCredentialsRefused):
         client.request_token(client_id, created.client_secret)
 
 
-def test_past_the_hourly_limit_zus_answers_429_with_when_to_retry(zus, client: ZusClient, dialect: str) -> None:
+def test_past_the_hourly_limit_zus_answers_429_with_when_to_retry(
+    zus: EmulatorServer, client: ZusClient, dialect: str
+) -> None:
     configure(zus, tokenLimitPerHour=3)
     for _ in range(3):
         client.request_token(ADMIN_ID, ADMIN_SECRET)
@@ -148,7 +144,7 @@ def test_past_the_hourly_limit_zus_answers_429_with_when_to_retry(zus, client: Z
     assert (caught.value.quota is not None) == (dialect == AUTH0)
 
 
-def test_auth0s_rate_limit_headers_travel_with_the_token(zus, client: ZusClient) -> None:
+def test_auth0s_rate_limit_headers_travel_with_the_token(zus: EmulatorServer, client: ZusClient) -> None:
     configure(zus, tokenLimitPerHour=5)
 
     issued = [client.request_token(ADMIN_ID, ADMIN_SECRET) for _ in range(2)]
@@ -157,7 +153,7 @@ def test_auth0s_rate_limit_headers_travel_with_the_token(zus, client: ZusClient)
     assert all(token.quota and 3590 < token.quota.reset_at - time.time() <= 3601 for token in issued)
 
 
-def test_a_reset_900_s_away_is_a_wait_of_900_s_not_a_default(zus, client: ZusClient) -> None:
+def test_a_reset_900_s_away_is_a_wait_of_900_s_not_a_default(zus: EmulatorServer, client: ZusClient) -> None:
     inject(zus, status=429, retryAfter=900, paths=["/oauth/token"])
 
     with pytest.raises(errors.ZusRateLimited) as caught:
@@ -166,7 +162,9 @@ def test_a_reset_900_s_away_is_a_wait_of_900_s_not_a_default(zus, client: ZusCli
     assert 899 <= caught.value.retry_after <= 901
 
 
-def test_auth0s_global_limit_is_throttling_not_a_server_fault_nor_refused_credentials(zus, client: ZusClient) -> None:
+def test_auth0s_global_limit_is_throttling_not_a_server_fault_nor_refused_credentials(
+    zus: EmulatorServer, client: ZusClient
+) -> None:
     inject(zus, globalLimit=True, retryAfter=20, paths=["/oauth/token"])
 
     with pytest.raises(errors.ZusRateLimited) as caught:
@@ -178,7 +176,7 @@ def test_auth0s_global_limit_is_throttling_not_a_server_fault_nor_refused_creden
     assert "Global limit has been reached" not in str(caught.value)  # never the description
 
 
-def test_any_other_500_on_the_token_endpoint_is_unavailable(zus, client: ZusClient) -> None:
+def test_any_other_500_on_the_token_endpoint_is_unavailable(zus: EmulatorServer, client: ZusClient) -> None:
     inject(zus, status=500, paths=["/oauth/token"])
 
     with pytest.raises(errors.ZusUnavailable) as caught:
@@ -204,14 +202,16 @@ def test_a_bad_bearer_is_unauthorized(client: ZusClient) -> None:
         client.list_app_clients("not-a-token")
 
 
-def test_a_wrong_audience_is_forbidden(zus, dialect: str) -> None:
+def test_a_wrong_audience_is_forbidden(zus: EmulatorServer, dialect: str) -> None:
     endpoints = ZusEndpoints(api_base=zus.url, auth_base=zus.url, audience="https://api.zusapi.com")
     with pytest.raises(errors.ZusForbidden) as caught:
         ZusClient(endpoints).request_token(ADMIN_ID, ADMIN_SECRET)
     assert "access_denied" in str(caught.value)
 
 
-def test_5xx_on_a_read_is_retried_then_surfaces_as_unavailable(zus, client: ZusClient, admin_token: str) -> None:
+def test_5xx_on_a_read_is_retried_then_surfaces_as_unavailable(
+    zus: EmulatorServer, client: ZusClient, admin_token: str
+) -> None:
     inject(zus, status=503, rate=1.0, paths=["/auth/app-clients"])
 
     started = time.monotonic()
@@ -222,7 +222,9 @@ def test_5xx_on_a_read_is_retried_then_surfaces_as_unavailable(zus, client: ZusC
     assert time.monotonic() - started >= 0.2  # backed off between attempts
 
 
-def test_a_slow_read_times_out_and_surfaces_as_unavailable(zus, client: ZusClient, admin_token: str) -> None:
+def test_a_slow_read_times_out_and_surfaces_as_unavailable(
+    zus: EmulatorServer, client: ZusClient, admin_token: str
+) -> None:
     inject(zus, latencyMs=1500, paths=["/auth/app-clients"])
 
     with pytest.raises(errors.ZusUnavailable) as caught:
@@ -231,7 +233,7 @@ def test_a_slow_read_times_out_and_surfaces_as_unavailable(zus, client: ZusClien
     assert "timed out" in str(caught.value)
 
 
-def test_a_dropped_connection_surfaces_as_unavailable(zus, client: ZusClient, admin_token: str) -> None:
+def test_a_dropped_connection_surfaces_as_unavailable(zus: EmulatorServer, client: ZusClient, admin_token: str) -> None:
     inject(zus, drop=True, rate=1.0, paths=["/auth/roles"])
 
     with pytest.raises(errors.ZusUnavailable) as caught:
@@ -240,7 +242,7 @@ def test_a_dropped_connection_surfaces_as_unavailable(zus, client: ZusClient, ad
     assert "connection failed" in str(caught.value)
 
 
-def test_a_create_that_times_out_is_never_retried(zus, client: ZusClient, admin_token: str) -> None:
+def test_a_create_that_times_out_is_never_retried(zus: EmulatorServer, client: ZusClient, admin_token: str) -> None:
     # Given Zus answers a create only after the client's read timeout
     role = client.find_role("Builder Admin", admin_token)
     inject(zus, latencyMs=1500, paths=["/auth/app-clients"])
@@ -250,12 +252,12 @@ def test_a_create_that_times_out_is_never_retried(zus, client: ZusClient, admin_
 
     # Then Zus received exactly one create (the emulator finishes it after the delay)
     assert stats(zus)["faultsFired"] == {"latency": {"/auth/app-clients": 1}}
-    wait_until(lambda: stats(zus)["appClients"] == 2)
+    wait_until(lambda: stats(zus)["appClients"] == 2, "both app clients at Zus")
     inject(zus)
     assert stats(zus)["appClients"] == 2
 
 
-def test_a_fault_429_carries_when_to_retry(zus, client: ZusClient, dialect: str) -> None:
+def test_a_fault_429_carries_when_to_retry(zus: EmulatorServer, client: ZusClient, dialect: str) -> None:
     inject(zus, status=429, rate=1.0, retryAfter=7, paths=["/oauth/token"])
 
     with pytest.raises(errors.ZusRateLimited) as caught:
@@ -264,7 +266,9 @@ def test_a_fault_429_carries_when_to_retry(zus, client: ZusClient, dialect: str)
     assert 7 <= caught.value.retry_after <= 8  # Auth0's reset is a whole epoch second
 
 
-def test_transient_5xx_on_reads_are_absorbed_by_retries(zus, client: ZusClient, admin_token: str) -> None:
+def test_transient_5xx_on_reads_are_absorbed_by_retries(
+    zus: EmulatorServer, client: ZusClient, admin_token: str
+) -> None:
     inject(zus, status=502, rate=0.3, paths=["/auth/app-clients"])
 
     outcomes = []
@@ -279,7 +283,7 @@ def test_transient_5xx_on_reads_are_absorbed_by_retries(zus, client: ZusClient, 
     assert outcomes.count("ok") >= 24
 
 
-def test_calls_shorten_their_timeouts_to_the_invocations_deadline(zus, admin_token: str) -> None:
+def test_calls_shorten_their_timeouts_to_the_invocations_deadline(zus: EmulatorServer, admin_token: str) -> None:
     # Given a Zus that answers reads after 5 s, and a client that would wait 10 s per attempt
     endpoints = ZusEndpoints.for_environment("sandbox", api_base=zus.url, auth_base=zus.url)
     client = ZusClient(endpoints, timeout=(3.0, 10.0))
@@ -296,7 +300,7 @@ def test_calls_shorten_their_timeouts_to_the_invocations_deadline(zus, admin_tok
     assert stats(zus)["faultsFired"] == {"latency": {"/auth/app-clients": 3}}
 
 
-def test_a_call_that_cannot_fit_in_the_time_left_is_not_started(zus, client: ZusClient) -> None:
+def test_a_call_that_cannot_fit_in_the_time_left_is_not_started(zus: EmulatorServer, client: ZusClient) -> None:
     before = stats(zus)["tokenRequests"].get(ADMIN_ID, 0)
 
     with deadline.within(1.2), pytest.raises(errors.ZusUnavailable) as caught:

@@ -7,9 +7,8 @@ from fake_secrets import FakeSecretStore
 from fake_zus import FakeAdminTokens, FakeTokenIssuer, FakeZusAdmin
 from fakes import ADMIN, NAMING, FakeClock, FakeMetrics, FakeTokenTable
 
-from zus_m2m.values import (
-    ClientCredentials,
-)
+from zus_m2m.provisioning.admin import BootstrapAdmin
+from zus_m2m.values import ClientCredentials
 
 
 class FakeDeployment:
@@ -20,9 +19,10 @@ class FakeDeployment:
         self.clock = FakeClock()
         self.zus = FakeZusAdmin(clock=self.clock)
         self.secrets = FakeSecretStore(self.clock)
-        self.tokens = FakeTokenTable()
-        self.issuer = FakeTokenIssuer(self.zus, tokens=self.tokens)
+        self.table = FakeTokenTable()
+        self.issuer = FakeTokenIssuer(self.zus, table=self.table)
         self.admin_tokens = FakeAdminTokens(self.zus)
+        self.admin = BootstrapAdmin(self.zus, self.admin_tokens, ADMIN)
         self.failures = FakeRotationFailures()
         self.metrics = FakeMetrics()
         self.naming = NAMING

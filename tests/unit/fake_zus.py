@@ -112,14 +112,14 @@ class FakeZusAdmin:
 @dataclass
 class FakeTokenIssuer:
     """Token vending's issue_with against FakeZusAdmin: a token only for the client's current secret,
-    cached in ``tokens`` when given (with the secret version that minted it); ``refusals`` makes it
+    cached in ``table`` when given (with the secret version that minted it); ``refusals`` makes it
     refuse that many requests first (a secret still propagating at Zus)."""
 
     zus: FakeZusAdmin
     issued: list[str] = field(default_factory=list)
     refusals: int = 0
     attempts: list[str] = field(default_factory=list)
-    tokens: FakeTokenTable | None = None
+    table: FakeTokenTable | None = None
 
     def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken:
         self.attempts.append(client)
@@ -137,8 +137,8 @@ class FakeTokenIssuer:
             credentials.app_client_id,
             secret_version=credentials.version_id,
         )
-        if self.tokens is not None:
-            self.tokens.put_token(client, token, None)
+        if self.table is not None:
+            self.table.put_token(client, token, None)
         return token
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     ClientView,
+    CreateRequest,
     FailureCause,
     SecretNaming,
     TokenState,
@@ -29,15 +31,32 @@ from zus_m2m.values import (
 if TYPE_CHECKING:
     from fake_records import FakeDueIndex
 
+    from zus_m2m.wiring import Provisioning
+
 ADMIN = "zus-m2m-admin"
 # Stage "test" of the service: clients' secrets are zus-m2m/test/<name>, the admin's too.
 NAMING = SecretNaming(
     prefix="zus-m2m", stage="test", admin_client_name=ADMIN, admin_secret_name=f"zus-m2m/test/{ADMIN}"
 )
 
+# A client record's JSON, as the API answers it (docs/openapi.json's AppClient): no more, no fewer.
+RECORD_FIELDS = {"name", "appClientId", "clientId", "roleId", "roleName", "secretArn", "createdAt", "consumers"}
+
 
 class Crash(BaseException):
     """The function dying (a timeout, an OOM): no except clause of the flow sees it."""
+
+
+def create_at_once(containers: list[Provisioning], name: str) -> list[tuple[ClientRecord, bool]]:
+    """The same create of ``name`` from every container, each in its own thread, all let go at once."""
+    start = threading.Barrier(len(containers))
+
+    def create(provisioning: Provisioning) -> tuple[ClientRecord, bool]:
+        start.wait()
+        return provisioning.create_client(CreateRequest(name))
+
+    with ThreadPoolExecutor(max_workers=len(containers)) as pool:
+        return list(pool.map(create, containers))
 
 
 def crash_at(

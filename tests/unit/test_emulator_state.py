@@ -6,6 +6,7 @@ import random
 
 import jwt
 import pytest
+from fakes import FakeClock
 
 from zus_emulator.config import AUTH0, DIALECTS, OLD_THEN_NEW, RFC6749, EmulatorConfig, SettingsError, parse_fault
 from zus_emulator.resources import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID, PERMISSIONLESS_ROLE_ID
@@ -17,20 +18,9 @@ AUDIENCE = "https://api.sandbox.zusapi.com"
 REFUSED = {AUTH0: "access_denied", RFC6749: "invalid_client"}
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture(params=DIALECTS)
@@ -96,9 +86,9 @@ def test_token_claims_follow_the_clock(state: EmulatorState, clock: FakeClock) -
     assert claims["sub"] == "local-admin@clients"
     assert claims["aud"] == AUDIENCE
     assert state.authenticate(issued["access_token"]).client_id == "local-admin"
-    clock.advance(3599)
+    clock.sleep(3599)
     assert state.authenticate(issued["access_token"]).client_id == "local-admin"
-    clock.advance(1)
+    clock.sleep(1)
     with pytest.raises(BearerError, match="expired"):
         state.authenticate(issued["access_token"])
 
@@ -106,19 +96,19 @@ def test_token_claims_follow_the_clock(state: EmulatorState, clock: FakeClock) -
 def test_the_sliding_hour(state: EmulatorState, clock: FakeClock) -> None:
     for _ in range(3):
         state.issue_token(request())
-        clock.advance(10)
+        clock.sleep(10)
     # t = 30: three requests at 0, 10, 20 fill the window
     error = oauth_error(state, request())
     assert (error.status, error.code, wait(state, error)) == (429, "too_many_requests", 3570)
-    clock.advance(3569.5)  # t = 3599.5: the request at 0 still counts
+    clock.sleep(3569.5)  # t = 3599.5: the request at 0 still counts
     error = oauth_error(state, request())
     assert wait(state, error) == 1  # never less than 1
-    clock.advance(0.5)  # t = 3600: the request at 0 has left the window
+    clock.sleep(0.5)  # t = 3600: the request at 0 has left the window
     state.issue_token(request())
     assert wait(state, oauth_error(state, request())) == 10
     assert state.stats()["tokenRequests"] == {"local-admin": 3}
     assert state.stats()["rateLimited"] == 3
-    clock.advance(7200)
+    clock.sleep(7200)
     assert state.stats()["tokenRequests"] == {}
 
 
@@ -186,10 +176,10 @@ def test_the_propagation_window_old_then_new(state: EmulatorState, clock: FakeCl
     rotated = state.rotate_secret(client.id)
     assert rotated is not None
     new = rotated[1]
-    clock.advance(29.9)
+    clock.sleep(29.9)
     state.issue_token(request(client.client_id, old))
     assert refused(state, request(client.client_id, new))
-    clock.advance(0.1)
+    clock.sleep(0.1)
     state.issue_token(request(client.client_id, new))
     assert refused(state, request(client.client_id, old))
 
@@ -218,7 +208,7 @@ def test_the_random_propagation_window_accepts_either_secret_by_chance(clock: Fa
     # Within the window the same secret is accepted by one request and refused by the next.
     assert 60 <= accepted("old", 200) <= 140
     assert 60 <= accepted("new", 200) <= 140
-    clock.advance(30)
+    clock.sleep(30)
     assert accepted("new", 20) == 20
     assert accepted("old", 20) == 0
 
@@ -230,13 +220,13 @@ def test_a_second_rotation_during_propagation_replaces_the_pending_secret(
     client, first = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
     second = state.rotate_secret(client.id)
     assert second is not None
-    clock.advance(20)
+    clock.sleep(20)
     third = state.rotate_secret(client.id)
     assert third is not None
-    clock.advance(20)  # 40 s after the first rotation, 20 s after the second
+    clock.sleep(20)  # 40 s after the first rotation, 20 s after the second
     state.issue_token(request(client.client_id, first))
     assert refused(state, request(client.client_id, third[1]))
-    clock.advance(10)
+    clock.sleep(10)
     state.issue_token(request(client.client_id, third[1]))
     assert refused(state, request(client.client_id, first))
     assert refused(state, request(client.client_id, second[1]))
@@ -255,10 +245,10 @@ def test_deleted_clients_lose_credentials_tokens_and_counters(state: EmulatorSta
 
 
 def test_list_order_and_duplicates(state: EmulatorState, clock: FakeClock) -> None:
-    clock.advance(1)
+    clock.sleep(1)
     a, _ = state.create_app_client("same", BUILDER_ADMIN_ROLE_ID)
     b, _ = state.create_app_client("same", BUILDER_ADMIN_ROLE_ID)
-    clock.advance(1)
+    clock.sleep(1)
     c, _ = state.create_app_client("later", BUILDER_ADMIN_ROLE_ID)
     listed = state.list_app_clients()
     assert listed[0].client_id == "local-admin"
@@ -274,12 +264,12 @@ def test_reset_restores_the_start(state: EmulatorState) -> None:
     state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
     started_with = state.settings.dialect
     state.update_settings({"tokenLimitPerHour": 1, "dialect": next(d for d in DIALECTS if d != started_with)})
-    state.set_fault({"status": 500})
+    state.faults.set({"status": 500})
     state.reset()
     assert [c.id for c in state.list_app_clients()] == [admin_id]
     assert state.settings.token_limit_per_hour == 3
     assert state.settings.dialect == started_with
-    assert state.fault is None
+    assert state.faults.current is None
     state.issue_token(request())
     assert state.stats() == {
         "tokenRequests": {"local-admin": 1},
@@ -313,26 +303,26 @@ def test_settings_validation(state: EmulatorState, patch: object) -> None:
 
 def test_fault_sampling_and_matching(clock: FakeClock) -> None:
     state = EmulatorState(EmulatorConfig(clock=clock), rng=random.Random(7))
-    state.set_fault({"status": 500, "rate": 0.25, "paths": ["/oauth/token"]})
-    hits = sum(state.pick_fault("/oauth/token") is not None for _ in range(4000))
+    state.faults.set({"status": 500, "rate": 0.25, "paths": ["/oauth/token"]})
+    hits = sum(state.faults.pick("/oauth/token") is not None for _ in range(4000))
     assert 800 <= hits <= 1200
-    assert state.pick_fault("/auth/roles") is None
+    assert state.faults.pick("/auth/roles") is None
     # Every hit is counted by what it does and where; misses, and paths the fault spares, are not.
     assert state.stats()["faultsFired"] == {"500": {"/oauth/token": hits}}
-    state.set_fault({"latencyMs": 5, "drop": True, "paths": ["/auth/"]})
-    state.pick_fault("/auth/roles")
-    state.pick_fault("/auth/roles")
+    state.faults.set({"latencyMs": 5, "drop": True, "paths": ["/auth/"]})
+    state.faults.pick("/auth/roles")
+    state.faults.pick("/auth/roles")
     fired = state.stats()["faultsFired"]
     assert fired["latency"] == fired["drop"] == {"/auth/roles": 2}
-    state.set_fault({"globalLimit": True})
-    state.pick_fault("/oauth/token")
+    state.faults.set({"globalLimit": True})
+    state.faults.pick("/oauth/token")
     assert state.stats()["faultsFired"]["globalLimit"] == {"/oauth/token": 1}
     state.reset()
     assert state.stats()["faultsFired"] == {}
-    state.set_fault({"latencyMs": 5})
-    assert state.pick_fault("/auth/roles") is not None
-    assert state.pick_fault("/_emulator/stats") is None
-    assert state.set_fault({}) is None
+    state.faults.set({"latencyMs": 5})
+    assert state.faults.pick("/auth/roles") is not None
+    assert state.faults.pick("/_emulator/stats") is None
+    assert state.faults.set({}) is None
     assert parse_fault({"drop": True}) is not None
     assert parse_fault({"globalLimit": True}) is not None
     for combined in ({"globalLimit": True, "status": 500}, {"globalLimit": True, "drop": True}):

@@ -4,17 +4,15 @@ vending, wired as ``zus_m2m.wiring`` wires them."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fake_deployment import FakeDeployment
 from fake_records import FakeClientRecords, FakePageTokens
-from fakes import ADMIN, Crash, crash_at
+from fakes import ADMIN, RECORD_FIELDS, Crash, crash_at, create_at_once
 
 from zus_m2m import errors
-from zus_m2m.ports import Runtime, no_checkpoint
+from zus_m2m.ports import Checkpoint, Clock, Runtime, Sleep, no_checkpoint
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.retire import RetireCheckpoints
@@ -23,7 +21,7 @@ from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.tokens import budget
-from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, CreateRequest
+from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, ClientRecord, CreateRequest, RecordItem
 from zus_m2m.wiring import Provisioning, ProvisioningPorts, provisioning_use_cases
 
 NAME = "billing-service"
@@ -40,35 +38,32 @@ class World(FakeDeployment):
             **policy,  # type: ignore[arg-type]
         )
 
-    def provisioning(self, checkpoint=no_checkpoint, *, clock=None, sleep=None) -> Provisioning:
+    def provisioning(
+        self, checkpoint: Checkpoint = no_checkpoint, *, clock: Clock | None = None, sleep: Sleep | None = None
+    ) -> Provisioning:
         ports = ProvisioningPorts(
-            self.records,
-            self.records,
-            self.secrets,
-            self.tokens,
-            self.zus,
-            self.issuer,
-            self.admin_tokens,
-            FakePageTokens(),
+            self.records, self.records, self.secrets, self.table, self.admin, self.issuer, FakePageTokens()
         )
         rotation = RotationPolicy(self.naming, self.policy.rotation_function_arn)
-        steps = RotationSteps(
-            self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, rotation, self.metrics
-        )
-        return provisioning_use_cases(
-            ports,
-            self.policy,
-            self.metrics,
-            repair=RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, Runtime(self.metrics)),
-            checkpoint=checkpoint,
-            clock=clock or self.clock,
-            sleep=sleep or self.clock.sleep,
-        )
+        steps = RotationSteps(self.secrets, self.admin, self.issuer, self.failures, rotation, Runtime(self.metrics))
+        runtime = Runtime(self.metrics, clock or self.clock, sleep or self.clock.sleep, checkpoint)
+        repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, rotation, Runtime(self.metrics))
+        return provisioning_use_cases(ports, self.policy, runtime, repair=repair)
 
     def secret_id(self, name: str) -> str:
         return self.naming.secret_id(name)
 
-    def stored(self, name: str = NAME):
+    def item(self, name: str = NAME) -> RecordItem:
+        item = self.records.get(name)
+        assert item is not None
+        return item
+
+    def record(self, name: str = NAME) -> ClientRecord:
+        record = self.item(name).record
+        assert record is not None
+        return record
+
+    def stored(self, name: str = NAME) -> ClientCredentials | None:
         return self.secrets.read(self.secret_id(name), AWSCURRENT)
 
     def assert_usable(self, name: str = NAME) -> None:
@@ -98,16 +93,7 @@ def test_create_follows_the_guide_and_answers_the_record_without_the_secret(worl
     assert (record.role_id, record.role_name) == ("role-builder-admin", "Builder Admin")
     assert record.secret_arn == world.secrets.secrets[world.secret_id(NAME)].arn
     assert record.created_at == int(world.clock())
-    assert set(record.to_json()) == {
-        "name",
-        "appClientId",
-        "clientId",
-        "roleId",
-        "roleName",
-        "secretArn",
-        "createdAt",
-        "consumers",
-    }
+    assert set(record.to_json()) == RECORD_FIELDS
     assert record.consumers == ()
     assert world.zus.secret_of(client.id) not in json.dumps(record.to_json())
     # stored with the stack's key, the managed tags and a deterministic request token
@@ -123,7 +109,7 @@ def test_create_follows_the_guide_and_answers_the_record_without_the_secret(worl
     # verified: a token from the stored secret, then the guide's step 4 read with it
     assert world.issuer.issued == [NAME]
     assert world.zus.calls == ["role lookup", "create app client", "get app client"]
-    assert world.records.get(NAME).status == "active"
+    assert world.item().status == "active"
 
 
 def test_the_same_request_again_returns_the_same_record_and_creates_nothing(world: World) -> None:
@@ -215,7 +201,7 @@ def test_zus_refusing_the_create_is_503_with_retry_after_and_the_retry_completes
     record, created = world.provisioning().create_client(CreateRequest(NAME))
     assert created is True
     world.assert_usable()
-    assert world.records.get(NAME).record == record
+    assert world.item().record == record
 
 
 @pytest.mark.parametrize(
@@ -284,7 +270,9 @@ def test_a_crash_between_zus_create_and_the_secret_store_is_recovered_with_rotat
 
     assert created is True
     world.assert_usable()
-    assert world.stored().client_secret != lost_secret
+    stored = world.stored()
+    assert stored is not None
+    assert stored.client_secret != lost_secret
     assert world.zus.calls.count("create app client") == 1
     assert world.zus.calls.count("rotate secret") == 1
     assert record.app_client_id == world.zus.named(NAME)[0].id
@@ -367,14 +355,7 @@ def test_twenty_parallel_identical_creates_make_one_zus_client() -> None:
     world = World(wait_seconds=10.0)
     world.zus.delay = 0.2  # the creator is slow, so the others really wait
     containers = [world.provisioning(clock=time.time, sleep=time.sleep) for _ in range(20)]
-    start = threading.Barrier(20)
-
-    def create(provisioning: Provisioning):
-        start.wait()
-        return provisioning.create_client(CreateRequest(NAME))
-
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(create, containers))
+    answers = create_at_once(containers, NAME)
 
     assert len(world.zus.named(NAME)) == 1
     assert world.zus.calls.count("create app client") == 1
@@ -406,8 +387,8 @@ def test_no_rotation_is_configured_without_a_rotation_function(world: World) -> 
 def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token(world: World) -> None:
     provisioning = world.provisioning()
     record, _ = provisioning.create_client(CreateRequest(NAME))
-    world.tokens.put_token(NAME, CachedToken("the-access-token", "Bearer", world.clock() + 1800), None)
-    budget.spend(world.tokens, NAME, world.clock(), 100)
+    world.table.put_token(NAME, CachedToken("the-access-token", "Bearer", world.clock() + 1800), None)
+    budget.spend(world.table, NAME, world.clock(), 100)
 
     shown = provisioning.queries.get(NAME)
 
@@ -424,7 +405,7 @@ def test_get_shows_rotation_dates_token_expiry_and_budget_but_no_secret_or_token
 def test_get_reports_an_expired_token_as_not_cached(world: World) -> None:
     provisioning = world.provisioning()
     provisioning.create_client(CreateRequest(NAME))
-    world.tokens.put_token(NAME, CachedToken("old", "Bearer", world.clock() - 1), None)
+    world.table.put_token(NAME, CachedToken("old", "Bearer", world.clock() - 1), None)
 
     assert provisioning.queries.get(NAME)["token"] == {"cached": False, "expiresAt": None}
 
@@ -483,7 +464,7 @@ def test_the_list_comes_in_pages_the_bootstrap_admin_on_the_first(world: World) 
     assert last is None
 
 
-def world_admin_credentials():
+def world_admin_credentials() -> ClientCredentials:
     return ClientCredentials(
         ADMIN, "app-admin", "local-admin", "local-admin-secret", "role-builder-admin", "Builder Admin"
     )
@@ -522,7 +503,7 @@ def test_start_rotation_without_a_rotation_function_passes_none(world: World) ->
 def test_delete_removes_the_zus_client_schedules_the_secret_and_purges_tokens(world: World) -> None:
     provisioning = world.provisioning()
     provisioning.create_client(CreateRequest(NAME))
-    world.tokens.put_token(NAME, CachedToken("t", "Bearer", world.clock() + 600), None)
+    world.table.put_token(NAME, CachedToken("t", "Bearer", world.clock() + 600), None)
 
     provisioning.retire_client(NAME)
 
@@ -530,7 +511,7 @@ def test_delete_removes_the_zus_client_schedules_the_secret_and_purges_tokens(wo
     secret = world.secrets.secrets[world.secret_id(NAME)]
     assert secret.deleted is True
     assert secret.recovery_window_days == 7
-    assert NAME not in world.tokens.states
+    assert NAME not in world.table.states
     assert world.records.get(NAME) is None
     with pytest.raises(errors.ResourceNotFound):
         provisioning.retire_client(NAME)
@@ -624,7 +605,7 @@ def test_a_create_stores_the_consumers_on_the_record(world: World) -> None:
     record, _ = world.provisioning().create_client(CreateRequest(NAME, consumers=(CONSUMER,)))
 
     assert record.consumers == (CONSUMER,)
-    assert world.records.get(NAME).record.consumers == (CONSUMER,)
+    assert world.record().consumers == (CONSUMER,)
     assert record.to_json()["consumers"] == [CONSUMER]
 
 
@@ -647,7 +628,7 @@ def test_a_repeated_create_with_other_consumers_is_a_conflict_and_changes_nothin
 
     assert caught.value.http_status == 409
     assert "PATCH" in caught.value.detail
-    assert world.records.get(NAME).record.consumers == (CONSUMER,)
+    assert world.record().consumers == (CONSUMER,)
 
 
 def test_a_role_the_stack_does_not_allow_is_422_before_anything_is_claimed() -> None:
@@ -668,7 +649,7 @@ def test_update_consumers_replaces_the_list(world: World) -> None:
     record = world.provisioning().update_consumers(NAME, (OTHER_CONSUMER,))
 
     assert record.consumers == (OTHER_CONSUMER,)
-    assert world.records.get(NAME).record.consumers == (OTHER_CONSUMER,)
+    assert world.record().consumers == (OTHER_CONSUMER,)
     assert world.provisioning().update_consumers(NAME, ()).consumers == ()
 
 
@@ -681,7 +662,7 @@ def test_update_consumers_of_an_unknown_a_half_made_or_the_admin_client_changes_
         world.provisioning(crash_at(CreateCheckpoints.APP_CLIENT_CREATED)).create_client(CreateRequest(NAME))
     with pytest.raises(errors.ResourceConflict, match="being created"):
         world.provisioning().update_consumers(NAME, (CONSUMER,))
-    assert world.records.get(NAME).record is None
+    assert world.item().record is None
 
 
 def test_a_record_of_the_old_shape_has_no_consumers_until_an_admin_grants_some(world: World) -> None:

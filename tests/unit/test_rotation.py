@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 from fake_deployment import FakeDeployment
@@ -18,6 +19,7 @@ from zus_m2m.values import (
     AWSCURRENT,
     AWSPENDING,
     AWSPREVIOUS,
+    AppClientSecret,
     CachedToken,
     ClientCredentials,
     RotationFailure,
@@ -48,18 +50,8 @@ class World(FakeDeployment):
         return credentials
 
     def steps(self) -> RotationSteps:
-        return RotationSteps(
-            self.secrets,
-            self.zus,
-            self.issuer,
-            self.admin_tokens,
-            self.failures,
-            self.policy,
-            self.metrics,
-            clock=self.clock,
-            sleep=self.clock.sleep,
-            checkpoint=self.checkpoints.append,
-        )
+        runtime = Runtime(self.metrics, self.clock, self.clock.sleep, self.checkpoints.append)
+        return RotationSteps(self.secrets, self.admin, self.issuer, self.failures, self.policy, runtime)
 
     def repair(self) -> RotationRepair:
         return RotationRepair(
@@ -67,7 +59,7 @@ class World(FakeDeployment):
         )
 
     def sweep(self) -> RotationSweep:
-        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, self.tokens, clock=self.clock)
+        return RotationSweep(self.secrets, self.repair(), self.policy, self.metrics, self.table, clock=self.clock)
 
     def start(self, name: str = CLIENT) -> str:
         self.secrets.start_rotation(self.secret_id(name), FUNCTION_ARN)
@@ -255,7 +247,7 @@ def test_the_bootstrap_admin_rotates_with_a_token_taken_before_its_secret_change
     taken_before_rotation: list[int] = []
     rotate = world.zus.rotate_secret
 
-    def rotate_and_note(app_client_id: str, bearer: str):
+    def rotate_and_note(app_client_id: str, bearer: str) -> AppClientSecret:
         taken_before_rotation.append(world.admin_tokens.taken)
         return rotate(app_client_id, bearer)
 
@@ -285,14 +277,14 @@ def test_an_admin_secret_without_app_client_id_is_refused_before_zus_is_asked(wo
 def test_a_crash_after_zus_rotated_is_repaired_by_the_retry(world: World) -> None:
     version = world.start()
     steps = world.steps()
-    steps.checkpoint = crash_at(RotationCheckpoints.ZUS_ROTATED)
+    steps.runtime = replace(steps.runtime, checkpoint=crash_at(RotationCheckpoints.ZUS_ROTATED))
 
     with pytest.raises(Crash):
         steps.run("createSecret", SECRET, version)
     lost = world.zus_secret()
     assert world.secrets.read_version(SECRET, version) is None
 
-    steps.checkpoint = world.checkpoints.append
+    steps.runtime = replace(steps.runtime, checkpoint=world.checkpoints.append)
     for step in STEPS:
         steps.run(step, SECRET, version)
 
@@ -321,7 +313,7 @@ def test_a_failed_pending_write_after_zus_rotated_is_tried_again_within_the_step
     to rotate once."""
     version = world.start()
     steps = world.steps()
-    steps.store = FlakyStore(world.secrets, failures=3)  # type: ignore[assignment]
+    steps.secrets = FlakyStore(world.secrets, failures=3)  # type: ignore[assignment]
 
     assert steps.run("createSecret", SECRET, version) == "created"
 
@@ -334,13 +326,13 @@ def test_a_crash_after_the_stage_move_leaves_the_retry_to_remove_the_pending_lab
     steps = world.steps()
     for step in STEPS[:3]:
         steps.run(step, SECRET, version)
-    steps.checkpoint = crash_at(RotationCheckpoints.CURRENT_MOVED)
+    steps.runtime = replace(steps.runtime, checkpoint=crash_at(RotationCheckpoints.CURRENT_MOVED))
 
     with pytest.raises(Crash):
         steps.run("finishSecret", SECRET, version)
     assert world.stages()[version] == [AWSCURRENT, AWSPENDING]
 
-    steps.checkpoint = world.checkpoints.append
+    steps.runtime = replace(steps.runtime, checkpoint=world.checkpoints.append)
     assert steps.run("finishSecret", SECRET, version) == "pending-label-removed"
     assert world.stages() == {"billing-v1": [AWSPREVIOUS], version: [AWSCURRENT]}
 
@@ -408,7 +400,7 @@ def test_a_check_leaves_a_healthy_client_alone_caches_its_token_and_comes_back_w
     assert check == RotationCheck("healthy", world.clock.now + world.policy.check_interval)
     assert world.secrets.rotations_started == []
     assert world.issuer.issued == [CLIENT]
-    assert world.tokens.get(CLIENT).token is not None  # cached, with the version that minted it
+    assert world.table.get(CLIENT).token is not None  # cached, with the version that minted it
 
 
 def test_a_check_with_a_valid_token_of_the_current_version_costs_no_token_request(world: World) -> None:
@@ -425,7 +417,7 @@ def test_a_check_with_a_valid_token_of_the_current_version_costs_no_token_reques
 def test_a_token_of_another_version_or_an_expired_one_proves_nothing(world: World) -> None:
     world.sweep().check(CLIENT)
     world.rotate()  # AWSCURRENT is another version now; the rotation's test cached a token of it
-    world.tokens.states.clear()
+    world.table.states.clear()
 
     world.sweep().check(CLIENT)
     world.clock.now += 3600  # that token expired
@@ -545,7 +537,7 @@ def test_a_refusal_of_a_secret_stored_moments_ago_is_recovered_but_not_called_ch
 
 def test_a_check_recovers_when_only_the_previous_secret_still_works(world: World) -> None:
     world.rotate()
-    world.tokens.states.clear()  # no cached token of the current version to prove it
+    world.table.states.clear()  # no cached token of the current version to prove it
     previous = world.stored(AWSPREVIOUS)
     assert previous is not None
     world.zus.clients[world.app_ids[CLIENT]] = (world.zus.clients[world.app_ids[CLIENT]][0], previous.client_secret)
@@ -603,6 +595,19 @@ def test_a_failed_step_is_recorded_without_anything_secret(world: World) -> None
     assert (failure.client, failure.version, failure.step, failure.seen_at) == (CLIENT, version, "createSecret", None)
     assert failure.failed_at == world.clock()
     assert failure.reason == "Zus rotate secret failed (HTTP 500): Internal Server Error"
+
+
+def test_without_the_admins_secret_create_secret_fails_with_the_admin_tokens_own_error(world: World) -> None:
+    # The steps take the admin's token as its port raises, not as provisioning words it for its callers.
+    version = world.start()
+    world.admin_tokens.missing = True
+
+    with pytest.raises(errors.ResourceNotFound):
+        world.steps().run("createSecret", SECRET, version)
+
+    [failure] = world.failures.list()
+    assert failure.reason == f"no managed app client named {ADMIN!r}"
+    assert world.rotate_calls() == 0
 
 
 def test_a_refused_invocation_of_a_stale_version_is_not_a_failure_to_repair(world: World) -> None:

@@ -37,8 +37,8 @@ class World(FakeDeployment):
     def __init__(self) -> None:
         super().__init__()
         self.due = FakeDueIndex()
-        self.tokens = FakeTokenTable(due=self.due)
-        self.issuer.tokens = self.tokens
+        self.table = FakeTokenTable(due=self.due)
+        self.issuer.table = self.table
         self.queue = FakeWorkQueue()
         self.credentials = self.add_client(CLIENT)
         self.endpoint = FakeTokenEndpoint(valid_secrets={self.credentials.client_secret})
@@ -51,19 +51,17 @@ class World(FakeDeployment):
         """A new container of the worker function."""
         runtime = Runtime(self.metrics, clock=self.clock, sleep=self.clock.sleep)
         access = AccessPolicy.of([])
-        vendor = token_vendor(self.tokens, self.secrets, self.endpoint, self.naming, access, VendingPolicy(), runtime)
-        steps = RotationSteps(
-            self.secrets, self.zus, self.issuer, self.admin_tokens, self.failures, self.policy, self.metrics
-        )
+        vendor = token_vendor(self.table, self.secrets, self.endpoint, self.naming, access, VendingPolicy(), runtime)
+        steps = RotationSteps(self.secrets, self.admin, self.issuer, self.failures, self.policy, Runtime(self.metrics))
         repair = RotationRepair(self.secrets, steps, self.issuer, self.failures, self.policy, Runtime(self.metrics))
-        sweep = RotationSweep(self.secrets, repair, self.policy, self.metrics, self.tokens, clock=self.clock)
+        sweep = RotationSweep(self.secrets, repair, self.policy, self.metrics, self.table, clock=self.clock)
         return Worker(self.due, TokenPreRefresh(vendor.flight, clock=self.clock), sweep, self.metrics, clock=self.clock)
 
     def in_use(self, expires_in: float) -> None:
         """The client's token (of its current secret) expires in ``expires_in`` s; it was asked for a minute ago."""
         token = CachedToken("token-0", "Bearer", self.clock.now + expires_in, self.credentials.app_client_id)
-        self.tokens.put_token(CLIENT, token, None)
-        self.tokens.mark_requested(CLIENT, self.clock.now - 60)
+        self.table.put_token(CLIENT, token, None)
+        self.table.mark_requested(CLIENT, self.clock.now - 60)
 
     def deliver(self, work: Worker | None = None) -> list[str]:
         """The worker takes every message sent so far (the queue keeps them: a redelivery is a second call)."""
@@ -121,7 +119,7 @@ def test_a_run_hands_out_what_is_due_within_the_lookahead_oldest_first_one_messa
 
     report = world.dispatch().run(REFRESH)
 
-    assert report == {"due": 2, "dispatched": 2, "taken": 0, "unsent": 0, "capped": 0}
+    assert report == {"due": 2, "dispatched": 2, "superseded": 0, "unsent": 0, "capped": 0}
     retry = round(now + REFRESH_POLICY.lookahead + REFRESH_POLICY.retry_after, 3)
     assert world.queue.sent == [WorkItem(REFRESH, "late", retry), WorkItem(REFRESH, "soon", retry)]
     assert world.due.read == 2  # the items due, not every item
@@ -150,7 +148,7 @@ def test_an_item_another_run_claimed_meanwhile_is_taken_not_sent(world: World) -
 
     world.due.due = overtaken  # type: ignore[method-assign]
 
-    assert world.dispatch().run(REFRESH) == {"due": 1, "dispatched": 0, "taken": 1, "unsent": 0, "capped": 0}
+    assert world.dispatch().run(REFRESH) == {"due": 1, "dispatched": 0, "superseded": 1, "unsent": 0, "capped": 0}
     assert world.queue.sent == []
 
 
@@ -240,13 +238,13 @@ def test_a_token_renewed_meanwhile_by_a_caller_is_not_renewed_again(world: World
 
 def test_an_idle_client_leaves_the_index_without_a_token_request(world: World) -> None:
     world.in_use(expires_in=300 + 60)
-    world.tokens.mark_requested(CLIENT, world.clock.now - 3601)
+    world.table.mark_requested(CLIENT, world.clock.now - 3601)
     world.dispatch().run(REFRESH)
 
     assert world.deliver() == ["idle"]
     assert len(world.endpoint.calls) == 0
     assert world.dispatch().run(REFRESH)["due"] == 0
-    world.tokens.mark_requested(CLIENT, world.clock.now)  # asked for again: back in the index, due
+    world.table.mark_requested(CLIENT, world.clock.now)  # asked for again: back in the index, due
     world.clock.now += REFRESH_POLICY.retry_after + 1  # once its last claim lapsed
     assert world.dispatch().run(REFRESH)["due"] == 1
 

@@ -136,8 +136,9 @@ def test_refresh_ahead_renews_the_token_in_the_call_that_finds_it_inside_the_mar
     # after the answer: Lambda freezes the environment then), and the lease is given back
     assert token.access_token == "token-1"
     assert len(world.endpoint.calls) == 2
-    assert world.stored().token is not None
-    assert world.stored().token.access_token == "token-2"
+    stored = world.stored().token
+    assert stored is not None
+    assert stored.access_token == "token-2"
     assert world.stored().lease_owner is None
     assert vendor.vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"
 
@@ -564,9 +565,10 @@ def test_pre_refresh_renews_a_token_that_will_enter_the_margin_within_the_horizo
     pre_refresh = world.pre_refresh(horizon=400)
 
     assert (pre_refresh.refresh(CLIENT), pre_refresh.refresh("fresh")) == (True, False)
-    assert world.stored().token is not None
-    assert world.stored().token.seconds_left(world.clock.now) == pytest.approx(3600)
-    assert world.stored().token.secret_version == "v-current"  # the version that minted it
+    stored = world.stored().token
+    assert stored is not None
+    assert stored.seconds_left(world.clock.now) == pytest.approx(3600)
+    assert stored.secret_version == "v-current"  # the version that minted it
 
 
 def test_pre_refresh_respects_a_held_lease_and_the_budget() -> None:

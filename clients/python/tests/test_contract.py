@@ -1,7 +1,7 @@
 """One contract: every request the Python client sends is one docs/openapi.json describes (its method
 and path, its query parameters, its body's fields), and the problem fields its errors read are the
 document's. A route change there that breaks the client fails here (the TypeScript client compiles
-against types generated from the same document: clients/typescript/test/contract.test.ts)."""
+against types its build generates from the same document: clients/typescript/README.md)."""
 
 from __future__ import annotations
 

@@ -73,6 +73,19 @@ def join(threads: list[threading.Thread]) -> None:
     assert not any(thread.is_alive() for thread in threads)
 
 
+def callers_at_once(count: int, provider: TokenProvider, route: FakeTokenRoute, clock: FakeClock) -> list[object]:
+    """``count`` callers of ``get_token`` at once, the route's fetch held until every one has read the clock
+    inside ``get_token`` (under its lock): those that did not fetch decided to wait rather than fetch.
+    Their tokens or errors."""
+    route.gate = threading.Event()
+    results, threads = in_threads(count, provider.get_token)
+    assert route.entered.wait(GATE_TIMEOUT)
+    wait_until(lambda: len(clock.readers) == count, "every caller to be inside get_token")
+    route.gate.set()
+    join(threads)
+    return results
+
+
 def test_fingerprint_is_the_first_16_hex_characters_of_sha256() -> None:
     assert fingerprint("abc") == "ba7816bf8f01cfea"
 
@@ -133,14 +146,7 @@ def test_lifetimes_are_timed_from_expires_in_not_the_servers_wall_clock(route: F
 
 def test_callers_without_a_token_wait_for_one_fetch(route: FakeTokenRoute, clock: FakeClock) -> None:
     provider = provider_for(route)
-    route.gate = threading.Event()
-    results, threads = in_threads(20, provider.get_token)
-    assert route.entered.wait(GATE_TIMEOUT)
-    # Every thread has read the clock inside get_token (under its lock) before the fetch is let go:
-    # the 19 that did not fetch decided to wait rather than fetch.
-    wait_until(lambda: len(clock.readers) == 20, "every caller to be inside get_token")
-    route.gate.set()
-    join(threads)
+    results = callers_at_once(20, provider, route, clock)
     assert len(route.calls) == 1
     assert [token.access_token for token in results if isinstance(token, AccessToken)] == ["token-1"] * 20
 
@@ -185,12 +191,7 @@ def test_a_failed_refresh_ahead_keeps_the_held_token_and_waits_before_trying_aga
 def test_waiters_get_the_fetchers_error_each_their_own(route: FakeTokenRoute, clock: FakeClock) -> None:
     provider = provider_for(route)
     route.script.append(problem(404, "no managed app client named 'billing'"))
-    route.gate = threading.Event()
-    results, threads = in_threads(8, provider.get_token)
-    assert route.entered.wait(GATE_TIMEOUT)
-    wait_until(lambda: len(clock.readers) == 8, "every caller to be inside get_token")
-    route.gate.set()
-    join(threads)
+    results = callers_at_once(8, provider, route, clock)
     assert len(route.calls) == 1
     assert all(isinstance(error, NotFoundError) for error in results), results
     assert len({id(error) for error in results}) == 8

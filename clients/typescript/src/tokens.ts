@@ -22,14 +22,7 @@ import { performance } from "node:perf_hooks";
 import { setTimeout as delay } from "node:timers/promises";
 
 import { type AccessToken, type ApiOptions, MAX_MIN_TTL, ZusM2MApi, fingerprint, validateClientName } from "./api.js";
-import {
-  ThrottledError,
-  TokenRefusedError,
-  TransportError,
-  UnavailableError,
-  ZusM2MApiError,
-  ZusM2MError,
-} from "./errors.js";
+import * as errors from "./errors.js";
 import { type Logger, defaultLogger } from "./log.js";
 
 /** A 429, 503 or lost connection without Retry-After is tried again after this many seconds. */
@@ -163,9 +156,9 @@ export class TokenProvider implements TokenSource {
     return `TokenProvider(${this.api.apiUrl}, ${this.clientName})`;
   }
 
-  private refusedError(now: number): TokenRefusedError {
+  private refusedError(now: number): errors.TokenRefusedError {
     const wait = this.replaceAfter - now;
-    return new TokenRefusedError(
+    return new errors.TokenRefusedError(
       `Zus refused the last ${this.refusals} tokens of client '${this.clientName}' (revoked, or Zus is refusing ` +
         `its tokens); the next replacement is asked for in ${wait.toFixed(0)} s`,
       wait,
@@ -189,9 +182,9 @@ export class TokenProvider implements TokenSource {
   /** Starts the one fetch every other call awaits (or, ahead of expiry, does not). */
   private lead(ahead: boolean): Promise<AccessToken> {
     const fetched = this.fetch(!ahead).catch((error: unknown) => {
-      const wait = error instanceof ZusM2MApiError && error.retryAfter ? error.retryAfter : 0;
+      const wait = error instanceof errors.ZusM2MApiError && error.retryAfter ? error.retryAfter : 0;
       this.nextRefreshAt = this.clock() + Math.max(MIN_REFRESH_INTERVAL, wait);
-      const current = ahead && error instanceof ZusM2MError ? this.usable() : undefined;
+      const current = ahead && error instanceof errors.ZusM2MError ? this.usable() : undefined;
       if (current === undefined) throw error;
       this.logger.warn(
         `refreshing the token of client ${this.clientName} ahead of expiry failed (${String(error)}); ` +
@@ -217,7 +210,11 @@ export class TokenProvider implements TokenSource {
       try {
         token = await this.api.token(this.clientName, { minTtl: Math.ceil(this.window()), refused });
       } catch (error) {
-        if (!(error instanceof ThrottledError || error instanceof UnavailableError || error instanceof TransportError)) {
+        const retriable =
+          error instanceof errors.ThrottledError ||
+          error instanceof errors.UnavailableError ||
+          error instanceof errors.TransportError;
+        if (!retriable) {
           throw error;
         }
         const wait = error.retryAfter ?? DEFAULT_RETRY_WAIT;

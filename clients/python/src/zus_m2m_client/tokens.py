@@ -33,15 +33,8 @@ from dataclasses import dataclass
 
 import botocore.session
 
+from zus_m2m_client import errors
 from zus_m2m_client.api import MAX_MIN_TTL, AccessToken, ZusM2MApi, fingerprint, validate_client_name
-from zus_m2m_client.errors import (
-    ThrottledError,
-    TokenRefusedError,
-    TransportError,
-    UnavailableError,
-    ZusM2MApiError,
-    ZusM2MError,
-)
 from zus_m2m_client.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -179,9 +172,9 @@ class TokenProvider:
                 wait,
             )
 
-    def _refused_error(self, now: float) -> TokenRefusedError:
+    def _refused_error(self, now: float) -> errors.TokenRefusedError:
         wait = self._replace_after - now
-        return TokenRefusedError(
+        return errors.TokenRefusedError(
             f"Zus refused the last {self._refusals} tokens of client {self.client_name!r} (revoked, or Zus is "
             f"refusing its tokens); the next replacement is asked for in {wait:.0f} s",
             retry_after=wait,
@@ -204,9 +197,9 @@ class TokenProvider:
         except BaseException as exc:
             with self._changed:
                 self._finish(exc)
-                wait = exc.retry_after if isinstance(exc, ZusM2MApiError) and exc.retry_after else 0.0
+                wait = exc.retry_after if isinstance(exc, errors.ZusM2MApiError) and exc.retry_after else 0.0
                 self._next_refresh_at = self._clock() + max(MIN_REFRESH_INTERVAL, wait)
-                current = self._usable() if ahead and isinstance(exc, ZusM2MError) else None
+                current = self._usable() if ahead and isinstance(exc, errors.ZusM2MError) else None
             if current is None:
                 raise
             logger.warning(
@@ -230,7 +223,7 @@ class TokenProvider:
             asked_at = self._clock()
             try:
                 token = self._api.token(self.client_name, min_ttl=math.ceil(self._window()), refused=refused)
-            except (ThrottledError, UnavailableError, TransportError) as exc:
+            except (errors.ThrottledError, errors.UnavailableError, errors.TransportError) as exc:
                 wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_WAIT
                 if not retry or self._clock() + wait > give_up_at:
                     raise
@@ -258,12 +251,12 @@ class TokenProvider:
         self._changed.notify_all()
 
 
-def _for_waiter(failure: BaseException) -> ZusM2MError:
+def _for_waiter(failure: BaseException) -> errors.ZusM2MError:
     """The error a caller that waited for a failed fetch raises: its own copy of the fetcher's."""
-    if isinstance(failure, ZusM2MError):
+    if isinstance(failure, errors.ZusM2MError):
         mine = copy.copy(failure)
         mine.__cause__ = failure.__cause__
         return mine
-    waited = ZusM2MError(f"the token fetch this call waited for failed ({type(failure).__name__})")
+    waited = errors.ZusM2MError(f"the token fetch this call waited for failed ({type(failure).__name__})")
     waited.__cause__ = failure
     return waited

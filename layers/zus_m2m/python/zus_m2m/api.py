@@ -104,15 +104,24 @@ def _fields(document: dict[str, Any], allowed: Collection[str]) -> None:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
 
 
+def _json_object(
+    body: str | None, content_type: str | None, allowed: Collection[str], required: str, shape: str
+) -> dict[str, Any]:
+    """The body as a JSON object of ``allowed`` fields only, ``required`` among them (``shape`` words
+    what the body must hold)."""
+    document = read_json(body, content_type)
+    if not isinstance(document, dict):
+        raise InvalidRequest(f"the body must be a JSON object with {shape}")
+    _fields(document, allowed)
+    if required not in document:
+        raise InvalidRequest(f"{required} is required")
+    return document
+
+
 def parse_create_request(body: str | None, content_type: str | None, account: str = "") -> CreateRequest:
     """The ``POST /app-clients`` body: ``{"name": ..., "roleName": ..., "consumers": [...]}`` and nothing else;
     ``account``: the stack's, which every consumer must be of."""
-    document = read_json(body, content_type)
-    if not isinstance(document, dict):
-        raise InvalidRequest("the body must be a JSON object with name and optionally roleName and consumers")
-    _fields(document, CREATE_FIELDS)
-    if "name" not in document:
-        raise InvalidRequest("name is required")
+    document = _json_object(body, content_type, CREATE_FIELDS, "name", "name and optionally roleName and consumers")
     name = validation.client_name(document["name"])
     role_name = document.get("roleName", DEFAULT_ROLE)
     if not isinstance(role_name, str) or not role_name.strip() or len(role_name) > _ROLE_NAME_MAX:
@@ -124,12 +133,7 @@ def parse_create_request(body: str | None, content_type: str | None, account: st
 def parse_consumers_update(body: str | None, content_type: str | None, account: str = "") -> tuple[str, ...]:
     """The ``PATCH /app-clients/{name}`` body: ``{"consumers": [...]}``, the list that replaces the client's;
     ``account``: the stack's, which every consumer must be of."""
-    document = read_json(body, content_type)
-    if not isinstance(document, dict):
-        raise InvalidRequest("the body must be a JSON object with consumers")
-    _fields(document, UPDATE_FIELDS)
-    if "consumers" not in document:
-        raise InvalidRequest("consumers is required")
+    document = _json_object(body, content_type, UPDATE_FIELDS, "consumers", "consumers")
     return principal_list(document["consumers"], "consumers", account=account)
 
 

@@ -201,37 +201,30 @@ NAME: dict[str, Any] = {
     "description": "the app client's name: 1-64 characters of a-z0-9._- (lower case), other than '.' and '..'",
     "schema": {"type": "string", "pattern": CLIENT_NAME_REGEX},
 }
-MIN_TTL: dict[str, Any] = {
-    "name": "minTtl",
-    "in": "query",
-    "required": False,
-    "description": "seconds the token must still be valid for",
-    "schema": {"type": "integer", "minimum": 0, "maximum": 3000, "default": 60},
-}
-REFUSED: dict[str, Any] = {
-    "name": "refused",
-    "in": "query",
-    "required": False,
-    "description": (
-        "the fingerprint (the first 16 hex characters of its SHA-256) of a token Zus refused: if it is the"
-        " cached token, one new token replaces it for every caller; otherwise the cached token is returned"
-    ),
-    "schema": {"type": "string", "pattern": FINGERPRINT_REGEX},
-}
-LIMIT: dict[str, Any] = {
-    "name": "limit",
-    "in": "query",
-    "required": False,
-    "description": "records per page",
-    "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
-}
-NEXT_TOKEN: dict[str, Any] = {
-    "name": "nextToken",
-    "in": "query",
-    "required": False,
-    "description": "the nextToken of the previous page (opaque)",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 4096},
-}
+
+
+def query_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+MIN_TTL = query_parameter(
+    "minTtl",
+    "seconds the token must still be valid for",
+    {"type": "integer", "minimum": 0, "maximum": 3000, "default": 60},
+)
+REFUSED = query_parameter(
+    "refused",
+    "the fingerprint (the first 16 hex characters of its SHA-256) of a token Zus refused: if it is the"
+    " cached token, one new token replaces it for every caller; otherwise the cached token is returned",
+    {"type": "string", "pattern": FINGERPRINT_REGEX},
+)
+LIMIT = query_parameter("limit", "records per page", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50})
+NEXT_TOKEN = query_parameter(
+    "nextToken",
+    "the nextToken of the previous page (opaque)",
+    {"type": "string", "minLength": 1, "maxLength": 4096},
+)
 CREATE_BODY: dict[str, Any] = {
     "required": True,
     "content": {JSON: {"schema": ref("CreateAppClient")}},

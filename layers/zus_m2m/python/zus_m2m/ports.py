@@ -87,7 +87,7 @@ class ZusAdmin(Protocol):
 
 
 class TokenIssuer(Protocol):
-    """Obtains a token with given credentials (a new or pending secret) and caches it, so that a
+    """Issues a token with given credentials (a new or pending secret) and caches it, so that a
     check of credentials costs no token request later (``TokenVendor`` implements it)."""
 
     def issue_with(self, client: str, credentials: ClientCredentials) -> CachedToken: ...
@@ -111,7 +111,7 @@ class TokenTable(Protocol):
         ...
 
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
-        """Take the fetch lease if nobody holds a live one: the item as it is now, or None if not taken."""
+        """Acquire the lease if nobody holds a live one: the item as it is now, or None if not acquired."""
         ...
 
     def release_lease(self, client: str, owner: str) -> None: ...
@@ -291,7 +291,7 @@ class ClientRecords(Protocol):
         *,
         previous_owner: str | None,
     ) -> RecordItem | None:
-        """Take the claim: on a free name (``previous_owner`` None), or over ``previous_owner``'s
+        """Claim the name: a free one (``previous_owner`` None), or over ``previous_owner``'s
         expired claim. Keeps the first ``claimed_at``. None when someone else got there first."""
         ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -26,21 +26,17 @@ from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.table import TableKeys
 from zus_m2m.aws.token_table import DynamoTokenTable
 from zus_m2m.ports import (
-    AdminTokens,
     Checkpoint,
     ClientRecords,
     Clock,
-    MetricsSink,
     PageTokens,
     RequestGuards,
     Runtime,
     SecretReader,
     SecretStore,
-    Sleep,
     TokenEndpoint,
     TokenIssuer,
     TokenTable,
-    ZusAdmin,
     no_checkpoint,
 )
 from zus_m2m.settings import Settings
@@ -56,6 +52,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
+    from zus_m2m.provisioning.admin import BootstrapAdmin
     from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
     from zus_m2m.provisioning.drift import Drift
@@ -175,15 +172,15 @@ class VendedAdminTokens:
 
 @dataclass(frozen=True)
 class ProvisioningPorts:
-    """What the provisioning use cases run on: AWS and Zus adapters here, fakes in unit tests."""
+    """What the provisioning use cases run on: AWS and Zus adapters here, fakes in unit tests.
+    ``admin``: Zus's admin API called with the bootstrap admin's tokens."""
 
     records: ClientRecords
     guards: RequestGuards
     secrets: SecretStore
-    tokens: TokenTable
-    zus: ZusAdmin
+    table: TokenTable
+    admin: BootstrapAdmin
     issuer: TokenIssuer
-    admin_tokens: AdminTokens
     page_tokens: PageTokens
 
 
@@ -200,17 +197,9 @@ class Provisioning:
 
 
 def provisioning_use_cases(
-    ports: ProvisioningPorts,
-    policy: ProvisioningPolicy,
-    metrics: MetricsSink,
-    *,
-    repair: RotationRepair,
-    checkpoint: Checkpoint = no_checkpoint,
-    clock: Clock = time.time,
-    sleep: Sleep = time.sleep,
+    ports: ProvisioningPorts, policy: ProvisioningPolicy, runtime: Runtime, *, repair: RotationRepair
 ) -> Provisioning:
     """The use cases, wired to one another and to ``ports``; ``repair`` repairs a rotation on request."""
-    from zus_m2m.provisioning.admin import BootstrapAdmin
     from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
     from zus_m2m.provisioning.drift import Drift
@@ -219,20 +208,28 @@ def provisioning_use_cases(
     from zus_m2m.provisioning.secret_keeper import SecretKeeper
     from zus_m2m.provisioning.start_rotation import StartRotation
 
-    runtime = Runtime(metrics, clock, sleep, checkpoint)
-    admin = BootstrapAdmin(ports.zus, ports.admin_tokens, policy.admin_client_name)
-    keeper = SecretKeeper(ports.secrets, ports.zus, ports.issuer, policy, clock=clock, sleep=sleep)
-    queries = ClientQueries(ports.records, ports.secrets, ports.tokens, policy, ports.page_tokens, clock=clock)
+    admin = ports.admin
+    keeper = SecretKeeper(ports.secrets, admin.zus, ports.issuer, policy, clock=runtime.clock, sleep=runtime.sleep)
+    queries = ClientQueries(ports.records, ports.secrets, ports.table, policy, ports.page_tokens, clock=runtime.clock)
     return Provisioning(
         create_client=CreateClient(ports.records, admin, keeper, policy, runtime),
         queries=queries,
-        retire_client=RetireClient(
-            ports.records, admin, ports.secrets, keeper, ports.tokens, policy, metrics, checkpoint=checkpoint
-        ),
+        retire_client=RetireClient(ports.records, admin, keeper, ports.table, policy, runtime),
         start_rotation=StartRotation(queries, ports.guards, ports.secrets, repair, policy, runtime),
-        update_consumers=UpdateConsumers(ports.records, policy, metrics),
+        update_consumers=UpdateConsumers(ports.records, policy, runtime.metrics),
         drift=Drift(queries, admin),
     )
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    """The boto3 clients a container uses; one left out is made with ``AWS_CONFIG`` when first needed
+    (tests and the local stack pass theirs, the vending function its fail-fast ones)."""
+
+    dynamodb: DynamoDBClient | None = None
+    secretsmanager: SecretsManagerClient | None = None
+    sqs: Any = None
+    kms: Any = None
 
 
 class Container:
@@ -245,19 +242,16 @@ class Container:
         settings: Settings,
         metrics: Metrics,
         *,
-        dynamodb: DynamoDBClient | None = None,
-        secretsmanager: SecretsManagerClient | None = None,
-        sqs: Any = None,
-        kms: Any = None,
+        aws: AwsClients = AwsClients(),
         zus: ZusClient | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.settings = settings
         self._metrics = PowertoolsMetrics(metrics)
-        self._dynamodb = dynamodb or aws_client("dynamodb")
-        self._secretsmanager = secretsmanager or aws_client("secretsmanager")
-        self._sqs = sqs
-        self._kms = kms
+        self._dynamodb = aws.dynamodb or aws_client("dynamodb")
+        self._secretsmanager = aws.secretsmanager or aws_client("secretsmanager")
+        self._sqs = aws.sqs
+        self._kms = aws.kms
         self._zus = zus
         self._clock = clock
         self.access = AccessPolicy.of(settings.admin_principals)
@@ -319,10 +313,9 @@ class Container:
             records=DynamoClientRecords(self._dynamodb, settings.table_name, self._keys),
             guards=DynamoRequestGuards(self._dynamodb, settings.table_name, self._keys),
             secrets=self._secrets,
-            tokens=self.token_table,
-            zus=self._zus_admin,
+            table=self.token_table,
+            admin=self._admin(vendor),
             issuer=vendor,
-            admin_tokens=VendedAdminTokens(vendor, settings.admin_client_name),
             page_tokens=KmsPageTokens(self._kms or aws_client("kms"), settings.kms_key_id, settings.table_name),
         )
         policy = ProvisioningPolicy(
@@ -338,7 +331,7 @@ class Container:
             rotation_request_min_gap_seconds=settings.rotation_request_min_gap_seconds,
         )
         repair = self.rotation_repair(vendor)
-        return provisioning_use_cases(ports, policy, self._metrics, repair=repair, checkpoint=checkpoint)
+        return provisioning_use_cases(ports, policy, replace(self._runtime, checkpoint=checkpoint), repair=repair)
 
     def rotation_steps(self, vendor: TokenVendor | None = None) -> RotationSteps:
         """The four steps. Their tests' tokens go through ``vendor`` (one is built unless given), so
@@ -349,13 +342,11 @@ class Container:
         from zus_m2m.rotation.steps import RotationSteps
 
         settings = self.settings
-        zus = self._zus_admin
         vendor = vendor or self._admin_vendor
         return RotationSteps(
-            store=self._secrets,
-            zus=zus,
+            secrets=self._secrets,
+            admin=self._admin(vendor),
             issuer=vendor,
-            admin=VendedAdminTokens(vendor, settings.admin_client_name),
             failures=DynamoRotationFailures(self._dynamodb, settings.table_name),
             policy=RotationPolicy(
                 naming=settings.secret_naming,
@@ -363,8 +354,7 @@ class Container:
                 secret_policy=settings.secret_policy,
                 rotation_interval=settings.rotation_interval_days * 86400.0,
             ),
-            metrics=self._metrics,
-            clock=self._clock,
+            runtime=self._runtime,
         )
 
     def rotation_repair(self, vendor: TokenVendor | None = None) -> RotationRepair:
@@ -374,7 +364,7 @@ class Container:
 
         vendor = vendor or self._admin_vendor
         steps = self.rotation_steps(vendor)
-        return RotationRepair(steps.store, steps, vendor, steps.failures, steps.policy, self._runtime)
+        return RotationRepair(steps.secrets, steps, vendor, steps.failures, steps.policy, self._runtime)
 
     def rotation_sweep(self, vendor: TokenVendor | None = None) -> RotationSweep:
         """A client's rotation check, with the repair it repairs a long-stuck rotation with; both share
@@ -382,7 +372,7 @@ class Container:
         from zus_m2m.rotation.sweep import RotationSweep
 
         repair = self.rotation_repair(vendor)
-        return RotationSweep(repair.store, repair, repair.policy, self._metrics, self.token_table, clock=self._clock)
+        return RotationSweep(repair.secrets, repair, repair.policy, self._metrics, self.token_table, clock=self._clock)
 
     def due_index(self) -> DynamoDueIndex:
         return DynamoDueIndex(self._dynamodb, self.settings.table_name, self._keys)
@@ -410,6 +400,13 @@ class Container:
             self._metrics,
             clock=self._clock,
         )
+
+    def _admin(self, vendor: TokenVendor) -> BootstrapAdmin:
+        """Admin calls with a Builder Admin token vended from the bootstrap secret."""
+        from zus_m2m.provisioning.admin import BootstrapAdmin
+
+        name = self.settings.admin_client_name
+        return BootstrapAdmin(self._zus_admin, VendedAdminTokens(vendor, name), name)
 
     @functools.cached_property
     def _zus_admin(self) -> ZusClient:

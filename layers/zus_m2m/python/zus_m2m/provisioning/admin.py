@@ -12,13 +12,13 @@ from zus_m2m.ports import AdminTokens, ZusAdmin
 @dataclass(eq=False)
 class BootstrapAdmin:
     zus: ZusAdmin
-    tokens: AdminTokens
+    admin_tokens: AdminTokens
     name: str
 
     def bearer(self) -> str:
         """A Builder Admin token; a missing bootstrap secret is the deployment's fault, not a 404."""
         try:
-            return self.tokens.bearer()
+            return self.admin_tokens.bearer()
         except errors.ResourceNotFound as exc:
             raise errors.ConfigurationError(f"the bootstrap admin secret for {self.name!r} is missing") from exc
 

@@ -1,5 +1,5 @@
 """Create a managed client: the guide's steps 1-4. Look up the role, create the app client at Zus,
-store its credentials in Secrets Manager, then prove them by obtaining a token (through token
+store its credentials in Secrets Manager, then prove them by having a token issued (through token
 vending, so the token is cached rather than wasted) and reading the client with it.
 
 Idempotency and crash safety rest on one DynamoDB item per name (``client#<name>`` / ``record``):

@@ -18,7 +18,7 @@ from zus_m2m.values import AWSCURRENT, ClientRecord
 class ClientQueries:
     records: ClientRecords
     secrets: SecretStore
-    tokens: TokenTable
+    table: TokenTable
     policy: ProvisioningPolicy
     page_tokens: PageTokens
     _: KW_ONLY
@@ -54,7 +54,7 @@ class ClientQueries:
     def _details(self, record: ClientRecord) -> dict[str, Any]:
         description = self.secrets.describe(self.policy.naming.secret_id(record.name))
         now = self.clock()
-        state = self.tokens.get(record.name)
+        state = self.table.get(record.name)
         token = state.token if state.token is not None and state.token.seconds_left(now) > 0 else None
         last = next_due = None
         if description is not None:
@@ -66,7 +66,7 @@ class ClientQueries:
             "nextRotation": next_due,
             "token": {"cached": token is not None, "expiresAt": int(token.expires_at) if token else None},
             "budget": {
-                "usedLastHour": len(self.tokens.read_budget(record.name, now).stamps),
+                "usedLastHour": len(self.table.read_budget(record.name, now).stamps),
                 "limit": self.policy.token_budget_per_hour,
             },
         }

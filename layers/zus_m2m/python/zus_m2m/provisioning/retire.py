@@ -10,10 +10,10 @@ crash anywhere finishes the job. Every external step is followed by ``checkpoint
 from __future__ import annotations
 
 import logging
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 
 from zus_m2m import errors
-from zus_m2m.ports import Checkpoint, ClientRecords, MetricsSink, SecretStore, TokenTable, no_checkpoint
+from zus_m2m.ports import ClientRecords, Runtime, TokenTable
 from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.secret_keeper import SecretKeeper
@@ -35,13 +35,10 @@ class RetireCheckpoints:
 class RetireClient:
     records: ClientRecords
     admin: BootstrapAdmin
-    secrets: SecretStore
     keeper: SecretKeeper
-    tokens: TokenTable
+    table: TokenTable
     policy: ProvisioningPolicy
-    metrics: MetricsSink
-    _: KW_ONLY
-    checkpoint: Checkpoint = no_checkpoint
+    runtime: Runtime
 
     def __call__(self, name: str) -> None:
         if name == self.policy.admin_client_name:
@@ -56,26 +53,24 @@ class RetireClient:
         try:
             if not self.records.mark_deleting(name):
                 raise errors.ResourceConflict(f"app client {name!r} changed while being deleted; retry")
-            self.checkpoint(RetireCheckpoints.DELETE_MARKED)
-            secret_id = self.policy.naming.secret_id(name)
-            described = self.secrets.describe(secret_id)
-            live = described if described is not None and not described.deleted else None
+            self.runtime.checkpoint(RetireCheckpoints.DELETE_MARKED)
+            live = self.keeper.live(name)
             if live is not None:
                 # First, so that Secrets Manager retries no step against a client being deleted.
                 self.keeper.cancel_rotation(live)
-                self.checkpoint(RetireCheckpoints.ROTATION_CANCELLED)
+                self.runtime.checkpoint(RetireCheckpoints.ROTATION_CANCELLED)
             try:
                 self.admin.zus.delete_app_client(item.record.app_client_id, self.admin.bearer())
             except errors.ZusNotFound:
                 logger.info("the Zus app client was already gone", extra={"client": name})
-            self.checkpoint(RetireCheckpoints.APP_CLIENT_DELETED)
+            self.runtime.checkpoint(RetireCheckpoints.APP_CLIENT_DELETED)
             if live is not None:
-                self.secrets.schedule_deletion(secret_id, self.policy.recovery_window_days)
-            self.checkpoint(RetireCheckpoints.SECRET_DELETION_SCHEDULED)
-            self.tokens.purge(name)
-            self.checkpoint(RetireCheckpoints.TOKENS_PURGED)
+                self.keeper.schedule_deletion(name)
+            self.runtime.checkpoint(RetireCheckpoints.SECRET_DELETION_SCHEDULED)
+            self.table.purge(name)
+            self.runtime.checkpoint(RetireCheckpoints.TOKENS_PURGED)
             self.records.delete(name)
         except errors.ZusM2MError as exc:
             raise self.admin.translated(exc) from exc
-        self.metrics.count("AppClientDeleted")
+        self.runtime.metrics.count("AppClientDeleted")
         logger.info("app client deleted", extra={"client": name, "app_client_id": item.record.app_client_id})

@@ -32,13 +32,16 @@ class SecretKeeper:
     clock: Clock = time.time
     sleep: Sleep = time.sleep
 
+    def live(self, name: str) -> SecretDescription | None:
+        """The client's secret, unless it does not exist or is scheduled for deletion."""
+        description = self.secrets.describe(self.policy.naming.secret_id(name))
+        return description if description is not None and not description.deleted else None
+
     def stored_secret(self, name: str, app_client: AppClient) -> str | None:
         """The secret an interrupted create stored for ``app_client`` before it died, if it is there."""
-        secret_id = self.policy.naming.secret_id(name)
-        description = self.secrets.describe(secret_id)
-        if description is None or description.deleted:
+        if self.live(name) is None:
             return None
-        stored = self.secrets.read(secret_id, AWSCURRENT, fresh=True)
+        stored = self.secrets.read(self.policy.naming.secret_id(name), AWSCURRENT, fresh=True)
         if stored is not None and (stored.app_client_id, stored.client_id) == (app_client.id, app_client.client_id):
             return stored.client_secret
         return None
@@ -95,6 +98,11 @@ class SecretKeeper:
         version = description.rotation_version
         if version is not None:
             self.secrets.remove_stage(description.name, AWSPENDING, version)
+
+    def schedule_deletion(self, name: str) -> None:
+        """Delete the client's secret after the stack's recovery window (a client of the same name
+        reuses it within that window)."""
+        self.secrets.schedule_deletion(self.policy.naming.secret_id(name), self.policy.recovery_window_days)
 
     def prove(self, name: str, app_client: AppClient) -> None:
         """The guide's steps 3-4 with what Secrets Manager now holds: a token from the stored secret

@@ -31,12 +31,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class RotationRepair:
-    store: SecretStore
+    secrets: SecretStore
     steps: RotationSteps
     issuer: TokenIssuer
     failures: RotationFailures
     policy: RotationPolicy
-    # Its sleep is the steps' (``steps.sleep``): one pause for the whole rotation.
+    # Its sleep is the steps' (``steps.runtime.sleep``): one pause for the whole rotation.
     runtime: Runtime
 
     def repair(self, target: RotationTarget) -> str:
@@ -52,7 +52,7 @@ class RotationRepair:
             logger.info("rotation rolled forward", extra={"client": target.client, "version": version})
             outcome = "rolled-forward"
         else:
-            self.store.remove_stage(target.secret_id, AWSPENDING, version)
+            self.secrets.remove_stage(target.secret_id, AWSPENDING, version)
             if working is None:
                 outcome = self.recover(target, "every version refused")
             elif working != AWSCURRENT:
@@ -74,7 +74,7 @@ class RotationRepair:
         return "recovery-started"
 
     def start(self, target: RotationTarget) -> None:
-        self.store.start_rotation(target.secret_id, self.policy.rotation_function_arn or None)
+        self.secrets.start_rotation(target.secret_id, self.policy.rotation_function_arn or None)
 
     def first_working(self, target: RotationTarget, stages: tuple[str, ...]) -> str | None:
         """The first stage whose secret Zus accepts (the token it yields is cached), or None if Zus
@@ -82,7 +82,7 @@ class RotationRepair:
         throttled, forbidden, budget spent) propagate: they say nothing about the secret."""
         tried: set[str] = set()
         for stage in stages:
-            credentials = self.store.read(target.secret_id, stage, fresh=True)
+            credentials = self.secrets.read(target.secret_id, stage, fresh=True)
             if credentials is None or credentials.client_secret in tried:
                 continue
             tried.add(credentials.client_secret)
@@ -91,7 +91,12 @@ class RotationRepair:
             patience = replace(self.policy.test_patience, seconds=min(unsettled, self.policy.test_patience.seconds))
             try:
                 issue_patiently(
-                    self.issuer, target.client, credentials, patience, clock=self.runtime.clock, sleep=self.steps.sleep
+                    self.issuer,
+                    target.client,
+                    credentials,
+                    patience,
+                    clock=self.runtime.clock,
+                    sleep=self.steps.runtime.sleep,
                 )
             except errors.ZusCredentialsRefused:
                 continue
@@ -117,7 +122,7 @@ class RotationRepair:
         return {"failures": len(outcomes), "counts": counts, "clients": outcomes}
 
     def _visit(self, failure: RotationFailure) -> str:
-        description = self.store.describe(self.policy.naming.secret_id(failure.client))
+        description = self.secrets.describe(self.policy.naming.secret_id(failure.client))
         if description is None or description.deleted:
             self.failures.clear(failure.client, failure.version)
             return "absent"

@@ -13,7 +13,7 @@ die at once (or live on while the new one propagates). So ``createSecret`` store
 AWSPENDING immediately after Zus answers; token vending keeps working in between because cached tokens
 stay valid and the vendor falls back to AWSPENDING / AWSPREVIOUS on refused credentials.
 
-Every read here names a stage or a version and is fresh (never the store's short cache): a step
+Every read here names a stage or a version and is fresh (never the secret store's short cache): a step
 acts on what Secrets Manager holds now.
 
 A step of one of our rotations that fails is recorded (``RotationFailures``: the client, the version,
@@ -25,25 +25,14 @@ stays recorded.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import deadline, errors
 from zus_m2m.backoff import backoff
-from zus_m2m.ports import (
-    AdminTokens,
-    Checkpoint,
-    Clock,
-    MetricsSink,
-    RotationFailures,
-    SecretStore,
-    Sleep,
-    TokenIssuer,
-    ZusAdmin,
-    no_checkpoint,
-)
+from zus_m2m.ports import RotationFailures, Runtime, SecretStore, TokenIssuer
+from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.tokens.patience import issue_patiently
 from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, RotationFailure, SecretDescription
@@ -79,23 +68,18 @@ class RotationTarget:
 
     @property
     def secret_id(self) -> str:
-        # The name, not the ARN Secrets Manager passes: the vendor and the store's cache key by name.
+        # The name, not the ARN Secrets Manager passes: the vendor and the secret store's cache key by name.
         return self.description.name
 
 
 @dataclass(eq=False)
 class RotationSteps:
-    store: SecretStore
-    zus: ZusAdmin
+    secrets: SecretStore
+    admin: BootstrapAdmin
     issuer: TokenIssuer
-    admin: AdminTokens
     failures: RotationFailures
     policy: RotationPolicy
-    metrics: MetricsSink
-    _: KW_ONLY
-    clock: Clock = time.time
-    sleep: Sleep = time.sleep
-    checkpoint: Checkpoint = no_checkpoint
+    runtime: Runtime
 
     def __post_init__(self) -> None:
         self._run_by_step: dict[str, Callable[[RotationTarget, str], str]] = {
@@ -111,7 +95,7 @@ class RotationSteps:
         run = self._run_by_step.get(step)
         if run is None:
             raise errors.InvalidRequest(f"unknown rotation step {step[:40]!r}; steps are {', '.join(STEPS)}")
-        started = self.clock()
+        started = self.runtime.clock()
         context: dict[str, Any] = {"step": step, "secret": secret_id, "version": version_id}
         client: str | None = None
         try:
@@ -120,7 +104,7 @@ class RotationSteps:
             quiet = target.already_current and step != FINISH_SECRET
             outcome = "already-current" if quiet else run(target, version_id)
         except Exception as exc:
-            self.metrics.count("RotationFailed")
+            self.runtime.metrics.count("RotationFailed")
             reason = exc.detail if isinstance(exc, errors.ZusM2MError) else type(exc).__name__
             logger.error("rotation step failed", extra={**context, "reason": reason})
             # Only a step of one of our rotations (past the guard) is a failure to repair.
@@ -128,8 +112,8 @@ class RotationSteps:
                 self._note(self.failures.record, RotationFailure(client, version_id, step, started, reason))
             raise
         self._note(self.failures.clear, target.client, version_id)
-        self.metrics.count("RotationStep")
-        seconds = round(self.clock() - started, 3)
+        self.runtime.metrics.count("RotationStep")
+        seconds = round(self.runtime.clock() - started, 3)
         logger.info("rotation step done", extra={**context, "outcome": outcome, "seconds": seconds})
         return outcome
 
@@ -153,7 +137,7 @@ class RotationSteps:
 
     def _guard(self, secret_id: str, version_id: str) -> RotationTarget:
         """The checks every step makes first, in this order."""
-        description = self.store.describe(secret_id)
+        description = self.secrets.describe(secret_id)
         if description is None or description.deleted:
             raise errors.ResourceNotFound(f"secret {secret_id} does not exist or is scheduled for deletion")
         target = self.target_of(description)
@@ -185,21 +169,23 @@ class RotationSteps:
         # Secrets Manager retries steps: a version that already holds a value was stored by an earlier
         # attempt. Never rotate at Zus again: that secret would be another one, and a version's value
         # never changes (Secrets Manager refuses another value for the same ClientRequestToken).
-        if self.store.read_version(target.secret_id, version_id) is not None:
+        if self.secrets.read_version(target.secret_id, version_id) is not None:
             return "already-created"
-        current = self.store.read(target.secret_id, AWSCURRENT, fresh=True)
+        current = self.secrets.read(target.secret_id, AWSCURRENT, fresh=True)
         if current is None or not current.app_client_id:
             # The bootstrap admin's secret is written by hand: without appClientId Zus cannot be asked.
             lacks = "an AWSCURRENT value" if current is None else "appClientId"
             raise errors.ConfigurationError(f"secret {target.secret_id} lacks {lacks}; it cannot be rotated")
         # An admin can always rotate: the new secret does not depend on the old one still working, which
-        # is what recovers a lost secret. The bootstrap admin rotates its own secret with a token it
-        # obtained with its current secret (cached tokens stay valid after the rotation).
-        rotated = self.zus.rotate_secret(current.app_client_id, self.admin.bearer())
-        self.checkpoint(RotationCheckpoints.ZUS_ROTATED)
+        # is what recovers a lost secret. The bootstrap admin rotates its own secret with a token vended
+        # with its current secret (cached tokens stay valid after the rotation).
+        # The token as the port gives it, not ``BootstrapAdmin.bearer``'s translation for provisioning's
+        # callers: a failed step records the error the admin tokens raised.
+        rotated = self.admin.zus.rotate_secret(current.app_client_id, self.admin.admin_tokens.bearer())
+        self.runtime.checkpoint(RotationCheckpoints.ZUS_ROTATED)
         # At once: Zus shows the new secret only in this answer, and the old one may already be dead.
         self._store_pending(target.secret_id, current.with_secret(rotated.client_secret), version_id)
-        self.checkpoint(RotationCheckpoints.PENDING_STORED)
+        self.runtime.checkpoint(RotationCheckpoints.PENDING_STORED)
         return "created"
 
     def _store_pending(self, secret_id: str, credentials: ClientCredentials, version_id: str) -> None:
@@ -208,24 +194,24 @@ class RotationSteps:
         value) rather than left to Secrets Manager's retry of the step, which must rotate at Zus again
         while no stored secret works."""
         pauses = backoff(0.2, 2.0)
-        give_up_at = self.clock() + PENDING_STORE_PATIENCE
+        give_up_at = self.runtime.clock() + PENDING_STORE_PATIENCE
         while True:
             try:
-                self.store.put_pending(secret_id, credentials, version_id)
+                self.secrets.put_pending(secret_id, credentials, version_id)
                 return
             except errors.StoreUnavailable:
                 pause = next(pauses)
-                if min(deadline.time_left(), give_up_at - self.clock()) < pause:
+                if min(deadline.time_left(), give_up_at - self.runtime.clock()) < pause:
                     raise
                 logger.warning("storing the pending secret failed; trying again", extra={"secret": secret_id})
-                self.sleep(pause)
+                self.runtime.sleep(pause)
 
     def _set_secret(self, target: RotationTarget, version_id: str) -> str:
         # Zus already holds the new secret: rotate-secret in createSecret both made and set it.
         return "nothing-to-set"
 
     def _test_secret(self, target: RotationTarget, version_id: str) -> str:
-        pending = self.store.read_version(target.secret_id, version_id)
+        pending = self.secrets.read_version(target.secret_id, version_id)
         if pending is None:
             # No value: Secrets Manager's test of a rotation configuration (RotateSecret with
             # RotateImmediately false), which invokes only testSecret. Nothing was rotated to test;
@@ -234,29 +220,34 @@ class RotationSteps:
         # Through the vendor, so that the token is cached (the test costs no extra token request later),
         # patiently: the new secret may take a while to take effect at Zus.
         issue_patiently(
-            self.issuer, target.client, pending, self.policy.test_patience, clock=self.clock, sleep=self.sleep
+            self.issuer,
+            target.client,
+            pending,
+            self.policy.test_patience,
+            clock=self.runtime.clock,
+            sleep=self.runtime.sleep,
         )
-        self.checkpoint(RotationCheckpoints.TESTED)
+        self.runtime.checkpoint(RotationCheckpoints.TESTED)
         return "tested"
 
     def _finish_secret(self, target: RotationTarget, version_id: str) -> str:
         outcome = "already-current"
         if not target.already_current:
             # Never promote a version without a value (testSecret lets one pass: see there).
-            if self.store.read_version(target.secret_id, version_id) is None:
+            if self.secrets.read_version(target.secret_id, version_id) is None:
                 raise errors.ResourceConflict(
                     f"version {version_id} of secret {target.secret_id} holds no value; createSecret has not run"
                 )
             current = target.description.version_at(AWSCURRENT)
             # AWSPREVIOUS follows AWSCURRENT's old version.
-            self.store.move_stage(target.secret_id, AWSCURRENT, version_id, current)
-            self.checkpoint(RotationCheckpoints.CURRENT_MOVED)
+            self.secrets.move_stage(target.secret_id, AWSCURRENT, version_id, current)
+            self.runtime.checkpoint(RotationCheckpoints.CURRENT_MOVED)
             outcome = "finished"
         # Remove AWSPENDING from the new current version. Secrets Manager accepts either end state (no
         # AWSPENDING, or AWSPENDING on the AWSCURRENT version); without it the label keeps its meaning,
         # "the version that becomes current when a rotation finishes", and names no finished version.
         if AWSPENDING in target.description.versions.get(version_id, []):
-            self.store.remove_stage(target.secret_id, AWSPENDING, version_id)
-            self.checkpoint(RotationCheckpoints.PENDING_REMOVED)
+            self.secrets.remove_stage(target.secret_id, AWSPENDING, version_id)
+            self.runtime.checkpoint(RotationCheckpoints.PENDING_REMOVED)
             outcome = "finished" if outcome == "finished" else "pending-label-removed"
         return outcome

@@ -37,18 +37,18 @@ class RotationCheck:
 
 @dataclass(eq=False)
 class RotationSweep:
-    store: SecretStore
+    secrets: SecretStore
     repair: RotationRepair
     policy: RotationPolicy
     metrics: MetricsSink
-    tokens: TokenTable
+    table: TokenTable
     _: KW_ONLY
     clock: Clock = time.time
 
     def check(self, client: str) -> RotationCheck:
         """Check the client's secret; ZusM2MError if that failed (the check stays due)."""
         # Describe afresh: what the secret is now decides.
-        description = self.store.describe(self.policy.naming.secret_id(client))
+        description = self.secrets.describe(self.policy.naming.secret_id(client))
         now = self.clock()
         if description is None or description.deleted:
             return RotationCheck("absent", now + self.policy.check_interval)
@@ -65,8 +65,8 @@ class RotationSweep:
         """Put the stack's resource policy on a secret that lacks it (created before the stack had one,
         or a provisioning that died between creating the secret and guarding it) or holds another."""
         wanted = self.policy.secret_policy
-        if wanted and not same_policy(self.store.resource_policy(secret_id), wanted):
-            self.store.put_resource_policy(secret_id, wanted)
+        if wanted and not same_policy(self.secrets.resource_policy(secret_id), wanted):
+            self.secrets.put_resource_policy(secret_id, wanted)
             self.metrics.count("SecretPolicyPut")
             logger.info("the secret's resource policy was put", extra={"secret": secret_id})
 
@@ -111,7 +111,7 @@ class RotationSweep:
     def _current_proven(self, target: RotationTarget, description: SecretDescription, now: float) -> bool:
         """A cached token minted with the AWSCURRENT version, still valid: proof that the version works."""
         current = description.version_at(AWSCURRENT)
-        token = self.tokens.get(target.client).token
+        token = self.table.get(target.client).token
         proven = (
             current is not None
             and token is not None

@@ -59,12 +59,12 @@ class DueWorkDispatch:
 
     def run(self, kind: str) -> dict[str, int]:
         """Hand out what is due of ``kind``. A report (the handler logs it): items found due, dispatched,
-        taken meanwhile by another run or done (``taken``), claimed but not sent (due again after
+        claimed meanwhile by another run or done (``superseded``), claimed but not sent (due again after
         ``retry_after``), whether the run stopped at ``max_items`` (``capped``), and for rotation checks
         the records enlisted."""
         policy = self.policies[kind]
         now = self.clock()
-        report = {"due": 0, "dispatched": 0, "taken": 0, "unsent": 0, "capped": 0}
+        report = {"due": 0, "dispatched": 0, "superseded": 0, "unsent": 0, "capped": 0}
         if kind == ROTATION:
             enlisted = int(self.index.enlist(ROTATION, self.admin_client, now))
             report["enlisted"] = enlisted + self.index.backfill(now, BACKFILL_PAGE)
@@ -76,7 +76,7 @@ class DueWorkDispatch:
         report.update(
             due=len(found),
             dispatched=len(claimed) - len(unsent),
-            taken=len(found) - len(claimed),
+            superseded=len(found) - len(claimed),
             unsent=len(unsent),
             capped=int(len(found) >= policy.max_items),
         )

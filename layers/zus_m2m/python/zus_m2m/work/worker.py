@@ -5,8 +5,8 @@ takes an idle client out of the due index; a rotation check runs the client's ch
 
 A message is done at most once however often the queue delivers it, copies at once included: the work
 runs only while the item is still due as the message says (``DueMark.holds``) and moves the item on
-itself; a refresh renews under the fetch lease (one renewal however many copies run at once), and a
-rotation check first takes the item (moves its ``dueAt`` on by a millisecond, conditionally, so that no
+itself; a refresh renews under the lease (one renewal however many copies run at once), and a
+rotation check first claims the item (moves its ``dueAt`` on by a millisecond, conditionally, so that no
 other copy of the message holds it any more). Work that
 fails for a reason of the service's (Zus or AWS unavailable, a budget spent) is acknowledged: the item
 stays due and the next run hands it out again once its claim lapses. A message that names no work of
@@ -29,9 +29,9 @@ from zus_m2m.work import items
 
 logger = logging.getLogger(__name__)
 
-# Taking an item moves its dueAt on by this much: it stays due as claimed (the claim's retry stands),
-# and no copy of the message that named the old value holds it any more.
-TAKE_SECONDS = 0.001
+# Claiming an item moves its dueAt on by this much: it stays due as the dispatcher claimed it (that
+# claim's retry stands), and no copy of the message that named the old value holds it any more.
+CLAIM_SECONDS = 0.001
 
 # One metric per outcome (the repair's outcomes and recovery count their own: RotationRepaired,
 # SecretRecoveryStarted).
@@ -73,12 +73,12 @@ class Worker:
 
     def run(self, item: WorkItem, mark: DueMark) -> str:
         started = self.clock()
-        taken = self._take(item) if mark.holds(item) else None
-        if taken is None:
-            outcome = "superseded"  # done already, handed out again since, or taken by a copy
+        claimed = self._claim(item) if mark.holds(item) else None
+        if claimed is None:
+            outcome = "superseded"  # done already, handed out again since, or claimed by a copy
         else:
             try:
-                outcome = self._refresh(taken, mark) if item.kind == REFRESH else self._check(taken)
+                outcome = self._refresh(claimed, mark) if item.kind == REFRESH else self._check(claimed)
             except errors.ZusM2MError as exc:
                 outcome = "failed"
                 if item.kind != REFRESH:
@@ -96,10 +96,10 @@ class Worker:
         )
         return outcome
 
-    def _take(self, item: WorkItem) -> WorkItem | None:
-        """The item, to work on: a refresh as it is (the vendor's fetch lease makes copies renew once, and
-        a write fewer is two write units and an index write fewer per refresh); a rotation check's, taken."""
-        return item if item.kind == REFRESH else self.index.claim(item, item.due_at + TAKE_SECONDS)
+    def _claim(self, item: WorkItem) -> WorkItem | None:
+        """The item, to work on: a refresh as it is (the vendor's lease makes copies renew once, and
+        a write fewer is two write units and an index write fewer per refresh); a rotation check's, claimed."""
+        return item if item.kind == REFRESH else self.index.claim(item, item.due_at + CLAIM_SECONDS)
 
     def _refresh(self, item: WorkItem, mark: DueMark) -> str:
         if self.pre_refresh.idle(mark.last_requested_at):

@@ -214,16 +214,10 @@ class ZusClient:
         return (min(connect, per_attempt), min(read, per_attempt))
 
     def _call(
-        self,
-        operation: str,
-        method: str,
-        url: str,
-        bearer: str | None = None,
-        *,
-        json: Mapping[str, Any] | None = None,
-        params: Mapping[str, str] | None = None,
+        self, operation: str, method: str, url: str, bearer: str | None = None, **request: Mapping[str, Any] | None
     ) -> dict[str, Any]:
-        return _document(operation, self._send(operation, method, url, bearer, json=json, params=params))
+        """The JSON document a call answers with; ``request``: ``_send``'s ``json`` or ``params``."""
+        return _document(operation, self._send(operation, method, url, bearer, **request))
 
     def _send(
         self,
