@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
+from aws_lambda_powertools import Metrics
 
 from zus_emulator.config import AUTH0
-from zus_m2m import errors
+from zus_m2m import errors, wiring
 from zus_m2m.aws.table import client_key
 from zus_m2m.tokens import budget
 from zus_m2m.tokens.policy import VendingPolicy
@@ -47,6 +48,29 @@ def test_fifty_threads_in_fifty_containers_make_one_upstream_request(stack: Stac
 
     assert len(set(tokens)) == 1
     assert stack.upstream_requests() == 1
+
+
+def test_a_dynamodb_tier_hit_is_one_consistent_get_item(stack: Stack) -> None:
+    # Given a token in the table (the record's copy written with the record, at provisioning)
+    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
+    # When a new container serves it, every DynamoDB request it sends observed (botocore's own events)
+    dynamodb = stack.aws.client("dynamodb")
+    sent: list[tuple[str, bool]] = []
+    dynamodb.meta.events.register(
+        "provide-client-params.dynamodb.*",
+        lambda params, model, **_: sent.append((model.name, bool(params.get("ConsistentRead")))),
+    )
+    container = wiring.Container(
+        stack.settings,
+        Metrics(namespace="ZusM2MTest", service="test"),
+        dynamodb=dynamodb,
+        secretsmanager=stack.aws.client("secretsmanager"),
+    )
+    served = container.token_vendor(stack.zus_client).vend(stack.CONSUMER, CLIENT, min_ttl=60)
+
+    # Then it was one strongly consistent GetItem (the in-use mark another container wrote spares a write)
+    assert served.source == "table"
+    assert sent == [("GetItem", True)]
 
 
 def test_the_token_item_carries_a_ttl_at_the_tokens_expiry(stack: Stack) -> None:

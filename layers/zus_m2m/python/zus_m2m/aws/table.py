@@ -15,6 +15,7 @@ from zus_m2m.values import (
     Budget,
     CachedToken,
     ClientRecord,
+    ClientView,
     DueMark,
     FailureCause,
     RecordItem,
@@ -175,6 +176,46 @@ def active_record_item(record: ClientRecord) -> Item:
         DUE_KIND: string(ROTATION),
         DUE_AT: number(record.created_at),
     }
+
+
+# --- the record's copy on the token item -----------------------------------------------------------
+# Token vending decides a hit from the token item alone (one GetItem): the item carries, beside the
+# token, what the record says of who may get it and for which app client. Every write of the record that
+# changes either (complete, PATCH of consumers, mark deleting) writes the copy in the same
+# TransactWriteItems, so the two never disagree. A token item without the copy (one written before it
+# existed, or one a vend call re-created after a purge) is read with the record instead (a query).
+RECORD_STATUS = "recordStatus"
+RECORD_APP_CLIENT = "recordAppClientId"
+RECORD_CONSUMERS = "consumers"
+
+
+def record_copy(record: ClientRecord) -> tuple[str, Item]:
+    """The token item's update that copies an active record onto it, and its placeholders."""
+    update = f"SET {RECORD_STATUS} = :copied_status, {RECORD_APP_CLIENT} = :copied_app, {RECORD_CONSUMERS} = :copied"
+    values = {
+        ":copied_status": string(ACTIVE),
+        ":copied_app": string(record.app_client_id),
+        ":copied": string_list(record.consumers),
+    }
+    return update, values
+
+
+# The copy of a record no longer active: nobody is served (the item stays, with its lease and budget).
+RECORD_GONE = f"SET {RECORD_STATUS} = :copied_status REMOVE {RECORD_APP_CLIENT}, {RECORD_CONSUMERS}"
+
+
+def client_view(item: Item) -> ClientView | None:
+    """What a token item says of its client (the record's copy) and its token; None when it carries no
+    copy of the record (then the record itself must be read)."""
+    status = string_of(item, RECORD_STATUS)
+    if status is None:
+        return None
+    app_client_id = string_of(item, RECORD_APP_CLIENT) if status == ACTIVE else None
+    return ClientView(
+        app_client_id=app_client_id or None,
+        consumers=consumers_of(item) if app_client_id else (),
+        token=token_state(item),
+    )
 
 
 def token_state(item: Item) -> TokenState:

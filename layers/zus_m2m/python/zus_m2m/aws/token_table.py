@@ -3,9 +3,10 @@ failed upstream attempts) and rolling-hour budgets (with what Zus last said of i
 
 Item shapes are in docs/design.md and ``aws/table.py``. All writes that decide something (who fetches,
 whether the budget item is still as read) are conditional writes, so they are atomic across containers. A token
-item names the app client its token was minted for (``appClientId``); ``view`` reads it together with
-the client's record in one query, so that a caller is only ever served a token of the client the
-record names now.
+item names the app client its token was minted for (``appClientId``) and carries a copy of the client's
+record (its status, app client and consumers; ``aws/client_records.py`` writes it in the same
+transaction as the record): ``view`` decides a hit with one GetItem, so that a caller is only ever
+served a token of the client the record names now.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from zus_m2m.aws.table import (
     DUE_KIND,
     HOUR,
     RECORD,
+    RECORD_APP_CLIENT,
+    RECORD_STATUS,
     STATUS,
     TOKEN,
     TableKeys,
     budget_of,
+    client_view,
     consumers_of,
     number,
     string,
@@ -35,11 +39,17 @@ from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCaus
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-# What vending needs of the two items: of the record, its state, app client and consumers; of the token
-# item, the token, the lease and the memory of failed attempts (fewer attributes read are a faster query).
+# What vending needs of the token item: the record's copy, the token, the lease and the memory of failed
+# attempts (fewer attributes read are a smaller answer to parse).
 _VIEW = (
-    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, leaseOwner, "
-    "leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt"
+    f"{RECORD_STATUS}, {RECORD_APP_CLIENT}, consumers, accessToken, tokenType, expiresAt, tokenLifetime, "
+    "appClientId, secretVersion, leaseOwner, leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, "
+    "failedUntil, refusedReplacedAt"
+)
+# The same of a token item without the record's copy, read with the record in one query.
+_QUERY_VIEW = (
+    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, secretVersion, "
+    "leaseOwner, leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt"
 )
 
 
@@ -64,12 +74,25 @@ class DynamoTokenTable:
         return token_state(item)
 
     def view(self, client: str) -> ClientView:
+        # Strongly consistent: a consumer removed by a PATCH that has answered is refused by the next
+        # read, and a lease or a refused token's replacement is seen as soon as it is written.
+        with translated("reading the client's token item"):
+            item = self._db.get_item(
+                TableName=self._table,
+                Key=self._keys.key(client, TOKEN),
+                ProjectionExpression=_VIEW,
+                ConsistentRead=True,
+            ).get("Item", {})
+        view = client_view(item)
+        return view if view is not None else self._view_with_record(client)
+
+    def _view_with_record(self, client: str) -> ClientView:
         # "record" < "token" and the budget item sorts before both: one query, two items.
         with translated("reading the client and its token"):
             items = self._db.query(
                 TableName=self._table,
                 KeyConditionExpression="pk = :pk AND sk BETWEEN :record AND :token",
-                ProjectionExpression=_VIEW,
+                ProjectionExpression=_QUERY_VIEW,
                 ExpressionAttributeNames={"#status": STATUS},
                 ExpressionAttributeValues={
                     ":pk": string(self._keys.partition(client)),

@@ -7,11 +7,11 @@ item it writes, and nobody asks Zus while the item says to back off.
 
 Who gets a token, and which: the memory tier keeps, with each client's token, the client's record as
 last read (its consumers and its Zus app client id). A caller is served only if it is one of the
-consumers, and only a token minted for the app client the record names. The record is read again, in
-the same query as the token item, by the first call that finds it ``revalidate_seconds`` old, before
-it is used: a consumer removed, or a client deleted or re-created under its name, stops being served
-within that bound. The bootstrap admin client's token is never vended; provisioning and rotation get
-it through ``admin_token``.
+consumers, and only a token minted for the app client the record names. The record is read again (the
+copy the token item carries: one read, ``TokenTable.view``) by the first call that finds it
+``revalidate_seconds`` old, before it is used: a consumer removed, or a client deleted or re-created
+under its name, stops being served within that bound. The bootstrap admin client's token is never
+vended; provisioning and rotation get it through ``admin_token``.
 
 Nothing is left for after the answer: Lambda freezes the environment once the handler returns, so a
 thread left running would stall with a lease held or a request in flight. The call that finds the
