@@ -39,7 +39,7 @@ def test_the_lease_holder_stores_its_token_and_releases_the_lease_in_one_write(
     aws: Any, tokens: DynamoTokenTable
 ) -> None:
     # Given a holder of the fetch lease
-    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30) is not None
+    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30).taken
     token = CachedToken("t1", "Bearer", NOW + 3600, "app-1", lifetime=3600.0)
     # When it stores the token it fetched
     sent = writes(aws, lambda: tokens.put_token(CLIENT, token, "me"))
@@ -52,11 +52,30 @@ def test_a_holder_that_lost_its_lease_stores_its_token_and_leaves_the_new_lease(
     aws: Any, tokens: DynamoTokenTable
 ) -> None:
     # Given a lease that expired and another container took
-    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30) is not None
-    assert tokens.acquire_lease(CLIENT, "other", NOW + 31, NOW + 61) is not None
+    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30).taken
+    assert tokens.acquire_lease(CLIENT, "other", NOW + 31, NOW + 61).taken
     token = CachedToken("t1", "Bearer", NOW + 3600, "app-1", lifetime=3600.0)
     # When the first holder stores its token
     tokens.put_token(CLIENT, token, "me")
     # Then the token is stored and the other container keeps its lease
     state = tokens.get(CLIENT, consistent=True)
     assert (state.token, state.lease_owner) == (token, "other")
+
+
+def test_a_lease_not_taken_answers_the_item_with_the_holders_lease_and_last_fetch_time(
+    aws: Any, tokens: DynamoTokenTable
+) -> None:
+    # Given a token stored by a holder that took 0.4 s, and a new lease taken by another container
+    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30).taken
+    tokens.put_token(CLIENT, CachedToken("t1", "Bearer", NOW + 3600, "app-1"), "me", fetch_seconds=0.4)
+    assert tokens.acquire_lease(CLIENT, "other", NOW + 1, NOW + 31).taken
+    # When a third tries to take it
+    attempt = tokens.acquire_lease(CLIENT, "third", NOW + 2, NOW + 32)
+    # Then it is not taken, and the answer (no other read) says whose it is, till when, and the last fetch time
+    answer = attempt.state
+    assert (attempt.taken, answer.lease_owner, answer.lease_until, answer.fetch_seconds) == (
+        False,
+        "other",
+        NOW + 31,
+        0.4,
+    )

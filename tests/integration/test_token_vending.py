@@ -96,7 +96,7 @@ def test_an_expired_item_that_ttl_has_not_deleted_yet_is_not_served(stack: Stack
 
 def test_a_lease_whose_holder_died_expires_by_itself(stack: Stack) -> None:
     now = time.time()
-    assert stack.table.acquire_lease(CLIENT, "crashed-container", now, now + 1.0)
+    assert stack.table.acquire_lease(CLIENT, "crashed-container", now, now + 1.0).taken
 
     token = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 

@@ -23,6 +23,7 @@ from zus_m2m.values import (
     ClientView,
     DueMark,
     FailureCause,
+    LeaseAttempt,
     RecordItem,
     Role,
     RotationFailure,
@@ -45,6 +46,10 @@ def no_checkpoint(name: str) -> None:
 
 class MetricsSink(Protocol):
     def count(self, name: str, value: float = 1.0) -> None: ...
+
+    def duration(self, name: str, seconds: float) -> None:
+        """One timing (published in milliseconds)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -110,18 +115,25 @@ class TokenTable(Protocol):
         """The client's active record and its token item, read together (consistently)."""
         ...
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
-        """Take the fetch lease if nobody holds a live one: the item as it is now, or None if not taken."""
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
+        """Take the fetch lease if nobody holds a live one; either way, the item as it is now (with the
+        live lease of another if not taken)."""
         ...
 
     def release_lease(self, client: str, owner: str) -> None: ...
 
     def put_token(
-        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+        self,
+        client: str,
+        token: CachedToken,
+        owner: str | None,
+        *,
+        replacing: CachedToken | None = None,
+        fetch_seconds: float = 0.0,
     ) -> None:
         """Store a token (unless a later-expiring one of the same app client is there; ``replacing``, a
         token Zus refused, is replaced whatever its expiry), forget failed attempts, and release
-        ``owner``'s lease."""
+        ``owner``'s lease; ``fetch_seconds``, how long its holder took, is kept for the next waiters."""
         ...
 
     def discard_token(self, client: str, app_client_id: str) -> None:

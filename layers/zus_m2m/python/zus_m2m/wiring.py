@@ -104,6 +104,9 @@ class PowertoolsMetrics:
     def count(self, name: str, value: float = 1.0) -> None:
         self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
+    def duration(self, name: str, seconds: float) -> None:
+        self._metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=round(seconds * 1000, 1))
+
 
 def invocation(metrics: Metrics) -> Callable[[Handler], Handler]:
     """Each invocation runs within the Lambda context's remaining time (``zus_m2m.deadline``) and

@@ -242,10 +242,13 @@ def token_state(item: Item) -> TokenState:
         failed_by=cast(FailureCause, cause) if cause in get_args(FailureCause) else None,
         failed_until=number_of(item, "failedUntil"),
         refused_replaced_at=number_of(item, "refusedReplacedAt"),
+        fetch_seconds=number_of(item, "fetchSeconds"),
     )
 
 
-def token_write(token: CachedToken, refresh_margin: float, replacing: CachedToken | None) -> tuple[str, str, Item]:
+def token_write(
+    token: CachedToken, refresh_margin: float, replacing: CachedToken | None, fetch_seconds: float = 0.0
+) -> tuple[str, str, Item]:
     """A token's write: its update expression, its condition and their placeholders.
 
     A later-expiring token of the same app client already stored wins: two fetchers never replace newer
@@ -254,6 +257,7 @@ def token_write(token: CachedToken, refresh_margin: float, replacing: CachedToke
     minted, ``refusedReplacedAt``): the next report within the policy's gap is ignored
     (tokens/single_flight.py). Zus answered: the memory of failed attempts is cleared in the same write.
     The item's TTL is the token's expiry, and its next pre-refresh (``dueAt``) moves with the token.
+    ``fetch_seconds``: how long the lease's holder took (kept for the next fetch's waiters; 0: not kept).
     """
     update = (
         "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
@@ -273,6 +277,9 @@ def token_write(token: CachedToken, refresh_margin: float, replacing: CachedToke
         ":ttl": number(int(token.expires_at) + 1),
         ":due": number(token.expires_at - token.refresh_margin(refresh_margin)),
     }
+    if fetch_seconds > 0:
+        update += ", fetchSeconds = :fetch"
+        values[":fetch"] = number(fetch_seconds)
     if replacing is not None:
         update += ", refusedReplacedAt = :replaced"
         condition += " OR accessToken = :refused"

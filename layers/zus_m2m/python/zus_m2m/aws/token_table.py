@@ -11,9 +11,11 @@ served a token of the client the record names now.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated, written
+from botocore.exceptions import ClientError
+
+from zus_m2m.aws._errors import CONDITION_FAILED, error_code, translated, written
 from zus_m2m.aws.table import (
     ACTIVE,
     BUDGET,
@@ -34,7 +36,7 @@ from zus_m2m.aws.table import (
     token_state,
     token_write,
 )
-from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCause, TokenState, ZusQuota
+from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCause, LeaseAttempt, TokenState, ZusQuota
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -44,12 +46,13 @@ if TYPE_CHECKING:
 _VIEW = (
     f"{RECORD_STATUS}, {RECORD_APP_CLIENT}, consumers, accessToken, tokenType, expiresAt, tokenLifetime, "
     "appClientId, secretVersion, leaseOwner, leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, "
-    "failedUntil, refusedReplacedAt"
+    "failedUntil, refusedReplacedAt, fetchSeconds"
 )
 # The same of a token item without the record's copy, read with the record in one query.
 _QUERY_VIEW = (
     "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, secretVersion, "
-    "leaseOwner, leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt"
+    "leaseOwner, leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt, "
+    "fetchSeconds"
 )
 
 
@@ -111,20 +114,26 @@ class DynamoTokenTable:
             token=token_state(by_kind.get(TOKEN, {})),
         )
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
-        answer = answer_or_none(
-            "taking the fetch lease",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(client, TOKEN),
-                UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
-                ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
-                ExpressionAttributeValues={":owner": string(owner), ":until": number(until), ":now": number(now)},
-                ReturnValues="ALL_NEW",
-            ),
-            none_when=CONDITION_FAILED,
-        )
-        return None if answer is None else token_state(answer.get("Attributes", {}))
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
+        # Taken or not, the answer is the item: with this owner's lease, or with the live lease of another
+        # (a waiter learns from it when that holder should be done, without another read).
+        with translated("taking the fetch lease"):
+            try:
+                answer = self._db.update_item(
+                    TableName=self._table,
+                    Key=self._keys.key(client, TOKEN),
+                    UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
+                    ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
+                    ExpressionAttributeValues={":owner": string(owner), ":until": number(until), ":now": number(now)},
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if error_code(exc) not in CONDITION_FAILED:
+                    raise
+                # botocore parses the old item into the error's response (not in its type stubs).
+                return LeaseAttempt(False, token_state(cast(dict[str, Any], exc.response).get("Item", {})))
+        return LeaseAttempt(True, token_state(answer.get("Attributes", {})))
 
     def release_lease(self, client: str, owner: str) -> None:
         self._conditional_update(
@@ -136,9 +145,15 @@ class DynamoTokenTable:
         )
 
     def put_token(
-        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+        self,
+        client: str,
+        token: CachedToken,
+        owner: str | None,
+        *,
+        replacing: CachedToken | None = None,
+        fetch_seconds: float = 0.0,
     ) -> None:
-        update, condition, values = token_write(token, self._refresh_margin, replacing)
+        update, condition, values = token_write(token, self._refresh_margin, replacing, fetch_seconds)
         names = {"#ttl": "ttl"}
         # The lease's holder stores its token and gives the lease back in one write; only when it no
         # longer holds the lease, or a newer token is there, do the two happen apart.
