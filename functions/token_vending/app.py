@@ -20,7 +20,7 @@ vendor = wiring.Container(
     settings,
     metrics,
     dynamodb=wiring.aws_client("dynamodb", wiring.VENDING_AWS_CONFIG),
-    secretsmanager=wiring.aws_client("secretsmanager", wiring.VENDING_AWS_CONFIG),
+    secretsmanager=wiring.FirstUseAwsClient("secretsmanager", wiring.VENDING_AWS_CONFIG),  # type: ignore[arg-type]
 ).token_vendor()
 app = api.resolver()
 
