@@ -186,9 +186,12 @@ class FakeTokenTable:
             if known is None or known.seen_at <= seen_at:
                 self.zus_counts[client] = ZusCount(quota, seen_at)
 
-    def mark_requested(self, client: str, now: float) -> None:
+    def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
         with self.lock:
-            self.states[client] = replace(self.states.get(client, TokenState()), last_requested_at=now)
+            state = self.states.get(client, TokenState())
+            if unless_since is not None and state.last_requested_at > unless_since:
+                return
+            self.states[client] = replace(state, last_requested_at=now)
             if self.due is not None:
                 self.due.token_used(client, now)
 

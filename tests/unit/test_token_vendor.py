@@ -219,6 +219,25 @@ def test_the_in_use_mark_is_written_in_the_call_once_a_mark_interval(world: Worl
     assert world.stored().last_requested_at == world.clock.now
 
 
+def test_containers_that_have_not_read_each_others_marks_write_one_mark_an_interval(world: World) -> None:
+    # Given two containers serving the client from memory, each marked it in its first call
+    first, second = world.vendor(), world.vendor()
+    first.vend(CALLER, CLIENT, min_ttl=60)
+    second.vend(CALLER, CLIENT, min_ttl=60)
+    marked = world.stored().last_requested_at
+
+    # When an interval later both find their own marks old, a moment apart
+    world.clock.now += world.policy.mark_interval
+    first.vend(CALLER, CLIENT, min_ttl=60)
+    first_mark = world.stored().last_requested_at
+    world.clock.now += 1
+    second.vend(CALLER, CLIENT, min_ttl=60)
+
+    # Then the first wrote its mark, and the second's conditional write found it and wrote nothing
+    assert first_mark == marked + world.policy.mark_interval
+    assert world.stored().last_requested_at == first_mark
+
+
 def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World) -> None:
     # Given another container holds a live lease and stores a token after a few polls
     world.table.acquire_lease(CLIENT, "other", world.clock.now, world.clock.now + 30)

@@ -162,8 +162,10 @@ class TokenTable(Protocol):
         """Remember what Zus said of the client's hourly quota (for the budget)."""
         ...
 
-    def mark_requested(self, client: str, now: float) -> None:
-        """Remember that ``client`` is in use (for the pre-refresh: its token item joins the due index)."""
+    def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
+        """Remember that ``client`` is in use (for the pre-refresh: its token item joins the due index),
+        unless a mark later than ``unless_since`` is there (a conditional write: one per interval for the
+        fleet)."""
         ...
 
     def purge(self, client: str) -> None: ...

@@ -204,15 +204,16 @@ class DynamoTokenTable:
                 ExpressionAttributeValues={":at": number(until)},
             )
 
-    def mark_requested(self, client: str, now: float) -> None:
+    def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
         # In use: the item joins the due index (at the dueAt its token gave it), for the pre-refresh.
-        with translated("recording token use"):
-            self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(client, TOKEN),
-                UpdateExpression=f"SET lastRequestedAt = :at, {DUE_KIND} = :kind",
-                ExpressionAttributeValues={":at": number(now), ":kind": string(REFRESH)},
-            )
+        values = {":at": number(now), ":kind": string(REFRESH)}
+        condition = None
+        if unless_since is not None:
+            condition = "attribute_not_exists(lastRequestedAt) OR lastRequestedAt <= :since"
+            values[":since"] = number(unless_since)
+        self._conditional_update(
+            "recording token use", client, f"SET lastRequestedAt = :at, {DUE_KIND} = :kind", condition, values
+        )
 
     def purge(self, client: str) -> None:
         with translated("purging cached tokens"):
@@ -259,7 +260,7 @@ class DynamoTokenTable:
         operation: str,
         client: str,
         update: str,
-        condition: str,
+        condition: str | None,
         values: dict[str, Any],
         *,
         names: dict[str, str] | None = None,
@@ -267,7 +268,9 @@ class DynamoTokenTable:
     ) -> bool:
         """True when written, False when the condition did not hold."""
         key = self._keys.key(client, kind)
-        request: dict[str, Any] = {"UpdateExpression": update, "ConditionExpression": condition}
+        request: dict[str, Any] = {"UpdateExpression": update}
+        if condition is not None:
+            request["ConditionExpression"] = condition
         if names:
             request["ExpressionAttributeNames"] = names
         if values:

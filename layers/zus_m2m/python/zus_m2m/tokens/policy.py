@@ -53,8 +53,9 @@ class VendingPolicy:
     # holds now would otherwise mint another, and a chain of reports would spend the hourly budget.
     refused_replacement_min_gap: float = 60.0
     refused_min_token_age: float = 10.0
-    # How often a container records that a client is in use (for the scheduled pre-refresh).
-    mark_interval: float = 60.0
+    # How often the fleet records that a client is in use (for the scheduled pre-refresh, which drops a
+    # client unused for an hour: a few minutes' precision is plenty).
+    mark_interval: float = 300.0
     # How long a container trusts the record it read (consumers, app client id): past it, the next
     # caller's call reads it again before it is used.
     revalidate_seconds: float = 5.0

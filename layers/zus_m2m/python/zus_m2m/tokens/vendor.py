@@ -212,10 +212,12 @@ class TokenVendor:
 
     def _mark_in_use(self, client: str, now: float) -> None:
         """A write, in the call, when neither this container nor (as last read) another marked the client
-        within ``mark_interval``: about one a minute per client for the fleet."""
+        within ``mark_interval``; conditional, so that at most one per interval is written for the fleet
+        (a container that has not read the item since attempts one per interval)."""
         if now - self._marked_at.get(client, 0.0) >= self.policy.mark_interval:
             self._marked_at[client] = now
-            quietly(lambda: self._table.mark_requested(client, now))
+            since = now - self.policy.mark_interval
+            quietly(lambda: self._table.mark_requested(client, now, unless_since=since))
 
     # --- issuing ------------------------------------------------------------------
 
