@@ -79,3 +79,11 @@ def test_a_lease_not_taken_answers_the_item_with_the_holders_lease_and_last_fetc
         NOW + 31,
         0.4,
     )
+
+
+def test_an_in_use_mark_is_written_only_when_the_last_one_is_an_interval_old(tokens: DynamoTokenTable) -> None:
+    tokens.mark_requested(CLIENT, NOW, unless_since=NOW - 300)
+    tokens.mark_requested(CLIENT, NOW + 299, unless_since=NOW - 1)  # another container, a mark found
+    assert tokens.get(CLIENT, consistent=True).last_requested_at == NOW
+    tokens.mark_requested(CLIENT, NOW + 300, unless_since=NOW)
+    assert tokens.get(CLIENT, consistent=True).last_requested_at == NOW + 300

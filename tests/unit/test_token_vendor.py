@@ -219,8 +219,9 @@ def test_the_in_use_mark_is_written_in_the_call_once_a_mark_interval(world: Worl
     assert world.stored().last_requested_at == world.clock.now
 
 
-def test_containers_that_have_not_read_each_others_marks_write_one_mark_an_interval(world: World) -> None:
-    # Given two containers serving the client from memory, each marked it in its first call
+def test_containers_that_have_not_read_each_others_marks_write_one_mark_an_interval() -> None:
+    # Given two containers serving the client from memory (reading nothing), each marked it in its first call
+    world = World(VendingPolicy(revalidate_seconds=3600))
     first, second = world.vendor(), world.vendor()
     first.vend(CALLER, CLIENT, min_ttl=60)
     second.vend(CALLER, CLIENT, min_ttl=60)
