@@ -50,10 +50,9 @@ def test_fifty_threads_in_fifty_containers_make_one_upstream_request(stack: Stac
     assert stack.upstream_requests() == 1
 
 
-def test_a_dynamodb_tier_hit_is_one_consistent_get_item(stack: Stack) -> None:
-    # Given a token in the table (the record's copy written with the record, at provisioning)
-    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
-    # When a new container serves it, every DynamoDB request it sends observed (botocore's own events)
+def dynamodb_requests_of_a_new_container(stack: Stack) -> list[tuple[str, bool]]:
+    """What a new container sends DynamoDB (operation, consistent read) for one vend call, observed
+    through botocore's own events."""
     dynamodb = stack.aws.client("dynamodb")
     sent: list[tuple[str, bool]] = []
     dynamodb.meta.events.register(
@@ -67,10 +66,25 @@ def test_a_dynamodb_tier_hit_is_one_consistent_get_item(stack: Stack) -> None:
         secretsmanager=stack.aws.client("secretsmanager"),
     )
     served = container.token_vendor(stack.zus_client).vend(stack.CONSUMER, CLIENT, min_ttl=60)
-
-    # Then it was one strongly consistent GetItem (the in-use mark another container wrote spares a write)
     assert served.source == "table"
-    assert sent == [("GetItem", True)]
+    return sent
+
+
+def test_a_dynamodb_tier_hit_is_one_consistent_get_item(stack: Stack) -> None:
+    # Given a token in the table (the record's copy written with the record, at provisioning)
+    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
+    # Then a new container's hit is one strongly consistent GetItem (another's recent in-use mark spares a write)
+    assert dynamodb_requests_of_a_new_container(stack) == [("GetItem", True)]
+
+
+def test_a_token_item_that_lost_the_records_copy_gets_it_back_from_the_first_read(stack: Stack) -> None:
+    # Given a token item deleted (as TTL deletes it once its token expired), then a token stored again
+    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
+    stack.aws.dynamodb.delete_item(TableName=stack.aws.table_name, Key=client_key(CLIENT, "token"))
+    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)  # reads the record with a query
+
+    # Then the copy is back: the next new container's hit is one GetItem again
+    assert dynamodb_requests_of_a_new_container(stack) == [("GetItem", True)]
 
 
 def test_the_token_item_carries_a_ttl_at_the_tokens_expiry(stack: Stack) -> None:

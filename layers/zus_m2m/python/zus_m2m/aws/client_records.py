@@ -253,7 +253,7 @@ class DynamoClientRecords:
 
     def _with_copy(self, operation: str, write: dict[str, Any], record: ClientRecord) -> bool:
         """``write`` of the record and the copy of ``record`` on its token item, in one transaction."""
-        update, values = record_copy(record)
+        update, values = record_copy(record.app_client_id, record.consumers)
         copy = {
             "Update": {
                 "TableName": self._table,

@@ -183,19 +183,21 @@ def active_record_item(record: ClientRecord) -> Item:
 # token, what the record says of who may get it and for which app client. Every write of the record that
 # changes either (complete, PATCH of consumers, mark deleting) writes the copy in the same
 # TransactWriteItems, so the two never disagree. A token item without the copy (one written before it
-# existed, or one a vend call re-created after a purge) is read with the record instead (a query).
+# existed, one a vend call re-created after a purge, or one TTL deleted after its token expired) is read
+# with the record instead (a query), and the copy is put back if it is still absent (``token_table``).
 RECORD_STATUS = "recordStatus"
 RECORD_APP_CLIENT = "recordAppClientId"
 RECORD_CONSUMERS = "consumers"
 
 
-def record_copy(record: ClientRecord) -> tuple[str, Item]:
-    """The token item's update that copies an active record onto it, and its placeholders."""
+def record_copy(app_client_id: str, consumers: tuple[str, ...]) -> tuple[str, Item]:
+    """The token item's update that copies an active record (its app client and consumers) onto it, and
+    its placeholders."""
     update = f"SET {RECORD_STATUS} = :copied_status, {RECORD_APP_CLIENT} = :copied_app, {RECORD_CONSUMERS} = :copied"
     values = {
         ":copied_status": string(ACTIVE),
-        ":copied_app": string(record.app_client_id),
-        ":copied": string_list(record.consumers),
+        ":copied_app": string(app_client_id),
+        ":copied": string_list(consumers),
     }
     return update, values
 

@@ -11,6 +11,7 @@ served a token of the client the record names now.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
@@ -31,11 +32,13 @@ from zus_m2m.aws.table import (
     client_view,
     consumers_of,
     number,
+    record_copy,
     string,
     string_of,
     token_state,
     token_write,
 )
+from zus_m2m.errors import StoreUnavailable
 from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCause, LeaseAttempt, TokenState, ZusQuota
 
 if TYPE_CHECKING:
@@ -108,11 +111,24 @@ class DynamoTokenTable:
         record = by_kind.get(RECORD, {})
         # Only an active record with its app client names a client tokens may be served for.
         app_client_id = string_of(record, "appClientId") if string_of(record, STATUS) == ACTIVE else None
-        return ClientView(
+        view = ClientView(
             app_client_id=app_client_id or None,
             consumers=consumers_of(record) if app_client_id else (),
             token=token_state(by_kind.get(TOKEN, {})),
         )
+        if view.app_client_id is not None:
+            self._restore_copy(client, view.app_client_id, view.consumers)
+        return view
+
+    def _restore_copy(self, client: str, app_client_id: str, consumers: tuple[str, ...]) -> None:
+        """Put the record's copy back on the token item, so that the next read is one GetItem again; only
+        while it is absent: a record write since the query read the record wrote its own copy (in its
+        transaction), which this one must not overwrite. Best effort: the query answered already."""
+        update, values = record_copy(app_client_id, consumers)
+        with contextlib.suppress(StoreUnavailable):
+            self._conditional_update(
+                "restoring the record's copy", client, update, f"attribute_not_exists({RECORD_STATUS})", values
+            )
 
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
         # Taken or not, the answer is the item: with this owner's lease, or with the live lease of another
