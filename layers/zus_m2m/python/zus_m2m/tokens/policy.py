@@ -31,6 +31,8 @@ class VendingPolicy:
     # read or two (``waiting``).
     wait_poll: float = 0.025
     close_polls: int = 4
+    # While no holder's fetch time is known (a client's first fetch), every this many seconds.
+    blind_poll: float = 0.1
     # After a failed upstream attempt no container asks Zus again for this client for a while: the
     # first pause, doubling (jittered) per consecutive failure up to the second, so a fleet makes one
     # attempt per interval and sees Zus back within ``max_backoff``. A long outage (more consecutive
@@ -71,7 +73,10 @@ class VendingPolicy:
     def waiting(self, state: TokenState, now: float) -> Iterator[float]:
         """The pauses of a caller waiting for the holder of ``state``'s lease, before each read of the
         item: one when the holder should be done, ``close_polls`` more ``wait_poll`` apart, then at most
-        one per 0.4 s (14 reads at most within the default 3 s ``wait_seconds``)."""
+        one per 0.4 s (14 reads at most within the default 3 s ``wait_seconds``). While no holder's fetch
+        time is known, every ``blind_poll`` seconds (30 reads at most)."""
+        if state.fetch_seconds <= 0:
+            yield from itertools.repeat(self.blind_poll)
         ready = self.ready_at(state, now)
         if ready > now:
             yield ready - now
