@@ -130,6 +130,7 @@ PARAMETERS = {
     "BreakGlassPrincipals",
     "RotationRequestMinGapSeconds",
     "MemoryRevalidationSeconds",
+    "VendTracing",
     "RefusedReplacementMinGapSeconds",
     "AdminSecretName",
     "RotationIntervalDays",
