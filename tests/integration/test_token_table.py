@@ -87,3 +87,22 @@ def test_an_in_use_mark_is_written_only_when_the_last_one_is_an_interval_old(tok
     assert tokens.get(CLIENT, consistent=True).last_requested_at == NOW
     tokens.mark_requested(CLIENT, NOW + 300, unless_since=NOW)
     assert tokens.get(CLIENT, consistent=True).last_requested_at == NOW + 300
+
+
+def test_a_restored_copy_never_overwrites_the_copy_a_record_write_made(aws: Any, tokens: DynamoTokenTable) -> None:
+    # Given a PATCH's transaction wrote the copy (consumer b only) after a vend call's query read the record
+    # when it still named a and b
+    aws.dynamodb.update_item(
+        TableName=aws.table_name,
+        Key={"pk": {"S": f"client#{CLIENT}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET recordStatus = :active, recordAppClientId = :app, consumers = :b",
+        ExpressionAttributeValues={
+            ":active": {"S": "active"},
+            ":app": {"S": "app-1"},
+            ":b": {"L": [{"S": "arn:aws:iam::123456789012:role/b"}]},
+        },
+    )
+    # When the vend call puts back the copy of what it read
+    tokens._restore_copy(CLIENT, "app-1", ("arn:aws:iam::123456789012:role/a", "arn:aws:iam::123456789012:role/b"))
+    # Then the PATCH's copy stands
+    assert tokens.view(CLIENT).consumers == ("arn:aws:iam::123456789012:role/b",)
