@@ -13,12 +13,13 @@ from aws_lambda_powertools import Metrics
 
 from zus_emulator.config import AUTH0
 from zus_m2m import errors, wiring
+from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.table import client_key
 from zus_m2m.tokens import budget
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import REFRESH, CachedToken, fingerprint
+from zus_m2m.values import AWSCURRENT, REFRESH, CachedToken, fingerprint
 
 if TYPE_CHECKING:
     from conftest import VendingStack as Stack
@@ -468,3 +469,22 @@ def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_st
     assert stored == upstream  # every request Zus saw was counted, once
     assert upstream >= limit - policy.budget_reserve  # demand far beyond it spent the ordinary part
     assert refused, "no attempt met the spent budget: nothing was contended"
+
+
+def test_a_secret_version_known_to_be_current_is_read_once_per_container(stack: Stack) -> None:
+    # Given a container's store that read the client's secret (AWSCURRENT) two minutes ago
+    client = stack.aws.client("secretsmanager")
+    reads: list[str] = []
+    client.meta.events.register("before-call.secretsmanager.GetSecretValue", lambda **_: reads.append("read"))
+    now = [1_000.0]
+    store = SecretsManagerStore(client, max_age=60, clock=lambda: now[0])
+    first = store.read(stack.secret_id, AWSCURRENT)
+    assert first is not None
+    now[0] += 120
+
+    # When the pre-refresh asks again, knowing the version that minted the token it renews
+    again = store.read(stack.secret_id, AWSCURRENT, current_version=first.version_id)
+    # Then it is answered from the container's cache; a caller that knows no version, or another, reads
+    assert (again, reads) == (first, ["read"])
+    store.read(stack.secret_id, AWSCURRENT, current_version="another-version")
+    assert reads == ["read", "read"]

@@ -208,9 +208,13 @@ class FakeSecretReader:
     def __init__(self) -> None:
         self.versions: dict[tuple[str, str], ClientCredentials] = {}
         self.reads: list[tuple[str, str, bool]] = []
+        self.known_versions: list[str | None] = []
 
-    def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
+    def read(
+        self, secret_id: str, stage: str, *, fresh: bool = False, current_version: str | None = None
+    ) -> ClientCredentials | None:
         self.reads.append((secret_id, stage, fresh))
+        self.known_versions.append(current_version)
         return self.versions.get((secret_id, stage))
 
 

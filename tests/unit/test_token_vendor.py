@@ -352,6 +352,17 @@ def test_refresh_ahead_reads_the_item_again_only_once_another_containers_renewal
     assert len(reads) == seen + 1
 
 
+def test_a_renewal_tells_the_secret_store_which_version_minted_the_token_it_renews(world: World) -> None:
+    # Given a token minted with the current secret (version v-current), due for its pre-refresh
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += 3600 - 200
+
+    assert world.pre_refresh(horizon=90).refresh(CLIENT)
+
+    # Then the renewal's read named that version (the store may answer it from its cache)
+    assert world.secrets.known_versions[-1] == "v-current"
+
+
 def test_a_dead_lease_holder_does_not_block_for_longer_than_its_lease(world: World) -> None:
     world.table.acquire_lease(CLIENT, "crashed", world.clock.now - 40, world.clock.now - 10)
 

@@ -177,8 +177,12 @@ class TokenTable(Protocol):
 class SecretReader(Protocol):
     """What token vending needs of the secret store: reads by stage (through a short cache)."""
 
-    def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
-        """The credentials at a version stage, or None if the secret or the stage does not exist."""
+    def read(
+        self, secret_id: str, stage: str, *, fresh: bool = False, current_version: str | None = None
+    ) -> ClientCredentials | None:
+        """The credentials at a version stage, or None if the secret or the stage does not exist.
+        ``current_version``: a version the caller knows the stage held lately (the one that minted the
+        cached token); the store may answer its cached credentials of that version, however old."""
         ...
 
 
