@@ -11,7 +11,8 @@ same consistency) in the same thread, so both meet the same load; the containers
 item again every MEMORY_REVALIDATION_SECONDS, and those reads count as DynamoDB-tier hits too. Callers
 that wait on another's lease (``lease-wait``) are timed beside the holder's own fetch (secret read,
 budget, Zus, write: the ``TokenFetchTime`` metric in the containers' EMF logs); their reads of the item
-are counted from the ``LeaseWait`` metric (one per pause). Cold start is measured in fresh processes: importing the
+are counted from the ``LeaseWait`` metric (one per pause), and how long after the holder's invocation
+ended each answered. Cold start is measured in fresh processes: importing the
 vend handler module (its module-level init included) next to a baseline that only imports boto3 and
 creates the same boto3 clients.
 
@@ -151,6 +152,7 @@ def container(
     event = token_event(CLIENT, min_ttl)
     latencies: dict[str, list[float]] = {"memory": [], "table": [], "lease-wait": [], "zus": []}
     failures: dict[str, int] = {}
+    waits_ended: list[float] = []
     window = [math.inf, 0.0]
     lock = threading.Lock()
     invocation = threading.Lock()
@@ -169,7 +171,10 @@ def container(
             window[0] = min(window[0], started_at)
             window[1] = max(window[1], time.time())
             if response["statusCode"] == 200:
-                latencies[response["headers"]["X-Token-Source"]].append(elapsed)
+                tier = response["headers"]["X-Token-Source"]
+                latencies[tier].append(elapsed)
+                if tier == "lease-wait":
+                    waits_ended.append(time.time())
             else:
                 key = str(response["statusCode"])
                 failures[key] = failures.get(key, 0) + 1
@@ -204,7 +209,15 @@ def container(
         worker.start()
     for worker in workers:
         worker.join()
-    results.put({"latencies": latencies, "failures": failures, "window": window, "get_item": get_item})
+    results.put(
+        {
+            "latencies": latencies,
+            "failures": failures,
+            "window": window,
+            "get_item": get_item,
+            "waits_ended": waits_ended,
+        }
+    )
 
 
 COLD_HANDLER = f"""
@@ -282,27 +295,42 @@ def gathered(
     return latencies, failures, get_item, vend_seconds
 
 
-def emf_values(log_dir: Path, name: str) -> list[float]:
-    """Every value of metric ``name`` in the containers' EMF documents (one per invocation)."""
-    values: list[float] = []
+def emf_documents(log_dir: Path, name: str) -> list[dict[str, Any]]:
+    """The containers' EMF documents (one per invocation) that carry metric ``name``."""
+    found = []
     for path in log_dir.glob("*.log"):
         for line in path.read_text().splitlines():
-            if '"_aws"' not in line or f'"{name}"' not in line:
-                continue
-            value = json.loads(line).get(name)
-            values.extend(value if isinstance(value, list) else [value])
+            if '"_aws"' in line and f'"{name}"' in line:
+                found.append(json.loads(line))
+    return found
+
+
+def emf_values(log_dir: Path, name: str) -> list[float]:
+    """Every value of metric ``name`` in the containers' EMF documents."""
+    values: list[float] = []
+    for document in emf_documents(log_dir, name):
+        value = document[name]
+        values.extend(value if isinstance(value, list) else [value])
     return [float(value) for value in values]
 
 
-def waiting_figures(log_dir: Path, waiters: int) -> dict[str, Any]:
-    """The lease holders' own fetch time (p50) and how often a waiter read the item, on average."""
+def waiting_figures(log_dir: Path, waits_ended: list[float]) -> dict[str, Any]:
+    """The lease holders' own fetch time (p50), how often a waiter read the item (on average), and how
+    long after the holder's invocation ended (its metrics' timestamp: after its token write and its in-use
+    mark) the waiter answered (p50; the nearest holder's)."""
     fetches = emf_values(log_dir, "TokenFetchTime")
     holder_p50 = percentile(fetches, 0.5)
     reads = sum(emf_values(log_dir, "LeaseWait"))
+    holders_ended = [document["_aws"]["Timestamp"] / 1000 for document in emf_documents(log_dir, "TokenFetchTime")]
+    after = (
+        [(end - min(holders_ended, key=lambda h: abs(end - h))) * 1000 for end in waits_ended] if holders_ended else []
+    )
+    after_p50 = percentile(after, 0.5)
     return {
         "holder_fetches": len(fetches),
         "holder_fetch_p50_ms": None if holder_p50 is None else round(holder_p50, 1),
-        "lease_wait_reads_per_waiter": round(reads / waiters, 2) if waiters else None,
+        "lease_wait_reads_per_waiter": round(reads / len(waits_ended), 2) if waits_ended else None,
+        "lease_wait_after_holder_p50_ms": None if after_p50 is None else round(after_p50, 1),
     }
 
 
@@ -404,7 +432,7 @@ def main() -> None:
     figures["cold_start_baseline_ms"] = round(cold_baseline * 1000, 1)
     figures["cold_start_ratio"] = round(cold_handler / cold_baseline, 3)
     figures["log_bytes_per_vend_call"] = round(log_bytes, 1)
-    figures |= waiting_figures(log_dir, len(latencies["lease-wait"]))
+    figures |= waiting_figures(log_dir, [end for result in collected for end in result.get("waits_ended", [])])
 
     errors = [
         line for path in log_dir.glob("*.log") for line in path.read_text().splitlines() if '"level":"ERROR"' in line

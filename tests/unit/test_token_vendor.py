@@ -304,7 +304,7 @@ def test_a_waiter_gets_a_token_written_later_than_expected_within_one_poll(world
     assert len(reads) <= 2 + world.policy.close_polls
 
 
-@pytest.mark.parametrize(("last_took", "most"), [(0.4, 14), (0.0, 30)])
+@pytest.mark.parametrize(("last_took", "most"), [(0.4, 14), (0.0, 60)])
 def test_a_waiters_reads_are_bounded_however_long_the_holder_takes(last_took: float, most: int) -> None:
     # (0.0: no holder's fetch time known yet, a client's first fetch)
     policy = VendingPolicy()

@@ -32,7 +32,7 @@ class VendingPolicy:
     wait_poll: float = 0.025
     close_polls: int = 4
     # While no holder's fetch time is known (a client's first fetch), every this many seconds.
-    blind_poll: float = 0.1
+    blind_poll: float = 0.05
     # After a failed upstream attempt no container asks Zus again for this client for a while: the
     # first pause, doubling (jittered) per consecutive failure up to the second, so a fleet makes one
     # attempt per interval and sees Zus back within ``max_backoff``. A long outage (more consecutive
@@ -74,7 +74,7 @@ class VendingPolicy:
         """The pauses of a caller waiting for the holder of ``state``'s lease, before each read of the
         item: one when the holder should be done, ``close_polls`` more ``wait_poll`` apart, then at most
         one per 0.4 s (14 reads at most within the default 3 s ``wait_seconds``). While no holder's fetch
-        time is known, every ``blind_poll`` seconds (30 reads at most)."""
+        time is known, every ``blind_poll`` seconds (60 reads at most)."""
         if state.fetch_seconds <= 0:
             yield from itertools.repeat(self.blind_poll)
         ready = self.ready_at(state, now)
