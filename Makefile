@@ -31,8 +31,9 @@ VALIDATE_STAMP := .aws-sam/validate.stamp
 BUILD_OUTPUT := .aws-sam/build/template.yaml
 BUILD_INPUTS := template.yaml $(shell find functions layers -name __pycache__ -prune -o -type f -print 2>/dev/null)
 
-.PHONY: test-313 test-rest test-parts reliability dev test lint typecheck validate build python313 unit integration e2e infra lock clean \
-	bench-tokens bench-refresh-ahead bench-scale cost outage-drill openapi soak client-wheel ts-deps ts-test package
+.PHONY: test-313 test-rest test-parts reliability dev test lint typecheck validate build python313 unit integration e2e infra lock \
+	clean bench-tokens bench-client bench-refresh-ahead bench-scale cost outage-drill openapi soak client-wheel ts-deps ts-test \
+	package
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
@@ -214,6 +215,11 @@ bench-tokens: $(STAMP)
 # to the work queue (docs/design.md, Refresh-ahead); ARGS="--zus-latency-ms 300" for a slower Zus.
 bench-refresh-ahead: $(STAMP)
 	$(BIN)/python scripts/bench_refresh_ahead.py $(ARGS)
+
+# How often services using zus-m2m-client call the token route (vend calls per process-hour), in scaled
+# time; ARGS="--record" writes docs/bench/client.json (make cost takes the vend path's load from it).
+bench-client: $(STAMP) $(CLIENT_STAMP)
+	$(BIN)/python scripts/bench_client.py $(ARGS)
 
 # Scheduled work of N clients (default 1,000; ARGS="--clients 10000") on moto and the emulator: an hour of
 # one-minute cycles; ARGS="--record" also writes its figures to docs/bench/scale.json (make cost reads them).

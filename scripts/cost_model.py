@@ -1,4 +1,4 @@
-"""`make cost`: the monthly cost of N clients x M vend calls/s, written to docs/cost.md.
+"""`make cost`: the monthly cost of N clients x M Zus API calls/s made by services, written to docs/cost.md.
 
 Inputs, none of them typed in here: the prices (docs/prices.json, with their date and sources), the
 stack (template.yaml: each function's memory, the alarms, the dashboard, tracing, the schedules' rates),
@@ -6,8 +6,15 @@ the metrics the code emits (their count is the custom metrics billed), and what 
 (docs/bench/tokens.json from ``make bench-tokens ARGS=--record``: vend handler durations by tier, the
 tier mix, the bytes each call logs; docs/bench/scale.json from ``make bench-scale ARGS="--clients 10000
 --record"``: the worker's and the dispatchers' durations, DynamoDB, Secrets Manager and SQS calls per
-client's due work, item sizes, token requests per client-hour). What no benchmark measures is an
-assumption, named in ``ASSUMPTIONS`` and listed in the document with its reason.
+client's due work, item sizes, token requests per client-hour); docs/bench/client.json from ``make
+bench-client ARGS=--record``: the vend calls a service process using zus-m2m-client makes an hour. What
+no benchmark measures is an assumption, named in ``ASSUMPTIONS`` and listed in the document with its
+reason.
+
+The load is Zus API calls a second, made by the services of the N clients. With zus-m2m-client, vend
+calls follow from the client library's measured behaviour (a process asks once a token lifetime or so,
+however many Zus API calls it makes); the direct-vend rows, where every Zus API call is a vend call,
+are kept beside.
 
 Side by side: (a) every service mints its own tokens (each instance reads the secret and requests a token
 every hour) and (b) a caching proxy in front of the token endpoint (a small always-on container service
@@ -31,10 +38,12 @@ sys.path[:0] = [str(ROOT / "local"), str(ROOT / "layers" / "zus_m2m" / "python")
 
 from zus_local.cfn_yaml import load_template  # noqa: E402
 from zus_local.event_sources import parse_rate  # noqa: E402
+from zus_m2m.tokens.policy import VendingPolicy  # noqa: E402
 
 PRICES = ROOT / "docs" / "prices.json"
 TOKENS = ROOT / "docs" / "bench" / "tokens.json"
 SCALE = ROOT / "docs" / "bench" / "scale.json"
+CLIENT_BENCH = ROOT / "docs" / "bench" / "client.json"
 TEMPLATE = ROOT / "template.yaml"
 OUTPUT = ROOT / "docs" / "cost.md"
 PACKAGE = ROOT / "layers" / "zus_m2m" / "python" / "zus_m2m"
@@ -54,10 +63,18 @@ ASSUMPTIONS: Mapping[str, tuple[float, str]] = {
     "due_changes_per_item": (3, "the dispatcher's claim, the worker's take, the work's next dueAt"),
     "event_source_polls_per_minute": (15, "Lambda's SQS event source: 5 pollers, 20 s long polls, when idle"),
     "rotation_step_seconds": (0.2, "one of the rotation function's four steps (the local stack prints 6-50 ms)"),
-    "marks_per_client_minute": (1, "a client's use is recorded at most about once a minute (mark_interval)"),
-    "xray_reservoir_per_second": (1, "X-Ray's default sampling rule: the first request each second"),
+    "mark_attempts_per_interval": (
+        2,
+        "in-use marks a client's containers attempt each mark_interval (one is written, conditionally, for the "
+        "fleet; a container that has not read it since attempts too: a failed conditional write is billed)",
+    ),
+    "xray_reservoir_per_second": (1, "VendTracing Active: Lambda's sampling, the first request each second"),
     "xray_sample_rate": (0.05, "... and 5 % of the rest"),
-    "instances_per_client": (4, "(a): the service instances that use one app client (each mints its own)"),
+    "instances_per_client": (
+        4,
+        "the service processes that use one app client: (a) each mints its own; with zus-m2m-client each "
+        "asks the token route as the client benchmark measured",
+    ),
     "proxy_tasks": (2, "(b): two tasks for availability, 0.25 vCPU and 0.5 GB each (arm64)"),
     "proxy_requests_per_task_second": (500, "(b): cached lookups one 0.25 vCPU task serves"),
     "request_bytes": (1500, "a token request and its answer (for the load balancer's processed bytes)"),
@@ -75,24 +92,26 @@ class Inputs:
     date: str
     tokens: Mapping[str, Any]
     scale: Mapping[str, Any]
+    client: Mapping[str, Any]
     memory_gb: Mapping[str, float]
     alarms: int
     dashboards: int
     custom_metrics: int
     schedules_per_month: Mapping[str, float]
+    vend_tracing: str
 
     def price(self, name: str) -> float:
         return float(self.prices[name])
 
 
 def emitted_metric_names(package: Path = PACKAGE) -> set[str]:
-    """The metric names the code counts: the string literals a ``.count(...)`` call's name argument can
-    be, and the values of module-level ``*_METRICS`` mappings (names a count takes by lookup)."""
+    """The metric names the code emits: the string literals a ``.count(...)`` or ``.duration(...)`` call's
+    name argument can be, and the values of module-level ``*_METRICS`` mappings (names a count takes by lookup)."""
     names: set[str] = set()
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "count":
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _EMITTERS:
                 if node.args:
                     names.update(_strings(node.args[0]))
             elif isinstance(node, ast.Assign | ast.AnnAssign):
@@ -103,6 +122,9 @@ def emitted_metric_names(package: Path = PACKAGE) -> set[str]:
                         v.value for v in node.value.values if isinstance(v, ast.Constant) and isinstance(v.value, str)
                     )
     return {name for name in names if isinstance(name, str) and name[:1].isupper()}
+
+
+_EMITTERS = ("count", "duration")
 
 
 def _strings(node: ast.AST) -> set[str]:
@@ -130,11 +152,13 @@ def load_inputs() -> Inputs:
         date=table["date"],
         tokens=json.loads(TOKENS.read_text(encoding="utf-8")),
         scale=json.loads(SCALE.read_text(encoding="utf-8")),
+        client=json.loads(CLIENT_BENCH.read_text(encoding="utf-8")),
         memory_gb=memory,
         alarms=sum(1 for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"),
         dashboards=sum(1 for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Dashboard"),
         custom_metrics=len(emitted_metric_names()) + len(_filter_metrics(resources)),
         schedules_per_month=schedules,
+        vend_tracing=template["Parameters"]["VendTracing"]["Default"],
     )
 
 
@@ -202,15 +226,20 @@ def zus_m2m(inputs: Inputs, clients: int, rate: float) -> dict[str, dict[str, fl
     vend: dict[str, float] = {}
     vend["API Gateway (HTTP API) requests"] = http_api(inputs, calls)
     vend["Lambda: token vending"] = lambda_cost(inputs, "TokenVendingFunction", calls, vend_billed_seconds(inputs))
-    marks = min(calls, in_use * SECONDS_PER_MONTH / 60 * assumption("marks_per_client_minute"))
+    interval = VendingPolicy().mark_interval
+    marks = min(calls, in_use * SECONDS_PER_MONTH / interval * assumption("mark_attempts_per_interval"))
+    # One strongly consistent GetItem of the token item (with the record's copy: at most the record's size).
     reads = calls * table_share * kilobytes(sizes["record"] + token_item, 4096)
-    vend["DynamoDB: record and token reads, use marks"] = reads * rru + marks * kilobytes(token_item) * wru
+    vend["DynamoDB: token item reads, use marks"] = reads * rru + marks * kilobytes(token_item) * wru
     vend["CloudWatch Logs: audit lines and metrics"] = (
         calls * (tokens["log_bytes_per_vend_call"] + assumption("platform_log_bytes")) * logs_gb
     )
-    reservoir = SECONDS_PER_MONTH * assumption("xray_reservoir_per_second")
-    traced = min(calls, reservoir) + max(0.0, calls - reservoir) * assumption("xray_sample_rate")
-    vend["X-Ray traces (Tracing: Active, default sampling)"] = traced * inputs.price("xray_trace_recorded")
+    # VendTracing's default: PassThrough traces only what callers sampled (their traces, not counted here).
+    traced = 0.0
+    if inputs.vend_tracing == "Active":
+        reservoir = SECONDS_PER_MONTH * assumption("xray_reservoir_per_second")
+        traced = min(calls, reservoir) + max(0.0, calls - reservoir) * assumption("xray_sample_rate")
+    vend[f"X-Ray traces (VendTracing: {inputs.vend_tracing})"] = traced * inputs.price("xray_trace_recorded")
 
     scheduled: dict[str, float] = {}
     jobs = {"pre_refresh": (refreshes, token_item), "rotation_sweep": (checks, sizes["record"])}
@@ -275,6 +304,13 @@ def zus_m2m(inputs: Inputs, clients: int, rate: float) -> dict[str, dict[str, fl
     return {"vend path": vend, "scheduled work": scheduled, "fixed": fixed}
 
 
+def vend_rate_with_client(inputs: Inputs, clients: int, zus_rate: float) -> float:
+    """Vend calls a second when the services making ``zus_rate`` Zus API calls a second use zus-m2m-client:
+    each process asks the token route as often as the client benchmark measured, never more than it calls."""
+    processes = clients * assumption("instances_per_client")
+    return min(zus_rate, processes * float(inputs.client["vend_calls_per_process_hour"]) / 3600)
+
+
 def total(groups: Mapping[str, Mapping[str, float]]) -> float:
     return sum(sum(items.values()) for items in groups.values())
 
@@ -312,6 +348,29 @@ def caching_proxy(inputs: Inputs, clients: int, rate: float) -> dict[str, float]
     }
 
 
+# Zus answers 429 past this many token requests an hour for one app client (docs/contract.md).
+ZUS_TOKEN_LIMIT_PER_HOUR = 200
+
+
+def _against_cheapest(
+    groups: Mapping[str, Mapping[str, float]], ours: float, minting: float, proxy: float, instances: float
+) -> str:
+    """Whether zus-m2m is the cheapest option under Zus's limit; if not, by how much, and the lines of
+    zus-m2m that make the difference (the secrets, the same in every option, left out)."""
+    others = {"(b)": proxy}
+    if assumption("instances_per_client") <= ZUS_TOKEN_LIMIT_PER_HOUR:  # (a): each instance mints hourly
+        others["(a)"] = minting
+    name, cheapest = min(others.items(), key=lambda item: item[1])
+    if ours <= cheapest:
+        return "cheapest"
+    lines = sorted(
+        ((line, value) for items in groups.values() for line, value in items.items() if "secrets (" not in line),
+        key=lambda item: -item[1],
+    )[:2]
+    why = "; ".join(f"{line} {money(value)}" for line, value in lines)
+    return f"{money(ours - cheapest)} ({(ours - cheapest) / cheapest:.0%}) over {name}: {why}"
+
+
 def money(value: float) -> str:
     return f"${value:,.2f}" if value >= 0.01 or value == 0 else "<$0.01"
 
@@ -319,6 +378,7 @@ def money(value: float) -> str:
 def render(inputs: Inputs) -> str:
     scale, tokens = inputs.scale, inputs.tokens
     per_client_hour = scale["refresh_token_requests_per_client_hour"]
+    per_process_hour = float(inputs.client["vend_calls_per_process_hour"])
     idle_share = scale["clients_idle"] / scale["clients"]
     lines = [
         "# What it costs",
@@ -333,25 +393,42 @@ def render(inputs: Inputs) -> str:
         f"docs/bench/tokens.json (vend durations by tier, {tokens['log_bytes_per_vend_call']:.0f} bytes logged",
         f"a call) and docs/bench/scale.json ({scale['clients']:,} clients: {per_client_hour:.2f} token requests a",
         "client-hour, the worker's and the scheduled jobs' durations, the calls and items one client's due work",
-        "costs). Durations were measured on this project's 2-core machine against moto and the Zus emulator:",
+        f"costs) and docs/bench/client.json ({per_process_hour:.2f} vend calls a service process-hour with",
+        "zus-m2m-client). Durations were measured on this project's 2-core machine against moto and the Zus emulator:",
         "slower than Lambda on Graviton against DynamoDB, so the Lambda lines are on the high side.",
         "",
-        "## N clients x M vend calls/s",
+        "## N clients x M Zus API calls/s",
         "",
-        "| clients | vend calls/s | zus-m2m | (a) every service mints its own | (b) caching proxy "
-        "| Zus token requests an hour: zus-m2m, (a), (b) |",
-        "|---:|---:|---:|---:|---:|---|",
+        "M is the Zus API calls a second the N clients' services make. **zus-m2m** (the services use",
+        f"zus-m2m-client, {assumption('instances_per_client'):g} processes a client): each process calls the token"
+        f" route {per_process_hour:.2f} times an hour",
+        "(`make bench-client`: once a token lifetime, however many Zus API calls it makes), so vend calls a",
+        "second are the smaller of M and that; **direct vend**: every Zus API call is a vend call (a service",
+        "that asks the token route each time, without the client). The last column compares zus-m2m with",
+        "the cheapest other option that stays under Zus's limit of 200 token requests an hour per app client.",
+        "",
+        "| clients | Zus API calls/s | vend calls/s | zus-m2m | direct vend | (a) every service mints its own "
+        "| (b) caching proxy | Zus token requests an hour: zus-m2m, (a), (b) | zus-m2m against the cheapest |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     instances = assumption("instances_per_client")
     rows: list[tuple[float, float, float]] = []
     for clients in CLIENTS:
         for rate in RATES:
-            ours = total(zus_m2m(inputs, clients, rate))
-            minting = sum(every_service_mints(inputs, clients, rate).values())
+            vend_rate = vend_rate_with_client(inputs, clients, rate)
+            groups = zus_m2m(inputs, clients, vend_rate)
+            ours = total(groups)
+            direct = total(zus_m2m(inputs, clients, rate))
+            minting_lines = every_service_mints(inputs, clients, rate)
+            minting = sum(minting_lines.values())
             proxy = sum(caching_proxy(inputs, clients, rate).values())
             rows.append((ours, minting, proxy))
             zus = f"{clients * per_client_hour:,.0f}, {clients * instances:,.0f}, {clients:,}"
-            lines.append(f"| {clients:,} | {rate} | {money(ours)} | {money(minting)} | {money(proxy)} | {zus} |")
+            verdict = _against_cheapest(groups, ours, minting, proxy, clients * instances)
+            lines.append(
+                f"| {clients:,} | {rate} | {vend_rate:.2f} | {money(ours)} | {money(direct)} | {money(minting)} "
+                f"| {money(proxy)} | {zus} | {verdict} |"
+            )
     cheapest = [min(range(3), key=row.__getitem__) for row in rows]
     proxy_fixed = sum(caching_proxy(inputs, 0, 0).values())
     low, high = RATES[0], RATES[-1]
@@ -363,12 +440,12 @@ def render(inputs: Inputs) -> str:
     first, second = sorted(reference["vend path"].items(), key=lambda item: -item[1])[:2]
     monitoring = (
         reference["fixed"]["CloudWatch: custom metrics, alarms, dashboard"]
-        + reference["vend path"]["X-Ray traces (Tracing: Active, default sampling)"]
+        + reference["vend path"][f"X-Ray traces (VendTracing: {inputs.vend_tracing})"]
     )
     scheduled_10k = sum(zus_m2m(inputs, 10_000, 1)["scheduled work"].values())
     lines += [
         "",
-        f"## zus-m2m, {REFERENCE[0]:,} clients x {REFERENCE[1]} vend calls/s, line by line",
+        f"## zus-m2m, {REFERENCE[0]:,} clients x {REFERENCE[1]} vend calls/s (direct vend), line by line",
         "",
         "| group | line | per month |",
         "|---|---|---:|",
@@ -383,10 +460,13 @@ def render(inputs: Inputs) -> str:
         "",
         f"* **Per call**, the largest lines are {first[0]} ({money(first[1])}) and {second[0]}"
         f" ({money(second[1])}) at {REFERENCE[0]:,} x {REFERENCE[1]};",
-        "  the vend call's own compute is a fraction of them (the use marks are a token item write per client,",
-        "  container and minute of use). **Per client, the secret dominates**: $0.40 a month in every option.",
-        f"* **A million vend calls** cost {money(per_million)} on the vend path (at {REFERENCE[1]} calls a second: the",
-        "  lines of the vend path group below, per million calls).",
+        "  the vend call's own compute is a fraction of them (use marks are at most one conditional token item",
+        "  write per client and five minutes for the fleet). **Per client, the secret dominates**: $0.40 a month",
+        "  in every option.",
+        f"* **A million vend calls** cost {money(per_million)} on the vend path (at {REFERENCE[1]} vend calls a second,"
+        " direct vend: the",
+        "  lines of the vend path group below, per million calls). With zus-m2m-client there are few: a process",
+        f"  asks {per_process_hour:.2f} times an hour, whatever its Zus API calls.",
         "* **Scheduled work grows with clients, not calls**, and stays small: "
         f"{money(scheduled_10k)} a month for 10,000 clients",
         "  (the worker, the scheduled jobs, their DynamoDB writes, Secrets Manager reads, SQS and logs).",

@@ -21,7 +21,7 @@ vendor = wiring.Container(
     metrics,
     aws=wiring.AwsClients(
         dynamodb=wiring.aws_client("dynamodb", wiring.VENDING_AWS_CONFIG),
-        secretsmanager=wiring.aws_client("secretsmanager", wiring.VENDING_AWS_CONFIG),
+        secretsmanager=wiring.FirstUseAwsClient("secretsmanager", wiring.VENDING_AWS_CONFIG),  # type: ignore[arg-type]
     ),
 ).token_vendor()
 app = api.resolver()

@@ -240,6 +240,9 @@ ADAPTERS = Path(__file__).resolve().parents[2] / "layers" / "zus_m2m" / "python"
 CLIENTS = {"_sm": "secretsmanager", "_db": "dynamodb"}
 # Actions IAM checks for a call besides the call's own: CreateSecret with Tags needs TagResource.
 IMPLIED = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}}
+# A transaction is authorized as the writes it holds (DynamoDB has no IAM action of its own for it): the
+# adapters' transactions put and update items.
+AUTHORIZED_AS = {"dynamodb:TransactWriteItems": {"dynamodb:PutItem", "dynamodb:UpdateItem"}}
 
 
 def boto3_calls() -> set[str]:
@@ -257,7 +260,7 @@ def boto3_calls() -> set[str]:
                     assert isinstance(argument, ast.Constant), f"{module.name}: a paginator of what?"
                     operation = str(argument.value)
                 action = f"{CLIENTS[owner.attr]}:{''.join(p.title() for p in operation.split('_'))}"
-                calls |= {action, *IMPLIED.get(action, set())}
+                calls |= AUTHORIZED_AS.get(action, {action, *IMPLIED.get(action, set())})
     return calls
 
 

@@ -129,6 +129,7 @@ PARAMETERS = {
     "BreakGlassPrincipals",
     "RotationRequestMinGapSeconds",
     "MemoryRevalidationSeconds",
+    "VendTracing",
     "RefusedReplacementMinGapSeconds",
     "AdminSecretName",
     "RotationIntervalDays",

@@ -466,6 +466,48 @@ def test_a_recreated_name_is_never_served_the_deleted_clients_token(stack: Stack
     assert item["appClientId"]["S"] == second.app_client_id
 
 
+def test_a_consumer_removed_by_patch_is_refused_at_once(stack: Stack) -> None:
+    # Given a consumer served from the table (its token item carries the record's copy)
+    other = "arn:aws:iam::123456789012:role/reporting"
+    stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE, other)))
+    container = stack.vendor()
+    container.vend(stack.CONSUMER, NAME, 60)
+
+    # When a PATCH removes it
+    stack.provisioning().update_consumers(NAME, (other,))
+
+    # Then the token item says so as the PATCH answers, and the next read refuses it: a new container's,
+    # and this one's once its bound has passed
+    item = stack.item(NAME, "token")
+    assert item is not None
+    assert [entry["S"] for entry in item["consumers"]["L"]] == [other]
+    with pytest.raises(errors.Forbidden):
+        stack.vendor().vend(stack.CONSUMER, NAME, 60)
+    _bound_passes(container)
+    with pytest.raises(errors.Forbidden):
+        container.vend(stack.CONSUMER, NAME, 60)
+
+
+def test_a_recreated_client_never_gets_the_old_clients_token_left_in_its_token_item(stack: Stack) -> None:
+    # Given a client deleted, and its token written back after the purge (a refresh that finished late)
+    first, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
+    old = stack.vendor().vend(stack.CONSUMER, NAME, 60)
+    stack.provisioning().retire_client(NAME)
+    stack.table.put_token(NAME, old, owner=None)
+
+    # When the name is created again (another Zus app client)
+    second, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
+
+    # Then the token item's copy of the record names the new app client, and a new container serves the
+    # new client's token, never the old one
+    item = stack.item(NAME, "token")
+    assert item is not None
+    assert item["recordAppClientId"]["S"] == second.app_client_id != first.app_client_id
+    served = stack.vendor().vend(stack.CONSUMER, NAME, 60)
+    assert served.access_token != old.access_token
+    assert _subject(served.access_token) == f"{second.client_id}@clients"
+
+
 def test_a_cached_token_of_another_app_client_is_never_served(stack: Stack) -> None:
     # Given the table still holds a token minted for a client deleted under this name (e.g. a refresh
     # that finished after the delete's purge)

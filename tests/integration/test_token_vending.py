@@ -9,15 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
+from aws_lambda_powertools import Metrics
 
 from zus_emulator.config import AUTH0
-from zus_m2m import errors
+from zus_m2m import errors, wiring
+from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.table import client_key
 from zus_m2m.tokens import budget
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.pre_refresh import TokenPreRefresh
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import REFRESH, CachedToken, fingerprint
+from zus_m2m.values import AWSCURRENT, REFRESH, CachedToken, fingerprint
 
 if TYPE_CHECKING:
     from integration_support import VendingStack as Stack
@@ -49,6 +51,42 @@ def test_fifty_threads_in_fifty_containers_make_one_upstream_request(stack: Stac
     assert stack.upstream_requests() == 1
 
 
+def dynamodb_requests_of_a_new_container(stack: Stack) -> list[tuple[str, bool]]:
+    """What a new container sends DynamoDB (operation, consistent read) for one vend call, observed
+    through botocore's own events."""
+    dynamodb = stack.aws.client("dynamodb")
+    sent: list[tuple[str, bool]] = []
+    dynamodb.meta.events.register(
+        "provide-client-params.dynamodb.*",
+        lambda params, model, **_: sent.append((model.name, bool(params.get("ConsistentRead")))),
+    )
+    container = wiring.Container(
+        stack.settings,
+        Metrics(namespace="ZusM2MTest", service="test"),
+        aws=wiring.AwsClients(dynamodb=dynamodb, secretsmanager=stack.aws.client("secretsmanager")),
+    )
+    served = container.token_vendor(stack.zus_client).vend(stack.CONSUMER, CLIENT, min_ttl=60)
+    assert served.source == "table"
+    return sent
+
+
+def test_a_dynamodb_tier_hit_is_one_consistent_get_item(stack: Stack) -> None:
+    # Given a token in the table (the record's copy written with the record, at provisioning)
+    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
+    # Then a new container's hit is one strongly consistent GetItem (another's recent in-use mark spares a write)
+    assert dynamodb_requests_of_a_new_container(stack) == [("GetItem", True)]
+
+
+def test_a_token_item_that_lost_the_records_copy_gets_it_back_from_the_first_read(stack: Stack) -> None:
+    # Given a token item deleted (as TTL deletes it once its token expired), then a token stored again
+    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
+    stack.aws.dynamodb.delete_item(TableName=stack.aws.table_name, Key=client_key(CLIENT, "token"))
+    stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)  # reads the record with a query
+
+    # Then the copy is back: the next new container's hit is one GetItem again
+    assert dynamodb_requests_of_a_new_container(stack) == [("GetItem", True)]
+
+
 def test_the_token_item_carries_a_ttl_at_the_tokens_expiry(stack: Stack) -> None:
     token = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
@@ -72,7 +110,7 @@ def test_an_expired_item_that_ttl_has_not_deleted_yet_is_not_served(stack: Stack
 
 def test_a_lease_whose_holder_died_expires_by_itself(stack: Stack) -> None:
     now = time.time()
-    assert stack.table.acquire_lease(CLIENT, "crashed-container", now, now + 1.0)
+    assert stack.table.acquire_lease(CLIENT, "crashed-container", now, now + 1.0).taken
 
     token = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=60)
 
@@ -431,3 +469,22 @@ def test_the_budget_holds_when_many_containers_spend_it_at_once(auth0_vending_st
     assert stored == upstream  # every request Zus saw was counted, once
     assert upstream >= limit - policy.budget_reserve  # demand far beyond it spent the ordinary part
     assert refused, "no attempt met the spent budget: nothing was contended"
+
+
+def test_a_secret_version_known_to_be_current_is_read_once_per_container(stack: Stack) -> None:
+    # Given a container's store that read the client's secret (AWSCURRENT) two minutes ago
+    client = stack.aws.client("secretsmanager")
+    reads: list[str] = []
+    client.meta.events.register("before-call.secretsmanager.GetSecretValue", lambda **_: reads.append("read"))
+    now = [1_000.0]
+    store = SecretsManagerStore(client, max_age=60, clock=lambda: now[0])
+    first = store.read(stack.secret_id, AWSCURRENT)
+    assert first is not None
+    now[0] += 120
+
+    # When the pre-refresh asks again, knowing the version that minted the token it renews
+    again = store.read(stack.secret_id, AWSCURRENT, current_version=first.version_id)
+    # Then it is answered from the container's cache; a caller that knows no version, or another, reads
+    assert (again, reads) == (first, ["read"])
+    store.read(stack.secret_id, AWSCURRENT, current_version="another-version")
+    assert reads == ["read", "read"]

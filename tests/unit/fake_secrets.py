@@ -50,7 +50,9 @@ class FakeSecretStore:
                 return version, credentials
         return None
 
-    def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
+    def read(
+        self, secret_id: str, stage: str, *, fresh: bool = False, current_version: str | None = None
+    ) -> ClientCredentials | None:
         secret = self.secrets.get(secret_id)
         if secret is None or secret.deleted:
             return None

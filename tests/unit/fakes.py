@@ -22,6 +22,7 @@ from zus_m2m.values import (
     ClientView,
     CreateRequest,
     FailureCause,
+    LeaseAttempt,
     SecretNaming,
     TokenState,
     ZusCount,
@@ -130,13 +131,13 @@ class FakeTokenTable:
             if state.token is not None and state.token.app_client_id == app_client_id:
                 self.states[client] = replace(state, token=None)
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
         with self.lock:
             state = self.states.get(client, TokenState())
             if state.lease_owner is not None and state.lease_until > now:
-                return None
+                return LeaseAttempt(False, state)
             self.states[client] = replace(state, lease_owner=owner, lease_until=until)
-            return self.states[client]
+            return LeaseAttempt(True, self.states[client])
 
     def release_lease(self, client: str, owner: str) -> None:
         with self.lock:
@@ -145,7 +146,13 @@ class FakeTokenTable:
                 self.states[client] = replace(state, lease_owner=None, lease_until=0.0)
 
     def put_token(
-        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+        self,
+        client: str,
+        token: CachedToken,
+        owner: str | None,
+        *,
+        replacing: CachedToken | None = None,
+        fetch_seconds: float = 0.0,
     ) -> None:
         with self.lock:
             state = self.states.get(client, TokenState())
@@ -159,6 +166,8 @@ class FakeTokenTable:
                 state = replace(state, token=token, failures=0, failed_by=None, failed_until=0.0)
                 if replacing is not None:
                     state = replace(state, refused_replaced_at=token.expires_at - token.lifetime)
+                if fetch_seconds > 0:
+                    state = replace(state, fetch_seconds=fetch_seconds)
             if owner is not None and state.lease_owner == owner:
                 state = replace(state, lease_owner=None, lease_until=0.0)
             self.states[client] = state
@@ -196,9 +205,12 @@ class FakeTokenTable:
             if known is None or known.seen_at <= seen_at:
                 self.zus_counts[client] = ZusCount(quota, seen_at)
 
-    def mark_requested(self, client: str, now: float) -> None:
+    def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
         with self.lock:
-            self.states[client] = replace(self.states.get(client, TokenState()), last_requested_at=now)
+            state = self.states.get(client, TokenState())
+            if unless_since is not None and state.last_requested_at > unless_since:
+                return
+            self.states[client] = replace(state, last_requested_at=now)
             if self.due is not None:
                 self.due.token_used(client, now)
 
@@ -215,9 +227,13 @@ class FakeSecretReader:
     def __init__(self) -> None:
         self.versions: dict[tuple[str, str], ClientCredentials] = {}
         self.reads: list[tuple[str, str, bool]] = []
+        self.known_versions: list[str | None] = []
 
-    def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
+    def read(
+        self, secret_id: str, stage: str, *, fresh: bool = False, current_version: str | None = None
+    ) -> ClientCredentials | None:
         self.reads.append((secret_id, stage, fresh))
+        self.known_versions.append(current_version)
         return self.versions.get((secret_id, stage))
 
 
@@ -250,6 +266,10 @@ class FakeTokenEndpoint:
 class FakeMetrics:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.durations: dict[str, list[float]] = {}
+
+    def duration(self, name: str, seconds: float) -> None:
+        self.durations.setdefault(name, []).append(seconds)
 
     def count(self, name: str, value: float = 1.0) -> None:
         self.counts[name] += value  # type: ignore[assignment]  # a Counter of floats, as CloudWatch sums them

@@ -220,6 +220,26 @@ def test_the_in_use_mark_is_written_in_the_call_once_a_mark_interval(world: Worl
     assert world.stored().last_requested_at == world.clock.now
 
 
+def test_containers_that_have_not_read_each_others_marks_write_one_mark_an_interval() -> None:
+    # Given two containers serving the client from memory (reading nothing), each marked it in its first call
+    world = World(VendingPolicy(revalidate_seconds=3600))
+    first, second = world.vendor(), world.vendor()
+    first.vend(CALLER, CLIENT, min_ttl=60)
+    second.vend(CALLER, CLIENT, min_ttl=60)
+    marked = world.stored().last_requested_at
+
+    # When an interval later both find their own marks old, a moment apart
+    world.clock.now += world.policy.mark_interval
+    first.vend(CALLER, CLIENT, min_ttl=60)
+    first_mark = world.stored().last_requested_at
+    world.clock.now += 1
+    second.vend(CALLER, CLIENT, min_ttl=60)
+
+    # Then the first wrote its mark, and the second's conditional write found it and wrote nothing
+    assert first_mark == marked + world.policy.mark_interval
+    assert world.stored().last_requested_at == first_mark
+
+
 def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World) -> None:
     # Given another container holds a live lease and stores a token after a few polls
     world.table.acquire_lease(CLIENT, "other", world.clock.now, world.clock.now + 30)
@@ -237,6 +257,111 @@ def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World
     assert token.access_token == "theirs"
     assert world.endpoint.calls == []
     assert world.metrics.counts["LeaseWait"] >= 1
+
+
+def _another_container_fetching(world: World, takes: float, last_took: float) -> list[float]:
+    """Another container takes the lease now and stores its token ``takes`` seconds later; the item
+    says the last holder took ``last_took``. Returns the times of the item's reads."""
+    started = world.clock.now
+    world.table.acquire_lease(CLIENT, "other", started, started + world.policy.lease_seconds)
+    world.table.states[CLIENT] = replace(world.stored(), fetch_seconds=last_took)
+    reads: list[float] = []
+
+    def read(client: str) -> None:
+        reads.append(world.clock.now)
+        if world.clock.now >= started + takes and world.stored().lease_owner == "other":
+            world.table.put_token(client, CachedToken("theirs", "Bearer", world.clock.now + 3600, "app-1"), "other")
+
+    world.table.on_get = read
+    return reads
+
+
+def test_a_waiter_reads_the_item_when_the_holder_should_be_done_and_gets_the_token_in_one_read(
+    world: World,
+) -> None:
+    # Given another container fetching, as long as its predecessor took (0.4 s)
+    started = world.clock.now
+    reads = _another_container_fetching(world, takes=0.4, last_took=0.4)
+
+    # When a caller of this container asks
+    token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    # Then it read the item once more than its first read, when the token was there, and asked Zus nothing
+    assert token.access_token == "theirs"
+    assert token.source == "lease-wait"
+    assert reads == [started, started + 0.4]
+    assert world.endpoint.calls == []
+
+
+def test_a_waiter_gets_a_token_written_later_than_expected_within_one_poll(world: World) -> None:
+    # Given a holder slower than its predecessor (0.5 s, not 0.4 s)
+    started = world.clock.now
+    reads = _another_container_fetching(world, takes=0.5, last_took=0.4)
+
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    # Then the token was taken within one poll of its write, in a bounded number of reads
+    assert started + 0.5 <= world.clock.now <= started + 0.5 + world.policy.wait_poll
+    assert len(reads) <= 2 + world.policy.close_polls
+
+
+@pytest.mark.parametrize(("last_took", "most"), [(0.4, 14), (0.0, 60)])
+def test_a_waiters_reads_are_bounded_however_long_the_holder_takes(last_took: float, most: int) -> None:
+    # (0.0: no holder's fetch time known yet, a client's first fetch)
+    policy = VendingPolicy()
+    state = TokenState(lease_owner="other", lease_until=1000.0 + policy.lease_seconds, fetch_seconds=last_took)
+
+    waited, reads = 0.0, 0
+    for pause in policy.waiting(state, now=1000.0):
+        if waited + pause > policy.wait_seconds:
+            break
+        waited, reads = waited + pause, reads + 1
+
+    assert reads <= most
+
+
+def test_the_lease_holder_keeps_its_fetch_time_for_the_next_waiters(world: World) -> None:
+    world.endpoint.on_call = lambda: world.clock.sleep(0.3)  # Zus answers in 0.3 s
+
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    assert world.stored().fetch_seconds == pytest.approx(0.3)
+    assert world.metrics.durations["TokenFetchTime"] == [pytest.approx(0.3)]
+
+
+def test_refresh_ahead_reads_the_item_again_only_once_another_containers_renewal_should_be_done(
+    world: World,
+) -> None:
+    # Given a token in memory inside its refresh margin, and another container renewing it (0.4 s)
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += 3600 - 200
+    reads = _another_container_fetching(world, takes=10.0, last_took=0.4)
+
+    vendor.vend(CALLER, CLIENT, min_ttl=60)  # reads the item (its bound passed), sees the renewal under way
+    seen = len(reads)
+
+    # When callers are served from memory meanwhile
+    for _ in range(10):
+        world.clock.now += 0.01
+        assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "memory"
+
+    # Then none of them read the item; the first call after the renewal should be done does
+    assert len(reads) == seen
+    world.clock.now += 0.4
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    assert len(reads) == seen + 1
+
+
+def test_a_renewal_tells_the_secret_store_which_version_minted_the_token_it_renews(world: World) -> None:
+    # Given a token minted with the current secret (version v-current), due for its pre-refresh
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += 3600 - 200
+
+    assert world.pre_refresh(horizon=90).refresh(CLIENT)
+
+    # Then the renewal's read named that version (the store may answer it from its cache)
+    assert world.secrets.known_versions[-1] == "v-current"
 
 
 def test_a_dead_lease_holder_does_not_block_for_longer_than_its_lease(world: World) -> None:

@@ -23,6 +23,7 @@ from zus_m2m.values import (
     ClientView,
     DueMark,
     FailureCause,
+    LeaseAttempt,
     RecordItem,
     Role,
     RotationFailure,
@@ -45,6 +46,10 @@ def no_checkpoint(name: str) -> None:
 
 class MetricsSink(Protocol):
     def count(self, name: str, value: float = 1.0) -> None: ...
+
+    def duration(self, name: str, seconds: float) -> None:
+        """One timing (published in milliseconds)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -110,18 +115,25 @@ class TokenTable(Protocol):
         """The client's active record and its token item, read together (consistently)."""
         ...
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
-        """Acquire the lease if nobody holds a live one: the item as it is now, or None if not acquired."""
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
+        """Take the fetch lease if nobody holds a live one; either way, the item as it is now (with the
+        live lease of another if not taken)."""
         ...
 
     def release_lease(self, client: str, owner: str) -> None: ...
 
     def put_token(
-        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+        self,
+        client: str,
+        token: CachedToken,
+        owner: str | None,
+        *,
+        replacing: CachedToken | None = None,
+        fetch_seconds: float = 0.0,
     ) -> None:
         """Store a token (unless a later-expiring one of the same app client is there; ``replacing``, a
         token Zus refused, is replaced whatever its expiry), forget failed attempts, and release
-        ``owner``'s lease."""
+        ``owner``'s lease; ``fetch_seconds``, how long its holder took, is kept for the next waiters."""
         ...
 
     def discard_token(self, client: str, app_client_id: str) -> None:
@@ -150,8 +162,10 @@ class TokenTable(Protocol):
         """Remember what Zus said of the client's hourly quota (for the budget)."""
         ...
 
-    def mark_requested(self, client: str, now: float) -> None:
-        """Remember that ``client`` is in use (for the pre-refresh: its token item joins the due index)."""
+    def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
+        """Remember that ``client`` is in use (for the pre-refresh: its token item joins the due index),
+        unless a mark later than ``unless_since`` is there (a conditional write: one per interval for the
+        fleet)."""
         ...
 
     def purge(self, client: str) -> None: ...
@@ -163,8 +177,12 @@ class TokenTable(Protocol):
 class SecretReader(Protocol):
     """What token vending needs of the secret store: reads by stage (through a short cache)."""
 
-    def read(self, secret_id: str, stage: str, *, fresh: bool = False) -> ClientCredentials | None:
-        """The credentials at a version stage, or None if the secret or the stage does not exist."""
+    def read(
+        self, secret_id: str, stage: str, *, fresh: bool = False, current_version: str | None = None
+    ) -> ClientCredentials | None:
+        """The credentials at a version stage, or None if the secret or the stage does not exist.
+        ``current_version``: a version the caller knows the stage held lately (the one that minted the
+        cached token); the store may answer its cached credentials of that version, however old."""
         ...
 
 

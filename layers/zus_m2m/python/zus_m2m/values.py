@@ -260,6 +260,9 @@ class TokenState:
     # When a token a caller reported as refused was last replaced (0: never): the next report within
     # ``VendingPolicy.refused_replacement_min_gap`` is ignored, so chained reports cannot spend the budget.
     refused_replaced_at: float = 0.0
+    # How long the last lease holder took from taking the lease to storing its token (0: unknown): a
+    # waiter reads the item again when the current holder should be done, not at fixed intervals.
+    fetch_seconds: float = 0.0
 
     def lease_held(self, now: float) -> bool:
         return self.lease_owner is not None and self.lease_until > now
@@ -273,6 +276,15 @@ class TokenState:
     def after_outage(self) -> bool:
         """The last attempt found Zus unavailable: the next one is a recovery, which may use the reserve."""
         return self.failures > 0 and self.failed_by == "unavailable"
+
+
+@dataclass(frozen=True)
+class LeaseAttempt:
+    """An attempt to take a token item's lease: whether this call took it, and the item as the attempt
+    left it (with this call's lease) or found it (with another's live lease)."""
+
+    taken: bool
+    state: TokenState
 
 
 @dataclass(frozen=True)

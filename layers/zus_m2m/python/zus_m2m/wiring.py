@@ -3,7 +3,8 @@ they run on, once per container.
 
 Handlers build a ``Container`` at module scope; tests and the local stack pass their own boto3
 clients and Zus client. Provisioning and rotation load on first need: the token vending function,
-whose cold start matters most, never imports them (nor requests, until its first token request).
+whose cold start matters most, never imports them (nor requests, nor makes its Secrets Manager
+client, until its first token request).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from botocore.config import Config
 
 from zus_m2m import deadline
 from zus_m2m.access import AccessPolicy
-from zus_m2m.aws.due_index import DynamoDueIndex
 from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.table import TableKeys
 from zus_m2m.aws.token_table import DynamoTokenTable
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
+    from zus_m2m.aws.due_index import DynamoDueIndex
     from zus_m2m.provisioning.admin import BootstrapAdmin
     from zus_m2m.provisioning.consumers import UpdateConsumers
     from zus_m2m.provisioning.create import CreateClient
@@ -89,6 +90,22 @@ def aws_client(service: str, config: Config = AWS_CONFIG) -> Any:
     return boto3.client(service, config=config)  # type: ignore[call-overload]
 
 
+class FirstUseAwsClient:
+    """A boto3 client made at its first request, not at init: the vending function reads a secret only
+    to mint, which most containers never do, so their cold start skips making a Secrets Manager client
+    (its service model and endpoint rules are loaded then)."""
+
+    def __init__(self, service: str, config: Config = AWS_CONFIG) -> None:
+        self._service = service
+        self._config = config
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = aws_client(self._service, self._config)
+        return getattr(self._client, name)
+
+
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -100,6 +117,9 @@ class PowertoolsMetrics:
 
     def count(self, name: str, value: float = 1.0) -> None:
         self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+    def duration(self, name: str, seconds: float) -> None:
+        self._metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=round(seconds * 1000, 1))
 
 
 def invocation(metrics: Metrics) -> Callable[[Handler], Handler]:
@@ -375,6 +395,8 @@ class Container:
         return RotationSweep(repair.secrets, repair, repair.policy, self._metrics, self.token_table, clock=self._clock)
 
     def due_index(self) -> DynamoDueIndex:
+        from zus_m2m.aws.due_index import DynamoDueIndex
+
         return DynamoDueIndex(self._dynamodb, self.settings.table_name, self._keys)
 
     def work_dispatch(self) -> DueWorkDispatch:

@@ -46,3 +46,32 @@ def answer_or_none(operation: str, request: Callable[[], T], *, none_when: Colle
 def written(operation: str, write: Callable[[], object]) -> bool:
     """A conditional write: True when written, False when its condition did not hold."""
     return answer_or_none(operation, write, none_when=CONDITION_FAILED) is not None
+
+
+# A transaction cancelled because another write touched one of its items meanwhile: retried at once, a
+# few times, as the AWS SDKs' own transaction helpers do.
+_TRANSACTION_ATTEMPTS = 3
+
+
+def transacted(operation: str, write: Callable[[], object]) -> bool:
+    """A TransactWriteItems: True when written, False when one of its conditions did not hold."""
+    attempts = _TRANSACTION_ATTEMPTS
+    while True:
+        with translated(operation):
+            try:
+                write()
+                return True
+            except ClientError as exc:
+                reasons = _cancellation_reasons(exc)
+                if "ConditionalCheckFailed" in reasons:
+                    return False
+                attempts -= 1
+                if "TransactionConflict" not in reasons or attempts == 0:
+                    raise
+
+
+def _cancellation_reasons(exc: ClientError) -> set[str]:
+    if error_code(exc) != "TransactionCanceledException":
+        return set()
+    reasons = exc.response.get("CancellationReasons", [])
+    return {str(reason.get("Code")) for reason in reasons}

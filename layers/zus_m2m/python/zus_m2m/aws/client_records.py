@@ -4,24 +4,32 @@ One item per name goes through ``creating`` (a claim with an owner and an expiry
 record) → ``deleting`` → gone. Every write that decides something is conditional, so the claim is
 atomic across containers (see ``zus_m2m.provisioning.create``). The rate limits of requests on demand,
 on the same item, are ``aws/request_guards.py``'s.
+
+The client's token item carries a copy of what token vending needs of the record (``table.record_copy``):
+every write that changes it (complete, PATCH of the consumers, mark deleting) writes the record and the
+copy in one TransactWriteItems.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated, written
+from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, transacted, translated, written
 from zus_m2m.aws.table import (
     ACTIVE,
     CREATING,
     DELETING,
     NAMES,
     RECORD,
+    RECORD_GONE,
     STATUS,
+    TOKEN,
     TableKeys,
     active_record_item,
     client_key,
     number,
+    record_copy,
     record_item,
     string,
     string_list,
@@ -143,15 +151,18 @@ class DynamoClientRecords:
 
     def complete(self, record: ClientRecord, owner: str) -> bool:
         item = active_record_item(record)
-        return written(
+        return self._with_copy(
             "writing a client record",
-            lambda: self._db.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="#status = :creating AND claimOwner = :owner",
-                ExpressionAttributeNames=_STATUS_NAME,
-                ExpressionAttributeValues={":creating": string(CREATING), ":owner": string(owner)},
-            ),
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "#status = :creating AND claimOwner = :owner",
+                    "ExpressionAttributeNames": _STATUS_NAME,
+                    "ExpressionAttributeValues": {":creating": string(CREATING), ":owner": string(owner)},
+                }
+            },
+            record,
         )
 
     def release(self, name: str, owner: str) -> None:
@@ -171,31 +182,58 @@ class DynamoClientRecords:
             self._update_claim("releasing a claim", name, owner, "SET claimUntil = :zero", {":zero": number(0)})
 
     def set_consumers(self, name: str, consumers: tuple[str, ...]) -> ClientRecord | None:
-        response = answer_or_none(
+        current = self.get(name)
+        if current is None or current.status != ACTIVE or current.record is None:
+            return None
+        record = replace(current.record, consumers=consumers)
+        # Only the record just read: a re-created client's record (another app client) is not overwritten.
+        written_ = self._with_copy(
             "updating a client's consumers",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=client_key(name, RECORD),
-                UpdateExpression="SET consumers = :consumers",
-                ConditionExpression="#status = :active",
-                ExpressionAttributeNames=_STATUS_NAME,
-                ExpressionAttributeValues={":consumers": string_list(consumers), ":active": string(ACTIVE)},
-                ReturnValues="ALL_NEW",
-            ),
-            none_when=CONDITION_FAILED,
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": client_key(name, RECORD),
+                    "UpdateExpression": "SET consumers = :consumers",
+                    "ConditionExpression": "#status = :active AND appClientId = :app",
+                    "ExpressionAttributeNames": _STATUS_NAME,
+                    "ExpressionAttributeValues": {
+                        ":consumers": string_list(consumers),
+                        ":active": string(ACTIVE),
+                        ":app": string(record.app_client_id),
+                    },
+                }
+            },
+            record,
         )
-        return None if response is None else record_item(response["Attributes"]).record
+        return record if written_ else None
 
     def mark_deleting(self, name: str) -> bool:
-        return written(
+        return transacted(
             "marking a client as being deleted",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=client_key(name, RECORD),
-                UpdateExpression="SET #status = :deleting",
-                ConditionExpression="#status IN (:active, :deleting)",
-                ExpressionAttributeNames=_STATUS_NAME,
-                ExpressionAttributeValues={":active": string(ACTIVE), ":deleting": string(DELETING)},
+            lambda: self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": client_key(name, RECORD),
+                            "UpdateExpression": "SET #status = :deleting",
+                            "ConditionExpression": "#status IN (:active, :deleting)",
+                            "ExpressionAttributeNames": _STATUS_NAME,
+                            "ExpressionAttributeValues": {
+                                ":active": string(ACTIVE),
+                                ":deleting": string(DELETING),
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": client_key(name, TOKEN),
+                            "UpdateExpression": RECORD_GONE,
+                            "ExpressionAttributeValues": {":copied_status": string(DELETING)},
+                        }
+                    },
+                ]
             ),
         )
 
@@ -212,6 +250,19 @@ class DynamoClientRecords:
         )
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _with_copy(self, operation: str, write: dict[str, Any], record: ClientRecord) -> bool:
+        """``write`` of the record and the copy of ``record`` on its token item, in one transaction."""
+        update, values = record_copy(record.app_client_id, record.consumers)
+        copy = {
+            "Update": {
+                "TableName": self._table,
+                "Key": client_key(record.name, TOKEN),
+                "UpdateExpression": update,
+                "ExpressionAttributeValues": values,
+            }
+        }
+        return transacted(operation, lambda: self._db.transact_write_items(TransactItems=[write, copy]))  # type: ignore[list-item]
 
     def _update_claim(
         self, operation: str, name: str, owner: str, update: str, values: dict[str, Any] | None = None

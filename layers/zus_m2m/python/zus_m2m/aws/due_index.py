@@ -79,7 +79,9 @@ class DynamoDueIndex:
                 ExpressionAttributeNames=_NAMES,
                 ConsistentRead=True,
             ).get("Item")
-        if not found:
+        # An item with no due mark at all has no work of the kind: a token item that only carries its
+        # record's copy (no token was ever stored) is no refresh the dispatcher could have sent.
+        if not found or (DUE_KIND not in found and DUE_AT not in found):
             return None
         return due_mark(found)
 

@@ -15,6 +15,7 @@ from zus_m2m.values import (
     Budget,
     CachedToken,
     ClientRecord,
+    ClientView,
     DueMark,
     FailureCause,
     RecordItem,
@@ -177,6 +178,48 @@ def active_record_item(record: ClientRecord) -> Item:
     }
 
 
+# --- the record's copy on the token item -----------------------------------------------------------
+# Token vending decides a hit from the token item alone (one GetItem): the item carries, beside the
+# token, what the record says of who may get it and for which app client. Every write of the record that
+# changes either (complete, PATCH of consumers, mark deleting) writes the copy in the same
+# TransactWriteItems, so the two never disagree. A token item without the copy (one written before it
+# existed, one a vend call re-created after a purge, or one TTL deleted after its token expired) is read
+# with the record instead (a query), and the copy is put back if it is still absent (``token_table``).
+RECORD_STATUS = "recordStatus"
+RECORD_APP_CLIENT = "recordAppClientId"
+RECORD_CONSUMERS = "consumers"
+
+
+def record_copy(app_client_id: str, consumers: tuple[str, ...]) -> tuple[str, Item]:
+    """The token item's update that copies an active record (its app client and consumers) onto it, and
+    its placeholders."""
+    update = f"SET {RECORD_STATUS} = :copied_status, {RECORD_APP_CLIENT} = :copied_app, {RECORD_CONSUMERS} = :copied"
+    values = {
+        ":copied_status": string(ACTIVE),
+        ":copied_app": string(app_client_id),
+        ":copied": string_list(consumers),
+    }
+    return update, values
+
+
+# The copy of a record no longer active: nobody is served (the item stays, with its lease and budget).
+RECORD_GONE = f"SET {RECORD_STATUS} = :copied_status REMOVE {RECORD_APP_CLIENT}, {RECORD_CONSUMERS}"
+
+
+def client_view(item: Item) -> ClientView | None:
+    """What a token item says of its client (the record's copy) and its token; None when it carries no
+    copy of the record (then the record itself must be read)."""
+    status = string_of(item, RECORD_STATUS)
+    if status is None:
+        return None
+    app_client_id = string_of(item, RECORD_APP_CLIENT) if status == ACTIVE else None
+    return ClientView(
+        app_client_id=app_client_id or None,
+        consumers=consumers_of(item) if app_client_id else (),
+        token=token_state(item),
+    )
+
+
 def token_state(item: Item) -> TokenState:
     """A token item as read: the token, the lease, the pause Zus asked for and the failed attempts."""
     token = None
@@ -201,10 +244,13 @@ def token_state(item: Item) -> TokenState:
         failed_by=cast(FailureCause, cause) if cause in get_args(FailureCause) else None,
         failed_until=number_of(item, "failedUntil"),
         refused_replaced_at=number_of(item, "refusedReplacedAt"),
+        fetch_seconds=number_of(item, "fetchSeconds"),
     )
 
 
-def token_write(token: CachedToken, refresh_margin: float, replacing: CachedToken | None) -> tuple[str, str, Item]:
+def token_write(
+    token: CachedToken, refresh_margin: float, replacing: CachedToken | None, fetch_seconds: float = 0.0
+) -> tuple[str, str, Item]:
     """A token's write: its update expression, its condition and their placeholders.
 
     A later-expiring token of the same app client already stored wins: two fetchers never replace newer
@@ -213,6 +259,7 @@ def token_write(token: CachedToken, refresh_margin: float, replacing: CachedToke
     minted, ``refusedReplacedAt``): the next report within the policy's gap is ignored
     (tokens/single_flight.py). Zus answered: the memory of failed attempts is cleared in the same write.
     The item's TTL is the token's expiry, and its next pre-refresh (``dueAt``) moves with the token.
+    ``fetch_seconds``: how long the lease's holder took (kept for the next fetch's waiters; 0: not kept).
     """
     update = (
         "SET accessToken = :token, tokenType = :type, expiresAt = :expires, tokenLifetime = :lifetime,"
@@ -232,6 +279,9 @@ def token_write(token: CachedToken, refresh_margin: float, replacing: CachedToke
         ":ttl": number(int(token.expires_at) + 1),
         ":due": number(token.expires_at - token.refresh_margin(refresh_margin)),
     }
+    if fetch_seconds > 0:
+        update += ", fetchSeconds = :fetch"
+        values[":fetch"] = number(fetch_seconds)
     if replacing is not None:
         update += ", refusedReplacedAt = :replaced"
         condition += " OR accessToken = :refused"

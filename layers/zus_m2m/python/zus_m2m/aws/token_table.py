@@ -3,43 +3,59 @@ failed upstream attempts) and rolling-hour budgets (with what Zus last said of i
 
 Item shapes are in docs/design.md and ``aws/table.py``. All writes that decide something (who fetches,
 whether the budget item is still as read) are conditional writes, so they are atomic across containers. A token
-item names the app client its token was minted for (``appClientId``); ``view`` reads it together with
-the client's record in one query, so that a caller is only ever served a token of the client the
-record names now.
+item names the app client its token was minted for (``appClientId``) and carries a copy of the client's
+record (its status, app client and consumers; ``aws/client_records.py`` writes it in the same
+transaction as the record): ``view`` decides a hit with one GetItem, so that a caller is only ever
+served a token of the client the record names now.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+from typing import TYPE_CHECKING, Any, cast
 
-from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated, written
+from botocore.exceptions import ClientError
+
+from zus_m2m.aws._errors import CONDITION_FAILED, error_code, translated, written
 from zus_m2m.aws.table import (
     ACTIVE,
     BUDGET,
     DUE_KIND,
     HOUR,
     RECORD,
+    RECORD_APP_CLIENT,
+    RECORD_STATUS,
     STATUS,
     TOKEN,
     TableKeys,
     budget_of,
+    client_view,
     consumers_of,
     number,
+    record_copy,
     string,
     string_of,
     token_state,
     token_write,
 )
-from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCause, TokenState, ZusQuota
+from zus_m2m.errors import StoreUnavailable
+from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCause, LeaseAttempt, TokenState, ZusQuota
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-# What vending needs of the two items: of the record, its state, app client and consumers; of the token
-# item, the token, the lease and the memory of failed attempts (fewer attributes read are a faster query).
+# What vending needs of the token item: the record's copy, the token, the lease and the memory of failed
+# attempts (fewer attributes read are a smaller answer to parse).
 _VIEW = (
-    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, leaseOwner, "
-    "leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt"
+    f"{RECORD_STATUS}, {RECORD_APP_CLIENT}, consumers, accessToken, tokenType, expiresAt, tokenLifetime, "
+    "appClientId, secretVersion, leaseOwner, leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, "
+    "failedUntil, refusedReplacedAt, fetchSeconds"
+)
+# The same of a token item without the record's copy, read with the record in one query.
+_QUERY_VIEW = (
+    "sk, #status, appClientId, consumers, accessToken, tokenType, expiresAt, tokenLifetime, secretVersion, "
+    "leaseOwner, leaseUntil, blockedUntil, lastRequestedAt, failures, failedBy, failedUntil, refusedReplacedAt, "
+    "fetchSeconds"
 )
 
 
@@ -64,12 +80,25 @@ class DynamoTokenTable:
         return token_state(item)
 
     def view(self, client: str) -> ClientView:
+        # Strongly consistent: a consumer removed by a PATCH that has answered is refused by the next
+        # read, and a lease or a refused token's replacement is seen as soon as it is written.
+        with translated("reading the client's token item"):
+            item = self._db.get_item(
+                TableName=self._table,
+                Key=self._keys.key(client, TOKEN),
+                ProjectionExpression=_VIEW,
+                ConsistentRead=True,
+            ).get("Item", {})
+        view = client_view(item)
+        return view if view is not None else self._view_with_record(client)
+
+    def _view_with_record(self, client: str) -> ClientView:
         # "record" < "token" and the budget item sorts before both: one query, two items.
         with translated("reading the client and its token"):
             items = self._db.query(
                 TableName=self._table,
                 KeyConditionExpression="pk = :pk AND sk BETWEEN :record AND :token",
-                ProjectionExpression=_VIEW,
+                ProjectionExpression=_QUERY_VIEW,
                 ExpressionAttributeNames={"#status": STATUS},
                 ExpressionAttributeValues={
                     ":pk": string(self._keys.partition(client)),
@@ -82,26 +111,45 @@ class DynamoTokenTable:
         record = by_kind.get(RECORD, {})
         # Only an active record with its app client names a client tokens may be served for.
         app_client_id = string_of(record, "appClientId") if string_of(record, STATUS) == ACTIVE else None
-        return ClientView(
+        view = ClientView(
             app_client_id=app_client_id or None,
             consumers=consumers_of(record) if app_client_id else (),
             token=token_state(by_kind.get(TOKEN, {})),
         )
+        if view.app_client_id is not None:
+            self._restore_copy(client, view.app_client_id, view.consumers)
+        return view
 
-    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> TokenState | None:
-        answer = answer_or_none(
-            "taking the fetch lease",
-            lambda: self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(client, TOKEN),
-                UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
-                ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
-                ExpressionAttributeValues={":owner": string(owner), ":until": number(until), ":now": number(now)},
-                ReturnValues="ALL_NEW",
-            ),
-            none_when=CONDITION_FAILED,
-        )
-        return None if answer is None else token_state(answer.get("Attributes", {}))
+    def _restore_copy(self, client: str, app_client_id: str, consumers: tuple[str, ...]) -> None:
+        """Put the record's copy back on the token item, so that the next read is one GetItem again; only
+        while it is absent: a record write since the query read the record wrote its own copy (in its
+        transaction), which this one must not overwrite. Best effort: the query answered already."""
+        update, values = record_copy(app_client_id, consumers)
+        with contextlib.suppress(StoreUnavailable):
+            self._conditional_update(
+                "restoring the record's copy", client, update, f"attribute_not_exists({RECORD_STATUS})", values
+            )
+
+    def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
+        # Taken or not, the answer is the item: with this owner's lease, or with the live lease of another
+        # (a waiter learns from it when that holder should be done, without another read).
+        with translated("taking the fetch lease"):
+            try:
+                answer = self._db.update_item(
+                    TableName=self._table,
+                    Key=self._keys.key(client, TOKEN),
+                    UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
+                    ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
+                    ExpressionAttributeValues={":owner": string(owner), ":until": number(until), ":now": number(now)},
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if error_code(exc) not in CONDITION_FAILED:
+                    raise
+                # botocore parses the old item into the error's response (not in its type stubs).
+                return LeaseAttempt(False, token_state(cast(dict[str, Any], exc.response).get("Item", {})))
+        return LeaseAttempt(True, token_state(answer.get("Attributes", {})))
 
     def release_lease(self, client: str, owner: str) -> None:
         self._conditional_update(
@@ -113,9 +161,15 @@ class DynamoTokenTable:
         )
 
     def put_token(
-        self, client: str, token: CachedToken, owner: str | None, *, replacing: CachedToken | None = None
+        self,
+        client: str,
+        token: CachedToken,
+        owner: str | None,
+        *,
+        replacing: CachedToken | None = None,
+        fetch_seconds: float = 0.0,
     ) -> None:
-        update, condition, values = token_write(token, self._refresh_margin, replacing)
+        update, condition, values = token_write(token, self._refresh_margin, replacing, fetch_seconds)
         names = {"#ttl": "ttl"}
         # The lease's holder stores its token and gives the lease back in one write; only when it no
         # longer holds the lease, or a newer token is there, do the two happen apart.
@@ -166,15 +220,16 @@ class DynamoTokenTable:
                 ExpressionAttributeValues={":at": number(until)},
             )
 
-    def mark_requested(self, client: str, now: float) -> None:
+    def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
         # In use: the item joins the due index (at the dueAt its token gave it), for the pre-refresh.
-        with translated("recording token use"):
-            self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(client, TOKEN),
-                UpdateExpression=f"SET lastRequestedAt = :at, {DUE_KIND} = :kind",
-                ExpressionAttributeValues={":at": number(now), ":kind": string(REFRESH)},
-            )
+        values = {":at": number(now), ":kind": string(REFRESH)}
+        condition = None
+        if unless_since is not None:
+            condition = "attribute_not_exists(lastRequestedAt) OR lastRequestedAt <= :since"
+            values[":since"] = number(unless_since)
+        self._conditional_update(
+            "recording token use", client, f"SET lastRequestedAt = :at, {DUE_KIND} = :kind", condition, values
+        )
 
     def purge(self, client: str) -> None:
         with translated("purging cached tokens"):
@@ -221,7 +276,7 @@ class DynamoTokenTable:
         operation: str,
         client: str,
         update: str,
-        condition: str,
+        condition: str | None,
         values: dict[str, Any],
         *,
         names: dict[str, str] | None = None,
@@ -229,7 +284,9 @@ class DynamoTokenTable:
     ) -> bool:
         """True when written, False when the condition did not hold."""
         key = self._keys.key(client, kind)
-        request: dict[str, Any] = {"UpdateExpression": update, "ConditionExpression": condition}
+        request: dict[str, Any] = {"UpdateExpression": update}
+        if condition is not None:
+            request["ConditionExpression"] = condition
         if names:
             request["ExpressionAttributeNames"] = names
         if values:

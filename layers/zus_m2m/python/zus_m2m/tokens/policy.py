@@ -3,8 +3,11 @@ patience with settling secrets, and how long a container trusts what it remember
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from zus_m2m.backoff import backoff
 from zus_m2m.values import CachedToken, TokenState
 
 HOUR = 3600.0
@@ -22,6 +25,14 @@ class VendingPolicy:
     lease_seconds: float = 30.0
     # How long a caller waits for another caller's fetch before answering 503.
     wait_seconds: float = 3.0
+    # A caller waiting for another's fetch reads the item when that holder should be done (when it took
+    # the lease, plus how long the last holder took), then every ``wait_poll`` seconds ``close_polls``
+    # times, then less and less often: it gets the token about ``wait_poll`` after it is written, in a
+    # read or two (``waiting``).
+    wait_poll: float = 0.025
+    close_polls: int = 4
+    # While no holder's fetch time is known (a client's first fetch), every this many seconds.
+    blind_poll: float = 0.05
     # After a failed upstream attempt no container asks Zus again for this client for a while: the
     # first pause, doubling (jittered) per consecutive failure up to the second, so a fleet makes one
     # attempt per interval and sees Zus back within ``max_backoff``. A long outage (more consecutive
@@ -44,14 +55,33 @@ class VendingPolicy:
     # holds now would otherwise mint another, and a chain of reports would spend the hourly budget.
     refused_replacement_min_gap: float = 60.0
     refused_min_token_age: float = 10.0
-    # How often a container records that a client is in use (for the scheduled pre-refresh).
-    mark_interval: float = 60.0
+    # How often the fleet records that a client is in use (for the scheduled pre-refresh, which drops a
+    # client unused for an hour: a few minutes' precision is plenty).
+    mark_interval: float = 300.0
     # How long a container trusts the record it read (consumers, app client id): past it, the next
     # caller's call reads it again before it is used.
     revalidate_seconds: float = 5.0
 
     def margin_for(self, token: CachedToken) -> float:
         return token.refresh_margin(self.refresh_margin)
+
+    def ready_at(self, state: TokenState, now: float) -> float:
+        """When the holder of ``state``'s live lease should have stored its token (``now`` if unknown)."""
+        taken_at = state.lease_until - self.lease_seconds
+        return max(now, taken_at + state.fetch_seconds) if state.fetch_seconds > 0 else now
+
+    def waiting(self, state: TokenState, now: float) -> Iterator[float]:
+        """The pauses of a caller waiting for the holder of ``state``'s lease, before each read of the
+        item: one when the holder should be done, ``close_polls`` more ``wait_poll`` apart, then at most
+        one per 0.4 s (14 reads at most within the default 3 s ``wait_seconds``). While no holder's fetch
+        time is known, every ``blind_poll`` seconds (60 reads at most)."""
+        if state.fetch_seconds <= 0:
+            yield from itertools.repeat(self.blind_poll)
+        ready = self.ready_at(state, now)
+        if ready > now:
+            yield ready - now
+        yield from itertools.repeat(self.wait_poll, self.close_polls)
+        yield from backoff(2 * self.wait_poll, 0.4)
 
     def ignores_refused_report(self, state: TokenState, now: float) -> bool:
         """Whether a report that ``state``'s token was refused must leave it in place: it is too young,

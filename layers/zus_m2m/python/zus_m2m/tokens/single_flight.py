@@ -1,7 +1,10 @@
 """The single flight: one caller across every container asks Zus for a client's token at a time.
 
 The caller that takes the token item's lease (a conditional write) fetches (``tokens.upstream``) and
-stores the token; everyone else waits a bounded time for the item it writes. Nobody asks Zus while the
+stores the token; everyone else waits a bounded time for the item it writes, reading it when the holder
+should be done (the lease's start plus the last holder's fetch time, kept in the item), then at short
+intervals (``VendingPolicy.waiting``): a waiter gets the token about 25 ms after it is written, in a read
+or two. Nobody asks Zus while the
 item says to pause: Zus's 429 (``blockedUntil``) or the back-off after failed attempts
 (``failedUntil``).
 
@@ -18,10 +21,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
 from zus_m2m import errors
-from zus_m2m.backoff import backoff
 from zus_m2m.ports import Runtime, TokenTable
 from zus_m2m.tokens.best_effort import quietly
 from zus_m2m.tokens.memory import MemoryTier, bound
@@ -48,6 +51,9 @@ class SingleFlight:
         self._sleep = runtime.sleep
         # This container's name as a lease holder.
         self._owner = f"{uuid.uuid4()}"
+        # Per client, until when another container is (as last read) renewing its token or Zus asked for
+        # a pause: refresh-ahead reads the item again only after that.
+        self._renewing_until: dict[str, float] = {}
 
     def fetch_or_wait(
         self,
@@ -63,7 +69,8 @@ class SingleFlight:
         fetched by this caller as the lease's holder."""
         deadline = started + self.policy.wait_seconds
         refused = self._still_refused(client, state, refused)
-        for pause in backoff(0.025, 0.2):
+        pauses: Iterator[float] | None = None
+        while True:
             now = self._clock()
             token = _current(state.token, binding, refused)
             if token is not None and token.seconds_left(now) >= min_ttl:
@@ -72,9 +79,14 @@ class SingleFlight:
             if state.paused_until(now):
                 raise paused(client, state, now, min_ttl)
             if not state.lease_held(now):
-                held = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
-                if held is not None:
-                    return self._fetch_as_holder(client, min_ttl, held, started, binding, refused)
+                # Not taken: the answer is the item with the other holder's lease, no read needed.
+                attempt = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
+                state = attempt.state
+                if attempt.taken:
+                    return self._fetch_as_holder(client, min_ttl, state, started, binding, refused)
+            if pauses is None:
+                pauses = self.policy.waiting(state, now)
+            pause = next(pauses)
             if now + pause > deadline:
                 raise errors.TemporarilyUnavailable(
                     f"another caller is fetching a token for {client!r}; retry shortly", retry_after=1.0
@@ -82,7 +94,6 @@ class SingleFlight:
             self._metrics.count("LeaseWait")
             self._sleep(pause)
             state = self.table.get(client, consistent=True)
-        raise AssertionError("unreachable: backoff never ends")
 
     def _fetch_as_holder(
         self, client: str, min_ttl: float, held: TokenState, started: float, binding: str | None, refused: str | None
@@ -102,7 +113,7 @@ class SingleFlight:
             raise paused(client, held, now, min_ttl)
         stored = held.token
         replacing = stored if stored is not None and stored.fingerprint == refused else None
-        return self._fetch_under_lease(client, held, binding, started, replacing)
+        return self._fetch_under_lease(client, held, now, binding, started, replacing)
 
     def _still_refused(self, client: str, state: TokenState, refused: str | None) -> str | None:
         """``refused``, unless the report names ``state``'s token and the policy says to keep it (then
@@ -122,18 +133,23 @@ class SingleFlight:
         scheduled pre-refresh. True when this call fetched a token.
         """
         now = self._clock()
+        if horizon == 0 and now < self._renewing_until.get(client, 0.0):
+            return False
         state = self.table.get(client, consistent=True)
         if self._fresh_enough(client, state, now, horizon):
             return False
         if state.paused_until(now) or state.lease_held(now):
+            self._renewing_until[client] = state.paused_until(now) or self.policy.ready_at(state, now)
             return False
-        held = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
-        if held is None:
+        attempt = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
+        held = attempt.state
+        if not attempt.taken:
+            self._renewing_until[client] = self.policy.ready_at(held, now)
             return False
         if self._fresh_enough(client, held, now, horizon) or held.paused_until(now):
             quietly(lambda: self.table.release_lease(client, self._owner))
             return False
-        self._fetch_under_lease(client, held, binding=None)
+        self._fetch_under_lease(client, held, now, binding=None)
         return True
 
     def _fresh_enough(self, client: str, state: TokenState, now: float, horizon: float) -> bool:
@@ -148,10 +164,13 @@ class SingleFlight:
         self,
         client: str,
         state: TokenState,
+        leased_at: float,
         binding: str | None,
         started: float | None = None,
         replacing: CachedToken | None = None,
     ) -> CachedToken:
+        """Fetch as the lease's holder (taken at ``leased_at``) and store the token with how long it took
+        (the next waiters' estimate); the fetch time is a metric too (``TokenFetchTime``)."""
         try:
             token = self.upstream.fetch(client, state, binding, started)
         except errors.ZusError as exc:
@@ -163,7 +182,9 @@ class SingleFlight:
             quietly(lambda: self.table.release_lease(client, self._owner))
             raise
         self.memory.remember(client, token)
-        self.table.put_token(client, token, self._owner, replacing=replacing)
+        fetched_in = self._clock() - leased_at
+        self.table.put_token(client, token, self._owner, replacing=replacing, fetch_seconds=fetched_in)
+        self._metrics.duration("TokenFetchTime", self._clock() - leased_at)
         if replacing is not None:
             self._metrics.count("RefusedTokenReplaced")
             logger.info("a token Zus refused was replaced", extra={"client": client})

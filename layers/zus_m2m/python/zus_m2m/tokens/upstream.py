@@ -73,7 +73,8 @@ class UpstreamTokens:
         """A new token of ``client`` from its stored secret, as of the item ``state``; ``binding``: the app
         client it must be minted for (None: whichever the secret holds, for the bootstrap admin)."""
         secret_id = self._naming.secret_id(client)
-        current = self._secrets.read(secret_id, AWSCURRENT)
+        minted_with = state.token.secret_version if state.token is not None else None
+        current = self._secrets.read(secret_id, AWSCURRENT, current_version=minted_with)
         if current is not None and binding is not None and current.app_client_id != binding:
             current = self._secrets.read(secret_id, AWSCURRENT, fresh=True)  # the cache may predate a re-create
         if current is None:

@@ -7,11 +7,11 @@ item it writes, and nobody asks Zus while the item says to back off.
 
 Who gets a token, and which: the memory tier keeps, with each client's token, the client's record as
 last read (its consumers and its Zus app client id). A caller is served only if it is one of the
-consumers, and only a token minted for the app client the record names. The record is read again, in
-the same query as the token item, by the first call that finds it ``revalidate_seconds`` old, before
-it is used: a consumer removed, or a client deleted or re-created under its name, stops being served
-within that bound. The bootstrap admin client's token is never vended; provisioning and rotation get
-it through ``admin_token``.
+consumers, and only a token minted for the app client the record names. The record is read again (the
+copy the token item carries: one read, ``TokenTable.view``) by the first call that finds it
+``revalidate_seconds`` old, before it is used: a consumer removed, or a client deleted or re-created
+under its name, stops being served within that bound. The bootstrap admin client's token is never
+vended; provisioning and rotation get it through ``admin_token``.
 
 Nothing is left for after the answer: Lambda freezes the environment once the handler returns, so a
 thread left running would stall with a lease held or a request in flight. The call that finds the
@@ -212,10 +212,12 @@ class TokenVendor:
 
     def _mark_in_use(self, client: str, now: float) -> None:
         """A write, in the call, when neither this container nor (as last read) another marked the client
-        within ``mark_interval``: about one a minute per client for the fleet."""
+        within ``mark_interval``; conditional, so that at most one per interval is written for the fleet
+        (a container that has not read the item since attempts one per interval)."""
         if now - self._marked_at.get(client, 0.0) >= self.policy.mark_interval:
             self._marked_at[client] = now
-            quietly(lambda: self._table.mark_requested(client, now))
+            since = now - self.policy.mark_interval
+            quietly(lambda: self._table.mark_requested(client, now, unless_since=since))
 
     # --- issuing ------------------------------------------------------------------
 
