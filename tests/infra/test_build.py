@@ -146,3 +146,41 @@ def test_wheels_in_the_build_are_pure_or_for_aarch64_cp313(built: dict[str, Any]
             if not (pure or native):
                 problems.append(f"{wheel.parent.relative_to(BUILD_DIR)}: {tag}")
     assert not problems
+
+
+# Run by Lambda's Python over the layer's python/ folder: each .py outside dist-info folders that has no
+# cpython-313 .pyc beside it (in __pycache__), or one that is not unchecked-hash (flags 0b01, PEP 552),
+# or was not compiled by this Python from this very source (magic number, source hash).
+CHECK_BYTECODE = """
+import importlib.util, json, pathlib, sys
+site = pathlib.Path(sys.argv[1])
+problems = []
+for source in sorted(site.rglob("*.py")):
+    if any(part.endswith((".dist-info", ".data")) for part in source.relative_to(site).parts):
+        continue
+    where = str(source.relative_to(site))
+    cached = pathlib.Path(importlib.util.cache_from_source(str(source)))
+    if not cached.is_file():
+        problems.append(f"{where}: no {cached.name}")
+        continue
+    header = cached.read_bytes()[:16]
+    if header[:4] != importlib.util.MAGIC_NUMBER:
+        problems.append(f"{where}: not compiled by Python 3.13")
+    elif int.from_bytes(header[4:8], "little") != 0b01:
+        problems.append(f"{where}: not an unchecked-hash .pyc")
+    elif header[8:16] != importlib.util.source_hash(source.read_bytes()):
+        problems.append(f"{where}: compiled from another source")
+print(json.dumps({"sources": len(list(site.rglob("*.py"))), "problems": problems}))
+"""
+
+
+def test_the_layer_ships_unchecked_hash_bytecode_for_python_313(built: dict[str, Any]) -> None:
+    """/opt is read-only on Lambda: without its .pyc every cold start compiles every module it imports."""
+    site = BUILD_DIR / built["Resources"]["SharedLayer"]["Properties"]["ContentUri"] / "python"
+    result = subprocess.run(
+        [python313(), "-I", "-S", "-c", CHECK_BYTECODE, str(site)], capture_output=True, text=True, check=True
+    )
+    report = json.loads(result.stdout)
+    assert (site / "zus_m2m" / "__init__.py").is_file()
+    assert report["sources"] > 0
+    assert report["problems"] == []
