@@ -1,6 +1,7 @@
 """What `sam build` produced (``make build`` runs before pytest in ``make test``) is what Lambda will run:
 every handler imports with nothing but its function folder, the layer and the runtime's own SDK on
-its path, under Python 3.13; and every compiled extension is built for aarch64 and CPython 3.13."""
+its path, under Python 3.13; every compiled extension is built for aarch64 and CPython 3.13; and the
+layer ships every module's bytecode, as Lambda cannot write it to its read-only /opt."""
 
 from __future__ import annotations
 
