@@ -208,7 +208,7 @@ clean:
 		.aws-sam $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist
 
 # Token vending under 8 simulated containers x 8 threads for about a minute, and cold start.
-bench-tokens: $(STAMP)
+bench-tokens: $(STAMP) $(STAMP313) build
 	$(BIN)/python scripts/bench_tokens.py $(ARGS)
 
 # What refresh-ahead costs the caller that renews the token in its invocation, against handing the renewal

@@ -12,9 +12,9 @@ item again every MEMORY_REVALIDATION_SECONDS, and those reads count as DynamoDB-
 that wait on another's lease (``lease-wait``) are timed beside the holder's own fetch (secret read,
 budget, Zus, write: the ``TokenFetchTime`` metric in the containers' EMF logs); their reads of the item
 are counted from the ``LeaseWait`` metric (one per pause), and how long after the holder's invocation
-ended each answered. Cold start is measured in fresh processes: importing the
-vend handler module (its module-level init included) next to a baseline that only imports boto3 and
-creates the same boto3 clients.
+ended each answered. Cold start is measured in fresh processes as Lambda runs them (Python 3.13, isolated,
+writing no bytecode, from `make build`'s function and layer): importing the vend handler module (its
+module-level init included) next to a baseline that only imports boto3 and creates the same boto3 clients.
 
 Then the bytes each vend call logs at the template's INFO level (its audit line and its EMF metrics
 document, what CloudWatch Logs ingests), in one more fresh process.
@@ -205,23 +205,30 @@ def container(
     )
 
 
-COLD_HANDLER = f"""
-import importlib.util, time
+# Cold start as Lambda runs it: Python 3.13 isolated (-I -S: no site, no PYTHON* variables), writing no
+# bytecode (-B: /var/task and /opt are read-only), its path the built function, the built layer (with the
+# .pyc the build ships) and the runtime's SDK (boto3, compiled, as Lambda's runtime has it).
+COLD_HANDLER = """
+import importlib.util, json, sys, time
+sys.path[:0] = json.loads(sys.argv[1])
 started = time.perf_counter()
-spec = importlib.util.spec_from_file_location("token_vending_app", {str(HANDLER)!r})
+spec = importlib.util.spec_from_file_location("token_vending_app", sys.argv[2])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 print(time.perf_counter() - started)
 """
 
 COLD_BASELINE = """
-import time
+import json, sys, time
+sys.path[:0] = json.loads(sys.argv[1])
 started = time.perf_counter()
 import boto3
 boto3.client("dynamodb")
 boto3.client("secretsmanager")
 print(time.perf_counter() - started)
 """
+BUILD = ROOT / ".aws-sam" / "build"
+PYTHON313 = ROOT / ".venv-313" / "bin" / "python"
 
 
 LOG_PROBE = f"""
@@ -248,14 +255,30 @@ def log_bytes_per_call(env: dict[str, str], calls: int) -> float:
 
 
 def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
-    """Median seconds to import and init the handler, and the boto3-only baseline, alternating runs."""
+    """Median seconds to import and init the built handler, and the boto3-only baseline, alternating runs
+    (``make build`` first: the layer's bytecode is part of what is measured)."""
+    sdk = subprocess.run(
+        [str(PYTHON313), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    function = BUILD / "TokenVendingFunction"
+    handler_path = json.dumps([str(function), str(BUILD / "SharedLayer" / "python"), sdk])
     handler: list[float] = []
     baseline: list[float] = []
     process_env = {**os.environ, **env}
     for _ in range(runs):
-        for code, samples in ((COLD_HANDLER, handler), (COLD_BASELINE, baseline)):
+        for code, path, samples in (
+            (COLD_HANDLER, handler_path, handler),
+            (COLD_BASELINE, json.dumps([sdk]), baseline),
+        ):
             out = subprocess.run(
-                [sys.executable, "-c", code], env=process_env, capture_output=True, text=True, check=True
+                [str(PYTHON313), "-I", "-S", "-B", "-c", code, path, str(function / "app.py")],
+                env=process_env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             samples.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(handler), statistics.median(baseline)
