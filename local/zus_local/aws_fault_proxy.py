@@ -16,7 +16,9 @@ JSON protocol in the botocore this project pins: ``DynamoDB_20120810.GetItem``,
 * ``drop``: the connection is closed without an answer (nothing forwarded).
 
 Every fault that fired is counted by service and operation (``fired()``), and every request seen
-(``seen()``), so that a test can assert its fault fired and bound the attempts a client made. Only
+(``seen()``), so that a test can assert its fault fired and bound the attempts a client made; and the
+most requests of a service it had in flight at once (``max_in_flight()``), so that a test can show its
+calls overlapped. Only
 the functions are pointed at the proxy (``AWS_ENDPOINT_URL``); the stack's own setup, its pollers and
 the test suite's reads go to moto directly. The proxy never logs a request or answer body.
 """
@@ -110,6 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         service, operation = self._operation(body)
+        with self.server.owner.in_flight(service):
+            self._serve(service, operation, body)
+
+    def _serve(self, service: str, operation: str, body: bytes) -> None:
         fault = self.server.owner.decide(service, operation)
         if fault is not None and fault.kind == "drop":
             self.close_connection = True
@@ -181,6 +187,8 @@ class AwsFaultProxy:
         self._fired_by_fault: Counter[int] = Counter()  # by position in ``_faults``, for their limits
         self._fired: Counter[tuple[str, str]] = Counter()
         self._seen: Counter[tuple[str, str]] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        self._max_in_flight: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._connections = threading.local()
 
@@ -230,6 +238,27 @@ class AwsFaultProxy:
                     self._fired_by_fault[index] += 1
                     return fault
         return None
+
+    @contextlib.contextmanager
+    def in_flight(self, service: str) -> Any:
+        """Counts a request of ``service`` as in flight for the block."""
+        with self._lock:
+            self._in_flight[service] += 1
+            self._max_in_flight[service] = max(self._max_in_flight[service], self._in_flight[service])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[service] -= 1
+
+    def max_in_flight(self, service: str, *, reset: bool = False) -> int:
+        """The most requests of ``service`` in flight at once since the last reset; ``reset`` starts
+        counting again (from the requests in flight now)."""
+        with self._lock:
+            most = self._max_in_flight[service]
+            if reset:
+                self._max_in_flight[service] = self._in_flight[service]
+            return most
 
     def wait_for_request(self, timeout: float) -> None:
         """Until the proxy sees its next request, or ``timeout`` seconds."""
