@@ -35,6 +35,7 @@ from reliability_support import (
 )
 
 from zus_m2m import wiring
+from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.zus.client import DEFAULT_TIMEOUT
 
 RATES = (0.1, 0.3, 1.0)
@@ -83,6 +84,29 @@ ADMIN_CASES = profile(
     [(kind, rate) for kind in ("500", "503", "429", "drop", "latency") for rate in RATES],
 )
 
+POLICY = VendingPolicy()
+# The failure memory's jitter takes at most this share off a back-off (``UpstreamTokens.failed``).
+JITTER_FLOOR = 0.8
+
+
+def attempts_allowed(kind: str, span: float, minted: int) -> int:
+    """The most token requests the shared back-off lets a client send in ``span`` seconds in which
+    ``minted`` of them succeeded: between two successes, a chain of failures each followed by the back-off
+    (a 429 or Auth0's global limit by its Retry-After, 1 s here); one request per fetch, the refused
+    credentials' fetch up to ``refused_attempts`` (its fallback through the stored versions)."""
+    chain, waited = 1, 0.0
+    while True:
+        # The policy's documented back-off, modelled here (not its ``backoff``, the line under test).
+        backoff = min(POLICY.max_backoff, POLICY.first_backoff * 2.0 ** (chain - 1))
+        pause = 1.0 if kind in ("429", "global") else JITTER_FLOOR * backoff
+        if waited + pause > span:
+            break
+        waited += pause
+        chain += 1
+    per_fetch = POLICY.refused_attempts if kind == "401" else 1
+    return (minted + (minted + 1) * chain) * per_fetch
+
+
 COLD_CLIENTS = profile(3, 6)
 # Rounds of calls that need Zus, after a case's wave, while its fault has not fired yet.
 MAX_ROUNDS = 40
@@ -126,6 +150,7 @@ def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate
 
     latest: dict[str, str] = {}
     fired_before = ctx.emulator.faults_fired()
+    requests_before = ctx.emulator.stats()["tokenRequests"]
     topped_up: list[tuple[dict[str, Any], Answer]] = []
     with (
         ctx.emulator.speaking(dialect),
@@ -144,8 +169,24 @@ def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate
                     latest[record["name"]] = answer.json()["access_token"]
             topped_up += parallel(top_up, cold, WORKERS)
     fired = ctx.emulator.faults_fired() - fired_before
+    requests_after = ctx.emulator.stats()["tokenRequests"]
 
     problems: list[str] = []
+    # Zus's own count (the faulted requests and those that reached the grant) within what the shared
+    # back-off allows each client in the span of its calls.
+    reached = sum(
+        requests_after.get(record["clientId"], 0) - requests_before.get(record["clientId"], 0)
+        for record in [*cold, warm["record"]]
+    )
+    allowed = 0
+    for record in cold:
+        mine = [answer for owner, answer in answered + topped_up if owner is record]
+        span = max(answer.ended for answer in mine) - min(answer.started for answer in mine)
+        minted = sum(1 for answer in mine if answer.status == 200 and answer.headers.get("x-token-source") == "zus")
+        allowed += attempts_allowed(kind, span, minted)
+    if fired + reached > allowed:
+        problems.append(f"Zus got {fired + reached} token requests, more than the back-off allows ({allowed})")
+    RESULTS.notes.append(f"{scenario}: {fired + reached} token requests at Zus (the back-off allows {allowed})")
     for record, answer in answered + topped_up:
         problems += violations(answer, {200, 429, 503}, TIMEOUTS["token"])
         if answer.status == 200:
