@@ -13,7 +13,9 @@ JSON protocol in the botocore this project pins: ``DynamoDB_20120810.GetItem``,
   ``InternalServiceError``, SQS ``InternalFailure``);
 * ``latency``: the request waits ``latency_ms`` before it is forwarded (set it beyond the SDK's read
   timeout: the client gives up, and the write may still land, as with AWS);
-* ``drop``: the connection is closed without an answer (nothing forwarded).
+* ``drop``: the connection is closed without an answer (nothing forwarded);
+* ``lost``: the request is forwarded (a write lands) and the connection closed without its answer, as
+  when an answer is lost on the way back: the client retries a call that already took effect.
 
 Every fault that fired is counted by service and operation (``fired()``), and every request seen
 (``seen()``), so that a test can assert its fault fired and bound the attempts a client made; and the
@@ -41,7 +43,7 @@ from typing import Any
 
 __all__ = ["KINDS", "AwsFault", "AwsFaultProxy"]
 
-KINDS = ("throttle", "provisioned", "500", "latency", "drop")
+KINDS = ("throttle", "provisioned", "500", "latency", "drop", "lost")
 _SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 # Hop-by-hop headers: each side of the proxy has its own connection.
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -124,13 +126,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "latency":
             time.sleep(fault.latency_ms / 1000)
-        elif fault is not None:
+        elif fault is not None and fault.kind != "lost":
             self._answer(*_error(service, fault.kind), headers=[])
             return
         try:
             status, headers, answer = self.server.owner.forward(self.command, self.path, self.headers.items(), body)
         except (OSError, http.client.HTTPException):  # moto unreachable (stopped): the client's connection is cut
             self.close_connection = True
+            return
+        if fault is not None and fault.kind == "lost":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
             return
         content_type = next((value for name, value in headers if name.lower() == "content-type"), "")
         kept = [

@@ -68,8 +68,13 @@ ROTATION_CASES = profile(
         for service in ("secretsmanager", "dynamodb")
         for kind in ("throttle", "500", "latency", "drop")
         for rate in RATES
-    ],
+    ]
+    + [("secretsmanager", "lost", 1.0)],
 )
+# The "lost" case: every answer to createSecret's AWSPENDING write lost after the write landed, until
+# createSecret gives up (its patience, 30 s) and Secrets Manager's retry of the step finds the stored
+# value: it must not rotate at Zus again (that secret could never be stored under the same version).
+LOST_OPERATIONS = frozenset({"PutSecretValue"})
 
 
 def fault(service: str, kind: str, rate: float, operations: frozenset[str] = frozenset()) -> AwsFault:
@@ -135,6 +140,7 @@ def test_rotation_under_aws_faults(clean_faults, service: str, kind: str, rate: 
     record = ctx.provision("aws-rotate")
     name = record["name"]
     operations = ROTATION_OPERATIONS if service == "secretsmanager" else frozenset()
+    operations = LOST_OPERATIONS if kind == "lost" else operations
     answers: list[Answer] = []
     problems: list[str] = []
     fired_before = ctx.proxy.fired(service)
@@ -148,7 +154,11 @@ def test_rotation_under_aws_faults(clean_faults, service: str, kind: str, rate: 
             problems.append(f"rotation request: {requested.status}")
             break
         with ctx.proxy.faulted(fault(service, kind, rate, operations)):
-            finished = _finished_or_faulted(ctx, name, before, service)
+            if kind == "lost":
+                finished = False
+                _step_failed(ctx, name, "createSecret")
+            else:
+                finished = _finished_or_faulted(ctx, name, before, service)
         wait_for_rotation(ctx, name, before, timeout=90)
         if ctx.proxy.fired(service) > fired_before and not finished:
             break
@@ -184,6 +194,16 @@ def _finished_or_faulted(ctx, name: str, before: str, service: str) -> bool:
             return False
         ctx.proxy.wait_for_request(timeout=0.5)
     return False
+
+
+def _step_failed(ctx, name: str, step: str, timeout: float = 90.0) -> None:
+    """Until the rotation player printed that ``step`` of the client's rotation failed once."""
+    failed = f"rotation {ctx.aws.secret_id(name)}  {step}  failed"
+    deadline = time.monotonic() + timeout
+    while not any(failed in line for line in list(ctx.stack.lines)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{step} of the rotation of {name} did not fail within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 # --- the rotation's memory-only window --------------------------------------------------------------------
