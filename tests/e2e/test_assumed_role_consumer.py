@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING
 
 import requests
+from local_stack_process import StackProcess
 
 from zus_local.sigv4 import ExecuteApiAuth
-
-if TYPE_CHECKING:
-    from conftest import StackProcess
 
 TRUST_ANYONE_IN_THE_ACCOUNT = {
     "Version": "2012-10-17",

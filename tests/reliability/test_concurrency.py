@@ -16,18 +16,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from e2e_support import wait_until
+from reliability_calls import Answer
+from reliability_contract import TIMEOUTS, token_issues, violations
+from reliability_fixtures import Context
+from reliability_results import RESULTS
 from reliability_stack import CONCURRENCY
-from reliability_support import (
-    RESULTS,
-    TIMEOUTS,
-    Answer,
-    fingerprint,
-    parallel,
-    profile,
-    token_issues,
-    unique,
-    violations,
-)
+from reliability_support import fingerprint, parallel, profile, unique
 
 from zus_local.aws_fault_proxy import AwsFault
 
@@ -37,27 +32,26 @@ from zus_local.aws_fault_proxy import AwsFault
 ROUND_TRIP = AwsFault("dynamodb", "latency", 1.0, latency_ms=100)
 
 
-def wait_for_rotation(ctx, name: str, before: str, timeout: float = 30.0) -> str:
+def wait_for_rotation(ctx: Context, name: str, before: str, timeout: float = 30.0) -> str:
     """The new AWSCURRENT version once the rotation finished (no AWSPENDING left)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def finished() -> str | None:
         described = ctx.aws.secretsmanager.describe_secret(SecretId=ctx.aws.secret_id(name))
         stages = described["VersionIdsToStages"]
         current = next(version for version, labels in stages.items() if "AWSCURRENT" in labels)
         pending = [version for version, labels in stages.items() if "AWSPENDING" in labels]
-        if current != before and not pending:
-            return current
-        time.sleep(0.1)
-    pytest.fail(f"the rotation of {name} did not finish within {timeout:.0f} s")
+        return current if current != before and not pending else None
+
+    return str(wait_until(finished, timeout, f"the rotation of {name} to finish"))
 
 
-def current_version(ctx, name: str) -> str:
+def current_version(ctx: Context, name: str) -> str:
     stages = ctx.aws.secretsmanager.describe_secret(SecretId=ctx.aws.secret_id(name))["VersionIdsToStages"]
     return next(version for version, labels in stages.items() if "AWSCURRENT" in labels)
 
 
 @pytest.mark.parametrize("round_", range(profile(1, 5)), ids=lambda n: f"round{n}")
-def test_parallel_creates_of_one_name_make_one_client(clean_faults, round_: int) -> None:
+def test_parallel_creates_of_one_name_make_one_client(clean_faults: Context, round_: int) -> None:
     ctx = clean_faults
     name = unique("same-name")
     before = ctx.emulator.stats()["appClients"]
@@ -90,7 +84,7 @@ def test_parallel_creates_of_one_name_make_one_client(clean_faults, round_: int)
 
 
 @pytest.mark.parametrize("round_", range(profile(1, 5)), ids=lambda n: f"round{n}")
-def test_parallel_rotation_requests_start_one_rotation(clean_faults, round_: int) -> None:
+def test_parallel_rotation_requests_start_one_rotation(clean_faults: Context, round_: int) -> None:
     ctx = clean_faults
     record = ctx.provision("rotate-once")
     name = record["name"]
@@ -145,7 +139,7 @@ def cadence(propagation: float) -> tuple[int, float]:
 STAGES = ("before", "requested", "pending stored", "finished")
 
 
-def rotation_stage(ctx, name: str, before: str) -> str:
+def rotation_stage(ctx: Context, name: str, before: str) -> str:
     """before: no rotation yet; requested: a value-less AWSPENDING version (RotateSecret's, createSecret
     has not stored Zus's new secret yet); pending stored: AWSPENDING holds the new secret, AWSCURRENT
     still the old (which Zus refuses once it rotated); finished: AWSCURRENT moved, no AWSPENDING."""
@@ -172,7 +166,7 @@ def minted_by(answer: Answer) -> int | None:
 
 
 def stream_through_a_rotation(
-    ctx, propagation: float, callers: int, calls: Counter[str], mints: Counter[tuple[str, int]]
+    ctx: Context, propagation: float, callers: int, calls: Counter[str], mints: Counter[tuple[str, int]]
 ) -> tuple[list[Answer], list[str]]:
     """One client, rotated while ``callers`` stream vend calls, with cold calls in every stage; the calls
     counted by the stage they met, and the tokens this row had minted by stage and minting secret."""
@@ -271,7 +265,7 @@ def stream_through_a_rotation(
 
 
 @pytest.mark.parametrize("propagation", PROPAGATION, ids=lambda p: f"propagation{p:g}s")
-def test_parallel_vends_during_a_rotation_all_succeed(clean_faults, propagation: float) -> None:
+def test_parallel_vends_during_a_rotation_all_succeed(clean_faults: Context, propagation: float) -> None:
     """Callers stream vend calls from before the rotation is requested until a cold call was minted after
     it finished (and Zus's propagation window is over); each stage is held (``HOLD``) while cold calls,
     which no cached token can answer, make Zus mint with whichever versions are stored. Every call must
@@ -322,7 +316,7 @@ def test_parallel_vends_during_a_rotation_all_succeed(clean_faults, propagation:
     assert not problems, "\n".join(problems[:20])
 
 
-def test_parallel_reports_of_one_refused_token_mint_one_token(clean_faults) -> None:
+def test_parallel_reports_of_one_refused_token_mint_one_token(clean_faults: Context) -> None:
     """Every caller of a fleet meets Zus's 401 with the same token and reports it at once
     (``?refused=<fingerprint>``): one new token replaces it, for all of them."""
     ctx = clean_faults

@@ -13,26 +13,19 @@ Retry-After, never leaves a duplicate or orphan Zus client, and succeeds once th
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from reliability_support import (
-    RESULTS,
-    TIMEOUTS,
-    Answer,
-    fingerprint,
-    parallel,
-    profile,
-    retry_after,
-    shown,
-    token_issues,
-    unique,
-    until_answered,
-    violations,
-)
+from reliability_calls import Answer, retry_after, until_answered
+from reliability_contract import TIMEOUTS, shown, token_issues, violations
+from reliability_fixtures import Context
+from reliability_results import RESULTS
+from reliability_support import fingerprint, parallel, profile, unique
 
 from zus_m2m import wiring
 from zus_m2m.tokens.policy import VendingPolicy
@@ -116,7 +109,7 @@ WORKERS = profile(8, 16)
 
 
 @pytest.fixture(scope="module")
-def warm(ctx) -> dict[str, Any]:
+def warm(ctx: Context) -> dict[str, Any]:
     """A client whose token is cached before any fault: every vend of it must answer 200 with it."""
     record = ctx.provision("warm")
     answer = ctx.api.vend(record["name"])
@@ -128,7 +121,9 @@ def warm(ctx) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("dialect", "kind", "rate"), TOKEN_CASES, ids=[f"{d}-{k}-{r:.0%}" for d, k, r in TOKEN_CASES])
-def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate: float) -> None:
+def test_token_endpoint_faults(
+    clean_faults: Context, warm: dict[str, Any], dialect: str, kind: str, rate: float
+) -> None:
     ctx = clean_faults
     scenario = f"faults ({dialect}): /oauth/token {label(kind)} at {rate:.0%}"
     cold = [ctx.provision("cold") for _ in range(COLD_CLIENTS)]
@@ -206,7 +201,7 @@ def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate
             problems += [f"{record['name']}: {a.status} after a token was cached" for a in late]
 
     # Once the faults clear, every client gets its token.
-    recovered = [until_answered(lambda r=record: ctx.api.vend(r["name"]), {200}, 20) for record in cold]
+    recovered = [until_answered(functools.partial(ctx.api.vend, record["name"]), {200}, 20) for record in cold]
     problems += [
         f"{answer.path}: {answer.status} after the faults cleared" for answer in recovered if answer.status != 200
     ]
@@ -221,7 +216,7 @@ def test_token_endpoint_faults(clean_faults, warm, dialect: str, kind: str, rate
 
 
 @pytest.mark.parametrize(("kind", "rate"), ADMIN_CASES, ids=[f"{k}-{r:.0%}" for k, r in ADMIN_CASES])
-def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
+def test_admin_route_faults(clean_faults: Context, kind: str, rate: float) -> None:
     ctx = clean_faults
     scenario = f"faults: /auth/* {label(kind)} at {rate:.0%}"
     to_delete = [ctx.provision("retire")["name"] for _ in range(profile(1, 3))]
@@ -252,9 +247,9 @@ def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
     for action, name, answer in answered:
         if answer.status in (503,):
             if action == "create":
-                again = until_answered(lambda n=name: ctx.api.create(n), {200, 201}, 60)
+                again = until_answered(functools.partial(ctx.api.create, name), {200, 201}, 60)
             else:
-                again = until_answered(lambda n=name: ctx.api.delete(n), {204}, 60)
+                again = until_answered(functools.partial(ctx.api.delete, name), {204}, 60)
             if again.status >= 300:
                 problems.append(f"{action} {name}: {again.status} after the faults cleared: {shown(again.body, 200)}")
     after = ctx.emulator.stats()["appClients"]
@@ -270,7 +265,7 @@ def test_admin_route_faults(clean_faults, kind: str, rate: float) -> None:
 # --- moto stopped and started again -------------------------------------------------------------------------
 
 
-def test_moto_restart(clean_faults) -> None:
+def test_moto_restart(clean_faults: Context) -> None:
     """moto's port closes (connections refused, open ones cut) for a while and opens again with the
     state it had, as AWS endpoints come back after an outage. Meanwhile: 200 from a container's
     memory or 503 problem+json with Retry-After; afterwards every client recovers."""
@@ -288,7 +283,10 @@ def test_moto_restart(clean_faults) -> None:
     def load(worker: int) -> None:
         while not stop.is_set():
             name = known[worker % len(known)]["name"]
-            calls = [("vend", lambda n=name: ctx.api.vend(n)), ("get", lambda n=name: ctx.api.get(n))]
+            calls: list[tuple[str, Callable[[], Answer]]] = [
+                ("vend", functools.partial(ctx.api.vend, name)),
+                ("get", functools.partial(ctx.api.get, name)),
+            ]
             if worker == 0:
                 calls.append(("create", lambda: ctx.api.create(new_name)))
             for what, call in calls:
@@ -318,7 +316,7 @@ def test_moto_restart(clean_faults) -> None:
     refused = sum(1 for _, answer in answered if answer.status == 503)
     if not refused:
         problems.append("no call noticed that moto was down")
-    after = [until_answered(lambda r=record: ctx.api.vend(r["name"]), {200}, 30) for record in known]
+    after = [until_answered(functools.partial(ctx.api.vend, record["name"]), {200}, 30) for record in known]
     created = until_answered(lambda: ctx.api.create(new_name), {200, 201}, 60)
     problems += [f"{a.path}: {a.status} after moto came back" for a in [*after, created] if a.status >= 300]
 
