@@ -161,6 +161,20 @@ class Aws:
                     found[name] = "DeletedDate" in secret
         return found
 
+    def rotating(self) -> set[str]:
+        """The clients whose secret has a rotation in progress (AWSPENDING on a version that is not
+        AWSCURRENT's)."""
+        prefix = self.secret_id("")
+        found: set[str] = set()
+        for page in self.secretsmanager.get_paginator("list_secrets").paginate():
+            for secret in page["SecretList"]:
+                stages = secret.get("SecretVersionsToStages") or {}
+                if secret["Name"].startswith(prefix) and any(
+                    "AWSPENDING" in labels and "AWSCURRENT" not in labels for labels in stages.values()
+                ):
+                    found.add(secret["Name"].removeprefix(prefix))
+        return found
+
     def current_secret(self, name: str) -> tuple[str, dict[str, Any]] | None:
         """AWSCURRENT's version id and value."""
         try:
