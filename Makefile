@@ -77,7 +77,7 @@ lint: $(STAMP)
 
 # mypy strict: the files of [tool.mypy] in pyproject.toml, then each test suite on its own (every suite
 # has a conftest.py, and one run must not hold two modules of one name).
-TYPED_SUITES := tests/unit tests/integration tests/e2e tests/infra
+TYPED_SUITES := tests/unit tests/integration tests/e2e tests/infra tests/reliability
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	@for suite in $(TYPED_SUITES); do echo "$(BIN)/mypy $$suite"; $(BIN)/mypy $$suite || exit 1; done

@@ -100,6 +100,12 @@ class AppClient:
     secret_digest: bytes = field(repr=False)
     pending_digest: bytes | None = field(default=None, repr=False)
     pending_until: float = 0.0
+    # Which of the client's secrets each digest is: 1 for the one made at creation, +1 per rotation. A
+    # token names the one that minted it (``SECRET_GENERATION_CLAIM``), so a test can tell which stored
+    # secret version Zus accepted.
+    secret_generation: int = 1
+    pending_generation: int = 0
+    secrets_issued: int = 1
 
     @property
     def is_admin(self) -> bool:
@@ -188,28 +194,33 @@ class AppClientRegistry:
         """A new secret for ``client``: current at once, or pending for ``propagation`` seconds."""
         secret = secrets.token_urlsafe(48)
         _promote(client, now)
+        client.secrets_issued += 1
         if propagation > 0:
             client.pending_digest = digest(secret)
             client.pending_until = now + propagation
+            client.pending_generation = client.secrets_issued
         else:
             client.secret_digest = digest(secret)
+            client.secret_generation = client.secrets_issued
             client.pending_digest = None
         client.updated_at = int(now)
         return secret
 
     @staticmethod
-    def secret_ok(client: AppClient, secret: str, now: float, meets_new_secret: bool = False) -> bool:
-        """Whether ``secret`` is the one known to the node this request meets: the pending secret if
-        it ``meets_new_secret`` (during a propagation window), else the current one."""
+    def secret_ok(client: AppClient, secret: str, now: float, meets_new_secret: bool = False) -> int:
+        """The generation of ``secret`` if it is the one known to the node this request meets (the
+        pending secret if it ``meets_new_secret``, during a propagation window, else the current one);
+        0 if it is not."""
         _promote(client, now)
-        known = client.secret_digest
+        known, generation = client.secret_digest, client.secret_generation
         if meets_new_secret and client.pending_digest is not None:
-            known = client.pending_digest
-        return hmac.compare_digest(known, digest(secret))
+            known, generation = client.pending_digest, client.pending_generation
+        return generation if hmac.compare_digest(known, digest(secret)) else 0
 
 
 def _promote(client: AppClient, now: float) -> None:
     """A pending secret whose propagation window has passed becomes the current one."""
     if client.pending_digest is not None and now >= client.pending_until:
         client.secret_digest = client.pending_digest
+        client.secret_generation = client.pending_generation
         client.pending_digest = None

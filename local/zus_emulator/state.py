@@ -162,7 +162,10 @@ class EmulatorState:
                 limit = settings.token_limit_per_hour
                 raise dialects.throttled(dialect, wait, f"More than {limit} token requests for this client in one hour")
             self._requests.record(client.client_id, now)
-            if not self._clients.secret_ok(client, request.client_secret, now, self._meets_new_secret(client, now)):
+            generation = self._clients.secret_ok(
+                client, request.client_secret, now, self._meets_new_secret(client, now)
+            )
+            if not generation:
                 raise dialects.bad_credentials(dialect)
             if request.audience != self.config.audience:
                 raise dialects.audience_denied(dialect)
@@ -172,6 +175,7 @@ class EmulatorState:
             client_id=client.client_id,
             issued_at=int(now),
             lifetime_seconds=settings.token_lifetime_seconds,
+            generation=generation,
         )
         return {"access_token": token, "expires_in": settings.token_lifetime_seconds, "token_type": "Bearer"}
 

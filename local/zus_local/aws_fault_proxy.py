@@ -13,10 +13,14 @@ JSON protocol in the botocore this project pins: ``DynamoDB_20120810.GetItem``,
   ``InternalServiceError``, SQS ``InternalFailure``);
 * ``latency``: the request waits ``latency_ms`` before it is forwarded (set it beyond the SDK's read
   timeout: the client gives up, and the write may still land, as with AWS);
-* ``drop``: the connection is closed without an answer (nothing forwarded).
+* ``drop``: the connection is closed without an answer (nothing forwarded);
+* ``lost``: the request is forwarded (a write lands) and the connection closed without its answer, as
+  when an answer is lost on the way back: the client retries a call that already took effect.
 
 Every fault that fired is counted by service and operation (``fired()``), and every request seen
-(``seen()``), so that a test can assert its fault fired and bound the attempts a client made. Only
+(``seen()``), so that a test can assert its fault fired and bound the attempts a client made; and the
+most requests of a service it had in flight at once (``max_in_flight()``), so that a test can show its
+calls overlapped. Only
 the functions are pointed at the proxy (``AWS_ENDPOINT_URL``); the stack's own setup, its pollers and
 the test suite's reads go to moto directly. The proxy never logs a request or answer body.
 """
@@ -39,7 +43,7 @@ from typing import Any
 
 __all__ = ["KINDS", "AwsFault", "AwsFaultProxy"]
 
-KINDS = ("throttle", "provisioned", "500", "latency", "drop")
+KINDS = ("throttle", "provisioned", "500", "latency", "drop", "lost")
 _SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 # Hop-by-hop headers: each side of the proxy has its own connection.
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -110,6 +114,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         service, operation = self._operation(body)
+        with self.server.owner.in_flight(service):
+            self._serve(service, operation, body)
+
+    def _serve(self, service: str, operation: str, body: bytes) -> None:
         fault = self.server.owner.decide(service, operation)
         if fault is not None and fault.kind == "drop":
             self.close_connection = True
@@ -118,13 +126,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "latency":
             time.sleep(fault.latency_ms / 1000)
-        elif fault is not None:
+        elif fault is not None and fault.kind != "lost":
             self._answer(*_error(service, fault.kind), headers=[])
             return
         try:
             status, headers, answer = self.server.owner.forward(self.command, self.path, self.headers.items(), body)
         except (OSError, http.client.HTTPException):  # moto unreachable (stopped): the client's connection is cut
             self.close_connection = True
+            return
+        if fault is not None and fault.kind == "lost":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
             return
         content_type = next((value for name, value in headers if name.lower() == "content-type"), "")
         kept = [
@@ -181,6 +194,8 @@ class AwsFaultProxy:
         self._fired_by_fault: Counter[int] = Counter()  # by position in ``_faults``, for their limits
         self._fired: Counter[tuple[str, str]] = Counter()
         self._seen: Counter[tuple[str, str]] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        self._max_in_flight: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._connections = threading.local()
 
@@ -230,6 +245,27 @@ class AwsFaultProxy:
                     self._fired_by_fault[index] += 1
                     return fault
         return None
+
+    @contextlib.contextmanager
+    def in_flight(self, service: str) -> Any:
+        """Counts a request of ``service`` as in flight for the block."""
+        with self._lock:
+            self._in_flight[service] += 1
+            self._max_in_flight[service] = max(self._max_in_flight[service], self._in_flight[service])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[service] -= 1
+
+    def max_in_flight(self, service: str, *, reset: bool = False) -> int:
+        """The most requests of ``service`` in flight at once since the last reset; ``reset`` starts
+        counting again (from the requests in flight now)."""
+        with self._lock:
+            most = self._max_in_flight[service]
+            if reset:
+                self._max_in_flight[service] = self._in_flight[service]
+            return most
 
     def wait_for_request(self, timeout: float) -> None:
         """Until the proxy sees its next request, or ``timeout`` seconds."""

@@ -1,10 +1,14 @@
 """moto as every part of this project runs it: made to behave as the real services do where the
 service's guarantees rest on it, and able to cut its connections when stopped.
 
-Requests are served one at a time. moto answers on concurrent threads without a lock, so two
-conditional writes that race can both succeed; real DynamoDB conditional writes (and Secrets
-Manager's version checks) are atomic, and the single-flight lease, the token budget and the
-provisioning claim rely on that.
+Requests of one service are served one at a time; requests of different services at once, as AWS
+serves them. moto answers on concurrent threads without a lock (its own server locks only the choice
+of a service's app, not the request), so two conditional writes that race can both succeed; real
+DynamoDB conditional writes (and Secrets Manager's version checks) are atomic, and the single-flight
+lease, the token budget and the provisioning claim rely on that. A service's backend is state of that
+service alone, so one lock per service (named by the request's SigV4 credential scope) keeps each
+correct; a request that names no service (``/moto-api``: reset, config, data) takes every lock, and the
+IAM signer route below takes none (it only reads, as the real authorizer's lookups run beside AWS).
 
 Secrets Manager's rotation bookkeeping, where moto 5.2 differs from the real service (so that the
 service's code speaks of the real service alone):
@@ -37,11 +41,13 @@ an inactive key.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -51,7 +57,7 @@ from zus_emulator.http_server import TracksConnections
 from zus_local.iam_authorizer import SIGNER_ROUTE
 from zus_m2m.values import AWSCURRENT, AWSPENDING, rotation_started
 
-__all__ = ["MotoServer", "make_moto_server", "serialized_moto_app"]
+__all__ = ["MotoServer", "make_moto_server", "moto_wsgi_app"]
 
 _patch_lock = threading.Lock()
 _patched = False
@@ -236,15 +242,57 @@ def _answer_signer(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
-def serialized_moto_app() -> Any:
+_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+
+
+class ServiceLocks:
+    """One lock per service, shared by the requests of different services; ``everything()`` excludes
+    every service's requests (a readers-writer lock whose readers are the services)."""
+
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._services: dict[str, threading.Lock] = {}
+        self._sharing = 0  # requests holding a service's lock
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def service(self, name: str) -> Iterator[None]:
+        with self._state:
+            self._state.wait_for(lambda: not self._exclusive)
+            self._sharing += 1
+            lock = self._services.setdefault(name, threading.Lock())
+        try:
+            with lock:
+                yield
+        finally:
+            with self._state:
+                self._sharing -= 1
+                self._state.notify_all()
+
+    @contextlib.contextmanager
+    def everything(self) -> Iterator[None]:
+        with self._state:
+            self._state.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._state.wait_for(lambda: self._sharing == 0)
+        try:
+            yield
+        finally:
+            with self._state:
+                self._exclusive = False
+                self._state.notify_all()
+
+
+def moto_wsgi_app() -> Any:
     secrets_manager_as_aws()
     app = DomainDispatcherApplication(create_backend_app)
-    lock = threading.Lock()
+    locks = ServiceLocks()
 
     def serve(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        with lock:
-            if environ.get("PATH_INFO") == SIGNER_ROUTE and environ.get("REQUEST_METHOD") == "POST":
-                return _answer_signer(environ, start_response)
+        if environ.get("PATH_INFO") == SIGNER_ROUTE and environ.get("REQUEST_METHOD") == "POST":
+            return _answer_signer(environ, start_response)
+        scope = _SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+        with locks.service(scope.group(1)) if scope else locks.everything():
             return list(app(environ, start_response))
 
     return serve
@@ -261,4 +309,4 @@ class MotoServer(TracksConnections, ThreadedWSGIServer):
 
 
 def make_moto_server(host: str, port: int, app: Any = None) -> MotoServer:
-    return MotoServer(host, port, app or serialized_moto_app())
+    return MotoServer(host, port, app or moto_wsgi_app())

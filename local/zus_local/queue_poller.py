@@ -6,7 +6,7 @@ batch does not hold) leaves every message. Messages left behind come back once t
 timeout has passed, and moto's redrive policy moves one received ``maxReceiveCount`` times to its
 dead-letter queue, as SQS does.
 
-Polls are short (moto serves one request at a time: a long poll would hold every other request up),
+Polls are short (moto serves one request of a service at a time: a long poll would hold every other SQS request up),
 with a pause while the queue is empty. One line per batch: queue, messages, function, outcome, and the
 environment (pid, cold or warm) with the invocation's duration.
 """

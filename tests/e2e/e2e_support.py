@@ -1,4 +1,5 @@
-"""What the e2e tests share: ports for the servers they start, and waiting on observed state.
+"""What the e2e tests share (the reliability suite's too): ports for the servers they start, waiting on
+observed state, and the guide's token request.
 
 Ports are checked free by binding them. Chosen below Linux's ephemeral
 range (32768-60999), where no outgoing connection of this machine can be holding one between the check and
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 
 _LOWEST = 20_000
 _BAND = 1_500  # ports per band: eight bands end at 32000, below the ephemeral range
@@ -51,3 +53,17 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+AUDIENCE = "https://api.sandbox.zusapi.com"
+
+
+def zus_token(zus_url: str, client_id: str, client_secret: str, timeout: float = 5.0) -> requests.Response:
+    """The guide's token request (a JSON body), straight to the Zus emulator at ``zus_url``."""
+    body = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "audience": AUDIENCE,
+        "grant_type": "client_credentials",
+    }
+    return requests.post(f"{zus_url}/oauth/token", json=body, timeout=timeout)

@@ -37,7 +37,7 @@ from zus_local.stand_ins import ResolveContext
 from zus_local.template_model import load_model
 
 if TYPE_CHECKING:
-    from conftest import StackProcess
+    from local_stack_process import StackProcess
 
 FUNCTION_CODE = """
 import json

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import e2e_support
 import pytest
 import requests
 from e2e_support import free_port, wait_until
@@ -42,7 +43,7 @@ from zus_local.stand_ins import ResolveContext
 from zus_local.template_model import TemplateModel, load_model
 
 if TYPE_CHECKING:
-    from conftest import StackProcess
+    from local_stack_process import StackProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://api.sandbox.zusapi.com"
@@ -64,13 +65,7 @@ def dialect(request: pytest.FixtureRequest, stack: StackProcess) -> Iterator[str
 
 def zus_token(stack: StackProcess, client_id: str, client_secret: str) -> requests.Response:
     """The guide's token request, straight to the emulator."""
-    body = {
-        "client_id": client_id,
-        "client_secret": client_secret,
-        "audience": AUDIENCE,
-        "grant_type": "client_credentials",
-    }
-    return requests.post(f"{stack.zus}/oauth/token", json=body, timeout=5)
+    return e2e_support.zus_token(stack.zus, client_id, client_secret)
 
 
 def stages(sm: Any, secret_id: str) -> dict[str, list[str]]:

@@ -188,7 +188,7 @@ class Deployment:
             "POWERTOOLS_METRICS_NAMESPACE": "ZusM2MTest",
         }
 
-    def new_container(self, metrics: Metrics | None = None) -> wiring.Container:
+    def new_container(self, metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> wiring.Container:
         return wiring.Container(
             self.settings,
             metrics or Metrics(namespace="ZusM2MTest", service="test"),
@@ -198,11 +198,13 @@ class Deployment:
                 kms=self.aws.client("kms"),
             ),
             zus=ZusClient(self.settings.zus, timeout=(1.0, 2.0)),
+            clock=clock,
         )
 
-    def vendor(self, policy: VendingPolicy | None = None) -> TokenVendor:
-        """A new container's token vendor."""
-        return self.new_container().token_vendor(policy=policy)
+    def vendor(self, policy: VendingPolicy | None = None, *, ahead: float = 0.0) -> TokenVendor:
+        """A new container's token vendor; ``ahead``: seconds its clock runs ahead of this one's (a token
+        that lives less has expired for it, without waiting for that)."""
+        return self.new_container(clock=lambda: time.time() + ahead).token_vendor(policy=policy)
 
     def provisioning(self, checkpoint: Checkpoint = no_checkpoint, **policy: Any) -> wiring.Provisioning:
         """A new container's provisioning use cases; ``policy`` overrides the create's claim timings."""

@@ -97,12 +97,12 @@ def test_the_token_item_carries_a_ttl_at_the_tokens_expiry(stack: Stack) -> None
 
 
 def test_an_expired_item_that_ttl_has_not_deleted_yet_is_not_served(stack: Stack) -> None:
-    # Given tokens that live 2 s, and an item whose TTL deletion lags (moto never deletes)
-    stack.emulator("config", tokenLifetimeSeconds=2)
+    # Given tokens that live 8 s (time enough to arrive alive on a loaded machine), and an item whose TTL
+    # deletion lags (moto never deletes)
+    stack.emulator("config", tokenLifetimeSeconds=8)
     first = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)
-    time.sleep(2.2)
 
-    second = stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)
+    second = stack.vendor(ahead=10).vend(stack.CONSUMER, CLIENT, min_ttl=0)  # a container 10 s later
 
     assert second.access_token != first.access_token
     assert stack.upstream_requests() == 2
@@ -185,17 +185,16 @@ def test_every_version_refused_is_503_after_one_try_each(stack: Stack) -> None:
 
 
 def test_the_budget_is_counted_in_the_table_across_containers(stack: Stack) -> None:
-    stack.emulator("config", tokenLifetimeSeconds=1)
+    stack.emulator("config", tokenLifetimeSeconds=8)
     policy = VendingPolicy(budget_per_hour=3)
-    for _ in range(3):
-        stack.vendor(policy).vend(stack.CONSUMER, CLIENT, min_ttl=0)
-        time.sleep(1.05)
+    for later in range(3):  # each container 10 s after the last: the token before has expired for it
+        stack.vendor(policy, ahead=10 * later).vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     with pytest.raises(errors.Throttled) as caught:
-        stack.vendor(policy).vend(stack.CONSUMER, CLIENT, min_ttl=0)
+        stack.vendor(policy, ahead=30).vend(stack.CONSUMER, CLIENT, min_ttl=0)
 
     assert caught.value.http_status == 429
-    assert 3590 < (caught.value.retry_after or 0) <= 3600
+    assert 3540 < (caught.value.retry_after or 0) <= 3570  # the first stamp's hour, seen 30 s ahead
     assert stack.upstream_requests() == 3
     assert budget.used(stack.table, CLIENT, time.time()) == 3
 
@@ -300,14 +299,13 @@ def test_a_min_ttl_tokens_never_have_is_422_without_a_token_request(stack: Stack
 
 @pytest.mark.parametrize("dialect", [AUTH0], indirect=True)  # only Auth0 reports the quota
 def test_another_user_spending_the_clients_zus_quota_stops_ordinary_requests_before_zus_does(stack: Stack) -> None:
-    stack.emulator("config", tokenLimitPerHour=30, tokenLifetimeSeconds=1)
+    stack.emulator("config", tokenLimitPerHour=30, tokenLifetimeSeconds=8)
     for _ in range(19):  # someone else uses the same client: Zus counts it, our budget cannot
         stack.zus_client.request_token(stack.credentials.client_id, stack.credentials.client_secret)
     stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)  # the 20th: Zus reports 10 left, the reserve
-    time.sleep(1.1)  # that token has expired
 
     with pytest.raises(errors.Throttled) as caught:
-        stack.vendor().vend(stack.CONSUMER, CLIENT, min_ttl=0)
+        stack.vendor(ahead=10).vend(stack.CONSUMER, CLIENT, min_ttl=0)  # 10 s later: that token has expired
 
     assert caught.value.http_status == 429
     assert 3500 < (caught.value.retry_after or 0) <= 3601

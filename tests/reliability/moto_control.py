@@ -11,7 +11,7 @@ moto keeps its state in this process's memory, so a restart keeps the tables and
 through an outage of its endpoints (what a ``moto`` child restarted from scratch would lose is
 exactly what AWS never loses). End of input (the suite died) stops the process.
 
-It is the project's moto (``zus_local.moto_app``): requests served one at a time, and Secrets
+It is the project's moto (``zus_local.moto_app``): one request per service at a time, and Secrets
 Manager's rotation bookkeeping as the real service has it.
 """
 
@@ -23,13 +23,13 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from zus_local.moto_app import MotoServer, make_moto_server, serialized_moto_app
+from zus_local.moto_app import MotoServer, make_moto_server, moto_wsgi_app
 
 
 class Controlled:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.app = serialized_moto_app()
+        self.app = moto_wsgi_app()
         self.server: MotoServer | None = None
         self.thread: threading.Thread | None = None
 

@@ -1,35 +1,22 @@
-"""The local stack the reliability suite runs: the e2e suite's launcher (``tests/e2e/conftest.py``)
+"""The local stack the reliability suite runs: the e2e suite's launcher (``tests/e2e/local_stack_process.py``)
 pointed at a moto whose port the suite can close and open again (``moto_control.py``), with the
 handlers at DEBUG and every line they print kept."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import requests
+from e2e_support import free_port
+from local_stack_process import StackProcess, start_stack
 from reliability_support import profile
 
 HERE = Path(__file__).resolve().parent
 
 
-def _load_e2e_launcher() -> Any:
-    """tests/e2e/conftest.py's ``start_stack`` and ``free_port``, loaded by path (not as a conftest)."""
-    path = HERE.parent / "e2e" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("reliability_e2e_launcher", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-E2E = _load_e2e_launcher()
 # Lambda would run one container per concurrent request; the local stack caps containers per function.
 CONCURRENCY = profile(8, 16)
 
@@ -38,7 +25,7 @@ class MotoControl:
     """moto in its own process (state kept in memory); ``stop()``/``start()`` cut and restore its port."""
 
     def __init__(self) -> None:
-        self.port = E2E.free_port()
+        self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "moto_control.py"), "--port", str(self.port)],
             stdin=subprocess.PIPE,
@@ -87,7 +74,7 @@ class MotoControl:
             self.process.wait(timeout=5)
 
 
-def start_reliability_stack(moto: MotoControl, *extra: str, functions_endpoint: str = "") -> Any:
+def start_reliability_stack(moto: MotoControl, *extra: str, functions_endpoint: str = "") -> StackProcess:
     """The stack on ``moto``; ``functions_endpoint`` (an ``AwsFaultProxy``'s URL) is where the functions
     send their AWS calls instead (the stack's own setup, pollers and rotation player still call moto)."""
     proxied = ["--env", f"AWS_ENDPOINT_URL={functions_endpoint}"] if functions_endpoint else []
@@ -106,4 +93,4 @@ def start_reliability_stack(moto: MotoControl, *extra: str, functions_endpoint: 
         *proxied,
         *extra,
     ]
-    return E2E.start_stack(args)
+    return start_stack(args)

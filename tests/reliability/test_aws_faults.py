@@ -19,31 +19,31 @@ proxy's faults fired.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from typing import Any
 
 import pytest
-from reliability_support import (
-    RESULTS,
-    TIMEOUTS,
-    Answer,
-    parallel,
-    profile,
-    token_issues,
-    until_answered,
-    violations,
-)
+from e2e_support import wait_until
+from reliability_calls import Answer, until_answered
+from reliability_contract import TIMEOUTS, token_issues, violations
+from reliability_fixtures import Context
+from reliability_results import RESULTS
+from reliability_support import parallel, profile
 from test_concurrency import current_version, wait_for_rotation
 
 from zus_local.aws_fault_proxy import AwsFault
 from zus_m2m import wiring
 
 RATES = (0.1, 0.3, 1.0)
+# botocore's Config sets its options as attributes at run time (its stubs declare none): read as a dict.
+AWS_OPTIONS: dict[str, Any] = vars(wiring.AWS_CONFIG)
+VENDING_AWS_OPTIONS: dict[str, Any] = vars(wiring.VENDING_AWS_CONFIG)
 # The latency fault goes one second beyond the functions' boto3 read timeout.
-LATENCY_MS = int((wiring.AWS_CONFIG.read_timeout + 1.0) * 1000)
+LATENCY_MS = int((AWS_OPTIONS["read_timeout"] + 1.0) * 1000)
 # Attempts the vending function's boto3 client makes of one call (``wiring.VENDING_AWS_CONFIG``).
-VEND_ATTEMPTS = int(wiring.VENDING_AWS_CONFIG.retries["total_max_attempts"])
+VEND_ATTEMPTS = int(VENDING_AWS_OPTIONS["retries"]["total_max_attempts"])
 MAX_ROUNDS = 20
 COLD_CLIENTS = profile(2, 4)
 CALLS_PER_COLD = profile(3, 8)
@@ -68,8 +68,13 @@ ROTATION_CASES = profile(
         for service in ("secretsmanager", "dynamodb")
         for kind in ("throttle", "500", "latency", "drop")
         for rate in RATES
-    ],
+    ]
+    + [("secretsmanager", "lost", 1.0)],
 )
+# The "lost" case: every answer to createSecret's AWSPENDING write lost after the write landed, until
+# createSecret gives up (its patience, 30 s) and Secrets Manager's retry of the step finds the stored
+# value: it must not rotate at Zus again (that secret could never be stored under the same version).
+LOST_OPERATIONS = frozenset({"PutSecretValue"})
 
 
 def fault(service: str, kind: str, rate: float, operations: frozenset[str] = frozenset()) -> AwsFault:
@@ -81,7 +86,7 @@ def case_id(service: str, kind: str, rate: float) -> str:
 
 
 @pytest.mark.parametrize(("service", "kind", "rate"), VEND_CASES, ids=[case_id(*case) for case in VEND_CASES])
-def test_vend_path_under_aws_faults(clean_faults, service: str, kind: str, rate: float) -> None:
+def test_vend_path_under_aws_faults(clean_faults: Context, service: str, kind: str, rate: float) -> None:
     ctx = clean_faults
     scenario = f"aws faults: vend path, {service} {kind} at {rate:.0%}"
     cold = [ctx.provision("aws-cold") for _ in range(COLD_CLIENTS)]
@@ -119,7 +124,7 @@ def test_vend_path_under_aws_faults(clean_faults, service: str, kind: str, rate:
         if answer.status == 200:
             problems += token_issues(answer, record["clientId"])
     # Once the faults clear, every client gets its token.
-    recovered = [until_answered(lambda r=record: ctx.api.vend(r["name"]), {200}, 30) for record in cold]
+    recovered = [until_answered(functools.partial(ctx.api.vend, record["name"]), {200}, 30) for record in cold]
     problems += [f"{a.path}: {a.status} after the faults cleared" for a in recovered if a.status != 200]
 
     row = RESULTS.row(scenario)
@@ -129,12 +134,13 @@ def test_vend_path_under_aws_faults(clean_faults, service: str, kind: str, rate:
 
 
 @pytest.mark.parametrize(("service", "kind", "rate"), ROTATION_CASES, ids=[case_id(*case) for case in ROTATION_CASES])
-def test_rotation_under_aws_faults(clean_faults, service: str, kind: str, rate: float) -> None:
+def test_rotation_under_aws_faults(clean_faults: Context, service: str, kind: str, rate: float) -> None:
     ctx = clean_faults
     scenario = f"aws faults: rotation, {service} {kind} at {rate:.0%}"
     record = ctx.provision("aws-rotate")
     name = record["name"]
     operations = ROTATION_OPERATIONS if service == "secretsmanager" else frozenset()
+    operations = LOST_OPERATIONS if kind == "lost" else operations
     answers: list[Answer] = []
     problems: list[str] = []
     fired_before = ctx.proxy.fired(service)
@@ -148,7 +154,11 @@ def test_rotation_under_aws_faults(clean_faults, service: str, kind: str, rate: 
             problems.append(f"rotation request: {requested.status}")
             break
         with ctx.proxy.faulted(fault(service, kind, rate, operations)):
-            finished = _finished_or_faulted(ctx, name, before, service)
+            if kind == "lost":
+                finished = False
+                _step_failed(ctx, name, "createSecret")
+            else:
+                finished = _finished_or_faulted(ctx, name, before, service)
         wait_for_rotation(ctx, name, before, timeout=90)
         if ctx.proxy.fired(service) > fired_before and not finished:
             break
@@ -169,7 +179,7 @@ def test_rotation_under_aws_faults(clean_faults, service: str, kind: str, rate: 
     assert not problems, "\n".join(problems[:20])
 
 
-def _finished_or_faulted(ctx, name: str, before: str, service: str) -> bool:
+def _finished_or_faulted(ctx: Context, name: str, before: str, service: str) -> bool:
     """Wait (on Secrets Manager's state and the proxy's count) until the rotation finished (True) or a
     fault hit one of its calls, and a few more of its calls met the faults (False)."""
     fired_at_start = ctx.proxy.fired(service)
@@ -186,10 +196,16 @@ def _finished_or_faulted(ctx, name: str, before: str, service: str) -> bool:
     return False
 
 
+def _step_failed(ctx: Context, name: str, step: str, timeout: float = 90.0) -> None:
+    """Until the rotation player printed that ``step`` of the client's rotation failed once."""
+    failed = f"rotation {ctx.aws.secret_id(name)}  {step}  failed"
+    wait_until(lambda: any(failed in line for line in list(ctx.stack.lines)), timeout, f"{step} of {name} to fail")
+
+
 # --- the rotation's memory-only window --------------------------------------------------------------------
 
 
-def test_the_memory_only_window_of_a_rotation(clean_faults) -> None:
+def test_the_memory_only_window_of_a_rotation(clean_faults: Context) -> None:
     """Between Zus's rotate-secret answer and the AWSPENDING write the new secret exists only in the
     rotation function's memory, and Zus has retired the old one (no propagation window here). The write
     fails there: every attempt of the function's boto3 client (a 500 each), as a crash there would.
@@ -200,7 +216,7 @@ def test_the_memory_only_window_of_a_rotation(clean_faults) -> None:
     record = ctx.provision("aws-window")
     name = record["name"]
     before = current_version(ctx, name)
-    attempts = int(wiring.AWS_CONFIG.retries["max_attempts"]) + 1  # botocore's max_attempts counts retries
+    attempts = int(AWS_OPTIONS["retries"]["max_attempts"]) + 1  # botocore's max_attempts counts retries
     put = frozenset({"PutSecretValue"})
     fired_before = ctx.proxy.fired("secretsmanager", put)
     started = len(ctx.stack.lines)

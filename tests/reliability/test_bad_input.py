@@ -18,7 +18,10 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-from reliability_support import CONSUMER_ARN, RESULTS, ROOT, SOAK, TIMEOUTS, Answer, profile, violations
+from reliability_calls import Answer
+from reliability_contract import TIMEOUTS, violations
+from reliability_results import RESULTS
+from reliability_support import CONSUMER_ARN, ROOT, SOAK, profile
 from schemathesis.specs.openapi.checks import unsupported_method
 
 DOCUMENT = ROOT / "docs" / "openapi.json"
@@ -89,7 +92,7 @@ def test_schemathesis(ctx: Any, method: str, path: str, mode: str) -> None:
     schema.config.update(base_url=ctx.api.base)
     [operation] = [
         found
-        for found in (result.ok() for result in schema.get_all_operations())
+        for found in (result.ok() for result in schema.get_all_operations())  # type: ignore[union-attr]
         if found.method.upper() == method and found.path == path
     ]
     timeout = TIMEOUTS["token" if path.endswith("/token") else "provisioning"]

@@ -19,27 +19,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from local_stack_process import StackProcess
+from reliability_calls import Api, until_answered
+from reliability_integrity import SystemCheck
+from reliability_leaks import scan_for_leaks, signing_secrets
+from reliability_outside import Aws, Emulator
+from reliability_results import RESULTS
 from reliability_stack import MotoControl, start_reliability_stack
-from reliability_support import (
-    ADMIN_CLIENT_SECRET,
-    RESULTS,
-    TOKEN_ROUTE,
-    Api,
-    Aws,
-    Emulator,
-    SystemCheck,
-    scan_for_leaks,
-    signing_secrets,
-    unique,
-    until_answered,
-)
+from reliability_support import ADMIN_CLIENT_SECRET, TOKEN_ROUTE, unique
 
 
 @pytest.fixture(scope="module")
-def leak_stack() -> Iterator[tuple[Any, MotoControl]]:
+def leak_stack() -> Iterator[tuple[StackProcess, MotoControl]]:
     moto = MotoControl()
     stack = None
     try:
@@ -53,7 +46,7 @@ def leak_stack() -> Iterator[tuple[Any, MotoControl]]:
         moto.close()
 
 
-def test_no_secret_or_token_leaks_through_logs_metrics_or_answers(leak_stack) -> None:
+def test_no_secret_or_token_leaks_through_logs_metrics_or_answers(leak_stack: tuple[StackProcess, MotoControl]) -> None:
     stack, moto = leak_stack
     api = Api(stack.api, stack.credentials_file)
     emulator = Emulator(stack.zus)

@@ -14,15 +14,22 @@ its three receives within seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from e2e_support import wait_until
+from local_stack_process import StackProcess
+from reliability_calls import Api
+from reliability_integrity import SystemCheck
+from reliability_outside import Aws, Emulator
+from reliability_results import RESULTS, Row
 from reliability_stack import MotoControl, start_reliability_stack
-from reliability_support import RESULTS, Api, Aws, Emulator, Row, SystemCheck, profile, unique
+from reliability_support import profile, unique
 
 from zus_local.aws_fault_proxy import AwsFault, AwsFaultProxy
 
@@ -30,8 +37,11 @@ STACK = "zus-m2m-queue"
 COPIES = 5
 
 
+QueueStack = tuple[StackProcess, MotoControl, AwsFaultProxy]
+
+
 @pytest.fixture(scope="module")
-def queue_stack() -> Iterator[tuple[Any, MotoControl, AwsFaultProxy]]:
+def queue_stack() -> Iterator[QueueStack]:
     moto = MotoControl()
     proxy = AwsFaultProxy(moto.url).start()
     stack = None
@@ -73,14 +83,24 @@ class Queues:
         return list(answer.get("Messages", []))
 
 
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+def in_use_refresh_later(aws: Aws, name: str) -> None:
+    """The client's token item as in use now, its refresh due only in 50 minutes (no pre-refresh run
+    hands it out meanwhile: the messages a test sends are its only ones)."""
+    aws.dynamodb.update_item(
+        TableName=aws.table,
+        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET lastRequestedAt = :now, dueKind = :refresh, dueAt = :later",
+        ExpressionAttributeValues={
+            ":now": {"N": str(time.time())},
+            ":refresh": {"S": "refresh"},
+            ":later": {"N": str(round(time.time() + 3000, 3))},
+        },
+    )
+
+
+def checked_once(aws: Aws, name: str) -> bool:
+    """The client's first check ran: its next is due in an hour."""
+    return float(item(aws, name, "record")["dueAt"]["N"]) > time.time() + 3000
 
 
 def item(aws: Aws, name: str, kind: str) -> dict[str, Any]:
@@ -110,17 +130,8 @@ def due_for_refresh(api: Api, emulator: Emulator, aws: Aws, name: str) -> None:
         assert api.create(name).status == 201
     finally:
         emulator.config(tokenLifetimeSeconds=3600)
-    wait_until(lambda: float(item(aws, name, "record")["dueAt"]["N"]) > time.time() + 3000, "its first check")
-    aws.dynamodb.update_item(
-        TableName=aws.table,
-        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
-        UpdateExpression="SET lastRequestedAt = :now, dueKind = :refresh, dueAt = :later",
-        ExpressionAttributeValues={
-            ":now": {"N": str(time.time())},
-            ":refresh": {"S": "refresh"},
-            ":later": {"N": str(round(time.time() + 3000, 3))},
-        },
-    )
+    wait_until(lambda: float(item(aws, name, "record")["dueAt"]["N"]) > time.time() + 3000, 60, "its first check")
+    in_use_refresh_later(aws, name)
 
 
 # The worker's refresh reads and writes the token item (DynamoDB) on every message; its client's
@@ -138,7 +149,7 @@ WORKER_CASES = profile(
 @pytest.mark.parametrize(
     ("service", "kind", "rate"), WORKER_CASES, ids=[f"{s}-{k}-{r:.0%}" for s, k, r in WORKER_CASES]
 )
-def test_the_worker_under_aws_faults(queue_stack, service: str, kind: str, rate: float) -> None:
+def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind: str, rate: float) -> None:
     """Refresh work sent while the worker's AWS calls fail: the faults stay on until each message met
     one or was done, then clear; every refresh is then done once (a message whose work failed is
     redelivered, never dead-lettered) and the system is intact."""
@@ -158,6 +169,7 @@ def test_the_worker_under_aws_faults(queue_stack, service: str, kind: str, rate:
     latency_ms = 6000 if kind == "latency" else 0
     before = emulator.stats()["tokenRequests"]
     fired_before = proxy.fired(service)
+    dead_before = queues.count(queues.dead)  # an earlier case's dead letters are that case's
     started = len(stack.lines)
 
     def refreshed(name: str) -> bool:
@@ -172,15 +184,16 @@ def test_the_worker_under_aws_faults(queue_stack, service: str, kind: str, rate:
                 proxy.fired(service) > fired_before
                 and any("-> WorkerFunction" in line for line in stack.lines[started:])
             ),
+            60,
             "the faults to meet the work",
         )
     fired = proxy.fired(service) - fired_before
-    wait_until(lambda: queues.count(queues.work) == 0 and all(refreshed(n) for n in names), "the work to be done", 90)
+    wait_until(lambda: queues.count(queues.work) == 0 and all(refreshed(n) for n in names), 90, "the work to be done")
 
     after = emulator.stats()["tokenRequests"]
     done = {name: after.get(client_ids[name], 0) - before.get(client_ids[name], 0) for name in names}
     batches = [line for line in stack.lines[started:] if "-> WorkerFunction" in line]
-    dead = queues.count(queues.dead)
+    dead = queues.count(queues.dead) - dead_before
     row.requests += len(names)
     row.successes += sum(1 for name in names if refreshed(name))
     row.violations += dead + sum(1 for count in done.values() if count < 1)
@@ -192,7 +205,7 @@ def test_the_worker_under_aws_faults(queue_stack, service: str, kind: str, rate:
     system_intact(row, api, emulator, aws)
 
 
-def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -> None:
+def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack: QueueStack) -> None:
     stack, moto, _ = queue_stack
     api, emulator, aws = Api(stack.api, stack.credentials_file), Emulator(stack.zus), Aws(moto.url, STACK)
     queues = Queues(moto.url)
@@ -208,26 +221,17 @@ def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -
     assert api.create(checked).status == 201
     client_ids = {name: api.get(name).json()["clientId"] for name in (refreshed, checked)}
     for name in (refreshed, checked):  # each one's first check, at once; the next in an hour
-        wait_until(lambda name=name: float(item(aws, name, "record")["dueAt"]["N"]) > time.time() + 3000, "a check")
+        wait_until(functools.partial(checked_once, aws, name), 60, "a check")
     # ... in use, and due for its refresh only in 50 minutes (so that no pre-refresh run hands it out
     # meanwhile: the copies below are its only messages)
-    aws.dynamodb.update_item(
-        TableName=aws.table,
-        Key={"pk": {"S": f"client#{refreshed}"}, "sk": {"S": "token"}},
-        UpdateExpression="SET lastRequestedAt = :now, dueKind = :refresh, dueAt = :later",
-        ExpressionAttributeValues={
-            ":now": {"N": str(time.time())},
-            ":refresh": {"S": "refresh"},
-            ":later": {"N": str(round(time.time() + 3000, 3))},
-        },
-    )
+    in_use_refresh_later(aws, refreshed)
     aws.forget_token(checked)  # idle: its check must mint a token
     before = emulator.stats()["tokenRequests"]
     started = len(stack.lines)
 
     queues.send([message("refresh", refreshed, item(aws, refreshed, "token")["dueAt"]["N"])] * COPIES)
     queues.send([message("rotation", checked, item(aws, checked, "record")["dueAt"]["N"])] * COPIES)
-    wait_until(lambda: queues.count(queues.work) == 0, "every copy to be acknowledged")
+    wait_until(lambda: queues.count(queues.work) == 0, 60, "every copy to be acknowledged")
 
     after = emulator.stats()["tokenRequests"]
     done = {name: after.get(client_ids[name], 0) - before.get(client_ids[name], 0) for name in client_ids}
@@ -245,14 +249,14 @@ def test_a_message_delivered_again_and_at_once_does_its_work_once(queue_stack) -
     system_intact(row, api, emulator, aws)
 
 
-def test_poisoned_messages_reach_the_dead_letters_and_good_work_goes_on(queue_stack) -> None:
+def test_poisoned_messages_reach_the_dead_letters_and_good_work_goes_on(queue_stack: QueueStack) -> None:
     stack, moto, _ = queue_stack
     api, aws, queues = Api(stack.api, stack.credentials_file), Aws(moto.url, STACK), Queues(moto.url)
     emulator = Emulator(stack.zus)
     row = RESULTS.row("queue: poisoned messages (malformed, unknown kind, unknown client)")
     good = unique("beside-poison")
     assert api.create(good).status == 201
-    wait_until(lambda: float(item(aws, good, "record")["dueAt"]["N"]) > time.time() + 3000, "its first check")
+    wait_until(lambda: float(item(aws, good, "record")["dueAt"]["N"]) > time.time() + 3000, 60, "its first check")
     first_check = float(item(aws, good, "record")["dueAt"]["N"])
     poison = [
         "not json",
@@ -271,8 +275,8 @@ def test_poisoned_messages_reach_the_dead_letters_and_good_work_goes_on(queue_st
         dead = queues.dead_letters()
         return dead if sorted(m["Body"] for m in dead) == sorted(poison) else []
 
-    dead = wait_until(all_dead, "the poisoned messages in the dead-letter queue")
-    wait_until(lambda: queues.count(queues.work) == 0, "the work queue to drain")
+    dead = wait_until(all_dead, 60, "the poisoned messages in the dead-letter queue")
+    wait_until(lambda: queues.count(queues.work) == 0, 60, "the work queue to drain")
     lines = stack.lines[started:]
     batches = [line for line in lines if "-> WorkerFunction" in line]
     receives = {m["Body"]: int(m["Attributes"]["ApproximateReceiveCount"]) for m in dead}

@@ -3,7 +3,7 @@ never counts it as 0 data lost."""
 
 from __future__ import annotations
 
-from reliability_support import Results
+from reliability_results import Results
 
 
 def test_an_unchecked_row_is_not_summed_as_no_data_lost() -> None:

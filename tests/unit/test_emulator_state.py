@@ -11,7 +11,7 @@ from fakes import FakeClock
 from zus_emulator.config import AUTH0, DIALECTS, OLD_THEN_NEW, RFC6749, EmulatorConfig, SettingsError, parse_fault
 from zus_emulator.resources import BUILDER_ADMIN_ROLE_ID, CARE_TEAM_USER_ROLE_ID, PERMISSIONLESS_ROLE_ID
 from zus_emulator.state import EmulatorState
-from zus_emulator.tokens import BearerError, OAuthError, TokenRequest
+from zus_emulator.tokens import SECRET_GENERATION_CLAIM, BearerError, OAuthError, TokenRequest
 
 AUDIENCE = "https://api.sandbox.zusapi.com"
 # What each dialect calls a wrong secret or an unknown client.
@@ -230,6 +230,27 @@ def test_a_second_rotation_during_propagation_replaces_the_pending_secret(
     state.issue_token(request(client.client_id, third[1]))
     assert refused(state, request(client.client_id, first))
     assert refused(state, request(client.client_id, second[1]))
+
+
+def test_a_token_names_the_secret_that_minted_it(state: EmulatorState, clock: FakeClock) -> None:
+    """1 for the secret made at creation, +1 per rotation, through a propagation window too."""
+    state.update_settings({"secretPropagationSeconds": 30, "tokenLimitPerHour": 100, "propagationMode": OLD_THEN_NEW})
+    client, first = state.create_app_client("svc", BUILDER_ADMIN_ROLE_ID)
+
+    def generation(secret: str) -> int:
+        token = state.issue_token(request(client.client_id, secret))["access_token"]
+        return int(jwt.decode(token, options={"verify_signature": False})[SECRET_GENERATION_CLAIM])
+
+    assert generation(first) == 1
+    rotated = state.rotate_secret(client.id)
+    assert rotated is not None
+    assert generation(first) == 1  # the old secret, still current during the window
+    clock.sleep(30)
+    assert generation(rotated[1]) == 2
+    state.update_settings({"secretPropagationSeconds": 0})
+    again = state.rotate_secret(client.id)
+    assert again is not None
+    assert generation(again[1]) == 3
 
 
 def test_deleted_clients_lose_credentials_tokens_and_counters(state: EmulatorState) -> None:
