@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from zus_m2m_client import (
     ZusM2MApiError,
     fingerprint,
 )
+from zus_m2m_client.transport import HttpResponse
 
 API = "https://abc123.execute-api.us-east-1.amazonaws.com"
 
@@ -99,7 +101,8 @@ def test_the_token_is_kept_and_asked_for_with_room_for_the_refresh_window(
     assert first.access_token == "token-1"
     clock.advance(3600 - 300)  # in the refresh window of a token known to live an hour
     provider.get_token()
-    assert route.calls == [{"minTtl": "60"}, {"minTtl": "301"}]
+    # More than the held token can have left (its 300 s, plus a second of rounding of expires_in): its successor.
+    assert route.calls == [{"minTtl": "60"}, {"minTtl": "302"}]
 
 
 class ShortLivedTokenRoute(FakeTokenRoute):
@@ -123,6 +126,57 @@ def test_the_default_margin_is_at_most_half_a_short_tokens_life(clock: FakeClock
         clock.advance(1)
     assert all(int(call["minTtl"]) <= 90 for call in route.calls), route.calls
     assert len(set(seen)) == len(route.calls) <= 3, route.calls
+
+
+class RenewingTokenRoute(FakeTokenRoute):
+    """The token route as the service answers it: one token for every caller, renewed by the call that
+    finds it inside the service's refresh ``margin`` (that call still answers it; the renewal is for the
+    next), and replaced at once for a ``minTtl`` it no longer has; ``expires_in`` is whole seconds
+    (rounded down), and a call takes ``latency`` seconds. Its tokens are named by the order minted."""
+
+    def __init__(self, clock: FakeClock, margin: float, latency: float = 0.2) -> None:
+        super().__init__(clock)
+        self.margin = margin
+        self.latency = latency
+        self.minted = 0
+        self.answered: list[str] = []
+        self._token = ("", 0.0)  # the current token and when it expires
+
+    def request(self, method: str, path: str, *, query=None, body=None):  # type: ignore[no-untyped-def]
+        self.calls.append(dict(query or {}))
+        self.clock.advance(self.latency / 2)
+        now = self.clock.now
+        if self._token[1] - now < int((query or {})["minTtl"]):
+            self._mint(now)
+        answer, expires_at = self._token
+        if expires_at - now < self.margin:
+            self._mint(now)
+        self.answered.append(answer)
+        body = {"access_token": answer, "token_type": "Bearer", "expires_in": int(expires_at - now), "expires_at": 0}
+        self.clock.advance(self.latency / 2)
+        return HttpResponse(200, {"content-type": "application/json"}, json.dumps(body).encode())
+
+    def _mint(self, now: float) -> None:
+        self.minted += 1
+        self._token = (f"token-{self.minted}", now + self.lifetime)
+
+
+@pytest.mark.parametrize("service_margin", [120, 300, 600])
+def test_one_route_call_per_token_lifetime_whatever_the_services_refresh_margin(
+    clock: FakeClock, service_margin: int
+) -> None:
+    """The defaults (a window of 300 s) against a service renewing at its margin (300 s by default, or an
+    operator's): each call answers a token the process did not hold yet, so it is not asked again 10 s
+    later for the one it holds."""
+    route = RenewingTokenRoute(clock, margin=service_margin)
+    provider = TokenProvider(API, "billing", transport=route, clock=clock, sleep=clock.sleep)
+    hours = 5
+    started = clock.now
+    while clock.now - started < hours * 3600:  # ten calls a second
+        provider.get_token()
+        clock.advance(0.1)
+    assert len(set(route.answered)) == len(route.answered), route.answered
+    assert len(route.calls) <= 1 + hours * 3600 / (3600 - 300 - 1), route.calls
 
 
 def test_a_token_is_handed_out_until_min_ttl_before_expiry(route: FakeTokenRoute, clock: FakeClock) -> None:

@@ -10,7 +10,11 @@
  *
  * The margin is `refreshMargin` (default 240 s) but at most half the token's lifetime (the longest
  * `expires_in` seen), as the service's own; the route is asked for no more than a token of that lifetime
- * can have left, so short-lived tokens are neither refused (422) nor fetched on every call.
+ * can have left, so short-lived tokens are neither refused (422) nor fetched on every call. A fetch made
+ * while the held token is inside that window asks for more than the held token can have left (its
+ * `expires_in` is whole seconds, and the request took time): the service cannot answer it again, so a
+ * process makes one call per token lifetime, not a second one when the held token is not yet inside the
+ * service's own refresh margin.
  *
  * When Zus refuses a token (revoked, or the host slept past its expiry), `reportRefused` drops it, and
  * the next fetch names it (`?refused=<fingerprint>`) so the service replaces it once for the whole
@@ -59,6 +63,7 @@ export interface TokenProviderOptions extends ApiOptions {
 interface Held {
   token: AccessToken;
   deadline: number; // when the token expires, on the provider's clock
+  latest: number; // the latest it can expire, on the same clock: when it was answered, plus a second of rounding
 }
 
 /** Zus access tokens for `clientName` from the zus-m2m API at `apiUrl`, for every caller in a process. */
@@ -174,6 +179,23 @@ export class TokenProvider implements TokenSource {
     return Math.min(this.minTtl + this.refreshMargin, Math.max(this.minTtl, this.lifetime / 2));
   }
 
+  /**
+   * The `minTtl` a fetch asks for: the window; while the held token is inside it, also more than that
+   * token can have left at the service (but no more than a token can have), so the answer is its
+   * successor rather than the held token again, which would be asked for anew `MIN_REFRESH_INTERVAL`
+   * later (a second call per lifetime whenever the window reaches past the service's refresh margin).
+   */
+  private askedMinTtl(now: number): number {
+    const window = this.window();
+    let asked = Math.ceil(window);
+    const held = this.held;
+    if (held !== undefined && held.deadline - now < window) {
+      const ceiling = this.lifetime ? Math.min(MAX_MIN_TTL, Math.floor(this.lifetime)) : MAX_MIN_TTL;
+      asked = Math.max(asked, Math.min(Math.floor(held.latest - now) + 1, ceiling));
+    }
+    return asked;
+  }
+
   private usable(): AccessToken | undefined {
     const held = this.held;
     return held !== undefined && held.deadline - this.clock() >= this.minTtl ? held.token : undefined;
@@ -208,7 +230,7 @@ export class TokenProvider implements TokenSource {
       const askedAt = this.clock();
       let token: AccessToken;
       try {
-        token = await this.api.token(this.clientName, { minTtl: Math.ceil(this.window()), refused });
+        token = await this.api.token(this.clientName, { minTtl: this.askedMinTtl(askedAt), refused });
       } catch (error) {
         const retriable =
           error instanceof errors.ThrottledError ||
@@ -228,7 +250,7 @@ export class TokenProvider implements TokenSource {
         continue;
       }
       this.refused = undefined; // named, or a newer token is in hand: nothing left to report
-      this.held = { token, deadline: askedAt + token.expiresIn };
+      this.held = { token, deadline: askedAt + token.expiresIn, latest: this.clock() + token.expiresIn + 1 };
       this.lifetime = Math.max(this.lifetime, token.expiresIn);
       this.nextRefreshAt = this.clock() + MIN_REFRESH_INTERVAL;
       this.logger.debug(`token ${token.fingerprint} for client ${this.clientName} fetched, ${token.expiresIn} s left`);

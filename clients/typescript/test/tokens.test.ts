@@ -50,6 +50,42 @@ describe("TokenProvider", () => {
     assert.deepEqual(route.sent.map((sent) => sent.query["minTtl"]), ["10", "45"]);
   });
 
+  it("makes one route call per token lifetime whatever the service's refresh margin", async () => {
+    for (const serviceMargin of [120, 300, 600]) {
+      const clock = new FakeClock();
+      let minted = 0;
+      let current = { name: "", expiresAt: 0 };
+      const mint = (): void => {
+        minted += 1;
+        current = { name: `token-${minted}`, expiresAt: clock.now + 3600 };
+      };
+      const answered: string[] = [];
+      // The service: one token for every caller, renewed by the call that finds it inside its margin (that
+      // call still answers it), replaced at once for a minTtl it no longer has; expires_in in whole seconds,
+      // and a call takes 0.2 s.
+      const route = new ScriptedTransport((sent) => {
+        clock.now += 0.1;
+        if (current.expiresAt - clock.now < Number(sent.query["minTtl"])) mint();
+        const answer = current;
+        if (answer.expiresAt - clock.now < serviceMargin) mint();
+        answered.push(answer.name);
+        const expiresIn = Math.floor(answer.expiresAt - clock.now);
+        clock.now += 0.1;
+        return tokenAnswer(answer.name, expiresIn);
+      });
+      const tokens = provider(route, clock); // the defaults: a window of 60 + 240 s
+      const hours = 5;
+      const started = clock.now;
+      while (clock.now - started < hours * 3600) {
+        await tokens.getToken(); // ten calls a second
+        clock.now += 0.1;
+      }
+      // Each call answers a token the process did not hold yet: none is asked for again 10 s later.
+      assert.equal(new Set(answered).size, answered.length, `margin ${serviceMargin}: ${answered.join(" ")}`);
+      assert.ok(route.sent.length <= 1 + (hours * 3600) / (3600 - 300 - 1), `margin ${serviceMargin}`);
+    }
+  });
+
   it("keeps the current token when refreshing ahead fails", async () => {
     const clock = new FakeClock();
     const route = new ScriptedTransport((_sent, index) =>

@@ -9,7 +9,11 @@ one on every call. 429 and 503 answers are retried after their Retry-After withi
 
 The margin is ``refresh_margin`` (default 240 s) but at most half the token's lifetime (the longest
 ``expires_in`` seen), as the service's own; the route is asked for no more than a token of that lifetime
-can have left, so short-lived tokens are neither refused (422) nor fetched on every call.
+can have left, so short-lived tokens are neither refused (422) nor fetched on every call. A fetch made
+while the held token is inside that window asks for more than the held token can have left (its
+``expires_in`` is whole seconds, and the request took time): the service cannot answer it again, so a
+process makes one call per token lifetime, not a second one when the held token is not yet inside the
+service's own refresh margin.
 
 When Zus refuses a token anyway (revoked, or the host slept past its expiry), ``report_refused`` drops
 it, and the next fetch names it (``?refused=<fingerprint>``) so the service replaces it once for the
@@ -56,6 +60,7 @@ _REMEMBERED_REFUSALS = 64
 class _Held:
     token: AccessToken
     deadline: float  # when the token expires, on the provider's clock
+    latest: float  # the latest it can expire, on the same clock: when it was answered, plus a second of rounding
 
     def seconds_left(self, now: float) -> float:
         return self.deadline - now
@@ -187,6 +192,20 @@ class TokenProvider:
         margin is neither refused (422) nor refreshed on every call."""
         return min(self.min_ttl + self.refresh_margin, max(self.min_ttl, self._lifetime / 2))
 
+    def _asked_min_ttl(self, now: float) -> int:
+        """The ``minTtl`` a fetch asks for: the window; while the held token is inside it, also more than
+        that token can have left at the service (but no more than a token can have), so the answer is its
+        successor rather than the held token again, which would be asked for anew ``MIN_REFRESH_INTERVAL``
+        later (a second call per lifetime whenever the window reaches past the service's refresh margin).
+        Called with the lock held."""
+        window = self._window()
+        asked = math.ceil(window)
+        held = self._held
+        if held is not None and held.seconds_left(now) < window:
+            ceiling = min(MAX_MIN_TTL, math.floor(self._lifetime)) if self._lifetime else MAX_MIN_TTL
+            asked = max(asked, min(math.floor(held.latest - now) + 1, ceiling))
+        return asked
+
     def _usable(self) -> AccessToken | None:
         held = self._held
         return held.token if held is not None and held.seconds_left(self._clock()) >= self.min_ttl else None
@@ -218,11 +237,12 @@ class TokenProvider:
         give_up_at = self._clock() + self.max_wait
         asked_again = False
         while True:
+            asked_at = self._clock()
             with self._changed:
                 refused = self._refused
-            asked_at = self._clock()
+                min_ttl = self._asked_min_ttl(asked_at)
             try:
-                token = self._api.token(self.client_name, min_ttl=math.ceil(self._window()), refused=refused)
+                token = self._api.token(self.client_name, min_ttl=min_ttl, refused=refused)
             except (errors.ThrottledError, errors.UnavailableError, errors.TransportError) as exc:
                 wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_WAIT
                 if not retry or self._clock() + wait > give_up_at:
@@ -235,7 +255,7 @@ class TokenProvider:
                     asked_again = True  # reported refused while this request was under way: name it this time
                     continue
                 self._refused = None  # named, or a newer token is in hand: nothing left to report
-                self._held = _Held(token, asked_at + token.expires_in)
+                self._held = _Held(token, asked_at + token.expires_in, self._clock() + token.expires_in + 1)
                 self._lifetime = max(self._lifetime, float(token.expires_in))
                 self._next_refresh_at = self._clock() + MIN_REFRESH_INTERVAL
             logger.debug(
