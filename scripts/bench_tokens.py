@@ -329,8 +329,11 @@ def waiting_figures(log_dir: Path, waits_ended: list[float]) -> dict[str, Any]:
     invocation ended nearest the wait's end: its metrics' timestamp, after its token write), p50, and how
     long after that holder's invocation ended the waiter answered (p50)."""
     holders = [
-        (document["_aws"]["Timestamp"] / 1000, float(document["TokenFetchTime"]))
+        (document["_aws"]["Timestamp"] / 1000, float(value))
         for document in emf_documents(log_dir, "TokenFetchTime")
+        for value in (
+            document["TokenFetchTime"] if isinstance(document["TokenFetchTime"], list) else [document["TokenFetchTime"]]
+        )
     ]
     holder_p50 = percentile([fetch for _, fetch in holders], 0.5)
     reads = sum(emf_values(log_dir, "LeaseWait"))
