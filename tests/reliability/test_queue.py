@@ -114,6 +114,27 @@ def in_use_refresh_later(aws: Aws, name: str) -> None:
     )
 
 
+def due_now(aws: Aws, name: str) -> None:
+    """The client's refresh due now, as when the claim its message carried lapses: the dispatcher hands
+    it out again."""
+    aws.dynamodb.update_item(
+        TableName=aws.table,
+        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET dueAt = :now",
+        ExpressionAttributeValues={":now": {"N": str(round(time.time(), 3))}},
+    )
+
+
+def failed_work(lines: list[str], names: list[str]) -> list[str]:
+    """The clients among ``names`` whose work the worker logged as failed (and acknowledged)."""
+    failed = set()
+    for line in lines:
+        if '"scheduled work done"' in line and '"outcome":"failed"' in line:
+            document = json.loads(line[line.index("{") :])
+            failed.add(document["client"])
+    return [name for name in names if name in failed]
+
+
 def checked_once(aws: Aws, name: str) -> bool:
     """The client's first check ran: its next is due in an hour."""
     return float(item(aws, name, "record")["dueAt"]["N"]) > time.time() + 3000
@@ -178,8 +199,10 @@ WORKER_CASES = profile(
 )
 def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind: str, rate: float) -> None:
     """Refresh work sent while the worker's AWS calls fail: the faults stay on until each message met
-    one or was done, then clear; every refresh is then done once (a message whose work failed is
-    redelivered, never dead-lettered) and the system is intact."""
+    one or was done, then clear; every refresh is then done once (a message whose invocation failed is
+    redelivered, never dead-lettered; work that failed after the worker took it on is acknowledged,
+    still due, and handed out again by the dispatcher once its claim is made to lapse) and the system
+    is intact."""
     stack, moto, proxy = queue_stack
     api, emulator, aws, queues = (
         Api(stack.api, stack.credentials_file),
@@ -219,11 +242,14 @@ def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind
             )
         fired = proxy.fired(service) - fired_before
         # A message whose invocation failed comes back once its visibility timeout has passed.
-        wait_until(
-            lambda: queues.count(queues.work) == 0 and all(refreshed(n) for n in names),
-            visibility + 60,
-            "the work to be done",
-        )
+        wait_until(lambda: queues.count(queues.work) == 0, visibility + 60, "every message to be acknowledged")
+    # Work that failed for AWS's reason after the worker took it on is acknowledged and stays due
+    # (outcome "failed"): the dispatcher hands it out again when its claim lapses, here 50 minutes on.
+    lapsed = failed_work(stack.lines[started:], names)
+    for name in lapsed:
+        assert item(aws, name, "token")["dueKind"]["S"] == "refresh", f"{name}'s failed work is no longer due"
+        due_now(aws, name)
+    wait_until(lambda: all(refreshed(n) for n in names), 60, "the work to be done")
 
     after = emulator.stats()["tokenRequests"]
     done = {name: after.get(client_ids[name], 0) - before.get(client_ids[name], 0) for name in names}
@@ -232,6 +258,7 @@ def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind
     row.requests += len(names)
     row.successes += sum(1 for name in names if refreshed(name))
     row.violations += dead + sum(1 for count in done.values() if count < 1)
+    row.errors["failed, due again"] += len(lapsed)
     row.fired(fired)
     assert fired > 0, "the fault never fired"
     assert dead == 0
