@@ -1,7 +1,9 @@
 """The work queue: redelivered and poisoned messages, on a local stack of their own whose event source
 mapping plays SQS's redelivery against moto (``zus_local.queue_poller``), at ``--schedule-scale 120``: the
 work queue's 360 s visibility timeout is 3 s, so a refused message reaches the dead-letter queue after
-its three receives within seconds.
+its three receives within seconds. The AWS-fault cases of the worker lift that timeout to the worker's
+own timeout while they run (``worker_visibility``): AWS requires an SQS event source's visibility timeout
+to be at least its function's timeout, and a faulted invocation takes many times 3 s.
 
 * **Redelivered**: a message delivered several times, copies at once included (SQS delivers at least
   once, and again after a worker that timed out), does its work once: one token request to Zus for a
@@ -14,6 +16,7 @@ its three receives within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -29,9 +32,10 @@ from reliability_integrity import SystemCheck
 from reliability_outside import Aws, Emulator
 from reliability_results import RESULTS, Row
 from reliability_stack import MotoControl, start_reliability_stack
-from reliability_support import profile, unique
+from reliability_support import ROOT, profile, unique
 
 from zus_local.aws_fault_proxy import AwsFault, AwsFaultProxy
+from zus_local.cfn_yaml import load_template
 
 STACK = "zus-m2m-queue"
 COPIES = 5
@@ -75,6 +79,18 @@ class Queues:
         attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
         return sum(int(attributes[name]) for name in names)
 
+    @contextlib.contextmanager
+    def visibility(self, seconds: int) -> Iterator[None]:
+        """The work queue's visibility timeout set to ``seconds`` meanwhile (moto's attribute, which the
+        stack's poller meets at each receive), then set back."""
+        name = "VisibilityTimeout"
+        was = self.sqs.get_queue_attributes(QueueUrl=self.work, AttributeNames=[name])["Attributes"][name]
+        self.sqs.set_queue_attributes(QueueUrl=self.work, Attributes={name: str(seconds)})
+        try:
+            yield
+        finally:
+            self.sqs.set_queue_attributes(QueueUrl=self.work, Attributes={name: was})
+
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every message in the dead-letter queue, left there (visible again a moment later)."""
         answer = self.sqs.receive_message(
@@ -96,6 +112,27 @@ def in_use_refresh_later(aws: Aws, name: str) -> None:
             ":later": {"N": str(round(time.time() + 3000, 3))},
         },
     )
+
+
+def due_now(aws: Aws, name: str) -> None:
+    """The client's refresh due now, as when the claim its message carried lapses: the dispatcher hands
+    it out again."""
+    aws.dynamodb.update_item(
+        TableName=aws.table,
+        Key={"pk": {"S": f"client#{name}"}, "sk": {"S": "token"}},
+        UpdateExpression="SET dueAt = :now",
+        ExpressionAttributeValues={":now": {"N": str(round(time.time(), 3))}},
+    )
+
+
+def outcomes(lines: list[str], names: list[str]) -> dict[str, list[str]]:
+    """The outcomes the worker logged for each of ``names``' work, in order."""
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for line in lines:
+        if '"scheduled work done"' in line:
+            document = json.loads(line[line.index("{") :])
+            found.get(document["client"], []).append(document["outcome"])
+    return found
 
 
 def checked_once(aws: Aws, name: str) -> bool:
@@ -134,6 +171,17 @@ def due_for_refresh(api: Api, emulator: Emulator, aws: Aws, name: str) -> None:
     in_use_refresh_later(aws, name)
 
 
+def worker_visibility() -> int:
+    """The work queue's visibility timeout for the worker's AWS-fault cases: the worker's timeout from
+    template.yaml, the longest one invocation can take (the local runtime ends it there, as Lambda
+    does), and the least AWS allows an SQS event source. The stack's 3 s (360 s at ``--schedule-scale
+    120``) is shorter than one invocation under these faults (four boto3 attempts per call, 5 s each
+    with latency): a message came back, and was dead-lettered after its third receive, while its first
+    invocation still ran, which the template's 360 s against the worker's 60 s never allows."""
+    resources = load_template(ROOT / "template.yaml")["Resources"]
+    return int(resources["WorkerFunction"]["Properties"]["Timeout"])
+
+
 # The worker's refresh reads and writes the token item (DynamoDB) on every message; its client's
 # secret may come from the container's memory, so DynamoDB is the service every case meets.
 WORKER_CASES = profile(
@@ -151,8 +199,10 @@ WORKER_CASES = profile(
 )
 def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind: str, rate: float) -> None:
     """Refresh work sent while the worker's AWS calls fail: the faults stay on until each message met
-    one or was done, then clear; every refresh is then done once (a message whose work failed is
-    redelivered, never dead-lettered) and the system is intact."""
+    one or was done, then clear; every refresh is then done once (a message whose invocation failed is
+    redelivered, never dead-lettered; work that failed after the worker took it on is acknowledged,
+    still due, and handed out again by the dispatcher once its claim is made to lapse) and the system
+    is intact."""
     stack, moto, proxy = queue_stack
     api, emulator, aws, queues = (
         Api(stack.api, stack.credentials_file),
@@ -172,23 +222,35 @@ def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind
     dead_before = queues.count(queues.dead)  # an earlier case's dead letters are that case's
     started = len(stack.lines)
 
+    visibility = worker_visibility()
+
     def refreshed(name: str) -> bool:
         return float(item(aws, name, "token")["expiresAt"]["N"]) > time.time() + 3000
 
-    with proxy.faulted(AwsFault(service, kind, rate, latency_ms=latency_ms)):
-        queues.send([message("refresh", name, item(aws, name, "token")["dueAt"]["N"]) for name in names])
-        # Until a fault fired and the worker finished an invocation with it (its messages done, or
-        # failed and to be received again).
-        wait_until(
-            lambda: (
-                proxy.fired(service) > fired_before
-                and any("-> WorkerFunction" in line for line in stack.lines[started:])
-            ),
-            60,
-            "the faults to meet the work",
-        )
-    fired = proxy.fired(service) - fired_before
-    wait_until(lambda: queues.count(queues.work) == 0 and all(refreshed(n) for n in names), 90, "the work to be done")
+    with queues.visibility(visibility):
+        with proxy.faulted(AwsFault(service, kind, rate, latency_ms=latency_ms)):
+            queues.send([message("refresh", name, item(aws, name, "token")["dueAt"]["N"]) for name in names])
+            # Until a fault fired and the worker finished an invocation with it (its messages done, or
+            # failed and to be received again): at most the worker's timeout.
+            wait_until(
+                lambda: (
+                    proxy.fired(service) > fired_before
+                    and any("-> WorkerFunction" in line for line in stack.lines[started:])
+                ),
+                visibility + 30,
+                "the faults to meet the work",
+            )
+        fired = proxy.fired(service) - fired_before
+        # A message whose invocation failed comes back once its visibility timeout has passed.
+        wait_until(lambda: queues.count(queues.work) == 0, visibility + 60, "every message to be acknowledged")
+    # Work that failed for AWS's reason after the worker took it on is acknowledged and stays due
+    # (outcome "failed"): the dispatcher hands it out again when its claim lapses, here 50 minutes on.
+    worked = outcomes(stack.lines[started:], names)
+    lapsed = [name for name in names if worked[name][-1:] == ["failed"]]
+    for name in lapsed:
+        assert item(aws, name, "token")["dueKind"]["S"] == "refresh", f"{name}'s failed work is no longer due"
+        due_now(aws, name)
+    wait_until(lambda: all(refreshed(n) for n in names), 60, f"the work to be done (the worker's outcomes: {worked})")
 
     after = emulator.stats()["tokenRequests"]
     done = {name: after.get(client_ids[name], 0) - before.get(client_ids[name], 0) for name in names}
@@ -197,6 +259,8 @@ def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind
     row.requests += len(names)
     row.successes += sum(1 for name in names if refreshed(name))
     row.violations += dead + sum(1 for count in done.values() if count < 1)
+    if lapsed:
+        row.errors["failed, due again"] += len(lapsed)
     row.fired(fired)
     assert fired > 0, "the fault never fired"
     assert dead == 0
