@@ -1,9 +1,11 @@
 """The work queue: redelivered and poisoned messages, on a local stack of their own whose event source
 mapping plays SQS's redelivery against moto (``zus_local.queue_poller``), at ``--schedule-scale 120``: the
 work queue's 360 s visibility timeout is 3 s, so a refused message reaches the dead-letter queue after
-its three receives within seconds. The AWS-fault cases of the worker lift that timeout to the worker's
-own timeout while they run (``worker_visibility``): AWS requires an SQS event source's visibility timeout
-to be at least its function's timeout, and a faulted invocation takes many times 3 s.
+its three receives within seconds. In the long profile the AWS-fault cases of the worker lift that
+timeout to the worker's own timeout while they run (``worker_visibility``): AWS requires an SQS event
+source's visibility timeout to be at least its function's timeout, and under latency or a throttled
+table one invocation takes many times 3 s. The fast profile's cases (a throttle at 30 %, 500s at 100 %)
+end their invocations within the 3 s and keep it, so that a failed message comes back in seconds.
 
 * **Redelivered**: a message delivered several times, copies at once included (SQS delivers at least
   once, and again after a worker that timed out), does its work once: one token request to Zus for a
@@ -32,7 +34,7 @@ from reliability_integrity import SystemCheck
 from reliability_outside import Aws, Emulator
 from reliability_results import RESULTS, Row
 from reliability_stack import MotoControl, start_reliability_stack
-from reliability_support import ROOT, profile, unique
+from reliability_support import ROOT, SOAK, profile, unique
 
 from zus_local.aws_fault_proxy import AwsFault, AwsFaultProxy
 from zus_local.cfn_yaml import load_template
@@ -222,12 +224,13 @@ def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind
     dead_before = queues.count(queues.dead)  # an earlier case's dead letters are that case's
     started = len(stack.lines)
 
-    visibility = worker_visibility()
+    visibility = profile(fast=3, soak=worker_visibility())
+    patience = max(visibility, 30)  # a loaded machine's invocations, beyond the visibility timeout
 
     def refreshed(name: str) -> bool:
         return float(item(aws, name, "token")["expiresAt"]["N"]) > time.time() + 3000
 
-    with queues.visibility(visibility):
+    with queues.visibility(visibility) if SOAK else contextlib.nullcontext():
         with proxy.faulted(AwsFault(service, kind, rate, latency_ms=latency_ms)):
             queues.send([message("refresh", name, item(aws, name, "token")["dueAt"]["N"]) for name in names])
             # Until a fault fired and the worker finished an invocation with it (its messages done, or
@@ -237,12 +240,12 @@ def test_the_worker_under_aws_faults(queue_stack: QueueStack, service: str, kind
                     proxy.fired(service) > fired_before
                     and any("-> WorkerFunction" in line for line in stack.lines[started:])
                 ),
-                visibility + 30,
+                patience + 30,
                 "the faults to meet the work",
             )
         fired = proxy.fired(service) - fired_before
         # A message whose invocation failed comes back once its visibility timeout has passed.
-        wait_until(lambda: queues.count(queues.work) == 0, visibility + 60, "every message to be acknowledged")
+        wait_until(lambda: queues.count(queues.work) == 0, patience + 60, "every message to be acknowledged")
     # Work that failed for AWS's reason after the worker took it on is acknowledged and stays due
     # (outcome "failed"): the dispatcher hands it out again when its claim lapses, here 50 minutes on.
     worked = outcomes(stack.lines[started:], names)
