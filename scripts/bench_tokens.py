@@ -314,13 +314,15 @@ def emf_documents(log_dir: Path, name: str) -> list[dict[str, Any]]:
     return found
 
 
-def emf_values(log_dir: Path, name: str) -> list[float]:
-    """Every value of metric ``name`` in the containers' EMF documents."""
-    values: list[float] = []
+def emf_samples(log_dir: Path, name: str) -> list[tuple[float, float]]:
+    """Every value of metric ``name`` in the containers' EMF documents, with its document's timestamp
+    (seconds; a document may carry several values of one metric)."""
+    samples: list[tuple[float, float]] = []
     for document in emf_documents(log_dir, name):
         value = document[name]
-        values.extend(value if isinstance(value, list) else [value])
-    return [float(value) for value in values]
+        at = document["_aws"]["Timestamp"] / 1000
+        samples.extend((at, float(one)) for one in (value if isinstance(value, list) else [value]))
+    return samples
 
 
 def waiting_figures(log_dir: Path, waits_ended: list[float]) -> dict[str, Any]:
@@ -328,15 +330,9 @@ def waiting_figures(log_dir: Path, waits_ended: list[float]) -> dict[str, Any]:
     average), and for the waiters: the fetch time of the holder each waited for (the holder whose
     invocation ended nearest the wait's end: its metrics' timestamp, after its token write), p50, and how
     long after that holder's invocation ended the waiter answered (p50)."""
-    holders = [
-        (document["_aws"]["Timestamp"] / 1000, float(value))
-        for document in emf_documents(log_dir, "TokenFetchTime")
-        for value in (
-            document["TokenFetchTime"] if isinstance(document["TokenFetchTime"], list) else [document["TokenFetchTime"]]
-        )
-    ]
+    holders = emf_samples(log_dir, "TokenFetchTime")
     holder_p50 = percentile([fetch for _, fetch in holders], 0.5)
-    reads = sum(emf_values(log_dir, "LeaseWait"))
+    reads = sum(value for _, value in emf_samples(log_dir, "LeaseWait"))
     # (the wait's end, the end of the holder's invocation it waited for, that holder's fetch time)
     paired = [(end, *min(holders, key=lambda holder: abs(end - holder[0]))) for end in waits_ended] if holders else []
     waited_p50 = percentile([fetch for _, _, fetch in paired], 0.5)
