@@ -259,9 +259,9 @@ def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World
     assert world.metrics.counts["LeaseWait"] >= 1
 
 
-def _another_container_fetching(world: World, takes: float, last_took: float) -> list[float]:
+def _another_container_fetching(world: World, takes: float, last_took: float, read_takes: float = 0.0) -> list[float]:
     """Another container takes the lease now and stores its token ``takes`` seconds later; the item
-    says the last holder took ``last_took``. Returns the times of the item's reads."""
+    says the last holder took ``last_took``; a read takes ``read_takes``. Returns when each read began."""
     started = world.clock.now
     world.table.acquire_lease(CLIENT, "other", started, started + world.policy.lease_seconds)
     world.table.states[CLIENT] = replace(world.stored(), fetch_seconds=last_took)
@@ -271,21 +271,24 @@ def _another_container_fetching(world: World, takes: float, last_took: float) ->
         reads.append(world.clock.now)
         if world.clock.now >= started + takes and world.stored().lease_owner == "other":
             world.table.put_token(client, CachedToken("theirs", "Bearer", world.clock.now + 3600, "app-1"), "other")
+        world.clock.now += read_takes
 
     world.table.on_get = read
     return reads
 
 
-def test_a_waiter_reads_the_item_from_shortly_before_the_holder_should_be_done(world: World) -> None:
-    # Given another container fetching, as long as its predecessor took (0.4 s)
+@pytest.mark.parametrize("read_takes", [0.0, 0.01])
+def test_a_waiter_reads_the_item_from_shortly_before_the_holder_should_be_done(world: World, read_takes: float) -> None:
+    # Given another container fetching, as long as its predecessor took (0.4 s); each read takes read_takes
     started = world.clock.now
-    reads = _another_container_fetching(world, takes=0.4, last_took=0.4)
+    reads = _another_container_fetching(world, takes=0.4, last_took=0.4, read_takes=read_takes)
 
     # When a caller of this container asks
     token = world.vendor().vend(CALLER, CLIENT, min_ttl=60)
 
-    # Then after its first read it read the item every poll from early_polls polls before the holder
-    # should be done, got the token at the read when it was there, and asked Zus nothing
+    # Then after its first read it read the item every poll (however long a read takes) from early_polls
+    # polls before the holder should be done, got the token at the read when it was there, and asked Zus
+    # nothing
     assert token.access_token == "theirs"
     assert token.source == "lease-wait"
     poll = world.policy.wait_poll

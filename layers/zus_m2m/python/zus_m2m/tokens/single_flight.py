@@ -70,6 +70,7 @@ class SingleFlight:
         deadline = started + self.policy.wait_seconds
         refused = self._still_refused(client, state, refused)
         pauses: Iterator[float] | None = None
+        due = 0.0
         while True:
             now = self._clock()
             token = _current(state.token, binding, refused)
@@ -85,14 +86,16 @@ class SingleFlight:
                 if attempt.taken:
                     return self._fetch_as_holder(client, min_ttl, state, started, binding, refused)
             if pauses is None:
-                pauses = self.policy.waiting(state, now)
-            pause = next(pauses)
-            if now + pause > deadline:
+                pauses, due = self.policy.waiting(state, now), now
+            # Each pause runs from when the previous read was due: reads keep to the policy's schedule
+            # however long each one takes.
+            due += next(pauses)
+            if due > deadline:
                 raise errors.TemporarilyUnavailable(
                     f"another caller is fetching a token for {client!r}; retry shortly", retry_after=1.0
                 )
             self._metrics.count("LeaseWait")
-            self._sleep(pause)
+            self._sleep(max(0.0, due - now))
             state = self.table.get(client, consistent=True)
 
     def _fetch_as_holder(
