@@ -259,6 +259,20 @@ def test_a_caller_waits_for_the_lease_holder_instead_of_calling_zus(world: World
     assert world.metrics.counts["LeaseWait"] >= 1
 
 
+def test_a_lease_waiter_leaves_the_in_use_mark_to_the_holder(world: World) -> None:
+    # Given another container fetching the client's first token (the holder marks it in its own call)
+    _another_container_fetching(world, takes=0.1, last_took=0.0)
+
+    # When a caller of this container waits for it, and another is served from memory after
+    vendor = world.vendor()
+    assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "lease-wait"
+    world.clock.now += 1
+    assert vendor.vend(CALLER, CLIENT, min_ttl=60).source == "memory"
+
+    # Then this container wrote no mark: the waiter's answer waited for no write (nor did the next call)
+    assert world.stored().last_requested_at == 0
+
+
 def _another_container_fetching(world: World, takes: float, last_took: float, read_takes: float = 0.0) -> list[float]:
     """Another container takes the lease now and stores its token ``takes`` seconds later; the item
     says the last holder took ``last_took``; a read takes ``read_takes``. Returns when each read began."""

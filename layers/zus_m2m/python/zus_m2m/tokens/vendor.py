@@ -175,7 +175,12 @@ class TokenVendor:
         # Judged as the token arrives: the bookkeeping write after it spends none of the caller's minTtl.
         if token.seconds_left(self._clock()) < min_ttl and not best_effort:
             raise _unsatisfiable(token.lifetime, min_ttl)
-        self._mark_in_use(client, self._clock())
+        if token.source == "lease-wait":
+            # The lease's holder marks the client in use in its own call (or found it marked lately): the
+            # waiters' answers wait for no write, and a burst of them writes no mark each.
+            self._marked_at[client] = self._clock()
+        else:
+            self._mark_in_use(client, self._clock())
         return token
 
     def _revalidated(self, client: str, view: ClientView, now: float) -> KnownClient | None:
