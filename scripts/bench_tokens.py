@@ -372,6 +372,10 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
     before_lease: list[float] = []
     after_write: list[float] = []
     failed = 0
+    if not any(report["calls"] for report in reports):
+        raise SystemExit(
+            "no DynamoDB call of the bursts' handlers observed: are their clients boto3's default session's?"
+        )
     for n in sorted({report["round"] for report in reports}):
         calls = [report for report in reports if report["round"] == n]
         holders = [call for call in calls if call["source"] == "zus" and call["calls"].get("token-written")]
@@ -387,8 +391,11 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 before_lease.append(ms["lease-taken"][0])
                 after_write.append(whole - ms["token-written"][0])
             elif call["source"] == "lease-wait":
-                # It found the lease held: its lease write refused, or a read before it had one.
-                found = min(ms.get("lease-refused", []) + ms.get("read-held", []))
+                # It found the lease held: its lease write refused, or a read before it had one (none: it
+                # took the lease once the holder's token was there, and never waited).
+                found = min(ms.get("lease-refused", []) + ms.get("read-held", []), default=None)
+                if found is None:
+                    continue
                 waits.append(whole - found)
                 waiter_calls.append(whole)
                 reads.append(sum(1 for at in ms.get("read", []) + ms.get("read-held", []) if at > found))
