@@ -24,11 +24,13 @@ waiters or the holders:
   answered, or a read before it that showed the lease) to its answer (the handler returned): issue
   24's target compares it with the holders' fetch;
 - ``burst_waiter_call``: a waiter's whole invocation (its own view read and lease write included);
-- ``burst_holder_fetch``: the holder's ``TokenFetchTime``, from before its lease write to after its
-  token write answered (secret read, budget, Zus, write);
+- ``burst_holder_fetch``: the holder's ``TokenFetchTime``, from when its lease write answered to when
+  its token write answered (secret read, budget, Zus, write);
 - ``burst_holder_call``: the holder's whole invocation, with its parts before its lease write
   answered (``burst_holder_before_lease``: its view read and lease write) and after its token write
   answered (``burst_holder_after_write``: its in-use mark, audit line and metrics);
+- ``burst_waiter_wait_beyond_its_holders_fetch`` (p50, max): a waiter's wait less its own holder's
+  fetch (the same pairs, where the p50s above compare two populations);
 - ``burst_waiter_after_write`` (p50 and max, and p50 by case): from the holder's token write's answer
   to the waiter's answer;
 - ``burst_waiter_reads``: a waiter's reads of the item after it found the lease held (mean, max).
@@ -358,12 +360,14 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """The bursts' waiters beside their holder (the round's caller that fetched). A waiter's wait: from
     when it found the lease held (its refused lease write answered, or a read before it that showed
     the lease) to its own answer; its call: the whole invocation. The holder's fetch: its
-    ``TokenFetchTime`` (from before its lease write to after its token write answered); its call, and
+    ``TokenFetchTime`` (from its lease write's answer to its token write's answer); its call, and
     the parts of it before its lease write answered and after its token write answered. After the
-    write: from the holder's token write's answer to the waiter's answer. Reads: a waiter's reads of the
-    item after it found the lease held."""
+    write: from the holder's token write's answer to the waiter's answer. Beyond its holder: a waiter's
+    wait less its own holder's fetch. Reads: a waiter's reads of the item after it found the lease
+    held."""
     sources: dict[str, int] = {}
     waits: list[float] = []
+    beyond: list[float] = []
     waiter_calls: list[float] = []
     after: dict[str, list[float]] = {"first": [], "refresh": []}
     reads: list[int] = []
@@ -380,6 +384,7 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
         calls = [report for report in reports if report["round"] == n]
         holders = [call for call in calls if call["source"] == "zus" and call["calls"].get("token-written")]
         written = holders[0]["calls"]["token-written"][0] if len(holders) == 1 else None
+        fetch = holders[0]["fetch_ms"] if len(holders) == 1 else None
         for call in calls:
             sources[str(call["source"] or call["status"])] = sources.get(str(call["source"] or call["status"]), 0) + 1
             failed += call["status"] != 200
@@ -397,6 +402,8 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 if found is None:
                     continue
                 waits.append(whole - found)
+                if fetch is not None:
+                    beyond.append(whole - found - fetch)
                 waiter_calls.append(whole)
                 reads.append(sum(1 for at in ms.get("read", []) + ms.get("read-held", []) if at > found))
                 if written is not None:
@@ -409,6 +416,8 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "burst_waiter_wait_p50_ms": _rounded(percentile(waits, 0.5)),
         "burst_waiter_call_p50_ms": _rounded(percentile(waiter_calls, 0.5)),
         "burst_holder_fetch_p50_ms": _rounded(percentile(fetches, 0.5)),
+        "burst_waiter_wait_beyond_its_holders_fetch_p50_ms": _rounded(percentile(beyond, 0.5)),
+        "burst_waiter_wait_beyond_its_holders_fetch_max_ms": _rounded(max(beyond, default=None)),
         "burst_holder_call_p50_ms": _rounded(percentile(holder_calls, 0.5)),
         "burst_holder_before_lease_p50_ms": _rounded(percentile(before_lease, 0.5)),
         "burst_holder_after_write_p50_ms": _rounded(percentile(after_write, 0.5)),
@@ -599,7 +608,7 @@ def main() -> None:
     parser.add_argument("--min-ttl", type=int, default=1)
     parser.add_argument("--cold-runs", type=int, default=7)
     parser.add_argument("--think-ms", type=float, default=20.0, help="each caller's pause between calls")
-    parser.add_argument("--bursts", type=int, default=6, help="bursts of fresh containers whose token needs a fetch")
+    parser.add_argument("--bursts", type=int, default=10, help="bursts of fresh containers whose token needs a fetch")
     parser.add_argument("--burst-size", type=int, default=5, help="containers per burst: 1 holder, the rest wait")
     parser.add_argument("--record", action="store_true", help=f"also write the JSON to {RECORD.relative_to(ROOT)}")
     args = parser.parse_args()
