@@ -177,8 +177,9 @@ class TokenVendor:
         if token.seconds_left(self._clock()) < min_ttl and not best_effort:
             raise _unsatisfiable(token.lifetime, min_ttl)
         if token.source == "lease-wait":
-            # The lease's holder marks the client in use in its own call (or found it marked lately): the
-            # waiters' answers wait for no write, and a burst of them writes no mark each.
+            # The lease's holder marks the client in use in its own call, or found it marked lately (a
+            # pre-refresh holding it renews a client in use): the waiters' answers wait for no write, and
+            # a burst of them writes no mark each.
             self._marked_at[client] = self._clock()
         else:
             self._mark_in_use(client, self._clock())
