@@ -33,7 +33,8 @@ waiters or the holders:
   fetch (the same pairs, where the p50s above compare two populations);
 - ``burst_waiter_after_write`` (p50 and max, and p50 by case): from the holder's token write's answer
   to the waiter's answer;
-- ``burst_waiter_reads``: a waiter's reads of the item after it found the lease held (mean, max).
+- ``burst_waiter_reads``: a waiter's reads of the item after it found the lease held (mean, max);
+- ``burst_rounds`` (in the JSON only): each round's case, holder's fetch and waiters' waits.
 The fewest upstream token requests count one per burst, and failed vend calls the bursts' too.
 
 Cold start is measured in fresh processes as Lambda runs them (Python 3.13, isolated,
@@ -375,6 +376,7 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
     holder_calls: list[float] = []
     before_lease: list[float] = []
     after_write: list[float] = []
+    rounds: list[dict[str, Any]] = []
     failed = 0
     if not any(report["calls"] for report in reports):
         raise SystemExit(
@@ -385,6 +387,7 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
         holders = [call for call in calls if call["source"] == "zus" and call["calls"].get("token-written")]
         written = holders[0]["calls"]["token-written"][0] if len(holders) == 1 else None
         fetch = holders[0]["fetch_ms"] if len(holders) == 1 else None
+        rounds.append({"case": "refresh" if n % 2 else "first fetch", "holder_fetch_ms": fetch, "waits_ms": []})
         for call in calls:
             sources[str(call["source"] or call["status"])] = sources.get(str(call["source"] or call["status"]), 0) + 1
             failed += call["status"] != 200
@@ -402,6 +405,7 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 if found is None:
                     continue
                 waits.append(whole - found)
+                rounds[-1]["waits_ms"].append(round(whole - found, 1))
                 if fetch is not None:
                     beyond.append(whole - found - fetch)
                 waiter_calls.append(whole)
@@ -427,6 +431,7 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "burst_waiter_after_write_p50_ms_refresh": _rounded(percentile(after["refresh"], 0.5)),
         "burst_waiter_reads_mean": round(statistics.mean(reads), 2) if reads else None,
         "burst_waiter_reads_max": max(reads, default=None),
+        "burst_rounds": rounds,
     }
 
 
@@ -608,7 +613,7 @@ def main() -> None:
     parser.add_argument("--min-ttl", type=int, default=1)
     parser.add_argument("--cold-runs", type=int, default=7)
     parser.add_argument("--think-ms", type=float, default=20.0, help="each caller's pause between calls")
-    parser.add_argument("--bursts", type=int, default=10, help="bursts of fresh containers whose token needs a fetch")
+    parser.add_argument("--bursts", type=int, default=16, help="bursts of fresh containers whose token needs a fetch")
     parser.add_argument("--burst-size", type=int, default=5, help="containers per burst: 1 holder, the rest wait")
     parser.add_argument("--record", action="store_true", help=f"also write the JSON to {RECORD.relative_to(ROOT)}")
     args = parser.parse_args()
@@ -706,7 +711,7 @@ def report(figures: dict[str, Any], log_dir: Path) -> None:
 
     print()
     for name, value in figures.items():
-        if not isinstance(value, dict):
+        if not isinstance(value, (dict, list)):
             print(f"{name:<46} {value!s:>12}")
     print()
     print("targets (issue 24):")
