@@ -25,14 +25,16 @@ class VendingPolicy:
     lease_seconds: float = 30.0
     # How long a caller waits for another caller's fetch before answering 503.
     wait_seconds: float = 3.0
-    # A caller waiting for another's fetch reads the item when that holder should be done (when it took
-    # the lease, plus how long the last holder took), then every ``wait_poll`` seconds ``close_polls``
-    # times, then less and less often: it gets the token about ``wait_poll`` after it is written, in a
-    # read or two (``waiting``).
+    # A caller waiting for another's fetch reads the item every ``wait_poll`` seconds from ``early_polls``
+    # polls before that holder should be done (when it took the lease, plus how long the last holder
+    # took: a holder is often faster than the last) to ``close_polls`` polls after, then less and less
+    # often: it gets the token within about ``wait_poll`` of its write, in a bounded number of reads
+    # (``waiting``). While no holder's fetch time is known (a client's first fetch), every ``wait_poll``
+    # for the lease's first ``blind_seconds``.
     wait_poll: float = 0.025
+    early_polls: int = 4
     close_polls: int = 4
-    # While no holder's fetch time is known (a client's first fetch), every this many seconds.
-    blind_poll: float = 0.05
+    blind_seconds: float = 1.0
     # After a failed upstream attempt no container asks Zus again for this client for a while: the
     # first pause, doubling (jittered) per consecutive failure up to the second, so a fleet makes one
     # attempt per interval and sees Zus back within ``max_backoff``. A long outage (more consecutive
@@ -72,15 +74,21 @@ class VendingPolicy:
 
     def waiting(self, state: TokenState, now: float) -> Iterator[float]:
         """The pauses of a caller waiting for the holder of ``state``'s lease, before each read of the
-        item: one when the holder should be done, ``close_polls`` more ``wait_poll`` apart, then at most
-        one per 0.4 s (14 reads at most within the default 3 s ``wait_seconds``). While no holder's fetch
-        time is known, every ``blind_poll`` seconds (60 reads at most)."""
-        if state.fetch_seconds <= 0:
-            yield from itertools.repeat(self.blind_poll)
-        ready = self.ready_at(state, now)
-        if ready > now:
-            yield ready - now
-        yield from itertools.repeat(self.wait_poll, self.close_polls)
+        item: ``wait_poll`` apart from ``early_polls`` polls before the holder should be done to
+        ``close_polls`` after, then at most one per 0.4 s (17 reads at most within the default 3 s
+        ``wait_seconds``). While no holder's fetch time is known, ``wait_poll`` apart until the lease is
+        ``blind_seconds`` old (47 reads at most)."""
+        if state.fetch_seconds > 0:
+            ready = self.ready_at(state, now)
+            first = max(now, ready - self.early_polls * self.wait_poll)
+            close = ready + self.close_polls * self.wait_poll
+        else:
+            taken_at = state.lease_until - self.lease_seconds
+            first = now
+            close = max(now + self.close_polls * self.wait_poll, taken_at + self.blind_seconds)
+        if first > now:
+            yield first - now
+        yield from itertools.repeat(self.wait_poll, round((close - first) / self.wait_poll))
         yield from backoff(2 * self.wait_poll, 0.4)
 
     def ignores_refused_report(self, state: TokenState, now: float) -> bool:

@@ -1,12 +1,12 @@
 """The single flight: one caller across every container asks Zus for a client's token at a time.
 
 The caller that takes the token item's lease (a conditional write) fetches (``tokens.upstream``) and
-stores the token; everyone else waits a bounded time for the item it writes, reading it when the holder
-should be done (the lease's start plus the last holder's fetch time, kept in the item), then at short
-intervals (``VendingPolicy.waiting``): a waiter gets the token about 25 ms after it is written, in a read
-or two. Nobody asks Zus while the
-item says to pause: Zus's 429 (``blockedUntil``) or the back-off after failed attempts
-(``failedUntil``).
+stores the token; everyone else waits a bounded time for the item it writes, reading it every 25 ms
+around when the holder should be done (the lease's start plus the last holder's fetch time, kept in the
+item; from the lease's start while no fetch time is known), then less and less often
+(``VendingPolicy.waiting``): a waiter gets the token within about 25 ms of its write, in a bounded
+number of reads. Nobody asks Zus while the item says to pause: Zus's 429 (``blockedUntil``) or the
+back-off after failed attempts (``failedUntil``).
 
 A token Zus refused (a caller names it by fingerprint) is replaced the same way: whoever takes the lease
 reads the item consistently; if it still holds the refused token, it mints one new token and stores it
@@ -70,6 +70,7 @@ class SingleFlight:
         deadline = started + self.policy.wait_seconds
         refused = self._still_refused(client, state, refused)
         pauses: Iterator[float] | None = None
+        due = 0.0
         while True:
             now = self._clock()
             token = _current(state.token, binding, refused)
@@ -85,14 +86,16 @@ class SingleFlight:
                 if attempt.taken:
                     return self._fetch_as_holder(client, min_ttl, state, started, binding, refused)
             if pauses is None:
-                pauses = self.policy.waiting(state, now)
-            pause = next(pauses)
-            if now + pause > deadline:
+                pauses, due = self.policy.waiting(state, now), now
+            # Each pause runs from when the previous read was due: reads keep to the policy's schedule
+            # however long each one takes.
+            due += next(pauses)
+            if due > deadline:
                 raise errors.TemporarilyUnavailable(
                     f"another caller is fetching a token for {client!r}; retry shortly", retry_after=1.0
                 )
             self._metrics.count("LeaseWait")
-            self._sleep(pause)
+            self._sleep(max(0.0, due - now))
             state = self.table.get(client, consistent=True)
 
     def _fetch_as_holder(

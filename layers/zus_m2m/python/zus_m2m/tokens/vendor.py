@@ -16,8 +16,9 @@ vended; provisioning and rotation get it through ``admin_token``.
 Nothing is left for after the answer: Lambda freezes the environment once the handler returns, so a
 thread left running would stall with a lease held or a request in flight. The call that finds the
 token inside its refresh margin renews it before answering (refresh-ahead; docs/design.md says why in
-the invocation rather than through the work queue), and in-use marks are written in the call; both
-are best effort (``tokens.best_effort``): their failure never fails the call.
+the invocation rather than through the work queue), and in-use marks are written in the call (by the
+lease's holder, not by the callers that waited for its token); both are best effort
+(``tokens.best_effort``): their failure never fails the call.
 
 A ``min_ttl`` longer than Zus's tokens live (learned from the last one) is 422 without asking Zus;
 ``admin_token`` settles for half a lifetime instead.
@@ -175,7 +176,13 @@ class TokenVendor:
         # Judged as the token arrives: the bookkeeping write after it spends none of the caller's minTtl.
         if token.seconds_left(self._clock()) < min_ttl and not best_effort:
             raise _unsatisfiable(token.lifetime, min_ttl)
-        self._mark_in_use(client, self._clock())
+        if token.source == "lease-wait":
+            # The lease's holder marks the client in use in its own call, or found it marked lately (a
+            # pre-refresh holding it renews a client in use): the waiters' answers wait for no write, and
+            # a burst of them writes no mark each.
+            self._marked_at[client] = self._clock()
+        else:
+            self._mark_in_use(client, self._clock())
         return token
 
     def _revalidated(self, client: str, view: ClientView, now: float) -> KnownClient | None:
