@@ -1,10 +1,12 @@
 """``make openapi``: docs/openapi.json, generated from the handlers.
 
-Each API function's resolver (functions/token_vending and functions/provisioning) describes its own
-routes: Powertools builds a document from the route decorators and the handlers' signatures
-(``app.get_openapi_schema()``, which needs pydantic: the dev venv has it, the Lambda layer does not).
-This script imports both handlers as Lambda would (with a placeholder environment; nothing is
-called), merges their documents into one, puts back the parameters the decorators declare (see
+Each API function describes its own routes: the provisioning function's resolver (``app``) its
+decorators and handlers' signatures; the token vending function, which serves its one route without
+a resolver, the declaration it serves it by (``ROUTE``, a ``zus_m2m.openapi.Route``), put here on a
+resolver of its own. Powertools builds a document from each resolver (``app.get_openapi_schema()``,
+which needs pydantic: the dev venv has it, the Lambda layer does not). This script imports both
+handlers as Lambda would (with a placeholder environment; nothing is called), merges their documents
+into one, puts back the parameters the decorators declare (see
 ``zus_m2m.openapi``), adds the shared schemas and drops Powertools' unused validation-error schemas.
 
     python scripts/openapi.py            # write docs/openapi.json
@@ -15,13 +17,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
+import re
 import sys
 import tomllib
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 from zus_local.local_aws import applied_environment
 
@@ -62,6 +68,26 @@ def _load_handler(function: str) -> Any:
     return module
 
 
+def _resolver(module: Any) -> Any:
+    """The handler's resolver, or one made for the route it declares (``ROUTE``) and serves without one."""
+    if hasattr(module, "app"):
+        return module.app
+    route = module.ROUTE
+    route_parameters = re.findall(r"<(\w+)>", route.path)
+    app = APIGatewayHttpResolver()
+
+    def documented() -> None:
+        """Never called: the route's entry in the document."""
+
+    documented.__name__ = route.function
+    # The path's parameters as a handler's signature, for Powertools to infer as it does for a handler.
+    documented.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str) for name in route_parameters]
+    )
+    app.route(route.path, route.method, **route.arguments)(documented)
+    return app
+
+
 def _version() -> str:
     with (ROOT / "pyproject.toml").open("rb") as file:
         return str(tomllib.load(file)["project"]["version"])
@@ -76,7 +102,7 @@ def generate() -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for function in FUNCTIONS:
-        app = _load_handler(function).app
+        app = _resolver(_load_handler(function))
         document = json.loads(app.get_openapi_json_schema(title="zus-m2m", version=_version()))
         for path, item in document.get("paths", {}).items():
             for method, operation in item.items():

@@ -1,7 +1,9 @@
 """What the route decorators tell Powertools' OpenAPI generator: summaries, parameters, bodies and
 every answer a route gives, errors (``application/problem+json``) included.
 
-Documentation only: handlers pass these as decorator arguments and nothing reads them while serving.
+Documentation only: handlers pass these as decorator arguments and nothing reads them while serving,
+but for ``TOKEN_ROUTE``'s method and path, which the token vending function serves without a resolver
+(``zus_m2m.edge.serve``): the script puts that declaration on a resolver of its own.
 ``scripts/openapi.py`` (``make openapi``) builds ``docs/openapi.json`` from the resolvers with
 ``app.get_openapi_schema()``, which needs pydantic; that runs in the dev venv, never in Lambda, and
 this module imports nothing beyond the standard library and the package's own stdlib-only modules.
@@ -14,6 +16,7 @@ signature (the path's ``name``, as a bare string), so declared parameters travel
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import problem
@@ -295,3 +298,29 @@ def operation(
     if description:
         arguments["description"] = description
     return arguments
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route declared without a resolver: what serves it matches ``method`` and ``path``; the
+    document takes the rest."""
+
+    method: str
+    path: str  # as Powertools' resolver writes it: /app-clients/<name>/token
+    function: str  # the handler's name, which Powertools' operationId starts with
+    arguments: Mapping[str, Any]  # the route decorator's keyword arguments: summary, operation(...)
+
+
+TOKEN_ROUTE = Route(
+    "GET",
+    "/app-clients/<name>/token",
+    "get_token",
+    {
+        "summary": "A Zus access token with at least minTtl seconds left",
+        **operation(
+            ok={200: ("the token (X-Token-Source: the tier that answered)", "AccessToken")},
+            errors=(400, 403, 404, 422, 429, 503),
+            parameters=(NAME, MIN_TTL, REFUSED),
+        ),
+    },
+)
