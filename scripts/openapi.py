@@ -2,11 +2,11 @@
 
 Each API function describes its own routes: the provisioning function's resolver (``app``) its
 decorators and handlers' signatures; the token vending function, which serves its one route without
-a resolver, the declaration it serves it by (``ROUTE``, a ``zus_m2m.openapi.Route``), put here on a
-resolver of its own. Powertools builds a document from each resolver (``app.get_openapi_schema()``,
-which needs pydantic: the dev venv has it, the Lambda layer does not). This script imports both
-handlers as Lambda would (with a placeholder environment; nothing is called), merges their documents
-into one, puts back the parameters the decorators declare (see
+a resolver, its ``ROUTE`` (method, path, handler) with the arguments ``zus_m2m.openapi.UNROUTED``
+gives it, put here on a resolver of its own. Powertools builds a document from each resolver
+(``app.get_openapi_schema()``, which needs pydantic: the dev venv has it, the Lambda layer does not).
+This script imports both handlers as Lambda would (with a placeholder environment; nothing is
+called), merges their documents into one, puts back the parameters the decorators declare (see
 ``zus_m2m.openapi``), adds the shared schemas and drops Powertools' unused validation-error schemas.
 
     python scripts/openapi.py            # write docs/openapi.json
@@ -68,23 +68,25 @@ def _load_handler(function: str) -> Any:
     return module
 
 
-def _resolver(module: Any) -> Any:
-    """The handler's resolver, or one made for the route it declares (``ROUTE``) and serves without one."""
+def _resolver(module: Any, unrouted: Mapping[tuple[str, str], Mapping[str, Any]]) -> Any:
+    """The handler's resolver, or one made for the route it serves without one (``ROUTE``)."""
     if hasattr(module, "app"):
         return module.app
-    route = module.ROUTE
-    route_parameters = re.findall(r"<(\w+)>", route.path)
+    method, path, handler = module.ROUTE
     app = APIGatewayHttpResolver()
 
     def documented() -> None:
         """Never called: the route's entry in the document."""
 
-    documented.__name__ = route.function
+    documented.__name__ = handler.__name__
     # The path's parameters as a handler's signature, for Powertools to infer as it does for a handler.
     documented.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str) for name in route_parameters]
+        [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)
+            for name in re.findall(r"<(\w+)>", path)
+        ]
     )
-    app.route(route.path, route.method, **route.arguments)(documented)
+    app.route(path, method, **unrouted[(method, path)])(documented)
     return app
 
 
@@ -102,7 +104,7 @@ def generate() -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for function in FUNCTIONS:
-        app = _resolver(_load_handler(function))
+        app = _resolver(_load_handler(function), openapi.UNROUTED)
         document = json.loads(app.get_openapi_json_schema(title="zus-m2m", version=_version()))
         for path, item in document.get("paths", {}).items():
             for method, operation in item.items():

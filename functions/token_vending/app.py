@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Metrics
 
-from zus_m2m import edge, logs, openapi, validation, wiring
+from zus_m2m import edge, logs, validation, wiring
 from zus_m2m.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,9 +31,8 @@ vendor = wiring.Container(
         secretsmanager=wiring.FirstUseAwsClient("secretsmanager", wiring.VENDING_AWS_CONFIG),  # type: ignore[arg-type]
     ),
 ).token_vendor()
-# Declared in zus_m2m.openapi, which scripts/openapi.py documents it from.
-ROUTE = openapi.TOKEN_ROUTE
-_PATH = edge.route_pattern(ROUTE.path)
+# The one route; its OpenAPI entry is zus_m2m.openapi.UNROUTED's, by method and path.
+METHOD, PATH = "GET", "/app-clients/<name>/token"
 
 
 def get_token(event: Mapping[str, Any], path: Mapping[str, str], audit: dict[str, Any]) -> edge.Response:
@@ -58,7 +57,12 @@ def get_token(event: Mapping[str, Any], path: Mapping[str, str], audit: dict[str
     return edge.json_response(200, body, headers={"X-Token-Source": token.source})
 
 
+# The route as a resolver would declare it: scripts/openapi.py documents it from this.
+ROUTE = (METHOD, PATH, get_token)
+_PATH_PATTERN = edge.route_pattern(PATH)
+
+
 @logger.inject_lambda_context(clear_state=True)
 @wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return edge.serve(event, ROUTE.method, _PATH, get_token)
+    return edge.serve(event, METHOD, _PATH_PATTERN, get_token)

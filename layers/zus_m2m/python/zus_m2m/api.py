@@ -182,6 +182,14 @@ def parse_page_request(event: BaseProxyEvent) -> PageRequest:
     return PageRequest(limit, token)
 
 
+def _known_error(error: ZusM2MError) -> Response[str]:
+    return _response(edge.known_error(error))
+
+
+def _unexpected_error(error: Exception) -> Response[str]:
+    return _response(edge.unexpected_error(error))
+
+
 class AuditedHttpResolver(APIGatewayHttpResolver):
     """Powertools' HTTP API resolver, writing each call's audit line once it is answered
     (``zus_m2m.audit``); routes add to it with ``audit_detail``. One call at a time, as on Lambda."""
@@ -204,14 +212,8 @@ class AuditedHttpResolver(APIGatewayHttpResolver):
 def resolver() -> AuditedHttpResolver:
     """An HTTP API (payload 2.0) router whose every error answer is problem+json, auditing every call."""
     app = AuditedHttpResolver()
-
-    @app.exception_handler(ZusM2MError)
-    def known_error(error: ZusM2MError) -> Response[str]:
-        return _response(edge.known_error(error))
-
-    @app.exception_handler(Exception)
-    def unexpected_error(error: Exception) -> Response[str]:
-        return _response(edge.unexpected_error(error))
+    app.exception_handler(ZusM2MError)(_known_error)
+    app.exception_handler(Exception)(_unexpected_error)
 
     def no_route(error: Exception) -> Response[str]:
         return _response(edge.no_route(app.current_event.raw_event))

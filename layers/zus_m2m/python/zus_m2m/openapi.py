@@ -1,9 +1,9 @@
 """What the route decorators tell Powertools' OpenAPI generator: summaries, parameters, bodies and
 every answer a route gives, errors (``application/problem+json``) included.
 
-Documentation only: handlers pass these as decorator arguments and nothing reads them while serving,
-but for ``TOKEN_ROUTE``'s method and path, which the token vending function serves without a resolver
-(``zus_m2m.edge.serve``): the script puts that declaration on a resolver of its own.
+Documentation only: handlers pass these as decorator arguments and nothing reads them while serving.
+The token vending function, which serves its one route without a resolver, does not import this
+module: its route's arguments are in ``UNROUTED``.
 ``scripts/openapi.py`` (``make openapi``) builds ``docs/openapi.json`` from the resolvers with
 ``app.get_openapi_schema()``, which needs pydantic; that runs in the dev venv, never in Lambda, and
 this module imports nothing beyond the standard library and the package's own stdlib-only modules.
@@ -16,7 +16,6 @@ signature (the path's ``name``, as a bare string), so declared parameters travel
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import problem
@@ -300,22 +299,12 @@ def operation(
     return arguments
 
 
-@dataclass(frozen=True)
-class Route:
-    """A route declared without a resolver: what serves it matches ``method`` and ``path``; the
-    document takes the rest."""
-
-    method: str
-    path: str  # as Powertools' resolver writes it: /app-clients/<name>/token
-    function: str  # the handler's name, which Powertools' operationId starts with
-    arguments: Mapping[str, Any]  # the route decorator's keyword arguments: summary, operation(...)
-
-
-TOKEN_ROUTE = Route(
-    "GET",
-    "/app-clients/<name>/token",
-    "get_token",
-    {
+# The routes served without a resolver, by (method, path as a resolver writes it): the decorator's
+# keyword arguments each would have. The token vending function serves its one route with
+# zus_m2m.edge.serve and never imports this module; scripts/openapi.py puts the route it declares
+# (its ``ROUTE``) on a resolver of its own, with these arguments.
+UNROUTED: Mapping[tuple[str, str], Mapping[str, Any]] = {
+    ("GET", "/app-clients/<name>/token"): {
         "summary": "A Zus access token with at least minTtl seconds left",
         **operation(
             ok={200: ("the token (X-Token-Source: the tier that answered)", "AccessToken")},
@@ -323,4 +312,4 @@ TOKEN_ROUTE = Route(
             parameters=(NAME, MIN_TTL, REFUSED),
         ),
     },
-)
+}
