@@ -24,8 +24,9 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from zus_m2m import edge, validation
 from zus_m2m.access import AccessPolicy, Caller, principal_list
+from zus_m2m.admin_values import CreateRequest, RotationRequest
 from zus_m2m.errors import InvalidRequest, ZusM2MError
-from zus_m2m.values import DEFAULT_ROLE, CreateRequest, RotationRequest
+from zus_m2m.values import DEFAULT_ROLE
 
 NO_STORE = edge.NO_STORE
 CREATE_FIELDS = ("name", "roleName", "consumers")
