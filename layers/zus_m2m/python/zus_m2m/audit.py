@@ -1,8 +1,7 @@
-"""The audit trail: one structured line per API call, written by the HTTP edge (``api.resolver``) after
-the call was answered, whatever route answered it and however.
-
-It reads API Gateway's HTTP API (payload 2.0) event as it comes, a plain mapping (no Powertools event
-class: the token vending function serves its route without Powertools' event handler).
+"""The audit trail: one structured line per API call, written by the HTTP edge (``edge.audited``) once
+the call was answered, whatever route answered it and however. It reads API Gateway's HTTP API event
+(payload 2.0) as it comes, a plain mapping: the token vending function, which serves its route without
+Powertools' event handler, has no event class to give it.
 
 The line is a Powertools JSON log line (the handlers copy their Logger's configuration onto this
 module's logger) whose ``audit`` key holds the event (docs/security.md lists the fields and the Logs
@@ -33,13 +32,6 @@ def outcome(status: int) -> str:
     return "rejected" if status < 500 else "failed"
 
 
-def authorizer_iam(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``requestContext.authorizer.iam``: API Gateway's IAM authorizer context ({} without one; a key
-    may be there and null)."""
-    authorizer = event["requestContext"].get("authorizer") or {}
-    return authorizer.get("iam") or {}
-
-
 def audit_event(event: Mapping[str, Any], status: int, details: Mapping[str, Any]) -> dict[str, Any]:
     """The audit event of one answered call; ``details`` are what the route added (``client``, a
     ``problem`` kind, ``tokenExpiresAt``)."""
@@ -66,3 +58,10 @@ def audit_event(event: Mapping[str, Any], status: int, details: Mapping[str, Any
 
 def emit(event: Mapping[str, Any], status: int, details: Mapping[str, Any]) -> None:
     logger.info("audit", extra={"audit": audit_event(event, status, details)})
+
+
+def authorizer_iam(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``requestContext.authorizer.iam``: API Gateway's IAM authorizer context ({} without one; a key
+    may be there and null)."""
+    authorizer = event["requestContext"].get("authorizer") or {}
+    return authorizer.get("iam") or {}
