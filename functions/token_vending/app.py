@@ -3,7 +3,7 @@ the client's consumers; ``refused`` names (by fingerprint) a token Zus refused, 
 
 One route, so no router: ``zus_m2m.edge.serve`` matches it, maps errors to problem+json and writes the
 audit line, as the admin functions' resolver does with the same code; Powertools' event handler, whose
-import would cost this function about a fifth of its cold start, is never imported here (docs/design.md).
+import would cost this function about a tenth of its cold start, is never imported here (docs/design.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ a router.
 
 No Powertools event handler or event classes here: importing them (every resolver, asyncio, every event
 class) would cost the token vending function, whose cold start matters most and which serves one route,
-about a fifth of its cold start. ``zus_m2m.api`` builds the admin functions' Powertools resolver on
+about a tenth of its cold start. ``zus_m2m.api`` builds the admin functions' Powertools resolver on
 these same functions, so both answer alike.
 
 Each ``ZusM2MError`` carries its status, so one mapping serves every route; anything else is a bug,
