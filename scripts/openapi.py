@@ -1,7 +1,9 @@
 """``make openapi``: docs/openapi.json, generated from the handlers.
 
-Each API function's resolver (functions/token_vending and functions/provisioning) describes its own
-routes: Powertools builds a document from the route decorators and the handlers' signatures
+Each API function describes its own routes: the provisioning function's resolver (``app``) its
+decorators and handlers' signatures; the token vending function, which serves its one route without
+a resolver, its ``ROUTE`` (method, path, handler) with the arguments ``zus_m2m.openapi.UNROUTED``
+gives it, put here on a resolver of its own. Powertools builds a document from each resolver
 (``app.get_openapi_schema()``, which needs pydantic: the dev venv has it, the Lambda layer does not).
 This script imports both handlers as Lambda would (with a placeholder environment; nothing is
 called), merges their documents into one, puts back the parameters the decorators declare (see
@@ -15,13 +17,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
+import re
 import sys
 import tomllib
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 from zus_local.local_aws import applied_environment
 
@@ -62,6 +68,28 @@ def _load_handler(function: str) -> Any:
     return module
 
 
+def _resolver(module: Any, unrouted: Mapping[tuple[str, str], Mapping[str, Any]]) -> Any:
+    """The handler's resolver, or one made for the route it serves without one (``ROUTE``)."""
+    if hasattr(module, "app"):
+        return module.app
+    method, path, handler = module.ROUTE
+    app = APIGatewayHttpResolver()
+
+    def documented() -> None:
+        """Never called: the route's entry in the document."""
+
+    documented.__name__ = handler.__name__
+    # The path's parameters as a handler's signature, for Powertools to infer as it does for a handler.
+    documented.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)
+            for name in re.findall(r"<(\w+)>", path)
+        ]
+    )
+    app.route(path, method, **unrouted[(method, path)])(documented)
+    return app
+
+
 def _version() -> str:
     with (ROOT / "pyproject.toml").open("rb") as file:
         return str(tomllib.load(file)["project"]["version"])
@@ -76,7 +104,7 @@ def generate() -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for function in FUNCTIONS:
-        app = _load_handler(function).app
+        app = _resolver(_load_handler(function), openapi.UNROUTED)
         document = json.loads(app.get_openapi_json_schema(title="zus-m2m", version=_version()))
         for path, item in document.get("paths", {}).items():
             for method, operation in item.items():

@@ -28,6 +28,7 @@ from zus_local.stand_ins import ResolveContext
 from zus_local.template_model import load_model
 from zus_m2m import errors, wiring
 from zus_m2m.access import Caller
+from zus_m2m.admin_values import AppClient
 from zus_m2m.aws.client_records import DynamoClientRecords
 from zus_m2m.aws.secrets import SecretsManagerStore
 from zus_m2m.aws.table import TableKeys, client_key
@@ -38,7 +39,7 @@ from zus_m2m.rotation.sweep import RotationSweep
 from zus_m2m.settings import Settings
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import AWSCURRENT, AWSPENDING, AppClient, ClientCredentials, ClientRecord
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, ClientRecord
 from zus_m2m.zus.client import ZusClient
 
 T = TypeVar("T")

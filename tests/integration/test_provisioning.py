@@ -15,11 +15,11 @@ from integration_support import Aws
 from zus_emulator.config import OLD_THEN_NEW
 from zus_local.secrets_manager_rotation import drive_rotation, find_started_rotations
 from zus_m2m import errors
+from zus_m2m.admin_values import CreateRequest
 from zus_m2m.aws.table import client_key
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.retire import RetireCheckpoints
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import CreateRequest
 
 if TYPE_CHECKING:
     from integration_support import ProvisioningStack as Stack

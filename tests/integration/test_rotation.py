@@ -28,11 +28,12 @@ from zus_emulator.config import AUTH0, OLD_THEN_NEW
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.secrets_manager_rotation import drive_rotation
 from zus_m2m import errors
+from zus_m2m.admin_values import CreateRequest
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
 from zus_m2m.rotation.sweep import RotationCheck
 from zus_m2m.tokens.policy import VendingPolicy
 from zus_m2m.tokens.vendor import TokenVendor
-from zus_m2m.values import AWSCURRENT, AWSPENDING, CreateRequest
+from zus_m2m.values import AWSCURRENT, AWSPENDING
 
 if TYPE_CHECKING:
     from integration_support import RotationStack as Stack

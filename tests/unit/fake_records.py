@@ -11,13 +11,8 @@ from typing import Any
 from fakes import ADMIN
 
 from zus_m2m import errors
-from zus_m2m.values import (
-    ClientRecord,
-    DueMark,
-    RecordItem,
-    RotationFailure,
-    WorkItem,
-)
+from zus_m2m.admin_values import RotationFailure
+from zus_m2m.values import ClientRecord, DueMark, RecordItem, WorkItem
 
 
 class FakeClientRecords:

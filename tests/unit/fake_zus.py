@@ -10,13 +10,8 @@ from dataclasses import dataclass, field
 from fakes import ADMIN, FakeTokenTable
 
 from zus_m2m import errors
-from zus_m2m.values import (
-    AppClient,
-    AppClientSecret,
-    CachedToken,
-    ClientCredentials,
-    Role,
-)
+from zus_m2m.admin_values import AppClient, AppClientSecret, Role
+from zus_m2m.values import CachedToken, ClientCredentials
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from zus_m2m import errors
+from zus_m2m.admin_values import CreateRequest
 from zus_m2m.values import (
     AccessToken,
     Budget,
@@ -20,7 +21,6 @@ from zus_m2m.values import (
     ClientCredentials,
     ClientRecord,
     ClientView,
-    CreateRequest,
     FailureCause,
     LeaseAttempt,
     SecretNaming,

@@ -13,8 +13,8 @@ from aws_lambda_powertools.event_handler import Response
 
 from zus_m2m import api, errors
 from zus_m2m.access import AccessPolicy, Caller
+from zus_m2m.admin_values import CreateRequest, RotationRequest
 from zus_m2m.api import parse_consumers_update, parse_create_request
-from zus_m2m.values import CreateRequest, RotationRequest
 
 ROLE = "arn:aws:iam::123456789012:role/billing-service"
 ROOT_ARN = "arn:aws:iam::123456789012:root"

@@ -12,6 +12,7 @@ from fake_records import FakeClientRecords, FakePageTokens
 from fakes import ADMIN, RECORD_FIELDS, Crash, crash_at, create_at_once
 
 from zus_m2m import errors
+from zus_m2m.admin_values import CreateRequest
 from zus_m2m.ports import Checkpoint, Clock, Runtime, Sleep, no_checkpoint
 from zus_m2m.provisioning.create import CreateCheckpoints
 from zus_m2m.provisioning.policy import ProvisioningPolicy
@@ -21,7 +22,7 @@ from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import RotationSteps
 from zus_m2m.tokens import budget
-from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, ClientRecord, CreateRequest, RecordItem
+from zus_m2m.values import AWSCURRENT, CachedToken, ClientCredentials, ClientRecord, RecordItem
 from zus_m2m.wiring import Provisioning, ProvisioningPorts, provisioning_use_cases
 
 NAME = "billing-service"

@@ -10,21 +10,13 @@ from fake_deployment import FakeDeployment
 from fakes import ADMIN, NAMING, Crash, crash_at
 
 from zus_m2m import errors
+from zus_m2m.admin_values import AppClientSecret, RotationFailure
 from zus_m2m.ports import Runtime
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.repair import RotationRepair
 from zus_m2m.rotation.steps import STEPS, RotationCheckpoints, RotationSteps
 from zus_m2m.rotation.sweep import RotationCheck, RotationSweep
-from zus_m2m.values import (
-    AWSCURRENT,
-    AWSPENDING,
-    AWSPREVIOUS,
-    AppClientSecret,
-    CachedToken,
-    ClientCredentials,
-    RotationFailure,
-    managed_tags,
-)
+from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CachedToken, ClientCredentials, managed_tags
 
 STAGE = NAMING.stage
 CLIENT = "billing"

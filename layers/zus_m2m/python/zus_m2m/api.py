@@ -1,20 +1,18 @@
-"""The HTTP edge shared by every API function: the caller, query strings and request bodies in, JSON
-responses and problem+json errors out, and one audit line per call.
+"""The admin functions' HTTP edge: Powertools' HTTP API resolver on ``zus_m2m.edge`` (the caller,
+query strings, JSON and problem+json answers, the error mapping, one audit line per call), and every
+admin route's input read strictly: request bodies and pages.
 
-Every route reads its input here, strictly: a query parameter the route does not take, a JSON body
-with a key twice, a field a body does not have, are each a 400 naming what was wrong.
+Every route reads its input here or in ``edge``, strictly: a query parameter the route does not take,
+a JSON body with a key twice, a field a body does not have, are each a 400 naming what was wrong.
 
-Each ``ZusM2MError`` carries its status, so one exception handler serves every route; anything else
-is a bug, logged with its traceback and answered 500 without one. The caller is API Gateway's IAM
-authorizer context (``caller_of``); what it may do is ``zus_m2m.access``'s to decide.
+The resolver's exception handlers and its audit line are ``edge``'s, the same code the token vending
+function runs without a router. The caller is API Gateway's IAM authorizer context (``caller_of``);
+what it may do is ``zus_m2m.access``'s to decide.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import math
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,31 +22,31 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
-from zus_m2m import audit, problem, validation
+from zus_m2m import edge, validation
 from zus_m2m.access import AccessPolicy, Caller, principal_list
+from zus_m2m.admin_values import CreateRequest, RotationRequest
 from zus_m2m.errors import InvalidRequest, ZusM2MError
-from zus_m2m.values import DEFAULT_ROLE, CreateRequest, RotationRequest
+from zus_m2m.values import DEFAULT_ROLE
 
-logger = logging.getLogger(__name__)
-
-NO_STORE = {"Cache-Control": "no-store"}
+NO_STORE = edge.NO_STORE
 CREATE_FIELDS = ("name", "roleName", "consumers")
 UPDATE_FIELDS = ("consumers",)
 ROTATION_FIELDS = ("repair",)
 _ROLE_NAME_MAX = 128
-# How much of a caller's unexpected name an error repeats.
-_SHOWN_MAX = 64
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 100
 _NEXT_TOKEN_MAX = 4096
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
+def _response(answer: edge.Response) -> Response[str]:
+    """``edge``'s answer as the resolver's Response (which the resolver turns back into the same dict)."""
+    headers = answer["headers"]
     return Response(
-        status_code=status,
-        content_type="application/json",
-        body=json.dumps(body),
-        headers={**NO_STORE, **(headers or {})},
+        status_code=answer["statusCode"], content_type=headers["Content-Type"], body=answer["body"], headers=headers
     )
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
+    return _response(edge.json_response(status, body, headers))
 
 
 def body_text(event: BaseProxyEvent) -> str | None:
@@ -59,19 +57,9 @@ def body_text(event: BaseProxyEvent) -> str | None:
         raise InvalidRequest("the body is not UTF-8 text") from None
 
 
-def _shown(name: str) -> str:
-    return repr(name[:_SHOWN_MAX])
-
-
 def query_parameters(event: BaseProxyEvent, allowed: Collection[str] = ()) -> dict[str, str]:
-    """The query string's parameters; a parameter the route does not take (``allowed``) is a 400
-    naming it (a misspelt ``minttl`` is refused, not ignored)."""
-    given: Mapping[str, str] = event.query_string_parameters or {}
-    unknown = sorted(name for name in given if name not in allowed)
-    if unknown:
-        takes = f"it takes {', '.join(allowed)}" if allowed else "this route takes none"
-        raise InvalidRequest(f"unknown query parameter {', '.join(_shown(name) for name in unknown)}; {takes}")
-    return dict(given)
+    """``edge.query_parameters`` of the resolver's event."""
+    return edge.query_parameters(event.raw_event, allowed)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -79,7 +67,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for key, value in pairs:
         if key in document:
-            raise InvalidRequest(f"the body has the key {_shown(key)} more than once")
+            raise InvalidRequest(f"the body has the key {edge.shown(key)} more than once")
         document[key] = value
     return document
 
@@ -143,13 +131,8 @@ def stack_account(event: BaseProxyEvent) -> str:
 
 
 def caller_of(event: BaseProxyEvent) -> Caller:
-    """Who signed the request: ``requestContext.authorizer.iam`` and the source address, as API
-    Gateway's IAM authorizer sets them (an empty ``arn`` without that context)."""
-    context = APIGatewayProxyEventV2(event.raw_event).request_context
-    iam = context.authorizer.iam
-    return Caller(
-        arn=iam.user_arn, account_id=iam.account_id, access_key=iam.access_key, source_ip=context.http.source_ip
-    )
+    """``edge.caller_of`` of the resolver's event."""
+    return edge.caller_of(event.raw_event)
 
 
 Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response[Any]]
@@ -200,41 +183,12 @@ def parse_page_request(event: BaseProxyEvent) -> PageRequest:
     return PageRequest(limit, token)
 
 
-def problem_response(
-    status: int, title: str, detail: str, kind: str, retry_after: float | None = None
-) -> Response[str]:
-    """An RFC 9457 problem document, with Retry-After when the caller should wait."""
-    headers = dict(NO_STORE)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    body = json.dumps(problem.document(status, title, detail, kind))
-    return Response(status_code=status, content_type=problem.MEDIA_TYPE, body=body, headers=headers)
-
-
-def _kind(error: ZusM2MError) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__).lower()
-
-
 def _known_error(error: ZusM2MError) -> Response[str]:
-    log = logger.warning if error.http_status >= 500 else logger.info
-    log("request refused", extra={"status": error.http_status, "reason": error.detail})
-    return problem_response(error.http_status, error.title, error.detail, _kind(error), error.retry_after)
-
-
-def _problem_kind(response: dict[str, Any]) -> str | None:
-    """The kind of a problem document answer (an error's body, never a token's)."""
-    if int(response.get("statusCode", 200)) < 400:
-        return None
-    try:
-        kind = json.loads(response.get("body") or "{}").get("type", "")
-    except (ValueError, AttributeError):
-        return None
-    return str(kind).removeprefix(problem.TYPE_PREFIX) or None
+    return _response(edge.known_error(error))
 
 
 def _unexpected_error(error: Exception) -> Response[str]:
-    logger.exception("unexpected error")
-    return problem_response(500, "Internal Server Error", "an unexpected error occurred", "internal-error")
+    return _response(edge.unexpected_error(error))
 
 
 class AuditedHttpResolver(APIGatewayHttpResolver):
@@ -248,11 +202,7 @@ class AuditedHttpResolver(APIGatewayHttpResolver):
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self._audit = {}
         response = super().resolve(event, context)
-        details = dict(self._audit)
-        kind = _problem_kind(response)
-        if kind is not None:
-            details["problem"] = kind
-        audit.emit(APIGatewayProxyEventV2(dict(event)), int(response.get("statusCode", 200)), details)
+        edge.audited(event, response, self._audit)
         return response
 
     def audit_detail(self, **details: Any) -> None:
@@ -267,8 +217,7 @@ def resolver() -> AuditedHttpResolver:
     app.exception_handler(Exception)(_unexpected_error)
 
     def no_route(error: Exception) -> Response[str]:
-        event = app.current_event
-        return problem_response(404, "Not Found", f"no route for {event.http_method} {event.path}", "no-route")
+        return _response(edge.no_route(app.current_event.raw_event))
 
     app.not_found(no_route)
     return app

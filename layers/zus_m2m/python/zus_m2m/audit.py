@@ -1,5 +1,7 @@
-"""The audit trail: one structured line per API call, written by the HTTP edge (``api.resolver``) after
-the call was answered, whatever route answered it and however.
+"""The audit trail: one structured line per API call, written by the HTTP edge (``edge.audited``) once
+the call was answered, whatever route answered it and however. It reads API Gateway's HTTP API event
+(payload 2.0) as it comes, a plain mapping: the token vending function, which serves its route without
+Powertools' event handler, has no event class to give it.
 
 The line is a Powertools JSON log line (the handlers copy their Logger's configuration onto this
 module's logger) whose ``audit`` key holds the event (docs/security.md lists the fields and the Logs
@@ -13,8 +15,6 @@ import datetime
 import logging
 from collections.abc import Mapping
 from typing import Any
-
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 logger = logging.getLogger(__name__)
 
@@ -32,23 +32,23 @@ def outcome(status: int) -> str:
     return "rejected" if status < 500 else "failed"
 
 
-def audit_event(event: APIGatewayProxyEventV2, status: int, details: Mapping[str, Any]) -> dict[str, Any]:
+def audit_event(event: Mapping[str, Any], status: int, details: Mapping[str, Any]) -> dict[str, Any]:
     """The audit event of one answered call; ``details`` are what the route added (``client``, a
     ``problem`` kind, ``tokenExpiresAt``)."""
-    context = event.request_context
-    iam = context.authorizer.iam
-    epoch_ms = context.time_epoch or int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
+    context = event["requestContext"]
+    iam = authorizer_iam(event)
+    epoch_ms = context["timeEpoch"] or int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
     when = datetime.datetime.fromtimestamp(epoch_ms / 1000, datetime.UTC)
-    client = details.get("client") or (event.path_parameters or {}).get("name")
+    client = details.get("client") or (event.get("pathParameters") or {}).get("name")
     record: dict[str, Any] = {
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "requestId": context.request_id,
-        "action": context.route_key,
+        "requestId": context["requestId"],
+        "action": context["routeKey"],
         "client": str(client)[:_MAX_CLIENT] if client else None,
-        "caller": iam.user_arn or None,
-        "accountId": iam.account_id or None,
-        "accessKey": iam.access_key or None,
-        "sourceIp": context.http.source_ip,
+        "caller": iam.get("userArn") or None,
+        "accountId": iam.get("accountId") or None,
+        "accessKey": iam.get("accessKey") or None,
+        "sourceIp": context["http"]["sourceIp"],
         "status": status,
         "outcome": outcome(status),
     }
@@ -56,5 +56,12 @@ def audit_event(event: APIGatewayProxyEventV2, status: int, details: Mapping[str
     return record
 
 
-def emit(event: APIGatewayProxyEventV2, status: int, details: Mapping[str, Any]) -> None:
+def emit(event: Mapping[str, Any], status: int, details: Mapping[str, Any]) -> None:
     logger.info("audit", extra={"audit": audit_event(event, status, details)})
+
+
+def authorizer_iam(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``requestContext.authorizer.iam``: API Gateway's IAM authorizer context ({} without one; a key
+    may be there and null)."""
+    authorizer = event["requestContext"].get("authorizer") or {}
+    return authorizer.get("iam") or {}

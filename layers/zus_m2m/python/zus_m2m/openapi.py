@@ -2,6 +2,8 @@
 every answer a route gives, errors (``application/problem+json``) included.
 
 Documentation only: handlers pass these as decorator arguments and nothing reads them while serving.
+The token vending function, which serves its one route without a resolver, does not import this
+module: its route's arguments are in ``UNROUTED``.
 ``scripts/openapi.py`` (``make openapi``) builds ``docs/openapi.json`` from the resolvers with
 ``app.get_openapi_schema()``, which needs pydantic; that runs in the dev venv, never in Lambda, and
 this module imports nothing beyond the standard library and the package's own stdlib-only modules.
@@ -295,3 +297,19 @@ def operation(
     if description:
         arguments["description"] = description
     return arguments
+
+
+# The routes served without a resolver, by (method, path as a resolver writes it): the decorator's
+# keyword arguments each would have. The token vending function serves its one route with
+# zus_m2m.edge.serve and never imports this module; scripts/openapi.py puts the route it declares
+# (its ``ROUTE``) on a resolver of its own, with these arguments.
+UNROUTED: Mapping[tuple[str, str], Mapping[str, Any]] = {
+    ("GET", "/app-clients/<name>/token"): {
+        "summary": "A Zus access token with at least minTtl seconds left",
+        **operation(
+            ok={200: ("the token (X-Token-Source: the tier that answered)", "AccessToken")},
+            errors=(400, 403, 404, 422, 429, 503),
+            parameters=(NAME, MIN_TTL, REFUSED),
+        ),
+    },
+}

@@ -2,7 +2,7 @@
 
 Adapters implement them against AWS (``zus_m2m.aws``) and Zus (``zus_m2m.zus``), token vending
 implements the token ports, and unit tests implement them in memory. The values they pass are in
-``zus_m2m.values``.
+``zus_m2m.values`` and, for the admin side's, ``zus_m2m.admin_values``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from zus_m2m.values import (
     AccessToken,
-    AppClient,
-    AppClientSecret,
     Budget,
     CachedToken,
     ClientCredentials,
@@ -25,13 +23,14 @@ from zus_m2m.values import (
     FailureCause,
     LeaseAttempt,
     RecordItem,
-    Role,
-    RotationFailure,
     SecretDescription,
     TokenState,
     WorkItem,
     ZusQuota,
 )
+
+if TYPE_CHECKING:  # annotations only: the token vending function, which imports this module, never builds them
+    from zus_m2m.admin_values import AppClient, AppClientSecret, Role, RotationFailure
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]

@@ -2,8 +2,10 @@
 says of a secret, the provisioning record, and where a client's secret lives.
 
 Plain, immutable values with the few rules that belong to them; no I/O. ``zus_m2m.ports`` names the
-collaborators that produce and store them. They include what Zus answers (its app clients, roles,
-tokens and quota) and the kinds of scheduled work, so that the ports need nothing above this layer.
+collaborators that produce and store them. They include what Zus's token endpoint answers (tokens and
+quota) and the kinds of scheduled work, so that the ports need nothing above this layer; the values
+only the admin side uses (what Zus's admin API answers, the admin routes' requests, a failed rotation
+step) are in ``zus_m2m.admin_values``, which the token vending function does not import.
 """
 
 from __future__ import annotations
@@ -172,20 +174,6 @@ class SecretDescription:
         return next((version for version, stages in self.versions.items() if rotation_started(stages)), None)
 
 
-@dataclass(frozen=True)
-class RotationFailure:
-    """A rotation step that failed, as the rotation function records it for the repair job: which
-    client's rotation, its version (the ClientRequestToken), the step, when, and why (an error's
-    detail, which never carries a secret). ``seen_at``: when a repair run first saw it."""
-
-    client: str
-    version: str
-    step: str
-    failed_at: float
-    reason: str
-    seen_at: float | None = None
-
-
 # --- tokens -------------------------------------------------------------------------------------
 
 # memory: this container; table: DynamoDB; lease-wait: DynamoDB after waiting for another fetch.
@@ -329,24 +317,6 @@ class BudgetVerdict:
 
 
 @dataclass(frozen=True)
-class CreateRequest:
-    """What ``POST /app-clients`` asks for, checked at the HTTP edge (``zus_m2m.api``). ``consumers``
-    None: the request names none (a repeat then matches whatever the record has)."""
-
-    name: str
-    role_name: str = DEFAULT_ROLE
-    consumers: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class RotationRequest:
-    """What ``POST /app-clients/{name}/rotations`` asks for, checked at the HTTP edge (``zus_m2m.api``):
-    a new rotation, or with ``repair`` the repair of the one in progress."""
-
-    repair: bool = False
-
-
-@dataclass(frozen=True)
 class ClientRecord:
     """What the service remembers of a managed client; never its secret."""
 
@@ -404,33 +374,7 @@ class RecordItem:
         return self.create_started_at is not None
 
 
-# --- what Zus answers (secrets and tokens are kept out of every repr) -----------------------------
-
-
-@dataclass(frozen=True)
-class Role:
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class AppClient:
-    """An app client as any bearer may read it (the guide's step 4): no secret."""
-
-    id: str
-    client_id: str
-    name: str
-    role_id: str | None
-    created_at: int | None
-    updated_at: int | None
-
-
-@dataclass(frozen=True)
-class AppClientSecret:
-    """An app client together with a secret Zus shows once: on create and on rotate-secret."""
-
-    app_client: AppClient
-    client_secret: str = field(repr=False)
+# --- what Zus's token endpoint answers (tokens are kept out of every repr) --------------------------
 
 
 @dataclass(frozen=True)

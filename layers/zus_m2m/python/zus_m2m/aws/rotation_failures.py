@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from zus_m2m.admin_values import RotationFailure
 from zus_m2m.aws._errors import CONDITION_FAILED, answer_or_none, translated
 from zus_m2m.aws.table import number, number_of, string, string_of
-from zus_m2m.values import RotationFailure
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

@@ -24,12 +24,13 @@ import uuid
 from dataclasses import dataclass
 
 from zus_m2m import errors
+from zus_m2m.admin_values import AppClient, CreateRequest, Role
 from zus_m2m.backoff import backoff
 from zus_m2m.ports import ClientRecords, Runtime
 from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.secret_keeper import SecretKeeper
-from zus_m2m.values import AppClient, ClientCredentials, ClientRecord, CreateRequest, RecordItem, Role
+from zus_m2m.values import ClientCredentials, ClientRecord, RecordItem
 
 logger = logging.getLogger(__name__)
 

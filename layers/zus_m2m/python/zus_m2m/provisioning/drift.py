@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import errors
+from zus_m2m.admin_values import AppClient
 from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.provisioning.queries import ClientQueries
-from zus_m2m.values import AppClient, ClientRecord
+from zus_m2m.values import ClientRecord
 
 # Records read a page at a time (the list route's largest page).
 _PAGE = 100

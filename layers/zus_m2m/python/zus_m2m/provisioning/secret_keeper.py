@@ -9,10 +9,11 @@ import uuid
 from dataclasses import KW_ONLY, dataclass
 
 from zus_m2m import errors
+from zus_m2m.admin_values import AppClient
 from zus_m2m.ports import Clock, SecretStore, Sleep, TokenIssuer, ZusAdmin
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.tokens.patience import issue_patiently
-from zus_m2m.values import AWSCURRENT, AWSPENDING, AppClient, ClientCredentials, SecretDescription
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, SecretDescription
 
 _NAMESPACE = uuid.UUID("5b0c7f5e-52a4-4f3e-9a43-0d1b8e0f6a11")
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import errors
+from zus_m2m.admin_values import RotationRequest
 from zus_m2m.ports import RequestGuards, Runtime, SecretStore
 from zus_m2m.provisioning.policy import ProvisioningPolicy
 from zus_m2m.provisioning.queries import ClientQueries
 from zus_m2m.rotation.repair import RotationRepair
-from zus_m2m.values import RotationRequest, SecretDescription
+from zus_m2m.values import SecretDescription
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from zus_m2m import errors
+from zus_m2m.admin_values import RotationFailure
 from zus_m2m.ports import RotationFailures, Runtime, SecretStore, TokenIssuer
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.rotation.steps import FINISH_SECRET, RotationSteps, RotationTarget
 from zus_m2m.tokens.patience import issue_patiently
-from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS, RotationFailure
+from zus_m2m.values import AWSCURRENT, AWSPENDING, AWSPREVIOUS
 
 logger = logging.getLogger(__name__)
 

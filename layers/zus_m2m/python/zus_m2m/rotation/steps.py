@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from zus_m2m import deadline, errors
+from zus_m2m.admin_values import RotationFailure
 from zus_m2m.backoff import backoff
 from zus_m2m.ports import RotationFailures, Runtime, SecretStore, TokenIssuer
 from zus_m2m.provisioning.admin import BootstrapAdmin
 from zus_m2m.rotation.policy import RotationPolicy
 from zus_m2m.tokens.patience import issue_patiently
-from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, RotationFailure, SecretDescription
+from zus_m2m.values import AWSCURRENT, AWSPENDING, ClientCredentials, SecretDescription
 
 logger = logging.getLogger(__name__)
 

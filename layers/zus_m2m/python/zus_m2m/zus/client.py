@@ -28,8 +28,9 @@ from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from zus_m2m import deadline, errors
+from zus_m2m.admin_values import AppClient, AppClientSecret, Role
 from zus_m2m.ports import Clock
-from zus_m2m.values import AccessToken, AppClient, AppClientSecret, Role, ZusQuota
+from zus_m2m.values import AccessToken, ZusQuota
 from zus_m2m.zus.endpoints import (
     APP_CLIENT_PATH,
     APP_CLIENTS_PATH,
