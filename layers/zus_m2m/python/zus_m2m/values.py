@@ -264,8 +264,11 @@ class TokenState:
     # waiter reads the item again when the current holder should be done, not at fixed intervals.
     fetch_seconds: float = 0.0
 
-    def lease_held(self, now: float) -> bool:
-        return self.lease_owner is not None and self.lease_until > now
+    def lease_held(self, now: float, by_other_than: str | None = None) -> bool:
+        """A live lease, other than ``by_other_than``'s: a container's own lease holds nothing back (one
+        environment runs one call at a time, so its own lease is one a call of its left behind: a store
+        or release that failed, or a lease write whose answer was lost and retried)."""
+        return self.lease_owner is not None and self.lease_owner != by_other_than and self.lease_until > now
 
     def paused_until(self, now: float) -> float:
         """Until when no container may ask Zus for this client's token (a 429, or a back-off), or 0."""

@@ -78,7 +78,7 @@ class SingleFlight:
                 return replace(token, source="lease-wait")
             if state.paused_until(now):
                 raise paused(client, state, now, min_ttl)
-            if not state.lease_held(now):
+            if not state.lease_held(now, by_other_than=self._owner):
                 # Not taken: the answer is the item with the other holder's lease, no read needed.
                 attempt = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
                 state = attempt.state
@@ -138,7 +138,7 @@ class SingleFlight:
         state = self.table.get(client, consistent=True)
         if self._fresh_enough(client, state, now, horizon):
             return False
-        if state.paused_until(now) or state.lease_held(now):
+        if state.paused_until(now) or state.lease_held(now, by_other_than=self._owner):
             self._renewing_until[client] = state.paused_until(now) or self.policy.ready_at(state, now)
             return False
         attempt = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
@@ -173,6 +173,11 @@ class SingleFlight:
         (the next waiters' estimate); the fetch time is a metric too (``TokenFetchTime``)."""
         try:
             token = self.upstream.fetch(client, state, binding, started)
+            self.memory.remember(client, token)
+            # A store that fails gives the lease back too (below): nobody waits out a lease for nothing.
+            self.table.put_token(
+                client, token, self._owner, replacing=replacing, fetch_seconds=self._clock() - leased_at
+            )
         except errors.ZusError as exc:
             failed = self.upstream.failed(client, state, exc)
             # One write, by the lease's holder: the failure memory, and the lease given back.
@@ -181,9 +186,6 @@ class SingleFlight:
         except BaseException:
             quietly(lambda: self.table.release_lease(client, self._owner))
             raise
-        self.memory.remember(client, token)
-        fetched_in = self._clock() - leased_at
-        self.table.put_token(client, token, self._owner, replacing=replacing, fetch_seconds=fetched_in)
         self._metrics.duration("TokenFetchTime", self._clock() - leased_at)
         if replacing is not None:
             self._metrics.count("RefusedTokenReplaced")
