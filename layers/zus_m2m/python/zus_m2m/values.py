@@ -265,9 +265,8 @@ class TokenState:
     fetch_seconds: float = 0.0
 
     def lease_held(self, now: float, by_other_than: str | None = None) -> bool:
-        """A live lease, other than ``by_other_than``'s: a container's own lease holds nothing back (one
-        environment runs one call at a time, so its own lease is one a call of its left behind: a store
-        or release that failed, or a lease write whose answer was lost and retried)."""
+        """A live lease, other than ``by_other_than``'s (a caller's own lease holds it back from nothing:
+        ``SingleFlight._owner``)."""
         return self.lease_owner is not None and self.lease_owner != by_other_than and self.lease_until > now
 
     def paused_until(self, now: float) -> float:

@@ -20,6 +20,7 @@ than ``refused_min_token_age`` or the client's token was replaced on a report le
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -49,11 +50,19 @@ class SingleFlight:
         self._metrics = runtime.metrics
         self._clock = runtime.clock
         self._sleep = runtime.sleep
-        # This container's name as a lease holder.
-        self._owner = f"{uuid.uuid4()}"
+        # This container's name; a lease holder is named by it and the calling thread (``_owner``).
+        self._name = f"{uuid.uuid4()}"
         # Per client, until when another container is (as last read) renewing its token or Zus asked for
         # a pause: refresh-ahead reads the item again only after that.
         self._renewing_until: dict[str, float] = {}
+
+    @property
+    def _owner(self) -> str:
+        """This caller's name as a lease holder. A thread makes one call at a time (Lambda's one thread
+        per environment, or a test's), so a live lease in its own name was left by an earlier call of
+        its (a store and release that failed, a lease write whose answer was lost and which the SDK
+        retried): free for it to take again, never a second call's in flight."""
+        return f"{self._name}/{threading.get_ident()}"
 
     def fetch_or_wait(
         self,
