@@ -62,6 +62,18 @@ def test_a_holder_that_lost_its_lease_stores_its_token_and_leaves_the_new_lease(
     assert (state.token, state.lease_owner) == (token, "other")
 
 
+def test_a_lease_write_retried_after_its_first_attempt_landed_takes_its_own_lease_again(
+    tokens: DynamoTokenTable,
+) -> None:
+    # Given a lease write that landed but whose answer was lost (a read timeout, a dropped connection)
+    assert tokens.acquire_lease(CLIENT, "me", NOW, NOW + 30).taken
+    # When the SDK's retry of it arrives
+    retried = tokens.acquire_lease(CLIENT, "me", NOW + 5, NOW + 35)
+    # Then it takes the lease (this container's own) rather than find it held, and nobody else may
+    assert (retried.taken, retried.state.lease_owner, retried.state.lease_until) == (True, "me", NOW + 35)
+    assert not tokens.acquire_lease(CLIENT, "other", NOW + 6, NOW + 36).taken
+
+
 def test_a_lease_not_taken_answers_the_item_with_the_holders_lease_and_last_fetch_time(
     aws: Any, tokens: DynamoTokenTable
 ) -> None:

@@ -134,7 +134,7 @@ class FakeTokenTable:
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
         with self.lock:
             state = self.states.get(client, TokenState())
-            if state.lease_owner is not None and state.lease_until > now:
+            if state.lease_held(now, by_other_than=owner):
                 return LeaseAttempt(False, state)
             self.states[client] = replace(state, lease_owner=owner, lease_until=until)
             return LeaseAttempt(True, self.states[client])

@@ -227,6 +227,22 @@ def test_copies_of_a_refresh_message_at_once_renew_once_under_the_fetch_lease(wo
     assert len(world.endpoint.calls) == 1
 
 
+def test_a_refresh_another_holders_live_lease_blocks_is_deferred_and_stays_due(world: World) -> None:
+    # Given a refresh handed out while another container (a timed-out invocation's) holds the lease
+    world.in_use(expires_in=300 + 60)
+    world.dispatch().run(REFRESH)
+    world.table.acquire_lease(CLIENT, "timed-out", world.clock.now, world.clock.now + 30)
+
+    # Then the worker says so, asks Zus nothing, and the work is still due for the dispatcher's next try
+    assert world.deliver() == ["deferred"]
+    assert world.endpoint.calls == []
+    assert world.metrics.counts["PreRefreshesDeferred"] == 1
+    [message] = world.queue.sent
+    mark = world.due.mark(REFRESH, CLIENT)
+    assert mark is not None
+    assert mark.holds(message)
+
+
 def test_a_token_renewed_meanwhile_by_a_caller_is_not_renewed_again(world: World) -> None:
     world.in_use(expires_in=300 + 60)
     world.dispatch().run(REFRESH)

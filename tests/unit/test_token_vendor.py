@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -398,6 +400,56 @@ def test_a_dead_lease_holder_does_not_block_for_longer_than_its_lease(world: Wor
 
     assert token.access_token == "token-1"
     assert world.stored().lease_owner is None
+
+
+@contextlib.contextmanager
+def failing_writes(table: FakeTokenTable, *names: str) -> Iterator[None]:
+    """Meanwhile the table's ``names`` writes fail, as the adapter's do when DynamoDB fails every attempt."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise errors.StoreUnavailable("storing a token failed: ThrottlingException")
+
+    for name in names:
+        setattr(table, name, fail)
+    try:
+        yield
+    finally:
+        for name in names:
+            delattr(table, name)
+
+
+def test_a_holder_whose_store_fails_gives_the_lease_back(world: World) -> None:
+    world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += 3500  # inside the margin
+
+    with failing_writes(world.table, "put_token"), pytest.raises(errors.StoreUnavailable):
+        world.pre_refresh(horizon=60).refresh(CLIENT)
+
+    assert world.stored().lease_owner is None  # another container need not wait the lease out
+    assert world.pre_refresh(horizon=60).refresh(CLIENT) is True
+
+
+def test_a_containers_own_lease_left_by_its_failed_call_holds_it_back_from_nothing(world: World) -> None:
+    # Given a container whose renewal could neither store its token nor give its lease back (DynamoDB
+    # failing every write; a lease write retried after its first attempt landed leaves the same)
+    vendor = world.vendor()
+    vendor.vend(CALLER, CLIENT, min_ttl=60)
+    world.clock.now += 3500
+    pre_refresh = TokenPreRefresh(vendor.flight, horizon=60, clock=world.clock)
+    with failing_writes(world.table, "put_token", "release_lease"), pytest.raises(errors.StoreUnavailable):
+        pre_refresh.refresh(CLIENT)
+    assert world.stored().lease_held(world.clock.now)
+
+    # Then its next renewal takes its own lease again at once
+    assert pre_refresh.refresh(CLIENT) is True
+
+    # ... and so does its next vend call after one that failed so (each asks more than the token left)
+    world.clock.now += 20
+    with failing_writes(world.table, "put_token", "release_lease"), pytest.raises(errors.StoreUnavailable):
+        vendor.vend(CALLER, CLIENT, min_ttl=3590)
+    assert world.stored().lease_held(world.clock.now)
+    world.clock.now += 20
+    assert vendor.vend(CALLER, CLIENT, min_ttl=3590).access_token == "token-5"
 
 
 def test_a_live_lease_that_never_delivers_ends_in_503_after_the_wait(world: World) -> None:

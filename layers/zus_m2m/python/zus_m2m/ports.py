@@ -115,8 +115,8 @@ class TokenTable(Protocol):
         ...
 
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
-        """Take the fetch lease if nobody holds a live one; either way, the item as it is now (with the
-        live lease of another if not taken)."""
+        """Take the fetch lease if nobody else holds a live one (``owner``'s own is taken again); either
+        way, the item as it is now (with the live lease of another if not taken)."""
         ...
 
     def release_lease(self, client: str, owner: str) -> None: ...

@@ -252,8 +252,10 @@ class TokenState:
     # waiter reads the item again when the current holder should be done, not at fixed intervals.
     fetch_seconds: float = 0.0
 
-    def lease_held(self, now: float) -> bool:
-        return self.lease_owner is not None and self.lease_until > now
+    def lease_held(self, now: float, by_other_than: str | None = None) -> bool:
+        """A live lease, other than ``by_other_than``'s (a caller's own lease holds it back from nothing:
+        ``SingleFlight._owner``)."""
+        return self.lease_owner is not None and self.lease_owner != by_other_than and self.lease_until > now
 
     def paused_until(self, now: float) -> float:
         """Until when no container may ask Zus for this client's token (a 429, or a back-off), or 0."""

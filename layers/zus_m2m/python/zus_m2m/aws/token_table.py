@@ -139,7 +139,9 @@ class DynamoTokenTable:
                     TableName=self._table,
                     Key=self._keys.key(client, TOKEN),
                     UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
-                    ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now",
+                    # Its own lease too: a retry of this write whose first attempt landed (its answer
+                    # lost or late) takes it again, rather than find a lease nobody is using.
+                    ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner",
                     ExpressionAttributeValues={":owner": string(owner), ":until": number(until), ":now": number(now)},
                     ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",

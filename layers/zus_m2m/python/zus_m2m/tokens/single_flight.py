@@ -20,6 +20,7 @@ than ``refused_min_token_age`` or the client's token was replaced on a report le
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -49,11 +50,19 @@ class SingleFlight:
         self._metrics = runtime.metrics
         self._clock = runtime.clock
         self._sleep = runtime.sleep
-        # This container's name as a lease holder.
-        self._owner = f"{uuid.uuid4()}"
+        # This container's name; a lease holder is named by it and the calling thread (``_owner``).
+        self._name = f"{uuid.uuid4()}"
         # Per client, until when another container is (as last read) renewing its token or Zus asked for
         # a pause: refresh-ahead reads the item again only after that.
         self._renewing_until: dict[str, float] = {}
+
+    @property
+    def _owner(self) -> str:
+        """This caller's name as a lease holder. A thread makes one call at a time (Lambda's one thread
+        per environment, or a test's), so a live lease in its own name was left by an earlier call of
+        its (a store and release that failed, a lease write whose answer was lost and which the SDK
+        retried): free for it to take again, never a second call's in flight."""
+        return f"{self._name}/{threading.get_ident()}"
 
     def fetch_or_wait(
         self,
@@ -79,7 +88,7 @@ class SingleFlight:
                 return replace(token, source="lease-wait")
             if state.paused_until(now):
                 raise paused(client, state, now, min_ttl)
-            if not state.lease_held(now):
+            if not state.lease_held(now, by_other_than=self._owner):
                 # Not taken: the answer is the item with the other holder's lease, no read needed.
                 attempt = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
                 state = attempt.state
@@ -141,7 +150,7 @@ class SingleFlight:
         state = self.table.get(client, consistent=True)
         if self._fresh_enough(client, state, now, horizon):
             return False
-        if state.paused_until(now) or state.lease_held(now):
+        if state.paused_until(now) or state.lease_held(now, by_other_than=self._owner):
             self._renewing_until[client] = state.paused_until(now) or self.policy.ready_at(state, now)
             return False
         attempt = self.table.acquire_lease(client, self._owner, now, now + self.policy.lease_seconds)
@@ -176,6 +185,11 @@ class SingleFlight:
         (the next waiters' estimate); the fetch time is a metric too (``TokenFetchTime``)."""
         try:
             token = self.upstream.fetch(client, state, binding, started)
+            self.memory.remember(client, token)
+            # A store that fails gives the lease back too (below): nobody waits out a lease for nothing.
+            self.table.put_token(
+                client, token, self._owner, replacing=replacing, fetch_seconds=self._clock() - leased_at
+            )
         except errors.ZusError as exc:
             failed = self.upstream.failed(client, state, exc)
             # One write, by the lease's holder: the failure memory, and the lease given back.
@@ -184,9 +198,6 @@ class SingleFlight:
         except BaseException:
             quietly(lambda: self.table.release_lease(client, self._owner))
             raise
-        self.memory.remember(client, token)
-        fetched_in = self._clock() - leased_at
-        self.table.put_token(client, token, self._owner, replacing=replacing, fetch_seconds=fetched_in)
         self._metrics.duration("TokenFetchTime", self._clock() - leased_at)
         if replacing is not None:
             self._metrics.count("RefusedTokenReplaced")

@@ -38,6 +38,7 @@ CLAIM_SECONDS = 0.001
 OUTCOME_METRICS = {
     "refreshed": "TokensPreRefreshed",
     "fresh": "PreRefreshesNotNeeded",
+    "deferred": "PreRefreshesDeferred",
     "idle": "ClientsIdle",
     "healthy": "RotationChecksHealthy",
     "rotation-started": "RotationStarted",
@@ -106,10 +107,14 @@ class Worker:
             # Out of the index until its token is asked for again (unless it was, just now).
             self.index.delist(item, self.clock() - self.pre_refresh.recent)
             return "idle"
-        # A renewed token moves the item on (put_token); one renewed by another caller already did, and
-        # one that could not be renewed now (Zus's Retry-After, another caller's lease) is due again once
-        # the claim lapses.
-        return "refreshed" if self.pre_refresh.refresh(item.client) else "fresh"
+        # A renewed token moves the item on (put_token); one renewed by another caller already did
+        # ("fresh"), and one that could not be renewed now (Zus's Retry-After, another holder's live lease:
+        # a copy's, or a timed-out invocation's) is still due and handed out again once the claim lapses
+        # ("deferred": told apart by the item, read again).
+        if self.pre_refresh.refresh(item.client):
+            return "refreshed"
+        again = self.index.mark(item.kind, item.client)
+        return "deferred" if again is not None and again.holds(item) else "fresh"
 
     def _check(self, item: WorkItem) -> str:
         check = self.sweep.check(item.client)
