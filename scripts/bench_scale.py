@@ -18,7 +18,8 @@ ScannedCount of queries and scans), the Secrets Manager calls by operation, the 
 (``/_emulator/stats``), the wall time, and the longest dispatcher and worker invocations against half
 their timeouts (template.yaml). Then Zus token requests per client-hour against the minimum: for the
 clients in use, one token per token lifetime less the refresh margin; for the idle ones, one health check
-per check interval. Its last line is one JSON object with every figure; ``--record`` also writes it to
+per check interval. Its last line is one JSON object with every figure (also DynamoDB's writes by the kind
+of item written, and those that move an item in the due index); ``--record`` also writes it to
 docs/bench/scale.json, which ``make cost`` reads.
 """
 
@@ -29,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -85,22 +87,43 @@ class CountingMetrics(Metrics):
 
 @dataclass
 class Counts:
-    """What the service asked of AWS while counting: DynamoDB items read, calls by operation."""
+    """What the service asked of AWS while counting: DynamoDB items read, calls by operation, DynamoDB
+    writes by the kind of item written (its sort key: DynamoDB bills a write by that item's size), and the
+    writes that change a due mark (each moves the item in the due index: index writes of their own)."""
 
     items_read: int = 0
     index_items_read: int = 0
     calls: Counter[str] = field(default_factory=Counter)
+    writes: Counter[str] = field(default_factory=Counter)
+    due_changes: int = 0
 
     def reset(self) -> None:
-        self.items_read = self.index_items_read = 0
+        self.items_read = self.index_items_read = self.due_changes = 0
         self.calls.clear()
+        self.writes.clear()
+
+    def note_write(self, write: dict[str, Any]) -> None:
+        from zus_m2m.aws.table import DUE_AT, DUE_KIND
+
+        self.writes[(write.get("Key") or write["Item"])["sk"]["S"]] += 1
+        names = write.get("ExpressionAttributeNames", {})
+        changed = {names.get(word, word) for word in re.findall(r"[#\w]+", write.get("UpdateExpression", ""))}
+        changed |= set(write.get("Item", {}))
+        self.due_changes += int(bool(changed & {DUE_AT, DUE_KIND}))
 
     def hook(self, client: Any) -> Any:
         def counted(model: Any, **_: Any) -> None:
             self.calls[f"{client.meta.service_model.service_name}:{model.name}"] += 1
 
-        def note_index(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        def note_index(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
             context["index"] = bool(params.get("IndexName"))
+            if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+                self.note_write(params)
+            elif model.name == "TransactWriteItems":
+                for entry in params["TransactItems"]:
+                    for operation, write in entry.items():
+                        if operation != "ConditionCheck":
+                            self.note_write(write)
 
         def read(parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
             if model.name == "GetItem":
@@ -356,6 +379,8 @@ class Phase:
     index_items_read: int = 0
     secrets_manager_calls: dict[str, int] = field(default_factory=dict)
     dynamodb_calls: dict[str, int] = field(default_factory=dict)
+    dynamodb_writes_by_item: dict[str, int] = field(default_factory=dict)
+    due_index_changes: int = 0
     sqs_calls: dict[str, int] = field(default_factory=dict)
     zus_token_requests: int = 0
     wall_seconds: float = 0.0
@@ -459,6 +484,8 @@ class Bench:
         phase.index_items_read = self.counts.index_items_read
         phase.secrets_manager_calls = self.counts.calls_of("secretsmanager")
         phase.dynamodb_calls = self.counts.calls_of("dynamodb")
+        phase.dynamodb_writes_by_item = dict(self.counts.writes)
+        phase.due_index_changes = self.counts.due_changes
         phase.sqs_calls = self.counts.calls_of("sqs")
         phase.zus_token_requests = self.tokens_issued() - tokens_before
         phase.work_failed = int(self.metrics.counts["WorkFailed"] - failed_before)
@@ -617,6 +644,8 @@ def summary(
             "items_read_per_due_item": per_due(group),
             "secrets_manager_calls": dict(sum((Counter(p.secrets_manager_calls) for p in group), Counter())),
             "dynamodb_calls": dict(sum((Counter(p.dynamodb_calls) for p in group), Counter())),
+            "dynamodb_writes_by_item": dict(sum((Counter(p.dynamodb_writes_by_item) for p in group), Counter())),
+            "due_index_changes": sum(p.due_index_changes for p in group),
             "sqs_calls": dict(sum((Counter(p.sqs_calls) for p in group), Counter())),
             "dispatcher_seconds_mean": round(sum(p.dispatcher_seconds for p in group) / len(group), 4) if group else 0,
             "dispatched_total": sum(p.dispatched for p in group),

@@ -40,6 +40,14 @@ def test_bench_scale_runs_and_its_jobs_read_only_what_is_due() -> None:
         assert phase["index_items_read_total"] == phase["due_total"], job  # the due items, no others
         assert phase["dispatched_total"] == phase["due_total"], job
         assert (phase["refused_messages"], phase["work_failed"]) == (0, 0), job
+        # every write counted by the item it wrote; some of them moved a due mark
+        writes = phase["dynamodb_writes_by_item"]
+        calls = phase["dynamodb_calls"]
+        assert sum(writes.values()) == sum(calls.get(op, 0) for op in ("PutItem", "UpdateItem", "DeleteItem")), job
+        assert 0 < phase["due_index_changes"] < sum(writes.values()), job
+    # a refresh writes the token item (claim, lease, token) and the budget; a check the record
+    assert set(figures["pre_refresh"]["dynamodb_writes_by_item"]) == {"token", "budget"}
+    assert set(figures["rotation_sweep"]["dynamodb_writes_by_item"]) >= {"record"}
     assert figures["rotation_sweep"]["cycles"] == 2  # every fifth cycle
     # every refresh cost one token request; the idle clients' checks one each, the others' none
     assert figures["refresh_token_requests"] == figures["pre_refresh"]["due_total"]
