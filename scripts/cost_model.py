@@ -6,7 +6,8 @@ the metrics the code emits (their count is the custom metrics billed), and what 
 (docs/bench/tokens.json from ``make bench-tokens ARGS=--record``: vend handler durations by tier, the
 tier mix, the bytes each call logs; docs/bench/scale.json from ``make bench-scale ARGS="--clients 10000
 --record"``: the worker's and the dispatchers' durations, DynamoDB, Secrets Manager and SQS calls per
-client's due work, item sizes, token requests per client-hour); docs/bench/client.json from ``make
+client's due work, DynamoDB's writes by the item written and those that move a due mark, item sizes,
+token requests per client-hour); docs/bench/client.json from ``make
 bench-client ARGS=--record``: the vend calls a service process using zus-m2m-client makes an hour. What
 no benchmark measures is an assumption, named in ``ASSUMPTIONS`` and listed in the document with its
 reason.
