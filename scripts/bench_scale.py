@@ -1,21 +1,25 @@
 """`make bench-scale`: the scheduled work of N clients (default 1,000), measured on moto server and the Zus
 emulator.
 
-Seeds N managed clients straight through the adapters and the emulator's admin API (not the provisioning
-API: moto serves one request at a time): an app client at Zus, its secret in moto, its record, and for
-the clients in use (all but ``--idle-fraction``) a cached token minted with the secret's current version,
-the whole population in the steady state of a running stack: tokens expiring uniformly over the next
-token lifetime, rotation checks due uniformly over the next check interval. Then runs the scheduled jobs
-on a clock it controls: every cycle is one minute (the pre-refresh job's rate), every fifth also runs the
-rotation sweep (its rate): each job through the real scheduled handler, then the work queue in moto drained
-through the real worker handler, batch by batch, as Lambda's event source would (one batch at a time here).
+Seeds N managed clients without the provisioning API (moto serves one request at a time, and copies the
+whole table for each of provisioning's transactions): an app client at Zus and its secret in moto, as
+provisioning makes them, and the items provisioning and vending leave in the table (``client_items``:
+aws/table.py's builders, written with BatchWriteItem), its record and, for the clients in use (all but
+``--idle-fraction``), the token item (with the record's copy and a token minted with the secret's current
+version) and the budget; the whole population in the steady state of a running stack: tokens expiring
+uniformly over the next token lifetime, rotation checks due uniformly over the next check interval.
+Then runs the scheduled jobs on a clock it controls: every cycle is one minute (the pre-refresh job's
+rate), every fifth also runs the rotation sweep (its rate): each job through the real scheduled handler,
+then the work queue in moto drained through the real worker handler, batch by batch, as Lambda's event
+source would (one batch at a time here).
 
 Per cycle and job it prints the items the job found due, the DynamoDB items read (GetItem items and the
 ScannedCount of queries and scans), the Secrets Manager calls by operation, the Zus token requests
 (``/_emulator/stats``), the wall time, and the longest dispatcher and worker invocations against half
 their timeouts (template.yaml). Then Zus token requests per client-hour against the minimum: for the
 clients in use, one token per token lifetime less the refresh margin; for the idle ones, one health check
-per check interval. Its last line is one JSON object with every figure; ``--record`` also writes it to
+per check interval. Its last line is one JSON object with every figure (also DynamoDB's writes by the kind
+of item written, and those that move an item in the due index); ``--record`` also writes it to
 docs/bench/scale.json, which ``make cost`` reads.
 """
 
@@ -26,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -34,12 +39,16 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import requests
 from aws_lambda_powertools import Metrics
 from bench_servers import bench_environment, servers
+
+if TYPE_CHECKING:
+    from zus_m2m.values import ClientRecord, SecretNaming
+    from zus_m2m.zus.client import ZusClient
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -52,6 +61,7 @@ ADMIN_SECRET = f"zus-m2m/{STAGE}/{ADMIN}"
 ADMIN_PRINCIPAL = "arn:aws:iam::123456789012:role/platform-admin"
 CYCLE_SECONDS = 60.0  # the pre-refresh job's rate(1 minute)
 SWEEP_EVERY = 5  # the rotation sweep's rate(5 minutes), in cycles
+ZUS_LIMIT_PER_HOUR = 200  # the emulator's token requests per app client and hour (its default)
 
 
 class Clock:
@@ -77,22 +87,43 @@ class CountingMetrics(Metrics):
 
 @dataclass
 class Counts:
-    """What the service asked of AWS while counting: DynamoDB items read, calls by operation."""
+    """What the service asked of AWS while counting: DynamoDB items read, calls by operation, DynamoDB
+    writes by the kind of item written (its sort key: DynamoDB bills a write by that item's size), and the
+    writes that change a due mark (each moves the item in the due index: index writes of their own)."""
 
     items_read: int = 0
     index_items_read: int = 0
     calls: Counter[str] = field(default_factory=Counter)
+    writes: Counter[str] = field(default_factory=Counter)
+    due_changes: int = 0
 
     def reset(self) -> None:
-        self.items_read = self.index_items_read = 0
+        self.items_read = self.index_items_read = self.due_changes = 0
         self.calls.clear()
+        self.writes.clear()
+
+    def note_write(self, write: dict[str, Any]) -> None:
+        from zus_m2m.aws.table import DUE_AT, DUE_KIND
+
+        self.writes[(write.get("Key") or write["Item"])["sk"]["S"]] += 1
+        names = write.get("ExpressionAttributeNames", {})
+        changed = {names.get(word, word) for word in re.findall(r"[#\w]+", write.get("UpdateExpression", ""))}
+        changed |= set(write.get("Item", {}))
+        self.due_changes += int(bool(changed & {DUE_AT, DUE_KIND}))
 
     def hook(self, client: Any) -> Any:
         def counted(model: Any, **_: Any) -> None:
             self.calls[f"{client.meta.service_model.service_name}:{model.name}"] += 1
 
-        def note_index(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        def note_index(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
             context["index"] = bool(params.get("IndexName"))
+            if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+                self.note_write(params)
+            elif model.name == "TransactWriteItems":
+                for entry in params["TransactItems"]:
+                    for operation, write in entry.items():
+                        if operation != "ConditionCheck":
+                            self.note_write(write)
 
         def read(parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
             if model.name == "GetItem":
@@ -127,16 +158,160 @@ class Population:
     refresh_due: dict[str, float]
 
 
+@dataclass(frozen=True)
+class SteadyState:
+    """The moment ``t0`` the population is seeded in (module docstring): the tokens of the clients in use
+    expire uniformly over the next token lifetime (above the margin), the rotation checks fall due uniformly
+    over the next check interval."""
+
+    t0: float
+    lifetime: int
+    margin: int
+    check_interval: float
+
+
+def client_items(
+    record: ClientRecord, secret_version: str, spread: tuple[float, float], in_use: bool, state: SteadyState
+) -> tuple[list[dict[str, Any]], float | None]:
+    """The items a client provisioned and (if ``in_use``) vended from has in the table, built with
+    aws/table.py's builders and names (the integration test compares them with what provisioning and
+    vending write); and when its token is due for the pre-refresh (None: idle).
+
+    The record, with its rotation check due within the check interval. In use: the token item, with the
+    record's copy, a token of the secret's current version minted by Zus within the last lifetime, and the
+    due marks of the pre-refresh (requested at ``t0``); and the budget item that spent one request on it.
+    Idle: the record alone (its last token's item and budget expired with their TTLs)."""
+    from zus_m2m.aws.table import (
+        ACTIVE,
+        BUDGET,
+        DUE_AT,
+        DUE_KIND,
+        HOUR,
+        RECORD_APP_CLIENT,
+        RECORD_CONSUMERS,
+        RECORD_STATUS,
+        TOKEN,
+        active_record_item,
+        client_key,
+        number,
+        string,
+        string_list,
+    )
+    from zus_m2m.values import REFRESH, CachedToken
+
+    items = [{**active_record_item(record), DUE_AT: number(state.t0 + spread[0] * state.check_interval)}]
+    if not in_use:
+        return items, None
+    expires = state.t0 + state.margin + spread[1] * (state.lifetime - state.margin)
+    token = CachedToken(
+        "seeded", "Bearer", expires, record.app_client_id, secret_version=secret_version, lifetime=state.lifetime
+    )
+    minted = expires - state.lifetime
+    due = expires - token.refresh_margin(state.margin)
+    items.append(
+        {
+            **client_key(record.name, TOKEN),
+            RECORD_STATUS: string(ACTIVE),
+            RECORD_APP_CLIENT: string(record.app_client_id),
+            RECORD_CONSUMERS: string_list(record.consumers),
+            "accessToken": string(token.access_token),
+            "tokenType": string(token.token_type),
+            "expiresAt": number(token.expires_at),
+            "tokenLifetime": number(token.lifetime),
+            "appClientId": string(token.app_client_id),
+            "secretVersion": string(token.secret_version),
+            "ttl": number(int(token.expires_at) + 1),
+            "lastRequestedAt": number(state.t0),
+            DUE_KIND: string(REFRESH),
+            DUE_AT: number(due),
+        }
+    )
+    items.append(
+        {
+            **client_key(record.name, BUDGET),
+            "requests": {"L": [number(minted)]},
+            "version": number(1),
+            "ttl": number(int(minted + HOUR) + 1),
+            # What Zus's answer said of its own count: one of the emulator's 200 an hour spent.
+            "zusRemaining": number(ZUS_LIMIT_PER_HOUR - 1),
+            "zusResetAt": number(minted + HOUR),
+            "zusSeenAt": number(minted),
+        }
+    )
+    return items, due
+
+
+def seed_clients(
+    dynamodb: Any,
+    secretsmanager: Any,
+    table: str,
+    naming: SecretNaming,
+    zus_client: ZusClient,
+    names: list[str],
+    idle: set[str],
+    state: SteadyState,
+    threads: int,
+) -> dict[str, float]:
+    """``names`` provisioned as provisioning leaves them, fast: each client's app client made at Zus (the
+    emulator) and its secret stored in Secrets Manager, ``threads`` at a time, as provisioning does; its
+    items (``client_items``) written with BatchWriteItem instead of provisioning's transactions (moto copies
+    the whole table per transaction: quadratic). Returns when each client in use is due for the pre-refresh."""
+    from zus_m2m.aws.secrets import SecretsManagerStore
+    from zus_m2m.values import ClientCredentials, ClientRecord
+
+    admin_token = zus_client.request_token("local-admin", "local-admin-secret").access_token
+    role = zus_client.find_role("Builder Admin", admin_token)
+    store = SecretsManagerStore(secretsmanager)
+    rng = random.Random(11)
+    spread = {name: (rng.random(), rng.random()) for name in names}
+
+    def one(name: str) -> tuple[list[dict[str, Any]], float | None]:
+        created = zus_client.create_app_client(name, role.id, admin_token)
+        version = str(uuid.uuid4())
+        credentials = ClientCredentials(
+            name, created.app_client.id, created.app_client.client_id, created.client_secret, role.id, role.name
+        )
+        arn = store.create(
+            naming.secret_id(name), credentials, kms_key_id="", tags=naming.tags(name), idempotency_key=version
+        )
+        record = ClientRecord(
+            name, created.app_client.id, created.app_client.client_id, role.id, role.name, arn, int(state.t0)
+        )
+        return client_items(record, version, spread[name], name not in idle, state)
+
+    refresh_due: dict[str, float] = {}
+    pending: list[dict[str, Any]] = []
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        for done, (name, (items, due)) in enumerate(zip(names, pool.map(one, names), strict=True), start=1):
+            if due is not None:
+                refresh_due[name] = due
+            pending.extend(items)
+            while len(pending) >= BATCH or (pending and done == len(names)):
+                write_batch(dynamodb, table, pending[:BATCH])
+                del pending[:BATCH]
+            if done % max(1, len(names) // 10) == 0:
+                print(f"  seeded {done}/{len(names)}", flush=True)
+    finally:
+        pool.shutdown(cancel_futures=True)  # stopped (SIGTERM, an error): nothing more is started
+    return refresh_due
+
+
+BATCH = 25  # BatchWriteItem's most items per request
+
+
+def write_batch(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:
+    """``items`` put with BatchWriteItem, what DynamoDB left unprocessed sent again until none is left."""
+    requests_ = {table: [{"PutRequest": {"Item": item}} for item in items]}
+    while requests_:
+        requests_ = dynamodb.batch_write_item(RequestItems=requests_).get("UnprocessedItems") or {}
+
+
 def seed(args: argparse.Namespace, moto: str, zus: str, t0: float) -> tuple[Population, dict[str, str]]:
     """N clients, in the steady state described in the module docstring. Returns them and the queues."""
     from zus_local.aws_setup import create_queues, create_table, store_admin_secret
     from zus_local.template_model import load_model
-    from zus_m2m.aws.client_records import DynamoClientRecords
-    from zus_m2m.aws.due_index import DynamoDueIndex
-    from zus_m2m.aws.secrets import SecretsManagerStore
-    from zus_m2m.aws.table import TableKeys
-    from zus_m2m.aws.token_table import DynamoTokenTable
-    from zus_m2m.values import ROTATION, CachedToken, ClientCredentials, ClientRecord, SecretNaming, WorkItem
+    from zus_m2m.values import ROTATION, SecretNaming
     from zus_m2m.zus.client import ZusClient
     from zus_m2m.zus.endpoints import ZusEndpoints
 
@@ -156,52 +331,19 @@ def seed(args: argparse.Namespace, moto: str, zus: str, t0: float) -> tuple[Popu
         ADMIN_SECRET,
         {"name": ADMIN, "appClientId": admin.id, "clientId": "local-admin", "clientSecret": "local-admin-secret"},
     )
-    role = zus_client.find_role("Builder Admin", admin_token)
-    keys = TableKeys(ADMIN)
-    naming = SecretNaming("zus-m2m", STAGE, ADMIN, ADMIN_SECRET)
-    store = SecretsManagerStore(secretsmanager)
-    records = DynamoClientRecords(dynamodb, TABLE, keys)
-    tokens = DynamoTokenTable(dynamodb, TABLE, keys, refresh_margin=args.margin)
-    index = DynamoDueIndex(dynamodb, TABLE, keys)
     names = [f"bench-{number:05d}" for number in range(args.clients)]
     idle = set(random.Random(7).sample(names, round(args.clients * args.idle_fraction)))
-    refresh_due: dict[str, float] = {}
-    rng = random.Random(11)
-    spread = {name: (rng.random(), rng.random()) for name in names}
-
-    def one(name: str) -> None:
-        created = zus_client.create_app_client(name, role.id, admin_token)
-        version = str(uuid.uuid4())
-        credentials = ClientCredentials(
-            name, created.app_client.id, created.app_client.client_id, created.client_secret, role.id, role.name
-        )
-        arn = store.create(
-            naming.secret_id(name), credentials, kms_key_id="", tags=naming.tags(name), idempotency_key=version
-        )
-        assert records.claim(name, role.name, (), "bench", t0, t0 + 60, previous_owner=None)
-        record = ClientRecord(
-            name, created.app_client.id, created.app_client.client_id, role.id, role.name, arn, int(t0)
-        )
-        assert records.complete(record, "bench")
-        # Its next rotation check, somewhere in the next check interval
-        assert index.reschedule(WorkItem(ROTATION, name, int(t0)), t0 + spread[name][0] * args.check_interval)
-        if name in idle:
-            return
-        # In use: a token of the current version with between the margin and the lifetime left
-        expires = t0 + args.margin + spread[name][1] * (args.lifetime - args.margin)
-        tokens.put_token(
-            name, CachedToken("seeded", "Bearer", expires, created.app_client.id, secret_version=version), None
-        )
-        tokens.mark_requested(name, t0)
-        refresh_due[name] = expires - args.margin
-
-    pool = ThreadPoolExecutor(max_workers=args.seed_threads)
-    try:
-        for done, _ in enumerate(pool.map(one, names), start=1):
-            if done % max(1, args.clients // 10) == 0:
-                print(f"  seeded {done}/{args.clients}", flush=True)
-    finally:
-        pool.shutdown(cancel_futures=True)  # stopped (SIGTERM, an error): nothing more is started
+    refresh_due = seed_clients(
+        dynamodb,
+        secretsmanager,
+        TABLE,
+        SecretNaming("zus-m2m", STAGE, ADMIN, ADMIN_SECRET),
+        zus_client,
+        names,
+        idle,
+        SteadyState(t0, args.lifetime, args.margin, args.check_interval),
+        args.seed_threads,
+    )
     # Every record was written with its due marks: nothing to enlist (the backfill is done).
     dynamodb.put_item(
         TableName=TABLE, Item={"pk": {"S": "due-backfill"}, "sk": {"S": ROTATION}, "done": {"N": str(t0)}}
@@ -237,6 +379,8 @@ class Phase:
     index_items_read: int = 0
     secrets_manager_calls: dict[str, int] = field(default_factory=dict)
     dynamodb_calls: dict[str, int] = field(default_factory=dict)
+    dynamodb_writes_by_item: dict[str, int] = field(default_factory=dict)
+    due_index_changes: int = 0
     sqs_calls: dict[str, int] = field(default_factory=dict)
     zus_token_requests: int = 0
     wall_seconds: float = 0.0
@@ -340,6 +484,8 @@ class Bench:
         phase.index_items_read = self.counts.index_items_read
         phase.secrets_manager_calls = self.counts.calls_of("secretsmanager")
         phase.dynamodb_calls = self.counts.calls_of("dynamodb")
+        phase.dynamodb_writes_by_item = dict(self.counts.writes)
+        phase.due_index_changes = self.counts.due_changes
         phase.sqs_calls = self.counts.calls_of("sqs")
         phase.zus_token_requests = self.tokens_issued() - tokens_before
         phase.work_failed = int(self.metrics.counts["WorkFailed"] - failed_before)
@@ -498,6 +644,8 @@ def summary(
             "items_read_per_due_item": per_due(group),
             "secrets_manager_calls": dict(sum((Counter(p.secrets_manager_calls) for p in group), Counter())),
             "dynamodb_calls": dict(sum((Counter(p.dynamodb_calls) for p in group), Counter())),
+            "dynamodb_writes_by_item": dict(sum((Counter(p.dynamodb_writes_by_item) for p in group), Counter())),
+            "due_index_changes": sum(p.due_index_changes for p in group),
             "sqs_calls": dict(sum((Counter(p.sqs_calls) for p in group), Counter())),
             "dispatcher_seconds_mean": round(sum(p.dispatcher_seconds for p in group) / len(group), 4) if group else 0,
             "dispatched_total": sum(p.dispatched for p in group),

@@ -6,7 +6,8 @@ the metrics the code emits (their count is the custom metrics billed), and what 
 (docs/bench/tokens.json from ``make bench-tokens ARGS=--record``: vend handler durations by tier, the
 tier mix, the bytes each call logs; docs/bench/scale.json from ``make bench-scale ARGS="--clients 10000
 --record"``: the worker's and the dispatchers' durations, DynamoDB, Secrets Manager and SQS calls per
-client's due work, item sizes, token requests per client-hour); docs/bench/client.json from ``make
+client's due work, DynamoDB's writes by the item written and those that move a due mark, item sizes,
+token requests per client-hour); docs/bench/client.json from ``make
 bench-client ARGS=--record``: the vend calls a service process using zus-m2m-client makes an hour. What
 no benchmark measures is an assumption, named in ``ASSUMPTIONS`` and listed in the document with its
 reason.
@@ -60,7 +61,6 @@ ASSUMPTIONS: Mapping[str, tuple[float, str]] = {
     "platform_log_bytes": (300, "Lambda's own START, END and REPORT lines per invocation (with an X-Ray trace id)"),
     "worker_log_bytes_per_message": (450, "one INFO line per message (kind, client, outcome, seconds)"),
     "gsi_writes_per_due_change": (2, "a change of dueAt or dueKind is a delete and a put in the index"),
-    "due_changes_per_item": (3, "the dispatcher's claim, the worker's take, the work's next dueAt"),
     "event_source_polls_per_minute": (15, "Lambda's SQS event source: 5 pollers, 20 s long polls, when idle"),
     "rotation_step_seconds": (0.2, "one of the rotation function's four steps (the local stack prints 6-50 ms)"),
     "mark_attempts_per_interval": (
@@ -242,11 +242,10 @@ def zus_m2m(inputs: Inputs, clients: int, rate: float) -> dict[str, dict[str, fl
     vend[f"X-Ray traces (VendTracing: {inputs.vend_tracing})"] = traced * inputs.price("xray_trace_recorded")
 
     scheduled: dict[str, float] = {}
-    jobs = {"pre_refresh": (refreshes, token_item), "rotation_sweep": (checks, sizes["record"])}
-    worker_seconds = sum(count * scale[job]["worker_seconds_per_message"] for job, (count, _) in jobs.items())
+    jobs = {"pre_refresh": refreshes, "rotation_sweep": checks}
+    worker_seconds = sum(count * scale[job]["worker_seconds_per_message"] for job, count in jobs.items())
     invocations = sum(
-        count * scale[job]["worker_invocations"] / max(1, scale[job]["dispatched_total"])
-        for job, (count, _) in jobs.items()
+        count * scale[job]["worker_invocations"] / max(1, scale[job]["dispatched_total"]) for job, count in jobs.items()
     )
     scheduled["Lambda: worker"] = lambda_cost(inputs, "WorkerFunction", invocations, worker_seconds / invocations)
     runs = inputs.schedules_per_month
@@ -260,16 +259,19 @@ def zus_m2m(inputs: Inputs, clients: int, rate: float) -> dict[str, dict[str, fl
         )
     )
     scheduled["EventBridge Scheduler invocations"] = sum(runs.values()) * inputs.price("scheduler_invocation")
-    index_writes = assumption("gsi_writes_per_due_change") * assumption("due_changes_per_item")
+    # Each write is billed by the size of the item it writes; each that moves a due mark writes the index too.
+    item_bytes = {"token": token_item, "record": sizes["record"], "budget": sizes["budget"]}
     dynamodb = 0.0
-    for job, (count, item_bytes) in jobs.items():
-        writes = sum(per_due(scale, job, "dynamodb_calls", op) for op in ("UpdateItem", "PutItem", "DeleteItem"))
-        dynamodb += count * (
-            scale[job]["items_read_per_due_item"] * rru + writes * kilobytes(item_bytes) * wru + index_writes * wru
+    for job, count in jobs.items():
+        written = scale[job]["dynamodb_writes_by_item"]
+        write_units = sum(
+            per_due(scale, job, "dynamodb_writes_by_item", kind) * kilobytes(item_bytes[kind]) for kind in written
         )
+        index_writes = per_due(scale, job, "due_index_changes") * assumption("gsi_writes_per_due_change")
+        dynamodb += count * (scale[job]["items_read_per_due_item"] * rru + (write_units + index_writes) * wru)
     scheduled["DynamoDB: due index, claims, leases, budgets, tokens"] = dynamodb
     secret_reads = sum(
-        count * per_due(scale, job, "secrets_manager_calls", "GetSecretValue") for job, (count, _) in jobs.items()
+        count * per_due(scale, job, "secrets_manager_calls", "GetSecretValue") for job, count in jobs.items()
     )
     describes = checks * per_due(scale, "rotation_sweep", "secrets_manager_calls", "DescribeSecret")
     scheduled["Secrets Manager API calls"] = (secret_reads + describes) * inputs.price("secrets_manager_api_call")

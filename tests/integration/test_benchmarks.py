@@ -3,12 +3,21 @@ scheduled jobs through the real handlers and the work queue, and its figures add
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from zus_m2m.tokens.policy import VendingPolicy
+from zus_m2m.values import CreateRequest, SecretNaming
+
+if TYPE_CHECKING:
+    from integration_support import ProvisioningStack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,12 +40,65 @@ def test_bench_scale_runs_and_its_jobs_read_only_what_is_due() -> None:
         assert phase["index_items_read_total"] == phase["due_total"], job  # the due items, no others
         assert phase["dispatched_total"] == phase["due_total"], job
         assert (phase["refused_messages"], phase["work_failed"]) == (0, 0), job
+        # every write counted by the item it wrote; some of them moved a due mark
+        writes = phase["dynamodb_writes_by_item"]
+        calls = phase["dynamodb_calls"]
+        assert sum(writes.values()) == sum(calls.get(op, 0) for op in ("PutItem", "UpdateItem", "DeleteItem")), job
+        assert 0 < phase["due_index_changes"] < sum(writes.values()), job
+    # a refresh writes the token item (claim, lease, token) and the budget; a check the record
+    assert set(figures["pre_refresh"]["dynamodb_writes_by_item"]) == {"token", "budget"}
+    assert set(figures["rotation_sweep"]["dynamodb_writes_by_item"]) >= {"record"}
     assert figures["rotation_sweep"]["cycles"] == 2  # every fifth cycle
     # every refresh cost one token request; the idle clients' checks one each, the others' none
     assert figures["refresh_token_requests"] == figures["pre_refresh"]["due_total"]
     assert figures["health_check_token_requests"] <= figures["clients_idle"]
     assert figures["longest_over_half_timeout"] < 1
     assert figures["table_items"] > figures["pre_refresh"]["items_read_per_cycle_max"]
+
+
+def shapes(stack: ProvisioningStack, client: str) -> dict[str, dict[str, str]]:
+    """A client's items by kind, each as its attributes' names and DynamoDB types (values differ by client)."""
+    items = stack.aws.dynamodb.query(
+        TableName=stack.aws.table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"client#{client}"}},
+        ConsistentRead=True,
+    )["Items"]
+    return {item["sk"]["S"]: {name: next(iter(value)) for name, value in item.items()} for item in items}
+
+
+def test_bench_scale_seeds_the_items_provisioning_and_vending_write(
+    provisioning_stack: ProvisioningStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bench's fast seed (BatchWriteItem) writes each client's items with the attributes, of the same
+    types, that the real provisioning and a vend call write: for a client in use its record, its token item
+    (the record's copy, the token, the pre-refresh's due marks) and its budget; for an idle one the record."""
+    stack = provisioning_stack
+    stack.provisioning().create_client(CreateRequest(stack.CLIENT, consumers=(stack.CONSUMER_ROLE,)))
+    stack.vendor().vend(stack.CONSUMER, stack.CLIENT, 60)
+    real = shapes(stack, stack.CLIENT)
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    bench_scale: Any = importlib.import_module("bench_scale")
+
+    due = bench_scale.seed_clients(
+        stack.aws.dynamodb,
+        stack.aws.secretsmanager,
+        stack.aws.table_name,
+        SecretNaming("zus-m2m", "test", stack.ADMIN, stack.ADMIN_SECRET),
+        stack.zus_client,
+        ["seeded-in-use", "seeded-idle"],
+        {"seeded-idle"},
+        bench_scale.SteadyState(time.time(), 3600, 300, 3600.0),
+        threads=1,
+    )
+
+    assert set(due) == {"seeded-in-use"}
+    assert sorted(real) == ["budget", "record", "token"]
+    in_use, idle = shapes(stack, "seeded-in-use"), shapes(stack, "seeded-idle")
+    assert sorted(in_use) == sorted(real)
+    for kind, attributes in real.items():
+        assert sorted(in_use[kind].items()) == sorted(attributes.items()), kind
+    assert idle == {"record": real["record"]}
 
 
 def allowed_attempts(outage: float, policy: VendingPolicy) -> int:
