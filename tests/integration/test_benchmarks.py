@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from zus_m2m.admin_values import CreateRequest
 from zus_m2m.tokens.policy import VendingPolicy
-from zus_m2m.values import CreateRequest, SecretNaming
+from zus_m2m.values import SecretNaming
 
 if TYPE_CHECKING:
     from integration_support import ProvisioningStack
