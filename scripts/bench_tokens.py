@@ -461,6 +461,19 @@ boto3.client("dynamodb")
 boto3.client("secretsmanager")
 print(time.perf_counter() - started)
 """
+
+# The same with botocore's session, as the functions make their clients (zus_m2m.wiring.aws_client):
+# printed beside, so that what skipping boto3's wrapper saves is not counted as the handler's own.
+COLD_BOTOCORE_BASELINE = """
+import json, sys, time
+sys.path[:0] = json.loads(sys.argv[1])
+started = time.perf_counter()
+import botocore.session
+session = botocore.session.get_session()
+session.create_client("dynamodb")
+session.create_client("secretsmanager")
+print(time.perf_counter() - started)
+"""
 BUILD = ROOT / ".aws-sam" / "build"
 PYTHON313 = ROOT / ".venv-313" / "bin" / "python"
 
@@ -488,9 +501,9 @@ def log_bytes_per_call(env: dict[str, str], calls: int) -> float:
     return len(out.stdout) / calls
 
 
-def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
-    """Median seconds to import and init the built handler, and the boto3-only baseline, alternating runs
-    (``make build`` first: the layer's bytecode is part of what is measured)."""
+def cold_start(env: dict[str, str], runs: int) -> tuple[float, float, float]:
+    """Median seconds to import and init the built handler, the boto3-only baseline and the botocore-only
+    one, alternating runs (``make build`` first: the layer's bytecode is part of what is measured)."""
     sdk = subprocess.run(
         [str(PYTHON313), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
@@ -501,11 +514,13 @@ def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
     handler_path = json.dumps([str(function), str(BUILD / "SharedLayer" / "python"), sdk])
     handler: list[float] = []
     baseline: list[float] = []
+    botocore_baseline: list[float] = []
     process_env = {**os.environ, **env}
     for _ in range(runs):
         for code, path, samples in (
             (COLD_HANDLER, handler_path, handler),
             (COLD_BASELINE, json.dumps([sdk]), baseline),
+            (COLD_BOTOCORE_BASELINE, json.dumps([sdk]), botocore_baseline),
         ):
             out = subprocess.run(
                 [str(PYTHON313), "-I", "-S", "-B", "-c", code, path, str(function / "app.py")],
@@ -515,7 +530,7 @@ def cold_start(env: dict[str, str], runs: int) -> tuple[float, float]:
                 check=True,
             )
             samples.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(handler), statistics.median(baseline)
+    return statistics.median(handler), statistics.median(baseline), statistics.median(botocore_baseline)
 
 
 def gathered(
@@ -653,7 +668,7 @@ def main() -> None:
         burst_reports = bursts(env, moto, args.bursts, args.burst_size, args.min_ttl, log_dir / "bursts")
         stats = requests.get(f"{zus}/_emulator/stats", timeout=5).json()
         print(f"measuring cold start ({args.cold_runs} fresh processes each) ...", flush=True)
-        cold_handler, cold_baseline = cold_start(env, args.cold_runs)
+        cold_handler, cold_baseline, cold_botocore = cold_start(env, args.cold_runs)
         log_bytes = log_bytes_per_call(env, 200)
 
     latencies, failures, get_item, vend_seconds = gathered(collected)
@@ -689,6 +704,8 @@ def main() -> None:
     figures["cold_start_handler_ms"] = round(cold_handler * 1000, 1)
     figures["cold_start_baseline_ms"] = round(cold_baseline * 1000, 1)
     figures["cold_start_ratio"] = round(cold_handler / cold_baseline, 3)
+    figures["cold_start_botocore_baseline_ms"] = round(cold_botocore * 1000, 1)
+    figures["cold_start_over_botocore_baseline"] = round(cold_handler / cold_botocore, 3)
     figures["log_bytes_per_vend_call"] = round(log_bytes, 1)
     figures |= waiting_figures(log_dir, [end for result in collected for end in result.get("waits_ended", [])])
     figures |= burst

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import boto3
+import botocore.session
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
@@ -85,9 +85,18 @@ TOKEN_VENDING_ZUS_TIMEOUT = (1.0, 3.0)
 ADMIN_TOKEN_MIN_TTL = 60
 
 
+@functools.cache
+def _aws_session() -> botocore.session.Session:
+    """The container's one SDK session, as ``boto3.client``'s default session is: a second one would load
+    the endpoint and model data again (about 35 ms on 3.13)."""
+    return botocore.session.get_session()
+
+
 def aws_client(service: str, config: Config = AWS_CONFIG) -> Any:
-    """A boto3 client; ``AWS_ENDPOINT_URL`` (set by the local stack) points it at moto."""
-    return boto3.client(service, config=config)  # type: ignore[call-overload]
+    """An SDK client, made with botocore's session as ``boto3.client`` makes it, without importing boto3:
+    its import brings s3transfer and multiprocessing, about 14 ms of a cold start the vending function
+    does not need (docs/design.md). ``AWS_ENDPOINT_URL`` (set by the local stack) points it at moto."""
+    return _aws_session().create_client(service, config=config)
 
 
 class FirstUseAwsClient:
