@@ -237,18 +237,21 @@ def container(
 
 class DynamoCalls:
     """When this process's DynamoDB calls on the token items answered, as botocore's events report them
-    (registered on boto3's default session before a handler module creates its clients, so every client
-    it creates carries them): the lease writes (taken or refused), the token writes and the reads."""
+    (registered on the container's SDK session, ``wiring.aws_session()``, before a handler module creates
+    its clients, so every client it creates carries them): the lease writes (taken or refused), the token
+    writes and the reads."""
 
     def __init__(self) -> None:
-        self.seen: list[tuple[float, str]] = []
-        if boto3.DEFAULT_SESSION is None:
-            boto3.setup_default_session()
-        events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
-        events.register("before-parameter-build.dynamodb", self._request)
-        events.register("after-call.dynamodb", self._answer)
+        from zus_m2m import wiring
 
-    def _request(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        self.seen: list[tuple[float, str]] = []
+        session = wiring.aws_session()
+        session.register("before-parameter-build.dynamodb", self._request)
+        session.register("after-call.dynamodb", self._answer)
+
+    # botocore calls event handlers with keyword arguments only.
+    def _request(self, **event: Any) -> None:
+        params, model, context = event["params"], event["model"], event["context"]
         update = str(params.get("UpdateExpression", ""))
         if model.name == "GetItem":
             context["bench"] = "read"
@@ -257,7 +260,8 @@ class DynamoCalls:
         elif "accessToken = :token" in update:
             context["bench"] = "token-written"
 
-    def _answer(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    def _answer(self, **event: Any) -> None:
+        parsed, context = event["parsed"], event["context"]
         kind = context.get("bench")
         if kind == "lease":
             kind = "lease-refused" if "Error" in parsed else "lease-taken"
@@ -380,7 +384,7 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
     failed = 0
     if not any(report["calls"] for report in reports):
         raise SystemExit(
-            "no DynamoDB call of the bursts' handlers observed: are their clients boto3's default session's?"
+            "no DynamoDB call of the bursts' handlers observed: are their clients made on wiring.aws_session()?"
         )
     for n in sorted({report["round"] for report in reports}):
         calls = [report for report in reports if report["round"] == n]
