@@ -239,7 +239,7 @@ openapi: $(STAMP)
 	$(BIN)/python scripts/openapi.py
 
 # The reliability suite's long profile (faults, bad input, leaks, concurrency; docs/reliability.md),
-# about 15 minutes; its last lines are the results table.
+# about 42 minutes on a 2-core machine; its last lines are the results table.
 SOAK_TABLE := .pytest_cache/reliability-table.txt
 soak: $(STAMP)
 	@rm -f $(SOAK_TABLE)
