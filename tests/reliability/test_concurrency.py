@@ -212,6 +212,15 @@ def stream_through_a_rotation(
             answers.append(answer)
         return met if met == left and minted_by(answer) is not None else ""
 
+    def cold_until_minted(wanted: str, until: float) -> None:
+        """Cold calls a second apart until one met ``wanted`` throughout and was minted, or ``until``: a
+        cold call may find a token minted in its last second (by provisioning's check or a streaming
+        caller), or wait on a caller's lease."""
+        while time.monotonic() < until:
+            if cold_call() == wanted:
+                return
+            time.sleep(1.0)  # the next cold call meets no token of this second
+
     def watch() -> bool:
         """The stage, polled; cold calls every ``cold_every`` s until each stage had one minted; after
         the rotation finished and Zus's window passed, cold calls until one is minted. True if the
@@ -233,9 +242,7 @@ def stream_through_a_rotation(
         settled = time.monotonic() + propagation
         while time.monotonic() < settled:
             time.sleep(0.05)
-        while not cold["finished"] and time.monotonic() < deadline + 30:
-            cold[cold_call()] += 1
-            time.sleep(1.0)  # the next cold call meets no token of this second
+        cold_until_minted("finished", deadline + 30)
         done.set()
         return True
 
@@ -245,12 +252,7 @@ def stream_through_a_rotation(
         try:
             while calls["before"] < callers:  # the callers are streaming
                 time.sleep(0.02)
-            # The stage before, cold too, until a call is minted: a cold call may find a token minted in
-            # its last second (by provisioning's check or a streaming caller) or wait on a caller's lease.
-            for _ in range(10):
-                if cold_call() == "before":
-                    break
-                time.sleep(1.0)
+            cold_until_minted("before", time.monotonic() + 10)  # the stage before, cold too
             with ctx.proxy.faulted(HOLD):
                 rotation = ctx.api.rotate(name)
                 assert rotation.status == 202, rotation.body
