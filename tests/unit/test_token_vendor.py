@@ -758,6 +758,16 @@ def test_a_throttled_answer_is_never_refused_credentials(world: World) -> None:
     assert world.stored().failures == 0
 
 
+def test_a_slow_429_pauses_from_its_answer_not_from_before_the_request(world: World) -> None:
+    world.endpoint.failures = [errors.ZusRateLimited("token request", 429, "too_many_requests", 30)]
+    world.endpoint.on_call = lambda: world.clock.sleep(2.0)  # the answer took 2 s to arrive
+
+    with pytest.raises(errors.TemporarilyUnavailable):
+        world.vendor().vend(CALLER, CLIENT, min_ttl=60)
+
+    assert world.stored().blocked_until == world.clock.now + 30
+
+
 def test_pre_refresh_renews_a_token_that_will_enter_the_margin_within_the_horizon(world: World) -> None:
     # Given two clients in use: one enters the margin within the horizon, the other does not
     world.secrets.versions[(NAMING.secret_id("fresh"), AWSCURRENT)] = credentials("s-current")

@@ -162,7 +162,8 @@ class UpstreamTokens:
             self._note_quota(client, exc.quota, now)
             if isinstance(exc, errors.ZusRateLimited):
                 self._metrics.count("UpstreamRateLimited")
-                self._table.block(client, now + exc.retry_after)
+                # From now, not from before the budget's write: the pause must not end before Zus's.
+                self._table.block(client, self._clock() + exc.retry_after)
                 raise errors.TemporarilyUnavailable(
                     f"Zus rate-limited token requests for {client!r}", retry_after=exc.retry_after
                 ) from exc
