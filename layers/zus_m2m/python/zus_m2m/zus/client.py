@@ -237,15 +237,12 @@ class ZusClient:
             if json is not None:
                 headers["Content-Type"] = JSON_API
         timeout = self._timeout_within_deadline(operation, method)
-        # A wait until Zus's reset instant is counted from the send: the answer left Zus after it, so
-        # the wait never ends before the instant Zus named.
-        sent = self._clock()
         try:
             response = self._session.request(method, url, headers=headers, json=json, params=params, timeout=timeout)
         except requests.RequestException as exc:
             raise errors.ZusUnavailable(operation, None, _transport_failure(exc)) from exc
         if response.status_code >= 400:
-            raise _error_for(operation, response, sent)
+            raise _error_for(operation, response, self._clock())
         return response
 
 
