@@ -82,7 +82,7 @@ RECORD = ROOT / "docs" / "bench" / "tokens.json"
 
 
 def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
-    return bench_environment(moto, zus, TABLE, margin, "WARNING")
+    return bench_environment(moto, zus, TABLE, margin, "INFO")
 
 
 def provision(moto: str, zus: str, lifetime: int, names: tuple[str, ...] = (CLIENT,)) -> dict[str, str]:
@@ -139,6 +139,16 @@ def load_handler() -> Any:
     return module
 
 
+def lambda_stdout(log: int) -> None:
+    """Logs and EMF metrics go to stdout, as on Lambda, written as Lambda's runtime interface client
+    writes them (awslambdaric's bootstrap: every write flushed at once); kept in the file ``log``, off
+    the bench's output."""
+    from awslambdaric.bootstrap import Unbuffered
+
+    os.dup2(log, 1)
+    sys.stdout = Unbuffered(sys.stdout)
+
+
 def token_event(client: str, min_ttl: int) -> dict[str, Any]:
     event: dict[str, Any] = json.loads(EVENT.read_text())
     event["rawPath"] = event["requestContext"]["http"]["path"] = f"/app-clients/{client}/token"
@@ -159,8 +169,7 @@ def container(
     empty memory tier) and times its first vend: the DynamoDB tier's hit, on warm connections.
     """
     os.environ.update(env)
-    # Logs and EMF metrics go to stdout, as on Lambda; keep them in a file, off the bench's output.
-    os.dup2(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+    lambda_stdout(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
     module = load_handler()
     from zus_local.lambda_context import LocalLambdaContext
 
@@ -285,7 +294,7 @@ def burst_container(env: dict[str, str], rounds: int, min_ttl: int, log_path: st
     and fetches, the others wait for its token. Reports each call's DynamoDB calls and metrics."""
     os.environ.update(env)
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(log, 1)
+    lambda_stdout(log)
     calls = DynamoCalls()
     from zus_local.lambda_context import LocalLambdaContext
 

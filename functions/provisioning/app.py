@@ -12,8 +12,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from zus_m2m import api, logs, openapi, validation, wiring
 from zus_m2m.settings import Settings
 
-logger = logs.function_logger("provisioning")
 metrics = Metrics()
+logger = logs.function_logger("provisioning", metrics)
 settings = Settings.from_env()
 container = wiring.Container(settings, metrics)
 provisioning = container.provisioning()
@@ -128,7 +128,7 @@ def start_rotation(name: str) -> Response[str]:
     return api.json_response(202, provisioning.start_rotation(validation.client_name(name), request))
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context
 @wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

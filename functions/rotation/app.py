@@ -15,8 +15,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from zus_m2m import errors, logs, wiring
 from zus_m2m.settings import Settings
 
-logger = logs.function_logger("rotation")
 metrics = Metrics()
+logger = logs.function_logger("rotation", metrics)
 settings = Settings.from_env()
 steps = wiring.Container(settings, metrics).rotation_steps()
 
@@ -34,10 +34,10 @@ def parse_event(event: Any) -> tuple[str, str, str]:
     return event["Step"], event["SecretId"], event["ClientRequestToken"]
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context
 @wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     step, secret_id, version_id = parse_event(event)
-    logger.append_keys(step=step, secret=secret_id, version=version_id)
-    outcome = steps.run(step, secret_id, version_id)
+    with logger.append_context_keys(step=step, secret=secret_id, version=version_id):
+        outcome = steps.run(step, secret_id, version_id)
     return {"step": step, "outcome": outcome}

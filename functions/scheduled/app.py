@@ -17,8 +17,8 @@ from zus_m2m import errors, logs, wiring
 from zus_m2m.settings import Settings
 from zus_m2m.values import REFRESH, ROTATION
 
-logger = logs.function_logger("scheduled")
 metrics = Metrics()
+logger = logs.function_logger("scheduled", metrics)
 settings = Settings.from_env()
 container = wiring.Container(settings, metrics)
 dispatch = container.work_dispatch()
@@ -31,7 +31,7 @@ JOBS: Mapping[str, Callable[[], Mapping[str, Any]]] = {
 }
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context
 @wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     job = event.get("job") if isinstance(event, dict) else None
@@ -39,7 +39,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if run is None:
         shown = repr(job)[:64]
         raise errors.InvalidRequest(f"unknown scheduled job {shown}; known jobs: {', '.join(JOBS)}")
-    logger.append_keys(job=job)
-    report = dict(run())
-    logger.info("scheduled job finished", extra={"report": report})
+    with logger.append_context_keys(job=job):
+        report = dict(run())
+        logger.info("scheduled job finished", extra={"report": report})
     return {"job": job, "report": report}

@@ -20,8 +20,8 @@ from zus_m2m.settings import Settings
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = logs.function_logger("token-vending")
 metrics = Metrics()
+logger = logs.function_logger("token-vending", metrics)
 settings = Settings.from_env()
 vendor = wiring.Container(
     settings,
@@ -62,7 +62,7 @@ ROUTE = (METHOD, PATH, get_token)
 _PATH_PATTERN = edge.route_pattern(PATH)
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context
 @wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return edge.serve(event, METHOD, _PATH_PATTERN, get_token)

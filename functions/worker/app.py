@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from zus_m2m import logs, wiring
 from zus_m2m.settings import Settings
 
-logger = logs.function_logger("worker")
 metrics = Metrics()
+logger = logs.function_logger("worker", metrics)
 settings = Settings.from_env()
 work = wiring.Container(settings, metrics).worker()
 # A batch whose every message is refused is still an answer (its failures), not an error of the function.
@@ -28,7 +28,7 @@ def record_handler(record: SQSRecord) -> str:
     return work.run_message(record.body)
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context
 @wiring.invocation(metrics)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     answer = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import logging
 import time
@@ -870,6 +871,41 @@ def test_a_consumer_gets_the_token_and_the_audit_line_has_its_expiry_not_the_tok
     assert line["caller"] == "arn:aws:sts::123456789012:assumed-role/billing-service/billing-service"
     assert line["tokenExpiresAt"] == body["expires_at"]
     assert body["access_token"] not in json.dumps(line)
+
+
+def test_a_call_writes_one_line_of_its_metrics_and_audit_event_and_package_lines_name_their_module(
+    api: Api, token_api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its lines as CloudWatch gets them: an API call's one line is the EMF document of its metrics with
+    its audit event and Lambda's request id (not Powertools' whole line); a line of the package, in a
+    container's second call too, names the module that wrote it."""
+    api(event("apigw_create_client"))
+    written = io.StringIO()
+    # The function's two log handlers (its Logger's and the audit lines') write here, not to stdout.
+    for handler in [*token_api.module.logger.handlers, *logging.getLogger("zus_m2m.audit").handlers]:
+        handler.setStream(written)
+    capsys.readouterr()
+
+    status, _, body = token_api(event("apigw_get_token"))
+    refused, _, _ = token_api(signed_by(event("apigw_get_token"), REPORTING))
+
+    assert (status, refused) == (200, 403)
+    assert "_aws" not in capsys.readouterr().out, "the calls' metrics were published again on a line of their own"
+    output = written.getvalue()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    audit = [line for line in lines if "audit" in line]
+    assert [line["audit"]["outcome"] for line in audit] == ["allowed", "denied"]
+    powertools_keys = {"location", "timestamp", "cold_start", "function_name", "function_arn", "function_memory_size"}
+    for line in audit:
+        assert (line["level"], line["message"]) == ("INFO", "audit")
+        assert line["function_request_id"]
+        assert not powertools_keys & set(line)
+        [metrics] = line["_aws"]["CloudWatchMetrics"]
+        assert metrics["Metrics"] and all(line[metric["Name"]] for metric in metrics["Metrics"])
+    assert "TokenRefused" in audit[1]
+    refusal = [line for line in lines if line.get("message") == "request refused"]
+    assert [line.get("name") for line in refusal] == ["zus_m2m.edge"]
+    assert body["access_token"] not in output
 
 
 def test_a_caller_that_is_not_a_consumer_gets_a_403_problem_naming_neither_token_nor_secret(

@@ -140,7 +140,7 @@ class TokenVendor:
         if token is None:
             return None, min_ttl
         min_ttl = self._satisfiable(token, min_ttl, now, best_effort)
-        if token.fingerprint == refused:
+        if refused is not None and token.fingerprint == refused:
             self._memory.forget(client, token)
             return None, min_ttl
         if token.seconds_left(now) < min_ttl:
@@ -149,7 +149,7 @@ class TokenVendor:
         if tier == "table":
             self._memory.remember(client, token)
         self._after_hit(client, token, now)
-        return replace(token, source=tier), min_ttl
+        return token if token.source == tier else replace(token, source=tier), min_ttl
 
     def _satisfiable(self, token: CachedToken, min_ttl: float, now: float, best_effort: bool) -> float:
         """``min_ttl``, if a token of the learned lifetime can have it left (or best effort's half a
