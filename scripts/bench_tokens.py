@@ -3,7 +3,8 @@
 Starts moto server and the Zus emulator as their own processes on 127.0.0.1, provisions two app
 clients (their records naming the event's caller, events/apigw_get_token.json, as a consumer), then runs N
 processes (each one simulated container with its own memory tier, serving one invocation at a time as
-Lambda does) of M threads calling the real vend handler with that event (API Gateway's IAM authorizer
+Lambda does, at the template's log level, INFO, its stdout flushed on every write as awslambdaric's
+is) of M threads calling the real vend handler with that event (API Gateway's IAM authorizer
 context included) for about a minute, with short-lived tokens so that refreshes happen. New containers
 join every second; each one's first vend is a DynamoDB-tier hit (one strongly consistent GetItem of the
 token item, which carries the record's copy), timed next to a bare boto3 GetItem of the token item (the
@@ -41,8 +42,8 @@ Cold start is measured in fresh processes as Lambda runs them (Python 3.13, isol
 writing no bytecode, from `make build`'s function and layer): importing the vend handler module (its
 module-level init included) next to a baseline that only imports boto3 and creates the same boto3 clients.
 
-Then the bytes each vend call logs at the template's INFO level (its audit line and its EMF metrics
-document, what CloudWatch Logs ingests), in one more fresh process.
+Then the bytes each vend call logs at the template's INFO level (its one line: the audit event in its
+metrics' EMF document, what CloudWatch Logs ingests), in one more fresh process.
 
 Prints a table, and as its last line one JSON object with every figure; ``--record`` also writes it to
 docs/bench/tokens.json, which ``make cost`` reads.
@@ -82,6 +83,7 @@ RECORD = ROOT / "docs" / "bench" / "tokens.json"
 
 
 def environment(moto: str, zus: str, margin: int) -> dict[str, str]:
+    # The template's level: each call writes its audit line, as on Lambda.
     return bench_environment(moto, zus, TABLE, margin, "INFO")
 
 

@@ -6,6 +6,7 @@ and on the CloudFormation that the SAM transform expands it into (``make validat
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 import sys
@@ -679,3 +680,13 @@ def test_samconfig_has_sandbox_and_production() -> None:
         assert f'Stage="{environment}"' in deploy["parameter_overrides"]
         assert f'ZusEnvironment="{environment}"' in deploy["parameter_overrides"]
         assert deploy["capabilities"] == "CAPABILITY_IAM"
+
+
+def test_bench_tokens_runs_the_vend_function_at_the_templates_log_level(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its latencies include what a call logs on Lambda (its audit line is INFO)."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    bench_tokens: Any = importlib.import_module("bench_tokens")
+    level = template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"]
+    assert bench_tokens.environment("http://moto", "http://zus", 5)["POWERTOOLS_LOG_LEVEL"] == level

@@ -901,7 +901,8 @@ def test_a_call_writes_one_line_of_its_metrics_and_audit_event_and_package_lines
         assert line["function_request_id"]
         assert not powertools_keys & set(line)
         [metrics] = line["_aws"]["CloudWatchMetrics"]
-        assert metrics["Metrics"] and all(line[metric["Name"]] for metric in metrics["Metrics"])
+        assert metrics["Metrics"]
+        assert all(line[metric["Name"]] for metric in metrics["Metrics"])
     assert "TokenRefused" in audit[1]
     refusal = [line for line in lines if line.get("message") == "request refused"]
     assert [line.get("name") for line in refusal] == ["zus_m2m.edge"]
