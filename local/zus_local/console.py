@@ -1,9 +1,10 @@
 """The local stack's output: one timestamped line per event, and the functions' own output.
 
 Handlers print to stdout as on Lambda: Powertools' JSON log lines and an invocation's EMF metrics
-document (an API call's carries its audit event, at INFO). Locally the metrics documents would drown the one-line-per-request log, so the
-runtime (``lambda_runtime``) relays its environments' lines here without them unless ``--verbose``
-(``is_metrics_document``). Nothing here ever formats a request body, a secret or a token.
+document (an API call's carries its audit event, at INFO). Locally the metrics documents would drown
+the one-line-per-request log, so the runtime (``lambda_runtime``) relays its environments' lines here
+without them unless ``--verbose`` (``is_metrics_document``). Nothing here ever formats a request body,
+a secret or a token.
 """
 
 from __future__ import annotations
