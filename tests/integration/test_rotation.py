@@ -13,6 +13,8 @@ the last rotation checkpoint passed when it started, and one runs synchronously 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import threading
 import time
 from collections import Counter
@@ -211,6 +213,9 @@ def test_a_stale_version_is_refused(stack: Stack) -> None:
 def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack, load_function: LoadFunction) -> None:
     before = stack.current()
     handler = load_function("rotation", stack.lambda_environment())
+    written = io.StringIO()
+    for log_handler in handler.logger.handlers:
+        log_handler.setStream(written)
     rotation = stack.start()
 
     def invoke(event: dict[str, str]) -> None:
@@ -219,6 +224,13 @@ def test_the_rotation_handler_runs_the_steps_secrets_manager_sends(stack: Stack,
     drive_rotation(invoke, *rotation)
 
     stack.assert_rotated_cleanly(before)
+    # Each step's lines name it and the module that wrote them; its keys end with its invocation.
+    done = [json.loads(line) for line in written.getvalue().splitlines() if '"rotation step done"' in line]
+    assert [line["step"] for line in done] == ["createSecret", "setSecret", "testSecret", "finishSecret"]
+    assert {(line["name"], line["secret"], line["version"]) for line in done} == {
+        ("zus_m2m.rotation.steps", rotation[0], rotation[1])
+    }
+    assert not {"step", "secret", "version"} & set(handler.logger.get_current_keys())
     with pytest.raises(errors.InvalidRequest):
         handler.lambda_handler({"Step": "createSecret"}, LocalLambdaContext("zus-m2m-rotation"))
 
