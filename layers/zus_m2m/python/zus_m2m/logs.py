@@ -1,5 +1,5 @@
 """Each function's log lines under its own name: its Powertools Logger, and the shared package's lines
-sent through that Logger; the audit lines in a compact format of their own.
+sent through that Logger; and an API call's one line, its audit event with its metrics.
 
 Each function has a Logger of its own service (``zus-m2m-<function>``). The ``zus_m2m`` package's
 logger hands every line to the handlers of the function's Logger, so the package's lines carry the
