@@ -8,6 +8,7 @@ SIGTERM, a busy port; and, in process, the API Gateway event the handlers get an
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import json
 import os
@@ -206,6 +207,11 @@ def test_zus_asking_for_15_minutes_is_a_retry_after_of_15_minutes(stack: StackPr
     assert 895 <= int(again.headers["Retry-After"]) <= 901
 
 
+def printed(stack: StackProcess, pattern: re.Pattern[str]) -> bool:
+    """Whether the stack printed a line ``pattern`` matches."""
+    return any(pattern.search(line) for line in stack.lines)
+
+
 def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProcess) -> None:
     """Tokens that live 184 s (their refresh margin: half their life, 92 s) enter the margin plus the
     job's 90 s horizon 2 s after they are issued; the pre-refresh schedule (every second here) hands the
@@ -232,11 +238,12 @@ def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProces
         stats = requests.get(f"{stack.zus}/_emulator/stats", timeout=5).json()
         assert stats["tokenRequests"][client_id] >= 2
         # Through the work queue: the job handed it out (with the bootstrap admin's token, also in use),
-        # the queue's event source invoked the worker
+        # the queue's event source invoked the worker. Each line is printed once its invocation returned,
+        # which can be after the token it wrote was read above.
         handed_out = re.compile(r"schedule zus-m2m-local-pre-refresh \(pre-refresh\)  ok .* dispatched=[1-9]")
-        assert any(handed_out.search(line) for line in stack.lines)
         worked = re.compile(r"queue zus-m2m-local-work  \d+ messages? -> WorkerFunction  ok")
-        assert any(worked.search(line) for line in stack.lines)
+        for pattern, what in ((handed_out, "the pre-refresh job's line"), (worked, "the worker's line")):
+            wait_until(functools.partial(printed, stack, pattern), 10, what)
     finally:
         requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 3600}, timeout=5)
         stack.admin.delete(f"{api}/app-clients/{name}", timeout=30)
