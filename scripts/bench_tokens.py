@@ -9,7 +9,10 @@ context included) for about a minute, with short-lived tokens so that refreshes 
 join every second; each one's first vend is a DynamoDB-tier hit (one strongly consistent GetItem of the
 token item, which carries the record's copy), timed next to a bare boto3 GetItem of the token item (the
 same consistency) in the same thread, so both meet the same load; the containers' memory tier reads the
-item again every MEMORY_REVALIDATION_SECONDS, and those reads count as DynamoDB-tier hits too. Callers
+item again every MEMORY_REVALIDATION_SECONDS, and those reads count as DynamoDB-tier hits too.
+Beside the two p50s' ratio, the p50 of each fresh container's hit less the bare GetItem right after it
+(``paired_table_hit_minus_get_item_p50_ms``): what the handler adds to the read, less swayed by the
+load than two populations' p50s are. Callers
 of the fleet that waited on another's lease (``lease-wait``; rare: only while no token is stored) are
 timed (the whole invocation) beside the fetch of the holder each waited for (the ``TokenFetchTime``
 metric in the containers' EMF logs, paired with the wait by when the holder's invocation ended).
@@ -184,26 +187,26 @@ def container(
     invocation = threading.Lock()
     deadline = time.monotonic() + seconds
 
-    def call(handler: Any, record: bool = True) -> None:
+    def call(handler: Any) -> tuple[str | None, float]:
+        """The call's tier (None for a failure) and its latency (ms)."""
         context = LocalLambdaContext(function_name="TokenVendingFunction", timeout_seconds=10)
         with invocation:
             started_at = time.time()
             started = time.perf_counter()
             response = handler.lambda_handler(event, context)
             elapsed = (time.perf_counter() - started) * 1000
-        if not record:
-            return
+        tier = response["headers"]["X-Token-Source"] if response["statusCode"] == 200 else None
         with lock:
             window[0] = min(window[0], started_at)
             window[1] = max(window[1], time.time())
-            if response["statusCode"] == 200:
-                tier = response["headers"]["X-Token-Source"]
+            if tier is not None:
                 latencies[tier].append(elapsed)
                 if tier == "lease-wait":
                     waits_ended.append(time.time())
             else:
                 key = str(response["statusCode"])
                 failures[key] = failures.get(key, 0) + 1
+        return tier, elapsed
 
     def caller() -> None:
         while time.monotonic() < deadline:
@@ -215,6 +218,8 @@ def container(
     dynamodb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     key = {"pk": {"S": f"client#{CLIENT}"}, "sk": {"S": "token"}}
     get_item: list[float] = []
+    # A fresh container's DynamoDB-tier hit less the bare GetItem right after it: the pair's difference.
+    table_over_get_item: list[float] = []
 
     def scale_out() -> None:
         dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)  # a warm connection, like the container's
@@ -224,10 +229,12 @@ def container(
             # Warm its connections with an unknown client (403), as a container's earlier work would.
             with invocation:
                 fresh.lambda_handler(token_event("bench-warm-up", min_ttl), LocalLambdaContext("TokenVendingFunction"))
-            call(fresh)
+            tier, hit = call(fresh)
             started = time.perf_counter()
             dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)
             get_item.append((time.perf_counter() - started) * 1000)
+            if tier == "table":
+                table_over_get_item.append(hit - get_item[-1])
 
     workers = [threading.Thread(target=caller) for _ in range(threads)]
     workers.append(threading.Thread(target=scale_out))
@@ -241,6 +248,7 @@ def container(
             "failures": failures,
             "window": window,
             "get_item": get_item,
+            "table_over_get_item": table_over_get_item,
             "waits_ended": waits_ended,
         }
     )
@@ -567,6 +575,16 @@ def gathered(
     return latencies, failures, get_item, vend_seconds
 
 
+def paired_figures(collected: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fresh containers' DynamoDB-tier hits, each less the bare GetItem right after it."""
+    paired = [difference for result in collected for difference in result.get("table_over_get_item", [])]
+    p50 = percentile(paired, 0.5)
+    return {
+        "paired_table_hits": len(paired),
+        "paired_table_hit_minus_get_item_p50_ms": None if p50 is None else round(p50, 3),
+    }
+
+
 def emf_documents(log_dir: Path, name: str) -> list[dict[str, Any]]:
     """The containers' EMF documents (one per invocation) that carry metric ``name``."""
     found = []
@@ -715,6 +733,7 @@ def main() -> None:
             value = percentile(values, fraction)
             figures[f"{tier.replace('-', '_')}_{name}_ms"] = None if value is None else round(value, 3)
     figures["table_p50_over_get_item_p50"] = _ratio(figures["table_p50_ms"], bare_p50)
+    figures |= paired_figures(collected)
     figures["memory_p50_over_get_item_p50"] = _ratio(figures["memory_p50_ms"], bare_p50)
     figures["cold_start_handler_ms"] = round(cold_handler * 1000, 1)
     figures["cold_start_baseline_ms"] = round(cold_baseline * 1000, 1)
