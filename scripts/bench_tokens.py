@@ -8,9 +8,10 @@ is) of M threads calling the real vend handler with that event (API Gateway's IA
 context included) for about a minute, with short-lived tokens so that refreshes happen. New containers
 join every second; each one's first vend is a DynamoDB-tier hit (one strongly consistent GetItem of the
 token item, which carries the record's copy), timed next to a bare boto3 GetItem of the token item (the
-same consistency) in the same thread, so both meet the same load; the containers' memory tier reads the
+same consistency) in the same thread, so both meet the same load (right after the hit in odd rounds,
+right before it in even ones); the containers' memory tier reads the
 item again every MEMORY_REVALIDATION_SECONDS, and those reads count as DynamoDB-tier hits too.
-Beside the two p50s' ratio, the p50 of each fresh container's hit less the bare GetItem right after it
+Beside the two p50s' ratio, the p50 of each fresh container's hit less the bare GetItem beside it
 (``paired_table_hit_minus_get_item_p50_ms``): what the handler adds to the read, less swayed by the
 load than two populations' p50s are. Callers
 of the fleet that waited on another's lease (``lease-wait``; rare: only while no token is stored) are
@@ -55,6 +56,7 @@ docs/bench/tokens.json, which ``make cost`` reads.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -66,6 +68,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,13 +216,18 @@ def container(
             call(module)
             time.sleep(think)
 
-    # The baseline: a bare boto3 GetItem of the same item, timed in the same thread right after each
-    # DynamoDB-tier hit, so both meet the same load and the same contention for this process's GIL.
+    # The baseline: a bare boto3 GetItem of the same item, timed in the same thread beside each fresh
+    # container's DynamoDB-tier hit, so both meet the same load and the same contention for this
+    # process's GIL: none from the container's other calls, which wait for the one in progress.
     dynamodb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     key = {"pk": {"S": f"client#{CLIENT}"}, "sk": {"S": "token"}}
     get_item: list[float] = []
-    # A fresh container's DynamoDB-tier hit less the bare GetItem right after it: the pair's difference.
-    table_over_get_item: list[float] = []
+    # A fresh container's DynamoDB-tier hit less the bare GetItem beside it: the pair's difference.
+    table_over_get_item: list[tuple[bool, float]] = []
+
+    def bare_get_item() -> float:
+        get_item.append(timed_get_item(dynamodb, key, invocation))
+        return get_item[-1]
 
     def scale_out() -> None:
         dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)  # a warm connection, like the container's
@@ -229,12 +237,11 @@ def container(
             # Warm its connections with an unknown client (403), as a container's earlier work would.
             with invocation:
                 fresh.lambda_handler(token_event("bench-warm-up", min_ttl), LocalLambdaContext("TokenVendingFunction"))
-            tier, hit = call(fresh)
-            started = time.perf_counter()
-            dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)
-            get_item.append((time.perf_counter() - started) * 1000)
+            # The hit first in every other round (one bare GetItem a round so far).
+            hit_first = len(get_item) % 2 == 0
+            tier, hit, bare = in_turn(functools.partial(call, fresh), bare_get_item, hit_first=hit_first)
             if tier == "table":
-                table_over_get_item.append(hit - get_item[-1])
+                table_over_get_item.append((hit_first, hit - bare))
 
     workers = [threading.Thread(target=caller) for _ in range(threads)]
     workers.append(threading.Thread(target=scale_out))
@@ -252,6 +259,31 @@ def container(
             "waits_ended": waits_ended,
         }
     )
+
+
+def timed_get_item(dynamodb: Any, key: dict[str, Any], invocation: threading.Lock) -> float:
+    """A bare GetItem of the token item (ms), as an invocation would run: alone in its container, holding
+    ``invocation`` as the vend call it is compared with does (without it, the container's other calls
+    took the GIL from it, and it read 0.5-0.7 ms slower than the vend call beside it: a bias in the
+    DynamoDB tier's favour that the runs before 2026-12-07's fix carried)."""
+    with invocation:
+        started = time.perf_counter()
+        dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)
+        return (time.perf_counter() - started) * 1000
+
+
+def in_turn(
+    hit: Callable[[], tuple[str | None, float]], bare: Callable[[], float], *, hit_first: bool
+) -> tuple[str | None, float, float]:
+    """A vend call and a bare GetItem one right after the other (the tier and both times): their order
+    alternates, as which of two calls in a row goes first sways its time by about as much as the
+    handler's own work does."""
+    if hit_first:
+        tier, hit_ms = hit()
+        return tier, hit_ms, bare()
+    bare_ms = bare()
+    tier, hit_ms = hit()
+    return tier, hit_ms, bare_ms
 
 
 class DynamoCalls:
@@ -576,13 +608,20 @@ def gathered(
 
 
 def paired_figures(collected: list[dict[str, Any]]) -> dict[str, Any]:
-    """The fresh containers' DynamoDB-tier hits, each less the bare GetItem right after it."""
-    paired = [difference for result in collected for difference in result.get("table_over_get_item", [])]
-    p50 = percentile(paired, 0.5)
-    return {
-        "paired_table_hits": len(paired),
-        "paired_table_hit_minus_get_item_p50_ms": None if p50 is None else round(p50, 3),
-    }
+    """The fresh containers' DynamoDB-tier hits, each less the bare GetItem beside it: p50 of all the
+    pairs, and of those where the hit went first and those where it went second."""
+    pairs = [
+        (bool(first), difference) for result in collected for first, difference in result.get("table_over_get_item", [])
+    ]
+    figures: dict[str, Any] = {"paired_table_hits": len(pairs)}
+    for suffix, chosen in (
+        ("", pairs),
+        ("_hit_first", [p for p in pairs if p[0]]),
+        ("_hit_second", [p for p in pairs if not p[0]]),
+    ):
+        p50 = percentile([difference for _, difference in chosen], 0.5)
+        figures[f"paired_table_hit_minus_get_item_p50_ms{suffix}"] = None if p50 is None else round(p50, 3)
+    return figures
 
 
 def emf_documents(log_dir: Path, name: str) -> list[dict[str, Any]]:

@@ -57,7 +57,11 @@ def audit_event(event: Mapping[str, Any], status: int, details: Mapping[str, Any
 
 
 def emit(event: Mapping[str, Any], status: int, details: Mapping[str, Any]) -> None:
-    logger.info("audit", extra={"audit": audit_event(event, status, details)})
+    # A record made and handled directly: ``logger.info`` would also look up its caller's frame, which
+    # no audit line shows (a tenth of a memory-tier vend's logging).
+    if logger.isEnabledFor(logging.INFO):
+        extra = {"audit": audit_event(event, status, details)}
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "audit", (), None, extra=extra))
 
 
 def authorizer_iam(event: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -55,10 +55,12 @@ class _CallLine(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(sys.stdout)
         self.logger = logger
         self.metrics = metrics
+        # Read once, as the function's environment is (Powertools reads it on every flush).
+        self.publish = not is_metrics_disabled()
 
     def emit(self, record: logging.LogRecord) -> None:
         line: dict[str, Any] = {}
-        if self.metrics.metric_set and not is_metrics_disabled():
+        if self.metrics.metric_set and self.publish:
             line = dict(self.metrics.serialize_metric_set())
             self.metrics.clear_metrics()
         line["level"] = record.levelname
