@@ -265,7 +265,7 @@ def timed_get_item(dynamodb: Any, key: dict[str, Any], invocation: threading.Loc
     """A bare GetItem of the token item (ms), as an invocation would run: alone in its container, holding
     ``invocation`` as the vend call it is compared with does (without it, the container's other calls
     took the GIL from it, and it read 0.5-0.7 ms slower than the vend call beside it: a bias in the
-    DynamoDB tier's favour that the runs before 2026-12-07's fix carried)."""
+    DynamoDB tier's favour that the runs recorded before this was fixed carried)."""
     with invocation:
         started = time.perf_counter()
         dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)
