@@ -207,6 +207,10 @@ class CachedToken:
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now
 
+    def served_from(self, source: TokenSource) -> CachedToken:
+        """This token as ``source`` serves it (itself if already marked so: no copy on every hit)."""
+        return self if self.source == source else replace(self, source=source)
+
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.access_token)

@@ -25,11 +25,6 @@ class KnownClient:
     token: CachedToken | None = None
 
 
-def _kept(token: CachedToken) -> CachedToken:
-    """``token`` as this tier keeps it: marked as served from memory once, not on every hit."""
-    return token if token.source == "memory" else replace(token, source="memory")
-
-
 class MemoryTier:
     def __init__(self, admin_client_name: str) -> None:
         self._admin_client_name = admin_client_name
@@ -55,7 +50,8 @@ class MemoryTier:
         token = bound(view.token.token, app_client_id) or (
             previous.token if previous is not None and previous.app_client_id == app_client_id else None
         )
-        kept = None if token is None else _kept(token)
+        # Kept marked as served from memory: its hits return it as it is.
+        kept = None if token is None else token.served_from("memory")
         known = KnownClient(app_client_id, consumers_of(view.consumers), checked_at=now, token=kept)
         self._known[client] = known
         return known
@@ -64,11 +60,11 @@ class MemoryTier:
         """Keep ``token`` if it is of the app client this container knows under that name and expires
         later than the one it has."""
         if client == self._admin_client_name:
-            self._unbound[client] = _kept(later(self._unbound.get(client), token) or token)
+            self._unbound[client] = (later(self._unbound.get(client), token) or token).served_from("memory")
             return
         known = self._known.get(client)
         if known is not None and known.app_client_id == token.app_client_id:
-            self._known[client] = replace(known, token=_kept(later(known.token, token) or token))
+            self._known[client] = replace(known, token=(later(known.token, token) or token).served_from("memory"))
 
     def forget(self, client: str, token: CachedToken) -> None:
         """Drop ``token`` (one Zus refused) if it is the one kept for ``client``."""

@@ -23,7 +23,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 
 from zus_m2m import errors
 from zus_m2m.ports import Runtime, TokenTable
@@ -85,7 +84,7 @@ class SingleFlight:
             token = _current(state.token, binding, refused)
             if token is not None and token.seconds_left(now) >= min_ttl:
                 self.memory.remember(client, token)
-                return replace(token, source="lease-wait")
+                return token.served_from("lease-wait")
             if state.paused_until(now):
                 raise paused(client, state, now, min_ttl)
             if not state.lease_held(now, by_other_than=self._owner):
@@ -119,7 +118,7 @@ class SingleFlight:
         if token is not None and token.seconds_left(now) >= min_ttl:
             quietly(lambda: self.table.release_lease(client, self._owner))
             self.memory.remember(client, token)
-            return replace(token, source="lease-wait")
+            return token.served_from("lease-wait")
         if held.paused_until(now):
             quietly(lambda: self.table.release_lease(client, self._owner))
             raise paused(client, held, now, min_ttl)

@@ -27,7 +27,6 @@ A ``min_ttl`` longer than Zus's tokens live (learned from the last one) is 422 w
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from zus_m2m import errors
 from zus_m2m.access import AccessPolicy, Caller, refused_token
@@ -149,7 +148,7 @@ class TokenVendor:
         if tier == "table":
             self._memory.remember(client, token)
         self._after_hit(client, token, now)
-        return token if token.source == tier else replace(token, source=tier), min_ttl
+        return token.served_from(tier), min_ttl
 
     def _satisfiable(self, token: CachedToken, min_ttl: float, now: float, best_effort: bool) -> float:
         """``min_ttl``, if a token of the learned lifetime can have it left (or best effort's half a
