@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
 
 from zus_emulator import EmulatorServer
+from zus_emulator.config import AUTH0
 from zus_local.aws_setup import create_queues, store_admin_secret
 from zus_local.lambda_context import LocalLambdaContext
 from zus_local.queue_poller import handled, sqs_event
@@ -58,6 +60,18 @@ def wait_until(condition: Callable[[], T | None], what: str, timeout: float = 20
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def assert_waits_as_zus_said(dialect: str, seconds: int, sent: float, answered: float, retry_after: float) -> None:
+    """A 429 that asked for ``seconds`` (a request sent at ``sent``, answered at ``answered``) became the
+    wait ``retry_after``, counted from the answer. Auth0 names an instant, a whole epoch second at least
+    ``seconds`` after its answer: a caller that waits as told comes back no earlier than that instant
+    (the wait itself may be milliseconds under ``seconds``). RFC 6749's Retry-After is in seconds."""
+    if dialect == AUTH0:
+        assert math.ceil(sent + seconds) <= answered + retry_after
+        assert retry_after <= seconds + 1
+    else:
+        assert retry_after == seconds
 
 
 @dataclass
