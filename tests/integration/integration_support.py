@@ -67,11 +67,13 @@ def assert_waits_as_zus_said(dialect: str, seconds: int, sent: float, answered: 
     wait ``retry_after``, counted from the answer. Auth0 names an instant, a whole epoch second at least
     ``seconds`` after its answer: a caller that waits as told comes back no earlier than that instant
     (the wait itself may be milliseconds under ``seconds``). RFC 6749's Retry-After is in seconds."""
+    # Messages of their own: this module's asserts are not rewritten by pytest.
     if dialect == AUTH0:
-        assert math.ceil(sent + seconds) <= answered + retry_after
-        assert retry_after <= seconds + 1
+        reset = math.ceil(sent + seconds)
+        assert reset <= answered + retry_after, f"waiting {retry_after} s from {answered} ends before {reset}"
+        assert retry_after <= seconds + 1, f"waiting {retry_after} s for a reset {seconds} s away"
     else:
-        assert retry_after == seconds
+        assert retry_after == seconds, f"waiting {retry_after} s where Retry-After said {seconds}"
 
 
 @dataclass
