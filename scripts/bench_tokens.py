@@ -490,8 +490,8 @@ def burst_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 # Cold start as Lambda runs it: Python 3.13 isolated (-I -S: no site, no PYTHON* variables), writing no
@@ -620,7 +620,7 @@ def paired_figures(collected: list[dict[str, Any]]) -> dict[str, Any]:
         ("_hit_second", [p for p in pairs if not p[0]]),
     ):
         p50 = percentile([difference for _, difference in chosen], 0.5)
-        figures[f"paired_table_hit_minus_get_item_p50_ms{suffix}"] = None if p50 is None else round(p50, 3)
+        figures[f"paired_table_hit_minus_get_item_p50_ms{suffix}"] = _rounded(p50, 3)
     return figures
 
 
@@ -659,10 +659,10 @@ def waiting_figures(log_dir: Path, waits_ended: list[float]) -> dict[str, Any]:
     after_p50 = percentile([(end - ended) * 1000 for end, ended, _ in paired], 0.5)
     return {
         "holder_fetches": len(holders),
-        "holder_fetch_p50_ms": None if holder_p50 is None else round(holder_p50, 1),
-        "waited_holder_fetch_p50_ms": None if waited_p50 is None else round(waited_p50, 1),
+        "holder_fetch_p50_ms": _rounded(holder_p50),
+        "waited_holder_fetch_p50_ms": _rounded(waited_p50),
         "lease_wait_reads_per_waiter": round(reads / len(waits_ended), 2) if waits_ended else None,
-        "lease_wait_after_holder_p50_ms": None if after_p50 is None else round(after_p50, 1),
+        "lease_wait_after_holder_p50_ms": _rounded(after_p50),
     }
 
 
@@ -770,7 +770,7 @@ def main() -> None:
     for tier, values in latencies.items():
         for name, fraction in (("p50", 0.5), ("p99", 0.99)):
             value = percentile(values, fraction)
-            figures[f"{tier.replace('-', '_')}_{name}_ms"] = None if value is None else round(value, 3)
+            figures[f"{tier.replace('-', '_')}_{name}_ms"] = _rounded(value, 3)
     figures["table_p50_over_get_item_p50"] = _ratio(figures["table_p50_ms"], bare_p50)
     figures |= paired_figures(collected)
     figures["memory_p50_over_get_item_p50"] = _ratio(figures["memory_p50_ms"], bare_p50)

@@ -8,7 +8,6 @@ SIGTERM, a busy port; and, in process, the API Gateway event the handlers get an
 from __future__ import annotations
 
 import datetime
-import functools
 import io
 import json
 import os
@@ -207,11 +206,6 @@ def test_zus_asking_for_15_minutes_is_a_retry_after_of_15_minutes(stack: StackPr
     assert 895 <= int(again.headers["Retry-After"]) <= 901
 
 
-def printed(stack: StackProcess, pattern: re.Pattern[str]) -> bool:
-    """Whether the stack printed a line ``pattern`` matches."""
-    return any(pattern.search(line) for line in stack.lines)
-
-
 def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProcess) -> None:
     """Tokens that live 184 s (their refresh margin: half their life, 92 s) enter the margin plus the
     job's 90 s horizon 2 s after they are issued; the pre-refresh schedule (every second here) hands the
@@ -242,8 +236,8 @@ def test_scheduled_pre_refresh_renews_a_token_nobody_asks_for(stack: StackProces
         # which can be after the token it wrote was read above.
         handed_out = re.compile(r"schedule zus-m2m-local-pre-refresh \(pre-refresh\)  ok .* dispatched=[1-9]")
         worked = re.compile(r"queue zus-m2m-local-work  \d+ messages? -> WorkerFunction  ok")
-        for pattern, what in ((handed_out, "the pre-refresh job's line"), (worked, "the worker's line")):
-            wait_until(functools.partial(printed, stack, pattern), 10, what)
+        wait_until(lambda: any(handed_out.search(line) for line in stack.lines), 10, "the pre-refresh job's line")
+        wait_until(lambda: any(worked.search(line) for line in stack.lines), 10, "the worker's line")
     finally:
         requests.post(f"{stack.zus}/_emulator/config", json={"tokenLifetimeSeconds": 3600}, timeout=5)
         stack.admin.delete(f"{api}/app-clients/{name}", timeout=30)
