@@ -8,8 +8,7 @@ import json
 from typing import Any
 
 from zus_local.aws_setup import store_admin_secret
-from zus_m2m.aws.table import TableKeys
-from zus_m2m.aws.token_table import DynamoTokenTable
+from zus_m2m.aws.table import BUDGET, TOKEN, TableKeys
 from zus_m2m.errors import ZusM2MError
 from zus_m2m.settings import Settings
 from zus_m2m.values import ClientCredentials
@@ -50,6 +49,6 @@ def store_bootstrap_admin(
         json.loads(credentials.to_json()),
         kms_key_id=settings.kms_key_id,
     )
-    DynamoTokenTable(dynamodb, settings.table_name, TableKeys(settings.admin_client_name)).purge(
-        settings.admin_client_name
-    )
+    keys = TableKeys(settings.admin_client_name)
+    for kind in (TOKEN, BUDGET):
+        dynamodb.delete_item(TableName=settings.table_name, Key=keys.key(settings.admin_client_name, kind))

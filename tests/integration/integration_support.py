@@ -149,6 +149,11 @@ class Deployment:
         self.records = DynamoClientRecords(aws.dynamodb, aws.table_name, self.keys)
         self.table = DynamoTokenTable(aws.dynamodb, aws.table_name, self.keys)
 
+    def forget_tokens(self, client: str) -> None:
+        """Delete the client's token and budget items: its next vend call is cold (a fresh mint)."""
+        for kind in ("token", "budget"):
+            self.aws.dynamodb.delete_item(TableName=self.aws.table_name, Key=self.keys.key(client, kind))
+
     def store_admin(self, app_client_id: str, client_id: str, client_secret: str, role_name: str) -> None:
         store_admin_secret(
             self.aws.secretsmanager,

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fakes import Crash, crash_at, create_at_once
@@ -280,6 +280,7 @@ def test_delete_retires_the_client_with_its_recovery_window(stack: Stack) -> Non
     record, _ = provisioning.create_client(CreateRequest(NAME))
     assert stack.item(NAME, "token") is not None
 
+    retired_at = time.time()
     provisioning.retire_client(NAME)
 
     description = stack.aws.secretsmanager.describe_secret(SecretId="zus-m2m/test/billing-service")
@@ -288,7 +289,7 @@ def test_delete_retires_the_client_with_its_recovery_window(stack: Stack) -> Non
     assert 6.9 < days <= 7.0
     with pytest.raises(errors.ZusNotFound):
         stack.zus_client.get_app_client(record.app_client_id, stack.admin_token)
-    assert stack.item(NAME, "token") is None
+    _assert_tombstone(stack.item(NAME, "token"), retired_at)
     assert stack.item(NAME, "budget") is None
     assert stack.item(NAME, "record") is None
     with pytest.raises(errors.ResourceNotFound):
@@ -434,8 +435,9 @@ def test_a_deleted_client_stops_being_served_by_every_container_within_the_bound
     container = stack.vendor()
     container.vend(stack.CONSUMER, NAME, 60)
 
+    retired_at = time.time()
     stack.provisioning().retire_client(NAME)
-    assert stack.item(NAME, "token") is None  # the table is purged at once
+    _assert_tombstone(stack.item(NAME, "token"), retired_at)  # the table is purged at once
     _bound_passes(container)
 
     with pytest.raises(errors.Forbidden):
@@ -488,29 +490,50 @@ def test_a_consumer_removed_by_patch_is_refused_at_once(stack: Stack) -> None:
         container.vend(stack.CONSUMER, NAME, 60)
 
 
-def test_a_recreated_client_never_gets_the_old_clients_token_left_in_its_token_item(stack: Stack) -> None:
-    # Given a client deleted, and its token written back after the purge (a refresh that finished late)
+def test_work_in_flight_when_a_client_is_deleted_writes_nothing_of_it_after(stack: Stack) -> None:
+    # Given a fetch of a client's token in flight (its lease taken: a pre-refresh, a vend call) when the
+    # client is deleted
     first, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
     old = stack.vendor().vend(stack.CONSUMER, NAME, 60)
+    now = time.time()
+    assert stack.table.acquire_lease(NAME, "worker/1", now, now + 30).taken
     stack.provisioning().retire_client(NAME)
-    stack.table.put_token(NAME, old, owner=None)
 
-    # When the name is created again (another Zus app client)
+    # When that work goes on: it stores its token, another call takes the lease, one marks the client in
+    # use, one records Zus's pause
+    stack.table.put_token(NAME, old, "worker/1")
+    stack.table.put_token(NAME, old, None)
+    with pytest.raises(errors.ResourceNotFound, match="is being deleted"):
+        stack.table.acquire_lease(NAME, "vend/2", now, now + 30)
+    stack.table.mark_requested(NAME, now)
+    stack.table.block(NAME, now + 60)
+
+    # Then the token item is still the tombstone the delete left
+    _assert_tombstone(stack.item(NAME, "token"), now)
+
+    # and the name created again (another Zus app client) is served its own client's token
     second, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
-
-    # Then the token item's copy of the record names the new app client, and a new container serves the
-    # new client's token, never the old one
+    assert second.app_client_id != first.app_client_id
+    served = stack.vendor().vend(stack.CONSUMER, NAME, 60)
+    assert _subject(served.access_token) == f"{second.client_id}@clients"
     item = stack.item(NAME, "token")
     assert item is not None
-    assert item["recordAppClientId"]["S"] == second.app_client_id != first.app_client_id
-    served = stack.vendor().vend(stack.CONSUMER, NAME, 60)
-    assert served.access_token != old.access_token
-    assert _subject(served.access_token) == f"{second.client_id}@clients"
+    assert item["recordStatus"]["S"] == "active"
+    assert item["recordAppClientId"]["S"] == item["appClientId"]["S"] == second.app_client_id
+
+
+def _assert_tombstone(item: dict[str, Any] | None, retired_at: float) -> None:
+    """A deleted client's token item: nothing but its keys, the copy's status "deleting" and a TTL within
+    the hour after the delete."""
+    assert item is not None
+    assert set(item) == {"pk", "sk", "recordStatus", "ttl"}, sorted(item)
+    assert item["recordStatus"]["S"] == "deleting"
+    assert retired_at - 1 <= float(item["ttl"]["N"]) - 3600 <= time.time()
 
 
 def test_a_cached_token_of_another_app_client_is_never_served(stack: Stack) -> None:
-    # Given the table still holds a token minted for a client deleted under this name (e.g. a refresh
-    # that finished after the delete's purge)
+    # Given the table still holds a token minted for a client deleted under this name (e.g. one a
+    # refresh wrote after the delete's tombstone expired)
     record, _ = stack.provisioning().create_client(CreateRequest(NAME, consumers=(stack.CONSUMER_ROLE,)))
     stack.aws.dynamodb.update_item(
         TableName=stack.aws.table_name,

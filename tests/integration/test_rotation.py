@@ -4,7 +4,7 @@ The test plays Secrets Manager's part as the local stack does: it starts a rotat
 own ``SecretsManagerStore.start_rotation`` and drives the four steps with
 ``zus_local.secrets_manager_rotation``, calling the rotation steps or the rotation handler.
 
-Vend calls during a rotation are *cold* (``cold_traffic``): each one purges the client's cached token
+Vend calls during a rotation are *cold* (``cold_traffic``): each one deletes the client's cached token
 and comes from a new container, so it succeeds only if the vendor mints a token with a secret version
 that works at Zus at that moment; a cached token would hide a dead AWSCURRENT. Each call is counted by
 the last rotation checkpoint passed when it started, and one runs synchronously at every checkpoint.
@@ -50,7 +50,7 @@ STARTED = "started"  # the stage before the first checkpoint: a value-less AWSPE
 
 @dataclasses.dataclass
 class ColdTraffic:
-    """Vend calls that each need a fresh mint: the client's token and budget items purged, a new
+    """Vend calls that each need a fresh mint: the client's token and budget items deleted, a new
     container (empty memory) each time, one call at a time (a call that waited for another's fetch
     would be served from the table). ``calls``: how many started after each checkpoint.
 
@@ -71,10 +71,10 @@ class ColdTraffic:
     def vend(self) -> None:
         with self.lock:
             stage = self.stage
-            # A token the rotation's testSecret stored between the purge and the read proves nothing of
-            # this call's choice of version: purge again and ask again.
+            # A token the rotation's testSecret stored between the delete and the read proves nothing of
+            # this call's choice of version: delete it again and ask again.
             for _ in range(3):
-                self.stack.table.purge(self.client)
+                self.stack.forget_tokens(self.client)
                 vendor = self.stack.vendor()
                 try:
                     # The bootstrap admin's token is never vended: provisioning and rotation take it as admin_token.
@@ -461,7 +461,7 @@ def test_the_bootstrap_admin_rotates_and_admin_calls_still_work(stack: Stack) ->
     assert traffic.failures == []
     assert set(traffic.calls) == {STARTED, *CHECKPOINTS}, traffic.calls
     # A container with nothing cached is vended an admin token minted with the new secret, and provisioning works.
-    stack.table.purge(ADMIN)
+    stack.forget_tokens(ADMIN)
     record, created = stack.provisioning().create_client(CreateRequest("after-admin-rotation"))
     assert created
     assert record.name == "after-admin-rotation"

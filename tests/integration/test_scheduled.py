@@ -132,7 +132,7 @@ def test_a_lost_secret_starts_a_recovery_rotation_that_restores_it(
     assert counting_metrics.counts["SecretChangedAtZus"] == 1  # refused outside any rotation of ours
     stack.drive(stack.steps(), stack.started(stack.secret_id))
     stack.assert_rotated_cleanly(before)
-    stack.table.purge(CLIENT)
+    stack.forget_tokens(CLIENT)
     assert stack.vendor().vend(stack.CONSUMER, CLIENT, 60).access_token
 
 
@@ -156,7 +156,7 @@ def test_a_check_during_a_new_secrets_random_propagation_finds_it_healthy(stack:
     outcomes = []
 
     for _ in range(8):
-        stack.table.purge(CLIENT)  # no cached token proves the version: each check asks Zus
+        stack.forget_tokens(CLIENT)  # no cached token proves the version: each check asks Zus
         outcomes.append(sweep.check(CLIENT).outcome)
 
     assert outcomes == ["healthy"] * 8  # never a recovery rotation for a secret still settling

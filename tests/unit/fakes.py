@@ -89,7 +89,8 @@ class FakeClock:
 class FakeTokenTable:
     """The token and budget items in memory, with DynamoTokenTable's conditions (and its budget rule),
     and the active records ``view`` reads with them (``records``); with ``due``, a token item's due marks
-    there too, as DynamoTokenTable keeps them (``refresh_margin``)."""
+    there too, as DynamoTokenTable keeps them (``refresh_margin``). A retired client's item is a tombstone
+    (``retired``): the writes that would create it write nothing."""
 
     def __init__(self, due: FakeDueIndex | None = None, refresh_margin: float = 300.0) -> None:
         self.due = due
@@ -99,6 +100,7 @@ class FakeTokenTable:
         self.records: dict[str, ClientRecord] = {}
         self.zus_counts: dict[str, ZusCount] = {}
         self.budget_versions: Counter[str] = Counter()
+        self.retired: set[str] = set()
         # What an eventually consistent read still answers (DynamoDB's GetItem without ConsistentRead).
         self.stale: dict[str, TokenState] = {}
         self.lock = threading.Lock()
@@ -133,6 +135,8 @@ class FakeTokenTable:
 
     def acquire_lease(self, client: str, owner: str, now: float, until: float) -> LeaseAttempt:
         with self.lock:
+            if client in self.retired:
+                raise errors.ResourceNotFound(f"app client {client!r} is being deleted")
             state = self.states.get(client, TokenState())
             if state.lease_held(now, by_other_than=owner):
                 return LeaseAttempt(False, state)
@@ -155,6 +159,8 @@ class FakeTokenTable:
         fetch_seconds: float = 0.0,
     ) -> None:
         with self.lock:
+            if client in self.retired:
+                return
             state = self.states.get(client, TokenState())
             stored = state.token
             if (
@@ -184,7 +190,8 @@ class FakeTokenTable:
 
     def block(self, client: str, until: float) -> None:
         with self.lock:
-            self.states[client] = replace(self.states.get(client, TokenState()), blocked_until=until)
+            if client not in self.retired:
+                self.states[client] = replace(self.states.get(client, TokenState()), blocked_until=until)
 
     def read_budget(self, client: str, now: float) -> Budget:
         with self.lock:
@@ -208,13 +215,19 @@ class FakeTokenTable:
     def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
         with self.lock:
             state = self.states.get(client, TokenState())
-            if unless_since is not None and state.last_requested_at > unless_since:
+            if client in self.retired or (unless_since is not None and state.last_requested_at > unless_since):
                 return
             self.states[client] = replace(state, last_requested_at=now)
             if self.due is not None:
                 self.due.token_used(client, now)
 
-    def purge(self, client: str) -> None:
+    def retire(self, client: str, now: float) -> None:
+        self.forget(client)
+        with self.lock:
+            self.retired.add(client)
+
+    def forget(self, client: str) -> None:
+        """The client's token and budget items deleted (a test's cold start, not a retirement)."""
         with self.lock:
             self.states.pop(client, None)
             self.budgets.pop(client, None)

@@ -513,6 +513,7 @@ def test_delete_removes_the_zus_client_schedules_the_secret_and_purges_tokens(wo
     assert secret.deleted is True
     assert secret.recovery_window_days == 7
     assert NAME not in world.table.states
+    assert NAME in world.table.retired
     assert world.records.get(NAME) is None
     with pytest.raises(errors.ResourceNotFound):
         provisioning.retire_client(NAME)

@@ -590,7 +590,7 @@ def test_the_first_request_after_an_outage_may_use_the_reserve_but_not_after_ref
     assert world.vendor().vend(CALLER, CLIENT, min_ttl=60).access_token == "token-2"  # the 9th, from the reserve
 
     # Refused credentials are no outage: the request after them does not touch the reserve.
-    world.table.purge(CLIENT)
+    world.table.forget(CLIENT)
     world.table.budgets[CLIENT] = [world.clock.now - 10] * 7
     world.endpoint.valid_secrets = set()
     with pytest.raises(errors.TemporarilyUnavailable):

@@ -167,7 +167,10 @@ class TokenTable(Protocol):
         fleet)."""
         ...
 
-    def purge(self, client: str) -> None: ...
+    def retire(self, client: str, now: float) -> None:
+        """Purge a client being deleted of its cached token and budget, and keep anything in flight from
+        writing them again (a tombstone: ``aws/table.py``)."""
+        ...
 
 
 # --- secrets ------------------------------------------------------------------------------------

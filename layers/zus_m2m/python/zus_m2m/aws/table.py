@@ -205,6 +205,21 @@ def record_copy(app_client_id: str, consumers: tuple[str, ...]) -> tuple[str, It
 # The copy of a record no longer active: nobody is served (the item stays, with its lease and budget).
 RECORD_GONE = f"SET {RECORD_STATUS} = :copied_status REMOVE {RECORD_APP_CLIENT}, {RECORD_CONSUMERS}"
 
+# A deleted client's token item is a tombstone for this long (then TTL deletes it): its copy's status
+# "deleting" and nothing else. Work in flight when the client was deleted (a pre-refresh, a vend call's
+# fetch: neither outlives a function's 15-minute limit) finds it and writes nothing, where a deleted item
+# would have been created again by its write. A re-create's record write makes the copy active again.
+TOMBSTONE_SECONDS = HOUR
+# The condition of every token-item write that may create the item (a lease, a token, a block, a use
+# mark): not while its client is being deleted, nor after (its placeholder: ``LIVE_VALUES``).
+LIVE = f"(attribute_not_exists({RECORD_STATUS}) OR {RECORD_STATUS} = :live_copy)"
+LIVE_VALUES = {":live_copy": {"S": ACTIVE}}
+
+
+def tombstone(key: Item, now: float) -> Item:
+    """The token item of a client being deleted, as it is left (``TOMBSTONE_SECONDS``)."""
+    return {**key, RECORD_STATUS: string(DELETING), "ttl": number(int(now + TOMBSTONE_SECONDS))}
+
 
 def client_view(item: Item) -> ClientView | None:
     """What a token item says of its client (the record's copy) and its token; None when it carries no

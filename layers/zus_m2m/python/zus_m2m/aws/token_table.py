@@ -20,8 +20,11 @@ from zus_m2m.aws._errors import CONDITION_FAILED, error_code, translated, writte
 from zus_m2m.aws.table import (
     ACTIVE,
     BUDGET,
+    DELETING,
     DUE_KIND,
     HOUR,
+    LIVE,
+    LIVE_VALUES,
     RECORD,
     RECORD_STATUS,
     STATUS,
@@ -36,8 +39,9 @@ from zus_m2m.aws.table import (
     string_of,
     token_state,
     token_write,
+    tombstone,
 )
-from zus_m2m.errors import StoreUnavailable
+from zus_m2m.errors import ResourceNotFound, StoreUnavailable
 from zus_m2m.values import REFRESH, Budget, CachedToken, ClientView, FailureCause, LeaseAttempt, TokenState, ZusQuota
 
 if TYPE_CHECKING:
@@ -133,8 +137,15 @@ class DynamoTokenTable:
                     UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
                     # Its own lease too: a retry of this write whose first attempt landed (its answer
                     # lost or late) takes it again, rather than find a lease nobody is using.
-                    ConditionExpression="attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner",
-                    ExpressionAttributeValues={":owner": string(owner), ":until": number(until), ":now": number(now)},
+                    ConditionExpression=(
+                        f"(attribute_not_exists(leaseUntil) OR leaseUntil <= :now OR leaseOwner = :owner) AND {LIVE}"
+                    ),
+                    ExpressionAttributeValues={
+                        ":owner": string(owner),
+                        ":until": number(until),
+                        ":now": number(now),
+                        **LIVE_VALUES,
+                    },
                     ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
@@ -142,7 +153,10 @@ class DynamoTokenTable:
                 if error_code(exc) not in CONDITION_FAILED:
                     raise
                 # botocore parses the old item into the error's response (not in its type stubs).
-                return LeaseAttempt(False, token_state(cast(dict[str, Any], exc.response).get("Item", {})))
+                old = cast(dict[str, Any], exc.response).get("Item", {})
+                if string_of(old, RECORD_STATUS) == DELETING:
+                    raise ResourceNotFound(f"app client {client!r} is being deleted") from exc
+                return LeaseAttempt(False, token_state(old))
         return LeaseAttempt(True, token_state(answer.get("Attributes", {})))
 
     def release_lease(self, client: str, owner: str) -> None:
@@ -164,7 +178,7 @@ class DynamoTokenTable:
         fetch_seconds: float = 0.0,
     ) -> None:
         update, condition, values = token_write(token, self._refresh_margin, replacing, fetch_seconds)
-        names = {"#ttl": "ttl"}
+        condition, values, names = f"{condition} AND {LIVE}", values | LIVE_VALUES, {"#ttl": "ttl"}
         # The lease's holder stores its token and gives the lease back in one write; only when it no
         # longer holds the lease, or a newer token is there, do the two happen apart.
         if owner is not None and self._conditional_update(
@@ -206,29 +220,27 @@ class DynamoTokenTable:
         )
 
     def block(self, client: str, until: float) -> None:
-        with translated("recording a Zus rate limit"):
-            self._db.update_item(
-                TableName=self._table,
-                Key=self._keys.key(client, TOKEN),
-                UpdateExpression="SET blockedUntil = :at",
-                ExpressionAttributeValues={":at": number(until)},
-            )
+        self._conditional_update(
+            "recording a Zus rate limit", client, "SET blockedUntil = :at", LIVE, {":at": number(until)} | LIVE_VALUES
+        )
 
     def mark_requested(self, client: str, now: float, *, unless_since: float | None = None) -> None:
         # In use: the item joins the due index (at the dueAt its token gave it), for the pre-refresh.
-        values = {":at": number(now), ":kind": string(REFRESH)}
-        condition = None
+        values = {":at": number(now), ":kind": string(REFRESH), **LIVE_VALUES}
+        condition = LIVE
         if unless_since is not None:
-            condition = "attribute_not_exists(lastRequestedAt) OR lastRequestedAt <= :since"
+            condition += " AND (attribute_not_exists(lastRequestedAt) OR lastRequestedAt <= :since)"
             values[":since"] = number(unless_since)
         self._conditional_update(
             "recording token use", client, f"SET lastRequestedAt = :at, {DUE_KIND} = :kind", condition, values
         )
 
-    def purge(self, client: str) -> None:
+    def retire(self, client: str, now: float) -> None:
+        # The token item becomes a tombstone (not deleted): a write of work still in flight would create
+        # it again. The budget item's writes need no fence: each sets its TTL.
         with translated("purging cached tokens"):
-            for kind in (TOKEN, BUDGET):
-                self._db.delete_item(TableName=self._table, Key=self._keys.key(client, kind))
+            self._db.put_item(TableName=self._table, Item=tombstone(self._keys.key(client, TOKEN), now))
+            self._db.delete_item(TableName=self._table, Key=self._keys.key(client, BUDGET))
 
     def read_budget(self, client: str, now: float) -> Budget:
         with translated("reading the token budget"):
@@ -255,13 +267,20 @@ class DynamoTokenTable:
         )
 
     def note_zus_quota(self, client: str, quota: ZusQuota, seen_at: float) -> None:
-        # Kept only if newer than what is there: answers can arrive out of order.
+        # Kept only if newer than what is there: answers can arrive out of order. A TTL if the item has
+        # none (its first write, even one after the client's retirement): Zus's count ends at its reset.
         self._conditional_update(
             "recording Zus's token quota",
             client,
-            "SET zusRemaining = :remaining, zusResetAt = :reset, zusSeenAt = :seen",
+            "SET zusRemaining = :remaining, zusResetAt = :reset, zusSeenAt = :seen, #ttl = if_not_exists(#ttl, :ttl)",
             "attribute_not_exists(zusSeenAt) OR zusSeenAt <= :seen",
-            {":remaining": number(quota.remaining), ":reset": number(quota.reset_at), ":seen": number(seen_at)},
+            {
+                ":remaining": number(quota.remaining),
+                ":reset": number(quota.reset_at),
+                ":seen": number(seen_at),
+                ":ttl": number(int(max(quota.reset_at, seen_at)) + 1),
+            },
+            names={"#ttl": "ttl"},
             kind=BUDGET,
         )
 

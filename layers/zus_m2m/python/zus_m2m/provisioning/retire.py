@@ -67,7 +67,7 @@ class RetireClient:
             if live is not None:
                 self.keeper.schedule_deletion(name)
             self.runtime.checkpoint(RetireCheckpoints.SECRET_DELETION_SCHEDULED)
-            self.table.purge(name)
+            self.table.retire(name, self.runtime.clock())
             self.runtime.checkpoint(RetireCheckpoints.TOKENS_PURGED)
             self.records.delete(name)
         except errors.ZusM2MError as exc:
