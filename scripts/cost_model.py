@@ -32,7 +32,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "local"), str(ROOT / "layers" / "zus_m2m" / "python")]
@@ -40,6 +40,7 @@ sys.path[:0] = [str(ROOT / "local"), str(ROOT / "layers" / "zus_m2m" / "python")
 from zus_local.cfn_yaml import load_template  # noqa: E402
 from zus_local.event_sources import parse_rate  # noqa: E402
 from zus_m2m.tokens.policy import VendingPolicy  # noqa: E402
+from zus_m2m.values import TokenSource  # noqa: E402
 
 PRICES = ROOT / "docs" / "prices.json"
 TOKENS = ROOT / "docs" / "bench" / "tokens.json"
@@ -162,13 +163,19 @@ def load_inputs() -> Inputs:
     )
 
 
+# The values a metric filter's dimension takes, by its key: each is a metric billed of its own.
+FILTER_DIMENSION_VALUES = {"status": ("429", "503"), "tier": get_args(TokenSource)}
+
+
 def _filter_metrics(resources: Mapping[str, Any]) -> set[str]:
-    """Metrics the template's log metric filters publish (a status dimension counts two: 429, 503)."""
+    """Metrics the template's log metric filters publish, one per value of their dimension."""
     found: set[str] = set()
     for resource in resources.values():
         if resource.get("Type") == "AWS::Logs::MetricFilter":
             for transformation in resource["Properties"]["MetricTransformations"]:
-                variants = ("429", "503") if transformation.get("Dimensions") else ("",)
+                variants: tuple[str, ...] = ("",)
+                for dimension in transformation.get("Dimensions", []):
+                    variants = FILTER_DIMENSION_VALUES[dimension["Key"]]
                 found.update(f"{transformation['MetricName']}{variant}" for variant in variants)
     return found
 

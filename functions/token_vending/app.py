@@ -42,6 +42,8 @@ def get_token(event: Mapping[str, Any], path: Mapping[str, str], audit: dict[str
     if refused is not None:
         audit["refusedToken"] = refused  # a fingerprint: it names the token without revealing it
     token = vendor.vend(edge.caller_of(event), validation.client_name(path["name"]), min_ttl, refused)
+    # Which tier served it: the vend calls by tier are counted from these lines (template.yaml).
+    audit["tokenSource"] = token.source
     audit["tokenExpiresAt"] = int(token.expires_at)
     if refused is not None:
         # The reported token itself comes back when the report was ignored (replaced too recently).

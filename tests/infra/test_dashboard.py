@@ -93,6 +93,9 @@ def test_every_metric_the_dashboard_shows_is_one_the_stack_emits(template: dict[
             if name in filters:
                 if dimensions[::2] != sorted(filters[name]):
                     problems.append(f"{where}: the metric filter publishes dimensions {sorted(filters[name])}")
+                for key, value in zip(dimensions[::2], dimensions[1::2], strict=True):
+                    if value not in COST_MODEL.FILTER_DIMENSION_VALUES[key]:
+                        problems.append(f"{where}: no line gives its dimension {key} the value {value}")
             elif name not in emitted:
                 problems.append(f"{where}: no code counts it and no metric filter publishes it")
             elif dimensions != SERVICE_DIMENSION:
@@ -115,11 +118,11 @@ def test_the_dashboard_shows_what_operators_watch(template: dict[str, Any]) -> N
     metrics = shown(template)
     names = {name for _, name, _, _ in metrics}
     # vend calls by tier; upstream requests and the budget; 429 and 503 answers; rotation outcomes
-    assert {"TokenMemoryHit", "TokenTableHit", "TokenMiss"} <= names
+    by_dimension = {(name, dims[1]) for _, name, dims, _ in metrics if dims}
+    assert "TokenMiss" in names
+    assert {("TokensServed", "memory"), ("TokensServed", "table")} <= by_dimension
     assert {"UpstreamTokenRequest", "BudgetUsed"} <= names
-    assert {("ProblemAnswers", "429"), ("ProblemAnswers", "503")} <= {
-        (name, dims[1]) for _, name, dims, _ in metrics if dims
-    }
+    assert {("ProblemAnswers", "429"), ("ProblemAnswers", "503")} <= by_dimension
     assert {"RotationStarted", "RotationRepaired", "SecretRecoveryStarted", "RotationFailed"} <= names
     # the work queue's depth and age, its dead letters
     queues = {(name, dims[1]) for namespace, name, dims, _ in metrics if namespace == "AWS/SQS"}

@@ -877,8 +877,9 @@ def test_a_call_writes_one_line_of_its_metrics_and_audit_event_and_package_lines
     api: Api, token_api: Api, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Its lines as CloudWatch gets them: an API call's one line is the EMF document of its metrics with
-    its audit event and Lambda's request id (not Powertools' whole line); a line of the package, in a
-    container's second call too, names the module that wrote it."""
+    its audit event and Lambda's request id (not Powertools' whole line), a hit's the audit event alone
+    (the template counts them by tier from it); a line of the package, in a container's second call too,
+    names the module that wrote it."""
     api(event("apigw_create_client"))
     written = io.StringIO()
     # The function's two log handlers (its Logger's and the audit lines') write here, not to stdout.
@@ -900,10 +901,12 @@ def test_a_call_writes_one_line_of_its_metrics_and_audit_event_and_package_lines
         assert (line["level"], line["message"]) == ("INFO", "audit")
         assert line["function_request_id"]
         assert not powertools_keys & set(line)
-        [metrics] = line["_aws"]["CloudWatchMetrics"]
-        assert metrics["Metrics"]
-        assert all(line[metric["Name"]] for metric in metrics["Metrics"])
-    assert "TokenRefused" in audit[1]
+    served, denied = audit
+    assert served["audit"]["tokenSource"] == "table"
+    assert "_aws" not in served, "a hit recorded a metric"
+    [metrics] = denied["_aws"]["CloudWatchMetrics"]
+    assert [metric["Name"] for metric in metrics["Metrics"]] == ["TokenRefused"]
+    assert denied["TokenRefused"] == [1.0]
     refusal = [line for line in lines if line.get("message") == "request refused"]
     assert [line.get("name") for line in refusal] == ["zus_m2m.edge"]
     assert body["access_token"] not in output

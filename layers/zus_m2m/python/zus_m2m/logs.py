@@ -28,6 +28,8 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 PACKAGE = "zus_m2m"
 AUDIT = "zus_m2m.audit"
 SERVICE = "zus-m2m"
+# The call line's encoder, made once: ``json.dumps`` with options makes one per call.
+_LINE = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 class _ToFunctionLogger(logging.Handler):
@@ -67,7 +69,7 @@ class _CallLine(logging.StreamHandler):  # type: ignore[type-arg]
         line["message"] = record.getMessage()
         line["function_request_id"] = self.logger.get_current_keys().get("function_request_id")
         line["audit"] = getattr(record, "audit", None)
-        self.stream.write(json.dumps(line, separators=(",", ":"), default=str) + self.terminator)
+        self.stream.write(_LINE.encode(line) + self.terminator)
         self.flush()
 
 
@@ -75,6 +77,9 @@ def function_logger(function: str, metrics: Metrics) -> Logger:
     """The Logger of one function (service ``zus-m2m-<function>``), which the package's lines also go
     through, but for the audit lines: each one is its call's line, with the call's ``metrics``."""
     logger = Logger(service=f"{SERVICE}-{function}")
+    # No line shows a record's thread or process: each record skips looking them up (logging's own
+    # switches; a Lambda process runs one function).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logger.append_keys(name="%(name)s")  # each line names the module that wrote it
     package = logging.getLogger(PACKAGE)
     package.setLevel(logger.log_level)

@@ -144,7 +144,6 @@ class TokenVendor:
             return None, min_ttl
         if token.seconds_left(now) < min_ttl:
             return None, min_ttl
-        self._metrics.count(_HIT_METRICS[tier])
         if tier == "table":
             self._memory.remember(client, token)
         self._after_hit(client, token, now)
@@ -237,9 +236,6 @@ class TokenVendor:
         self._memory.remember(client, token)
         self._table.put_token(client, token, owner=None)
         return token
-
-
-_HIT_METRICS: dict[TokenSource, str] = {"memory": "TokenMemoryHit", "table": "TokenTableHit"}
 
 
 def _unsatisfiable(lifetime: float, min_ttl: float) -> errors.UnprocessableRequest:
