@@ -9,7 +9,7 @@ import pytest
 
 from zus_m2m.aws.table import TableKeys
 from zus_m2m.aws.token_table import DynamoTokenTable
-from zus_m2m.values import CachedToken
+from zus_m2m.values import CachedToken, ZusQuota
 
 NOW = 1_800_000_000.0
 CLIENT = "billing"
@@ -118,3 +118,14 @@ def test_a_restored_copy_never_overwrites_the_copy_a_record_write_made(aws: Any,
     tokens._restore_copy(CLIENT, "app-1", ("arn:aws:iam::123456789012:role/a", "arn:aws:iam::123456789012:role/b"))
     # Then the PATCH's copy stands
     assert tokens.view(CLIENT).consumers == ("arn:aws:iam::123456789012:role/b",)
+
+
+def test_a_budget_item_first_written_by_zus_quota_note_expires(aws: Any, tokens: DynamoTokenTable) -> None:
+    # A quota note can land after the client's delete removed its budget item: the item it writes expires.
+    tokens.note_zus_quota(CLIENT, ZusQuota(remaining=150, reset_at=NOW + 1800), NOW)
+    item = aws.dynamodb.get_item(TableName=aws.table_name, Key={"pk": {"S": f"client#{CLIENT}"}, "sk": {"S": "budget"}})
+    assert item["Item"]["ttl"] == {"N": str(int(NOW + 1800) + 1)}
+    # and a count after it keeps the item as long as its own rolling hour needs
+    assert tokens.count_request(CLIENT, tokens.read_budget(CLIENT, NOW), NOW)
+    item = aws.dynamodb.get_item(TableName=aws.table_name, Key={"pk": {"S": f"client#{CLIENT}"}, "sk": {"S": "budget"}})
+    assert item["Item"]["ttl"] == {"N": str(int(NOW + 3600) + 1)}
