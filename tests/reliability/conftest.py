@@ -20,6 +20,7 @@ from reliability_fixtures import (  # noqa: E402, F401 (pytest finds fixtures an
     clean_faults,
     ctx,
     moto,
+    pytest_runtest_makereport,
     pytest_terminal_summary,
     stack,
     system_intact,

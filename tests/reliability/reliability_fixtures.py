@@ -8,8 +8,9 @@ writes the table to ``ZUS_M2M_RELIABILITY_TABLE`` for ``make soak`` to print las
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,16 +119,36 @@ def ctx(stack: Any, moto: MotoControl, aws_proxy: AwsFaultProxy) -> Iterator[Con
     assert not problems, "\n".join(problems[:20])
 
 
+# A failed test's share of the session stack's lines (kept in memory only), for whoever looks into it.
+FAILED_LINES = Path(__file__).resolve().parents[2] / ".pytest_cache" / "reliability-failed"
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
 @pytest.fixture(autouse=True)
 def system_intact(request: pytest.FixtureRequest) -> Iterator[None]:
     """After every test on the session's stack, the system check; what it newly finds is the data lost
-    of every row the test wrote, and fails the test."""
+    of every row the test wrote, and fails the test. A failed test's lines of the stack are written to
+    ``FAILED_LINES``."""
     if "ctx" not in request.fixturenames:
         yield
         return
     context: Context = request.getfixturevalue("ctx")
     RESULTS.begin()
+    first_line, first_error = len(context.stack.lines), len(context.stack.errors)
     yield
+    if request.node.stash.get(_CALL_FAILED, False):
+        FAILED_LINES.mkdir(parents=True, exist_ok=True)
+        kept = FAILED_LINES / (re.sub(r"[^\w.-]+", "_", request.node.nodeid) + ".log")
+        kept.write_text("\n".join(context.stack.lines[first_line:] + context.stack.errors[first_error:]) + "\n")
+        print(f"the stack's lines during this test: {kept}")
     problems = context.new_problems()
     for row in RESULTS.written():
         row.integrity_checked += 1
